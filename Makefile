@@ -1,0 +1,42 @@
+# Two commands: `make run` serves the demo, `make test` runs everything.
+VENV ?= .venv
+PYTHON ?= python3
+PORT ?= 5000
+BASE_URL ?= http://127.0.0.1:$(PORT)
+FLASK = TIDINGS_ENV=development BASE_URL=$(BASE_URL) $(VENV)/bin/flask --app wsgi
+
+.PHONY: run test lint format install install-dev bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(FLASK) db upgrade
+	$(FLASK) demo
+	@echo "  Serving on http://127.0.0.1:$(PORT)/console/ (Ctrl-C stops)"
+	$(FLASK) run --host 127.0.0.1 --port $(PORT)
+
+test: install-dev
+	scripts/test.sh
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install-dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,384 @@
+"""Demo data: a product with half a year of releases, so a newcomer sees Tidings working.
+
+Loading is idempotent: products, notes and the demo account are matched by
+their natural keys and only what is missing is created. The set includes a
+draft, a scheduled note and an internal note, so every public view can be
+checked for leaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from announcements import accounts, services
+from announcements.models import Category, Note, Product, Role, TeamMember
+from announcements.services import Intent, NoteInput, ProductSettings
+
+DEMO_EMAIL = "demo@tidings.test"
+SCREENSHOT = "https://images.tidings.dev/demo"
+
+
+@dataclass(frozen=True)
+class DemoNote:
+    version: str
+    days_ago: int | None  # None: not published by the demo
+    category: Category
+    title: str
+    body_md: str
+    is_important: bool = False
+    is_internal: bool = False
+    intent: Intent = Intent.PUBLISH
+
+
+LUMEN_NOTES = [
+    DemoNote(
+        "2.0.0",
+        182,
+        Category.ADDED,
+        "A new dashboard, rebuilt from the ground up",
+        """\
+Lumen 2.0 brings a dashboard that loads **three times faster** and works on any screen.
+
+- Drag cards to arrange your own layout
+- Pin the reports you open every morning
+- Dark mode follows your system setting
+
+![The new dashboard]({img}/dashboard.png)
+""",
+        is_important=True,
+    ),
+    DemoNote(
+        "2.0.0",
+        182,
+        Category.REMOVED,
+        "The classic dashboard is gone",
+        """\
+The classic dashboard from 1.x has been retired. Saved layouts were carried over
+automatically; if something looks off, *Reset layout* in the card menu restores the default.
+""",
+    ),
+    DemoNote(
+        "2.1.0",
+        168,
+        Category.ADDED,
+        "Export any chart as PNG or CSV",
+        """\
+Every chart now has an **Export** button. PNG exports keep your theme; CSV exports include
+the raw numbers behind each point.
+""",
+    ),
+    DemoNote(
+        "2.1.0",
+        168,
+        Category.FIXED,
+        "Time zones in weekly reports",
+        """\
+Weekly reports now start on Monday *in your workspace's time zone* instead of UTC.
+""",
+    ),
+    DemoNote(
+        "2.2.0",
+        151,
+        Category.CHANGED,
+        "Faster search across all reports",
+        """\
+Search now matches report names, descriptions and the names of the metrics inside them.
+Results appear as you type.
+""",
+    ),
+    DemoNote(
+        "2.2.0",
+        151,
+        Category.DEPRECATED,
+        "API v1 will be retired in version 3.0",
+        """\
+The v1 REST API is deprecated and will stop answering in **Lumen 3.0**. Move to v2 — the
+requests are the same, with cursors instead of page numbers:
+
+```bash
+curl -H "Authorization: Bearer $LUMEN_TOKEN" \\
+  "https://api.lumen.example/v2/reports?cursor=…"
+```
+
+See the [migration guide](https://docs.lumen.example/api/v2-migration).
+""",
+        is_important=True,
+    ),
+    DemoNote(
+        "2.3.0",
+        137,
+        Category.ADDED,
+        "Alerts when a metric crosses a threshold",
+        """\
+Set an alert on any metric and Lumen tells you by email or Slack when it crosses the line.
+
+1. Open a chart
+2. Choose **Alert me** in the chart menu
+3. Pick the threshold and where to be told
+""",
+    ),
+    DemoNote(
+        "2.4.0",
+        121,
+        Category.SECURITY,
+        "Single sign-on with SAML and OIDC",
+        """\
+Workspaces on the Business plan can now require single sign-on. Okta, Azure AD and Google
+Workspace are supported out of the box; any SAML 2.0 or OpenID Connect provider works.
+""",
+    ),
+    DemoNote(
+        "2.4.0",
+        121,
+        Category.FIXED,
+        "CSV imports with semicolons",
+        """\
+CSV files that use `;` as the separator (common in Europe) are detected and imported
+correctly.
+""",
+    ),
+    DemoNote(
+        "2.5.0",
+        104,
+        Category.CHANGED,
+        "Clearer permissions for viewers",
+        """\
+| Role | View reports | Edit reports | Invite people |
+|------|:---:|:---:|:---:|
+| Viewer | ✓ | | |
+| Editor | ✓ | ✓ | |
+| Admin | ✓ | ✓ | ✓ |
+""",
+    ),
+    DemoNote(
+        "2.6.0",
+        88,
+        Category.ADDED,
+        "Annotations on charts",
+        """\
+Mark a launch, an outage or a campaign right on the chart. Annotations are shared with your
+team and appear on every chart of the same metric.
+""",
+    ),
+    DemoNote(
+        "2.7.0",
+        70,
+        Category.FIXED,
+        "Dashboards no longer flicker on refresh",
+        """\
+Auto-refresh now updates cards in place instead of redrawing the whole page.
+""",
+    ),
+    DemoNote(
+        "2.8.0",
+        52,
+        Category.ADDED,
+        "Scheduled reports by email",
+        """\
+Send any report to your team every day, week or month. Recipients don't need a Lumen account.
+""",
+    ),
+    DemoNote(
+        "2.9.0",
+        36,
+        Category.CHANGED,
+        "A calmer, more readable chart palette",
+        """\
+Charts use a new colour palette designed for contrast and for colour-blind readers.
+Your custom colours are unchanged.
+""",
+    ),
+    DemoNote(
+        "2.9.1",
+        29,
+        Category.SECURITY,
+        "Session cookies now expire after 12 hours",
+        """\
+For your security, sessions now expire after 12 hours of inactivity. Single sign-on
+workspaces can change this in **Settings → Security**.
+""",
+    ),
+    DemoNote(
+        "2.10.0",
+        11,
+        Category.ADDED,
+        "Funnels: see where people drop off",
+        """\
+The new **Funnels** report shows, step by step, how many people move from one event to the next.
+
+- Up to 10 steps per funnel
+- Break down by any property
+- Compare two date ranges side by side
+
+![A funnel report]({img}/funnels.png)
+""",
+        is_important=True,
+    ),
+    DemoNote(
+        "2.10.0",
+        11,
+        Category.FIXED,
+        "Dates in exported PDFs",
+        """\
+Exported PDFs now show dates in your chosen format instead of ISO dates.
+""",
+    ),
+    DemoNote(
+        "2.10.0",
+        11,
+        Category.CHANGED,
+        "Support runbook: funnels rollout",
+        """\
+**Internal.** Known limits for support: funnels over 90 days may time out on the Free plan.
+Point customers to the date-range picker.
+""",
+        is_internal=True,
+    ),
+    DemoNote(
+        "3.0.0-beta.1",
+        4,
+        Category.ADDED,
+        "Try workspaces in the 3.0 beta",
+        """\
+Beta testers can now group dashboards into **workspaces** with their own members and
+permissions. Tell us what you think with the reactions below.
+""",
+    ),
+    DemoNote(
+        "3.0.0",
+        None,
+        Category.REMOVED,
+        "API v1 is retired",
+        """\
+As announced in 2.2.0, the v1 API no longer answers. Every v1 call returns `410 Gone`.
+""",
+        intent=Intent.SAVE,
+    ),
+    DemoNote(
+        "3.0.0",
+        None,
+        Category.ADDED,
+        "Workspaces for every team",
+        """\
+Workspaces leave the beta and are available on every plan.
+""",
+        is_important=True,
+        intent=Intent.SCHEDULE,
+    ),
+]
+
+LEDGER_NOTES = [
+    DemoNote(
+        "1.0.0",
+        60,
+        Category.ADDED,
+        "Ledger is here",
+        "Invoices, receipts and payouts in one place.",
+    ),
+    DemoNote(
+        "1.1.0",
+        20,
+        Category.FIXED,
+        "Rounding in multi-currency invoices",
+        """\
+Totals are now rounded once, at the end, so multi-currency invoices add up to the cent.
+""",
+    ),
+]
+
+
+def load(session: Session, *, password: str, now: datetime) -> dict[str, Any]:
+    """Create whatever is missing of the demo data and return what scripts need to use it."""
+    member = accounts.find_by_email(session, DEMO_EMAIL)
+    if member is None:
+        member = accounts.create_member(session, DEMO_EMAIL, password, name="Dana Demo")
+    else:
+        accounts.set_password(session, member, password)
+    products = [
+        _product(session, member, "Lumen Analytics", "lumen", "#4f46e5", LUMEN_NOTES, now),
+        _product(session, member, "Ledger", "ledger", "#0f766e", LEDGER_NOTES, now),
+    ]
+    return {
+        "console": {"email": DEMO_EMAIL, "password": password},
+        "products": [_describe(session, product, now) for product in products],
+    }
+
+
+def _product(
+    session: Session,
+    member: TeamMember,
+    name: str,
+    slug: str,
+    accent: str,
+    notes: list[DemoNote],
+    now: datetime,
+) -> Product:
+    product = session.scalar(select(Product).where(Product.slug == slug))
+    if product is None:
+        product = services.create_product(
+            session,
+            ProductSettings(
+                name=name,
+                slug=slug,
+                accent_color=accent,
+                allowed_origins=("http://127.0.0.1:5000", "http://localhost:5000"),
+            ),
+            by=member,
+            now=now - timedelta(days=200),
+        )
+    else:
+        services.set_role(session, product, member, Role.OWNER, by=None, now=now)
+    existing = {
+        (version, title)
+        for version, title in session.execute(
+            select(Note.version, Note.title).where(Note.product_id == product.id)
+        )
+    }
+    for demo in notes:
+        if (demo.version, demo.title) in existing:
+            continue
+        when = now - timedelta(days=demo.days_ago) if demo.days_ago is not None else now
+        services.create_note(
+            session,
+            product,
+            NoteInput(
+                version=demo.version,
+                title=demo.title,
+                category=demo.category.value,
+                body_md=demo.body_md.replace("{img}", SCREENSHOT),
+                is_important=demo.is_important,
+                is_internal=demo.is_internal,
+            ),
+            intent=demo.intent,
+            publish_at=now + timedelta(days=7) if demo.intent is Intent.SCHEDULE else None,
+            by=member,
+            now=when,
+        )
+    return product
+
+
+def _describe(session: Session, product: Product, now: datetime) -> dict[str, Any]:
+    notes = session.scalars(
+        select(Note).where(Note.product_id == product.id).order_by(Note.id)
+    ).all()
+    return {
+        "slug": product.slug,
+        "name": product.name,
+        "widget_key": product.widget_key,
+        "identity_secret": product.identity_secret,
+        "notes": [
+            {
+                "id": note.id,
+                "version": note.version,
+                "title": note.title,
+                "status": note.status_at(now).value,
+                "internal": note.is_internal,
+            }
+            for note in notes
+        ],
+    }

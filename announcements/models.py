@@ -1,0 +1,406 @@
+"""The data model: typed SQLAlchemy 2.0 models on one metadata with a naming convention.
+
+A note's state is derived from its timestamps rather than stored beside them:
+no ``published_at`` is a draft, a ``published_at`` in the future is scheduled,
+one in the past is published, and ``archived_at`` archives it. A scheduled note
+therefore becomes visible at its time with no job having to flip a flag.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    and_,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
+
+
+def utcnow() -> datetime:
+    """The current time, in UTC, time-zone aware."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always UTC and always aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        # SQLite has no time-zone type: store naive UTC, read it back as UTC below.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    registry = registry(
+        metadata=MetaData(
+            naming_convention={
+                "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+                "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+                "ck": "ck_%(table_name)s_%(constraint_name)s",
+                "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+                "pk": "pk_%(table_name)s",
+            }
+        ),
+        type_annotation_map={datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON},
+    )
+
+
+class Role(enum.StrEnum):
+    """A team member's role on one product; each includes what the ones below it may do."""
+
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    OWNER = "owner"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class Category(enum.StrEnum):
+    """The Keep a Changelog change types."""
+
+    ADDED = "Added"
+    CHANGED = "Changed"
+    DEPRECATED = "Deprecated"
+    REMOVED = "Removed"
+    FIXED = "Fixed"
+    SECURITY = "Security"
+
+    @property
+    def label(self) -> str:
+        """The friendly name end users see."""
+        return CATEGORY_LABELS[self]
+
+
+CATEGORY_LABELS = {
+    Category.ADDED: "New",
+    Category.CHANGED: "Improved",
+    Category.DEPRECATED: "Deprecated",
+    Category.REMOVED: "Removed",
+    Category.FIXED: "Fixed",
+    Category.SECURITY: "Security",
+}
+
+
+class NoteStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    PUBLISHED = "published"
+    ARCHIVED = "archived"
+
+
+def _stored_as_value(enum_type: type[enum.StrEnum]) -> Enum:
+    """A portable VARCHAR column that stores an enum's values and loads its members."""
+    return Enum(
+        enum_type,
+        native_enum=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class TeamMember(Base):
+    """Someone who logs in to the console."""
+
+    __tablename__ = "team_member"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="member", cascade="all, delete-orphan"
+    )
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email.split("@", 1)[0]
+
+
+class Product(Base):
+    """A host product whose release notes Tidings publishes."""
+
+    __tablename__ = "product"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    widget_key: Mapped[str] = mapped_column(String(64), unique=True)
+    identity_secret: Mapped[str] = mapped_column(String(128))
+    require_identity: Mapped[bool] = mapped_column(Boolean, default=True)
+    allowed_origins: Mapped[list[str]] = mapped_column(default=list)
+    default_locale: Mapped[str] = mapped_column(String(35), default="en")
+    logo_url: Mapped[str | None] = mapped_column(String(500))
+    accent_color: Mapped[str] = mapped_column(String(7), default="#4f46e5")
+    # Bumped by every change to the product's notes, so caches and ETags can tell
+    # "nothing changed" without reading the notes.
+    catalogue_stamp: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="product", cascade="all, delete-orphan"
+    )
+
+
+class Membership(Base):
+    """A team member's role on one product."""
+
+    __tablename__ = "membership"
+    __table_args__ = (UniqueConstraint("member_id", "product_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("team_member.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[Role] = mapped_column(_stored_as_value(Role))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    member: Mapped[TeamMember] = relationship(back_populates="memberships")
+    product: Mapped[Product] = relationship(back_populates="memberships")
+
+
+class Note(Base):
+    """One release note of one version; its text is in the product's default locale.
+
+    Other locales live in :class:`NoteTranslation`.
+    """
+
+    __tablename__ = "note"
+    __table_args__ = (Index(None, "product_id", "published_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(35))
+    title: Mapped[str] = mapped_column(String(200))
+    body_md: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[Category] = mapped_column(_stored_as_value(Category))
+    is_important: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An audience rule for targeting; None shows the note to everyone.
+    audience: Mapped[dict[str, Any] | None]
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("team_member.id", ondelete="SET NULL"))
+    published_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    archived_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    product: Mapped[Product] = relationship()
+    author: Mapped[TeamMember | None] = relationship()
+    translations: Mapped[list[NoteTranslation]] = relationship(
+        back_populates="note", cascade="all, delete-orphan"
+    )
+
+    def status_at(self, now: datetime) -> NoteStatus:
+        """The note's state at ``now``."""
+        if self.archived_at is not None:
+            return NoteStatus.ARCHIVED
+        if self.published_at is None:
+            return NoteStatus.DRAFT
+        if self.published_at > now:
+            return NoteStatus.SCHEDULED
+        return NoteStatus.PUBLISHED
+
+    @property
+    def category_label(self) -> str:
+        return self.category.label
+
+
+def status_clause(status: NoteStatus, now: datetime) -> ColumnElement[bool]:
+    """A WHERE clause selecting notes in ``status`` at ``now``; the SQL twin of status_at."""
+    live = Note.archived_at.is_(None)
+    if status is NoteStatus.ARCHIVED:
+        return Note.archived_at.is_not(None)
+    if status is NoteStatus.DRAFT:
+        return and_(live, Note.published_at.is_(None))
+    if status is NoteStatus.SCHEDULED:
+        return and_(live, Note.published_at > now)
+    return and_(live, Note.published_at <= now)
+
+
+class NoteTranslation(Base):
+    """A note's title and body in another locale."""
+
+    __tablename__ = "note_translation"
+    __table_args__ = (UniqueConstraint("note_id", "locale"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    note_id: Mapped[int] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"))
+    locale: Mapped[str] = mapped_column(String(35))
+    title: Mapped[str] = mapped_column(String(200))
+    body_md: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    note: Mapped[Note] = relationship(back_populates="translations")
+
+
+class EndUser(Base):
+    """A user of the host product, as the widget has seen them."""
+
+    __tablename__ = "end_user"
+    __table_args__ = (UniqueConstraint("product_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    locale: Mapped[str | None] = mapped_column(String(35))
+    app_version: Mapped[str | None] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReadReceipt(Base):
+    """That one end user has read one note, when, and through which channel."""
+
+    __tablename__ = "read_receipt"
+
+    end_user_id: Mapped[int] = mapped_column(
+        ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    note_id: Mapped[int] = mapped_column(
+        ForeignKey("note.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    read_at: Mapped[datetime] = mapped_column(default=utcnow)
+    channel: Mapped[str] = mapped_column(String(16))
+
+
+class Reaction(Base):
+    """One end user's reaction to one note, with an optional comment; changeable."""
+
+    __tablename__ = "reaction"
+
+    end_user_id: Mapped[int] = mapped_column(
+        ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    note_id: Mapped[int] = mapped_column(
+        ForeignKey("note.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    reaction: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Subscriber(Base):
+    """An email address that asked for a product's release notes."""
+
+    __tablename__ = "subscriber"
+    __table_args__ = (UniqueConstraint("product_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))
+    # pending → confirmed → unsubscribed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # every release, important notes only, or a weekly digest
+    frequency: Mapped[str] = mapped_column(String(16), default="every")
+    categories: Mapped[list[str]] = mapped_column(default=list)
+    locale: Mapped[str | None] = mapped_column(String(35))
+    end_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_user.id", ondelete="SET NULL"))
+    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    last_digest_at: Mapped[datetime | None]
+
+
+class OutboxMessage(Base):
+    """One email to send, written in the same transaction as what caused it."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        UniqueConstraint("note_id", "subscriber_id"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
+    note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    # queued → sending → sent | failed
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A scoped management-API key; only a hash of the secret is kept."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[list[str]] = mapped_column(default=list)
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("team_member.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Who changed what, on which note, and when."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index(None, "product_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("team_member.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(64))
+    note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="SET NULL"))
+    summary: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    actor: Mapped[TeamMember | None] = relationship()
+    note: Mapped[Note | None] = relationship()

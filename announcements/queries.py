@@ -1,0 +1,139 @@
+"""Read-only questions the console asks: notes by version, the audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from announcements import versions
+from announcements.models import (
+    AuditEvent,
+    Category,
+    Membership,
+    Note,
+    NoteStatus,
+    Product,
+    TeamMember,
+    status_clause,
+)
+
+CATEGORY_ORDER = {category: position for position, category in enumerate(Category)}
+
+
+@dataclass(frozen=True)
+class VersionGroup:
+    version: str
+    notes: list[Note]
+
+
+@dataclass(frozen=True)
+class NotesPage:
+    groups: list[VersionGroup]
+    page: int
+    pages: int
+    total_notes: int
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, with LIKE's wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def notes_by_version(
+    session: Session,
+    product: Product,
+    *,
+    now: datetime,
+    status: NoteStatus | None = None,
+    category: Category | None = None,
+    text: str = "",
+    page: int = 1,
+    versions_per_page: int = 15,
+) -> NotesPage:
+    """The product's notes grouped by version, newest version first, a page of versions at once."""
+    query = select(Note).where(Note.product_id == product.id)
+    if status is not None:
+        query = query.where(status_clause(status, now))
+    if category is not None:
+        query = query.where(Note.category == category)
+    if text.strip():
+        pattern = like_pattern(text.strip().lower())
+        query = query.where(
+            or_(
+                func.lower(Note.title).like(pattern, escape="\\"),
+                func.lower(Note.body_md).like(pattern, escape="\\"),
+            )
+        )
+    found_versions = session.scalars(query.with_only_columns(Note.version).distinct()).all()
+    ordered = versions.newest_first(found_versions)
+    pages = max(1, -(-len(ordered) // versions_per_page))
+    page = min(max(page, 1), pages)
+    shown = ordered[(page - 1) * versions_per_page : page * versions_per_page]
+    notes = session.scalars(
+        query.where(Note.version.in_(shown)).options(selectinload(Note.author))
+    ).all()
+    by_version: dict[str, list[Note]] = {version: [] for version in shown}
+    for note in notes:
+        by_version[note.version].append(note)
+    for group in by_version.values():
+        group.sort(key=lambda n: (CATEGORY_ORDER[n.category], n.title.lower()))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return NotesPage(
+        groups=[VersionGroup(v, by_version[v]) for v in shown],
+        page=page,
+        pages=pages,
+        total_notes=total,
+    )
+
+
+def products_of(session: Session, member: TeamMember) -> list[tuple[Product, Membership]]:
+    """The products ``member`` belongs to, with their membership, by name."""
+    rows = session.execute(
+        select(Product, Membership)
+        .join(Membership, Membership.product_id == Product.id)
+        .where(Membership.member_id == member.id)
+        .order_by(func.lower(Product.name))
+    ).all()
+    return [(product, membership) for product, membership in rows]
+
+
+def note_counts(session: Session, product: Product, *, now: datetime) -> dict[NoteStatus, int]:
+    """How many of the product's notes are in each state."""
+    return {
+        status: session.scalar(
+            select(func.count())
+            .select_from(Note)
+            .where(Note.product_id == product.id, status_clause(status, now))
+        )
+        or 0
+        for status in NoteStatus
+    }
+
+
+def team(session: Session, product: Product) -> list[Membership]:
+    """The product's memberships, owners first."""
+    rows = session.scalars(
+        select(Membership)
+        .where(Membership.product_id == product.id)
+        .options(selectinload(Membership.member))
+    ).all()
+    return sorted(rows, key=lambda m: (-m.role.rank, m.member.email))
+
+
+def audit_trail(
+    session: Session, product: Product, *, page: int = 1, per_page: int = 50
+) -> tuple[list[AuditEvent], bool]:
+    """The product's audit events, newest first; and whether there is a next page."""
+    events = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.product_id == product.id)
+        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+        .options(selectinload(AuditEvent.actor))
+        .offset((max(page, 1) - 1) * per_page)
+        .limit(per_page + 1)
+    ).all()
+    return list(events[:per_page]), len(events) > per_page

@@ -1,0 +1,495 @@
+"""What the console, API and CLI do to products and notes: one transaction per call.
+
+Every service validates its input completely before it changes anything, so a
+rejected request leaves the database as it was, and it writes an audit event in
+the same transaction as the change it records.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from announcements import rendering, versions
+from announcements.errors import InvalidTransition, NotFound, ValidationFailed
+from announcements.models import (
+    AuditEvent,
+    Category,
+    Membership,
+    Note,
+    NoteStatus,
+    Product,
+    Role,
+    TeamMember,
+)
+
+MAX_TITLE_LENGTH = 200
+MAX_BODY_BYTES = 100 * 1024
+SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+LOCALE_PATTERN = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
+COLOR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
+ORIGIN_PATTERN = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d{1,5})?")
+
+
+class Intent(enum.StrEnum):
+    """What the editor asked for when saving a note."""
+
+    SAVE = "save"  # keep the note's state: a new note stays a draft
+    PUBLISH = "publish"
+    SCHEDULE = "schedule"
+    UNSCHEDULE = "unschedule"
+
+
+@dataclass(frozen=True)
+class NoteInput:
+    """A note as written in the editor or sent to the API, before validation."""
+
+    version: str
+    title: str
+    category: str
+    body_md: str = ""
+    is_important: bool = False
+    is_internal: bool = False
+    expires_at: datetime | None = None
+    audience: dict[str, Any] | None = None
+
+
+# Products -----------------------------------------------------------------
+
+
+def new_widget_key() -> str:
+    return "wk_" + secrets.token_urlsafe(18)
+
+
+def new_identity_secret() -> str:
+    return secrets.token_hex(32)
+
+
+@dataclass(frozen=True)
+class ProductSettings:
+    """A product's editable settings."""
+
+    name: str
+    slug: str
+    allowed_origins: tuple[str, ...] = ()
+    require_identity: bool = True
+    default_locale: str = "en"
+    logo_url: str | None = None
+    accent_color: str = "#4f46e5"
+
+
+def _validate_settings(
+    session: Session, settings: ProductSettings, product_id: int | None
+) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    name = settings.name.strip()
+    if not name:
+        errors["name"] = "Give the product a name."
+    elif len(name) > 120:
+        errors["name"] = "Keep the name under 120 characters."
+    if not SLUG_PATTERN.fullmatch(settings.slug):
+        errors["slug"] = (
+            "Use lowercase letters, digits and hyphens (up to 64), starting and ending "
+            "with a letter or digit."
+        )
+    else:
+        clash = session.scalar(
+            select(Product.id).where(Product.slug == settings.slug, Product.id != product_id)
+        )
+        if clash is not None:
+            errors["slug"] = f"The address /changelog/{settings.slug} is taken."
+    bad_origins = [o for o in settings.allowed_origins if not ORIGIN_PATTERN.fullmatch(o)]
+    if bad_origins:
+        errors["allowed_origins"] = (
+            f"“{bad_origins[0]}” is not an origin. Write one per line as "
+            "https://app.example.com (scheme, host and optional port, no path)."
+        )
+    if not LOCALE_PATTERN.fullmatch(settings.default_locale):
+        errors["default_locale"] = "Use a language tag such as en, de or pt-BR."
+    if settings.logo_url and not settings.logo_url.startswith("https://"):
+        errors["logo_url"] = "The logo must be served over https://."
+    elif settings.logo_url and len(settings.logo_url) > 500:
+        errors["logo_url"] = "Keep the logo address under 500 characters."
+    if not COLOR_PATTERN.fullmatch(settings.accent_color):
+        errors["accent_color"] = "Use a colour such as #4f46e5."
+    return errors
+
+
+def create_product(
+    session: Session, settings: ProductSettings, *, by: TeamMember, now: datetime
+) -> Product:
+    """Create a product owned by ``by``; raise ValidationFailed on bad settings."""
+    errors = _validate_settings(session, settings, None)
+    if errors:
+        raise ValidationFailed(errors)
+    product = Product(
+        widget_key=new_widget_key(),
+        identity_secret=new_identity_secret(),
+        created_at=now,
+    )
+    _apply_settings(product, settings)
+    session.add(product)
+    session.add(Membership(member=by, product=product, role=Role.OWNER, created_at=now))
+    session.flush()
+    _audit(session, product, by, "product.created", f"Created {product.name}", now=now)
+    session.commit()
+    return product
+
+
+def update_product(
+    session: Session,
+    product: Product,
+    settings: ProductSettings,
+    *,
+    by: TeamMember,
+    now: datetime,
+) -> Product:
+    """Change a product's settings; raise ValidationFailed on bad settings."""
+    errors = _validate_settings(session, settings, product.id)
+    if errors:
+        raise ValidationFailed(errors)
+    _apply_settings(product, settings)
+    product.catalogue_stamp += 1
+    _audit(session, product, by, "product.updated", "Changed settings", now=now)
+    session.commit()
+    return product
+
+
+def _apply_settings(product: Product, settings: ProductSettings) -> None:
+    product.name = settings.name.strip()
+    product.slug = settings.slug
+    product.allowed_origins = list(dict.fromkeys(settings.allowed_origins))
+    product.require_identity = settings.require_identity
+    product.default_locale = settings.default_locale
+    product.logo_url = settings.logo_url or None
+    product.accent_color = settings.accent_color.lower()
+
+
+def rotate_identity_secret(
+    session: Session, product: Product, *, by: TeamMember, now: datetime
+) -> str:
+    """Replace the product's identity secret; hashes made with the old one stop working."""
+    product.identity_secret = new_identity_secret()
+    _audit(session, product, by, "product.secret_rotated", "Rotated the identity secret", now=now)
+    session.commit()
+    return product.identity_secret
+
+
+# Team ---------------------------------------------------------------------
+
+
+def set_role(
+    session: Session,
+    product: Product,
+    member: TeamMember,
+    role: Role,
+    *,
+    by: TeamMember | None,
+    now: datetime,
+) -> Membership:
+    """Give ``member`` ``role`` on ``product``, adding them if they are not on it yet."""
+    membership = session.scalar(
+        select(Membership).where(
+            Membership.product_id == product.id, Membership.member_id == member.id
+        )
+    )
+    if membership is None:
+        membership = Membership(member=member, product=product, role=role, created_at=now)
+        session.add(membership)
+    elif membership.role is role:
+        return membership
+    else:
+        if membership.role is Role.OWNER:
+            _ensure_another_owner(session, product, member)
+        membership.role = role
+    _audit(session, product, by, "member.role_set", f"{member.email} is now {role.value}", now=now)
+    session.commit()
+    return membership
+
+
+def remove_member(
+    session: Session, product: Product, member: TeamMember, *, by: TeamMember, now: datetime
+) -> None:
+    """Take ``member`` off ``product``; the last owner cannot be removed."""
+    membership = session.scalar(
+        select(Membership).where(
+            Membership.product_id == product.id, Membership.member_id == member.id
+        )
+    )
+    if membership is None:
+        raise NotFound("That person is not on this product.")
+    if membership.role is Role.OWNER:
+        _ensure_another_owner(session, product, member)
+    session.delete(membership)
+    _audit(session, product, by, "member.removed", f"Removed {member.email}", now=now)
+    session.commit()
+
+
+def _ensure_another_owner(session: Session, product: Product, member: TeamMember) -> None:
+    owners = session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(
+            Membership.product_id == product.id,
+            Membership.role == Role.OWNER,
+            Membership.member_id != member.id,
+        )
+    )
+    if not owners:
+        raise InvalidTransition(
+            "A product needs at least one owner. Make someone else owner first."
+        )
+
+
+# Notes --------------------------------------------------------------------
+
+
+def get_note(session: Session, product: Product, note_id: int) -> Note:
+    """The product's note ``note_id``; another product's note is NotFound."""
+    note = session.get(Note, note_id)
+    if note is None or note.product_id != product.id:
+        raise NotFound("There is no such note in this product.")
+    return note
+
+
+def _validate_note(
+    session: Session,
+    product: Product,
+    data: NoteInput,
+    *,
+    note_id: int | None,
+    intent: Intent,
+    publish_at: datetime | None,
+    now: datetime,
+) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    try:
+        versions.parse(data.version)
+    except versions.InvalidVersion as exc:
+        errors.update(exc.errors)
+    title = data.title.strip()
+    if not title:
+        errors["title"] = "Give the note a title."
+    elif len(title) > MAX_TITLE_LENGTH:
+        errors["title"] = f"Keep the title under {MAX_TITLE_LENGTH} characters."
+    elif "version" not in errors:
+        duplicate = session.scalar(
+            select(Note.id).where(
+                Note.product_id == product.id,
+                Note.version == data.version.strip(),
+                func.lower(Note.title) == title.lower(),
+                Note.archived_at.is_(None),
+                Note.id != (note_id or 0),
+            )
+        )
+        if duplicate is not None:
+            errors["title"] = f"Version {data.version.strip()} already has a note with this title."
+    if data.category not in {c.value for c in Category}:
+        errors["category"] = "Choose one of: " + ", ".join(c.value for c in Category) + "."
+    if len(data.body_md.encode("utf-8")) > MAX_BODY_BYTES:
+        errors["body_md"] = "The body is over 100 KB. Split it into several notes or trim it."
+    if intent is Intent.SCHEDULE:
+        if publish_at is None:
+            errors["publish_at"] = "Pick when to publish."
+        elif publish_at <= now:
+            errors["publish_at"] = (
+                "That time has passed. Pick a time in the future, or publish now."
+            )
+    goes_live = publish_at if intent is Intent.SCHEDULE and publish_at else now
+    if data.expires_at is not None and data.expires_at <= goes_live:
+        errors["expires_at"] = "The note would expire before it is published."
+    return errors
+
+
+def _write(note: Note, data: NoteInput) -> list[str]:
+    """Copy ``data`` onto ``note``; return the names of the fields that changed."""
+    values = {
+        "version": data.version.strip(),
+        "title": data.title.strip(),
+        "category": Category(data.category),
+        "body_md": data.body_md,
+        "is_important": data.is_important,
+        "is_internal": data.is_internal,
+        "expires_at": data.expires_at,
+        "audience": data.audience,
+    }
+    changed = [name for name, value in values.items() if getattr(note, name) != value]
+    for name in changed:
+        setattr(note, name, values[name])
+    if "body_md" in changed:
+        note.body_html = rendering.render(data.body_md)
+    return changed
+
+
+def create_note(
+    session: Session,
+    product: Product,
+    data: NoteInput,
+    *,
+    intent: Intent = Intent.SAVE,
+    publish_at: datetime | None = None,
+    by: TeamMember | None,
+    now: datetime,
+) -> Note:
+    """Write a new note, as a draft, published now, or scheduled for ``publish_at``."""
+    errors = _validate_note(
+        session, product, data, note_id=None, intent=intent, publish_at=publish_at, now=now
+    )
+    if errors:
+        raise ValidationFailed(errors)
+    note = Note(
+        product=product, locale=product.default_locale, author=by, created_at=now, updated_at=now
+    )
+    _write(note, data)
+    session.add(note)
+    _transition(note, intent, publish_at, now)
+    product.catalogue_stamp += 1
+    session.flush()
+    state = note.status_at(now).value
+    _audit(session, product, by, "note.created", f"Created as {state}", note=note, now=now)
+    session.commit()
+    return note
+
+
+def update_note(
+    session: Session,
+    note: Note,
+    data: NoteInput,
+    *,
+    intent: Intent = Intent.SAVE,
+    publish_at: datetime | None = None,
+    by: TeamMember | None,
+    now: datetime,
+) -> Note:
+    """Edit a note and optionally move it on; a published note keeps its ``published_at``."""
+    if note.archived_at is not None:
+        raise InvalidTransition("Archived notes cannot be edited. Restore it first.")
+    errors = _validate_note(
+        session, note.product, data, note_id=note.id, intent=intent, publish_at=publish_at, now=now
+    )
+    if errors:
+        raise ValidationFailed(errors)
+    before = note.status_at(now)
+    changed = _write(note, data)
+    _transition(note, intent, publish_at, now)
+    after = note.status_at(now)
+    if not changed and before is after and intent is not Intent.SCHEDULE:
+        return note
+    note.updated_at = now
+    note.product.catalogue_stamp += 1
+    parts = []
+    if changed:
+        parts.append("Edited " + ", ".join(name.replace("_md", "") for name in changed))
+    if before is not after or intent is Intent.SCHEDULE:
+        parts.append(_transition_summary(note, after))
+    _audit(session, note.product, by, "note.updated", "; ".join(parts), note=note, now=now)
+    session.commit()
+    return note
+
+
+def _transition(note: Note, intent: Intent, publish_at: datetime | None, now: datetime) -> None:
+    status = note.status_at(now)
+    if intent is Intent.PUBLISH:
+        if status in (NoteStatus.DRAFT, NoteStatus.SCHEDULED):
+            note.published_at = now
+    elif intent is Intent.SCHEDULE:
+        if status is NoteStatus.PUBLISHED:
+            raise InvalidTransition("This note is already published; it cannot be scheduled.")
+        note.published_at = publish_at
+    elif intent is Intent.UNSCHEDULE:
+        if status is not NoteStatus.SCHEDULED:
+            raise InvalidTransition("Only a scheduled note can go back to draft.")
+        note.published_at = None
+
+
+def _transition_summary(note: Note, status: NoteStatus) -> str:
+    if status is NoteStatus.SCHEDULED and note.published_at is not None:
+        return "Scheduled for " + note.published_at.strftime("%Y-%m-%d %H:%M UTC")
+    return {
+        NoteStatus.DRAFT: "Moved back to draft",
+        NoteStatus.PUBLISHED: "Published",
+        NoteStatus.ARCHIVED: "Archived",
+    }.get(status, status.value)
+
+
+def publish(session: Session, note: Note, *, by: TeamMember | None, now: datetime) -> Note:
+    """Publish a draft or scheduled note now; raise InvalidTransition otherwise."""
+    status = note.status_at(now)
+    if status not in (NoteStatus.DRAFT, NoteStatus.SCHEDULED):
+        raise InvalidTransition(
+            f"Only drafts and scheduled notes can be published; this is {status}."
+        )
+    note.published_at = now
+    note.updated_at = now
+    note.product.catalogue_stamp += 1
+    _audit(session, note.product, by, "note.published", "Published", note=note, now=now)
+    session.commit()
+    return note
+
+
+def archive(session: Session, note: Note, *, by: TeamMember | None, now: datetime) -> Note:
+    """Hide a note everywhere outside the console; it can be restored."""
+    if note.archived_at is not None:
+        raise InvalidTransition("This note is already archived.")
+    note.archived_at = now
+    note.updated_at = now
+    note.product.catalogue_stamp += 1
+    _audit(session, note.product, by, "note.archived", "Archived", note=note, now=now)
+    session.commit()
+    return note
+
+
+def restore(session: Session, note: Note, *, by: TeamMember | None, now: datetime) -> Note:
+    """Bring an archived note back to the state it had before."""
+    if note.archived_at is None:
+        raise InvalidTransition("Only archived notes can be restored.")
+    note.archived_at = None
+    note.updated_at = now
+    note.product.catalogue_stamp += 1
+    state = note.status_at(now).value
+    _audit(session, note.product, by, "note.restored", f"Restored as {state}", note=note, now=now)
+    session.commit()
+    return note
+
+
+def delete_draft(session: Session, note: Note, *, by: TeamMember | None, now: datetime) -> None:
+    """Delete a note that was never published; anything else is archived instead."""
+    if note.status_at(now) is not NoteStatus.DRAFT:
+        raise InvalidTransition("Only drafts can be deleted. Archive a published note instead.")
+    product = note.product
+    summary = f"Deleted draft “{note.title}” ({note.version})"
+    session.delete(note)
+    product.catalogue_stamp += 1
+    _audit(session, product, by, "note.deleted", summary, now=now)
+    session.commit()
+
+
+def _audit(
+    session: Session,
+    product: Product,
+    actor: TeamMember | None,
+    action: str,
+    summary: str,
+    *,
+    note: Note | None = None,
+    now: datetime,
+) -> None:
+    if note is not None:
+        summary = f"“{note.title}” ({note.version}): {summary}"
+    session.add(
+        AuditEvent(
+            product_id=product.id,
+            actor=actor,
+            note=note,
+            action=action,
+            summary=summary[:500],
+            created_at=now,
+        )
+    )

@@ -1,0 +1,74 @@
+"""Settings: defaults, then environment variables, then the test overrides.
+
+Every variable is parsed strictly; a value that cannot be read stops the app at
+start-up with a message naming the variable, rather than misbehaving later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SECRET_KEY = "dev-only-change-me"  # noqa: S105 - refused outside development below
+ENVIRONMENTS = ("development", "production", "testing")
+
+
+class ConfigError(RuntimeError):
+    """A setting that cannot be used."""
+
+
+def _env(name: str, default: str) -> str:
+    """The variable's value; unset and empty both mean the default."""
+    return os.environ.get(name) or default
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Build the app's configuration for one process."""
+    env = _env("TIDINGS_ENV", "production")
+    if overrides and "TIDINGS_ENV" in overrides:
+        env = overrides["TIDINGS_ENV"]
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"TIDINGS_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+    development = env != "production"
+    sqlite_path = Path(instance_path) / "tidings.db"
+    config: dict[str, Any] = {
+        "TIDINGS_ENV": env,
+        "SECRET_KEY": _env("SECRET_KEY", DEFAULT_SECRET_KEY),
+        "SQLALCHEMY_DATABASE_URI": _env("DATABASE_URL", f"sqlite:///{sqlite_path}"),
+        "BASE_URL": _env("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "MAIL_FROM": _env("MAIL_FROM", "Tidings <tidings@localhost>"),
+        "SMTP_URL": _env("SMTP_URL", "") or None,
+        "REDIS_URL": _env("REDIS_URL", "") or None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", not development),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", not development),
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
+        "RATELIMIT_LOGIN": _env("RATELIMIT_LOGIN", "10 per minute;100 per hour"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    }
+    if overrides:
+        config.update(overrides)
+    if config["TIDINGS_ENV"] == "production" and config["SECRET_KEY"] == DEFAULT_SECRET_KEY:
+        raise ConfigError(
+            "SECRET_KEY is the development default. Set SECRET_KEY to a long random value "
+            "(python -c 'import secrets; print(secrets.token_hex(32))') before serving."
+        )
+    return config

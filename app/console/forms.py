@@ -1,0 +1,74 @@
+"""Console forms. They carry the CSRF token and the raw input; the rules live in the domain."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    EmailField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import InputRequired
+
+from announcements.models import Category, NoteStatus, Role
+
+CATEGORY_CHOICES = [
+    (c.value, c.label if c.label == c.value else f"{c.label} ({c.value})") for c in Category
+]
+ROLE_CHOICES = [
+    (Role.VIEWER.value, "Viewer — reads everything, changes nothing"),
+    (Role.EDITOR.value, "Editor — writes and publishes notes"),
+    (Role.OWNER.value, "Owner — also manages the team, settings and keys"),
+]
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[InputRequired("Enter your email address.")])
+    password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
+    next = HiddenField()
+
+
+class ProductForm(FlaskForm):
+    name = StringField("Name")
+    slug = StringField("Public address", description="Used in /changelog/<address>.")
+    allowed_origins = TextAreaField(
+        "Allowed origins",
+        description="Sites that may load the widget, one per line, e.g. https://app.example.com.",
+    )
+    require_identity = BooleanField("Require identity verification", default=True)
+    default_locale = StringField("Default language", default="en")
+    logo_url = StringField("Logo URL", description="https:// only. Shown on the public page.")
+    accent_color = StringField("Accent colour", default="#4f46e5")
+
+
+class NoteForm(FlaskForm):
+    version = StringField("Version", description="e.g. 2.4.0 or 2.4.0-beta.1")
+    title = StringField("Title")
+    category = SelectField("Category", choices=CATEGORY_CHOICES, default=Category.ADDED.value)
+    body_md = TextAreaField("Body (Markdown)")
+    is_important = BooleanField("Important: open as a popup in the widget")
+    is_internal = BooleanField("Internal: only visible in this console")
+    publish_at = StringField("Publish at", render_kw={"type": "datetime-local"})
+    expires_at = StringField(
+        "Hide from the widget after",
+        render_kw={"type": "datetime-local"},
+        description="Optional. The public changelog and feeds keep it.",
+    )
+    intent = HiddenField(default="save")
+
+
+class MemberForm(FlaskForm):
+    email = EmailField("Email", validators=[InputRequired("Enter their email address.")])
+    role = SelectField("Role", choices=ROLE_CHOICES, default=Role.EDITOR.value)
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=ROLE_CHOICES)
+
+
+STATUS_FILTERS = [("", "All statuses")] + [(s.value, s.value.capitalize()) for s in NoteStatus]
+CATEGORY_FILTERS = [("", "All categories")] + [(c.value, c.label) for c in Category]

@@ -1,0 +1,490 @@
+"""Console views: parse the form, call one service, answer."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+
+from announcements import accounts, queries, rendering, services
+from announcements.errors import InvalidTransition, ValidationFailed
+from announcements.models import Category, Note, NoteStatus, Product, Role, TeamMember, utcnow
+from announcements.services import Intent, NoteInput, ProductSettings
+from app.auth import LoggedInMember, current_member, role_required
+from app.console import bp, timezones
+from app.console.forms import (
+    CATEGORY_FILTERS,
+    STATUS_FILTERS,
+    LoginForm,
+    MemberForm,
+    NoteForm,
+    ProductForm,
+    RoleForm,
+)
+from app.extensions import db, limiter
+
+
+def _login_limit() -> str:
+    return str(current_app.config["RATELIMIT_LOGIN"])
+
+
+def _login_email_key() -> str:
+    return "login:" + request.form.get("email", "").strip().lower()
+
+
+def _show_errors(form: FlaskForm, error: ValidationFailed) -> None:
+    """Put the domain's messages beside the fields they are about."""
+    for name, message in error.errors.items():
+        field = form._fields.get(name)
+        if field is None:
+            flash(message, "error")
+        else:
+            field.errors = [*field.errors, message]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only follow a ``next`` that stays on this site, inside the console."""
+    if target and target.startswith("/console") and not urlsplit(target).netloc:
+        return target
+    return url_for("console.products")
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    return {
+        "local_time": timezones.local,
+        "zone_name": timezones.zone_name,
+        "Role": Role,
+    }
+
+
+# Session --------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_login_email_key)
+def login() -> ResponseReturnValue:
+    """Log a team member in."""
+    if current_user.is_authenticated:
+        return redirect(url_for("console.products"))
+    form = LoginForm(next=request.args.get("next", ""))
+    if form.validate_on_submit():
+        member = accounts.authenticate(db.session, form.email.data or "", form.password.data or "")
+        if member is not None:
+            member.last_login_at = utcnow()
+            db.session.commit()
+            login_user(LoggedInMember(member))
+            return redirect(_safe_next(form.next.data))
+        form.password.errors = ["That email and password do not match an account."]
+    status = 200 if request.method == "GET" or not form.errors else 422
+    return render_template("console/login.html", form=form), status
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> ResponseReturnValue:
+    """Log out."""
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("console.login"))
+
+
+# Products -------------------------------------------------------------------
+
+
+@bp.get("/")
+@login_required
+def products() -> ResponseReturnValue:
+    """The products the member belongs to."""
+    rows = queries.products_of(db.session, current_member())
+    now = utcnow()
+    counts = {product.id: queries.note_counts(db.session, product, now=now) for product, _ in rows}
+    return render_template("console/products.html", rows=rows, counts=counts)
+
+
+@bp.route("/products/new", methods=["GET", "POST"])
+@login_required
+def product_new() -> ResponseReturnValue:
+    """Create a product; its creator becomes its owner."""
+    form = ProductForm()
+    if form.validate_on_submit():
+        try:
+            product = services.create_product(
+                db.session, _settings_from(form), by=current_member(), now=utcnow()
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            flash(f"{product.name} is ready. Write its first release note.", "success")
+            return redirect(url_for("console.notes", slug=product.slug))
+    return render_template("console/product_new.html", form=form), 422 if form.errors else 200
+
+
+def _settings_from(form: ProductForm) -> ProductSettings:
+    origins = [line.strip().rstrip("/") for line in (form.allowed_origins.data or "").splitlines()]
+    return ProductSettings(
+        name=form.name.data or "",
+        slug=(form.slug.data or "").strip().lower(),
+        allowed_origins=tuple(origin for origin in origins if origin),
+        require_identity=bool(form.require_identity.data),
+        default_locale=(form.default_locale.data or "").strip(),
+        logo_url=(form.logo_url.data or "").strip() or None,
+        accent_color=(form.accent_color.data or "").strip(),
+    )
+
+
+@bp.get("/p/<slug>/")
+@role_required(Role.VIEWER)
+def product_home(product: Product) -> ResponseReturnValue:
+    """A product's start page is its notes."""
+    return redirect(url_for("console.notes", slug=product.slug))
+
+
+@bp.route("/p/<slug>/settings", methods=["GET", "POST"])
+@role_required(Role.OWNER)
+def settings(product: Product) -> ResponseReturnValue:
+    """A product's settings, identity secret included."""
+    form = ProductForm(obj=product)
+    if request.method == "GET":
+        form.allowed_origins.data = "\n".join(product.allowed_origins)
+    if form.validate_on_submit():
+        try:
+            services.update_product(
+                db.session, product, _settings_from(form), by=current_member(), now=utcnow()
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            flash("Settings saved.", "success")
+            return redirect(url_for("console.settings", slug=product.slug))
+    status = 422 if form.errors else 200
+    return render_template("console/settings.html", product=product, form=form), status
+
+
+@bp.post("/p/<slug>/settings/rotate-secret")
+@role_required(Role.OWNER)
+def rotate_secret(product: Product) -> ResponseReturnValue:
+    """Replace the identity secret."""
+    services.rotate_identity_secret(db.session, product, by=current_member(), now=utcnow())
+    flash(
+        "New identity secret created. Update it on your servers: hashes made with the old "
+        "one are now refused.",
+        "warning",
+    )
+    return redirect(url_for("console.settings", slug=product.slug))
+
+
+# Notes ----------------------------------------------------------------------
+
+
+@bp.get("/p/<slug>/notes")
+@role_required(Role.VIEWER)
+def notes(product: Product) -> ResponseReturnValue:
+    """The product's notes grouped by version, filtered and searched."""
+    status_arg = request.args.get("status", "")
+    category_arg = request.args.get("category", "")
+    status = NoteStatus(status_arg) if status_arg in NoteStatus._value2member_map_ else None
+    category = Category(category_arg) if category_arg in Category._value2member_map_ else None
+    text = request.args.get("q", "")[:200]
+    page = request.args.get("page", 1, type=int)
+    now = utcnow()
+    listing = queries.notes_by_version(
+        db.session, product, now=now, status=status, category=category, text=text, page=page
+    )
+    return render_template(
+        "console/notes.html",
+        product=product,
+        listing=listing,
+        now=now,
+        filters={"status": status_arg, "category": category_arg, "q": text},
+        status_filters=STATUS_FILTERS,
+        category_filters=CATEGORY_FILTERS,
+        counts=queries.note_counts(db.session, product, now=now),
+    )
+
+
+def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
+    """The editor's input, its publish time, and any times that could not be read."""
+    errors: dict[str, str] = {}
+    times = {}
+    for name in ("publish_at", "expires_at"):
+        try:
+            times[name] = timezones.parse_local(getattr(form, name).data or "")
+        except ValueError:
+            errors[name] = "Enter a date and time, e.g. 2026-12-01 09:00."
+            times[name] = None
+    data = NoteInput(
+        version=form.version.data or "",
+        title=form.title.data or "",
+        category=form.category.data or "",
+        body_md=(form.body_md.data or "").replace("\r\n", "\n"),
+        is_important=bool(form.is_important.data),
+        is_internal=bool(form.is_internal.data),
+        expires_at=times["expires_at"],
+    )
+    return data, times["publish_at"], errors
+
+
+def _intent(form: NoteForm) -> Intent:
+    raw = form.intent.data or Intent.SAVE.value
+    return Intent(raw) if raw in Intent._value2member_map_ else Intent.SAVE
+
+
+def _saved_message(note: Note) -> str:
+    status = note.status_at(utcnow())
+    if status is NoteStatus.PUBLISHED:
+        return f"“{note.title}” is live in {note.version}."
+    if status is NoteStatus.SCHEDULED and note.published_at is not None:
+        when = timezones.local(note.published_at)
+        return f"“{note.title}” will be published on {when} ({timezones.zone_name()})."
+    return f"Draft “{note.title}” saved."
+
+
+def _render_editor(product: Product, form: NoteForm, note: Note | None) -> ResponseReturnValue:
+    status = 422 if form.errors or request.method == "POST" else 200
+    return (
+        render_template(
+            "console/note_edit.html",
+            product=product,
+            form=form,
+            note=note,
+            status=note.status_at(utcnow()) if note else NoteStatus.DRAFT,
+            can_edit=g.role.allows(Role.EDITOR),
+        ),
+        status,
+    )
+
+
+@bp.route("/p/<slug>/notes/new", methods=["GET", "POST"])
+@role_required(Role.EDITOR)
+def note_new(product: Product) -> ResponseReturnValue:
+    """Write a new note."""
+    form = NoteForm()
+    if request.method == "GET":
+        form.version.data = request.args.get("version", "")
+    if form.validate_on_submit():
+        data, publish_at, errors = _note_input(form)
+        try:
+            if errors:
+                raise ValidationFailed(errors)
+            note = services.create_note(
+                db.session,
+                product,
+                data,
+                intent=_intent(form),
+                publish_at=publish_at,
+                by=current_member(),
+                now=utcnow(),
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            flash(_saved_message(note), "success")
+            return redirect(url_for("console.note", slug=product.slug, note_id=note.id))
+    return _render_editor(product, form, None)
+
+
+@bp.get("/p/<slug>/notes/<int:note_id>")
+@role_required(Role.VIEWER)
+def note(product: Product, note_id: int) -> ResponseReturnValue:
+    """One note, in the editor (read-only for viewers)."""
+    found = services.get_note(db.session, product, note_id)
+    form = NoteForm(obj=found)
+    form.publish_at.data = timezones.to_local_input(found.published_at)
+    form.expires_at.data = timezones.to_local_input(found.expires_at)
+    return _render_editor(product, form, found)
+
+
+@bp.post("/p/<slug>/notes/<int:note_id>")
+@role_required(Role.EDITOR)
+def note_save(product: Product, note_id: int) -> ResponseReturnValue:
+    """Save changes to a note, and publish, schedule or unschedule it if asked."""
+    found = services.get_note(db.session, product, note_id)
+    form = NoteForm()
+    if form.validate_on_submit():
+        data, publish_at, errors = _note_input(form)
+        try:
+            if errors:
+                raise ValidationFailed(errors)
+            services.update_note(
+                db.session,
+                found,
+                data,
+                intent=_intent(form),
+                publish_at=publish_at,
+                by=current_member(),
+                now=utcnow(),
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        except InvalidTransition as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            flash(_saved_message(found), "success")
+            return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
+    db.session.refresh(found)
+    return _render_editor(product, form, found)
+
+
+NOTE_ACTIONS = {
+    "publish": (services.publish, "Published “{title}”."),
+    "archive": (services.archive, "Archived “{title}”. It no longer shows anywhere public."),
+    "restore": (services.restore, "Restored “{title}”."),
+}
+
+
+@bp.post("/p/<slug>/notes/<int:note_id>/<any(publish, archive, restore):action>")
+@role_required(Role.EDITOR)
+def note_action(product: Product, note_id: int, action: str) -> ResponseReturnValue:
+    """Publish, archive or restore a note."""
+    found = services.get_note(db.session, product, note_id)
+    service, message = NOTE_ACTIONS[action]
+    try:
+        service(db.session, found, by=current_member(), now=utcnow())
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        flash(message.format(title=found.title), "success")
+    return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
+
+
+@bp.post("/p/<slug>/notes/<int:note_id>/delete")
+@role_required(Role.EDITOR)
+def note_delete(product: Product, note_id: int) -> ResponseReturnValue:
+    """Delete a draft."""
+    found = services.get_note(db.session, product, note_id)
+    title = found.title
+    try:
+        services.delete_draft(db.session, found, by=current_member(), now=utcnow())
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(url_for("console.note", slug=product.slug, note_id=note_id))
+    flash(f"Deleted the draft “{title}”.", "success")
+    return redirect(url_for("console.notes", slug=product.slug))
+
+
+@bp.post("/p/<slug>/preview")
+@role_required(Role.EDITOR)
+def preview(product: Product) -> ResponseReturnValue:
+    """Render Markdown exactly as publishing will, for the editor's live preview."""
+    body = request.form.get("body_md", "")
+    if len(body.encode("utf-8")) > services.MAX_BODY_BYTES:
+        return jsonify(error="The body is over 100 KB."), 413
+    return jsonify(html=rendering.render(body))
+
+
+# Team and audit -------------------------------------------------------------
+
+
+@bp.route("/p/<slug>/team", methods=["GET", "POST"])
+@role_required(Role.OWNER)
+def team(product: Product) -> ResponseReturnValue:
+    """Who works on the product, and with which role."""
+    form = MemberForm()
+    new_password = None
+    if form.validate_on_submit():
+        email = (form.email.data or "").strip().lower()
+        member = accounts.find_by_email(db.session, email)
+        try:
+            if member is None:
+                new_password = secrets.token_urlsafe(12)
+                member = accounts.create_member(db.session, email, new_password)
+            services.set_role(
+                db.session, product, member, Role(form.role.data), by=current_member(), now=utcnow()
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+            new_password = None
+        except InvalidTransition as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            flash(f"{email} is now {form.role.data} of {product.name}.", "success")
+            if new_password is None:
+                return redirect(url_for("console.team", slug=product.slug))
+    return render_template(
+        "console/team.html",
+        product=product,
+        form=form,
+        memberships=queries.team(db.session, product),
+        role_form=RoleForm(),
+        new_account=(form.email.data, new_password) if new_password else None,
+    ), 422 if form.errors else 200
+
+
+def _team_member(member_id: int) -> TeamMember:
+    member = db.session.get(TeamMember, member_id)
+    if member is None:
+        abort(404)
+    return member
+
+
+@bp.post("/p/<slug>/team/<int:member_id>/role")
+@role_required(Role.OWNER)
+def team_role(product: Product, member_id: int) -> ResponseReturnValue:
+    """Change someone's role."""
+    form = RoleForm()
+    member = _team_member(member_id)
+    if form.validate_on_submit():
+        try:
+            services.set_role(
+                db.session, product, member, Role(form.role.data), by=current_member(), now=utcnow()
+            )
+        except InvalidTransition as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            flash(f"{member.email} is now {form.role.data}.", "success")
+    else:
+        flash("Choose a role from the list.", "error")
+    return redirect(url_for("console.team", slug=product.slug))
+
+
+@bp.post("/p/<slug>/team/<int:member_id>/remove")
+@role_required(Role.OWNER)
+def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
+    """Take someone off the product."""
+    member = _team_member(member_id)
+    try:
+        services.remove_member(db.session, product, member, by=current_member(), now=utcnow())
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        flash(f"{member.email} no longer has access to {product.name}.", "success")
+    return redirect(url_for("console.team", slug=product.slug))
+
+
+@bp.get("/p/<slug>/audit")
+@role_required(Role.OWNER)
+def audit(product: Product) -> ResponseReturnValue:
+    """Who changed what, newest first."""
+    page = max(request.args.get("page", 1, type=int), 1)
+    events, has_more = queries.audit_trail(db.session, product, page=page)
+    return render_template(
+        "console/audit.html", product=product, events=events, page=page, has_more=has_more
+    )

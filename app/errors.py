@@ -1,0 +1,63 @@
+"""Errors to HTTP in one place: HTML pages for people, JSON for the API."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from announcements.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR = {NotFound: 404, ValidationFailed: 422, InvalidTransition: 409}
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _answer(status: int, title: str, message: str) -> ResponseReturnValue:
+    if _wants_json():
+        return jsonify(error=message), status
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def _http_error(error: HTTPException) -> ResponseReturnValue:
+    status = error.code or 500
+    messages = {
+        403: "Your role on this product does not allow that. Ask an owner for access.",
+        404: "There is nothing here. The link may be old, or you may not have access.",
+        429: "Too many attempts in a short time. Wait a minute and try again.",
+    }
+    return _answer(status, error.name, messages.get(status, error.description or error.name))
+
+
+def _csrf_error(error: CSRFError) -> ResponseReturnValue:
+    return _answer(
+        400,
+        "The form expired",
+        "This form was open too long or came from another site. Go back, reload and try again.",
+    )
+
+
+def _domain_error(error: DomainError) -> ResponseReturnValue:
+    status = next((s for kind, s in STATUS_FOR.items() if isinstance(error, kind)), 400)
+    return _answer(status, "That could not be done", error.message)
+
+
+def _server_error(error: InternalServerError) -> ResponseReturnValue:
+    db.session.rollback()
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _answer(500, "Something went wrong", "The error was logged. Try again in a moment.")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(DomainError, _domain_error)
+    app.register_error_handler(InternalServerError, _server_error)
+    app.register_error_handler(HTTPException, _http_error)

@@ -1,0 +1,67 @@
+// The console's small helpers. No inline scripts: the CSP forbids them.
+(function () {
+  "use strict";
+
+  // Remember the browser's time zone so the server shows and reads times in it.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone) document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/console; SameSite=Lax";
+  } catch (e) { /* older browsers: times stay in UTC, and the form says so */ }
+
+  var csrf = document.querySelector('meta[name="csrf-token"]');
+
+  function ready(fn) {
+    if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn);
+  }
+
+  ready(function () {
+    // Colour swatches come from data attributes (no inline styles under the CSP).
+    document.querySelectorAll("[data-color]").forEach(function (el) {
+      var c = el.getAttribute("data-color");
+      if (/^#[0-9a-fA-F]{6}$/.test(c)) el.style.setProperty("--swatch", c);
+    });
+
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+      });
+    });
+
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.requestSubmit(); });
+    });
+
+    var editor = document.querySelector("form[data-preview-url]");
+    if (!editor) return;
+    var body = editor.querySelector("textarea[name=body_md]");
+    var title = editor.querySelector("input[name=title]");
+    var preview = document.getElementById("preview");
+    var previewTitle = document.getElementById("preview-title");
+    var timer = null;
+    var sent = null;
+
+    function refresh() {
+      if (body.value === sent) return;
+      sent = body.value;
+      var data = new URLSearchParams();
+      data.set("body_md", body.value);
+      fetch(editor.getAttribute("data-preview-url"), {
+        method: "POST",
+        headers: { "X-CSRFToken": csrf ? csrf.content : "" },
+        body: data,
+        credentials: "same-origin"
+      }).then(function (r) { return r.json(); }).then(function (json) {
+        // The server renders through the same sanitiser that publishing uses.
+        if (json.html !== undefined) preview.innerHTML = json.html;
+        else if (json.error) preview.textContent = json.error;
+      }).catch(function () { /* keep the last preview */ });
+    }
+
+    body.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(refresh, 250);
+    });
+    title.addEventListener("input", function () { previewTitle.textContent = title.value; });
+    if (body.value && !preview.innerHTML.trim()) refresh();
+  });
+})();
