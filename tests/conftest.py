@@ -1,0 +1,145 @@
+"""Fixtures: the app on SQLite and on PostgreSQL, a client, and logging in as each role.
+
+Every test that uses ``app`` runs once per database. PostgreSQL comes from
+``TIDINGS_TEST_POSTGRES_URL``, which ``make test`` sets after starting a throw-away
+server; without it the PostgreSQL runs are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.orm import Session
+
+from announcements.models import Base
+from app import create_app
+from app.extensions import db
+
+POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
+SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+PASSWORD = "correct horse battery"
+
+
+def create_postgres_database(prefix: str) -> str:
+    """Create an empty database on the test server and return its URL."""
+    assert POSTGRES_URL
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    assert POSTGRES_URL
+    name = make_url(url).database
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty schema on one database, shared by the session and emptied after each test."""
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("PostgreSQL is not configured: run the suite with `make test`")
+        url = create_postgres_database("tidings_test")
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tidings.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    yield url
+    if request.param == "postgresql":
+        drop_postgres_database(url)
+
+
+def _empty_all_tables() -> None:
+    tables = list(reversed(Base.metadata.sorted_tables))
+    if db.engine.dialect.name == "postgresql":
+        names = ", ".join(f'"{t.name}"' for t in tables)
+        db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    else:
+        for table in tables:
+            db.session.execute(table.delete())
+    db.session.commit()
+
+
+def make_app(database_url: str, instance_path: Path, **overrides: object) -> Flask:
+    os.environ["TIDINGS_INSTANCE_PATH"] = str(instance_path)
+    config = {
+        "TESTING": True,
+        "TIDINGS_ENV": "testing",
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "RATELIMIT_ENABLED": False,
+        "SERVER_NAME": "tidings.test",
+    }
+    config.update(overrides)
+    return create_app(config)
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
+    application = make_app(database_url, tmp_path / "instance")
+    with application.app_context():
+        yield application
+        db.session.remove()
+        _empty_all_tables()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def session(app: Flask) -> Session:
+    return db.session
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):  # type: ignore[no-untyped-def]
+    return app.test_cli_runner()
+
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+def csrf_token(client: FlaskClient) -> str:
+    """A CSRF token valid for this client's session, read from the login page."""
+    page = client.get("/console/login").get_data(as_text=True)
+    match = CSRF_META.search(page)
+    assert match, "the console pages carry a csrf-token meta tag"
+    return match.group(1)
+
+
+class AuthActions:
+    def __init__(self, client: FlaskClient) -> None:
+        self._client = client
+
+    def login(self, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+        return self._client.post(
+            "/console/login",
+            data={"email": email, "password": password, "csrf_token": csrf_token(self._client)},
+        )
+
+    def logout(self):  # type: ignore[no-untyped-def]
+        return self._client.post("/console/logout", data={"csrf_token": csrf_token(self._client)})
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> AuthActions:
+    return AuthActions(client)
