@@ -84,7 +84,6 @@ def make_app(database_url: str, instance_path: Path, **overrides: object) -> Fla
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": database_url,
         "RATELIMIT_ENABLED": False,
-        "SERVER_NAME": "tidings.test",
     }
     config.update(overrides)
     return create_app(config)
@@ -119,8 +118,8 @@ CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 def csrf_token(client: FlaskClient) -> str:
-    """A CSRF token valid for this client's session, read from the login page."""
-    page = client.get("/console/login").get_data(as_text=True)
+    """A CSRF token valid for this client's session, read from a console page."""
+    page = client.get("/console/login", follow_redirects=True).get_data(as_text=True)
     match = CSRF_META.search(page)
     assert match, "the console pages carry a csrf-token meta tag"
     return match.group(1)

@@ -12,17 +12,19 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired
 
 from announcements.models import Category, NoteStatus, Role
 
 CATEGORY_CHOICES = [
-    (c.value, c.label if c.label == c.value else f"{c.label} ({c.value})") for c in Category
+    SelectChoice(c.value, c.label if c.label == c.value else f"{c.label} ({c.value})")
+    for c in Category
 ]
 ROLE_CHOICES = [
-    (Role.VIEWER.value, "Viewer — reads everything, changes nothing"),
-    (Role.EDITOR.value, "Editor — writes and publishes notes"),
-    (Role.OWNER.value, "Owner — also manages the team, settings and keys"),
+    SelectChoice(Role.VIEWER.value, "Viewer — reads everything, changes nothing"),
+    SelectChoice(Role.EDITOR.value, "Editor — writes and publishes notes"),
+    SelectChoice(Role.OWNER.value, "Owner — also manages the team, settings and keys"),
 ]
 
 

@@ -1,0 +1,221 @@
+"""What a product manager sees and does in the console."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from announcements.models import AuditEvent, Note, NoteStatus, Product, Role, utcnow
+from tests.conftest import PASSWORD, csrf_token, make_app
+from tests.factories import add_member, make_member, make_note, make_product
+
+
+@pytest.fixture
+def editor_on_acme(session, auth):  # type: ignore[no-untyped-def]
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, slug="acme", name="Acme")
+    auth.login(owner.email)
+    return product
+
+
+def _note_form(client, **overrides: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    form = {
+        "csrf_token": csrf_token(client),
+        "version": "2.4.0",
+        "title": "Dark mode",
+        "category": "Added",
+        "body_md": "Now **everywhere**.",
+        "intent": "save",
+    }
+    form.update(overrides)
+    return form
+
+
+def _count_notes(session) -> int:  # type: ignore[no-untyped-def]
+    return session.scalar(select(func.count()).select_from(Note))
+
+
+def test_login_with_a_wrong_password_says_so_and_sets_no_session(client, session) -> None:  # type: ignore[no-untyped-def]
+    make_member(session, "pm@example.com")
+    response = client.post(
+        "/console/login",
+        data={"email": "pm@example.com", "password": "wrong password", "csrf_token": csrf_token(client)},
+    )
+    assert response.status_code == 422
+    assert "do not match an account" in response.get_data(as_text=True)
+    assert client.get("/console/").status_code == 302
+
+
+def test_login_sets_a_hardened_session_cookie(client, auth, session) -> None:  # type: ignore[no-untyped-def]
+    member = make_member(session, "pm@example.com")
+    assert member.password_hash.startswith("scrypt:")
+    response = auth.login("PM@example.com")
+    assert response.status_code == 302 and response.headers["Location"] == "/console/"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_login_does_not_redirect_off_site(client, session) -> None:  # type: ignore[no-untyped-def]
+    make_member(session, "pm@example.com")
+    response = client.post(
+        "/console/login?next=https://evil.example.com/",
+        data={"email": "pm@example.com", "password": PASSWORD, "next": "https://evil.example.com/",
+              "csrf_token": csrf_token(client)},
+    )  # fmt: skip
+    assert response.headers["Location"] == "/console/"
+
+
+def test_login_is_rate_limited(database_url, tmp_path, session) -> None:  # type: ignore[no-untyped-def]
+    limited = make_app(database_url, tmp_path / "limited", RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute")
+    client = limited.test_client()
+    responses = []
+    for _ in range(5):
+        token = csrf_token(client)
+        form = {"email": "x@example.com", "password": "nope", "csrf_token": token}
+        responses.append(client.post("/console/login", data=form))
+    assert [r.status_code for r in responses] == [422, 422, 422, 429, 429]
+    assert "Too many attempts" in responses[-1].get_data(as_text=True)
+
+
+def test_secure_cookies_outside_development(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    production = make_app(database_url, tmp_path / "prod", TIDINGS_ENV="production", SECRET_KEY="s" * 40)
+    assert production.config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_an_editor_writes_a_draft_then_publishes_it(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/console/p/acme/notes/new", data=_note_form(client))
+    assert response.status_code == 302
+    note = session.scalar(select(Note))
+    assert note.status_at(utcnow()) is NoteStatus.DRAFT
+    assert note.body_html == "<p>Now <strong>everywhere</strong>.</p>"
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Draft “Dark mode” saved." in page
+    response = client.post(f"/console/p/acme/notes/{note.id}", data=_note_form(client, intent="publish"))
+    assert response.status_code == 302
+    session.expire_all()
+    assert note.status_at(utcnow()) is NoteStatus.PUBLISHED
+
+
+def test_scheduling_reads_the_time_in_the_members_zone(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    client.set_cookie("tz", "Europe/Berlin", path="/console")
+    when = (utcnow() + timedelta(days=30)).replace(second=0, microsecond=0)
+    berlin = when.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+    form = _note_form(client, intent="schedule", publish_at=berlin.strftime("%Y-%m-%dT%H:%M"))
+    assert client.post("/console/p/acme/notes/new", data=form).status_code == 302
+    note = session.scalar(select(Note))
+    assert note.published_at == when
+    assert note.status_at(utcnow()) is NoteStatus.SCHEDULED
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"title": ""}, "Give the note a title."),
+        ({"version": "soon"}, "is not a version we can order"),
+        ({"category": "Bogus"}, "Not a valid choice"),
+        ({"body_md": "x" * (100 * 1024 + 10)}, "over 100 KB"),
+        ({"intent": "schedule", "publish_at": "2001-01-01T10:00"}, "That time has passed"),
+        ({"intent": "schedule", "publish_at": "not a date"}, "Enter a date and time"),
+        ({"expires_at": "yesterday"}, "Enter a date and time"),
+    ],
+)
+def test_bad_input_shows_a_message_on_the_form_and_saves_nothing(client, session, editor_on_acme, overrides, message) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/console/p/acme/notes/new", data=_note_form(client, **overrides))
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert _count_notes(session) == 0
+
+
+def test_a_duplicate_title_in_the_same_version_is_a_form_error(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    make_note(session, editor_on_acme, version="2.4.0", title="Dark mode")
+    response = client.post("/console/p/acme/notes/new", data=_note_form(client))
+    assert response.status_code == 422
+    assert "already has a note with this title" in response.get_data(as_text=True)
+    assert _count_notes(session) == 1
+
+
+def test_bad_edits_leave_the_note_as_it_was(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    note = make_note(session, editor_on_acme, title="Exports")
+    response = client.post(f"/console/p/acme/notes/{note.id}", data=_note_form(client, title="", version="x"))
+    assert response.status_code == 422
+    session.expire_all()
+    assert (note.title, note.version) == ("Exports", "1.0.0")
+
+
+def test_the_preview_uses_the_publishing_sanitiser(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/console/p/acme/preview",
+        data={"body_md": "**hi** <img src=x onerror=alert(1)> [x](javascript:alert(1))"},
+        headers={"X-CSRFToken": csrf_token(client)},
+    )
+    assert response.json == {"html": '<p><strong>hi</strong>  <a rel="noopener noreferrer nofollow">x</a></p>'}
+
+
+def test_notes_page_groups_by_version_newest_first(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    for version in ("2.9.1", "2.10.0", "2.10.0-beta.1"):
+        make_note(session, editor_on_acme, version=version, title=f"In {version}")
+    page = client.get("/console/p/acme/notes").get_data(as_text=True)
+    positions = [page.index(f">{v}</h2>") for v in ("2.10.0", "2.10.0-beta.1", "2.9.1")]
+    assert positions == sorted(positions)
+
+
+def test_empty_notes_page_says_what_to_do(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    page = client.get("/console/p/acme/notes").get_data(as_text=True)
+    assert "Write your first release note" in page
+
+
+def test_product_settings_validate_and_change_nothing_on_error(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    form = {
+        "csrf_token": csrf_token(client), "name": "Acme", "slug": "Not A Slug!",
+        "allowed_origins": "https://app.example.com/path", "default_locale": "english",
+        "accent_color": "red", "logo_url": "http://logo.example.com/a.png",
+    }  # fmt: skip
+    response = client.post("/console/p/acme/settings", data=form)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    for message in ("lowercase letters", "is not an origin", "language tag", "#4f46e5", "https://"):
+        assert message in page
+    session.expire_all()
+    assert editor_on_acme.slug == "acme" and editor_on_acme.allowed_origins == []
+
+
+def test_owners_rotate_the_identity_secret_and_only_owners_see_it(client, session, auth, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    old = editor_on_acme.identity_secret
+    assert old in client.get("/console/p/acme/settings").get_data(as_text=True)
+    client.post("/console/p/acme/settings/rotate-secret", data={"csrf_token": csrf_token(client)})
+    session.expire_all()
+    assert editor_on_acme.identity_secret != old
+    editor = add_member(session, editor_on_acme, Role.EDITOR)
+    auth.logout()
+    auth.login(editor.email)
+    for path in ("/console/p/acme/notes", "/console/p/acme/settings"):
+        assert editor_on_acme.identity_secret not in client.get(path).get_data(as_text=True)
+
+
+def test_owners_add_people_and_the_last_owner_stays(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/console/p/acme/team", data={"csrf_token": csrf_token(client), "email": "new@example.com", "role": "editor"}
+    )
+    assert "one-time password" in response.get_data(as_text=True)
+    owner = session.scalar(select(Product)).memberships[0].member
+    response = client.post(
+        f"/console/p/acme/team/{owner.id}/role", data={"csrf_token": csrf_token(client), "role": "viewer"},
+        follow_redirects=True,
+    )  # fmt: skip
+    assert "at least one owner" in response.get_data(as_text=True)
+
+
+def test_the_audit_log_shows_who_did_what(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    client.post("/console/p/acme/notes/new", data=_note_form(client, intent="publish"))
+    page = client.get("/console/p/acme/audit").get_data(as_text=True)
+    assert "note.created" in page and "owner@example.com" in page and "Dark mode" in page
+    assert session.scalar(select(func.count()).select_from(AuditEvent)) >= 2
+
+
+def test_console_pages_forbid_framing_and_inline_script(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/console/p/acme/notes")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "<script>" not in response.get_data(as_text=True)

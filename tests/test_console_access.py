@@ -1,0 +1,137 @@
+"""Every console route, for every kind of visitor: logged out, each role, and outsiders.
+
+The table below names the least role each endpoint needs; a console route missing from
+it fails the first test, so a new route cannot ship without being placed in the matrix.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+
+from announcements.models import Role
+from tests.conftest import AuthActions, csrf_token
+from tests.factories import add_member, make_member, make_note, make_product
+
+PUBLIC = None
+LOGGED_IN = "logged-in"
+NEEDS: dict[str, Role | str | None] = {
+    "console.login": PUBLIC,
+    "console.logout": LOGGED_IN,
+    "console.products": LOGGED_IN,
+    "console.product_new": LOGGED_IN,
+    "console.product_home": Role.VIEWER,
+    "console.notes": Role.VIEWER,
+    "console.note": Role.VIEWER,
+    "console.note_new": Role.EDITOR,
+    "console.note_save": Role.EDITOR,
+    "console.note_action": Role.EDITOR,
+    "console.note_delete": Role.EDITOR,
+    "console.preview": Role.EDITOR,
+    "console.settings": Role.OWNER,
+    "console.rotate_secret": Role.OWNER,
+    "console.team": Role.OWNER,
+    "console.team_role": Role.OWNER,
+    "console.team_remove": Role.OWNER,
+    "console.audit": Role.OWNER,
+}
+
+
+def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    """(endpoint, method, path) for every console route, with real ids filled in."""
+    values = {"slug": product.slug, "note_id": note.id, "member_id": member.id, "action": "archive"}
+    found = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("console."):
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: str(values[m.group(1)]), rule.rule)
+        path = re.sub(r"<any\([^)]*\):action>", "archive", path)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            found.append((rule.endpoint, method, path))
+    return found
+
+
+@pytest.fixture
+def world(session):  # type: ignore[no-untyped-def]
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, slug="acme")
+    people = {role: add_member(session, product, role, f"{role.value}@example.com") for role in (Role.VIEWER, Role.EDITOR)}
+    people[Role.OWNER] = owner
+    note = make_note(session, product)
+    outsider = make_member(session, "outsider@example.com")
+    make_product(session, owner=outsider, slug="elsewhere")
+    return product, note, people, outsider
+
+
+def test_every_console_route_is_in_the_matrix(app: Flask) -> None:
+    endpoints = {r.endpoint for r in app.url_map.iter_rules() if r.endpoint.startswith("console.")}
+    assert endpoints == set(NEEDS)
+
+
+def _call(client, method: str, path: str, token: str | None):  # type: ignore[no-untyped-def]
+    data = {"csrf_token": token} if token else {}
+    return client.open(path, method=method, data=data if method == "POST" else None)
+
+
+def test_logged_out_visitors_are_sent_to_login(app, client, world) -> None:  # type: ignore[no-untyped-def]
+    product, note, people, _ = world
+    token = csrf_token(client)
+    for endpoint, method, path in console_requests(app, product, note, people[Role.VIEWER]):
+        if NEEDS[endpoint] is PUBLIC:
+            continue
+        response = _call(client, method, path, token)
+        assert response.status_code == 302, (method, path)
+        assert response.headers["Location"].startswith("/console/login"), (method, path)
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.EDITOR, Role.OWNER])
+def test_each_role_reaches_exactly_what_it_may(app, client, auth: AuthActions, world, role: Role) -> None:  # type: ignore[no-untyped-def]
+    product, note, people, _ = world
+    auth.login(people[role].email)
+    token = csrf_token(client)
+    # Act on the editor's membership so no request removes the logged-in member.
+    requests = console_requests(app, product, note, people[Role.EDITOR])
+    for endpoint, method, path in requests:
+        if endpoint in ("console.logout", "console.login", "console.team_remove"):
+            continue
+        needed = NEEDS[endpoint]
+        response = _call(client, method, path, token)
+        if isinstance(needed, Role) and not role.allows(needed):
+            assert response.status_code == 403, (role, method, path)
+        else:
+            assert response.status_code in (200, 302, 409, 422), (role, method, path, response.status_code)
+
+
+def test_outsiders_get_404_for_products_they_do_not_belong_to(app, client, auth, world) -> None:  # type: ignore[no-untyped-def]
+    product, note, people, outsider = world
+    auth.login(outsider.email)
+    token = csrf_token(client)
+    for endpoint, method, path in console_requests(app, product, note, people[Role.VIEWER]):
+        if isinstance(NEEDS[endpoint], Role):
+            assert _call(client, method, path, token).status_code == 404, (method, path)
+
+
+def test_another_products_note_is_404_even_for_its_owner(client, auth, session, world) -> None:  # type: ignore[no-untyped-def]
+    product, note, people, _ = world
+    other = make_product(session, owner=people[Role.OWNER], slug="other")
+    auth.login(people[Role.OWNER].email)
+    assert client.get(f"/console/p/{other.slug}/notes/{note.id}").status_code == 404
+    token = csrf_token(client)
+    response = client.post(f"/console/p/{other.slug}/notes/{note.id}/archive", data={"csrf_token": token})
+    assert response.status_code == 404
+    assert note.archived_at is None
+
+
+def test_every_console_post_without_a_csrf_token_is_refused(app, client, auth, world) -> None:  # type: ignore[no-untyped-def]
+    product, note, people, _ = world
+    auth.login(people[Role.OWNER].email)
+    for _endpoint, method, path in console_requests(app, product, note, people[Role.EDITOR]):
+        if method != "POST":
+            continue
+        for token in (None, "forged-token"):
+            response = _call(client, "POST", path, token)
+            assert response.status_code == 400, (path, token)
+            assert "The form expired" in response.get_data(as_text=True)
+    assert note.archived_at is None
