@@ -49,7 +49,9 @@ def drop_postgres_database(url: str) -> None:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """An empty schema on one database, shared by the session and emptied after each test."""
     if request.param == "postgresql":
         if not POSTGRES_URL:

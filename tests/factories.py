@@ -21,9 +21,7 @@ def make_member(session: Session, email: str | None = None, **overrides: Any) ->
     return accounts.create_member(session, email, overrides.pop("password", PASSWORD), **overrides)
 
 
-def make_product(
-    session: Session, owner: TeamMember | None = None, **overrides: Any
-) -> Product:
+def make_product(session: Session, owner: TeamMember | None = None, **overrides: Any) -> Product:
     owner = owner or make_member(session)
     number = next(_sequence)
     settings = ProductSettings(
@@ -34,7 +32,9 @@ def make_product(
     return services.create_product(session, settings, by=owner, now=utcnow())
 
 
-def add_member(session: Session, product: Product, role: Role, email: str | None = None) -> TeamMember:
+def add_member(
+    session: Session, product: Product, role: Role, email: str | None = None
+) -> TeamMember:
     member = make_member(session, email)
     services.set_role(session, product, member, role, by=None, now=utcnow())
     return member

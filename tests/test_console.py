@@ -41,7 +41,11 @@ def test_login_with_a_wrong_password_says_so_and_sets_no_session(client, session
     make_member(session, "pm@example.com")
     response = client.post(
         "/console/login",
-        data={"email": "pm@example.com", "password": "wrong password", "csrf_token": csrf_token(client)},
+        data={
+            "email": "pm@example.com",
+            "password": "wrong password",
+            "csrf_token": csrf_token(client),
+        },
     )
     assert response.status_code == 422
     assert "do not match an account" in response.get_data(as_text=True)
@@ -61,14 +65,20 @@ def test_login_does_not_redirect_off_site(client, session) -> None:  # type: ign
     make_member(session, "pm@example.com")
     response = client.post(
         "/console/login?next=https://evil.example.com/",
-        data={"email": "pm@example.com", "password": PASSWORD, "next": "https://evil.example.com/",
-              "csrf_token": csrf_token(client)},
-    )  # fmt: skip
+        data={
+            "email": "pm@example.com",
+            "password": PASSWORD,
+            "next": "https://evil.example.com/",
+            "csrf_token": csrf_token(client),
+        },
+    )
     assert response.headers["Location"] == "/console/"
 
 
 def test_login_is_rate_limited(database_url, tmp_path, session) -> None:  # type: ignore[no-untyped-def]
-    limited = make_app(database_url, tmp_path / "limited", RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute")
+    limited = make_app(
+        database_url, tmp_path / "limited", RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute"
+    )
     client = limited.test_client()
     responses = []
     for _ in range(5):
@@ -80,7 +90,9 @@ def test_login_is_rate_limited(database_url, tmp_path, session) -> None:  # type
 
 
 def test_secure_cookies_outside_development(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    production = make_app(database_url, tmp_path / "prod", TIDINGS_ENV="production", SECRET_KEY="s" * 40)
+    production = make_app(
+        database_url, tmp_path / "prod", TIDINGS_ENV="production", SECRET_KEY="s" * 40
+    )
     assert production.config["SESSION_COOKIE_SECURE"] is True
 
 
@@ -92,7 +104,9 @@ def test_an_editor_writes_a_draft_then_publishes_it(client, session, editor_on_a
     assert note.body_html == "<p>Now <strong>everywhere</strong>.</p>"
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "Draft “Dark mode” saved." in page
-    response = client.post(f"/console/p/acme/notes/{note.id}", data=_note_form(client, intent="publish"))
+    response = client.post(
+        f"/console/p/acme/notes/{note.id}", data=_note_form(client, intent="publish")
+    )
     assert response.status_code == 302
     session.expire_all()
     assert note.status_at(utcnow()) is NoteStatus.PUBLISHED
@@ -121,14 +135,18 @@ def test_scheduling_reads_the_time_in_the_members_zone(client, session, editor_o
         ({"expires_at": "yesterday"}, "Enter a date and time"),
     ],
 )
-def test_bad_input_shows_a_message_on_the_form_and_saves_nothing(client, session, editor_on_acme, overrides, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_shows_a_message_on_the_form_and_saves_nothing(
+    client, session, editor_on_acme, overrides, message
+) -> None:  # type: ignore[no-untyped-def]
     response = client.post("/console/p/acme/notes/new", data=_note_form(client, **overrides))
     assert response.status_code == 422
     assert message in response.get_data(as_text=True)
     assert _count_notes(session) == 0
 
 
-def test_a_duplicate_title_in_the_same_version_is_a_form_error(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_a_duplicate_title_in_the_same_version_is_a_form_error(
+    client, session, editor_on_acme
+) -> None:  # type: ignore[no-untyped-def]
     make_note(session, editor_on_acme, version="2.4.0", title="Dark mode")
     response = client.post("/console/p/acme/notes/new", data=_note_form(client))
     assert response.status_code == 422
@@ -138,7 +156,9 @@ def test_a_duplicate_title_in_the_same_version_is_a_form_error(client, session, 
 
 def test_bad_edits_leave_the_note_as_it_was(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
     note = make_note(session, editor_on_acme, title="Exports")
-    response = client.post(f"/console/p/acme/notes/{note.id}", data=_note_form(client, title="", version="x"))
+    response = client.post(
+        f"/console/p/acme/notes/{note.id}", data=_note_form(client, title="", version="x")
+    )
     assert response.status_code == 422
     session.expire_all()
     assert (note.title, note.version) == ("Exports", "1.0.0")
@@ -150,7 +170,9 @@ def test_the_preview_uses_the_publishing_sanitiser(client, editor_on_acme) -> No
         data={"body_md": "**hi** <img src=x onerror=alert(1)> [x](javascript:alert(1))"},
         headers={"X-CSRFToken": csrf_token(client)},
     )
-    assert response.json == {"html": '<p><strong>hi</strong>  <a rel="noopener noreferrer nofollow">x</a></p>'}
+    assert response.json == {
+        "html": '<p><strong>hi</strong>  <a rel="noopener noreferrer nofollow">x</a></p>'
+    }
 
 
 def test_notes_page_groups_by_version_newest_first(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
@@ -166,12 +188,18 @@ def test_empty_notes_page_says_what_to_do(client, editor_on_acme) -> None:  # ty
     assert "Write your first release note" in page
 
 
-def test_product_settings_validate_and_change_nothing_on_error(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_product_settings_validate_and_change_nothing_on_error(
+    client, session, editor_on_acme
+) -> None:  # type: ignore[no-untyped-def]
     form = {
-        "csrf_token": csrf_token(client), "name": "Acme", "slug": "Not A Slug!",
-        "allowed_origins": "https://app.example.com/path", "default_locale": "english",
-        "accent_color": "red", "logo_url": "http://logo.example.com/a.png",
-    }  # fmt: skip
+        "csrf_token": csrf_token(client),
+        "name": "Acme",
+        "slug": "Not A Slug!",
+        "allowed_origins": "https://app.example.com/path",
+        "default_locale": "english",
+        "accent_color": "red",
+        "logo_url": "http://logo.example.com/a.png",
+    }
     response = client.post("/console/p/acme/settings", data=form)
     page = response.get_data(as_text=True)
     assert response.status_code == 422
@@ -181,7 +209,9 @@ def test_product_settings_validate_and_change_nothing_on_error(client, session, 
     assert editor_on_acme.slug == "acme" and editor_on_acme.allowed_origins == []
 
 
-def test_owners_rotate_the_identity_secret_and_only_owners_see_it(client, session, auth, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_owners_rotate_the_identity_secret_and_only_owners_see_it(
+    client, session, auth, editor_on_acme
+) -> None:  # type: ignore[no-untyped-def]
     old = editor_on_acme.identity_secret
     assert old in client.get("/console/p/acme/settings").get_data(as_text=True)
     client.post("/console/p/acme/settings/rotate-secret", data={"csrf_token": csrf_token(client)})
@@ -196,14 +226,16 @@ def test_owners_rotate_the_identity_secret_and_only_owners_see_it(client, sessio
 
 def test_owners_add_people_and_the_last_owner_stays(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
     response = client.post(
-        "/console/p/acme/team", data={"csrf_token": csrf_token(client), "email": "new@example.com", "role": "editor"}
+        "/console/p/acme/team",
+        data={"csrf_token": csrf_token(client), "email": "new@example.com", "role": "editor"},
     )
     assert "one-time password" in response.get_data(as_text=True)
     owner = session.scalar(select(Product)).memberships[0].member
     response = client.post(
-        f"/console/p/acme/team/{owner.id}/role", data={"csrf_token": csrf_token(client), "role": "viewer"},
+        f"/console/p/acme/team/{owner.id}/role",
+        data={"csrf_token": csrf_token(client), "role": "viewer"},
         follow_redirects=True,
-    )  # fmt: skip
+    )
     assert "at least one owner" in response.get_data(as_text=True)
 
 

@@ -57,7 +57,10 @@ def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, 
 def world(session):  # type: ignore[no-untyped-def]
     owner = make_member(session, "owner@example.com")
     product = make_product(session, owner=owner, slug="acme")
-    people = {role: add_member(session, product, role, f"{role.value}@example.com") for role in (Role.VIEWER, Role.EDITOR)}
+    people = {
+        role: add_member(session, product, role, f"{role.value}@example.com")
+        for role in (Role.VIEWER, Role.EDITOR)
+    }
     people[Role.OWNER] = owner
     note = make_note(session, product)
     outsider = make_member(session, "outsider@example.com")
@@ -87,7 +90,9 @@ def test_logged_out_visitors_are_sent_to_login(app, client, world) -> None:  # t
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.EDITOR, Role.OWNER])
-def test_each_role_reaches_exactly_what_it_may(app, client, auth: AuthActions, world, role: Role) -> None:  # type: ignore[no-untyped-def]
+def test_each_role_reaches_exactly_what_it_may(
+    app, client, auth: AuthActions, world, role: Role
+) -> None:  # type: ignore[no-untyped-def]
     product, note, people, _ = world
     auth.login(people[role].email)
     token = csrf_token(client)
@@ -101,7 +106,12 @@ def test_each_role_reaches_exactly_what_it_may(app, client, auth: AuthActions, w
         if isinstance(needed, Role) and not role.allows(needed):
             assert response.status_code == 403, (role, method, path)
         else:
-            assert response.status_code in (200, 302, 409, 422), (role, method, path, response.status_code)
+            assert response.status_code in (200, 302, 409, 422), (
+                role,
+                method,
+                path,
+                response.status_code,
+            )
 
 
 def test_outsiders_get_404_for_products_they_do_not_belong_to(app, client, auth, world) -> None:  # type: ignore[no-untyped-def]
@@ -119,7 +129,9 @@ def test_another_products_note_is_404_even_for_its_owner(client, auth, session, 
     auth.login(people[Role.OWNER].email)
     assert client.get(f"/console/p/{other.slug}/notes/{note.id}").status_code == 404
     token = csrf_token(client)
-    response = client.post(f"/console/p/{other.slug}/notes/{note.id}/archive", data={"csrf_token": token})
+    response = client.post(
+        f"/console/p/{other.slug}/notes/{note.id}/archive", data={"csrf_token": token}
+    )
     assert response.status_code == 404
     assert note.archived_at is None
 

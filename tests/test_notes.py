@@ -24,9 +24,14 @@ def test_a_scheduled_note_goes_live_at_its_time_without_anyone_acting(session) -
     product = make_product(session)
     now = utcnow()
     note = services.create_note(
-        session, product, _input(), intent=Intent.SCHEDULE,
-        publish_at=now + timedelta(hours=2), by=None, now=now,
-    )  # fmt: skip
+        session,
+        product,
+        _input(),
+        intent=Intent.SCHEDULE,
+        publish_at=now + timedelta(hours=2),
+        by=None,
+        now=now,
+    )
     assert note.status_at(now) is NoteStatus.SCHEDULED
     assert note.status_at(now + timedelta(hours=2, seconds=1)) is NoteStatus.PUBLISHED
     later = now + timedelta(hours=3)
@@ -40,7 +45,9 @@ def test_editing_a_published_note_keeps_published_at_and_records_updated_at(sess
     note = make_note(session, product, now=then, title="Exports")
     published_at = note.published_at
     now = utcnow()
-    services.update_note(session, note, _input(title="Exports to CSV", version="1.0.0"), by=None, now=now)
+    services.update_note(
+        session, note, _input(title="Exports to CSV", version="1.0.0"), by=None, now=now
+    )
     session.expire_all()
     note = session.get(Note, note.id)
     assert note.published_at == published_at
@@ -83,9 +90,14 @@ def test_scheduling_in_the_past_is_refused(session) -> None:
     now = utcnow()
     with pytest.raises(ValidationFailed) as caught:
         services.create_note(
-            session, product, _input(), intent=Intent.SCHEDULE,
-            publish_at=now - timedelta(minutes=1), by=None, now=now,
-        )  # fmt: skip
+            session,
+            product,
+            _input(),
+            intent=Intent.SCHEDULE,
+            publish_at=now - timedelta(minutes=1),
+            by=None,
+            now=now,
+        )
     assert "passed" in caught.value.errors["publish_at"]
 
 
@@ -119,8 +131,11 @@ def test_every_change_is_in_the_audit_log_with_who_and_which_note(session) -> No
         select(AuditEvent).where(AuditEvent.note_id == note.id).order_by(AuditEvent.id)
     ).all()
     assert [e.action for e in events] == [
-        "note.created", "note.updated", "note.published", "note.archived",
-    ]  # fmt: skip
+        "note.created",
+        "note.updated",
+        "note.published",
+        "note.archived",
+    ]
     assert all(e.actor_id == editor.id for e in events)
     assert "Edited body" in events[1].summary
 

@@ -103,7 +103,9 @@ def test_the_corpus_is_there_and_large() -> None:
     "wrap",
     [
         pytest.param(lambda p: p, id="as-markdown"),
-        pytest.param(lambda p: f"Intro paragraph.\n\n<div>\n{p}\n</div>\n\nOutro.", id="raw-html-block"),
+        pytest.param(
+            lambda p: f"Intro paragraph.\n\n<div>\n{p}\n</div>\n\nOutro.", id="raw-html-block"
+        ),
         pytest.param(lambda p: f"Inline <span>{p}</span> text", id="raw-html-inline"),
         pytest.param(lambda p: f"[click]({p}) and ![img]({p})", id="link-and-image-target"),
         pytest.param(lambda p: f"[ref]\n\n[ref]: {p}", id="reference-link"),
@@ -141,7 +143,7 @@ def test_ordinary_markdown_comes_through_intact() -> None:
     assert "<em>emphasis</em>" in html and "<strong>strong</strong>" in html
     assert "<code>code</code>" in html
     assert "<ul>\n<li>one</li>" in html and "<ol>\n<li>first</li>" in html
-    assert '<pre><code class="language-python">print(\'hi\')\n</code></pre>' in html
+    assert "<pre><code class=\"language-python\">print('hi')\n</code></pre>" in html
     assert "<table>" in html and "<td>1</td>" in html
     assert "<blockquote>" in html
     assert (
@@ -153,7 +155,9 @@ def test_ordinary_markdown_comes_through_intact() -> None:
 
 
 def test_images_need_https_and_unsafe_tags_go() -> None:
-    html = render("![a](http://plain.example.com/a.png)\n\n<iframe src='https://x'></iframe><form></form>")
+    html = render(
+        "![a](http://plain.example.com/a.png)\n\n<iframe src='https://x'></iframe><form></form>"
+    )
     assert "<img" not in html and "<iframe" not in html and "<form" not in html
 
 
@@ -161,7 +165,9 @@ def test_mailto_links_are_kept() -> None:
     assert 'href="mailto:help@example.com"' in render("[mail](mailto:help@example.com)")
 
 
-@pytest.mark.parametrize("href", ["javascript:123", "JaVaScRiPt:alert(1)", "java\nscript:x", "data:text/html,x"])
+@pytest.mark.parametrize(
+    "href", ["javascript:123", "JaVaScRiPt:alert(1)", "java\nscript:x", "data:text/html,x"]
+)
 def test_scripting_urls_lose_their_href_even_where_bleach_misreads_them(href: str) -> None:
     html = render(f'<a href="{href}">x</a>')
     assert "href" not in html and ">x</a>" in html

@@ -10,8 +10,14 @@ from announcements import versions
 def test_orders_numerically_and_puts_prereleases_before_their_release() -> None:
     given = ["2.9.1", "2.10.0", "2.10.0-rc.1", "1.0.0", "2.10.0-beta.2", "2.9.0", "10.0"]
     assert versions.newest_first(given) == [
-        "10.0", "2.10.0", "2.10.0-rc.1", "2.10.0-beta.2", "2.9.1", "2.9.0", "1.0.0",
-    ]  # fmt: skip
+        "10.0",
+        "2.10.0",
+        "2.10.0-rc.1",
+        "2.10.0-beta.2",
+        "2.9.1",
+        "2.9.0",
+        "1.0.0",
+    ]
 
 
 @pytest.mark.parametrize(

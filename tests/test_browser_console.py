@@ -1,0 +1,122 @@
+"""The console in headless Chromium: log in, write a note with the live preview, publish."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine
+from werkzeug.serving import make_server
+
+from announcements.models import Base
+from tests.conftest import PASSWORD, make_app
+
+pytestmark = pytest.mark.browser
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("live")
+    url = f"sqlite:///{folder / 'live.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    app = make_app(url, folder / "instance", WTF_CSRF_SSL_STRICT=False)
+    runner = app.test_cli_runner()
+    runner.invoke(
+        args=["users", "create", "pm@example.com", "--password-stdin"], input=PASSWORD + "\n"
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Chromium is not installed: run the suite with `make test`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # A 422 form answer is logged as "Failed to load resource"; that is not a script error.
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    yield page
+    context.close()
+    assert errors == [], "the console page logged errors (a CSP violation, a script error)"
+
+
+def test_a_product_manager_writes_previews_and_publishes_a_note(page, live_server) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{live_server}/console/login")
+    page.fill("input[name=email]", "pm@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.get_by_text("Create your first product").click()
+    page.fill("input[name=name]", "Acme")
+    page.fill("input[name=slug]", "acme")
+    page.click("button:has-text('Create product')")
+    page.get_by_text("Acme is ready").wait_for()
+
+    page.get_by_role("link", name="Write a note").click()
+    page.fill("input[name=version]", "2.10.0")
+    page.fill("input[name=title]", "Funnels")
+    page.fill(
+        "textarea[name=body_md]",
+        "See **where** people drop off.\n\n- steps\n\n<script>alert(1)</script>",
+    )
+    preview = page.locator("#preview")
+    preview.locator("strong", has_text="where").wait_for()
+    assert preview.locator("li").inner_text() == "steps"
+    assert preview.locator("script").count() == 0
+    assert page.locator("#preview-title").inner_text() == "Funnels"
+
+    page.click("button[value=publish]")
+    page.get_by_text("“Funnels” is live in 2.10.0.").wait_for()
+    page.get_by_role("link", name="Release notes").click()
+    row = page.locator(".note-row", has_text="Funnels")
+    assert "Published" in row.inner_text()
+    assert page.locator(".version-head h2").first.inner_text() == "2.10.0"
+
+
+def test_a_bad_version_is_shown_beside_the_field(page, live_server) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{live_server}/console/login")
+    page.fill("input[name=email]", "pm@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(f"{live_server}/console/p/acme/notes/new")
+    page.fill("input[name=version]", "next week")
+    page.fill("input[name=title]", "Something")
+    page.click("button[value=save]")
+    error = page.locator(".field-error")
+    assert "is not a version we can order" in error.first.inner_text()
+    assert page.locator("input[name=version]").get_attribute("aria-invalid") == "true"

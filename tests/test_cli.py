@@ -1,0 +1,93 @@
+"""The command line: demo data and accounts."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func, select
+
+from announcements import accounts
+from announcements.models import AuditEvent, Membership, Note, Role
+
+
+def test_demo_json_has_what_scripts_need(runner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DEMO_PASSWORD", "demo-password-123")
+    result = runner.invoke(args=["demo", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert set(data["console"]) == {"url", "email", "password"}
+    assert data["console"]["password"] == "demo-password-123"
+    lumen = next(p for p in data["products"] if p["slug"] == "lumen")
+    assert set(lumen) >= {"slug", "widget_key", "identity_secret", "notes"}
+    notes = lumen["notes"]
+    assert set(notes[0]) == {"id", "version", "title", "status", "internal"}
+    statuses = {n["status"] for n in notes}
+    assert {"draft", "scheduled", "published"} <= statuses
+    assert any(n["internal"] for n in notes)
+    assert len({n["version"] for n in notes}) >= 12
+
+
+def test_demo_is_realistic(runner, session) -> None:  # type: ignore[no-untyped-def]
+    assert runner.invoke(args=["demo"]).exit_code == 0
+    notes = session.scalars(select(Note)).all()
+    assert {n.category.value for n in notes} == {
+        "Added",
+        "Changed",
+        "Deprecated",
+        "Removed",
+        "Fixed",
+        "Security",
+    }
+    assert sum(n.is_important for n in notes) >= 3
+    bodies = "".join(n.body_html for n in notes)
+    for tag in ("<ul>", "<ol>", "<pre><code", "<img", "<table>"):
+        assert tag in bodies
+    published = sorted(n.published_at for n in notes if n.published_at)
+    assert (published[-1] - published[0]).days > 120
+
+
+def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) -> None:  # type: ignore[no-untyped-def]
+    first = runner.invoke(args=["demo"])
+    counts = [
+        session.scalar(select(func.count()).select_from(t)) for t in (Note, Membership, AuditEvent)
+    ]
+    second = runner.invoke(args=["demo"])
+    assert second.exit_code == 0
+    assert [
+        session.scalar(select(func.count()).select_from(t)) for t in (Note, Membership, AuditEvent)
+    ] == counts
+    password = second.output.split("Password:")[1].strip()
+    assert password and password not in first.output
+    assert accounts.authenticate(session, "demo@tidings.test", password) is not None
+
+
+def test_users_create_reads_the_password_from_stdin(runner, session) -> None:  # type: ignore[no-untyped-def]
+    runner.invoke(args=["demo"])
+    result = runner.invoke(
+        args=["users", "create", "Ops@Example.com", "--role", "owner", "--password-stdin"],
+        input="a long enough password\n",
+    )
+    assert result.exit_code == 0, result.output
+    member = accounts.authenticate(session, "ops@example.com", "a long enough password")
+    assert member is not None
+    assert {m.role for m in member.memberships} == {Role.OWNER}
+    assert len(member.memberships) == 2
+
+
+def test_users_create_refuses_short_passwords_and_duplicates(runner, session) -> None:  # type: ignore[no-untyped-def]
+    short = runner.invoke(
+        args=["users", "create", "a@example.com", "--password-stdin"], input="short\n"
+    )
+    assert short.exit_code != 0 and "at least 10 characters" in short.output
+    runner.invoke(
+        args=["users", "create", "a@example.com", "--password-stdin"], input="long enough pw\n"
+    )
+    again = runner.invoke(
+        args=["users", "create", "a@example.com", "--password-stdin"], input="long enough pw\n"
+    )
+    assert again.exit_code != 0 and "already has an account" in again.output
+    unknown = runner.invoke(
+        args=["users", "create", "b@example.com", "--product", "nope", "--password-stdin"],
+        input="long enough pw\n",
+    )
+    assert unknown.exit_code != 0 and "No product with the slug nope" in unknown.output

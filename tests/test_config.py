@@ -1,0 +1,34 @@
+"""Settings come from the environment and bad ones stop the app at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import config
+
+
+def test_production_refuses_the_default_secret_key(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("TIDINGS_ENV", "production")
+    with pytest.raises(config.ConfigError, match="SECRET_KEY"):
+        config.load(str(tmp_path), None)
+
+
+def test_an_empty_variable_means_the_default(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TIDINGS_ENV", "development")
+    monkeypatch.setenv("SECRET_KEY", "")
+    monkeypatch.setenv("DATABASE_URL", "")
+    loaded = config.load(str(tmp_path), None)
+    assert loaded["SECRET_KEY"] == config.DEFAULT_SECRET_KEY
+    assert loaded["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'tidings.db'}"
+    assert loaded["SESSION_COOKIE_SECURE"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("TIDINGS_ENV", "staging"), ("SESSION_COOKIE_SECURE", "maybe")]
+)
+def test_unreadable_values_name_the_variable(monkeypatch, tmp_path, name, value) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SECRET_KEY", "x" * 40)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(config.ConfigError, match=name):
+        config.load(str(tmp_path), None)
