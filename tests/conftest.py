@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -89,6 +89,21 @@ def make_app(database_url: str, instance_path: Path, **overrides: object) -> Fla
     }
     config.update(overrides)
     return create_app(config)
+
+
+@pytest.fixture
+def app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """Make further apps on the test database (other settings); their pools are closed after."""
+    made: list[Flask] = []
+
+    def factory(**overrides: object) -> Flask:
+        made.append(make_app(database_url, tmp_path / f"instance-{len(made)}", **overrides))
+        return made[-1]
+
+    yield factory
+    for extra in made:
+        with extra.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture

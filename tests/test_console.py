@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from announcements.models import AuditEvent, Note, NoteStatus, Product, Role, utcnow
-from tests.conftest import PASSWORD, csrf_token, make_app
+from tests.conftest import PASSWORD, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 
 
@@ -75,10 +75,8 @@ def test_login_does_not_redirect_off_site(client, session) -> None:  # type: ign
     assert response.headers["Location"] == "/console/"
 
 
-def test_login_is_rate_limited(database_url, tmp_path, session) -> None:  # type: ignore[no-untyped-def]
-    limited = make_app(
-        database_url, tmp_path / "limited", RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute"
-    )
+def test_login_is_rate_limited(app_factory) -> None:  # type: ignore[no-untyped-def]
+    limited = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute")
     client = limited.test_client()
     responses = []
     for _ in range(5):
@@ -89,10 +87,8 @@ def test_login_is_rate_limited(database_url, tmp_path, session) -> None:  # type
     assert "Too many attempts" in responses[-1].get_data(as_text=True)
 
 
-def test_secure_cookies_outside_development(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    production = make_app(
-        database_url, tmp_path / "prod", TIDINGS_ENV="production", SECRET_KEY="s" * 40
-    )
+def test_secure_cookies_outside_development(app_factory) -> None:  # type: ignore[no-untyped-def]
+    production = app_factory(TIDINGS_ENV="production", SECRET_KEY="s" * 40)
     assert production.config["SESSION_COOKIE_SECURE"] is True
 
 
