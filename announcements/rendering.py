@@ -14,7 +14,7 @@ from typing import Any
 
 import bleach
 import markdown
-from bleach.html5lib_shim import Filter
+from bleach.html5lib_shim import Filter  # type: ignore[attr-defined]  # exported; the stubs omit it
 
 ALLOWED_TAGS = frozenset(
     {

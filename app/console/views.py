@@ -273,6 +273,34 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
     )
 
 
+def _save_from_editor(product: Product, form: NoteForm, note: Note | None) -> ResponseReturnValue:
+    """Create or update a note from the editor's form, or show the form with its errors."""
+    if form.validate_on_submit():
+        data, publish_at, errors = _note_input(form)
+        try:
+            if errors:
+                raise ValidationFailed(errors)
+            intent, by, now = _intent(form), current_member(), utcnow()
+            if note is None:
+                note = services.create_note(
+                    db.session, product, data, intent=intent, publish_at=publish_at, by=by, now=now
+                )
+            else:
+                services.update_note(
+                    db.session, note, data, intent=intent, publish_at=publish_at, by=by, now=now
+                )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        except InvalidTransition as error:
+            db.session.rollback()
+            flash(error.message, "error")
+        else:
+            flash(_saved_message(note), "success")
+            return redirect(url_for("console.note", slug=product.slug, note_id=note.id))
+    return _render_editor(product, form, note)
+
+
 @bp.route("/p/<slug>/notes/new", methods=["GET", "POST"])
 @role_required(Role.EDITOR)
 def note_new(product: Product) -> ResponseReturnValue:
@@ -280,27 +308,7 @@ def note_new(product: Product) -> ResponseReturnValue:
     form = NoteForm()
     if request.method == "GET":
         form.version.data = request.args.get("version", "")
-    if form.validate_on_submit():
-        data, publish_at, errors = _note_input(form)
-        try:
-            if errors:
-                raise ValidationFailed(errors)
-            note = services.create_note(
-                db.session,
-                product,
-                data,
-                intent=_intent(form),
-                publish_at=publish_at,
-                by=current_member(),
-                now=utcnow(),
-            )
-        except ValidationFailed as error:
-            db.session.rollback()
-            _show_errors(form, error)
-        else:
-            flash(_saved_message(note), "success")
-            return redirect(url_for("console.note", slug=product.slug, note_id=note.id))
-    return _render_editor(product, form, None)
+    return _save_from_editor(product, form, None)
 
 
 @bp.get("/p/<slug>/notes/<int:note_id>")
@@ -319,32 +327,7 @@ def note(product: Product, note_id: int) -> ResponseReturnValue:
 def note_save(product: Product, note_id: int) -> ResponseReturnValue:
     """Save changes to a note, and publish, schedule or unschedule it if asked."""
     found = services.get_note(db.session, product, note_id)
-    form = NoteForm()
-    if form.validate_on_submit():
-        data, publish_at, errors = _note_input(form)
-        try:
-            if errors:
-                raise ValidationFailed(errors)
-            services.update_note(
-                db.session,
-                found,
-                data,
-                intent=_intent(form),
-                publish_at=publish_at,
-                by=current_member(),
-                now=utcnow(),
-            )
-        except ValidationFailed as error:
-            db.session.rollback()
-            _show_errors(form, error)
-        except InvalidTransition as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            flash(_saved_message(found), "success")
-            return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
-    db.session.refresh(found)
-    return _render_editor(product, form, found)
+    return _save_from_editor(product, NoteForm(), found)
 
 
 NOTE_ACTIONS = {
