@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import auth, cli, config, database, errors, security
+from app import auth, cli, config, converters, database, errors, security
 from app.console import bp as console_bp
 from app.extensions import csrf, db, limiter, migrate
 
@@ -25,6 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(config.load(app.instance_path, test_config))
+    converters.init_app(app)
 
     db.init_app(app)
     database.init_app(app)

@@ -247,3 +247,23 @@ def test_console_pages_forbid_framing_and_inline_script(client, editor_on_acme) 
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "<script>" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/p/acme/notes/99999999999999999999",
+        "/console/p/acme/notes/2147483648",
+        "/console/p/acme/audit?page=100000000000000000000",
+        "/console/p/acme/notes?page=100000000000000000000&status=bogus&category=%00",
+    ],
+)
+def test_crafted_ids_and_pages_never_cause_a_server_error(client, editor_on_acme, path) -> None:  # type: ignore[no-untyped-def]
+    assert client.get(path).status_code in (200, 404)
+
+
+def test_crafted_member_ids_are_not_found(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/console/p/acme/team/99999999999999999999/remove", data={"csrf_token": csrf_token(client)}
+    )
+    assert response.status_code == 404

@@ -57,6 +57,11 @@ def _show_errors(form: FlaskForm, error: ValidationFailed) -> None:
             field.errors = [*field.errors, message]
 
 
+def _page_arg() -> int:
+    """The ``page`` query argument, clamped to a page that can exist."""
+    return min(max(request.args.get("page", 1, type=int), 1), 100_000)
+
+
 def _safe_next(target: str | None) -> str:
     """Only follow a ``next`` that stays on this site, inside the console."""
     if target and target.startswith("/console") and not urlsplit(target).netloc:
@@ -204,7 +209,7 @@ def notes(product: Product) -> ResponseReturnValue:
     status = NoteStatus(status_arg) if status_arg in NoteStatus._value2member_map_ else None
     category = Category(category_arg) if category_arg in Category._value2member_map_ else None
     text = request.args.get("q", "")[:200]
-    page = request.args.get("page", 1, type=int)
+    page = _page_arg()
     now = utcnow()
     listing = queries.notes_by_version(
         db.session, product, now=now, status=status, category=category, text=text, page=page
@@ -311,7 +316,7 @@ def note_new(product: Product) -> ResponseReturnValue:
     return _save_from_editor(product, form, None)
 
 
-@bp.get("/p/<slug>/notes/<int:note_id>")
+@bp.get("/p/<slug>/notes/<id:note_id>")
 @role_required(Role.VIEWER)
 def note(product: Product, note_id: int) -> ResponseReturnValue:
     """One note, in the editor (read-only for viewers)."""
@@ -322,7 +327,7 @@ def note(product: Product, note_id: int) -> ResponseReturnValue:
     return _render_editor(product, form, found)
 
 
-@bp.post("/p/<slug>/notes/<int:note_id>")
+@bp.post("/p/<slug>/notes/<id:note_id>")
 @role_required(Role.EDITOR)
 def note_save(product: Product, note_id: int) -> ResponseReturnValue:
     """Save changes to a note, and publish, schedule or unschedule it if asked."""
@@ -337,7 +342,7 @@ NOTE_ACTIONS = {
 }
 
 
-@bp.post("/p/<slug>/notes/<int:note_id>/<any(publish, archive, restore):action>")
+@bp.post("/p/<slug>/notes/<id:note_id>/<any(publish, archive, restore):action>")
 @role_required(Role.EDITOR)
 def note_action(product: Product, note_id: int, action: str) -> ResponseReturnValue:
     """Publish, archive or restore a note."""
@@ -353,7 +358,7 @@ def note_action(product: Product, note_id: int, action: str) -> ResponseReturnVa
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
 
 
-@bp.post("/p/<slug>/notes/<int:note_id>/delete")
+@bp.post("/p/<slug>/notes/<id:note_id>/delete")
 @role_required(Role.EDITOR)
 def note_delete(product: Product, note_id: int) -> ResponseReturnValue:
     """Delete a draft."""
@@ -426,7 +431,7 @@ def _team_member(member_id: int) -> TeamMember:
     return member
 
 
-@bp.post("/p/<slug>/team/<int:member_id>/role")
+@bp.post("/p/<slug>/team/<id:member_id>/role")
 @role_required(Role.OWNER)
 def team_role(product: Product, member_id: int) -> ResponseReturnValue:
     """Change someone's role."""
@@ -447,7 +452,7 @@ def team_role(product: Product, member_id: int) -> ResponseReturnValue:
     return redirect(url_for("console.team", slug=product.slug))
 
 
-@bp.post("/p/<slug>/team/<int:member_id>/remove")
+@bp.post("/p/<slug>/team/<id:member_id>/remove")
 @role_required(Role.OWNER)
 def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
     """Take someone off the product."""
@@ -466,7 +471,7 @@ def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def audit(product: Product) -> ResponseReturnValue:
     """Who changed what, newest first."""
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = _page_arg()
     events, has_more = queries.audit_trail(db.session, product, page=page)
     return render_template(
         "console/audit.html", product=product, events=events, page=page, has_more=has_more
