@@ -127,7 +127,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def runner(app: Flask):  # type: ignore[no-untyped-def]
+def runner(app: Flask):
     return app.test_cli_runner()
 
 
@@ -146,13 +146,13 @@ class AuthActions:
     def __init__(self, client: FlaskClient) -> None:
         self._client = client
 
-    def login(self, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    def login(self, email: str, password: str = PASSWORD, next: str = ""):
+        form = {"email": email, "password": password, "next": next}
         return self._client.post(
-            "/console/login",
-            data={"email": email, "password": password, "csrf_token": csrf_token(self._client)},
+            "/console/login", data={**form, "csrf_token": csrf_token(self._client)}
         )
 
-    def logout(self):  # type: ignore[no-untyped-def]
+    def logout(self):
         return self._client.post("/console/logout", data={"csrf_token": csrf_token(self._client)})
 
 

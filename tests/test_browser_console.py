@@ -25,7 +25,7 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def live_server(tmp_path_factory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("live")
     url = f"sqlite:///{folder / 'live.db'}"
     engine = create_engine(url)
@@ -57,7 +57,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
+def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     errors: list[str] = []
@@ -76,7 +76,7 @@ def page(browser):  # type: ignore[no-untyped-def]
     assert errors == [], "the console page logged errors (a CSP violation, a script error)"
 
 
-def test_a_product_manager_writes_previews_and_publishes_a_note(page, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_product_manager_writes_previews_and_publishes_a_note(page, live_server) -> None:
     page.goto(f"{live_server}/console/login")
     page.fill("input[name=email]", "pm@example.com")
     page.fill("input[name=password]", PASSWORD)
@@ -108,7 +108,7 @@ def test_a_product_manager_writes_previews_and_publishes_a_note(page, live_serve
     assert page.locator(".version-head h2").first.inner_text() == "2.10.0"
 
 
-def test_a_bad_version_is_shown_beside_the_field(page, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_version_is_shown_beside_the_field(page, live_server) -> None:
     page.goto(f"{live_server}/console/login")
     page.fill("input[name=email]", "pm@example.com")
     page.fill("input[name=password]", PASSWORD)

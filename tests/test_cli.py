@@ -10,7 +10,7 @@ from announcements import accounts
 from announcements.models import AuditEvent, Membership, Note, Role
 
 
-def test_demo_json_has_what_scripts_need(runner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_demo_json_has_what_scripts_need(runner, monkeypatch) -> None:
     monkeypatch.setenv("DEMO_PASSWORD", "demo-password-123")
     result = runner.invoke(args=["demo", "--json"])
     assert result.exit_code == 0, result.output
@@ -27,7 +27,7 @@ def test_demo_json_has_what_scripts_need(runner, monkeypatch) -> None:  # type: 
     assert len({n["version"] for n in notes}) >= 12
 
 
-def test_demo_is_realistic(runner, session) -> None:  # type: ignore[no-untyped-def]
+def test_demo_is_realistic(runner, session) -> None:
     assert runner.invoke(args=["demo"]).exit_code == 0
     notes = session.scalars(select(Note)).all()
     assert {n.category.value for n in notes} == {
@@ -46,7 +46,7 @@ def test_demo_is_realistic(runner, session) -> None:  # type: ignore[no-untyped-
     assert (published[-1] - published[0]).days > 120
 
 
-def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) -> None:  # type: ignore[no-untyped-def]
+def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) -> None:
     first = runner.invoke(args=["demo"])
     counts = [
         session.scalar(select(func.count()).select_from(t)) for t in (Note, Membership, AuditEvent)
@@ -61,7 +61,7 @@ def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) 
     assert accounts.authenticate(session, "demo@tidings.test", password) is not None
 
 
-def test_users_create_reads_the_password_from_stdin(runner, session) -> None:  # type: ignore[no-untyped-def]
+def test_users_create_reads_the_password_from_stdin(runner, session) -> None:
     runner.invoke(args=["demo"])
     result = runner.invoke(
         args=["users", "create", "Ops@Example.com", "--role", "owner", "--password-stdin"],
@@ -74,7 +74,7 @@ def test_users_create_reads_the_password_from_stdin(runner, session) -> None:  #
     assert len(member.memberships) == 2
 
 
-def test_users_create_refuses_short_passwords_and_duplicates(runner, session) -> None:  # type: ignore[no-untyped-def]
+def test_users_create_refuses_short_passwords_and_duplicates(runner, session) -> None:
     short = runner.invoke(
         args=["users", "create", "a@example.com", "--password-stdin"], input="short\n"
     )

@@ -7,14 +7,14 @@ import pytest
 from app import config
 
 
-def test_production_refuses_the_default_secret_key(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_production_refuses_the_default_secret_key(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("SECRET_KEY", raising=False)
     monkeypatch.setenv("TIDINGS_ENV", "production")
     with pytest.raises(config.ConfigError, match="SECRET_KEY"):
         config.load(str(tmp_path), None)
 
 
-def test_an_empty_variable_means_the_default(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_empty_variable_means_the_default(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("TIDINGS_ENV", "development")
     monkeypatch.setenv("SECRET_KEY", "")
     monkeypatch.setenv("DATABASE_URL", "")
@@ -27,7 +27,7 @@ def test_an_empty_variable_means_the_default(monkeypatch, tmp_path) -> None:  # 
 @pytest.mark.parametrize(
     ("name", "value"), [("TIDINGS_ENV", "staging"), ("SESSION_COOKIE_SECURE", "maybe")]
 )
-def test_unreadable_values_name_the_variable(monkeypatch, tmp_path, name, value) -> None:  # type: ignore[no-untyped-def]
+def test_unreadable_values_name_the_variable(monkeypatch, tmp_path, name, value) -> None:
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
     monkeypatch.setenv(name, value)
     with pytest.raises(config.ConfigError, match=name):

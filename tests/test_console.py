@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
 
 from announcements.models import AuditEvent, Note, NoteStatus, Product, Role, utcnow
-from tests.conftest import PASSWORD, csrf_token
+from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 
 
 @pytest.fixture
-def editor_on_acme(session, auth):  # type: ignore[no-untyped-def]
+def editor_on_acme(session, auth):
     owner = make_member(session, "owner@example.com")
     product = make_product(session, owner=owner, slug="acme", name="Acme")
     auth.login(owner.email)
     return product
 
 
-def _note_form(client, **overrides: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _note_form(client, **overrides: str) -> dict[str, str]:
     form = {
         "csrf_token": csrf_token(client),
         "version": "2.4.0",
@@ -33,26 +34,19 @@ def _note_form(client, **overrides: str) -> dict[str, str]:  # type: ignore[no-u
     return form
 
 
-def _count_notes(session) -> int:  # type: ignore[no-untyped-def]
+def _count_notes(session) -> int:
     return session.scalar(select(func.count()).select_from(Note))
 
 
-def test_login_with_a_wrong_password_says_so_and_sets_no_session(client, session) -> None:  # type: ignore[no-untyped-def]
+def test_login_with_a_wrong_password_says_so_and_sets_no_session(client, auth, session) -> None:
     make_member(session, "pm@example.com")
-    response = client.post(
-        "/console/login",
-        data={
-            "email": "pm@example.com",
-            "password": "wrong password",
-            "csrf_token": csrf_token(client),
-        },
-    )
+    response = auth.login("pm@example.com", "wrong password")
     assert response.status_code == 422
     assert "do not match an account" in response.get_data(as_text=True)
     assert client.get("/console/").status_code == 302
 
 
-def test_login_sets_a_hardened_session_cookie(client, auth, session) -> None:  # type: ignore[no-untyped-def]
+def test_login_sets_a_hardened_session_cookie(client, auth, session) -> None:
     member = make_member(session, "pm@example.com")
     assert member.password_hash.startswith("scrypt:")
     response = auth.login("PM@example.com")
@@ -61,38 +55,29 @@ def test_login_sets_a_hardened_session_cookie(client, auth, session) -> None:  #
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
-def test_login_does_not_redirect_off_site(client, session) -> None:  # type: ignore[no-untyped-def]
+def test_login_does_not_redirect_off_site(auth, session) -> None:
     make_member(session, "pm@example.com")
-    response = client.post(
-        "/console/login?next=https://evil.example.com/",
-        data={
-            "email": "pm@example.com",
-            "password": PASSWORD,
-            "next": "https://evil.example.com/",
-            "csrf_token": csrf_token(client),
-        },
-    )
+    response = auth.login("pm@example.com", next="https://evil.example.com/")
     assert response.headers["Location"] == "/console/"
+    assert auth.logout().status_code == 302
+    response = auth.login("pm@example.com", next="/console/p/acme/notes")
+    assert response.headers["Location"] == "/console/p/acme/notes"
 
 
-def test_login_is_rate_limited(app_factory) -> None:  # type: ignore[no-untyped-def]
+def test_login_is_rate_limited(app_factory) -> None:
     limited = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute")
-    client = limited.test_client()
-    responses = []
-    for _ in range(5):
-        token = csrf_token(client)
-        form = {"email": "x@example.com", "password": "nope", "csrf_token": token}
-        responses.append(client.post("/console/login", data=form))
+    attempts = AuthActions(limited.test_client())
+    responses = [attempts.login("x@example.com", "nope") for _ in range(5)]
     assert [r.status_code for r in responses] == [422, 422, 422, 429, 429]
     assert "Too many attempts" in responses[-1].get_data(as_text=True)
 
 
-def test_secure_cookies_outside_development(app_factory) -> None:  # type: ignore[no-untyped-def]
+def test_secure_cookies_outside_development(app_factory) -> None:
     production = app_factory(TIDINGS_ENV="production", SECRET_KEY="s" * 40)
     assert production.config["SESSION_COOKIE_SECURE"] is True
 
 
-def test_an_editor_writes_a_draft_then_publishes_it(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_an_editor_writes_a_draft_then_publishes_it(client, session, editor_on_acme) -> None:
     response = client.post("/console/p/acme/notes/new", data=_note_form(client))
     assert response.status_code == 302
     note = session.scalar(select(Note))
@@ -108,10 +93,10 @@ def test_an_editor_writes_a_draft_then_publishes_it(client, session, editor_on_a
     assert note.status_at(utcnow()) is NoteStatus.PUBLISHED
 
 
-def test_scheduling_reads_the_time_in_the_members_zone(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_scheduling_reads_the_time_in_the_members_zone(client, session, editor_on_acme) -> None:
     client.set_cookie("tz", "Europe/Berlin", path="/console")
     when = (utcnow() + timedelta(days=30)).replace(second=0, microsecond=0)
-    berlin = when.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+    berlin = when.astimezone(ZoneInfo("Europe/Berlin"))
     form = _note_form(client, intent="schedule", publish_at=berlin.strftime("%Y-%m-%dT%H:%M"))
     assert client.post("/console/p/acme/notes/new", data=form).status_code == 302
     note = session.scalar(select(Note))
@@ -133,7 +118,7 @@ def test_scheduling_reads_the_time_in_the_members_zone(client, session, editor_o
 )
 def test_bad_input_shows_a_message_on_the_form_and_saves_nothing(
     client, session, editor_on_acme, overrides, message
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     response = client.post("/console/p/acme/notes/new", data=_note_form(client, **overrides))
     assert response.status_code == 422
     assert message in response.get_data(as_text=True)
@@ -142,7 +127,7 @@ def test_bad_input_shows_a_message_on_the_form_and_saves_nothing(
 
 def test_a_duplicate_title_in_the_same_version_is_a_form_error(
     client, session, editor_on_acme
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     make_note(session, editor_on_acme, version="2.4.0", title="Dark mode")
     response = client.post("/console/p/acme/notes/new", data=_note_form(client))
     assert response.status_code == 422
@@ -150,7 +135,7 @@ def test_a_duplicate_title_in_the_same_version_is_a_form_error(
     assert _count_notes(session) == 1
 
 
-def test_bad_edits_leave_the_note_as_it_was(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_bad_edits_leave_the_note_as_it_was(client, session, editor_on_acme) -> None:
     note = make_note(session, editor_on_acme, title="Exports")
     response = client.post(
         f"/console/p/acme/notes/{note.id}", data=_note_form(client, title="", version="x")
@@ -160,7 +145,7 @@ def test_bad_edits_leave_the_note_as_it_was(client, session, editor_on_acme) -> 
     assert (note.title, note.version) == ("Exports", "1.0.0")
 
 
-def test_the_preview_uses_the_publishing_sanitiser(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_the_preview_uses_the_publishing_sanitiser(client, editor_on_acme) -> None:
     response = client.post(
         "/console/p/acme/preview",
         data={"body_md": "**hi** <img src=x onerror=alert(1)> [x](javascript:alert(1))"},
@@ -171,7 +156,7 @@ def test_the_preview_uses_the_publishing_sanitiser(client, editor_on_acme) -> No
     }
 
 
-def test_notes_page_groups_by_version_newest_first(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_notes_page_groups_by_version_newest_first(client, session, editor_on_acme) -> None:
     for version in ("2.9.1", "2.10.0", "2.10.0-beta.1"):
         make_note(session, editor_on_acme, version=version, title=f"In {version}")
     page = client.get("/console/p/acme/notes").get_data(as_text=True)
@@ -179,14 +164,14 @@ def test_notes_page_groups_by_version_newest_first(client, session, editor_on_ac
     assert positions == sorted(positions)
 
 
-def test_empty_notes_page_says_what_to_do(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_empty_notes_page_says_what_to_do(client, editor_on_acme) -> None:
     page = client.get("/console/p/acme/notes").get_data(as_text=True)
     assert "Write your first release note" in page
 
 
 def test_product_settings_validate_and_change_nothing_on_error(
     client, session, editor_on_acme
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     form = {
         "csrf_token": csrf_token(client),
         "name": "Acme",
@@ -207,7 +192,7 @@ def test_product_settings_validate_and_change_nothing_on_error(
 
 def test_owners_rotate_the_identity_secret_and_only_owners_see_it(
     client, session, auth, editor_on_acme
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     old = editor_on_acme.identity_secret
     assert old in client.get("/console/p/acme/settings").get_data(as_text=True)
     client.post("/console/p/acme/settings/rotate-secret", data={"csrf_token": csrf_token(client)})
@@ -220,7 +205,7 @@ def test_owners_rotate_the_identity_secret_and_only_owners_see_it(
         assert editor_on_acme.identity_secret not in client.get(path).get_data(as_text=True)
 
 
-def test_owners_add_people_and_the_last_owner_stays(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_owners_add_people_and_the_last_owner_stays(client, session, editor_on_acme) -> None:
     response = client.post(
         "/console/p/acme/team",
         data={"csrf_token": csrf_token(client), "email": "new@example.com", "role": "editor"},
@@ -235,14 +220,14 @@ def test_owners_add_people_and_the_last_owner_stays(client, session, editor_on_a
     assert "at least one owner" in response.get_data(as_text=True)
 
 
-def test_the_audit_log_shows_who_did_what(client, session, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_the_audit_log_shows_who_did_what(client, session, editor_on_acme) -> None:
     client.post("/console/p/acme/notes/new", data=_note_form(client, intent="publish"))
     page = client.get("/console/p/acme/audit").get_data(as_text=True)
     assert "note.created" in page and "owner@example.com" in page and "Dark mode" in page
     assert session.scalar(select(func.count()).select_from(AuditEvent)) >= 2
 
 
-def test_console_pages_forbid_framing_and_inline_script(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_console_pages_forbid_framing_and_inline_script(client, editor_on_acme) -> None:
     response = client.get("/console/p/acme/notes")
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
@@ -258,11 +243,11 @@ def test_console_pages_forbid_framing_and_inline_script(client, editor_on_acme) 
         "/console/p/acme/notes?page=100000000000000000000&status=bogus&category=%00",
     ],
 )
-def test_crafted_ids_and_pages_never_cause_a_server_error(client, editor_on_acme, path) -> None:  # type: ignore[no-untyped-def]
+def test_crafted_ids_and_pages_never_cause_a_server_error(client, editor_on_acme, path) -> None:
     assert client.get(path).status_code in (200, 404)
 
 
-def test_crafted_member_ids_are_not_found(client, editor_on_acme) -> None:  # type: ignore[no-untyped-def]
+def test_crafted_member_ids_are_not_found(client, editor_on_acme) -> None:
     response = client.post(
         "/console/p/acme/team/99999999999999999999/remove", data={"csrf_token": csrf_token(client)}
     )

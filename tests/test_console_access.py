@@ -39,7 +39,7 @@ NEEDS: dict[str, Role | str | None] = {
 }
 
 
-def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, str]]:
     """(endpoint, method, path) for every console route, with real ids filled in."""
     values = {"slug": product.slug, "note_id": note.id, "member_id": member.id, "action": "archive"}
     found = []
@@ -54,7 +54,7 @@ def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, 
 
 
 @pytest.fixture
-def world(session):  # type: ignore[no-untyped-def]
+def world(session):
     owner = make_member(session, "owner@example.com")
     product = make_product(session, owner=owner, slug="acme")
     people = {
@@ -73,12 +73,12 @@ def test_every_console_route_is_in_the_matrix(app: Flask) -> None:
     assert endpoints == set(NEEDS)
 
 
-def _call(client, method: str, path: str, token: str | None):  # type: ignore[no-untyped-def]
+def _call(client, method: str, path: str, token: str | None):
     data = {"csrf_token": token} if token else {}
     return client.open(path, method=method, data=data if method == "POST" else None)
 
 
-def test_logged_out_visitors_are_sent_to_login(app, client, world) -> None:  # type: ignore[no-untyped-def]
+def test_logged_out_visitors_are_sent_to_login(app, client, world) -> None:
     product, note, people, _ = world
     token = csrf_token(client)
     for endpoint, method, path in console_requests(app, product, note, people[Role.VIEWER]):
@@ -92,7 +92,7 @@ def test_logged_out_visitors_are_sent_to_login(app, client, world) -> None:  # t
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.EDITOR, Role.OWNER])
 def test_each_role_reaches_exactly_what_it_may(
     app, client, auth: AuthActions, world, role: Role
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     product, note, people, _ = world
     auth.login(people[role].email)
     token = csrf_token(client)
@@ -114,7 +114,7 @@ def test_each_role_reaches_exactly_what_it_may(
             )
 
 
-def test_outsiders_get_404_for_products_they_do_not_belong_to(app, client, auth, world) -> None:  # type: ignore[no-untyped-def]
+def test_outsiders_get_404_for_products_they_do_not_belong_to(app, client, auth, world) -> None:
     product, note, people, outsider = world
     auth.login(outsider.email)
     token = csrf_token(client)
@@ -123,7 +123,7 @@ def test_outsiders_get_404_for_products_they_do_not_belong_to(app, client, auth,
             assert _call(client, method, path, token).status_code == 404, (method, path)
 
 
-def test_another_products_note_is_404_even_for_its_owner(client, auth, session, world) -> None:  # type: ignore[no-untyped-def]
+def test_another_products_note_is_404_even_for_its_owner(client, auth, session, world) -> None:
     product, note, people, _ = world
     other = make_product(session, owner=people[Role.OWNER], slug="other")
     auth.login(people[Role.OWNER].email)
@@ -136,7 +136,7 @@ def test_another_products_note_is_404_even_for_its_owner(client, auth, session, 
     assert note.archived_at is None
 
 
-def test_every_console_post_without_a_csrf_token_is_refused(app, client, auth, world) -> None:  # type: ignore[no-untyped-def]
+def test_every_console_post_without_a_csrf_token_is_refused(app, client, auth, world) -> None:
     product, note, people, _ = world
     auth.login(people[Role.OWNER].email)
     for _endpoint, method, path in console_requests(app, product, note, people[Role.EDITOR]):

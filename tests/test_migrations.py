@@ -12,7 +12,7 @@ from app.extensions import db
 from tests.conftest import POSTGRES_URL, create_postgres_database, drop_postgres_database, make_app
 
 
-def _upgrade_and_compare(url: str, instance) -> list:  # type: ignore[no-untyped-def]
+def _upgrade_and_compare(url: str, instance) -> list:
     app = make_app(url, instance)
     with app.app_context():
         upgrade()
@@ -22,14 +22,14 @@ def _upgrade_and_compare(url: str, instance) -> list:  # type: ignore[no-untyped
     return differences
 
 
-def test_sqlite_upgrade_matches_the_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_upgrade_matches_the_models(tmp_path) -> None:
     assert _upgrade_and_compare(f"sqlite:///{tmp_path / 'fresh.db'}", tmp_path / "instance") == []
 
 
 @pytest.mark.skipif(
     not POSTGRES_URL, reason="PostgreSQL is not configured: run the suite with `make test`"
 )
-def test_postgresql_upgrade_matches_the_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_postgresql_upgrade_matches_the_models(tmp_path) -> None:
     url = create_postgres_database("tidings_migrations")
     try:
         assert _upgrade_and_compare(url, tmp_path / "instance") == []

@@ -17,7 +17,7 @@ from tests.factories import make_member, make_note, make_product
 def _input(**overrides: object) -> NoteInput:
     values: dict[str, object] = {"version": "2.4.0", "title": "Dark mode", "category": "Added"}
     values.update(overrides)
-    return NoteInput(**values)  # type: ignore[arg-type]
+    return NoteInput(**values)
 
 
 def test_a_scheduled_note_goes_live_at_its_time_without_anyone_acting(session) -> None:
@@ -158,7 +158,7 @@ def test_notes_list_filters_and_searches(session) -> None:
     now = utcnow()
 
     def titles(**kwargs: object) -> list[str]:
-        listing = queries.notes_by_version(session, product, now=now, **kwargs)  # type: ignore[arg-type]
+        listing = queries.notes_by_version(session, product, now=now, **kwargs)
         return sorted(n.title for g in listing.groups for n in g.notes)
 
     assert titles(text="DROP OFF") == ["Funnels report"]

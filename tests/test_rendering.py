@@ -111,7 +111,7 @@ def test_the_corpus_is_there_and_large() -> None:
         pytest.param(lambda p: f"[ref]\n\n[ref]: {p}", id="reference-link"),
     ],
 )
-def test_no_payload_survives(wrap) -> None:  # type: ignore[no-untyped-def]
+def test_no_payload_survives(wrap) -> None:
     failures = {}
     for payload in CORPUS:
         problems = policy_violations(render(wrap(payload)))
