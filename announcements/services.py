@@ -185,6 +185,18 @@ def rotate_identity_secret(
 # Team ---------------------------------------------------------------------
 
 
+def get_team_member(session: Session, product: Product, member_id: int) -> TeamMember:
+    """Someone on ``product``'s team; anyone else, even with an account, is NotFound."""
+    member = session.scalar(
+        select(TeamMember)
+        .join(Membership, Membership.member_id == TeamMember.id)
+        .where(Membership.product_id == product.id, TeamMember.id == member_id)
+    )
+    if member is None:
+        raise NotFound("That person is not on this product.")
+    return member
+
+
 def set_role(
     session: Session,
     product: Product,

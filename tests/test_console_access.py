@@ -96,10 +96,14 @@ def test_each_role_reaches_exactly_what_it_may(
     product, note, people, _ = world
     auth.login(people[role].email)
     token = csrf_token(client)
-    # Act on the editor's membership so no request removes the logged-in member.
-    requests = console_requests(app, product, note, people[Role.EDITOR])
+    # Act on the editor's membership, and remove it last, so every other request still
+    # finds the editor on the team and the logged-in member keeps access.
+    requests = sorted(
+        console_requests(app, product, note, people[Role.EDITOR]),
+        key=lambda request: request[0] == "console.team_remove",
+    )
     for endpoint, method, path in requests:
-        if endpoint in ("console.logout", "console.login", "console.team_remove"):
+        if endpoint in ("console.logout", "console.login"):
             continue
         needed = NEEDS[endpoint]
         response = _call(client, method, path, token)
@@ -134,6 +138,19 @@ def test_another_products_note_is_404_even_for_its_owner(client, auth, session, 
     )
     assert response.status_code == 404
     assert note.archived_at is None
+
+
+def test_team_routes_only_reach_people_on_the_product(client, auth, session, world):
+    product, _, people, outsider = world
+    auth.login(people[Role.OWNER].email)
+    token = csrf_token(client)
+    for action, form in (("role", {"role": "editor"}), ("remove", {})):
+        response = client.post(
+            f"/console/p/{product.slug}/team/{outsider.id}/{action}",
+            data={**form, "csrf_token": token},
+        )
+        assert response.status_code == 404
+    assert [m.member.email for m in product.memberships if m.member_id == outsider.id] == []
 
 
 def test_every_console_post_without_a_csrf_token_is_refused(app, client, auth, world) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
-    abort,
     current_app,
     flash,
     g,
@@ -23,7 +22,7 @@ from flask_wtf import FlaskForm
 
 from announcements import accounts, queries, rendering, services
 from announcements.errors import InvalidTransition, ValidationFailed
-from announcements.models import Category, Note, NoteStatus, Product, Role, TeamMember, utcnow
+from announcements.models import Category, Note, NoteStatus, Product, Role, utcnow
 from announcements.services import Intent, NoteInput, ProductSettings
 from app.auth import LoggedInMember, current_member, role_required
 from app.console import bp, timezones
@@ -424,19 +423,12 @@ def team(product: Product) -> ResponseReturnValue:
     ), 422 if form.errors else 200
 
 
-def _team_member(member_id: int) -> TeamMember:
-    member = db.session.get(TeamMember, member_id)
-    if member is None:
-        abort(404)
-    return member
-
-
 @bp.post("/p/<slug>/team/<id:member_id>/role")
 @role_required(Role.OWNER)
 def team_role(product: Product, member_id: int) -> ResponseReturnValue:
     """Change someone's role."""
     form = RoleForm()
-    member = _team_member(member_id)
+    member = services.get_team_member(db.session, product, member_id)
     if form.validate_on_submit():
         try:
             services.set_role(
@@ -456,7 +448,7 @@ def team_role(product: Product, member_id: int) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
     """Take someone off the product."""
-    member = _team_member(member_id)
+    member = services.get_team_member(db.session, product, member_id)
     try:
         services.remove_member(db.session, product, member, by=current_member(), now=utcnow())
     except InvalidTransition as error:
