@@ -9,7 +9,7 @@ import sys
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from announcements import accounts, demo, services
@@ -63,6 +63,7 @@ def create_user(
 
 
 @click.command("demo")
+@with_appcontext
 @click.option("--json", "as_json", is_flag=True, help="Print the demo's keys and ids as JSON.")
 def load_demo(as_json: bool) -> None:
     """Load the demo data (idempotent) and print the console login."""
