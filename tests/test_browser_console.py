@@ -1,10 +1,15 @@
-"""The console in headless Chromium: log in, write a note with the live preview, publish."""
+"""The console in headless Chromium: writing and publishing a note, and every page at
+desktop and phone widths.
+
+The page tests leave screenshots in instance/screenshots/ to look at after a run.
+"""
 
 from __future__ import annotations
 
 import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
@@ -14,6 +19,9 @@ from announcements.models import Base
 from tests.conftest import PASSWORD, make_app
 
 pytestmark = pytest.mark.browser
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "instance" / "screenshots"
+DESKTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -33,9 +41,12 @@ def live_server(tmp_path_factory) -> Iterator[str]:
     engine.dispose()
     app = make_app(url, folder / "instance", WTF_CSRF_SSL_STRICT=False)
     runner = app.test_cli_runner()
-    runner.invoke(
+    created = runner.invoke(
         args=["users", "create", "pm@example.com", "--password-stdin"], input=PASSWORD + "\n"
     )
+    # Loaded after pm@example.com exists, so pm starts with no products of their own.
+    demo = runner.invoke(args=["demo"], env={"DEMO_PASSWORD": PASSWORD})
+    assert (created.exit_code, demo.exit_code) == (0, 0), created.output + demo.output
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -57,8 +68,13 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def viewport() -> dict[str, int]:
+    return DESKTOP
+
+
+@pytest.fixture
+def page(browser, viewport):
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -76,11 +92,16 @@ def page(browser):
     assert errors == [], "the console page logged errors (a CSP violation, a script error)"
 
 
-def test_a_product_manager_writes_previews_and_publishes_a_note(page, live_server) -> None:
+def log_in(page, live_server: str, email: str) -> None:
     page.goto(f"{live_server}/console/login")
-    page.fill("input[name=email]", "pm@example.com")
+    page.fill("input[name=email]", email)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server}/console/")
+
+
+def test_a_product_manager_writes_previews_and_publishes_a_note(page, live_server) -> None:
+    log_in(page, live_server, "pm@example.com")
     page.get_by_text("Create your first product").click()
     page.fill("input[name=name]", "Acme")
     page.fill("input[name=slug]", "acme")
@@ -109,10 +130,7 @@ def test_a_product_manager_writes_previews_and_publishes_a_note(page, live_serve
 
 
 def test_a_bad_version_is_shown_beside_the_field(page, live_server) -> None:
-    page.goto(f"{live_server}/console/login")
-    page.fill("input[name=email]", "pm@example.com")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    log_in(page, live_server, "pm@example.com")
     page.goto(f"{live_server}/console/p/acme/notes/new")
     page.fill("input[name=version]", "next week")
     page.fill("input[name=title]", "Something")
@@ -120,3 +138,26 @@ def test_a_bad_version_is_shown_beside_the_field(page, live_server) -> None:
     error = page.locator(".field-error")
     assert "is not a version we can order" in error.first.inner_text()
     assert page.locator("input[name=version]").get_attribute("aria-invalid") == "true"
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_console_page_fits_the_screen(page, live_server, viewport) -> None:
+    label = "phone" if viewport is PHONE else "desktop"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def check(name: str) -> None:
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name} is {overflow}px wider than a {viewport['width']}px screen"
+        page.screenshot(path=SCREENSHOTS / f"{name}-{label}.png", full_page=True)
+
+    page.goto(f"{live_server}/console/login")
+    check("login")
+    log_in(page, live_server, "demo@tidings.test")
+    check("products")
+    for name in ("notes", "settings", "team", "audit"):
+        page.goto(f"{live_server}/console/p/lumen/{name}")
+        check(name)
+    page.goto(f"{live_server}/console/p/lumen/notes")
+    page.locator(".note-title", has_text="Funnels: see where").click()
+    page.locator("#preview li").first.wait_for()
+    check("editor")
