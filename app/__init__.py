@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,17 @@ from app.extensions import csrf, db, limiter, migrate
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: settings, extensions, blueprints, error pages, CLI."""
+def create_app(
+    test_config: dict[str, Any] | None = None, *, instance_path: Path | None = None
+) -> Flask:
+    """Build the app: settings, extensions, blueprints, error pages, CLI.
+
+    ``instance_path`` (default: ``instance/`` in the project) holds the SQLite database
+    and, later, outgoing mail; tests give each app a folder of its own.
+    """
     app = Flask(
         __name__,
-        instance_path=os.environ.get("TIDINGS_INSTANCE_PATH", str(PROJECT_ROOT / "instance")),
+        instance_path=str(instance_path or PROJECT_ROOT / "instance"),
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )

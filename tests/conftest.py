@@ -79,7 +79,6 @@ def _empty_all_tables() -> None:
 
 
 def make_app(database_url: str, instance_path: Path, **overrides: object) -> Flask:
-    os.environ["TIDINGS_INSTANCE_PATH"] = str(instance_path)
     config = {
         "TESTING": True,
         "TIDINGS_ENV": "testing",
@@ -88,7 +87,7 @@ def make_app(database_url: str, instance_path: Path, **overrides: object) -> Fla
         "RATELIMIT_ENABLED": False,
     }
     config.update(overrides)
-    return create_app(config)
+    return create_app(config, instance_path=instance_path)
 
 
 @pytest.fixture
