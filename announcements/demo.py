@@ -20,6 +20,8 @@ from announcements.models import Category, Note, Product, Role, TeamMember
 from announcements.services import Intent, NoteInput, ProductSettings
 
 DEMO_EMAIL = "demo@tidings.test"
+DEMO_HOST_PRODUCT = "lumen"  # the product the demo host page embeds
+DEMO_HOST_USER = "demo-user"
 SCREENSHOT = "https://images.tidings.dev/demo"
 
 

@@ -36,3 +36,11 @@ class InvalidTransition(DomainError):
 
 class Conflict(DomainError):
     """The change would clash with existing data."""
+
+
+class Unauthenticated(DomainError):
+    """The caller did not prove who they are, or the proof is wrong."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this here."""

@@ -168,6 +168,9 @@ class Product(Base):
     default_locale: Mapped[str] = mapped_column(String(35), default="en")
     logo_url: Mapped[str | None] = mapped_column(String(500))
     accent_color: Mapped[str] = mapped_column(String(7), default="#4f46e5")
+    # How many of the newest releases a user seen for the first time finds unread;
+    # everything older counts as seen, so a newcomer is not flooded with history.
+    grace_releases: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Bumped by every change to the product's notes, so caches and ETags can tell
     # "nothing changed" without reading the notes.
     catalogue_stamp: Mapped[int] = mapped_column(Integer, default=0)
@@ -278,7 +281,10 @@ class EndUser(Base):
     """A user of the host product, as the widget has seen them."""
 
     __tablename__ = "end_user"
-    __table_args__ = (UniqueConstraint("product_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("product_id", "external_id"),
+        Index(None, "product_id", "last_seen_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from announcements import rendering, versions
+from announcements import rendering, targeting, versions
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     AuditEvent,
@@ -83,6 +83,10 @@ class ProductSettings:
     default_locale: str = "en"
     logo_url: str | None = None
     accent_color: str = "#4f46e5"
+    grace_releases: int = 1
+
+
+MAX_GRACE_RELEASES = 20
 
 
 def _validate_settings(
@@ -119,6 +123,8 @@ def _validate_settings(
         errors["logo_url"] = "Keep the logo address under 500 characters."
     if not COLOR_PATTERN.fullmatch(settings.accent_color):
         errors["accent_color"] = "Use a colour such as #4f46e5."
+    if not 0 <= settings.grace_releases <= MAX_GRACE_RELEASES:
+        errors["grace_releases"] = f"Choose between 0 and {MAX_GRACE_RELEASES} releases."
     return errors
 
 
@@ -156,7 +162,7 @@ def update_product(
     if errors:
         raise ValidationFailed(errors)
     _apply_settings(product, settings)
-    product.catalogue_stamp += 1
+    _bump_stamp(product)
     _audit(session, product, by, "product.updated", "Changed settings", now=now)
     session.commit()
     return product
@@ -170,6 +176,7 @@ def _apply_settings(product: Product, settings: ProductSettings) -> None:
     product.default_locale = settings.default_locale
     product.logo_url = settings.logo_url or None
     product.accent_color = settings.accent_color.lower()
+    product.grace_releases = settings.grace_releases
 
 
 def rotate_identity_secret(
@@ -177,6 +184,7 @@ def rotate_identity_secret(
 ) -> str:
     """Replace the product's identity secret; hashes made with the old one stop working."""
     product.identity_secret = new_identity_secret()
+    _bump_stamp(product)  # widget caches hold the secret; make them reload it
     _audit(session, product, by, "product.secret_rotated", "Rotated the identity secret", now=now)
     session.commit()
     return product.identity_secret
@@ -314,6 +322,10 @@ def _validate_note(
             errors["publish_at"] = (
                 "That time has passed. Pick a time in the future, or publish now."
             )
+    try:
+        targeting.validate(data.audience)
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
     goes_live = publish_at if intent is Intent.SCHEDULE and publish_at else now
     if data.expires_at is not None and data.expires_at <= goes_live:
         errors["expires_at"] = "The note would expire before it is published."
@@ -330,7 +342,7 @@ def _write(note: Note, data: NoteInput) -> list[str]:
         "is_important": data.is_important,
         "is_internal": data.is_internal,
         "expires_at": data.expires_at,
-        "audience": data.audience,
+        "audience": targeting.validate(data.audience),
     }
     changed = [name for name, value in values.items() if getattr(note, name) != value]
     for name in changed:
@@ -362,7 +374,7 @@ def create_note(
     _write(note, data)
     session.add(note)
     _transition(note, intent, publish_at, now)
-    product.catalogue_stamp += 1
+    _bump_stamp(product)
     session.flush()
     state = note.status_at(now).value
     _audit(session, product, by, "note.created", f"Created as {state}", note=note, now=now)
@@ -395,7 +407,7 @@ def update_note(
     if not changed and before is after and intent is not Intent.SCHEDULE:
         return note
     note.updated_at = now
-    note.product.catalogue_stamp += 1
+    _bump_stamp(note.product)
     parts = []
     if changed:
         parts.append("Edited " + ", ".join(name.replace("_md", "") for name in changed))
@@ -440,7 +452,7 @@ def publish(session: Session, note: Note, *, by: TeamMember | None, now: datetim
         )
     note.published_at = now
     note.updated_at = now
-    note.product.catalogue_stamp += 1
+    _bump_stamp(note.product)
     _audit(session, note.product, by, "note.published", "Published", note=note, now=now)
     session.commit()
     return note
@@ -452,7 +464,7 @@ def archive(session: Session, note: Note, *, by: TeamMember | None, now: datetim
         raise InvalidTransition("This note is already archived.")
     note.archived_at = now
     note.updated_at = now
-    note.product.catalogue_stamp += 1
+    _bump_stamp(note.product)
     _audit(session, note.product, by, "note.archived", "Archived", note=note, now=now)
     session.commit()
     return note
@@ -464,7 +476,7 @@ def restore(session: Session, note: Note, *, by: TeamMember | None, now: datetim
         raise InvalidTransition("Only archived notes can be restored.")
     note.archived_at = None
     note.updated_at = now
-    note.product.catalogue_stamp += 1
+    _bump_stamp(note.product)
     state = note.status_at(now).value
     _audit(session, note.product, by, "note.restored", f"Restored as {state}", note=note, now=now)
     session.commit()
@@ -478,9 +490,14 @@ def delete_draft(session: Session, note: Note, *, by: TeamMember | None, now: da
     product = note.product
     summary = f"Deleted draft “{note.title}” ({note.version})"
     session.delete(note)
-    product.catalogue_stamp += 1
+    _bump_stamp(product)
     _audit(session, product, by, "note.deleted", summary, now=now)
     session.commit()
+
+
+def _bump_stamp(product: Product) -> None:
+    """Tell caches the product changed; done in SQL so concurrent writers never share a stamp."""
+    product.catalogue_stamp = Product.catalogue_stamp + 1
 
 
 def _audit(

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import auth, cli, config, converters, database, errors, security
+from app import api, auth, cli, config, converters, database, demo_host, errors, security
 from app.console import bp as console_bp
 from app.extensions import csrf, db, limiter, migrate
 
@@ -42,4 +42,6 @@ def create_app(
     errors.init_app(app)
     cli.init_app(app)
     app.register_blueprint(console_bp)
+    api.init_app(app)
+    demo_host.init_app(app)
     return app

@@ -9,12 +9,25 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from announcements.errors import DomainError, InvalidTransition, NotFound, ValidationFailed
+from announcements.errors import (
+    DomainError,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
 from app.extensions import db
 
 log = logging.getLogger(__name__)
 
-STATUS_FOR = {NotFound: 404, ValidationFailed: 422, InvalidTransition: 409}
+STATUS_FOR = {
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    ValidationFailed: 422,
+    InvalidTransition: 409,
+}
 
 
 def _wants_json() -> bool:
@@ -47,6 +60,8 @@ def _csrf_error(error: CSRFError) -> ResponseReturnValue:
 
 def _domain_error(error: DomainError) -> ResponseReturnValue:
     status = next((s for kind, s in STATUS_FOR.items() if isinstance(error, kind)), 400)
+    if _wants_json() and isinstance(error, ValidationFailed):
+        return jsonify(error=error.message, errors=error.errors), status
     return _answer(status, "That could not be done", error.message)
 
 

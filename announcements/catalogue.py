@@ -1,0 +1,176 @@
+"""A product's published catalogue, as the widget serves it, cached in each process.
+
+Every page view of every end user asks the widget what is new, so the notes an
+end user could see are read from the database once per change, not once per
+request. Each product carries a ``catalogue_stamp`` that every change to its
+notes or settings bumps; a request reads the stamp together with the user's
+reads in one query (see :mod:`announcements.reads`) and reloads the catalogue
+only when the stamp moved. Scheduled notes are kept with their time and expired
+notes with theirs, so one catalogue stays right as time passes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from packaging.version import Version
+from sqlalchemy import Connection, select
+
+from announcements import versions
+from announcements.models import Note, Product
+
+
+@dataclass(frozen=True)
+class CatalogueNote:
+    """A note an end user may see, with the JSON the widget sends for it prepared."""
+
+    id: int
+    version: str
+    sort_version: Version
+    published_at: datetime
+    expires_at: datetime | None
+    is_important: bool
+    audience: dict[str, Any] | None
+    # The note's JSON object without its closing brace; the per-user fields follow.
+    json_head: str
+
+    def is_live(self, now: datetime) -> bool:
+        return self.published_at <= now and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """One product's widget settings and the notes end users may see, newest first."""
+
+    product_id: int
+    stamp: int
+    slug: str
+    identity_secret: str
+    require_identity: bool
+    allowed_origins: frozenset[str]
+    grace_releases: int
+    notes: tuple[CatalogueNote, ...]
+    ids: frozenset[int]
+    # The product's name and colour for the widget's header, as JSON.
+    product_json: str
+
+
+def iso(moment: datetime) -> str:
+    """An ISO 8601 UTC timestamp ending in Z, as the API writes them."""
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def note_url(base_url: str, slug: str, version: str, note_id: int) -> str:
+    """The public permalink of a note: its version's page, at the note's anchor."""
+    return f"{base_url}/changelog/{quote(slug)}/{quote(version)}#note-{note_id}"
+
+
+def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
+    head = json.dumps(
+        {
+            "id": row.id,
+            "version": row.version,
+            "title": row.title,
+            "html": row.body_html,
+            "category": row.category.value,
+            "category_label": row.category.label,
+            "published_at": iso(row.published_at),
+            "url": note_url(base_url, slug, row.version, row.id),
+            "important": row.is_important,
+        },
+        ensure_ascii=False,
+    )[:-1]
+    return CatalogueNote(
+        id=row.id,
+        version=row.version,
+        sort_version=versions.parse(row.version),
+        published_at=row.published_at,
+        expires_at=row.expires_at,
+        is_important=row.is_important,
+        audience=row.audience,
+        json_head=head,
+    )
+
+
+def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | None:
+    """Read a product's catalogue from the database; None for an unknown widget key."""
+    product = connection.execute(
+        select(
+            Product.id,
+            Product.catalogue_stamp,
+            Product.slug,
+            Product.name,
+            Product.accent_color,
+            Product.identity_secret,
+            Product.require_identity,
+            Product.allowed_origins,
+            Product.grace_releases,
+        ).where(Product.widget_key == widget_key)
+    ).one_or_none()
+    if product is None:
+        return None
+    rows = connection.execute(
+        select(
+            Note.id,
+            Note.version,
+            Note.title,
+            Note.body_html,
+            Note.category,
+            Note.published_at,
+            Note.expires_at,
+            Note.is_important,
+            Note.audience,
+        )
+        .where(
+            Note.product_id == product.id,
+            Note.published_at.is_not(None),
+            Note.archived_at.is_(None),
+            Note.is_internal.is_(False),
+        )
+        .order_by(Note.published_at.desc(), Note.id.desc())
+    ).all()
+    notes = tuple(_entry(row, base_url, product.slug) for row in rows)
+    return Catalogue(
+        product_id=product.id,
+        stamp=product.catalogue_stamp,
+        slug=product.slug,
+        identity_secret=product.identity_secret,
+        require_identity=product.require_identity,
+        allowed_origins=frozenset(product.allowed_origins or ()),
+        grace_releases=product.grace_releases,
+        notes=notes,
+        ids=frozenset(note.id for note in notes),
+        product_json=json.dumps(
+            {"name": product.name, "accent_color": product.accent_color}, ensure_ascii=False
+        ),
+    )
+
+
+class CatalogueCache:
+    """The catalogues this process has loaded, by widget key, each valid for one stamp."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base_url = base_url
+        self._catalogues: dict[str, Catalogue] = {}
+        self._lock = threading.Lock()
+
+    def get(self, connection: Connection, widget_key: str, stamp: int) -> Catalogue | None:
+        """The catalogue at ``stamp`` (or newer), loading it when this process has an older one."""
+        cached = self._catalogues.get(widget_key)
+        if cached is not None and cached.stamp >= stamp:
+            return cached
+        with self._lock:
+            cached = self._catalogues.get(widget_key)
+            if cached is not None and cached.stamp >= stamp:
+                return cached
+            fresh = load(connection, widget_key, self._base_url)
+            if fresh is None:
+                self._catalogues.pop(widget_key, None)
+            else:
+                self._catalogues[widget_key] = fresh
+            return fresh

@@ -1,0 +1,258 @@
+"""The widget's API: what is new for an end user, what they read, how they reacted.
+
+Each call reads the product's catalogue stamp, the end user and their reads in one
+query and serves the notes from the catalogue cached in this process; a page view
+of a known user writes nothing (see ``reads.see``). The views parse, call the
+domain, and answer; CORS is limited to the product's allowed origins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from flask import Response, current_app, g, request, send_from_directory
+from flask.typing import ResponseReturnValue
+from packaging.version import Version
+from sqlalchemy import Connection
+
+from announcements import reads, targeting, versions
+from announcements.catalogue import Catalogue, CatalogueCache
+from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from announcements.models import utcnow
+from announcements.services import LOCALE_PATTERN
+from app.api import bp
+from app.extensions import db
+
+CACHE_KEY = "tidings.catalogues"
+MAX_USER_ID_LENGTH = 255
+MAX_ATTRIBUTES = 50
+ATTRIBUTE_PREFIX = "attr."
+PREFLIGHT_MAX_AGE = "7200"
+
+
+def _cache() -> CatalogueCache:
+    cache: CatalogueCache = current_app.extensions[CACHE_KEY]
+    return cache
+
+
+def expected_hash(secret: str, user_id: str) -> str:
+    """The ``user_hash`` a host computes: hex HMAC-SHA256 of the user id with the secret."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def _user_id(raw: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        raise ValidationFailed({"user_id": "The user id is text."})
+    user_id = str(raw)
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise ValidationFailed({"user_id": f"Keep user ids under {MAX_USER_ID_LENGTH} characters."})
+    return user_id
+
+
+def _load(
+    connection: Connection, widget_key: str, user_id: str | None
+) -> tuple[Catalogue, reads.EndUserState | None]:
+    """The product's catalogue and the end user, from one query; check origin and identity."""
+    stamp, state = reads.fetch_state(connection, widget_key, user_id)
+    catalogue = None if stamp is None else _cache().get(connection, widget_key, stamp)
+    if catalogue is None:
+        raise NotFound("No product has this widget key. Copy it again from the settings page.")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        if origin not in catalogue.allowed_origins:
+            raise Forbidden(
+                f"{origin} may not load this product's widget. "
+                "An owner can add it under Settings → Allowed origins."
+            )
+        g.widget_origin = origin
+    return catalogue, state
+
+
+def _check_identity(catalogue: Catalogue, user_id: str | None, user_hash: Any) -> None:
+    if user_id is None:
+        if catalogue.require_identity:
+            raise Unauthenticated(
+                "This product requires a user_id and user_hash. Anonymous mode is off."
+            )
+        return
+    if not user_hash and not catalogue.require_identity:
+        return
+    given = user_hash.encode() if isinstance(user_hash, str) else b""
+    wanted = expected_hash(catalogue.identity_secret, user_id).encode()
+    if not hmac.compare_digest(given, wanted):
+        raise Unauthenticated(
+            "The user_hash does not match this user_id. Compute it on your server as the "
+            "hex HMAC-SHA256 of the user id with the product's identity secret."
+        )
+
+
+def _sighting(user_id: str) -> tuple[reads.Sighting, Version | None]:
+    """What the query string says about the user, checked."""
+    args = request.args
+    version_text = args.get("version") or None
+    app_version = None
+    if version_text is not None:
+        try:
+            app_version = versions.parse(version_text)
+        except versions.InvalidVersion as exc:
+            raise ValidationFailed({"version": exc.errors["version"]}) from None
+    locale = args.get("locale") or None
+    if locale is not None and not LOCALE_PATTERN.fullmatch(locale):
+        raise ValidationFailed({"locale": "Use a language tag such as en, de or pt-BR."})
+    attributes = {}
+    for name, value in args.items():
+        if not name.startswith(ATTRIBUTE_PREFIX):
+            continue
+        name = name[len(ATTRIBUTE_PREFIX) :]
+        if not targeting.ATTRIBUTE_PATTERN.fullmatch(name):
+            raise ValidationFailed({"attr": f"“{name[:64]}” is not an attribute name."})
+        if len(value) > targeting.MAX_VALUE_LENGTH:
+            raise ValidationFailed({"attr": f"attr.{name} is over 200 characters."})
+        attributes[name] = value
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValidationFailed({"attr": f"Send at most {MAX_ATTRIBUTES} attributes."})
+    sighting = reads.Sighting(
+        external_id=user_id,
+        app_version=version_text,
+        locale=locale,
+        attributes=attributes,
+    )
+    return sighting, app_version
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= reads.MAX_PAGE:
+        raise ValidationFailed({"limit": f"Ask for 1 to {reads.MAX_PAGE} notes per page."})
+    return int(raw)
+
+
+@bp.get("/widget/<widget_key>/notes", provide_automatic_options=False)
+def widget_notes(widget_key: str) -> ResponseReturnValue:
+    """What is new for one end user: a page of notes, newest first, and the unread count."""
+    user_id = _user_id(request.args.get("user_id"))
+    sighting, app_version = _sighting(user_id or "")
+    limit, after = _limit(), reads.parse_cursor(request.args.get("cursor"))
+    now = utcnow()
+    with db.engine.connect() as connection:
+        catalogue, state = _load(connection, widget_key, user_id)
+        _check_identity(catalogue, user_id, request.args.get("user_hash"))
+        if user_id is not None:
+            state = reads.see(connection, catalogue.product_id, sighting, state, now)
+            connection.commit()
+    attributes = sighting.attributes or (state.attributes if state else {})
+    inbox = reads.inbox(
+        catalogue,
+        state,
+        attributes=attributes,
+        app_version=app_version,
+        now=now,
+        limit=limit,
+        after=after,
+    )
+    etag = inbox.etag()
+    if etag in request.if_none_match:
+        response = Response(status=304)
+    else:
+        response = Response(inbox.json(), mimetype="application/json")
+    response.set_etag(etag)
+    return response
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": "Send a JSON object."})
+    return body
+
+
+def _identified(
+    connection: Connection, widget_key: str, body: dict[str, Any]
+) -> tuple[Catalogue, reads.EndUserState | None, str]:
+    """The catalogue and the end user a write is about; writes need a user id."""
+    user_id = _user_id(body.get("user_id"))
+    catalogue, state = _load(connection, widget_key, user_id)
+    if user_id is None:
+        raise ValidationFailed(
+            {"user_id": "Reads and reactions of anonymous users stay in their browser."}
+        )
+    _check_identity(catalogue, user_id, body.get("user_hash"))
+    return catalogue, state, user_id
+
+
+@bp.post("/widget/<widget_key>/reads", provide_automatic_options=False)
+def widget_reads(widget_key: str) -> ResponseReturnValue:
+    """Mark notes read for an end user; reading twice changes nothing."""
+    body = _json_body()
+    now = utcnow()
+    with db.engine.connect() as connection:
+        catalogue, state, user_id = _identified(connection, widget_key, body)
+        note_ids = reads.check_readable(catalogue, _as_list(body.get("note_ids")))
+        if state is None or not state.read_ids.issuperset(note_ids):
+            state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
+            reads.mark_read(connection, state, note_ids, channel="widget", now=now)
+            connection.commit()
+    return Response(status=204)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValidationFailed({"note_ids": "note_ids is a list of note ids."})
+    return value
+
+
+@bp.post("/widget/<widget_key>/reactions", provide_automatic_options=False)
+def widget_reactions(widget_key: str) -> ResponseReturnValue:
+    """Set or change an end user's reaction to a note, with an optional comment."""
+    body = _json_body()
+    now = utcnow()
+    with db.engine.connect() as connection:
+        catalogue, state, user_id = _identified(connection, widget_key, body)
+        note_id, reaction = body.get("note_id"), body.get("reaction")
+        comment = reads.check_reaction(catalogue, note_id, reaction, body.get("comment"))
+        state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
+        reads.react(connection, state, note_id, reaction, comment, now=now)
+        connection.commit()
+    return {"note_id": note_id, "reaction": reaction, "comment": comment}
+
+
+@bp.route("/widget/<widget_key>/<any(notes, reads, reactions):_resource>", methods=["OPTIONS"])
+def widget_preflight(widget_key: str, _resource: str) -> ResponseReturnValue:
+    """Answer a browser's CORS preflight for an allowed origin."""
+    with db.engine.connect() as connection:
+        _load(connection, widget_key, None)
+    return Response(status=204)
+
+
+@bp.before_request
+def _no_origin_yet() -> None:
+    # Set by _load once the product's allowed origins are known.
+    g.widget_origin = None
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    origin = g.get("widget_origin")
+    response.vary.add("Origin")
+    if request.endpoint and request.endpoint.startswith("api.widget"):
+        response.headers["Cache-Control"] = "private, no-cache"
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Expose-Headers"] = "ETag"
+        response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
+    return response
+
+
+def script() -> ResponseReturnValue:
+    """The embeddable widget script, cached for a few minutes by browsers and CDNs."""
+    response = send_from_directory(
+        current_app.static_folder or "static", "widget/widget.js", max_age=300
+    )
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response

@@ -1,0 +1,49 @@
+"""A pretend host product that embeds the widget, so a newcomer sees it working.
+
+It exists only while the demo data is loaded. Like a real host, it computes the
+user's hash on the server and hands it to the widget; its own Content-Security-Policy
+allows no inline script, which the widget does not need.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Flask, abort, render_template, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from announcements.demo import DEMO_HOST_PRODUCT, DEMO_HOST_USER
+from announcements.models import Product
+from app.api.widget import expected_hash
+from app.extensions import db
+
+bp = Blueprint("demo", __name__, url_prefix="/demo")
+USER_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
+@bp.get("/host")
+def host() -> ResponseReturnValue:
+    """Lumen, a pretend analytics app, with the Tidings widget in its header."""
+    product = db.session.scalar(select(Product).where(Product.slug == DEMO_HOST_PRODUCT))
+    if product is None:
+        abort(404)
+    user_id = request.args.get("user", DEMO_HOST_USER)
+    if not USER_PATTERN.fullmatch(user_id):
+        abort(404)
+    config = {
+        "product": product.widget_key,
+        "selector": "#whats-new",
+        "user": {
+            "id": user_id,
+            "hash": expected_hash(product.identity_secret, user_id),
+            "version": "2.10.0",
+            "locale": "en",
+            "attributes": {"plan": "pro", "role": "admin"},
+        },
+    }
+    return render_template("demo/host.html", product=product, config=config, user_id=user_id)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,474 @@
+"""The widget API's promises to end users and host apps, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from announcements import services
+from announcements.models import EndUser, Product, Reaction, ReadReceipt, utcnow
+from announcements.services import ProductSettings
+from tests.factories import make_member, make_note, make_product
+
+ORIGIN = "https://app.example.com"
+
+
+def user_hash(product: Product, user_id: str) -> str:
+    return hmac.new(product.identity_secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+class Widget:
+    """What a host page's widget sends, for one product and one user."""
+
+    def __init__(self, client: FlaskClient, product: Product, user_id: str | None = "user-1"):
+        self.client = client
+        self.product = product
+        self.user_id = user_id
+        self.base = f"/api/v1/widget/{product.widget_key}"
+
+    def identity(self) -> dict[str, str]:
+        if self.user_id is None:
+            return {}
+        return {"user_id": self.user_id, "user_hash": user_hash(self.product, self.user_id)}
+
+    def notes(self, headers: dict[str, str] | None = None, **params: Any):
+        query = {**self.identity(), **params}
+        return self.client.get(f"{self.base}/notes", query_string=query, headers=headers or {})
+
+    def ids(self, **params: Any) -> list[int]:
+        response = self.notes(**params)
+        assert response.status_code == 200, response.get_json()
+        return [note["id"] for note in response.get_json()["notes"]]
+
+    def unread(self, **params: Any) -> int:
+        return self.notes(**params).get_json()["unread_count"]
+
+    def read(self, note_ids: list[Any], **overrides: Any):
+        body = {**self.identity(), "note_ids": note_ids, **overrides}
+        return self.client.post(f"{self.base}/reads", json=body)
+
+    def react(self, note_id: Any, reaction: Any, comment: Any = None, **overrides: Any):
+        body = {**self.identity(), "note_id": note_id, "reaction": reaction, "comment": comment}
+        return self.client.post(f"{self.base}/reactions", json={**body, **overrides})
+
+
+@pytest.fixture
+def product(session: Session) -> Product:
+    # No grace: every visible note starts unread, so visibility tests read simply.
+    return make_product(session, allowed_origins=(ORIGIN,), grace_releases=20)
+
+
+@pytest.fixture
+def widget(client: FlaskClient, product: Product) -> Widget:
+    return Widget(client, product)
+
+
+def receipts(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ReadReceipt))
+
+
+# What a user sees ---------------------------------------------------------------
+
+
+def test_only_live_public_notes_of_the_product_are_shown(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    shown = make_note(session, product, title="Shown")
+    make_note(session, product, status="draft")
+    make_note(session, product, status="scheduled")
+    make_note(session, product, status="archived")
+    make_note(session, product, is_internal=True)
+    make_note(session, make_product(session), title="Other product")
+    make_note(
+        session,
+        product,
+        now=utcnow() - timedelta(days=3),
+        expires_at=utcnow() - timedelta(days=1),
+    )
+
+    assert widget.ids() == [shown.id]
+    assert widget.unread() == 1
+
+
+def test_a_scheduled_note_appears_at_its_time_without_any_change(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    # Scheduled a day after a ``now`` one day ago: its time is the moment it was written.
+    soon = make_note(session, product, now=utcnow() - timedelta(days=1), status="scheduled")
+    assert widget.ids() == [soon.id]
+
+
+def test_the_version_window_hides_notes_newer_than_the_users_version(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    old = make_note(session, product, version="2.9.1")
+    ten = make_note(session, product, version="2.10.0")
+    beta = make_note(session, product, version="3.0.0-beta.1")
+    assert set(widget.ids(version="2.10.0")) == {old.id, ten.id}
+    assert set(widget.ids(version="3.0.0-beta.1")) == {old.id, ten.id, beta.id}
+    assert set(widget.ids()) == {old.id, ten.id, beta.id}
+    assert widget.notes(version="two").status_code == 422
+
+
+def test_targeting_follows_the_users_attributes(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    everyone = make_note(session, product)
+    pro = make_note(
+        session,
+        product,
+        audience={
+            "match": "all",
+            "conditions": [
+                {"attribute": "plan", "op": "in", "value": ["pro", "team"]},
+                {"attribute": "seats", "op": "gte", "value": "10"},
+            ],
+        },
+    )
+    assert set(widget.ids(**{"attr.plan": "pro", "attr.seats": "25"})) == {everyone.id, pro.id}
+    assert widget.ids(**{"attr.plan": "pro", "attr.seats": "9"}) == [everyone.id]
+    assert widget.ids(**{"attr.plan": "free", "attr.seats": "25"}) == [everyone.id]
+    # Attributes sent once are remembered for calls that send none.
+    assert set(widget.ids(**{"attr.plan": "team", "attr.seats": "10"})) == {everyone.id, pro.id}
+    assert set(widget.ids()) == {everyone.id, pro.id}
+
+
+def test_a_new_user_finds_only_the_latest_release_unread(
+    session: Session, client: FlaskClient
+) -> None:
+    product = make_product(session)  # grace: the latest release, the default
+    now = utcnow()
+    history = [
+        make_note(session, product, version=f"1.{minor}.0", now=now - timedelta(days=30 - minor))
+        for minor in range(5)
+    ]
+    latest = make_note(session, product, version="1.4.0", now=now - timedelta(days=1))
+    widget = Widget(client, product, "newcomer")
+
+    body = widget.notes().get_json()
+    unread = {note["id"] for note in body["notes"] if not note["read"]}
+    assert unread == {history[-1].id, latest.id}
+    assert body["unread_count"] == 2
+    assert len(body["notes"]) == 6  # the history is there to browse, already read
+
+    later = make_note(session, product, version="1.5.0")
+    assert widget.unread() == 3
+    assert later.id in widget.ids()
+
+
+def test_grace_is_configurable_per_product(session: Session, client: FlaskClient) -> None:
+    owner = make_member(session)
+    product = make_product(session, owner)
+    for minor in range(4):
+        make_note(
+            session, product, version=f"1.{minor}.0", now=utcnow() - timedelta(days=9 - minor)
+        )
+    settings = ProductSettings(name=product.name, slug=product.slug, grace_releases=3)
+    services.update_product(session, product, settings, by=owner, now=utcnow())
+    assert Widget(client, product, "newcomer").unread() == 3
+    settings = ProductSettings(name=product.name, slug=product.slug, grace_releases=0)
+    services.update_product(session, product, settings, by=owner, now=utcnow())
+    assert Widget(client, product, "another").unread() == 0
+
+
+def test_pages_are_newest_first_and_unread_count_covers_every_page(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    now = utcnow()
+    notes = [make_note(session, product, now=now - timedelta(hours=n)) for n in range(7)]
+    first = widget.notes(limit=3).get_json()
+    assert [n["id"] for n in first["notes"]] == [n.id for n in notes[:3]]
+    assert first["unread_count"] == 7
+    second = widget.notes(limit=3, cursor=first["next_cursor"]).get_json()
+    third = widget.notes(limit=3, cursor=second["next_cursor"]).get_json()
+    assert [n["id"] for n in second["notes"] + third["notes"]] == [n.id for n in notes[3:]]
+    assert third["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "51"},
+        {"limit": "0"},
+        {"limit": "ten"},
+        {"cursor": "abc"},
+        {"locale": "english!"},
+        {"attr.bad name": "x"},
+        {"attr.plan": "x" * 201},
+    ],
+)
+def test_bad_query_parameters_are_clear_errors(widget: Widget, params: dict) -> None:
+    response = widget.notes(**params)
+    assert response.status_code == 422
+    assert response.get_json()["error"]
+
+
+def test_the_response_has_the_documented_shape(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    note = make_note(
+        session,
+        product,
+        version="2.4.0",
+        category="Fixed",
+        is_important=True,
+        body_md="Fixed <script>alert(1)</script> **bold**",
+    )
+    body = widget.notes().get_json()
+    assert body["product"] == {"name": product.name, "accent_color": product.accent_color}
+    (shown,) = body["notes"]
+    assert shown == {
+        "id": note.id,
+        "version": "2.4.0",
+        "title": note.title,
+        "html": shown["html"],
+        "category": "Fixed",
+        "category_label": "Fixed",
+        "published_at": shown["published_at"],
+        "url": f"http://127.0.0.1:5000/changelog/{product.slug}/2.4.0#note-{note.id}",
+        "read": False,
+        "important": True,
+        "reaction": None,
+    }
+    assert "<script" not in shown["html"] and "<strong>bold</strong>" in shown["html"]
+    assert shown["published_at"].endswith("Z")
+
+
+# The end user record --------------------------------------------------------------
+
+
+def test_an_end_user_is_created_on_first_sight_and_updated_later(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    widget.notes(version="2.0.0", locale="de", **{"attr.plan": "pro"})
+    user = session.scalar(select(EndUser).where(EndUser.external_id == "user-1"))
+    assert (user.app_version, user.locale, user.attributes) == ("2.0.0", "de", {"plan": "pro"})
+    first_seen = user.first_seen_at
+
+    widget.notes(version="2.1.0", **{"attr.plan": "team"})
+    session.refresh(user)
+    assert (user.app_version, user.attributes) == ("2.1.0", {"plan": "team"})
+    assert user.first_seen_at == first_seen
+    assert session.scalar(select(func.count()).select_from(EndUser)) == 1
+
+
+def test_a_page_view_within_the_hour_writes_nothing(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    widget.notes()
+    user = session.scalar(select(EndUser))
+    seen = user.last_seen_at
+    widget.notes()
+    session.refresh(user)
+    assert user.last_seen_at == seen
+    user.last_seen_at = seen - timedelta(hours=2)
+    session.commit()
+    widget.notes()
+    session.refresh(user)
+    assert user.last_seen_at > seen - timedelta(hours=2)
+
+
+# Identity ---------------------------------------------------------------------------
+
+
+def test_a_wrong_or_missing_hash_is_401_when_identity_is_required(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    note = make_note(session, product)
+    for params in ({"user_hash": "0" * 64}, {"user_hash": ""}, {"user_hash": "é"}):
+        response = widget.client.get(
+            f"{widget.base}/notes", query_string={"user_id": "user-1", **params}
+        )
+        assert response.status_code == 401
+        assert "user_hash" in response.get_json()["error"]
+    assert widget.read([note.id], user_hash="f" * 64).status_code == 401
+    assert widget.react(note.id, "👍", user_hash=None).status_code == 401
+    assert Widget(widget.client, product, None).notes().status_code == 401
+    assert receipts(session) == 0
+    assert session.scalar(select(func.count()).select_from(EndUser)) == 0
+
+
+def test_a_rotated_secret_invalidates_old_hashes(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    old = widget.identity()
+    assert widget.notes().status_code == 200
+    services.rotate_identity_secret(session, product, by=None, now=utcnow())
+    response = widget.client.get(f"{widget.base}/notes", query_string=old)
+    assert response.status_code == 401
+    assert widget.notes().status_code == 200  # a hash made with the new secret
+
+
+def test_anonymous_mode_only_where_allowed_and_records_nothing(
+    session: Session, client: FlaskClient
+) -> None:
+    product = make_product(session, require_identity=False)
+    note = make_note(session, product)
+    anonymous = Widget(client, product, None)
+    body = anonymous.notes().get_json()
+    assert [n["id"] for n in body["notes"]] == [note.id]
+    assert anonymous.read([note.id]).status_code == 422
+    assert session.scalar(select(func.count()).select_from(EndUser)) == 0
+    # Without required verification a user id alone identifies, but a wrong hash is refused.
+    assert Widget(client, product, "u").notes(user_hash="").status_code == 200
+    assert Widget(client, product, "u").notes(user_hash="bad").status_code == 401
+
+
+def test_unknown_widget_key_is_404(client: FlaskClient) -> None:
+    response = client.get("/api/v1/widget/wk_nope/notes")
+    assert response.status_code == 404
+    assert response.get_json()["error"]
+
+
+# Reading ---------------------------------------------------------------------------
+
+
+def test_reads_are_recorded_once_with_their_channel(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    first, second = make_note(session, product), make_note(session, product)
+    assert widget.unread() == 2
+    assert widget.read([first.id, first.id]).status_code == 204
+    assert widget.unread() == 1
+    assert widget.read([first.id, second.id]).status_code == 204
+    assert widget.read([first.id, second.id]).status_code == 204
+    assert widget.unread() == 0
+    assert receipts(session) == 2
+    assert set(session.scalars(select(ReadReceipt.channel))) == {"widget"}
+    assert all(n["read"] for n in widget.notes().get_json()["notes"])
+
+
+@pytest.mark.parametrize("kind", ["unknown", "draft", "internal", "other product"])
+def test_reads_of_notes_a_user_cannot_see_are_422_and_record_nothing(
+    session: Session, product: Product, widget: Widget, kind: str
+) -> None:
+    good = make_note(session, product)
+    bad = {
+        "unknown": lambda: 10_000_000,
+        "draft": lambda: make_note(session, product, status="draft").id,
+        "internal": lambda: make_note(session, product, is_internal=True).id,
+        "other product": lambda: make_note(session, make_product(session)).id,
+    }[kind]()
+    response = widget.read([good.id, bad])
+    assert response.status_code == 422
+    assert str(bad) in response.get_json()["error"]
+    assert receipts(session) == 0
+
+
+@pytest.mark.parametrize("note_ids", [[], "1", [True], ["1"], [1.5], list(range(1, 102)), None])
+def test_malformed_reads_are_422(widget: Widget, note_ids: Any) -> None:
+    response = widget.read(note_ids)
+    assert response.status_code == 422
+    assert response.get_json()["error"]
+
+
+def test_a_body_that_is_not_json_is_a_clear_error(widget: Widget) -> None:
+    response = widget.client.post(f"{widget.base}/reads", data="note_ids=1")
+    assert response.status_code == 422
+    assert "JSON" in response.get_json()["error"]
+
+
+# Reactions ------------------------------------------------------------------------
+
+
+def test_one_reaction_per_user_and_note_changeable_and_clearable(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    note = make_note(session, product)
+    assert widget.react(note.id, "👍").get_json()["reaction"] == "👍"
+    assert widget.react(note.id, "😕", "  Where did export go? ").status_code == 200
+    reaction = session.scalar(select(Reaction))
+    assert (reaction.reaction, reaction.comment) == ("😕", "Where did export go?")
+    shown = widget.notes().get_json()["notes"][0]
+    assert (shown["reaction"], shown["read"]) == ("😕", True)  # reacting is reading
+    widget.react(note.id, None)
+    assert session.scalar(select(func.count()).select_from(Reaction)) == 0
+
+
+@pytest.mark.parametrize(
+    ("note_id", "reaction", "comment", "field"),
+    [
+        (None, "👍", None, "note_id"),
+        ("x", "👍", None, "note_id"),
+        (10_000_000, "👍", None, "note_id"),
+        ("ok", "🎉", None, "reaction"),
+        ("ok", "👍", "x" * 1001, "comment"),
+        ("ok", "👍", 5, "comment"),
+    ],
+)
+def test_bad_reactions_are_422(
+    session: Session, product: Product, widget: Widget, note_id, reaction, comment, field
+) -> None:
+    note = make_note(session, product)
+    response = widget.react(note.id if note_id == "ok" else note_id, reaction, comment)
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]
+    assert session.scalar(select(func.count()).select_from(Reaction)) == 0
+
+
+# HTTP: CORS and caching --------------------------------------------------------------
+
+
+def test_cors_is_limited_to_allowed_origins(product: Product, widget: Widget) -> None:
+    allowed = widget.notes(headers={"Origin": ORIGIN})
+    assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Origin" in allowed.headers["Vary"]
+    refused = widget.notes(headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    server_side = widget.notes()  # no Origin: a server may call too
+    assert server_side.status_code == 200
+    assert "Access-Control-Allow-Origin" not in server_side.headers
+
+
+def test_preflight_is_answered_for_allowed_origins_only(widget: Widget) -> None:
+    headers = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    response = widget.client.options(f"{widget.base}/reads", headers=headers)
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert "Content-Type" in response.headers["Access-Control-Allow-Headers"]
+    refused = widget.client.options(
+        f"{widget.base}/notes", headers={**headers, "Origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+
+
+def test_an_unchanged_state_answers_304_and_any_change_a_new_etag(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    note = make_note(session, product)
+    first = widget.notes()
+    etag = first.headers["ETag"]
+    again = widget.notes(headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b""
+    widget.read([note.id])
+    assert widget.notes(headers={"If-None-Match": etag}).status_code == 200
+    etag = widget.notes().headers["ETag"]
+    make_note(session, product)
+    assert widget.notes(headers={"If-None-Match": etag}).status_code == 200
+    assert (
+        Widget(widget.client, product, "someone-else")
+        .notes(headers={"If-None-Match": etag})
+        .status_code
+        == 200
+    )
+
+
+def test_the_script_is_served(client: FlaskClient) -> None:
+    with client.get("/widget.js") as response:
+        assert response.status_code == 200
+        assert response.mimetype in ("text/javascript", "application/javascript")
+        assert b"attachShadow" in response.data
+        assert "max-age=300" in response.headers["Cache-Control"]
