@@ -1,4 +1,4 @@
-"""Read-only questions the console asks: notes by version, the audit trail."""
+"""Read-only questions the console asks: notes by version, readership, the audit trail."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from announcements import versions
 from announcements.models import (
     AuditEvent,
     Category,
+    EndUser,
     Membership,
     Note,
     NoteStatus,
     Product,
+    Reaction,
+    ReadReceipt,
     TeamMember,
     status_clause,
 )
@@ -137,3 +140,56 @@ def audit_trail(
         .limit(per_page + 1)
     ).all()
     return list(events[:per_page]), len(events) > per_page
+
+
+@dataclass(frozen=True)
+class Readership:
+    """Who read a note: readers, the users seen since it went out, and their reactions."""
+
+    readers: int
+    seen_since: int
+    reactions: dict[str, int]
+    comments: list[tuple[str, str | None, datetime]]  # reaction, comment, when
+
+    @property
+    def read_rate(self) -> float | None:
+        """Readers among the users seen since publication; None before anyone was seen."""
+        if not self.seen_since:
+            return None
+        return min(1.0, self.readers / self.seen_since)
+
+
+def readership(session: Session, note: Note, *, comments: int = 5) -> Readership:
+    """How a published note was received; a note never published has no readers."""
+    readers = session.scalar(
+        select(func.count()).select_from(ReadReceipt).where(ReadReceipt.note_id == note.id)
+    )
+    seen: int | None = 0
+    if note.published_at is not None:
+        # Last-seen times are kept to the hour, so this may miss users seen in the hour
+        # before publication; the rate is capped at 100 %.
+        seen = session.scalar(
+            select(func.count())
+            .select_from(EndUser)
+            .where(EndUser.product_id == note.product_id, EndUser.last_seen_at >= note.published_at)
+        )
+    counts = {
+        reaction: count
+        for reaction, count in session.execute(
+            select(Reaction.reaction, func.count())
+            .where(Reaction.note_id == note.id)
+            .group_by(Reaction.reaction)
+        )
+    }
+    latest = session.execute(
+        select(Reaction.reaction, Reaction.comment, Reaction.updated_at)
+        .where(Reaction.note_id == note.id, Reaction.comment.is_not(None))
+        .order_by(Reaction.updated_at.desc())
+        .limit(comments)
+    )
+    return Readership(
+        readers=readers or 0,
+        seen_since=seen or 0,
+        reactions=counts,
+        comments=[(reaction, comment, when) for reaction, comment, when in latest],
+    )

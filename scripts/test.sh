@@ -25,6 +25,10 @@ if ! command -v chromium >/dev/null; then
   echo "Installing Chromium from Debian's packages…"
   apt_install chromium fonts-dejavu-core
 fi
+# The widget's reactions are emoji; without a colour emoji font the screenshots show boxes.
+if ! fc-list 2>/dev/null | grep -qi "emoji"; then
+  apt_install fonts-noto-color-emoji
+fi
 PG_BIN=$(find_pg_bin || true)
 if [ -z "$PG_BIN" ]; then
   echo "Installing PostgreSQL from Debian's packages…"

@@ -23,6 +23,8 @@ from announcements.models import Base
 from app import create_app
 from app.extensions import db
 
+pytest_plugins = ["tests.browser"]
+
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 PASSWORD = "correct horse battery"

@@ -6,90 +6,12 @@ The page tests leave screenshots in instance/screenshots/ to look at after a run
 
 from __future__ import annotations
 
-import shutil
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from sqlalchemy import create_engine
-from werkzeug.serving import make_server
 
-from announcements.models import Base
-from tests.conftest import PASSWORD, make_app
+from tests.browser import DESKTOP, PHONE, SCREENSHOTS
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "instance" / "screenshots"
-DESKTOP = {"width": 1366, "height": 900}
-PHONE = {"width": 390, "height": 844}
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("live")
-    url = f"sqlite:///{folder / 'live.db'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    app = make_app(url, folder / "instance", WTF_CSRF_SSL_STRICT=False)
-    runner = app.test_cli_runner()
-    created = runner.invoke(
-        args=["users", "create", "pm@example.com", "--password-stdin"], input=PASSWORD + "\n"
-    )
-    # Loaded after pm@example.com exists, so pm starts with no products of their own.
-    demo = runner.invoke(args=["demo"], env={"DEMO_PASSWORD": PASSWORD})
-    assert (created.exit_code, demo.exit_code) == (0, 0), created.output + demo.output
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Chromium is not installed: run the suite with `make test`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def viewport() -> dict[str, int]:
-    return DESKTOP
-
-
-@pytest.fixture
-def page(browser, viewport):
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    # A 422 form answer is logged as "Failed to load resource"; that is not a script error.
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    yield page
-    context.close()
-    assert errors == [], "the console page logged errors (a CSP violation, a script error)"
 
 
 def log_in(page, live_server: str, email: str) -> None:

@@ -8,7 +8,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from announcements.models import AuditEvent, Note, NoteStatus, Product, Role, utcnow
+from announcements.models import (
+    AuditEvent,
+    EndUser,
+    Note,
+    NoteStatus,
+    Product,
+    Reaction,
+    ReadReceipt,
+    Role,
+    utcnow,
+)
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 
@@ -252,3 +262,87 @@ def test_crafted_member_ids_are_not_found(client, editor_on_acme) -> None:
         "/console/p/acme/team/99999999999999999999/remove", data={"csrf_token": csrf_token(client)}
     )
     assert response.status_code == 404
+
+
+def test_settings_show_the_install_snippet_and_hash_samples(client, session, editor_on_acme):
+    page = client.get("/console/p/acme/settings").get_data(as_text=True)
+    assert f'product: "{editor_on_acme.widget_key}"' in page
+    assert "http://127.0.0.1:5000/widget.js" in page
+    for language in ("Python", "Node.js", "Ruby", "PHP"):
+        assert f"<summary>{language}</summary>" in page
+    assert "hash_hmac(" in page and "OpenSSL::HMAC.hexdigest(" in page
+
+
+def test_owners_choose_how_many_releases_new_users_find_unread(client, session, editor_on_acme):
+    form = {
+        "csrf_token": csrf_token(client),
+        "name": "Acme",
+        "slug": "acme",
+        "default_locale": "en",
+        "accent_color": "#4f46e5",
+        "require_identity": "y",
+    }
+    bad = client.post("/console/p/acme/settings", data={**form, "grace_releases": "25"})
+    assert bad.status_code == 422
+    assert "between 0 and 20" in bad.get_data(as_text=True)
+    client.post("/console/p/acme/settings", data={**form, "grace_releases": "3"})
+    session.expire_all()
+    assert editor_on_acme.grace_releases == 3
+
+
+def _audience_rows(*rows: tuple[str, str, str]) -> dict[str, list[str]]:
+    return {
+        "audience_attribute": [row[0] for row in rows] + [""],
+        "audience_op": [row[1] for row in rows] + ["eq"],
+        "audience_value": [row[2] for row in rows] + [""],
+    }
+
+
+def test_the_editor_saves_an_audience_rule(client, session, editor_on_acme) -> None:
+    rows = _audience_rows(("plan", "in", "pro, team"), ("seats", "gte", "10"))
+    response = client.post(
+        "/console/p/acme/notes/new", data={**_note_form(client), "audience": "any", **rows}
+    )
+    assert response.status_code == 302
+    note = session.scalar(select(Note))
+    assert note.audience == {
+        "match": "any",
+        "conditions": [
+            {"attribute": "plan", "op": "in", "value": ["pro", "team"]},
+            {"attribute": "seats", "op": "gte", "value": "10"},
+        ],
+    }
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert 'value="pro, team"' in page and 'value="seats"' in page
+
+
+def test_a_bad_audience_rule_is_a_form_error_and_saves_nothing(client, session, editor_on_acme):
+    rows = _audience_rows(("seats", "gt", "lots"))
+    response = client.post("/console/p/acme/notes/new", data={**_note_form(client), **rows})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "neither a number nor a version" in page
+    assert 'value="lots"' in page  # what was typed stays in the form
+    assert _count_notes(session) == 0
+
+
+def test_a_published_note_shows_its_readers_and_read_rate(client, session, editor_on_acme):
+    note = make_note(session, editor_on_acme, now=utcnow() - timedelta(days=1))
+    users = [EndUser(product_id=editor_on_acme.id, external_id=f"u{n}") for n in range(4)]
+    session.add_all(users)
+    session.flush()
+    for user in users[:2]:
+        session.add(ReadReceipt(end_user_id=user.id, note_id=note.id, channel="widget"))
+    session.add(
+        Reaction(
+            end_user_id=users[0].id,
+            note_id=note.id,
+            reaction="😕",
+            comment="Where is the export button?",
+        )
+    )
+    session.commit()
+    page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
+    assert "2 users" in page and "50%" in page
+    assert "4 users the widget has seen" in page
+    assert "Where is the export button?" in page

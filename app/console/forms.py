@@ -7,6 +7,7 @@ from wtforms import (
     BooleanField,
     EmailField,
     HiddenField,
+    IntegerField,
     PasswordField,
     SelectField,
     StringField,
@@ -45,6 +46,12 @@ class ProductForm(FlaskForm):
     default_locale = StringField("Default language", default="en")
     logo_url = StringField("Logo URL", description="https:// only. Shown on the public page.")
     accent_color = StringField("Accent colour", default="#4f46e5")
+    grace_releases = IntegerField(
+        "Releases a new user finds unread",
+        default=1,
+        description="When the widget first sees someone, only the newest releases count as "
+        "new to them; older notes are there to browse, already read. 0 shows nothing as new.",
+    )
 
 
 class NoteForm(FlaskForm):
@@ -54,6 +61,14 @@ class NoteForm(FlaskForm):
     body_md = TextAreaField("Body (Markdown)")
     is_important = BooleanField("Important: open as a popup in the widget")
     is_internal = BooleanField("Internal: only visible in this console")
+    audience = SelectField(
+        "Show to",
+        choices=[
+            SelectChoice("all", "users matching every condition"),
+            SelectChoice("any", "users matching any condition"),
+        ],
+        default="all",
+    )
     publish_at = StringField("Publish at", render_kw={"type": "datetime-local"})
     expires_at = StringField(
         "Hide from the widget after",

@@ -20,7 +20,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 
-from announcements import accounts, queries, rendering, services
+from announcements import accounts, queries, rendering, services, targeting
 from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import Category, Note, NoteStatus, Product, Role, utcnow
 from announcements.services import Intent, NoteInput, ProductSettings
@@ -151,6 +151,7 @@ def _settings_from(form: ProductForm) -> ProductSettings:
         default_locale=(form.default_locale.data or "").strip(),
         logo_url=(form.logo_url.data or "").strip() or None,
         accent_color=(form.accent_color.data or "").strip(),
+        grace_releases=form.grace_releases.data if form.grace_releases.data is not None else 1,
     )
 
 
@@ -236,6 +237,7 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
             errors[name] = "Enter a date and time, e.g. 2026-12-01 09:00."
             times[name] = None
     data = NoteInput(
+        audience=_posted_audience(form),
         version=form.version.data or "",
         title=form.title.data or "",
         category=form.category.data or "",
@@ -245,6 +247,36 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
         expires_at=times["expires_at"],
     )
     return data, times["publish_at"], errors
+
+
+AUDIENCE_FIELDS = ("attribute", "op", "value")
+
+
+def _posted_conditions() -> list[dict[str, str]]:
+    """The editor's audience rows, blank ones left out."""
+    columns = (request.form.getlist(f"audience_{name}") for name in AUDIENCE_FIELDS)
+    rows = [dict(zip(AUDIENCE_FIELDS, row, strict=True)) for row in zip(*columns, strict=False)]
+    return [row for row in rows if row["attribute"].strip() or row["value"].strip()]
+
+
+def _posted_audience(form: NoteForm) -> dict[str, Any] | None:
+    conditions = _posted_conditions()
+    return {"match": form.audience.data, "conditions": conditions} if conditions else None
+
+
+def _audience_rows(note: Note | None) -> list[dict[str, str]]:
+    """The condition rows to show: what was posted or saved, and two blank ones to add."""
+    if request.method == "POST":
+        shown = _posted_conditions()
+    else:
+        saved = (note.audience or {}).get("conditions", []) if note else []
+        shown = [
+            {**condition, "value": ", ".join(value) if isinstance(value, list) else value or ""}
+            for condition in saved
+            for value in [condition.get("value")]
+        ]
+    blank = {"attribute": "", "op": "eq", "value": ""}
+    return (shown + [blank, blank])[: max(len(shown), targeting.MAX_CONDITIONS)]
 
 
 def _intent(form: NoteForm) -> Intent:
@@ -272,6 +304,9 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
             note=note,
             status=note.status_at(utcnow()) if note else NoteStatus.DRAFT,
             can_edit=g.role.allows(Role.EDITOR),
+            audience_rows=_audience_rows(note),
+            operators=targeting.OPERATORS,
+            readership=queries.readership(db.session, note) if note else None,
         ),
         status,
     )
@@ -323,6 +358,7 @@ def note(product: Product, note_id: int) -> ResponseReturnValue:
     form = NoteForm(obj=found)
     form.publish_at.data = timezones.to_local_input(found.published_at)
     form.expires_at.data = timezones.to_local_input(found.expires_at)
+    form.audience.data = (found.audience or {}).get("match", "all")
     return _render_editor(product, form, found)
 
 

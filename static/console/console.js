@@ -31,6 +31,18 @@
       select.addEventListener("change", function () { select.form.requestSubmit(); });
     });
 
+    // Copy buttons beside code: the install snippet and the hash samples.
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var source = document.getElementById(button.getAttribute("data-copy"));
+        if (!source || !navigator.clipboard) return;
+        navigator.clipboard.writeText(source.textContent).then(function () {
+          button.textContent = "Copied";
+          setTimeout(function () { button.textContent = "Copy"; }, 1500);
+        }).catch(function () { /* the text can still be selected by hand */ });
+      });
+    });
+
     var editor = document.querySelector("form[data-preview-url]");
     if (!editor) return;
     var body = editor.querySelector("textarea[name=body_md]");

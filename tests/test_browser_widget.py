@@ -1,0 +1,239 @@
+"""The widget in headless Chromium: the demo host page, and host pages on another origin
+that fight it with hostile CSS or a strict Content-Security-Policy.
+
+Screenshots of the widget go to instance/screenshots/ beside the console's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask, Response
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from announcements.models import Product
+from app.extensions import db
+from tests.browser import PHONE, SCREENSHOTS, serve
+
+pytestmark = pytest.mark.browser
+
+
+class HostSite:
+    """Pages of a pretend host product on its own origin, each with its own headers."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, tuple[str, str, dict[str, str]]] = {}
+        self.app = Flask("host")
+        self.app.add_url_rule("/<name>", view_func=self._serve)
+        self.url = ""
+
+    def _serve(self, name: str) -> Response:
+        body, mimetype, headers = self.pages[name]
+        return Response(body, mimetype=mimetype, headers=headers)
+
+    def add(self, name: str, body: str, mimetype: str = "text/html", **headers: str) -> str:
+        self.pages[name] = (body, mimetype, headers)
+        return f"{self.url}/{name}"
+
+
+@pytest.fixture(scope="module")
+def host_site(live_app: Flask) -> Iterator[HostSite]:
+    site = HostSite()
+    for url in serve(site.app):
+        site.url = url
+        with live_app.app_context():
+            for product in db.session.scalars(select(Product)):
+                product.allowed_origins = [*product.allowed_origins, site.url]
+                product.require_identity = product.slug == "lumen"
+                product.catalogue_stamp += 1
+            db.session.commit()
+        yield site
+
+
+def widget_settings(live_app: Flask, slug: str, user_id: str | None) -> dict:
+    with live_app.app_context():
+        product = db.session.scalar(select(Product).where(Product.slug == slug))
+        settings: dict = {"product": product.widget_key}
+        if user_id is not None:
+            digest = hmac.new(product.identity_secret.encode(), user_id.encode(), hashlib.sha256)
+            settings["user"] = {"id": user_id, "hash": digest.hexdigest(), "version": "2.10.0"}
+    return settings
+
+
+def host_page(
+    site: HostSite, live_server: str, settings: dict, *, style: str = "", csp: str = ""
+) -> str:
+    """A host page that configures the widget from its own script file, as a strict CSP needs."""
+    name = uuid.uuid4().hex[:8]
+    script = (
+        f"window.tidings = {json.dumps(settings)};"
+        "window.tidingsEvents = [];"
+        "window.tidings.onOpen = function () { tidingsEvents.push('open'); };"
+        "window.tidings.onClose = function () { tidingsEvents.push('close'); };"
+        "window.tidings.onUnreadCount = function (n) { tidingsEvents.push(n); };"
+    )
+    site.add(f"{name}.js", script, "text/javascript")
+    html = f"""<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Host</title>
+{f'<link rel="stylesheet" href="{name}.css">' if style else ""}
+<script src="{name}.js"></script>
+<script src="{live_server}/widget.js" defer></script>
+</head><body><h1>Host app</h1><div class="overlay"></div></body></html>"""
+    if style:
+        site.add(f"{name}.css", style, "text/css")
+    headers = {"Content-Security-Policy": csp} if csp else {}
+    return site.add(name, html, **headers)
+
+
+def shadow_active(page) -> str:
+    """The class of the element focused inside the widget's shadow root."""
+    return page.evaluate(
+        "() => { const a = document.querySelector('tidings-widget').shadowRoot.activeElement;"
+        " return a ? (a.closest('.modal') ? 'modal' : a.className) : ''; }"
+    )
+
+
+def test_demo_host_badge_panel_and_reload(page, live_server) -> None:
+    user = f"fresh-{uuid.uuid4().hex[:6]}"
+    badge = page.locator("#whats-new tidings-badge .count")
+    with page.expect_response(lambda r: r.url.endswith("/reads")):
+        page.goto(f"{live_server}/demo/host?user={user}")
+        # A new user on 2.10.0: the latest release is unread, and its important note pops up.
+        modal = page.locator("tidings-widget .modal")
+        expect(modal).to_contain_text("Funnels: see where people drop off")
+    expect(badge).to_have_text("1")
+    assert shadow_active(page) == "modal"
+    for _ in range(4):  # the focus stays in the modal
+        page.keyboard.press("Tab")
+        assert shadow_active(page) == "modal"
+    page.keyboard.press("Escape")
+    expect(modal).to_have_count(0)
+
+    with page.expect_response(lambda r: r.url.endswith("/reads")):
+        page.click("#whats-new")
+    panel = page.locator("tidings-widget .panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator(".note h3").first).to_have_text("Dates in exported PDFs")
+    expect(panel).not_to_contain_text("Try workspaces")  # 3.0 beta is newer than 2.10.0
+    expect(badge).to_be_hidden()
+    assert page.evaluate("Tidings.unreadCount()") == 0
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "widget-demo-host-desktop.png")
+    page.keyboard.press("Escape")
+    expect(panel).to_have_count(0)
+
+    with page.expect_response(lambda r: "/notes?" in r.url):
+        page.reload()
+    page.wait_for_function("Tidings.unreadCount() === 0")
+    expect(badge).to_be_hidden()
+    expect(page.locator("tidings-widget .modal")).to_have_count(0)  # once, not again
+
+
+def test_reactions_and_comments_are_sent(page, live_server) -> None:
+    page.goto(f"{live_server}/demo/host?user=reactor-{uuid.uuid4().hex[:6]}")
+    expect(page.locator("tidings-widget .modal")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.click("#whats-new")
+    first = page.locator("tidings-widget .note").first
+    with page.expect_response(lambda r: r.url.endswith("/reactions")) as sent:
+        first.get_by_role("button", name="Confusing").click()
+    assert sent.value.status == 200
+    expect(first.get_by_role("button", name="Confusing")).to_have_attribute("aria-pressed", "true")
+    first.get_by_role("textbox").fill("Which dates?")
+    with page.expect_response(lambda r: r.url.endswith("/reactions")) as sent:
+        first.get_by_role("button", name="Send").click()
+    assert json.loads(sent.value.request.post_data)["comment"] == "Which dates?"
+
+
+def test_the_panel_fits_a_phone(browser, live_server) -> None:
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.goto(f"{live_server}/demo/host?user=phone-{uuid.uuid4().hex[:6]}")
+    expect(page.locator("tidings-widget .modal")).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "widget-modal-phone.png")
+    page.keyboard.press("Escape")
+    page.click("#whats-new")
+    panel = page.locator("tidings-widget .panel")
+    expect(panel).to_be_visible()
+    box = panel.bounding_box()
+    assert box["x"] >= 0 and box["width"] <= PHONE["width"]
+    page.screenshot(path=SCREENSHOTS / "widget-panel-phone.png")
+    context.close()
+
+
+def test_hostile_host_css_does_not_break_the_widget(page, live_app, live_server, host_site) -> None:
+    hostile = """
+* { all: unset !important; }
+html, body { display: block !important; font: 40px/3 serif !important; color: red !important; }
+.overlay { display: block !important; position: fixed !important; inset: 0 !important;
+  z-index: 2147483647 !important; background: rgba(255, 0, 0, .15) !important; }
+button, div, span, section, h2, h3 {
+  font-size: 50px !important; border: 5px solid lime !important; }
+"""
+    settings = widget_settings(live_app, "lumen", f"hostile-{uuid.uuid4().hex[:6]}")
+    page.goto(host_page(host_site, live_server, settings, style=hostile))
+    modal = page.locator("tidings-widget .modal")
+    expect(modal).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "widget-hostile-css-modal.png")
+    page.keyboard.press("Escape")
+    expect(modal).to_have_count(0)
+    launcher = page.locator("tidings-widget .launcher")
+    expect(launcher).to_be_visible()
+    box = launcher.bounding_box()
+    assert 40 <= box["width"] <= 64 and 40 <= box["height"] <= 64
+    on_top = page.evaluate(
+        f"document.elementFromPoint({box['x'] + box['width'] / 2}, {box['y'] + box['height'] / 2})"
+        ".tagName"
+    )
+    assert on_top == "TIDINGS-WIDGET", "the host's overlay covers the launcher"
+    launcher.click()
+    panel = page.locator("tidings-widget .panel")
+    expect(panel).to_be_visible()
+    assert panel.bounding_box()["width"] == pytest.approx(400, abs=1)
+    title = panel.locator(".note h3").first
+    assert title.evaluate("e => getComputedStyle(e).fontSize") == "15px"
+    page.screenshot(path=SCREENSHOTS / "widget-hostile-css.png")
+    assert page.evaluate("tidingsEvents").count("open") == 1
+
+
+def test_a_strict_csp_host_page_still_works(page, live_app, live_server, host_site) -> None:
+    csp = (
+        f"default-src 'none'; script-src {host_site.url} {live_server}; "
+        f"connect-src {live_server}; img-src https: data:; style-src {host_site.url}"
+    )
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if r.resource_type != "image" else None)
+    settings = widget_settings(live_app, "lumen", f"strict-{uuid.uuid4().hex[:6]}")
+    page.goto(host_page(host_site, live_server, settings, csp=csp))
+    expect(page.locator("tidings-widget .modal")).to_be_visible()
+    page.keyboard.press("Escape")
+    launcher = page.locator("tidings-widget .launcher")
+    expect(launcher.locator(".count")).to_have_text("1")
+    assert launcher.get_attribute("aria-label") == "What's new, 1 unread"
+    launcher.click()
+    expect(page.locator("tidings-widget .panel")).to_be_visible()
+    page.wait_for_function("Tidings.unreadCount() === 0")
+    page.keyboard.press("Escape")
+    assert page.evaluate("tidingsEvents").count("close") == 1
+    # Nothing but the host and the Tidings server: no third-party requests.
+    assert all(url.startswith((host_site.url, live_server)) for url in requests), requests
+
+
+def test_anonymous_reads_stay_in_the_browser(page, live_app, live_server, host_site) -> None:
+    settings = widget_settings(live_app, "ledger", None)
+    page.goto(host_page(host_site, live_server, settings))
+    launcher = page.locator("tidings-widget .launcher")
+    expect(launcher.locator(".count")).to_have_text("1")  # only the newest release
+    launcher.click()
+    page.wait_for_function("Tidings.unreadCount() === 0")
+    with page.expect_response(lambda r: "/notes?" in r.url):
+        page.reload()
+    page.wait_for_function("window.Tidings && Tidings.unreadCount() === 0")
+    expect(launcher.locator(".count")).to_be_hidden()
