@@ -11,9 +11,11 @@ notes with theirs, so one catalogue stays right as time passes.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +23,7 @@ from urllib.parse import quote
 from packaging.version import Version
 from sqlalchemy import Connection, select
 
-from announcements import versions
+from announcements import targeting, versions
 from announcements.models import Note, Product
 
 
@@ -43,6 +45,9 @@ class CatalogueNote:
         return self.published_at <= now and (self.expires_at is None or self.expires_at > now)
 
 
+MAX_REMEMBERED = 4096
+
+
 @dataclass(frozen=True)
 class Catalogue:
     """One product's widget settings and the notes end users may see, newest first."""
@@ -58,6 +63,39 @@ class Catalogue:
     ids: frozenset[int]
     # The product's name and colour for the widget's header, as JSON.
     product_json: str
+    # Every moment a note goes live or expires, in order: between two of them the
+    # visible set for a version and attributes stays the same.
+    boundaries: tuple[datetime, ...] = ()
+    rule_attributes: tuple[str, ...] = ()
+    _visible: dict[Any, tuple[int, tuple[CatalogueNote, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def visible(
+        self, app_version: Version | None, attributes: Mapping[str, str], now: datetime
+    ) -> tuple[CatalogueNote, ...]:
+        """The live notes for a user on ``app_version`` with ``attributes``, newest first.
+
+        Users on the same version with the same values of the attributes that rules use
+        see the same notes, so the answer is remembered until the next note goes live
+        or expires.
+        """
+        epoch = bisect.bisect_right(self.boundaries, now)
+        key = (app_version, tuple(attributes.get(name) for name in self.rule_attributes))
+        remembered = self._visible.get(key)
+        if remembered is not None and remembered[0] == epoch:
+            return remembered[1]
+        notes = tuple(
+            note
+            for note in self.notes
+            if note.is_live(now)
+            and (app_version is None or note.sort_version <= app_version)
+            and targeting.matches(note.audience, attributes)
+        )
+        if len(self._visible) >= MAX_REMEMBERED:
+            self._visible.clear()
+        self._visible[key] = (epoch, notes)
+        return notes
 
 
 def iso(moment: datetime) -> str:
@@ -147,6 +185,15 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
         ids=frozenset(note.id for note in notes),
         product_json=json.dumps(
             {"name": product.name, "accent_color": product.accent_color}, ensure_ascii=False
+        ),
+        boundaries=tuple(
+            sorted(
+                {note.published_at for note in notes}
+                | {note.expires_at for note in notes if note.expires_at is not None}
+            )
+        ),
+        rule_attributes=tuple(
+            sorted(set().union(*(targeting.attributes_used(note.audience) for note in notes)))
         ),
     )
 

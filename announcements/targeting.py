@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from packaging.version import Version
@@ -41,6 +42,8 @@ ORDER_OPERATORS = {"lt", "lte", "gt", "gte"}
 Rule = dict[str, Any]
 
 
+# Attribute values repeat across users and requests: parse each once.
+@lru_cache(maxsize=16384)
 def _number(text: str) -> float | None:
     try:
         value = float(text)
@@ -49,6 +52,7 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@lru_cache(maxsize=16384)
 def _version(text: str) -> Version | None:
     return versions.parse(text) if versions.is_valid(text) else None
 
@@ -184,6 +188,11 @@ def validate(raw: Any) -> Rule | None:
     if not cleaned:
         return None
     return {"match": match, "conditions": cleaned}
+
+
+def attributes_used(rule: Rule | None) -> set[str]:
+    """The attribute names a rule looks at."""
+    return {c["attribute"] for c in rule["conditions"]} if rule else set()
 
 
 def describe(rule: Rule | None) -> str:

@@ -62,7 +62,6 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
         "RATELIMIT_LOGIN": _env("RATELIMIT_LOGIN", "10 per minute;100 per hour"),
         "RATELIMIT_HEADERS_ENABLED": True,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }
     if overrides:
         config.update(overrides)

@@ -23,6 +23,7 @@ from announcements.errors import Forbidden, NotFound, Unauthenticated, Validatio
 from announcements.models import utcnow
 from announcements.services import LOCALE_PATTERN
 from app.api import bp
+from app.database import write_turn
 from app.extensions import db
 
 CACHE_KEY = "tidings.catalogues"
@@ -139,12 +140,13 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
     sighting, app_version = _sighting(user_id or "")
     limit, after = _limit(), reads.parse_cursor(request.args.get("cursor"))
     now = utcnow()
-    with db.engine.connect() as connection:
+    with _widget_connection() as connection:
         catalogue, state = _load(connection, widget_key, user_id)
         _check_identity(catalogue, user_id, request.args.get("user_hash"))
-        if user_id is not None:
-            state = reads.see(connection, catalogue.product_id, sighting, state, now)
-            connection.commit()
+        if user_id is not None and reads.needs_writing(sighting, state, now):
+            with write_turn():
+                state = reads.see(connection, catalogue.product_id, sighting, state, now)
+                connection.commit()
     attributes = sighting.attributes or (state.attributes if state else {})
     inbox = reads.inbox(
         catalogue,
@@ -162,6 +164,20 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         response = Response(inbox.json(), mimetype="application/json")
     response.set_etag(etag)
     return response
+
+
+def _widget_connection() -> Connection:
+    """A connection for one widget call: a read, then writes that each stand alone.
+
+    On PostgreSQL it autocommits, which saves the BEGIN, COMMIT and ROLLBACK round
+    trips; every write here is idempotent, so a call cut off halfway is simply
+    repeated. SQLite's driver opens no transaction for a read, and the writes after
+    it are committed together.
+    """
+    connection = db.engine.connect()
+    if connection.dialect.name == "postgresql":
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+    return connection
 
 
 def _json_body() -> dict[str, Any]:
@@ -190,13 +206,15 @@ def widget_reads(widget_key: str) -> ResponseReturnValue:
     """Mark notes read for an end user; reading twice changes nothing."""
     body = _json_body()
     now = utcnow()
-    with db.engine.connect() as connection:
+    with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_ids = reads.check_readable(catalogue, _as_list(body.get("note_ids")))
         if state is None or not state.read_ids.issuperset(note_ids):
-            state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
-            reads.mark_read(connection, state, note_ids, channel="widget", now=now)
-            connection.commit()
+            with write_turn():
+                sighting = reads.Sighting(user_id)
+                state = reads.see(connection, catalogue.product_id, sighting, state, now)
+                reads.mark_read(connection, state, note_ids, channel="widget", now=now)
+                connection.commit()
     return Response(status=204)
 
 
@@ -211,20 +229,21 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
     """Set or change an end user's reaction to a note, with an optional comment."""
     body = _json_body()
     now = utcnow()
-    with db.engine.connect() as connection:
+    with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_id, reaction = body.get("note_id"), body.get("reaction")
         comment = reads.check_reaction(catalogue, note_id, reaction, body.get("comment"))
-        state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
-        reads.react(connection, state, note_id, reaction, comment, now=now)
-        connection.commit()
+        with write_turn():
+            state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
+            reads.react(connection, state, note_id, reaction, comment, now=now)
+            connection.commit()
     return {"note_id": note_id, "reaction": reaction, "comment": comment}
 
 
 @bp.route("/widget/<widget_key>/<any(notes, reads, reactions):_resource>", methods=["OPTIONS"])
 def widget_preflight(widget_key: str, _resource: str) -> ResponseReturnValue:
     """Answer a browser's CORS preflight for an allowed origin."""
-    with db.engine.connect() as connection:
+    with _widget_connection() as connection:
         _load(connection, widget_key, None)
     return Response(status=204)
 

@@ -1,0 +1,420 @@
+"""The widget's hot path under load, against a bare Flask endpoint in the same run.
+
+Seeds a product with 200 notes over 40 versions, 1,000,000 end users and 10,000,000
+read receipts, serves the app with gunicorn, and drives it with wrk on loopback:
+GET notes for random users with valid hashes, POST reads of random notes, and a
+bare endpoint returning constant JSON under the same server settings (measured
+in rounds with the others). Prints the median req/s, p50 and p99 and the ratio to the bare
+endpoint, for SQLite and for PostgreSQL.
+
+    make bench                      # both databases, the full sizes
+    .venv/bin/python bench/widget_bench.py --db sqlite --users 100000 --receipts 1000000
+
+PostgreSQL comes from TIDINGS_TEST_POSTGRES_URL (``make bench`` starts one with
+scripts/with-postgres.sh, durable settings). wrk comes from Debian's packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from announcements import accounts, services  # noqa: E402
+from announcements.models import Base, Category  # noqa: E402
+from announcements.services import Intent, NoteInput, ProductSettings  # noqa: E402
+
+BODY = """\
+This release makes **reports faster** and easier to share.
+
+- Export any chart as PNG or CSV
+- Schedule a report to arrive every Monday
+- Share a read-only link with people outside your workspace
+
+See the [guide](https://docs.example.com/reports) for details.
+"""
+PLANS = ["free", "pro", "team", "enterprise"]
+SAMPLE_USERS = 20_000
+
+
+@dataclass(frozen=True)
+class Seeded:
+    widget_key: str
+    secret: str
+    note_ids: list[int]
+    latest_version: str
+
+
+def _stamp(moment: datetime, dialect: str) -> object:
+    """How the bulk loaders write a timestamp: SQLite's naive UTC text, or an aware value."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f") if dialect == "sqlite" else moment
+
+
+def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seeded:
+    """Create the schema and fill it; print how long each part took."""
+    engine = create_engine(url)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    with Session(engine) as session:
+        owner = accounts.create_member(session, "bench@example.com", secrets.token_hex(8))
+        product = services.create_product(
+            session, ProductSettings(name="Bench", slug="bench"), by=owner, now=now
+        )
+        per_version = max(1, notes // versions)
+        categories = list(Category)
+        note_ids = []
+        for number in range(notes):
+            audience = None
+            if number % 10 == 3:
+                audience = {
+                    "match": "all",
+                    "conditions": [{"attribute": "plan", "op": "in", "value": ["pro", "team"]}],
+                }
+            note = services.create_note(
+                session,
+                product,
+                NoteInput(
+                    version=f"1.{number // per_version}.0",
+                    title=f"Release note {number}",
+                    category=categories[number % len(categories)].value,
+                    body_md=BODY,
+                    is_important=number % 25 == 0,
+                    audience=audience,
+                ),
+                intent=Intent.PUBLISH,
+                by=owner,
+                now=now - timedelta(hours=notes - number),
+            )
+            note_ids.append(note.id)
+        seeded = Seeded(
+            widget_key=product.widget_key,
+            secret=product.identity_secret,
+            note_ids=note_ids,
+            latest_version=f"1.{(notes - 1) // per_version}.0",
+        )
+        product_id = product.id
+    print(f"  {notes} notes over {versions} versions in {time.perf_counter() - started:.1f}s")
+
+    dialect = engine.dialect.name
+    first_seen = _stamp(now - timedelta(days=400), dialect)
+    last_seen = _stamp(now, dialect)  # active users: seen within the hour
+    read_at = _stamp(now - timedelta(days=1), dialect)
+    rng = random.Random(7)
+    latest = seeded.latest_version  # what the host reports; the users run the latest release
+
+    def user_rows():
+        for number in range(1, users + 1):
+            attributes = json.dumps({"plan": PLANS[number % len(PLANS)]})
+            yield (
+                number,
+                product_id,
+                f"user-{number}",
+                attributes,
+                "en",
+                latest,
+                first_seen,
+                last_seen,
+            )
+
+    per_user = receipts / users
+
+    def receipt_rows():
+        for number in range(1, users + 1):
+            count = min(len(note_ids), int(rng.random() * 2 * per_user + 0.5))
+            for note_id in sorted(rng.sample(note_ids, count)):
+                yield (number, note_id, read_at, "widget")
+
+    user_columns = (
+        "id, product_id, external_id, attributes, locale, app_version, first_seen_at, last_seen_at"
+    )
+    receipt_columns = "end_user_id, note_id, read_at, channel"
+    started = time.perf_counter()
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if dialect == "sqlite":
+            cursor.execute("PRAGMA synchronous=OFF")
+            cursor.execute("DROP INDEX ix_read_receipt_note_id")
+            cursor.executemany(
+                f"INSERT INTO end_user ({user_columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                user_rows(),
+            )
+            raw.commit()
+            print(f"  {users:,} end users in {time.perf_counter() - started:.1f}s")
+            started = time.perf_counter()
+            cursor.executemany(
+                f"INSERT INTO read_receipt ({receipt_columns}) VALUES (?, ?, ?, ?)",
+                receipt_rows(),
+            )
+            cursor.execute("CREATE INDEX ix_read_receipt_note_id ON read_receipt (note_id)")
+            raw.commit()
+        else:
+            # Foreign keys are checked row by row by triggers; the data is known good.
+            cursor.execute("SET session_replication_role = replica")
+            with cursor.copy(f"COPY end_user ({user_columns}) FROM STDIN") as copy:
+                _copy_text(copy, user_rows())
+            cursor.execute("SELECT setval('end_user_id_seq', %s)", (users,))
+            raw.commit()
+            print(f"  {users:,} end users in {time.perf_counter() - started:.1f}s")
+            started = time.perf_counter()
+            # Load first, index after: one sort instead of ten million index insertions.
+            cursor.execute("ALTER TABLE read_receipt DROP CONSTRAINT pk_read_receipt")
+            cursor.execute("DROP INDEX ix_read_receipt_note_id")
+            with cursor.copy(f"COPY read_receipt ({receipt_columns}) FROM STDIN") as copy:
+                _copy_text(copy, receipt_rows())
+            cursor.execute(
+                "ALTER TABLE read_receipt ADD CONSTRAINT pk_read_receipt "
+                "PRIMARY KEY (end_user_id, note_id)"
+            )
+            cursor.execute("CREATE INDEX ix_read_receipt_note_id ON read_receipt (note_id)")
+            raw.commit()
+        count = cursor.execute("SELECT count(*) FROM read_receipt").fetchone()[0]
+        print(f"  {count:,} read receipts in {time.perf_counter() - started:.1f}s")
+    finally:
+        raw.close()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE" if dialect == "postgresql" else "ANALYZE"))
+    engine.dispose()
+    return seeded
+
+
+def _copy_text(copy: Any, rows: Iterable[tuple[object, ...]]) -> None:
+    """Feed COPY its text format in large chunks: much faster than a call per row.
+
+    The values here hold no tabs, newlines or backslashes, so none need escaping.
+    """
+    chunk: list[str] = []
+    for row in rows:
+        chunk.append("\t".join("\\N" if value is None else str(value) for value in row))
+        if len(chunk) == 50_000:
+            copy.write("\n".join(chunk) + "\n")
+            chunk.clear()
+    if chunk:
+        copy.write("\n".join(chunk) + "\n")
+
+
+def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path]:
+    """GET paths and POST bodies for a sample of users, each with a valid hash."""
+    rng = random.Random(11)
+    paths, bodies = [], []
+    for number in rng.sample(range(1, users + 1), min(SAMPLE_USERS, users)):
+        user_id = f"user-{number}"
+        user_hash = hmac.new(seeded.secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+        plan = PLANS[number % len(PLANS)]
+        paths.append(
+            f"/api/v1/widget/{seeded.widget_key}/notes?user_id={user_id}&user_hash={user_hash}"
+            f"&version={seeded.latest_version}&attr.plan={plan}"
+        )
+        note_ids = rng.sample(seeded.note_ids, 2)
+        bodies.append(
+            json.dumps({"user_id": user_id, "user_hash": user_hash, "note_ids": note_ids})
+        )
+    get_file, post_file = folder / "get_paths.txt", folder / "post_bodies.txt"
+    get_file.write_text("\n".join(paths) + "\n")
+    post_file.write_text("\n".join(bodies) + "\n")
+    return get_file, post_file
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve(url: str, port: int, workers: int, threads: int) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "TIDINGS_ENV": "production",
+        "SECRET_KEY": secrets.token_hex(16),
+        "BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+            "--chdir",
+            str(ROOT),
+            "--pythonpath",
+            str(ROOT / "bench"),
+            "bench_app:app",
+        ],
+        env=environment,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/bench/bare", timeout=1)  # noqa: S310
+            return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+@dataclass(frozen=True)
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if match is None:
+        raise SystemExit(f"wrk printed a latency this script cannot read: {value}")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def load(url: str, seconds: int, connections: int, script: list[str] | None = None) -> Result:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        command += ["-s", script[0], url, "--", *script[1:]]
+    else:
+        command.append(url)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", output, re.MULTILINE))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: .*", output)
+    if errors:
+        print("  wrk:", errors.group(0))
+    return Result(
+        rps, _ms(percentiles["50"]), _ms(percentiles["99"]), int(bad.group(1)) if bad else 0
+    )
+
+
+def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, folder: Path) -> None:
+    get_file, post_file = request_files(folder, seeded, users)
+    port = free_port()
+    server = serve(url, port, args.workers, args.threads)
+    base = f"http://127.0.0.1:{port}"
+    reads_path = f"/api/v1/widget/{seeded.widget_key}/reads"
+    try:
+        scenarios = {
+            "bare": (f"{base}/bench/bare", None),
+            "GET notes": (base, [str(ROOT / "bench/get_notes.lua"), str(get_file)]),
+            "POST reads": (base, [str(ROOT / "bench/post_reads.lua"), str(post_file), reads_path]),
+        }
+        for target, script in scenarios.values():  # warm the workers and their caches
+            load(target, 3, args.connections, script)
+        # Rounds of every scenario in turn, so a noisy moment on a shared machine hits
+        # them all alike; each figure is the median of its rounds.
+        runs: dict[str, list[Result]] = {name: [] for name in scenarios}
+        for _ in range(args.rounds):
+            for name, (target, script) in scenarios.items():
+                runs[name].append(load(target, args.seconds, args.connections, script))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    results = {name: _median(found) for name, found in runs.items()}
+    baseline = results["bare"].rps
+    print(
+        f"  {'endpoint':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} {'errors':>7}"
+        f"   req/s of each round"
+    )
+    for name, result in results.items():
+        rounds = " ".join(f"{run.rps:.0f}" for run in runs[name])
+        print(
+            f"  {name:<12} {result.rps:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} "
+            f"{result.rps / baseline:>7.0%} {result.errors:>7}   {rounds}"
+        )
+
+
+def _median(results: list[Result]) -> Result:
+    return Result(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=sum(r.errors for r in results),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--receipts", type=int, default=10_000_000)
+    parser.add_argument("--notes", type=int, default=200)
+    parser.add_argument("--versions", type=int, default=40)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk (make bench installs it)")
+    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    print(
+        f"gunicorn gthread, {args.workers} workers x {args.threads} threads; wrk 2 threads, "
+        f"{args.connections} connections, {args.rounds} rounds of {args.seconds}s; "
+        f"{os.cpu_count()} CPUs"
+    )
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-") as scratch:
+        folder = Path(scratch)
+        for database in databases:
+            if database == "sqlite":
+                url = f"sqlite:///{folder / 'bench.db'}"
+            else:
+                admin = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
+                if not admin:
+                    print("PostgreSQL: skipped, TIDINGS_TEST_POSTGRES_URL is not set (make bench)")
+                    continue
+                # The app reaches PostgreSQL through its Unix socket, as on a single host;
+                # on this kind of VM a loopback TCP round trip costs twice as much.
+                url = (
+                    make_url(admin)
+                    .set(database="postgres", host=None, port=None)
+                    .update_query_dict({"host": os.environ["TIDINGS_TEST_POSTGRES_SOCKET"],
+                                        "port": str(make_url(admin).port)})
+                    .render_as_string(False)
+                )
+            print(f"{database}:")
+            seeded = seed(url, args.users, args.receipts, args.notes, args.versions)
+            measure(url, seeded, args.users, args, folder)
+
+
+if __name__ == "__main__":
+    main()
