@@ -203,9 +203,7 @@ def _upserts(dialect: Any) -> dict[str, Any]:
         ),
         "reaction": reaction.on_conflict_do_update(
             index_elements=[_reactions.c.end_user_id, _reactions.c.note_id],
-            set_={
-                name: reaction.excluded[name] for name in ("reaction", "comment", "updated_at")
-            },
+            set_={name: reaction.excluded[name] for name in ("reaction", "comment", "updated_at")},
         ),
     }
 

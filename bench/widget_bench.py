@@ -34,9 +34,9 @@ import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.orm import Session
@@ -407,8 +407,12 @@ def main() -> None:
                 url = (
                     make_url(admin)
                     .set(database="postgres", host=None, port=None)
-                    .update_query_dict({"host": os.environ["TIDINGS_TEST_POSTGRES_SOCKET"],
-                                        "port": str(make_url(admin).port)})
+                    .update_query_dict(
+                        {
+                            "host": os.environ["TIDINGS_TEST_POSTGRES_SOCKET"],
+                            "port": str(make_url(admin).port),
+                        }
+                    )
                     .render_as_string(False)
                 )
             print(f"{database}:")
