@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import event, exc
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 
 from app.extensions import db
 
 QUEUE_KEY = "tidings.write_queue"
+WIDGET_ENGINE_KEY = "tidings.widget_engine"
 # A pooled connection idle for longer than this is checked before use.
 IDLE_PING_SECONDS = 10.0
 
@@ -90,14 +91,43 @@ def write_turn() -> contextlib.AbstractContextManager[None]:
     return queue.turn() if queue is not None else contextlib.nullcontext()
 
 
+def widget_engine() -> Engine:
+    """The engine for the widget's calls: on PostgreSQL a pool of autocommit connections.
+
+    Switching a pooled connection to autocommit and back, and resetting it on return,
+    cost several driver calls per widget request; connections that stay in autocommit
+    need none of it. On SQLite it is the app's engine.
+    """
+    engine: Engine = current_app.extensions[WIDGET_ENGINE_KEY]
+    return engine
+
+
+def _watch_idle(engine: Engine) -> None:
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", _ping_if_idle)
+
+
 def init_app(app: Flask) -> None:
     with app.app_context():
         engine: Engine = db.engine
-        event.listen(engine, "checkin", _note_checkin)
-        event.listen(engine, "checkout", _ping_if_idle)
+        _watch_idle(engine)
         queue = None
+        widget = engine
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _tune_sqlite)
             if engine.url.database and engine.url.database != ":memory:":
                 queue = WriteQueue(engine.url.database)
+        else:
+            widget = create_engine(
+                engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
+            )
+            _watch_idle(widget)
         app.extensions[QUEUE_KEY] = queue
+        app.extensions[WIDGET_ENGINE_KEY] = widget
+
+
+def dispose(app: Flask) -> None:
+    """Close every pooled connection of the app (tests and forked workers)."""
+    with app.app_context():
+        db.engine.dispose()
+        app.extensions[WIDGET_ENGINE_KEY].dispose()

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from announcements.models import Base
-from app import create_app
+from app import create_app, database
 from app.extensions import db
 
 pytest_plugins = ["tests.browser"]
@@ -103,8 +103,7 @@ def app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Fla
 
     yield factory
     for extra in made:
-        with extra.app_context():
-            db.engine.dispose()
+        database.dispose(extra)
 
 
 @pytest.fixture
@@ -114,7 +113,7 @@ def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
         yield application
         db.session.remove()
         _empty_all_tables()
-        db.engine.dispose()
+        database.dispose(application)
 
 
 @pytest.fixture

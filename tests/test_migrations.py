@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from flask_migrate import upgrade
 
 from announcements.models import Base
+from app import database
 from app.extensions import db
 from tests.conftest import POSTGRES_URL, create_postgres_database, drop_postgres_database, make_app
 
@@ -18,7 +19,7 @@ def _upgrade_and_compare(url: str, instance) -> list:
         upgrade()
         with db.engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-        db.engine.dispose()
+    database.dispose(app)
     return differences
 
 

@@ -23,8 +23,7 @@ from announcements.errors import Forbidden, NotFound, Unauthenticated, Validatio
 from announcements.models import utcnow
 from announcements.services import LOCALE_PATTERN
 from app.api import bp
-from app.database import write_turn
-from app.extensions import db
+from app.database import widget_engine, write_turn
 
 CACHE_KEY = "tidings.catalogues"
 MAX_USER_ID_LENGTH = 255
@@ -174,10 +173,7 @@ def _widget_connection() -> Connection:
     repeated. SQLite's driver opens no transaction for a read, and the writes after
     it are committed together.
     """
-    connection = db.engine.connect()
-    if connection.dialect.name == "postgresql":
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-    return connection
+    return widget_engine().connect()
 
 
 def _json_body() -> dict[str, Any]:
