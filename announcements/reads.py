@@ -428,6 +428,17 @@ def mark_read(
     return len(new)
 
 
+def is_storable(text: str) -> bool:
+    """Text every database can keep: no NUL character, and valid UTF-8 (no lone surrogate)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_reaction(catalogue: Catalogue, note_id: Any, reaction: Any, comment: Any) -> str | None:
     """The comment, trimmed, once the reaction is valid; ValidationFailed otherwise."""
     errors = {}
@@ -439,6 +450,8 @@ def check_reaction(catalogue: Catalogue, note_id: Any, reaction: Any, comment: A
         errors["comment"] = "A comment is text."
     elif comment and len(comment) > MAX_COMMENT_LENGTH:
         errors["comment"] = f"Keep the comment under {MAX_COMMENT_LENGTH} characters."
+    elif comment and not is_storable(comment):
+        errors["comment"] = "The comment holds characters that are not text."
     if errors:
         raise ValidationFailed(errors)
     return comment.strip() or None if comment else None

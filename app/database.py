@@ -31,7 +31,7 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     # Read through memory-mapped pages instead of a read() call per page: the widget's
     # lookups of random users touch pages all over the file.
-    cursor.execute("PRAGMA mmap_size=268435456")
+    cursor.execute("PRAGMA mmap_size=2147418112")
     cursor.close()
 
 

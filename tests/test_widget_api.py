@@ -369,6 +369,20 @@ def test_malformed_reads_are_422(widget: Widget, note_ids: Any) -> None:
     assert response.get_json()["error"]
 
 
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800"])
+def test_text_a_database_cannot_keep_is_422_not_a_crash(
+    session: Session, product: Product, widget: Widget, bad: str
+) -> None:
+    note = make_note(session, product)
+    if bad.isascii():  # a URL can carry %00; a lone surrogate only comes inside JSON
+        query = {**widget.identity(), "user_id": bad}
+        assert widget.client.get(f"{widget.base}/notes", query_string=query).status_code == 422
+        assert widget.notes(**{"attr.plan": bad}).status_code == 422
+    assert widget.read([note.id], user_id=bad).status_code == 422
+    assert widget.react(note.id, "👍", comment=bad).status_code == 422
+    assert session.scalar(select(func.count()).select_from(Reaction)) == 0
+
+
 def test_a_body_that_is_not_json_is_a_clear_error(widget: Widget) -> None:
     response = widget.client.post(f"{widget.base}/reads", data="note_ids=1")
     assert response.status_code == 422

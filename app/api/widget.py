@@ -50,6 +50,8 @@ def _user_id(raw: Any) -> str | None:
     user_id = str(raw)
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise ValidationFailed({"user_id": f"Keep user ids under {MAX_USER_ID_LENGTH} characters."})
+    if not reads.is_storable(user_id):
+        raise ValidationFailed({"user_id": "The user id holds characters that are not text."})
     return user_id
 
 
@@ -113,6 +115,8 @@ def _sighting(user_id: str) -> tuple[reads.Sighting, Version | None]:
             raise ValidationFailed({"attr": f"“{name[:64]}” is not an attribute name."})
         if len(value) > targeting.MAX_VALUE_LENGTH:
             raise ValidationFailed({"attr": f"attr.{name} is over 200 characters."})
+        if not reads.is_storable(value):
+            raise ValidationFailed({"attr": f"attr.{name} holds characters that are not text."})
         attributes[name] = value
     if len(attributes) > MAX_ATTRIBUTES:
         raise ValidationFailed({"attr": f"Send at most {MAX_ATTRIBUTES} attributes."})
