@@ -1,8 +1,9 @@
 """What each end user has read: their inbox of notes, and marking notes read — idempotently.
 
 These functions sit on the widget's hot path, so they speak SQLAlchemy Core on a
-connection rather than the ORM: :func:`fetch_state` reads the product's stamp, the
-end user and everything they have read and reacted to in one indexed query.
+connection rather than the ORM, and :func:`fetch_state` goes further down, to the
+driver's cursor: it reads the product's stamp, the end user and everything they have
+read and reacted to in one indexed query.
 """
 
 from __future__ import annotations
@@ -41,9 +42,7 @@ _reactions = typing_cast(Table, Reaction.__table__)
 _products = typing_cast(Table, Product.__table__)
 
 
-# One row per request: the user's reads and reactions come aggregated as text
-# ("12,15,40" and "15:👍"), so the user's columns are converted once, not per read.
-class comma_list(FunctionElement[str]):  # noqa: N801 - named like the SQL functions it writes
+class CommaList(FunctionElement[str]):
     """Aggregate values into one comma-separated string (SQLite's group_concat,
     PostgreSQL's string_agg), with the separator written into the SQL rather than
     bound, so the statement is compiled once and cached."""
@@ -52,16 +51,18 @@ class comma_list(FunctionElement[str]):  # noqa: N801 - named like the SQL funct
     inherit_cache = True
 
 
-@compiles(comma_list, "sqlite")
-def _group_concat(element: comma_list, compiler: Any, **kw: Any) -> str:
+@compiles(CommaList, "sqlite")
+def _group_concat(element: CommaList, compiler: Any, **kw: Any) -> str:
     return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
 
 
-@compiles(comma_list, "postgresql")
-def _string_agg(element: comma_list, compiler: Any, **kw: Any) -> str:
+@compiles(CommaList, "postgresql")
+def _string_agg(element: CommaList, compiler: Any, **kw: Any) -> str:
     return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
 
 
+# One row per request: the user's reads and reactions come aggregated as text
+# ("12,15,40" and "15:👍"), so the user's columns are converted once, not per read.
 _read_note = cast(_receipts.c.note_id, String)
 STATE_QUERY = (
     select(
@@ -72,8 +73,8 @@ STATE_QUERY = (
         _users.c.app_version,
         _users.c.locale,
         _users.c.attributes,
-        comma_list(_read_note).label("read_ids"),
-        comma_list(_read_note + ":" + _reactions.c.reaction).label("reactions"),
+        CommaList(_read_note).label("read_ids"),
+        CommaList(_read_note + ":" + _reactions.c.reaction).label("reactions"),
     )
     .select_from(
         _products.outerjoin(
