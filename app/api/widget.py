@@ -58,7 +58,7 @@ def _user_id(raw: Any) -> str | None:
 def _load(
     connection: Connection, widget_key: str, user_id: str | None
 ) -> tuple[Catalogue, reads.EndUserState | None]:
-    """The product's catalogue and the end user, from one query; check origin and identity."""
+    """The product's catalogue and the end user, from one query; refuse a foreign origin."""
     stamp, state = reads.fetch_state(connection, widget_key, user_id)
     catalogue = None if stamp is None else _cache().get(connection, widget_key, stamp)
     if catalogue is None:
