@@ -8,6 +8,7 @@ checked for leaks.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,12 +17,32 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from announcements import accounts, services
-from announcements.models import Category, Note, Product, Role, TeamMember
+from announcements.models import (
+    Category,
+    EndUser,
+    Note,
+    NoteStatus,
+    Product,
+    Reaction,
+    ReadReceipt,
+    Role,
+    TeamMember,
+)
 from announcements.services import Intent, NoteInput, ProductSettings
 
 DEMO_EMAIL = "demo@tidings.test"
 DEMO_HOST_PRODUCT = "lumen"  # the product the demo host page embeds
 DEMO_HOST_USER = "demo-user"
+DEMO_READERS = 80
+# What some demo readers said, by note title: so a note's page in the console has
+# reactions and comments to show.
+DEMO_COMMENTS: dict[str, list[tuple[str, str | None]]] = {
+    "Funnels: see where people drop off": [("👍", "Finally! Can I export a funnel as CSV?")],
+    "The classic dashboard is gone": [
+        ("😕", "Where did my saved layouts from the old dashboard go?")
+    ],
+    "Dates in exported PDFs": [("👍", None)],
+}
 SCREENSHOT = "https://images.tidings.dev/demo"
 
 
@@ -305,6 +326,7 @@ def load(session: Session, *, password: str, now: datetime) -> dict[str, Any]:
         _product(session, member, "Lumen Analytics", "lumen", "#4f46e5", LUMEN_NOTES, now),
         _product(session, member, "Ledger", "ledger", "#0f766e", LEDGER_NOTES, now),
     ]
+    _readers(session, products[0], now)
     return {
         "console": {"email": DEMO_EMAIL, "password": password},
         "products": [_describe(session, product, now) for product in products],
@@ -362,6 +384,65 @@ def _product(
             now=when,
         )
     return product
+
+
+def _readers(session: Session, product: Product, now: datetime) -> None:
+    """End users who read, and reacted to, the product's notes, so the console has numbers.
+
+    Created once: if the first reader exists, the readers are already there.
+    """
+    first = session.scalar(
+        select(EndUser.id).where(
+            EndUser.product_id == product.id, EndUser.external_id == "demo-reader-01"
+        )
+    )
+    if first is not None:
+        return
+    rng = random.Random(2026)  # noqa: S311 - demo data, the same every time, not a secret
+    readers = [
+        EndUser(
+            product_id=product.id,
+            external_id=f"demo-reader-{number:02d}",
+            attributes={"plan": rng.choice(["free", "pro", "team"])},
+            locale="en",
+            app_version="2.10.0",
+            first_seen_at=now - timedelta(days=190),
+            last_seen_at=now - timedelta(hours=rng.randint(1, 72)),
+        )
+        for number in range(1, DEMO_READERS + 1)
+    ]
+    session.add_all(readers)
+    session.flush()
+    notes = session.scalars(select(Note).where(Note.product_id == product.id)).all()
+    for note in notes:
+        published = note.status_at(now) is NoteStatus.PUBLISHED
+        if note.published_at is None or not published or note.is_internal:
+            continue  # end users never see these
+        share = rng.uniform(0.35, 0.8)
+        for reader in readers:
+            if rng.random() < share:
+                read_at = note.published_at + timedelta(hours=rng.randint(1, 96))
+                session.add(
+                    ReadReceipt(
+                        end_user_id=reader.id,
+                        note_id=note.id,
+                        read_at=min(read_at, now),
+                        channel="widget",
+                    )
+                )
+        for position, (reaction, comment) in enumerate(DEMO_COMMENTS.get(note.title, [])):
+            when = note.published_at + timedelta(days=1)
+            session.add(
+                Reaction(
+                    end_user_id=readers[position].id,
+                    note_id=note.id,
+                    reaction=reaction,
+                    comment=comment,
+                    created_at=when,
+                    updated_at=when,
+                )
+            )
+    session.commit()
 
 
 def _describe(session: Session, product: Product, now: datetime) -> dict[str, Any]:

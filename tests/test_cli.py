@@ -7,7 +7,15 @@ import json
 from sqlalchemy import func, select
 
 from announcements import accounts
-from announcements.models import AuditEvent, Membership, Note, Role
+from announcements.models import (
+    AuditEvent,
+    EndUser,
+    Membership,
+    Note,
+    Reaction,
+    ReadReceipt,
+    Role,
+)
 
 
 def test_demo_json_has_what_scripts_need(runner, monkeypatch) -> None:
@@ -44,18 +52,21 @@ def test_demo_is_realistic(runner, session) -> None:
         assert tag in bodies
     published = sorted(n.published_at for n in notes if n.published_at)
     assert (published[-1] - published[0]).days > 120
+    # Readers, so a note's page in the console has a read rate and comments to show.
+    assert session.scalar(select(func.count()).select_from(EndUser)) == 80
+    internal = [n.id for n in notes if n.is_internal or n.published_at is None]
+    read = set(session.scalars(select(ReadReceipt.note_id)))
+    assert read and not read & set(internal)
+    assert session.scalar(select(func.count()).select_from(Reaction).where(Reaction.comment != ""))
 
 
 def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) -> None:
     first = runner.invoke(args=["demo"])
-    counts = [
-        session.scalar(select(func.count()).select_from(t)) for t in (Note, Membership, AuditEvent)
-    ]
+    tables = (Note, Membership, AuditEvent, EndUser, ReadReceipt, Reaction)
+    counts = [session.scalar(select(func.count()).select_from(t)) for t in tables]
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0
-    assert [
-        session.scalar(select(func.count()).select_from(t)) for t in (Note, Membership, AuditEvent)
-    ] == counts
+    assert [session.scalar(select(func.count()).select_from(t)) for t in tables] == counts
     password = second.output.split("Password:")[1].strip()
     assert password and password not in first.output
     assert accounts.authenticate(session, "demo@tidings.test", password) is not None
