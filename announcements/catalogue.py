@@ -32,11 +32,9 @@ class CatalogueNote:
     """A note an end user may see, with the JSON the widget sends for it prepared."""
 
     id: int
-    version: str
     sort_version: Version
     published_at: datetime
     expires_at: datetime | None
-    is_important: bool
     audience: dict[str, Any] | None
     # The note's JSON object without its closing brace; the per-user fields follow.
     json_head: str
@@ -54,7 +52,6 @@ class Catalogue:
 
     product_id: int
     stamp: int
-    slug: str
     identity_secret: str
     require_identity: bool
     allowed_origins: frozenset[str]
@@ -125,11 +122,9 @@ def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
     )[:-1]
     return CatalogueNote(
         id=row.id,
-        version=row.version,
         sort_version=versions.parse(row.version),
         published_at=row.published_at,
         expires_at=row.expires_at,
-        is_important=row.is_important,
         audience=row.audience,
         json_head=head,
     )
@@ -176,7 +171,6 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
     return Catalogue(
         product_id=product.id,
         stamp=product.catalogue_stamp,
-        slug=product.slug,
         identity_secret=product.identity_secret,
         require_identity=product.require_identity,
         allowed_origins=frozenset(product.allowed_origins or ()),

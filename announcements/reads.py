@@ -30,7 +30,7 @@ from announcements.models import EndUser, Product, Reaction, ReadReceipt
 MAX_PAGE = 50
 MAX_READS_PER_CALL = 100
 MAX_COMMENT_LENGTH = 1000
-REACTIONS = {"👍": "helpful", "👎": "not helpful", "😕": "confusing"}
+REACTIONS = {"👍": "Helpful", "👎": "Not helpful", "😕": "Confusing"}
 # "Last seen" is kept to the hour: page views in between change nothing in the
 # database, so a read-only request stays read-only.
 SEEN_GRANULARITY = timedelta(hours=1)

@@ -20,7 +20,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 
-from announcements import accounts, queries, rendering, services, targeting
+from announcements import accounts, queries, reads, rendering, services, targeting
 from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import Category, Note, NoteStatus, Product, Role, utcnow
 from announcements.services import Intent, NoteInput, ProductSettings
@@ -307,6 +307,7 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
             audience_rows=_audience_rows(note),
             operators=targeting.OPERATORS,
             readership=queries.readership(db.session, note) if note else None,
+            reactions=reads.REACTIONS,
         ),
         status,
     )
