@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
 
 
@@ -171,6 +172,8 @@ class Product(Base):
     # How many of the newest releases a user seen for the first time finds unread;
     # everything older counts as seen, so a newcomer is not flooded with history.
     grace_releases: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Ask search engines not to index the public changelog.
+    noindex: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     # Bumped by every change to the product's notes, so caches and ETags can tell
     # "nothing changed" without reading the notes.
     catalogue_stamp: Mapped[int] = mapped_column(Integer, default=0)

@@ -56,9 +56,19 @@ def notes_by_version(
     text: str = "",
     page: int = 1,
     versions_per_page: int = 15,
+    public: bool = False,
+    version: str | None = None,
 ) -> NotesPage:
-    """The product's notes grouped by version, newest version first, a page of versions at once."""
+    """The product's notes grouped by version, newest version first, a page of versions at once.
+
+    ``public`` keeps only what anyone may read: published, not internal, not archived;
+    ``version`` keeps one version.
+    """
     query = select(Note).where(Note.product_id == product.id)
+    if public:
+        query = query.where(status_clause(NoteStatus.PUBLISHED, now), Note.is_internal.is_(False))
+    if version is not None:
+        query = query.where(Note.version == version)
     if status is not None:
         query = query.where(status_clause(status, now))
     if category is not None:

@@ -84,6 +84,7 @@ class ProductSettings:
     logo_url: str | None = None
     accent_color: str = "#4f46e5"
     grace_releases: int = 1
+    noindex: bool = False
 
 
 MAX_GRACE_RELEASES = 20
@@ -177,6 +178,7 @@ def _apply_settings(product: Product, settings: ProductSettings) -> None:
     product.logo_url = settings.logo_url or None
     product.accent_color = settings.accent_color.lower()
     product.grace_releases = settings.grace_releases
+    product.noindex = settings.noindex
 
 
 def rotate_identity_secret(

@@ -7,7 +7,18 @@ from typing import Any
 
 from flask import Flask
 
-from app import api, auth, cli, config, converters, database, demo_host, errors, security
+from app import (
+    api,
+    auth,
+    cli,
+    config,
+    converters,
+    database,
+    demo_host,
+    errors,
+    public,
+    security,
+)
 from app.console import bp as console_bp
 from app.extensions import csrf, db, limiter, migrate
 
@@ -42,6 +53,7 @@ def create_app(
     errors.init_app(app)
     cli.init_app(app)
     app.register_blueprint(console_bp)
+    public.init_app(app)
     api.init_app(app)
     demo_host.init_app(app)
     return app

@@ -46,6 +46,7 @@ class ProductForm(FlaskForm):
     default_locale = StringField("Default language", default="en")
     logo_url = StringField("Logo URL", description="https:// only. Shown on the public page.")
     accent_color = StringField("Accent colour", default="#4f46e5")
+    noindex = BooleanField("Hide the public changelog from search engines")
     grace_releases = IntegerField(
         "Releases a new user finds unread",
         default=1,

@@ -152,6 +152,7 @@ def _settings_from(form: ProductForm) -> ProductSettings:
         logo_url=(form.logo_url.data or "").strip() or None,
         accent_color=(form.accent_color.data or "").strip(),
         grace_releases=form.grace_releases.data if form.grace_releases.data is not None else 1,
+        noindex=bool(form.noindex.data),
     )
 
 

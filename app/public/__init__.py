@@ -1,0 +1,17 @@
+"""The public face of a product: its changelog page and its feeds, for anyone."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+from announcements.feeds import FeedIndexCache
+
+bp = Blueprint("public", __name__)
+
+from app.public import views  # noqa: E402 - registers the routes on bp
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[views.FEED_INDEX_KEY] = FeedIndexCache()
+    app.extensions[views.FEED_CACHE_KEY] = {}
+    app.register_blueprint(bp)
