@@ -2,8 +2,9 @@
 
 Seeds a product with 200 notes over 40 versions, 1,000,000 end users and 10,000,000
 read receipts, serves the app with gunicorn, and drives it with wrk on loopback:
-GET notes for random users with valid hashes, POST reads of random notes, and a
-bare endpoint returning constant JSON under the same server settings (measured
+GET notes for random users with valid hashes, POST reads of random notes, the
+product's Atom feed (fresh, and revalidated to a 304), and a bare endpoint
+returning constant JSON under the same server settings (measured
 in rounds with the others). Prints the median req/s, p50 and p99 and the ratio to the bare
 endpoint, for SQLite and for PostgreSQL.
 
@@ -308,11 +309,12 @@ def _ms(value: str) -> float:
 
 
 def load(url: str, seconds: int, connections: int, script: list[str] | None = None) -> Result:
+    """Drive ``url`` with wrk; ``script`` is a Lua file and its arguments, or wrk options."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if script:
+    if script and script[0].endswith(".lua"):
         command += ["-s", script[0], url, "--", *script[1:]]
     else:
-        command.append(url)
+        command += [*(script or []), url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", output, re.MULTILINE))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
@@ -332,8 +334,13 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
     base = f"http://127.0.0.1:{port}"
     reads_path = f"/api/v1/widget/{seeded.widget_key}/reads"
     try:
+        feed_url = f"{base}/changelog/bench/feed.atom"
+        with urllib.request.urlopen(feed_url, timeout=10) as answer:  # noqa: S310 - loopback
+            feed_etag = answer.headers["ETag"]
         scenarios = {
             "bare": (f"{base}/bench/bare", None),
+            "feed 200": (feed_url, None),
+            "feed 304": (feed_url, ["-H", f"If-None-Match: {feed_etag}"]),
             "GET notes": (base, [str(ROOT / "bench/get_notes.lua"), str(get_file)]),
             "POST reads": (base, [str(ROOT / "bench/post_reads.lua"), str(post_file), reads_path]),
         }
