@@ -24,7 +24,7 @@ from packaging.version import Version
 from sqlalchemy import Connection, select
 
 from announcements import targeting, versions
-from announcements.models import Note, Product
+from announcements.models import Note, Product, outward_clause
 
 
 @dataclass(frozen=True)
@@ -159,12 +159,7 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
             Note.is_important,
             Note.audience,
         )
-        .where(
-            Note.product_id == product.id,
-            Note.published_at.is_not(None),
-            Note.archived_at.is_(None),
-            Note.is_internal.is_(False),
-        )
+        .where(Note.product_id == product.id, outward_clause())
         .order_by(Note.published_at.desc(), Note.id.desc())
     ).all()
     notes = tuple(_entry(row, base_url, product.slug) for row in rows)

@@ -13,14 +13,20 @@ from datetime import datetime
 from typing import Any
 
 from feedgen.feed import FeedGenerator
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Engine, Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from announcements.catalogue import iso, note_url
-from announcements.models import Category, Note, NoteStatus, Product, status_clause
+from announcements.models import (
+    Category,
+    Note,
+    NoteStatus,
+    Product,
+    outward_clause,
+    status_clause,
+)
 
 FEED_SIZE = 50
-KINDS = ("rss", "atom", "json")
 
 
 @dataclass(frozen=True)
@@ -134,9 +140,17 @@ class FeedIndexCache:
     def __init__(self) -> None:
         self._indexes: dict[str, FeedIndex] = {}
 
-    def get(self, session: Session, slug: str) -> FeedIndex | None:
-        """The product's index at its current stamp; None for an unknown product."""
-        product = session.execute(
+    def get(self, engine: Engine, slug: str) -> FeedIndex | None:
+        """The product's index at its current stamp; None for an unknown product.
+
+        It runs on its own connection from ``engine`` (the widget's autocommit pool on
+        PostgreSQL): a transaction around one read would cost two more round trips.
+        """
+        with engine.connect() as connection:
+            return self._get(connection, slug)
+
+    def _get(self, connection: Connection, slug: str) -> FeedIndex | None:
+        product = connection.execute(
             select(Product.id, Product.catalogue_stamp, Product.created_at).where(
                 Product.slug == slug
             )
@@ -146,14 +160,9 @@ class FeedIndexCache:
         cached = self._indexes.get(slug)
         if cached is not None and cached.stamp == product.catalogue_stamp:
             return cached
-        rows = session.execute(
+        rows = connection.execute(
             select(Note.id, Note.published_at, Note.updated_at, Note.category, Note.locale)
-            .where(
-                Note.product_id == product.id,
-                Note.published_at.is_not(None),
-                Note.archived_at.is_(None),
-                Note.is_internal.is_(False),
-            )
+            .where(Note.product_id == product.id, outward_clause())
             .order_by(Note.published_at.desc(), Note.id.desc())
         ).all()
         index = FeedIndex(

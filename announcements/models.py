@@ -263,6 +263,14 @@ def status_clause(status: NoteStatus, now: datetime) -> ColumnElement[bool]:
     return and_(live, Note.published_at <= now)
 
 
+def outward_clause() -> ColumnElement[bool]:
+    """Notes meant for the world, now or at their scheduled time: not drafts, not archived,
+    not internal. Callers compare ``published_at`` with the time themselves."""
+    return and_(
+        Note.published_at.is_not(None), Note.archived_at.is_(None), Note.is_internal.is_(False)
+    )
+
+
 class NoteTranslation(Base):
     """A note's title and body in another locale."""
 

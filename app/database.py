@@ -92,7 +92,8 @@ def write_turn() -> contextlib.AbstractContextManager[None]:
 
 
 def widget_engine() -> Engine:
-    """The engine for the widget's calls: on PostgreSQL a pool of autocommit connections.
+    """The engine for the public hot paths (widget calls, feed validators): on PostgreSQL
+    a pool of autocommit connections.
 
     Switching a pooled connection to autocommit and back, and resetting it on return,
     cost several driver calls per widget request; connections that stay in autocommit

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from announcements.feeds import FeedIndexCache
 from announcements.models import Category, Note, Product, utcnow
+from app.database import widget_engine
 from tests.conftest import SHARED_TESTDATA
 from tests.factories import make_note, make_product
 
@@ -257,7 +258,7 @@ def test_our_feeds_carry_what_real_changelog_feeds_carry(client, planted) -> Non
 def test_a_scheduled_note_going_live_changes_the_feed_without_any_edit(
     session, product, planted
 ) -> None:
-    index = FeedIndexCache().get(session, "acme")
+    index = FeedIndexCache().get(widget_engine(), "acme")
     scheduled_at = planted["scheduled"].published_at
     before = index.validators("atom", scheduled_at - timedelta(seconds=1), None, None)
     after = index.validators("atom", scheduled_at, None, None)

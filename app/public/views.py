@@ -12,6 +12,7 @@ from werkzeug.http import is_resource_modified
 from announcements import feeds, queries, versions
 from announcements.models import Category, Product, utcnow
 from announcements.services import LOCALE_PATTERN
+from app.database import widget_engine
 from app.extensions import db
 from app.public import bp
 
@@ -93,7 +94,7 @@ def version(slug: str, version: str) -> ResponseReturnValue:
 @bp.get("/changelog/<slug>/feed.<any(rss, atom, json):kind>")
 def feed(slug: str, kind: str) -> ResponseReturnValue:
     """RSS 2.0, Atom 1.0 or JSON Feed 1.1 of the latest notes; conditional GET answers 304."""
-    index = current_app.extensions[FEED_INDEX_KEY].get(db.session, slug)
+    index = current_app.extensions[FEED_INDEX_KEY].get(widget_engine(), slug)
     if index is None:
         abort(404)
     category = _category()
