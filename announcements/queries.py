@@ -73,8 +73,10 @@ def notes_by_version(
         query = query.where(status_clause(status, now))
     if category is not None:
         query = query.where(Note.category == category)
-    if text.strip():
-        pattern = like_pattern(text.strip().lower())
+    # PostgreSQL refuses a NUL in a string, and no note can hold one: drop it.
+    text = text.replace("\x00", "").strip()
+    if text:
+        pattern = like_pattern(text.lower())
         query = query.where(
             or_(
                 func.lower(Note.title).like(pattern, escape="\\"),

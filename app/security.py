@@ -1,8 +1,9 @@
-"""Response headers that keep console pages from being framed, sniffed or scripted."""
+"""Response headers that keep console pages from being framed, sniffed or scripted, and a
+guard against form input no database can keep."""
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, request
 
 CONSOLE_CSP = "; ".join(
     [
@@ -30,5 +31,14 @@ def _headers(response: Response) -> Response:
     return response
 
 
+def _refuse_nul() -> None:
+    """A NUL character is never text a person typed, and PostgreSQL cannot store one."""
+    if request.method != "POST" or not request.form:
+        return
+    if any("\x00" in value for value in request.form.values()):
+        abort(400, description="The form holds a character that is not text. Check and resend.")
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(_refuse_nul)
     app.after_request(_headers)

@@ -346,3 +346,12 @@ def test_a_published_note_shows_its_readers_and_read_rate(client, session, edito
     assert "2 users" in page and "50%" in page
     assert "4 users the widget has seen" in page
     assert "Where is the export button?" in page
+
+
+def test_a_nul_character_in_a_form_is_a_clear_error_and_saves_nothing(
+    client, session, editor_on_acme
+) -> None:
+    response = client.post("/console/p/acme/notes/new", data=_note_form(client, title="a\x00b"))
+    assert response.status_code == 400
+    assert "not text" in response.get_data(as_text=True)
+    assert _count_notes(session) == 0

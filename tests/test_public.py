@@ -139,6 +139,7 @@ def test_unknown_product_category_and_version(client, planted) -> None:
         assert "There is no category" in response.get_data(as_text=True)
     assert client.get("/changelog/acme/feed.rss?locale=!!").status_code == 400
     assert client.get("/changelog/acme?page=99999999999999999999").status_code == 200
+    assert client.get("/changelog/acme?q=fun%00nels").status_code == 200
 
 
 def test_sharing_tags_feeds_and_noindex(client, session, product, planted) -> None:
