@@ -28,8 +28,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     and_,
+    false,
 )
-from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
 
 
@@ -173,7 +173,7 @@ class Product(Base):
     # everything older counts as seen, so a newcomer is not flooded with history.
     grace_releases: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Ask search engines not to index the public changelog.
-    noindex: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    noindex: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Bumped by every change to the product's notes, so caches and ETags can tell
     # "nothing changed" without reading the notes.
     catalogue_stamp: Mapped[int] = mapped_column(Integer, default=0)
