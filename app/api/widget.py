@@ -8,8 +8,10 @@ domain, and answer; CORS is limited to the product's allowed origins.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, current_app, g, request, send_from_directory
@@ -147,14 +149,13 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         catalogue, state = _load(connection, widget_key, user_id)
         _check_identity(catalogue, user_id, request.args.get("user_hash"))
         if user_id is not None and reads.needs_writing(sighting, state, now):
-            with write_turn():
+            with _writing(connection):
                 state = reads.see(connection, catalogue.product_id, sighting, state, now)
-                connection.commit()
-    attributes = sighting.attributes or (state.attributes if state else {})
     inbox = reads.inbox(
         catalogue,
         state,
-        attributes=attributes,
+        # A known user's stored attributes are the ones just sent, when any were sent.
+        attributes=state.attributes if state else sighting.attributes,
         app_version=app_version,
         now=now,
         limit=limit,
@@ -178,6 +179,14 @@ def _widget_connection() -> Connection:
     it are committed together.
     """
     return widget_engine().connect()
+
+
+@contextlib.contextmanager
+def _writing(connection: Connection) -> Iterator[None]:
+    """Write in this process's turn (SQLite has one writer) and commit what was written."""
+    with write_turn():
+        yield
+        connection.commit()
 
 
 def _json_body() -> dict[str, Any]:
@@ -210,11 +219,11 @@ def widget_reads(widget_key: str) -> ResponseReturnValue:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_ids = reads.check_readable(catalogue, _as_list(body.get("note_ids")))
         if state is None or not state.read_ids.issuperset(note_ids):
-            with write_turn():
-                sighting = reads.Sighting(user_id)
-                state = reads.see(connection, catalogue.product_id, sighting, state, now)
+            with _writing(connection):
+                state = reads.see(
+                    connection, catalogue.product_id, reads.Sighting(user_id), state, now
+                )
                 reads.mark_read(connection, state, note_ids, channel="widget", now=now)
-                connection.commit()
     return Response(status=204)
 
 
@@ -233,10 +242,9 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_id, reaction = body.get("note_id"), body.get("reaction")
         comment = reads.check_reaction(catalogue, note_id, reaction, body.get("comment"))
-        with write_turn():
+        with _writing(connection):
             state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
             reads.react(connection, state, note_id, reaction, comment, now=now)
-            connection.commit()
     return {"note_id": note_id, "reaction": reaction, "comment": comment}
 
 

@@ -35,6 +35,7 @@ from app.console.forms import (
     ProductForm,
     RoleForm,
 )
+from app.converters import page_arg
 from app.extensions import db, limiter
 
 
@@ -54,11 +55,6 @@ def _show_errors(form: FlaskForm, error: ValidationFailed) -> None:
             flash(message, "error")
         else:
             field.errors = [*field.errors, message]
-
-
-def _page_arg() -> int:
-    """The ``page`` query argument, clamped to a page that can exist."""
-    return min(max(request.args.get("page", 1, type=int), 1), 100_000)
 
 
 def _safe_next(target: str | None) -> str:
@@ -210,7 +206,7 @@ def notes(product: Product) -> ResponseReturnValue:
     status = NoteStatus(status_arg) if status_arg in NoteStatus._value2member_map_ else None
     category = Category(category_arg) if category_arg in Category._value2member_map_ else None
     text = request.args.get("q", "")[:200]
-    page = _page_arg()
+    page = page_arg()
     now = utcnow()
     listing = queries.notes_by_version(
         db.session, product, now=now, status=status, category=category, text=text, page=page
@@ -501,7 +497,7 @@ def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def audit(product: Product) -> ResponseReturnValue:
     """Who changed what, newest first."""
-    page = _page_arg()
+    page = page_arg()
     events, has_more = queries.audit_trail(db.session, product, page=page)
     return render_template(
         "console/audit.html", product=product, events=events, page=page, has_more=has_more

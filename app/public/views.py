@@ -12,6 +12,7 @@ from werkzeug.http import is_resource_modified
 from announcements import feeds, queries, versions
 from announcements.models import Category, Product, utcnow
 from announcements.services import LOCALE_PATTERN
+from app.converters import page_arg
 from app.database import widget_engine
 from app.extensions import db
 from app.public import bp
@@ -25,7 +26,6 @@ MIMETYPES = {
     "atom": "application/atom+xml",
     "json": "application/feed+json",
 }
-MAX_PAGE = 10_000
 
 
 def _product(slug: str) -> Product:
@@ -57,9 +57,14 @@ def changelog(slug: str) -> ResponseReturnValue:
     product = _product(slug)
     category = _category()
     text = request.args.get("q", "")[:200].strip()
-    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
     listing = queries.notes_by_version(
-        db.session, product, now=utcnow(), category=category, text=text, page=page, public=True
+        db.session,
+        product,
+        now=utcnow(),
+        category=category,
+        text=text,
+        page=page_arg(),
+        public=True,
     )
     return render_template(
         "public/changelog.html",
