@@ -13,17 +13,15 @@ from datetime import datetime
 from typing import Any
 
 from feedgen.feed import FeedGenerator
-from sqlalchemy import Connection, Engine, Select, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session, selectinload
 
 from announcements.catalogue import iso, note_url
 from announcements.models import (
     Category,
     Note,
-    NoteStatus,
     Product,
     outward_clause,
-    status_clause,
 )
 
 FEED_SIZE = 50
@@ -38,6 +36,7 @@ class Feed:
     base_url: str
     category: Category | None
     locale: str | None
+    updated_at: datetime  # the feed's Last-Modified
 
     @property
     def changelog_url(self) -> str:
@@ -51,14 +50,6 @@ class Feed:
         suffix = f" — {self.category.label}" if self.category else ""
         return f"{self.product.name} release notes{suffix}"
 
-    @property
-    def updated_at(self) -> datetime:
-        """The last change to anything the feed shows, or the product's creation."""
-        moments = [note.updated_at for note in self.notes] + [
-            note.published_at for note in self.notes if note.published_at
-        ]
-        return max(moments, default=self.product.created_at)
-
     def item_title(self, note: Note) -> str:
         return f"{note.version}: {note.title}"
 
@@ -69,32 +60,13 @@ class Feed:
         return note.author.display_name if note.author else self.product.name
 
 
-def _latest(
-    product: Product, now: datetime, category: Category | None, locale: str | None
-) -> Select[Any]:
-    query = (
-        select(Note)
-        .where(
-            Note.product_id == product.id,
-            status_clause(NoteStatus.PUBLISHED, now),
-            Note.is_internal.is_(False),
-        )
-        .order_by(Note.published_at.desc(), Note.id.desc())
-        .limit(FEED_SIZE)
-    )
-    if category is not None:
-        query = query.where(Note.category == category)
-    if locale is not None:
-        query = query.where(Note.locale == locale)
-    return query
-
-
 @dataclass(frozen=True)
 class Validators:
     """What identifies one state of a feed, read without loading the notes themselves."""
 
     etag: str
     last_modified: datetime
+    note_ids: tuple[int, ...]  # the feed's items, newest first
 
 
 @dataclass(frozen=True)
@@ -131,6 +103,7 @@ class FeedIndex:
         return Validators(
             etag=hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest(),
             last_modified=max(moments, default=self.created_at),
+            note_ids=tuple(note_id for note_id, _, _ in shown),
         )
 
 
@@ -178,15 +151,19 @@ class FeedIndexCache:
 def latest(
     session: Session,
     product: Product,
+    state: Validators,
     *,
-    now: datetime,
     base_url: str,
     category: Category | None = None,
     locale: str | None = None,
 ) -> Feed:
-    """The feed of the product's latest public notes, newest first."""
-    query = _latest(product, now, category, locale).options(selectinload(Note.author))
-    return Feed(product, list(session.scalars(query)), base_url, category, locale)
+    """The feed whose items the index chose for ``state``, newest first."""
+    found = session.scalars(
+        select(Note).where(Note.id.in_(state.note_ids)).options(selectinload(Note.author))
+    )
+    by_id = {note.id: note for note in found}
+    notes = [by_id[note_id] for note_id in state.note_ids if note_id in by_id]
+    return Feed(product, notes, base_url, category, locale, state.last_modified)
 
 
 def _generator(feed: Feed, kind: str) -> FeedGenerator:

@@ -134,7 +134,7 @@ def _rendered(
         found = feeds.latest(
             db.session,
             _product(slug),
-            now=utcnow(),
+            state,
             base_url=_base_url(),
             category=category,
             locale=locale,
