@@ -30,7 +30,13 @@ def test_a_permalink_lands_on_its_note(page, live_server) -> None:
     page.goto(f"{live_server}/changelog/lumen")
     page.get_by_role("link", name="2.10.0").click()
     page.wait_for_url(f"{live_server}/changelog/lumen/2.10.0")
-    assert (
-        "Funnels" in page.locator("h3").first.inner_text()
-        or page.locator("h3", has_text="Funnels").count() == 1
-    )
+    # The version's own notes, each at its anchor, and nothing from other versions.
+    assert "Funnels" in page.locator("h3").first.inner_text()
+    assert page.locator("h3", has_text="Funnels").count() == 1
+    assert page.locator("article[id^=note-] h3").all_inner_texts() == [
+        "Funnels: see where people drop off",
+        "Dates in exported PDFs",
+    ]
+    anchor = page.locator("article", has_text="Funnels").get_attribute("id")
+    page.goto(f"{live_server}/changelog/lumen/2.10.0#{anchor}")
+    assert page.evaluate("location.hash") == f"#{anchor}"
