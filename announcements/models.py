@@ -9,6 +9,7 @@ therefore becomes visible at its time with no job having to flip a flag.
 from __future__ import annotations
 
 import enum
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,9 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
+
+# A language tag: en, de, pt-BR.
+LOCALE_PATTERN = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 
 
 def utcnow() -> datetime:
@@ -177,6 +181,12 @@ class Product(Base):
     # Bumped by every change to the product's notes, so caches and ETags can tell
     # "nothing changed" without reading the notes.
     catalogue_stamp: Mapped[int] = mapped_column(Integer, default=0)
+    # Emails: the sender's display name (the product's name when unset), where replies go,
+    # and when the weekly digest goes out (a weekday, Monday = 0, and an hour, in UTC).
+    email_from_name: Mapped[str | None] = mapped_column(String(120))
+    email_reply_to: Mapped[str | None] = mapped_column(String(254))
+    digest_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    digest_hour: Mapped[int] = mapped_column(Integer, default=9, server_default="9")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(
@@ -227,6 +237,10 @@ class Note(Base):
     published_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
+    # Email the subscribers when the note goes live; ``emailed_at`` is when its messages
+    # were queued, so a note is queued once however many workers look at it.
+    email_subscribers: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    emailed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -339,19 +353,51 @@ class Reaction(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SubscriberStatus(enum.StrEnum):
+    """Where a subscriber stands; only confirmed subscribers are sent release notes."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # stopped after repeated permanent failures
+
+
+class Frequency(enum.StrEnum):
+    """How often a subscriber hears from a product."""
+
+    EVERY = "every"
+    IMPORTANT = "important"
+    DIGEST = "digest"
+
+    @property
+    def label(self) -> str:
+        return {
+            Frequency.EVERY: "Every release",
+            Frequency.IMPORTANT: "Important notes only",
+            Frequency.DIGEST: "A weekly digest",
+        }[self]
+
+
 class Subscriber(Base):
     """An email address that asked for a product's release notes."""
 
     __tablename__ = "subscriber"
-    __table_args__ = (UniqueConstraint("product_id", "email"),)
+    __table_args__ = (
+        UniqueConstraint("product_id", "email"),
+        Index(None, "product_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(254))
     # pending → confirmed → unsubscribed
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    # every release, important notes only, or a weekly digest
-    frequency: Mapped[str] = mapped_column(String(16), default="every")
+    status: Mapped[SubscriberStatus] = mapped_column(
+        _stored_as_value(SubscriberStatus), default=SubscriberStatus.PENDING
+    )
+    frequency: Mapped[Frequency] = mapped_column(
+        _stored_as_value(Frequency), default=Frequency.EVERY
+    )
+    # Categories to hear about (their names); empty means all of them.
     categories: Mapped[list[str]] = mapped_column(default=list)
     locale: Mapped[str | None] = mapped_column(String(35))
     end_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_user.id", ondelete="SET NULL"))
@@ -360,6 +406,22 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     last_digest_at: Mapped[datetime | None]
+
+    end_user: Mapped[EndUser | None] = relationship()
+
+
+class OutboxKind(enum.StrEnum):
+    CONFIRM = "confirm"  # the double opt-in message; its payload holds the asked preferences
+    NOTE = "note"
+    DIGEST = "digest"  # its payload lists the notes it covers
+
+
+class OutboxStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # claimed by a worker until ``next_attempt_at``
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # no longer to send: unsubscribed, read in-app, note withdrawn
 
 
 class OutboxMessage(Base):
@@ -375,15 +437,23 @@ class OutboxMessage(Base):
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
     note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))
-    # queued → sending → sent | failed
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    kind: Mapped[OutboxKind] = mapped_column(_stored_as_value(OutboxKind))
+    status: Mapped[OutboxStatus] = mapped_column(
+        _stored_as_value(OutboxStatus), default=OutboxStatus.QUEUED
+    )
+    payload: Mapped[dict[str, Any] | None]
+    # The worker holding a message in ``sending``: host, process id and start time.
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     message_id: Mapped[str | None] = mapped_column(String(255))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+    product: Mapped[Product] = relationship()
+    subscriber: Mapped[Subscriber] = relationship()
+    note: Mapped[Note | None] = relationship()
 
 
 class ApiKey(Base):

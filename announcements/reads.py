@@ -429,6 +429,16 @@ def mark_read(
     return len(new)
 
 
+def record_read(
+    connection: Connection, end_user_id: int, note_id: int, *, channel: str, now: datetime
+) -> None:
+    """Record one read that came from outside the widget (a link in a mail); idempotent."""
+    connection.execute(
+        _upsert(connection, "receipt"),
+        [{"end_user_id": end_user_id, "note_id": note_id, "read_at": now, "channel": channel}],
+    )
+
+
 def is_storable(text: str) -> bool:
     """Text every database can keep: no NUL character, and valid UTF-8 (no lone surrogate)."""
     if "\x00" in text:

@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from announcements import rendering, targeting, versions
+from announcements import rendering, subscriptions, targeting, versions
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
+    LOCALE_PATTERN,
     AuditEvent,
     Category,
     Membership,
@@ -33,7 +34,6 @@ from announcements.models import (
 MAX_TITLE_LENGTH = 200
 MAX_BODY_BYTES = 100 * 1024
 SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
-LOCALE_PATTERN = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 COLOR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
 ORIGIN_PATTERN = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d{1,5})?")
 
@@ -59,6 +59,8 @@ class NoteInput:
     is_internal: bool = False
     expires_at: datetime | None = None
     audience: dict[str, Any] | None = None
+    # Email the subscribers when it goes live; None: yes for important notes.
+    email_subscribers: bool | None = None
 
 
 # Products -----------------------------------------------------------------
@@ -345,6 +347,9 @@ def _write(note: Note, data: NoteInput) -> list[str]:
         "is_internal": data.is_internal,
         "expires_at": data.expires_at,
         "audience": targeting.validate(data.audience),
+        "email_subscribers": (
+            data.is_important if data.email_subscribers is None else data.email_subscribers
+        ),
     }
     changed = [name for name, value in values.items() if getattr(note, name) != value]
     for name in changed:
@@ -378,6 +383,7 @@ def create_note(
     _transition(note, intent, publish_at, now)
     _bump_stamp(product)
     session.flush()
+    _queue_mail(session, note, now)
     state = note.status_at(now).value
     _audit(session, product, by, "note.created", f"Created as {state}", note=note, now=now)
     session.commit()
@@ -410,6 +416,7 @@ def update_note(
         return note
     note.updated_at = now
     _bump_stamp(note.product)
+    _queue_mail(session, note, now)
     parts = []
     if changed:
         parts.append("Edited " + ", ".join(name.replace("_md", "") for name in changed))
@@ -455,9 +462,24 @@ def publish(session: Session, note: Note, *, by: TeamMember | None, now: datetim
     note.published_at = now
     note.updated_at = now
     _bump_stamp(note.product)
+    _queue_mail(session, note, now)
     _audit(session, note.product, by, "note.published", "Published", note=note, now=now)
     session.commit()
     return note
+
+
+def email_note(session: Session, note: Note, *, by: TeamMember | None, now: datetime) -> int:
+    """Send a published note to the subscribers who want it and have not had it; returns
+    how many messages were queued (subscribers who came since the last send, or all)."""
+    if note.status_at(now) is not NoteStatus.PUBLISHED or note.is_internal:
+        raise InvalidTransition("Only published, public notes can be emailed.")
+    note.email_subscribers = True
+    queued = subscriptions.queue_note(session, note, now=now)
+    _audit(
+        session, note.product, by, "note.emailed", f"Queued {queued} email(s)", note=note, now=now
+    )
+    session.commit()
+    return queued
 
 
 def archive(session: Session, note: Note, *, by: TeamMember | None, now: datetime) -> Note:
@@ -495,6 +517,13 @@ def delete_draft(session: Session, note: Note, *, by: TeamMember | None, now: da
     _bump_stamp(product)
     _audit(session, product, by, "note.deleted", summary, now=now)
     session.commit()
+
+
+def _queue_mail(session: Session, note: Note, now: datetime) -> None:
+    """Queue a note's emails in the transaction that makes it live, once; a scheduled note
+    is queued by the worker when its time comes (``subscriptions.queue_due_notes``)."""
+    if note.email_subscribers and note.emailed_at is None:
+        subscriptions.queue_note(session, note, now=now)
 
 
 def _bump_stamp(product: Product) -> None:

@@ -21,6 +21,7 @@ from app import (
 )
 from app.console import bp as console_bp
 from app.extensions import csrf, db, limiter, migrate
+from app.mail import jobs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def create_app(
     """Build the app: settings, extensions, blueprints, error pages, CLI.
 
     ``instance_path`` (default: ``instance/`` in the project) holds the SQLite database
-    and, later, outgoing mail; tests give each app a folder of its own.
+    the job queue and outgoing .eml files; tests give each app a folder of its own.
     """
     app = Flask(
         __name__,
@@ -52,6 +53,7 @@ def create_app(
     security.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
+    jobs.init_app(app)
     app.register_blueprint(console_bp)
     public.init_app(app)
     api.init_app(app)

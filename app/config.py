@@ -34,6 +34,20 @@ def _flag(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
+def _number(name: str, default: float, *, integer: bool = False) -> Any:
+    raw = os.environ.get(name) or ""
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} cannot be negative")
+    return value
+
+
 def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     """Build the app's configuration for one process."""
     env = _env("TIDINGS_ENV", "production")
@@ -51,6 +65,15 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         "MAIL_FROM": _env("MAIL_FROM", "Tidings <tidings@localhost>"),
         "SMTP_URL": _env("SMTP_URL", "") or None,
         "REDIS_URL": _env("REDIS_URL", "") or None,
+        # Messages a second each worker sends at most (0: no limit), in claimed batches.
+        "MAIL_RATE": _number("MAIL_RATE", 10.0),
+        "MAIL_BATCH": max(1, _number("MAIL_BATCH", 50, integer=True)),
+        # Permanent failures in a row after which an address is mailed no more.
+        "MAIL_BOUNCE_LIMIT": max(1, _number("MAIL_BOUNCE_LIMIT", 3, integer=True)),
+        # The mailbox named in List-Unsubscribe's mailto (default: MAIL_FROM's address).
+        "MAIL_UNSUBSCRIBE_TO": _env("MAIL_UNSUBSCRIBE_TO", "") or None,
+        "RATELIMIT_SUBSCRIBE": _env("RATELIMIT_SUBSCRIBE", "5 per minute;30 per hour"),
+        "RATELIMIT_SUBSCRIBE_ADDRESS": _env("RATELIMIT_SUBSCRIBE_ADDRESS", "3 per hour;10 per day"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", not development),

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import create_engine, event, exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from app.extensions import db
 
@@ -89,6 +89,14 @@ def write_turn() -> contextlib.AbstractContextManager[None]:
     """Wait for this process's turn to write; nothing to wait for on PostgreSQL."""
     queue: WriteQueue | None = current_app.extensions[QUEUE_KEY]
     return queue.turn() if queue is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def writing(connection: Connection) -> Iterator[None]:
+    """Write in this process's turn (SQLite has one writer) and commit what was written."""
+    with write_turn():
+        yield
+        connection.commit()
 
 
 def widget_engine() -> Engine:

@@ -23,7 +23,7 @@ from announcements.models import Base
 from app import create_app, database
 from app.extensions import db
 
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.mailserver"]
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
@@ -87,6 +87,7 @@ def make_app(database_url: str, instance_path: Path, **overrides: object) -> Fla
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": database_url,
         "RATELIMIT_ENABLED": False,
+        "MAIL_RATE": 0,
     }
     config.update(overrides)
     return create_app(config, instance_path=instance_path)

@@ -8,10 +8,8 @@ domain, and answer; CORS is limited to the product's allowed origins.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, current_app, g, request, send_from_directory
@@ -22,10 +20,9 @@ from sqlalchemy import Connection
 from announcements import reads, targeting, versions
 from announcements.catalogue import Catalogue, CatalogueCache
 from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
-from announcements.models import utcnow
-from announcements.services import LOCALE_PATTERN
+from announcements.models import LOCALE_PATTERN, utcnow
 from app.api import bp
-from app.database import widget_engine, write_turn
+from app.database import widget_engine, writing
 
 CACHE_KEY = "tidings.catalogues"
 MAX_USER_ID_LENGTH = 255
@@ -149,7 +146,7 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         catalogue, state = _load(connection, widget_key, user_id)
         _check_identity(catalogue, user_id, request.args.get("user_hash"))
         if user_id is not None and reads.needs_writing(sighting, state, now):
-            with _writing(connection):
+            with writing(connection):
                 state = reads.see(connection, catalogue.product_id, sighting, state, now)
     inbox = reads.inbox(
         catalogue,
@@ -179,14 +176,6 @@ def _widget_connection() -> Connection:
     it are committed together.
     """
     return widget_engine().connect()
-
-
-@contextlib.contextmanager
-def _writing(connection: Connection) -> Iterator[None]:
-    """Write in this process's turn (SQLite has one writer) and commit what was written."""
-    with write_turn():
-        yield
-        connection.commit()
 
 
 def _json_body() -> dict[str, Any]:
@@ -219,7 +208,7 @@ def widget_reads(widget_key: str) -> ResponseReturnValue:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_ids = reads.check_readable(catalogue, _as_list(body.get("note_ids")))
         if state is None or not state.read_ids.issuperset(note_ids):
-            with _writing(connection):
+            with writing(connection):
                 state = reads.see(
                     connection, catalogue.product_id, reads.Sighting(user_id), state, now
                 )
@@ -242,7 +231,7 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_id, reaction = body.get("note_id"), body.get("reaction")
         comment = reads.check_reaction(catalogue, note_id, reaction, body.get("comment"))
-        with _writing(connection):
+        with writing(connection):
             state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
             reads.react(connection, state, note_id, reaction, comment, now=now)
     return {"note_id": note_id, "reaction": reaction, "comment": comment}

@@ -1,4 +1,4 @@
-"""The public face of a product: its changelog page and its feeds, for anyone."""
+"""The public face of a product: its changelog page, its feeds and its email subscriptions."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from announcements.feeds import FeedIndexCache
 
 bp = Blueprint("public", __name__)
 
-from app.public import views  # noqa: E402 - registers the routes on bp
+from app.public import subscriptions, views  # noqa: E402 - registers the routes on bp
 
 
 def init_app(app: Flask) -> None:
     app.extensions[views.FEED_INDEX_KEY] = FeedIndexCache()
     app.extensions[views.FEED_CACHE_KEY] = {}
     app.register_blueprint(bp)
+    app.register_blueprint(subscriptions.bp)

@@ -10,8 +10,7 @@ from sqlalchemy import select
 from werkzeug.http import is_resource_modified
 
 from announcements import feeds, queries, versions
-from announcements.models import Category, Product, utcnow
-from announcements.services import LOCALE_PATTERN
+from announcements.models import LOCALE_PATTERN, Category, Frequency, Product, utcnow
 from app.converters import page_arg
 from app.database import widget_engine
 from app.extensions import db
@@ -73,6 +72,7 @@ def changelog(slug: str) -> ResponseReturnValue:
         category=category,
         text=text,
         categories=list(Category),
+        frequencies=list(Frequency),
         base_url=_base_url(),
     )
 

@@ -1,0 +1,196 @@
+"""The outbox's life cycle: claim, send, and record; never lose a message, never double one.
+
+A worker claims a small batch by moving it to ``sending`` under its own name, with a
+lease (``next_attempt_at``) it cannot outlive, and records each message as sent in
+its own commit right after the server accepted it. Killed at any moment, it leaves
+at most the one message in flight unrecorded; its other claims go back to the queue
+when its process is found dead (on the same host) or its lease runs out (elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import distinct, select, update
+from sqlalchemy.orm import Session
+
+from announcements.models import OutboxMessage, OutboxStatus, Subscriber, SubscriberStatus
+
+# Transient failures are retried this many times, waiting twice as long each time.
+MAX_ATTEMPTS = 8
+FIRST_RETRY = timedelta(seconds=30)
+LONGEST_RETRY = timedelta(hours=2)
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it do not.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def worker_name() -> str:
+    """This process, as written on the messages it claims: host, pid and start time."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_started(pid) or 0}"
+
+
+def _is_gone(name: str, host: str) -> bool:
+    """Whether the worker named ``name`` ran on this host and is no longer running."""
+    parts = name.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    return _started(int(parts[1])) != parts[2]
+
+
+def release_abandoned(session: Session, *, now: datetime) -> int:
+    """Put back in the queue what dead workers had claimed; returns how many messages."""
+    host = socket.gethostname()
+    holders = session.scalars(
+        select(distinct(OutboxMessage.claimed_by)).where(
+            OutboxMessage.status == OutboxStatus.SENDING
+        )
+    ).all()
+    gone = [name for name in holders if name and _is_gone(name, host)]
+    expired = OutboxMessage.next_attempt_at < now
+    abandoned = expired | OutboxMessage.claimed_by.in_(gone) if gone else expired
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status == OutboxStatus.SENDING, abandoned)
+        .values(status=OutboxStatus.QUEUED, claimed_by=None, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def claim(
+    session: Session, worker: str, *, now: datetime, limit: int, lease: timedelta
+) -> list[int]:
+    """Claim up to ``limit`` due messages for ``worker`` until ``now + lease``, oldest first.
+
+    On PostgreSQL, workers skip each other's locked rows instead of waiting; on SQLite
+    the statement runs alone, as SQLite writes one at a time.
+    """
+    due = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.status == OutboxStatus.QUEUED, OutboxMessage.next_attempt_at <= now)
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = session.scalars(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(due), OutboxMessage.status == OutboxStatus.QUEUED)
+        .values(status=OutboxStatus.SENDING, claimed_by=worker, next_attempt_at=now + lease)
+        .returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    session.commit()
+    return sorted(claimed)
+
+
+def _finish(session: Session, row_id: int, worker: str, **values: object) -> None:
+    """Record a claimed message's outcome, if this worker still holds it, and commit."""
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id, OutboxMessage.claimed_by == worker)
+        .values(claimed_by=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def mark_sent(session: Session, row_id: int, worker: str, *, smtp_id: str, now: datetime) -> None:
+    _finish(
+        session,
+        row_id,
+        worker,
+        status=OutboxStatus.SENT,
+        message_id=smtp_id,
+        sent_at=now,
+        attempts=OutboxMessage.attempts + 1,
+        last_error=None,
+    )
+
+
+def mark_skipped(session: Session, row_id: int, worker: str, *, reason: str) -> None:
+    _finish(session, row_id, worker, status=OutboxStatus.SKIPPED, last_error=reason)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long to wait after the ``attempts``-th failed attempt."""
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
+
+
+def mark_transient(
+    session: Session, message: OutboxMessage, worker: str, *, error: str, now: datetime
+) -> None:
+    """A failure worth retrying (4xx, connection lost): back to the queue, later; failed
+    after MAX_ATTEMPTS."""
+    attempts = message.attempts + 1
+    if attempts >= MAX_ATTEMPTS:
+        mark_failed(session, message, worker, error=error)
+        return
+    _finish(
+        session,
+        message.id,
+        worker,
+        status=OutboxStatus.QUEUED,
+        attempts=attempts,
+        next_attempt_at=now + retry_delay(attempts),
+        last_error=error[:2000],
+    )
+
+
+def mark_permanent(
+    session: Session, message: OutboxMessage, worker: str, *, error: str, bounce_limit: int
+) -> None:
+    """A permanent failure (5xx): failed for good, and one more hard bounce for the address;
+    after ``bounce_limit`` in a row it is mailed no more."""
+    subscriber = message.subscriber
+    subscriber.hard_bounces += 1
+    if subscriber.hard_bounces >= bounce_limit and subscriber.status is not (
+        SubscriberStatus.UNSUBSCRIBED
+    ):
+        subscriber.status = SubscriberStatus.BOUNCED
+    mark_failed(session, message, worker, error=error)
+
+
+def mark_failed(session: Session, message: OutboxMessage, worker: str, *, error: str) -> None:
+    """Give up on a message for good."""
+    _finish(
+        session,
+        message.id,
+        worker,
+        status=OutboxStatus.FAILED,
+        attempts=message.attempts + 1,
+        last_error=error[:2000],
+    )
+
+
+def release(session: Session, message_ids: Sequence[int], worker: str, *, now: datetime) -> None:
+    """Give back claimed messages this worker will not send now."""
+    if not message_ids:
+        return
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(message_ids), OutboxMessage.claimed_by == worker)
+        .values(status=OutboxStatus.QUEUED, claimed_by=None, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def reset_bounces(session: Session, subscriber: Subscriber) -> None:
+    """A delivered message ends a run of hard bounces (only written when there was one)."""
+    if subscriber.hard_bounces:
+        subscriber.hard_bounces = 0
+        session.commit()

@@ -1,0 +1,99 @@
+"""Background jobs on Huey: sending the outbox, and the worker's minute.
+
+Huey only carries wake-up calls; the outbox table is what must be sent. A lost
+task (a killed worker, Redis restarted) therefore loses nothing: the periodic task
+finds whatever is due within a minute, and ``flask worker`` runs it on start.
+
+Storage: SQLite (``instance/huey.db``) by default, Redis when ``REDIS_URL`` is set,
+so that several workers on several machines share one queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from huey import Huey, RedisHuey, SqliteHuey, crontab
+
+from app.mail import delivery, transport
+
+log = logging.getLogger(__name__)
+
+JOBS_KEY = "tidings.jobs"
+
+
+class Jobs:
+    """The app's queue and the tasks registered on it."""
+
+    def __init__(self, app: Flask) -> None:
+        self.huey = self._queue(app)
+        self.app = app
+        self.deliver = self.huey.task(name="tidings.deliver")(self._deliver)
+        self.tick = self.huey.periodic_task(crontab(minute="*"), name="tidings.tick")(self._tick)
+
+    @staticmethod
+    def _queue(app: Flask) -> Huey:
+        if app.config["REDIS_URL"]:
+            return RedisHuey("tidings", url=app.config["REDIS_URL"], results=False)
+        path = Path(app.instance_path) / "huey.db"
+        return SqliteHuey("tidings", filename=str(path), results=False)
+
+    def _deliver(self) -> None:
+        with self.app.app_context():
+            sender = transport.from_config(self.app.config["SMTP_URL"], self.app.instance_path)
+            try:
+                report = delivery.deliver_due(sender)
+            finally:
+                sender.close()
+            if report.sent or report.failed or report.retried or report.skipped:
+                log.info(
+                    "mail: %d sent, %d skipped, %d to retry, %d failed%s",
+                    report.sent,
+                    report.skipped,
+                    report.retried,
+                    report.failed,
+                    f" ({report.errors[-1]})" if report.errors else "",
+                )
+
+    def _tick(self) -> None:
+        with self.app.app_context():
+            done = delivery.housekeeping()
+        if any(done.values()):
+            log.info("mail: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
+        self._deliver()
+
+    def wake(self) -> None:
+        """Ask a worker to send what was just queued. If the queue cannot be reached the
+        messages wait in the outbox for the next minute's sweep; nothing is lost."""
+        try:
+            self.deliver()
+        except Exception:
+            log.warning("could not reach the job queue; mail goes out on the next sweep")
+
+
+def wake() -> None:
+    jobs: Jobs = current_app.extensions[JOBS_KEY]
+    jobs.wake()
+
+
+@click.command("worker")
+@click.option("--threads", default=2, show_default=True, help="Jobs run at once.")
+@with_appcontext
+def worker_command(threads: int) -> None:
+    """Run the background worker: sends mail, queues scheduled notes and digests."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    jobs: Jobs = current_app.extensions[JOBS_KEY]
+    # Whatever a previous worker left behind goes out now, not at the next minute.
+    jobs.tick()
+    consumer = jobs.huey.create_consumer(
+        workers=threads, worker_type="thread", periodic=True, max_delay=2.0
+    )
+    consumer.run()
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[JOBS_KEY] = Jobs(app)
+    app.cli.add_command(worker_command)

@@ -1,0 +1,165 @@
+"""How a composed message leaves: over SMTP, or into ``instance/mail/`` as an .eml file.
+
+``SMTP_URL`` picks the way and its security:
+
+- ``smtp://user:pass@host:587`` - STARTTLS, required (the default for ``smtp://``);
+- ``smtps://user:pass@host:465`` - TLS from the first byte (implicit TLS);
+- ``smtp://host:25?starttls=off`` - plain text, for a relay on the same machine.
+
+One connection is kept open and reused for many messages. Failures are sorted into
+:class:`Transient` (4xx replies, lost connections: try again later) and
+:class:`Permanent` (5xx replies: this address will not take it).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from app.config import ConfigError
+
+CONNECT_TIMEOUT = 30.0
+
+
+class Transient(Exception):
+    """Worth another try later."""
+
+
+class Unreachable(Transient):
+    """The server cannot be reached or dropped the connection: stop this batch, too."""
+
+
+class Permanent(Exception):
+    """Will fail again: the server refused this message or address for good."""
+
+
+class Transport(Protocol):
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Directory:
+    """Writes each message to ``<folder>/<message id>.eml``; a resend overwrites its file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = str(message["Message-ID"]).strip("<>").split("@", 1)[0]
+        final = self.folder / f"{name}.eml"
+        partial = final.with_suffix(".eml.partial")
+        partial.write_bytes(message.as_bytes())
+        os.replace(partial, final)
+
+    def close(self) -> None:
+        """Nothing stays open."""
+
+
+class Smtp:
+    """An SMTP client that keeps its connection between messages."""
+
+    def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ConfigError(
+                f"SMTP_URL must look like smtp://user:pass@host:587 or smtps://host:465, "
+                f"not {parts.scheme or url!r}"
+            )
+        options = parse_qs(parts.query)
+        self.implicit_tls = parts.scheme == "smtps"
+        self.starttls = not self.implicit_tls and options.get("starttls", ["on"])[0] != "off"
+        self.host = parts.hostname
+        self.port = parts.port or (465 if self.implicit_tls else 587)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else ""
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._client: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        try:
+            client: smtplib.SMTP
+            if self.implicit_tls:
+                client = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=CONNECT_TIMEOUT, context=self.ssl_context
+                )
+            else:
+                client = smtplib.SMTP(self.host, self.port, timeout=CONNECT_TIMEOUT)
+                if self.starttls:
+                    client.starttls(context=self.ssl_context)
+            if self.username:
+                client.login(self.username, self.password)
+        except smtplib.SMTPAuthenticationError as error:
+            raise Unreachable(f"the SMTP server refused the login: {error}") from error
+        except (OSError, smtplib.SMTPException) as error:
+            raise Unreachable(f"cannot reach the SMTP server: {error}") from error
+        return client
+
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+        for attempt in (1, 2):
+            if self._client is None:
+                self._client = self._connect()
+            try:
+                refused = self._client.send_message(message, sender, [recipient])
+            except smtplib.SMTPServerDisconnected as error:
+                # The server closed a connection that sat idle: one fresh try at once.
+                self._client = None
+                if attempt == 2:
+                    raise Unreachable(f"the SMTP server closed the connection: {error}") from error
+                continue
+            except smtplib.SMTPRecipientsRefused as error:
+                code, text = next(iter(error.recipients.values()))
+                raise _failure(code, text) from error
+            except smtplib.SMTPResponseException as error:
+                raise _failure(error.smtp_code, error.smtp_error) from error
+            except (OSError, smtplib.SMTPException) as error:
+                self.close()
+                raise Unreachable(f"sending failed: {error}") from error
+            if refused:
+                code, text = next(iter(refused.values()))
+                raise _failure(code, text)
+            return
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.quit()
+            except (OSError, smtplib.SMTPException):
+                client.close()
+
+
+def _failure(code: int, text: bytes | str) -> Exception:
+    reason = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    kind = Permanent if 500 <= code < 600 else Transient
+    return kind(f"{code} {reason}")
+
+
+def from_config(smtp_url: str | None, instance_path: str) -> Transport:
+    """SMTP when ``SMTP_URL`` is set, otherwise .eml files under ``instance/mail/``."""
+    if smtp_url:
+        return Smtp(smtp_url)
+    return Directory(Path(instance_path) / "mail")
+
+
+class Pacer:
+    """Keeps sending at or under ``rate`` messages a second (0: as fast as it goes)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        if self._next > now:
+            time.sleep(self._next - now)
+        self._next = max(self._next, now) + self.interval
