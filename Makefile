@@ -5,7 +5,7 @@ PORT ?= 5000
 BASE_URL ?= http://127.0.0.1:$(PORT)
 FLASK = TIDINGS_ENV=development BASE_URL=$(BASE_URL) $(VENV)/bin/flask --app wsgi
 
-.PHONY: run test lint format install install-dev bench clean
+.PHONY: run test lint format install install-dev bench bench-mail clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ lint: install-dev
 
 bench: install-dev
 	scripts/bench.sh $(ARGS)
+
+bench-mail: install-dev
+	PG_DURABLE=1 scripts/with-postgres.sh $(VENV)/bin/python bench/mail_bench.py $(ARGS)
 
 format: install-dev
 	$(VENV)/bin/ruff format .

@@ -14,8 +14,9 @@ import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import distinct, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from announcements.models import OutboxMessage, OutboxStatus, Subscriber, SubscriberStatus
@@ -54,9 +55,9 @@ def release_abandoned(session: Session, *, now: datetime) -> int:
     """Put back in the queue what dead workers had claimed; returns how many messages."""
     host = socket.gethostname()
     holders = session.scalars(
-        select(distinct(OutboxMessage.claimed_by)).where(
-            OutboxMessage.status == OutboxStatus.SENDING
-        )
+        select(OutboxMessage.claimed_by)
+        .where(OutboxMessage.status == OutboxStatus.SENDING)
+        .distinct()
     ).all()
     gone = [name for name in holders if name and _is_gone(name, host)]
     expired = OutboxMessage.next_attempt_at < now
@@ -108,17 +109,26 @@ def _finish(session: Session, row_id: int, worker: str, **values: object) -> Non
     session.commit()
 
 
-def mark_sent(session: Session, row_id: int, worker: str, *, smtp_id: str, now: datetime) -> None:
-    _finish(
-        session,
-        row_id,
-        worker,
+_outbox = cast(Table, OutboxMessage.__table__)
+# Built once: recording a sent message is the step run for every message, and building
+# the statement each time cost as much as running it.
+_SENT = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("row_id"), _outbox.c.claimed_by == bindparam("worker"))
+    .values(
         status=OutboxStatus.SENT,
-        message_id=smtp_id,
-        sent_at=now,
-        attempts=OutboxMessage.attempts + 1,
+        claimed_by=None,
+        attempts=_outbox.c.attempts + 1,
         last_error=None,
+        message_id=bindparam("smtp_id"),
+        sent_at=bindparam("now"),
     )
+)
+
+
+def mark_sent(session: Session, row_id: int, worker: str, *, smtp_id: str, now: datetime) -> None:
+    session.execute(_SENT, {"row_id": row_id, "worker": worker, "smtp_id": smtp_id, "now": now})
+    session.commit()
 
 
 def mark_skipped(session: Session, row_id: int, worker: str, *, reason: str) -> None:

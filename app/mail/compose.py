@@ -6,13 +6,14 @@ styles, table layout, 600 px wide, readable without images) for each kind of mai
 
 from __future__ import annotations
 
+import binascii
+import functools
 import hashlib
 import hmac
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,11 +25,6 @@ from announcements.models import Note, OutboxMessage, Product, Subscriber, utcno
 from announcements.subscriptions import Preferences
 from app.mail import tokens
 from app.mail.tokens import Purpose
-
-# Lines of headers may run to RFC 5322's 998 characters: List-Unsubscribe holds URLs with
-# no place to fold, and at the default 78 Python would turn them into encoded words that
-# mail clients do not read. The parts are encoded (76-character lines) before it applies.
-SENDING_POLICY = policy.default.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,12 @@ def _external(endpoint: str, **values: Any) -> str:
 
 def sender_address() -> str:
     """The bare address of ``MAIL_FROM``, used as the envelope sender."""
-    return parseaddr(current_app.config["MAIL_FROM"])[1]
+    return _bare_address(current_app.config["MAIL_FROM"])
+
+
+@functools.lru_cache(maxsize=8)
+def _bare_address(mail_from: str) -> str:
+    return parseaddr(mail_from)[1]
 
 
 def _message_id(row_id: int) -> str:
@@ -87,6 +88,52 @@ def localized(note: Note, subscriber: Subscriber) -> Localized:
     )
 
 
+@dataclass(frozen=True)
+class Composed:
+    """A message ready for the wire: its Message-ID and its bytes (CRLF line ends)."""
+
+    message_id: str
+    data: bytes
+
+
+def _header_value(value: str) -> str:
+    """One line, whatever was typed, and RFC 2047 words where it is not plain ASCII."""
+    value = " ".join(value.split())
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def _part(subtype: str, content: str) -> bytes:
+    """A text part in UTF-8, quoted-printable (76-character lines, RFC 2045)."""
+    encoded = binascii.b2a_qp(content.replace("\r\n", "\n").encode(), istext=True)
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    ).encode() + encoded.replace(b"\n", b"\r\n")
+
+
+def assemble(headers: list[tuple[str, str]], text: str, html: str) -> bytes:
+    """multipart/alternative of ``text`` then ``html``, under ``headers``.
+
+    Python's email package builds the same message, but at 3 ms apiece it cost more
+    than the SMTP exchange itself; the C encoders it uses underneath take 0.1 ms.
+    The tests parse every message back with the email package.
+    """
+    boundary = "tidings-" + secrets.token_hex(12)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    head += (
+        f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+    )
+    separator = f"\r\n--{boundary}\r\n".encode()
+    return (
+        head.encode()
+        + separator
+        + _part("plain", text)
+        + separator
+        + _part("html", html)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
 def _envelope(
     product: Product,
     subscriber: Subscriber,
@@ -96,18 +143,21 @@ def _envelope(
     *,
     listed: bool,
     **context: Any,
-) -> EmailMessage:
+) -> Composed:
     """A message from the product to the subscriber, with both parts rendered from
     ``template`` and, when ``listed``, the list and one-click unsubscribe headers."""
-    message = EmailMessage()
-    name = product.email_from_name or product.name
-    message["From"] = formataddr((name, sender_address()))
-    message["To"] = Address(addr_spec=subscriber.email)
+    message_id = _message_id(row_id)
+    # formataddr quotes or encodes the display name as it needs.
+    name = " ".join((product.email_from_name or product.name).split())
+    headers = [
+        ("From", formataddr((name, sender_address()))),
+        ("To", subscriber.email),
+        ("Subject", _header_value(subject)),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", message_id),
+    ]
     if product.email_reply_to:
-        message["Reply-To"] = product.email_reply_to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = _message_id(row_id)
+        headers.append(("Reply-To", _header_value(product.email_reply_to)))
     context.update(
         product=product,
         subscriber=subscriber,
@@ -117,26 +167,26 @@ def _envelope(
     if listed:
         token = tokens.make(Purpose.UNSUBSCRIBE, {"s": subscriber.id})
         unsubscribe = _external("subscriptions.unsubscribe", token=token)
-        context.update(
-            unsubscribe_url=unsubscribe,
-            preferences_url=unsubscribe + "#preferences",
-        )
+        context.update(unsubscribe_url=unsubscribe, preferences_url=unsubscribe + "#preferences")
         mailto = current_app.config["MAIL_UNSUBSCRIBE_TO"] or sender_address()
         list_host = urlsplit(current_app.config["BASE_URL"]).hostname or "localhost"
-        message["List-Id"] = f"{product.name} release notes <{product.slug}.{list_host}>"
-        message["List-Unsubscribe"] = (
-            f"<{unsubscribe}>, <mailto:{mailto}?subject={quote('unsubscribe ' + token)}>"
-        )
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        message["Precedence"] = "bulk"
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(render_template(f"email/{template}.txt", **context))
-    message.add_alternative(render_template(f"email/{template}.html", **context), subtype="html")
-    message.policy = SENDING_POLICY
-    return message
+        list_name = _header_value(f"{product.name} release notes")
+        headers += [
+            ("List-Id", f"{list_name} <{product.slug}.{list_host}>"),
+            (
+                "List-Unsubscribe",
+                f"<{unsubscribe}>, <mailto:{mailto}?subject={quote('unsubscribe ' + token)}>",
+            ),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ("Precedence", "bulk"),
+        ]
+    headers.append(("Auto-Submitted", "auto-generated"))
+    text = render_template(f"email/{template}.txt", **context)
+    html = render_template(f"email/{template}.html", **context)
+    return Composed(message_id, assemble(headers, text, html))
 
 
-def confirmation(row: OutboxMessage) -> EmailMessage:
+def confirmation(row: OutboxMessage) -> Composed:
     """The double opt-in message: one link, carrying the preferences that were asked for."""
     subscriber, product = row.subscriber, row.product
     preferences = Preferences.from_payload(row.payload or {})
@@ -153,7 +203,7 @@ def confirmation(row: OutboxMessage) -> EmailMessage:
     )
 
 
-def release_note(row: OutboxMessage, note: Note) -> EmailMessage:
+def release_note(row: OutboxMessage, note: Note) -> Composed:
     """One note, as it was published."""
     subscriber = row.subscriber
     words = localized(note, subscriber)
@@ -169,7 +219,7 @@ def release_note(row: OutboxMessage, note: Note) -> EmailMessage:
     )
 
 
-def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> EmailMessage:
+def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Composed:
     """The weekly digest: the notes published since the last one, oldest release first."""
     subscriber = row.subscriber
     entries = [localized(note, subscriber) for note in notes]

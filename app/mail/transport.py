@@ -17,12 +17,12 @@ import os
 import smtplib
 import ssl
 import time
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.config import ConfigError
+from app.mail.compose import Composed
 
 CONNECT_TIMEOUT = 30.0
 
@@ -40,7 +40,7 @@ class Permanent(Exception):
 
 
 class Transport(Protocol):
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> None: ...
+    def send(self, message: Composed, sender: str, recipient: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -51,12 +51,12 @@ class Directory:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+    def send(self, message: Composed, sender: str, recipient: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = str(message["Message-ID"]).strip("<>").split("@", 1)[0]
+        name = message.message_id.strip("<>").split("@", 1)[0]
         final = self.folder / f"{name}.eml"
         partial = final.with_suffix(".eml.partial")
-        partial.write_bytes(message.as_bytes())
+        partial.write_bytes(message.data)
         os.replace(partial, final)
 
     def close(self) -> None:
@@ -102,12 +102,12 @@ class Smtp:
             raise Unreachable(f"cannot reach the SMTP server: {error}") from error
         return client
 
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+    def send(self, message: Composed, sender: str, recipient: str) -> None:
         for attempt in (1, 2):
             if self._client is None:
                 self._client = self._connect()
             try:
-                refused = self._client.send_message(message, sender, [recipient])
+                refused = self._client.sendmail(sender, [recipient], message.data)
             except smtplib.SMTPServerDisconnected as error:
                 # The server closed a connection that sat idle: one fresh try at once.
                 self._client = None

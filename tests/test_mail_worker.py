@@ -1,0 +1,150 @@
+"""The real worker (`flask worker`, Huey's consumer) against a real SMTP server: killed with
+SIGKILL in the middle of a batch, restarted, it loses no message and doubles none but
+the one that may have been in flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from announcements.models import (
+    Frequency,
+    OutboxMessage,
+    OutboxStatus,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from tests.factories import make_note, make_product
+from tests.mailserver import SmtpServer
+
+FLASK = str(Path(sys.executable).with_name("flask"))
+CONFIRMED = 2_000
+PENDING = 40
+UNSUBSCRIBED = 40
+
+
+def _add_subscribers(session: Session, product_id: int) -> set[str]:
+    now = utcnow()
+    rows = []
+    for number in range(CONFIRMED + PENDING + UNSUBSCRIBED):
+        status = (
+            SubscriberStatus.CONFIRMED
+            if number < CONFIRMED
+            else SubscriberStatus.PENDING
+            if number < CONFIRMED + PENDING
+            else SubscriberStatus.UNSUBSCRIBED
+        )
+        rows.append(
+            {
+                "product_id": product_id,
+                "email": f"reader{number}@example.com",
+                "status": status,
+                "frequency": Frequency.EVERY,
+                "categories": [],
+                "hard_bounces": 0,
+                "created_at": now,
+            }
+        )
+    session.execute(insert(Subscriber), rows)
+    session.commit()
+    return {f"reader{number}@example.com" for number in range(CONFIRMED)}
+
+
+@pytest.fixture
+def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen]]:
+    """Start `flask worker` processes on the test database; all are stopped after the test."""
+    started: list[subprocess.Popen] = []
+    instance = tmp_path / "worker-instance"
+
+    def start(smtp_url: str) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "TIDINGS_ENV": "testing",
+            "SECRET_KEY": "test-secret",
+            "DATABASE_URL": database_url,
+            "SMTP_URL": smtp_url,
+            "MAIL_RATE": "0",
+        }
+        with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [FLASK, "--app", f"app:create_app(instance_path={str(instance)!r})", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _still_to_send(session: Session) -> int:
+    session.rollback()  # a fresh snapshot
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.status.in_([OutboxStatus.QUEUED, OutboxStatus.SENDING]))
+        )
+        or 0
+    )
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
+    session: Session, start_worker: Callable[[str], subprocess.Popen]
+) -> None:
+    product = make_product(session)
+    eligible = _add_subscribers(session, product.id)
+    with SmtpServer() as server:
+        note = make_note(session, product, is_important=True, title="Crash test")
+        assert _still_to_send(session) == CONFIRMED
+
+        first = start_worker(server.url)
+        _wait_for(lambda: len(server.recorder.received) >= CONFIRMED // 3, 120, "a third sent")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        at_kill = len(server.recorder.received)
+        left = _still_to_send(session)
+        assert 0 < left < CONFIRMED, "the kill came in the middle of the batch"
+
+        second = start_worker(server.url)
+        _wait_for(lambda: _still_to_send(session) == 0, 180, "the rest sent")
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=60)
+
+        counts = server.recorder.per_recipient()
+    duplicates = sum(count - 1 for count in counts.values() if count > 1)
+    print(
+        f"\ncrash test: {CONFIRMED} eligible, killed after {at_kill} accepted with {left} "
+        f"to send; {sum(counts.values())} accepted in all; duplicates: {duplicates}"
+    )
+    assert set(counts) == eligible  # none for pending or unsubscribed subscribers
+    assert duplicates <= 1  # at most the message in flight at the kill
+    statuses = session.execute(
+        select(OutboxMessage.status, func.count())
+        .where(OutboxMessage.note_id == note.id)
+        .group_by(OutboxMessage.status)
+    ).all()
+    assert statuses == [(OutboxStatus.SENT, CONFIRMED)]
