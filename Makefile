@@ -24,7 +24,10 @@ run: install
 	$(FLASK) db upgrade
 	$(FLASK) demo
 	@echo "  Serving on http://127.0.0.1:$(PORT)/console/ (Ctrl-C stops)"
-	$(FLASK) run --host 127.0.0.1 --port $(PORT)
+	@echo "  The worker sends mail$$( [ -n "$$SMTP_URL" ] || echo ' as .eml files into instance/mail/')"
+	$(FLASK) worker --threads 1 & worker=$$!; \
+	  trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(FLASK) run --host 127.0.0.1 --port $(PORT)
 
 test: install-dev
 	scripts/test.sh

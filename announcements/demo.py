@@ -16,17 +16,24 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from announcements import accounts, services
+from announcements import accounts, services, subscriptions
 from announcements.models import (
     Category,
     EndUser,
+    Frequency,
     Note,
     NoteStatus,
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
     Product,
     Reaction,
     ReadReceipt,
     Role,
+    Subscriber,
+    SubscriberStatus,
     TeamMember,
+    outward_clause,
 )
 from announcements.services import Intent, NoteInput, ProductSettings
 
@@ -327,6 +334,7 @@ def load(session: Session, *, password: str, now: datetime) -> dict[str, Any]:
         _product(session, member, "Ledger", "ledger", "#0f766e", LEDGER_NOTES, now),
     ]
     _readers(session, products[0], now)
+    _subscribers(session, products[0], now)
     return {
         "console": {"email": DEMO_EMAIL, "password": password},
         "products": [_describe(session, product, now) for product in products],
@@ -442,6 +450,76 @@ def _readers(session: Session, product: Product, now: datetime) -> None:
                     updated_at=when,
                 )
             )
+    session.commit()
+
+
+# Demo subscribers: (name, status, frequency, categories).
+DEMO_SUBSCRIBERS = [
+    ("amara", SubscriberStatus.CONFIRMED, Frequency.EVERY, []),
+    ("bruno", SubscriberStatus.CONFIRMED, Frequency.EVERY, []),
+    ("chen", SubscriberStatus.CONFIRMED, Frequency.IMPORTANT, []),
+    ("dita", SubscriberStatus.CONFIRMED, Frequency.DIGEST, []),
+    ("elias", SubscriberStatus.CONFIRMED, Frequency.EVERY, ["Fixed", "Security"]),
+    ("farah", SubscriberStatus.CONFIRMED, Frequency.IMPORTANT, []),
+    ("goran", SubscriberStatus.CONFIRMED, Frequency.DIGEST, ["Added"]),
+    ("hana", SubscriberStatus.CONFIRMED, Frequency.EVERY, []),
+    ("ines", SubscriberStatus.PENDING, Frequency.EVERY, []),
+    ("jonas", SubscriberStatus.PENDING, Frequency.IMPORTANT, []),
+    ("kofi", SubscriberStatus.UNSUBSCRIBED, Frequency.EVERY, []),
+    ("lena", SubscriberStatus.BOUNCED, Frequency.EVERY, []),
+]
+
+
+def _subscribers(session: Session, product: Product, now: datetime) -> None:
+    """Email subscribers, and the messages of the latest important note marked as sent, so
+    the subscribers page and a note's delivery show something. Created once."""
+    if session.scalar(select(Subscriber.id).where(Subscriber.product_id == product.id)):
+        return
+    joined, left = now - timedelta(days=60), now - timedelta(days=5)
+    subscribers = [
+        Subscriber(
+            product_id=product.id,
+            email=f"{name}@example.com",
+            status=status,
+            frequency=frequency,
+            categories=categories,
+            locale="en",
+            created_at=joined,
+            confirmed_at=None if status is SubscriberStatus.PENDING else joined,
+            unsubscribed_at=left if status is SubscriberStatus.UNSUBSCRIBED else None,
+            last_digest_at=subscriptions.digest_slot(product, now),
+            hard_bounces=3 if status is SubscriberStatus.BOUNCED else 0,
+        )
+        for name, status, frequency, categories in DEMO_SUBSCRIBERS
+    ]
+    session.add_all(subscribers)
+    session.flush()
+    latest = session.scalar(
+        select(Note)
+        .where(Note.product_id == product.id, Note.is_important.is_(True), outward_clause())
+        .where(Note.published_at <= now)
+        .order_by(Note.published_at.desc())
+        .limit(1)
+    )
+    if latest is not None and latest.published_at is not None:
+        sent_at = latest.published_at + timedelta(minutes=2)
+        for subscriber in subscribers:
+            if subscriber.status is SubscriberStatus.CONFIRMED and (
+                subscriptions.Preferences.of(subscriber).wants(latest)
+            ):
+                session.add(
+                    OutboxMessage(
+                        product_id=product.id,
+                        subscriber_id=subscriber.id,
+                        note_id=latest.id,
+                        kind=OutboxKind.NOTE,
+                        status=OutboxStatus.SENT,
+                        attempts=1,
+                        created_at=latest.published_at,
+                        next_attempt_at=latest.published_at,
+                        sent_at=sent_at,
+                    )
+                )
     session.commit()
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from announcements.models import OutboxMessage, OutboxStatus, Subscriber, SubscriberStatus
@@ -126,9 +126,13 @@ _SENT = (
 )
 
 
-def mark_sent(session: Session, row_id: int, worker: str, *, smtp_id: str, now: datetime) -> None:
-    session.execute(_SENT, {"row_id": row_id, "worker": worker, "smtp_id": smtp_id, "now": now})
-    session.commit()
+def mark_sent(
+    connection: Connection, row_id: int, worker: str, *, smtp_id: str, now: datetime
+) -> None:
+    """Record a message as sent, on a connection of its own: on PostgreSQL an autocommit
+    one, so this is one round trip rather than BEGIN, UPDATE and COMMIT. The caller
+    commits (a no-op in autocommit)."""
+    connection.execute(_SENT, {"row_id": row_id, "worker": worker, "smtp_id": smtp_id, "now": now})
 
 
 def mark_skipped(session: Session, row_id: int, worker: str, *, reason: str) -> None:
@@ -200,7 +204,6 @@ def release(session: Session, message_ids: Sequence[int], worker: str, *, now: d
 
 
 def reset_bounces(session: Session, subscriber: Subscriber) -> None:
-    """A delivered message ends a run of hard bounces (only written when there was one)."""
-    if subscriber.hard_bounces:
-        subscriber.hard_bounces = 0
-        session.commit()
+    """A delivered message ends a run of hard bounces."""
+    subscriber.hard_bounces = 0
+    session.commit()

@@ -87,6 +87,10 @@ class ProductSettings:
     accent_color: str = "#4f46e5"
     grace_releases: int = 1
     noindex: bool = False
+    email_from_name: str | None = None
+    email_reply_to: str | None = None
+    digest_weekday: int = 0
+    digest_hour: int = 9
 
 
 MAX_GRACE_RELEASES = 20
@@ -128,6 +132,17 @@ def _validate_settings(
         errors["accent_color"] = "Use a colour such as #4f46e5."
     if not 0 <= settings.grace_releases <= MAX_GRACE_RELEASES:
         errors["grace_releases"] = f"Choose between 0 and {MAX_GRACE_RELEASES} releases."
+    if settings.email_from_name and len(settings.email_from_name.strip()) > 120:
+        errors["email_from_name"] = "Keep the sender's name under 120 characters."
+    if settings.email_reply_to:
+        try:
+            subscriptions.normalized_address(settings.email_reply_to)
+        except ValidationFailed as error:
+            errors["email_reply_to"] = error.errors["email"]
+    if not 0 <= settings.digest_weekday <= 6:
+        errors["digest_weekday"] = "Choose a day of the week."
+    if not 0 <= settings.digest_hour <= 23:
+        errors["digest_hour"] = "Choose an hour from 0 to 23."
     return errors
 
 
@@ -181,6 +196,10 @@ def _apply_settings(product: Product, settings: ProductSettings) -> None:
     product.accent_color = settings.accent_color.lower()
     product.grace_releases = settings.grace_releases
     product.noindex = settings.noindex
+    product.email_from_name = (settings.email_from_name or "").strip() or None
+    product.email_reply_to = (settings.email_reply_to or "").strip() or None
+    product.digest_weekday = settings.digest_weekday
+    product.digest_hour = settings.digest_hour
 
 
 def rotate_identity_secret(

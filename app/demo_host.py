@@ -39,7 +39,7 @@ def host() -> ResponseReturnValue:
             "hash": expected_hash(product.identity_secret, user_id),
             "version": "2.10.0",
             "locale": "en",
-            "attributes": {"plan": "pro", "role": "admin"},
+            "attributes": {"plan": "pro", "role": "admin", "email": f"{user_id}@example.com"},
         },
     }
     return render_template("demo/host.html", product=product, config=config, user_id=user_id)

@@ -135,7 +135,13 @@ def requeue(note_id: int) -> None:
 
 def composed(note_id: int) -> list[tuple[str, bytes]]:
     rows = db.session.scalars(select(OutboxMessage).where(OutboxMessage.note_id == note_id))
-    return [(row.subscriber.email, compose.release_note(row, row.note).data) for row in rows]
+    return [
+        (
+            row.subscriber.email,
+            compose.release_note(row.subscriber, row.note, compose.message_id_for(row.id)).data,
+        )
+        for row in rows
+    ]
 
 
 def ceiling(port: int, messages: list[tuple[str, bytes]]) -> float:

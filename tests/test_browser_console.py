@@ -76,7 +76,7 @@ def test_every_console_page_fits_the_screen(page, live_server, viewport) -> None
     check("login")
     log_in(page, live_server, "demo@tidings.test")
     check("products")
-    for name in ("notes", "settings", "team", "audit"):
+    for name in ("notes", "subscribers", "settings", "team", "audit"):
         page.goto(f"{live_server}/console/p/lumen/{name}")
         check(name)
     page.goto(f"{live_server}/console/p/lumen/notes")

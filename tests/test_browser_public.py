@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import email
+import email.policy
 
+import pytest
+from sqlalchemy import select
+
+from announcements.models import Note, Subscriber
+from app.extensions import db
+from app.mail import compose
 from tests.browser import DESKTOP, PHONE, SCREENSHOTS
 
 pytestmark = pytest.mark.browser
@@ -22,6 +29,15 @@ def test_the_public_changelog_fits_the_screen(page, live_server, viewport) -> No
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name} is {overflow}px wider than a {viewport['width']}px screen"
         page.screenshot(path=SCREENSHOTS / f"public-{name}-{label}.png", full_page=True)
+    page.goto(f"{live_server}/changelog/lumen")
+    page.fill("#subscribe-email", "not an address")
+    page.click(".subscribe button[type=submit]")
+    assert "not an email address" in page.locator(".field-error").inner_text()
+    page.screenshot(path=SCREENSHOTS / f"public-subscribe-error-{label}.png", full_page=True)
+    page.fill("#subscribe-email", f"reader-{label}@example.com")
+    page.click(".subscribe button[type=submit]")
+    assert "Check your inbox" in page.locator("h1").inner_text()
+    page.screenshot(path=SCREENSHOTS / f"public-subscribe-sent-{label}.png", full_page=True)
     accent = page.evaluate("getComputedStyle(document.body).getPropertyValue('--accent')")
     assert accent.strip() == "#4f46e5"  # the product's colour, set without inline style
 
@@ -40,3 +56,23 @@ def test_a_permalink_lands_on_its_note(page, live_server) -> None:
     anchor = page.locator("article", has_text="Funnels").get_attribute("id")
     page.goto(f"{live_server}/changelog/lumen/2.10.0#{anchor}")
     assert page.evaluate("location.hash") == f"#{anchor}"
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_release_note_email_reads_well(page, live_app, viewport) -> None:
+    label = "phone" if viewport is PHONE else "desktop"
+    with live_app.app_context():
+        note = db.session.scalar(select(Note).where(Note.title.startswith("Funnels")))
+        subscriber = db.session.scalar(
+            select(Subscriber).where(Subscriber.email.startswith("amara"))
+        )
+        composed = compose.release_note(subscriber, note, compose.message_id_for(1))
+    mail = email.message_from_bytes(composed.data, policy=email.policy.default)
+    page.set_content(mail.get_body(("html",)).get_content())
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the email is {overflow}px wider than a {viewport['width']}px screen"
+    card = page.locator("td.card").bounding_box()
+    assert card is not None and card["width"] <= 600
+    assert page.get_by_role("link", name="Read on the web").is_visible()
+    assert page.get_by_role("link", name="Unsubscribe").is_visible()
+    page.screenshot(path=SCREENSHOTS / f"email-note-{label}.png", full_page=True)

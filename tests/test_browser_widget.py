@@ -152,6 +152,25 @@ def test_reactions_and_comments_are_sent(page, live_server) -> None:
     assert json.loads(sent.value.request.post_data)["comment"] == "Which dates?"
 
 
+def test_email_subscription_with_one_click_from_the_panel(page, live_server) -> None:
+    user = f"mailer-{uuid.uuid4().hex[:6]}"
+    page.goto(f"{live_server}/demo/host?user={user}")
+    expect(page.locator("tidings-widget .modal")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.click("#whats-new")
+    mail = page.locator("tidings-widget .mail")
+    expect(mail).to_contain_text("Get these updates by email too.")
+    with page.expect_response(lambda r: r.url.endswith("/subscription")) as sent:
+        mail.get_by_role("button", name="Email me").click()
+    assert sent.value.status == 200
+    expect(mail).to_contain_text(f"Updates also go to {user}@example.com by email.")
+    page.screenshot(path=SCREENSHOTS / "widget-email-subscribed.png")
+    page.reload()
+    page.keyboard.press("Escape")
+    page.click("#whats-new")
+    expect(mail).to_contain_text("Updates also go to")
+
+
 def test_the_panel_fits_a_phone(browser, live_server) -> None:
     context = browser.new_context(viewport=PHONE)
     page = context.new_page()

@@ -10,8 +10,10 @@ import re
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
-from announcements.models import Role
+from announcements.models import Role, Subscriber
+from app.extensions import db
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 
@@ -30,6 +32,12 @@ NEEDS: dict[str, Role | str | None] = {
     "console.note_action": Role.EDITOR,
     "console.note_delete": Role.EDITOR,
     "console.preview": Role.EDITOR,
+    "console.note_delivery": Role.VIEWER,
+    "console.note_email": Role.EDITOR,
+    "console.note_test_email": Role.EDITOR,
+    "console.subscribers": Role.VIEWER,
+    "console.subscribers_csv": Role.EDITOR,
+    "console.subscriber_remove": Role.EDITOR,
     "console.settings": Role.OWNER,
     "console.rotate_secret": Role.OWNER,
     "console.team": Role.OWNER,
@@ -41,7 +49,14 @@ NEEDS: dict[str, Role | str | None] = {
 
 def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, str]]:
     """(endpoint, method, path) for every console route, with real ids filled in."""
-    values = {"slug": product.slug, "note_id": note.id, "member_id": member.id, "action": "archive"}
+    subscriber = db.session.scalar(select(Subscriber.id).where(Subscriber.product_id == product.id))
+    values = {
+        "slug": product.slug,
+        "note_id": note.id,
+        "member_id": member.id,
+        "subscriber_id": subscriber,
+        "action": "archive",
+    }
     found = []
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith("console."):
@@ -63,6 +78,8 @@ def world(session):
     }
     people[Role.OWNER] = owner
     note = make_note(session, product)
+    session.add(Subscriber(product_id=product.id, email="reader@example.com"))
+    session.commit()
     outsider = make_member(session, "outsider@example.com")
     make_product(session, owner=outsider, slug="elsewhere")
     return product, note, people, outsider

@@ -15,14 +15,22 @@ from typing import Any
 from flask import Response, current_app, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from packaging.version import Version
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
-from announcements import reads, targeting, versions
+from announcements import reads, subscriptions, targeting, versions
 from announcements.catalogue import Catalogue, CatalogueCache
 from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
-from announcements.models import LOCALE_PATTERN, utcnow
+from announcements.models import (
+    LOCALE_PATTERN,
+    Product,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
 from app.api import bp
 from app.database import widget_engine, writing
+from app.extensions import db
+from app.mail import jobs
 
 CACHE_KEY = "tidings.catalogues"
 MAX_USER_ID_LENGTH = 255
@@ -237,7 +245,70 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
     return {"note_id": note_id, "reaction": reaction, "comment": comment}
 
 
-@bp.route("/widget/<widget_key>/<any(notes, reads, reactions):_resource>", methods=["OPTIONS"])
+def _subscription_of(product_id: int, state: reads.EndUserState | None) -> Subscriber | None:
+    """The subscription of the widget user's address (the host's ``email`` attribute)."""
+    address = (state.attributes if state else {}).get("email")
+    if not address:
+        raise ValidationFailed(
+            {"email": "The host page gives no email address for this user (attributes.email)."}
+        )
+    return db.session.scalar(
+        select(Subscriber).where(
+            Subscriber.product_id == product_id,
+            Subscriber.email == subscriptions.normalized_address(str(address)),
+        )
+    )
+
+
+def _subscription_json(address: str, subscriber: Subscriber | None) -> dict[str, Any]:
+    status = subscriber.status.value if subscriber is not None else None
+    return {"email": subscriber.email if subscriber else address, "status": status}
+
+
+@bp.get("/widget/<widget_key>/subscription", provide_automatic_options=False)
+def widget_subscription(widget_key: str) -> ResponseReturnValue:
+    """Whether the widget user gets release notes by email."""
+    body = {"user_id": request.args.get("user_id"), "user_hash": request.args.get("user_hash")}
+    with _widget_connection() as connection:
+        catalogue, state, _ = _identified(connection, widget_key, body)
+    subscriber = _subscription_of(catalogue.product_id, state)
+    address = str((state.attributes if state else {}).get("email"))
+    return _subscription_json(address, subscriber)
+
+
+@bp.post("/widget/<widget_key>/subscription", provide_automatic_options=False)
+def widget_subscribe(widget_key: str) -> ResponseReturnValue:
+    """Subscribe the widget user to release notes by email with one click.
+
+    With a valid ``user_hash`` the host vouches for the address, so it is confirmed at
+    once and linked to the user; without one it goes through double opt-in."""
+    body = _json_body()
+    now = utcnow()
+    with _widget_connection() as connection:
+        catalogue, state, user_id = _identified(connection, widget_key, body)
+        _subscription_of(catalogue.product_id, state)  # refuses a user with no address
+        with writing(connection):
+            state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
+    preferences = subscriptions.parse_preferences(body.get("frequency"), (), state.locale)
+    product = db.session.get_one(Product, catalogue.product_id)
+    subscriber = subscriptions.subscribe_end_user(
+        db.session,
+        product,
+        state.id,
+        str(state.attributes["email"]),
+        preferences,
+        verified=bool(body.get("user_hash")),
+        now=now,
+    )
+    jobs.wake()
+    confirmed = subscriber.status is SubscriberStatus.CONFIRMED
+    return _subscription_json(subscriber.email, subscriber), 200 if confirmed else 202
+
+
+@bp.route(
+    "/widget/<widget_key>/<any(notes, reads, reactions, subscription):_resource>",
+    methods=["OPTIONS"],
+)
 def widget_preflight(widget_key: str, _resource: str) -> ResponseReturnValue:
     """Answer a browser's CORS preflight for an allowed origin."""
     with _widget_connection() as connection:

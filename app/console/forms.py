@@ -29,6 +29,14 @@ ROLE_CHOICES = [
 ]
 
 
+WEEKDAY_CHOICES = [
+    SelectChoice(number, day)
+    for number, day in enumerate(
+        ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+    )
+]
+
+
 class LoginForm(FlaskForm):
     email = EmailField("Email", validators=[InputRequired("Enter your email address.")])
     password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
@@ -53,6 +61,21 @@ class ProductForm(FlaskForm):
         description="When the widget first sees someone, only the newest releases count as "
         "new to them; older notes are there to browse, already read. 0 shows nothing as new.",
     )
+    email_from_name = StringField(
+        "Sender name", description="Shown as who the emails are from. Default: the product's name."
+    )
+    email_reply_to = StringField(
+        "Reply-To address", description="Where replies to the emails go. Optional."
+    )
+    digest_weekday = SelectField(
+        "Weekly digest day", choices=WEEKDAY_CHOICES, coerce=int, default=0
+    )
+    digest_hour = SelectField(
+        "Weekly digest hour (UTC)",
+        choices=[SelectChoice(hour, f"{hour:02d}:00") for hour in range(24)],
+        coerce=int,
+        default=9,
+    )
 
 
 class NoteForm(FlaskForm):
@@ -62,6 +85,7 @@ class NoteForm(FlaskForm):
     body_md = TextAreaField("Body (Markdown)")
     is_important = BooleanField("Important: open as a popup in the widget")
     is_internal = BooleanField("Internal: only visible in this console")
+    email_subscribers = BooleanField("Email it to subscribers when it goes live")
     audience = SelectField(
         "Show to",
         choices=[

@@ -14,15 +14,32 @@ from flask import (
     redirect,
     render_template,
     request,
+    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 
-from announcements import accounts, queries, reads, rendering, services, targeting
+from announcements import (
+    accounts,
+    queries,
+    reads,
+    rendering,
+    services,
+    subscriptions,
+    targeting,
+)
 from announcements.errors import InvalidTransition, ValidationFailed
-from announcements.models import Category, Note, NoteStatus, Product, Role, utcnow
+from announcements.models import (
+    Category,
+    Note,
+    NoteStatus,
+    Product,
+    Role,
+    SubscriberStatus,
+    utcnow,
+)
 from announcements.services import Intent, NoteInput, ProductSettings
 from app.auth import LoggedInMember, current_member, role_required
 from app.console import bp, timezones
@@ -37,6 +54,7 @@ from app.console.forms import (
 )
 from app.converters import page_arg
 from app.extensions import db, limiter
+from app.mail import delivery, jobs, transport
 
 
 def _login_limit() -> str:
@@ -149,6 +167,10 @@ def _settings_from(form: ProductForm) -> ProductSettings:
         accent_color=(form.accent_color.data or "").strip(),
         grace_releases=form.grace_releases.data if form.grace_releases.data is not None else 1,
         noindex=bool(form.noindex.data),
+        email_from_name=form.email_from_name.data,
+        email_reply_to=form.email_reply_to.data,
+        digest_weekday=form.digest_weekday.data or 0,
+        digest_hour=form.digest_hour.data or 0,
     )
 
 
@@ -241,6 +263,7 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
         body_md=(form.body_md.data or "").replace("\r\n", "\n"),
         is_important=bool(form.is_important.data),
         is_internal=bool(form.is_internal.data),
+        email_subscribers=bool(form.email_subscribers.data),
         expires_at=times["expires_at"],
     )
     return data, times["publish_at"], errors
@@ -305,6 +328,7 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
             operators=targeting.OPERATORS,
             readership=queries.readership(db.session, note) if note else None,
             reactions=reads.REACTIONS,
+            delivery=subscriptions.delivery(db.session, note) if note else None,
         ),
         status,
     )
@@ -502,3 +526,94 @@ def audit(product: Product) -> ResponseReturnValue:
     return render_template(
         "console/audit.html", product=product, events=events, page=page, has_more=has_more
     )
+
+
+# Email ------------------------------------------------------------------------
+
+
+@bp.get("/p/<slug>/notes/<id:note_id>/delivery")
+@role_required(Role.VIEWER)
+def note_delivery(product: Product, note_id: int) -> ResponseReturnValue:
+    """How the note's emails stand, for the note page to follow while they go out."""
+    found = services.get_note(db.session, product, note_id)
+    return jsonify(subscriptions.delivery(db.session, found))
+
+
+@bp.post("/p/<slug>/notes/<id:note_id>/email")
+@role_required(Role.EDITOR)
+def note_email(product: Product, note_id: int) -> ResponseReturnValue:
+    """Send a published note to the subscribers who want it and have not had it."""
+    found = services.get_note(db.session, product, note_id)
+    try:
+        queued = services.email_note(db.session, found, by=current_member(), now=utcnow())
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        jobs.wake()
+        if queued:
+            flash(f"Sending “{found.title}” to {queued:,} subscriber(s).", "success")
+        else:
+            flash("Every subscriber who wants this note already has it.", "info")
+    return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
+
+
+@bp.post("/p/<slug>/notes/<id:note_id>/test-email")
+@role_required(Role.EDITOR)
+def note_test_email(product: Product, note_id: int) -> ResponseReturnValue:
+    """Send the note, as subscribers will get it, to the person asking; at once."""
+    found = services.get_note(db.session, product, note_id)
+    address = current_member().email
+    sender = transport.from_config(current_app.config["SMTP_URL"], current_app.instance_path)
+    try:
+        delivery.send_test(found, address, sender)
+    except delivery.NotSent as error:
+        flash(f"The test could not be sent to {address}: {error}", "error")
+    else:
+        flash(f"Sent a test of “{found.title}” to {address}.", "success")
+    return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
+
+
+@bp.get("/p/<slug>/subscribers")
+@role_required(Role.VIEWER)
+def subscribers(product: Product) -> ResponseReturnValue:
+    """The product's email subscribers: counts by status, search, export, remove."""
+    status_arg = request.args.get("status", "")
+    known = SubscriberStatus._value2member_map_
+    status = SubscriberStatus(status_arg) if status_arg in known else None
+    text = request.args.get("q", "")[:200]
+    page = page_arg()
+    found, has_more = subscriptions.search(db.session, product, text=text, status=status, page=page)
+    return render_template(
+        "console/subscribers.html",
+        product=product,
+        subscribers=found,
+        has_more=has_more,
+        page=page,
+        counts=subscriptions.status_counts(db.session, product),
+        filters={"status": status_arg, "q": text},
+        statuses=list(SubscriberStatus),
+        can_edit=g.role.allows(Role.EDITOR),
+    )
+
+
+@bp.get("/p/<slug>/subscribers.csv")
+@role_required(Role.EDITOR)
+def subscribers_csv(product: Product) -> ResponseReturnValue:
+    """Every subscriber of the product as CSV."""
+    rows = subscriptions.export_csv(db.session, product)
+    filename = f"{product.slug}-subscribers-{utcnow():%Y-%m-%d}.csv"
+    return current_app.response_class(
+        stream_with_context(rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@bp.post("/p/<slug>/subscribers/<id:subscriber_id>/remove")
+@role_required(Role.EDITOR)
+def subscriber_remove(product: Product, subscriber_id: int) -> ResponseReturnValue:
+    """Delete a subscriber and what was queued for them."""
+    removed = subscriptions.remove(db.session, product, subscriber_id)
+    flash(f"Removed {removed.email}. Nothing more will be sent to them.", "success")
+    return redirect(url_for("console.subscribers", slug=product.slug))

@@ -58,7 +58,7 @@ def _bare_address(mail_from: str) -> str:
     return parseaddr(mail_from)[1]
 
 
-def _message_id(row_id: int) -> str:
+def message_id_for(row_id: int) -> str:
     """A Message-ID that is the same each time this outbox row is sent, so that the one
     message a killed worker may send twice carries one id, and mail clients fold it."""
     secret = str(current_app.config["SECRET_KEY"]).encode()
@@ -139,14 +139,13 @@ def _envelope(
     subscriber: Subscriber,
     subject: str,
     template: str,
-    row_id: int,
+    message_id: str,
     *,
     listed: bool,
     **context: Any,
 ) -> Composed:
     """A message from the product to the subscriber, with both parts rendered from
     ``template`` and, when ``listed``, the list and one-click unsubscribe headers."""
-    message_id = _message_id(row_id)
     # formataddr quotes or encodes the display name as it needs.
     name = " ".join((product.email_from_name or product.name).split())
     headers = [
@@ -196,24 +195,25 @@ def confirmation(row: OutboxMessage) -> Composed:
         subscriber,
         f"Confirm your subscription to {product.name} release notes",
         "confirm",
-        row.id,
+        message_id_for(row.id),
         listed=False,
         confirm_url=_external("subscriptions.confirm", token=token),
         asked=preferences,
     )
 
 
-def release_note(row: OutboxMessage, note: Note) -> Composed:
+def release_note(
+    subscriber: Subscriber, note: Note, message_id: str, *, subject_prefix: str = ""
+) -> Composed:
     """One note, as it was published."""
-    subscriber = row.subscriber
     words = localized(note, subscriber)
     product = note.product
     return _envelope(
         product,
         subscriber,
-        f"{product.name} {note.version}: {words.title}",
+        f"{subject_prefix}{product.name} {note.version}: {words.title}",
         "note",
-        row.id,
+        message_id,
         listed=True,
         note=words,
     )
@@ -231,7 +231,7 @@ def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Compo
         subscriber,
         f"{product.name} {span}: {count} this week",
         "digest",
-        row.id,
+        message_id_for(row.id),
         listed=True,
         notes=entries,
     )

@@ -11,22 +11,25 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import make_msgid
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, joinedload
 
 from announcements import outbox, subscriptions
 from announcements.models import (
+    Frequency,
     Note,
     NoteStatus,
     OutboxKind,
     OutboxMessage,
+    Subscriber,
     SubscriberStatus,
     utcnow,
 )
 from announcements.subscriptions import Preferences
-from app.database import write_turn
+from app.database import widget_engine, write_turn, writing
 from app.extensions import db
 from app.mail import compose
 from app.mail.transport import Pacer, Permanent, Transient, Transport, Unreachable
@@ -66,7 +69,7 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
             return None, "the subscriber's preferences changed"
         if not subscriptions.unread(session, subscriber, [note]):
             return None, "already read in the app"
-        return compose.release_note(row, note), ""
+        return compose.release_note(subscriber, note, compose.message_id_for(row.id)), ""
     listed = (row.payload or {}).get("note_ids") or []
     notes = session.scalars(
         select(Note).where(Note.id.in_(listed)).order_by(Note.published_at, Note.id)
@@ -79,7 +82,12 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
 
 
 def _send_one(
-    session: Session, row: OutboxMessage, transport: Transport, pacer: Pacer, worker: str
+    session: Session,
+    marks: Connection,
+    row: OutboxMessage,
+    transport: Transport,
+    pacer: Pacer,
+    worker: str,
 ) -> str:
     """Send one claimed message and record the outcome; returns it as a word."""
     try:
@@ -112,9 +120,11 @@ def _send_one(
         if isinstance(error, Unreachable):
             raise
         return "retried"
-    with write_turn():
-        outbox.mark_sent(session, row.id, worker, smtp_id=message.message_id, now=utcnow())
-        outbox.reset_bounces(session, row.subscriber)
+    with writing(marks):
+        outbox.mark_sent(marks, row.id, worker, smtp_id=message.message_id, now=utcnow())
+    if row.subscriber.hard_bounces:
+        with write_turn():
+            outbox.reset_bounces(session, row.subscriber)
     return "sent"
 
 
@@ -141,8 +151,11 @@ def deliver_due(transport: Transport) -> Report:
     lease = max(MIN_LEASE, timedelta(seconds=3 * batch / rate)) if rate else MIN_LEASE
     # Its own session keeps what it loaded across the commit after each message; each
     # batch is loaded afresh, so nothing stays stale for long.
-    with Session(db.engine, expire_on_commit=False) as session:
-        run = _Run(session, transport, Pacer(rate), outbox.worker_name(), lease, batch)
+    with (
+        Session(db.engine, expire_on_commit=False) as session,
+        widget_engine().connect() as marks,
+    ):
+        run = _Run(session, marks, transport, Pacer(rate), outbox.worker_name(), lease, batch)
         while run.next_batch():
             pass
         return run.report
@@ -151,6 +164,7 @@ def deliver_due(transport: Transport) -> Report:
 @dataclass
 class _Run:
     session: Session
+    marks: Connection
     transport: Transport
     pacer: Pacer
     worker: str
@@ -180,7 +194,7 @@ class _Run:
             if row is None:  # its subscriber was removed meanwhile
                 continue
             try:
-                outcome = _send_one(session, row, self.transport, self.pacer, worker)
+                outcome = _send_one(session, self.marks, row, self.transport, self.pacer, worker)
             except Unreachable as error:
                 self.report.retried += 1
                 self.report.errors.append(str(error))
@@ -190,6 +204,36 @@ class _Run:
                 return False
             setattr(self.report, outcome, getattr(self.report, outcome) + 1)
         return True
+
+
+class NotSent(Exception):
+    """A test message that could not be sent; says why."""
+
+
+def send_test(note: Note, address: str, sender: Transport) -> None:
+    """Send ``note`` to ``address`` at once, as its subscribers get it, marked as a test.
+
+    Its links are those of a stand-in subscriber, so they lead to a page saying the
+    subscription does not exist rather than acting on anyone's.
+    """
+    stand_in = Subscriber(
+        id=0,
+        product_id=note.product_id,
+        email=address,
+        status=SubscriberStatus.CONFIRMED,
+        frequency=Frequency.EVERY,
+        categories=[],
+    )
+    domain = compose.sender_address().rpartition("@")[2] or "localhost"
+    message = compose.release_note(
+        stand_in, note, make_msgid("tidings-test", domain), subject_prefix="[Test] "
+    )
+    try:
+        sender.send(message, compose.sender_address(), address)
+    except (Transient, Permanent) as error:
+        raise NotSent(str(error)) from error
+    finally:
+        sender.close()
 
 
 def housekeeping() -> dict[str, int]:

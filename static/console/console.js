@@ -43,6 +43,37 @@
       });
     });
 
+    // A note's emails going out: follow the counts until nothing is left in the queue.
+    var delivery = document.querySelector("[data-delivery-url]");
+    if (delivery) {
+      var poll = function () {
+        fetch(delivery.getAttribute("data-delivery-url"), { credentials: "same-origin" })
+          .then(function (r) { return r.json(); })
+          .then(function (counts) {
+            var done = counts.sent + counts.failed + counts.skipped;
+            Object.keys(counts).forEach(function (key) {
+              var cell = delivery.querySelector('[data-count="' + key + '"]');
+              if (cell) cell.textContent = counts[key].toLocaleString();
+            });
+            var bar = delivery.querySelector("progress");
+            if (bar) { bar.max = done + counts.queued; bar.value = done; }
+            if (counts.queued > 0) setTimeout(poll, 2000);
+          }).catch(function () { setTimeout(poll, 10000); });
+      };
+      setTimeout(poll, 1000);
+    }
+
+    // "Email subscribers" follows "Important" on a new note until it is set by hand.
+    var important = document.querySelector("input[name=is_important]");
+    var emailIt = document.querySelector("input[name=email_subscribers]");
+    if (important && emailIt && !document.querySelector("[data-note-id]")) {
+      var touched = false;
+      emailIt.addEventListener("change", function () { touched = true; });
+      important.addEventListener("change", function () {
+        if (!touched) emailIt.checked = important.checked;
+      });
+    }
+
     var editor = document.querySelector("form[data-preview-url]");
     if (!editor) return;
     var body = editor.querySelector("textarea[name=body_md]");

@@ -56,6 +56,8 @@
     ".btn{padding:7px 14px!important;border-radius:8px;background:var(--accent)!important;color:#fff!important;font-weight:600}",
     ".load{display:block;margin:14px auto 0;padding:8px 14px!important;border:1px solid #d1d5db!important;border-radius:8px}",
     ".empty{padding:40px 10px;text-align:center;color:#6b7280}",
+    ".mail{display:flex;align-items:center;justify-content:space-between;gap:10px;padding:10px 16px;border-top:1px solid #e5e7eb;font-size:13px;color:#6b7280}",
+    ".mail span{overflow-wrap:anywhere}.mail[hidden]{display:none}",
     ".veil{position:fixed;inset:0;z-index:2147483647;background:rgb(17 24 39/45%);display:flex;align-items:center;justify-content:center;padding:16px}",
     ".modal{background:#fff;border-radius:14px;max-width:520px;width:100%;max-height:85vh;overflow-y:auto;padding:22px 24px;box-shadow:0 20px 50px rgb(17 24 39/30%)}",
     ".modal h2{margin:8px 0;font-size:19px;font-weight:700}",
@@ -65,7 +67,7 @@
   var BELL = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6 8a6 6 0 1 1 12 0c0 7 3 9 3 9H3s3-2 3-9"/><path d="M10.3 21a1.9 1.9 0 0 0 3.4 0"/></svg>';
 
   var config = null;
-  var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null };
+  var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null, mail: null };
   var ui = {};
 
   function warn(error) {
@@ -88,7 +90,7 @@
     Object.keys(attrs || {}).forEach(function (name) {
       if (name === "text") node.textContent = attrs[name];
       else if (name.slice(0, 2) === "on") node.addEventListener(name.slice(2), guard(attrs[name]));
-      else node.setAttribute(name, attrs[name]);
+      else if (attrs[name] !== null && attrs[name] !== undefined) node.setAttribute(name, attrs[name]);
     });
     (children || []).forEach(function (child) { if (child) node.appendChild(child); });
     return node;
@@ -181,7 +183,9 @@
       saveLocalReads((localReads() || []).concat(ids));
       return;
     }
-    request(api("/reads"), { user_id: String(config.user.id), user_hash: config.user.hash, note_ids: ids }).catch(warn);
+    var body = identity();
+    body.note_ids = ids;
+    request(api("/reads"), body).catch(warn);
   }
 
   function react(note, reaction, comment) {
@@ -189,10 +193,53 @@
     note.reaction = chosen;
     render();
     if (anonymous()) return;
-    request(api("/reactions"), {
-      user_id: String(config.user.id), user_hash: config.user.hash,
-      note_id: note.id, reaction: chosen, comment: comment || null,
-    }).catch(warn);
+    var body = identity();
+    body.note_id = note.id;
+    body.reaction = chosen;
+    body.comment = comment || null;
+    request(api("/reactions"), body).catch(warn);
+  }
+
+  function identity() { return { user_id: String(config.user.id), user_hash: config.user.hash }; }
+
+  /* Release notes by email, for a user whose address the host gives (attributes.email). */
+  function canMail() { return !anonymous() && config.user.attributes && config.user.attributes.email; }
+
+  function loadMail() {
+    if (!canMail() || state.mail) return;
+    state.mail = { status: "loading" };
+    var query = new URLSearchParams(identity());
+    request(api("/subscription?" + query.toString())).then(guard(function (data) {
+      state.mail = data;
+      renderMail();
+    })).catch(function (error) { state.mail = null; warn(error); });
+  }
+
+  function subscribe() {
+    state.mail.status = "sending";
+    renderMail();
+    request(api("/subscription"), identity()).then(guard(function (data) {
+      state.mail = data;
+      renderMail();
+    })).catch(function (error) { state.mail.status = null; renderMail(); warn(error); });
+  }
+
+  function renderMail() {
+    var mail = state.mail;
+    if (!ui.mail || !mail || mail.status === "loading") return;
+    ui.mail.textContent = "";
+    ui.mail.hidden = false;
+    if (mail.status === "confirmed") {
+      ui.mail.appendChild(el("span", { text: "Updates also go to " + mail.email + " by email." }));
+    } else if (mail.status === "pending") {
+      ui.mail.appendChild(el("span", { text: "Check " + mail.email + " for a link to confirm." }));
+    } else {
+      ui.mail.appendChild(el("span", { text: "Get these updates by email too." }));
+      ui.mail.appendChild(el("button", {
+        class: "btn", type: "button", text: mail.status === "sending" ? "Subscribing…" : "Email me",
+        disabled: mail.status === "sending" ? "" : null, onclick: subscribe,
+      }));
+    }
   }
 
   function setUnread(count) {
@@ -334,13 +381,17 @@
       document.createTextNode("What's new"),
     ]);
     ui.list = el("div", { class: "list" });
+    ui.mail = el("div", { class: "mail", "aria-live": "polite", hidden: "" });
     ui.panel = el("section", { class: "panel", role: "dialog", "aria-modal": "false", "aria-labelledby": "tw-title", tabindex: "-1" }, [
       el("div", { class: "head" }, [title, el("button", { class: "x", type: "button", "aria-label": "Close", text: "×", onclick: close })]),
       ui.list,
+      ui.mail,
     ]);
     ui.root.appendChild(ui.panel);
     if (ui.opener) ui.opener.setAttribute("aria-expanded", "true");
     render();
+    renderMail();
+    loadMail();
     ui.panel.focus();
     markRead(state.notes);
     if (config.onOpen) guard(config.onOpen)();
