@@ -10,6 +10,10 @@ if ! command -v chromium >/dev/null; then
   echo "Installing Chromium from Debian's packages…"
   apt_install chromium fonts-dejavu-core
 fi
+# The SMTP TLS tests make a throw-away certificate with openssl.
+if ! command -v openssl >/dev/null; then
+  apt_install openssl
+fi
 # The widget's reactions are emoji; without a colour emoji font the screenshots show boxes.
 if ! fc-list 2>/dev/null | grep -qi "emoji"; then
   apt_install fonts-noto-color-emoji

@@ -80,12 +80,15 @@ class Smtp:
         self.port = parts.port or (465 if self.implicit_tls else 587)
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else ""
+        if not (f"{self.username or ''}{self.password}").isascii():
+            # smtplib sends credentials as ASCII; a non-ASCII one would fail every login.
+            raise ConfigError("SMTP_URL: the user name and password must be plain ASCII")
         self.ssl_context = ssl_context or ssl.create_default_context()
         self._client: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
+        client: smtplib.SMTP | None = None
         try:
-            client: smtplib.SMTP
             if self.implicit_tls:
                 client = smtplib.SMTP_SSL(
                     self.host, self.port, timeout=CONNECT_TIMEOUT, context=self.ssl_context
@@ -96,9 +99,11 @@ class Smtp:
                     client.starttls(context=self.ssl_context)
             if self.username:
                 client.login(self.username, self.password)
-        except smtplib.SMTPAuthenticationError as error:
-            raise Unreachable(f"the SMTP server refused the login: {error}") from error
         except (OSError, smtplib.SMTPException) as error:
+            if client is not None:
+                client.close()
+            if isinstance(error, smtplib.SMTPAuthenticationError):
+                raise Unreachable(f"the SMTP server refused the login: {error}") from error
             raise Unreachable(f"cannot reach the SMTP server: {error}") from error
         return client
 
