@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import time
 import types
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -25,6 +26,7 @@ from announcements import services, subscriptions
 from announcements.models import (
     EndUser,
     Frequency,
+    NoteTranslation,
     OutboxMessage,
     OutboxStatus,
     Product,
@@ -642,3 +644,36 @@ def test_an_unverified_widget_user_gets_double_opt_in_and_no_link(
     subscriber = session.scalar(select(Subscriber))
     assert subscriber is not None and subscriber.end_user_id is None
     assert [row.kind for row in outbox(session)] == [subscriptions.OutboxKind.CONFIRM]
+
+
+def test_the_pacer_keeps_to_the_configured_rate() -> None:
+    pacer = transport.Pacer(20)
+    started = time.monotonic()
+    for _ in range(5):
+        pacer.wait()
+    assert time.monotonic() - started >= 4 / 20 * 0.95  # four intervals between five sends
+    assert transport.Pacer(0).interval == 0  # no limit: never waits
+
+
+def test_a_subscriber_reads_the_note_in_their_language(
+    client: FlaskClient, session: Session, smtp_server: SmtpServer
+) -> None:
+    product = make_product(session, name="Lumen")
+    note = make_note(session, product, status="draft", title="Funnels", is_important=True)
+    session.add(
+        NoteTranslation(
+            note_id=note.id, locale="de", title="Trichter", body_md="Neu.", body_html="<p>Neu.</p>"
+        )
+    )
+    session.commit()
+    page = client.get(f"/changelog/{product.slug}").get_data(as_text=True)
+    assert '<option value="de">de</option>' in page
+    subscribe(client, product, "anna@example.com", locale="de")
+    send_all(smtp_server)
+    [mail] = smtp_server.recorder.to("anna@example.com")
+    client.get(link(mail, "confirm"))
+    services.publish(session, note, by=None, now=utcnow())
+    send_all(smtp_server)
+    latest = smtp_server.recorder.to("anna@example.com")[-1]
+    assert latest["Subject"] == "Lumen 1.0.0: Trichter"
+    assert "Neu." in latest.get_body(("plain",)).get_content()

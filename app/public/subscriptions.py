@@ -15,7 +15,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from announcements import reads, subscriptions
+from announcements import queries, reads, subscriptions
 from announcements.catalogue import note_url
 from announcements.errors import NotFound, ValidationFailed
 from announcements.models import Category, Frequency, Note, Product, Subscriber, utcnow
@@ -49,6 +49,7 @@ def _product(slug: str) -> Product:
 
 def _page(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
     context.setdefault("base_url", current_app.config["BASE_URL"])
+    context.setdefault("locales", queries.locales(db.session, context["product"]))
     return render_template(
         f"public/{template}.html",
         frequencies=list(Frequency),

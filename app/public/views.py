@@ -73,6 +73,7 @@ def changelog(slug: str) -> ResponseReturnValue:
         text=text,
         categories=list(Category),
         frequencies=list(Frequency),
+        locales=queries.locales(db.session, product),
         base_url=_base_url(),
     )
 
