@@ -80,16 +80,20 @@ def claim(
     On PostgreSQL, workers skip each other's locked rows instead of waiting; on SQLite
     the statement runs alone, as SQLite writes one at a time.
     """
+    # A CTE, materialised, so the LIMIT holds: PostgreSQL may run an IN (subquery) with
+    # FOR UPDATE SKIP LOCKED again for each row and claim far more than asked.
     due = (
         select(OutboxMessage.id)
         .where(OutboxMessage.status == OutboxStatus.QUEUED, OutboxMessage.next_attempt_at <= now)
         .order_by(OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED")
     )
     claimed = session.scalars(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(due), OutboxMessage.status == OutboxStatus.QUEUED)
+        .where(OutboxMessage.id == due.c.id, OutboxMessage.status == OutboxStatus.QUEUED)
         .values(status=OutboxStatus.SENDING, claimed_by=worker, next_attempt_at=now + lease)
         .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from announcements import outbox as outbox_claims
 from announcements import services, subscriptions
 from announcements.models import (
     EndUser,
@@ -677,3 +678,18 @@ def test_a_subscriber_reads_the_note_in_their_language(
     latest = smtp_server.recorder.to("anna@example.com")[-1]
     assert latest["Subject"] == "Lumen 1.0.0: Trichter"
     assert "Neu." in latest.get_body(("plain",)).get_content()
+
+
+def test_workers_claim_no_more_than_a_batch_and_never_the_same_message(
+    session: Session,
+) -> None:
+    product = make_product(session)
+    for number in range(120):
+        confirmed(session, product, f"reader{number}@example.com")
+    make_note(session, product, is_important=True)
+    lease = timedelta(minutes=2)
+    first = outbox_claims.claim(session, "host:1:1", now=utcnow(), limit=50, lease=lease)
+    second = outbox_claims.claim(session, "host:2:1", now=utcnow(), limit=50, lease=lease)
+    third = outbox_claims.claim(session, "host:3:1", now=utcnow(), limit=50, lease=lease)
+    assert (len(first), len(second), len(third)) == (50, 50, 20)
+    assert not set(first) & set(second) and not set(second) & set(third)

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from flask import current_app, render_template
+from werkzeug.routing import Map, MapAdapter
 
-from announcements.catalogue import note_url
 from announcements.models import Note, OutboxMessage, Product, Subscriber, utcnow
 from announcements.subscriptions import Preferences
 from app.mail import tokens
@@ -35,17 +35,22 @@ class Localized:
     title: str
     body_md: str
     body_html: str
-    url: str
     read_url: str
 
 
 def _external(endpoint: str, **values: Any) -> str:
     """An absolute URL on ``BASE_URL``; mail is composed outside any request."""
-    base = urlsplit(current_app.config["BASE_URL"])
-    adapter = current_app.url_map.bind(
-        base.netloc, script_name=base.path or "/", url_scheme=base.scheme
+    return str(
+        _urls(current_app.url_map, current_app.config["BASE_URL"]).build(
+            endpoint, values, force_external=True
+        )
     )
-    return str(adapter.build(endpoint, values, force_external=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _urls(url_map: Map, base_url: str) -> MapAdapter:
+    base = urlsplit(base_url)
+    return url_map.bind(base.netloc, script_name=base.path or "/", url_scheme=base.scheme)
 
 
 def sender_address() -> str:
@@ -76,14 +81,12 @@ def localized(note: Note, subscriber: Subscriber) -> Localized:
                 translation.body_md,
                 translation.body_html,
             )
-    base_url = current_app.config["BASE_URL"]
     token = tokens.make(Purpose.READ, {"s": subscriber.id, "n": note.id})
     return Localized(
         note=note,
         title=title,
         body_md=body_md,
         body_html=body_html,
-        url=note_url(base_url, note.product.slug, note.version, note.id),
         read_url=_external("subscriptions.read", token=token),
     )
 

@@ -7,8 +7,10 @@ make it ``skipped``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import make_msgid
@@ -154,11 +156,31 @@ def deliver_due(transport: Transport) -> Report:
     with (
         Session(db.engine, expire_on_commit=False) as session,
         widget_engine().connect() as marks,
+        _quick_commits(marks),
     ):
         run = _Run(session, marks, transport, Pacer(rate), outbox.worker_name(), lease, batch)
         while run.next_batch():
             pass
         return run.report
+
+
+@contextlib.contextmanager
+def _quick_commits(marks: Connection) -> Iterator[None]:
+    """On PostgreSQL, do not wait for the disk when recording a message as sent.
+
+    A killed worker loses nothing by it: the server still writes the commit. Only a
+    crash of the database server itself can forget the last fraction of a second of
+    "sent" marks, and then those few messages go out again; none is ever lost. Waiting
+    for the flush after every message halved the rate on a durable server.
+    """
+    if marks.dialect.name != "postgresql":
+        yield
+        return
+    marks.exec_driver_sql("SET synchronous_commit TO off")
+    try:
+        yield
+    finally:
+        marks.exec_driver_sql("RESET synchronous_commit")
 
 
 @dataclass

@@ -18,7 +18,15 @@ from sqlalchemy import select
 from announcements import queries, reads, subscriptions
 from announcements.catalogue import note_url
 from announcements.errors import NotFound, ValidationFailed
-from announcements.models import Category, Frequency, Note, Product, Subscriber, utcnow
+from announcements.models import (
+    Category,
+    Frequency,
+    Note,
+    NoteStatus,
+    Product,
+    Subscriber,
+    utcnow,
+)
 from announcements.subscriptions import Preferences
 from app.database import widget_engine, writing
 from app.extensions import csrf, db, limiter
@@ -191,8 +199,8 @@ def preferences(token: str) -> ResponseReturnValue:
 
 @bp.get("/subscriptions/read/<token>")
 def read(token: str) -> ResponseReturnValue:
-    """ "Read on the web" from a mail: records the read for a linked subscriber, then goes
-    to the note's permalink."""
+    """The "Read on the web" link of a mail: records the read for a linked subscriber, then
+    goes to the note's permalink."""
     try:
         subscriber, payload = _subscriber(Purpose.READ, token)
     except (BadToken, NotFound) as error:
@@ -200,9 +208,9 @@ def read(token: str) -> ResponseReturnValue:
     note = db.session.get(Note, payload.get("n")) if isinstance(payload.get("n"), int) else None
     if note is None or note.product_id != subscriber.product_id:
         return _bad_link(NotFound("That note no longer exists."))
-    if subscriber.end_user_id is not None and note.published_at is not None:
+    now = utcnow()
+    public = note.status_at(now) is NoteStatus.PUBLISHED and not note.is_internal
+    if subscriber.end_user_id is not None and public:
         with widget_engine().connect() as connection, writing(connection):
-            reads.record_read(
-                connection, subscriber.end_user_id, note.id, channel="email", now=utcnow()
-            )
+            reads.record_read(connection, subscriber.end_user_id, note.id, channel="email", now=now)
     return redirect(note_url("", note.product.slug, note.version, note.id))
