@@ -18,7 +18,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import current_app, render_template
+from flask import current_app
 from werkzeug.routing import Map, MapAdapter
 
 from announcements.models import Note, OutboxMessage, Product, Subscriber, utcnow
@@ -89,6 +89,12 @@ def localized(note: Note, subscriber: Subscriber) -> Localized:
         body_html=body_html,
         read_url=_external("subscriptions.read", token=token),
     )
+
+
+def _render(name: str, context: dict[str, Any]) -> str:
+    """A mail template with only what it is given: mail has no request to draw on, and
+    Flask's context processors and signals cost a fifth of each render."""
+    return current_app.jinja_env.get_template(name).render(context)
 
 
 @dataclass(frozen=True)
@@ -183,8 +189,8 @@ def _envelope(
             ("Precedence", "bulk"),
         ]
     headers.append(("Auto-Submitted", "auto-generated"))
-    text = render_template(f"email/{template}.txt", **context)
-    html = render_template(f"email/{template}.html", **context)
+    text = _render(f"email/{template}.txt", context)
+    html = _render(f"email/{template}.html", context)
     return Composed(message_id, assemble(headers, text, html))
 
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import make_msgid
@@ -83,29 +84,35 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
     return compose.digest(row, row.product, unread), ""
 
 
-def _send_one(
-    session: Session,
-    marks: Connection,
-    row: OutboxMessage,
-    transport: Transport,
-    pacer: Pacer,
-    worker: str,
-) -> str:
-    """Send one claimed message and record the outcome; returns it as a word."""
+def _prepare(
+    session: Session, row: OutboxMessage, worker: str
+) -> tuple[compose.Composed | None, str]:
+    """The message to send for ``row``; or None, with the outcome already recorded."""
     try:
         message, reason = _is_owed(session, row)
     except Exception as error:  # a message that cannot be composed must not stop the rest
         log.exception("cannot compose outbox message %s", row.id)
         with write_turn():
             outbox.mark_failed(session, row, worker, error=f"could not compose: {error}")
-        return "failed"
+        return None, "failed"
     if message is None:
         with write_turn():
             outbox.mark_skipped(session, row.id, worker, reason=reason)
-        return "skipped"
-    pacer.wait()
+        return None, "skipped"
+    return message, ""
+
+
+def _record(
+    session: Session,
+    marks: Connection,
+    sending: _Sending,
+    worker: str,
+) -> str:
+    """Wait for a message handed to the sender and record how it went; returns it as a
+    word. Raises Unreachable, after recording it, when the server cannot be reached."""
+    row, message = sending.row, sending.message
     try:
-        transport.send(message, compose.sender_address(), row.subscriber.email)
+        sending.future.result()
     except Permanent as error:
         with write_turn():
             outbox.mark_permanent(
@@ -128,6 +135,15 @@ def _send_one(
         with write_turn():
             outbox.reset_bounces(session, row.subscriber)
     return "sent"
+
+
+@dataclass(frozen=True)
+class _Sending:
+    """A message on its way to the server, on the sender thread."""
+
+    row: OutboxMessage
+    message: compose.Composed
+    future: Future[None]
 
 
 def _load(session: Session, row_ids: list[int]) -> dict[int, OutboxMessage]:
@@ -157,8 +173,11 @@ def deliver_due(transport: Transport) -> Report:
         Session(db.engine, expire_on_commit=False) as session,
         widget_engine().connect() as marks,
         _quick_commits(marks),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidings-smtp") as sender,
     ):
-        run = _Run(session, marks, transport, Pacer(rate), outbox.worker_name(), lease, batch)
+        run = _Run(
+            session, marks, transport, sender, Pacer(rate), outbox.worker_name(), lease, batch
+        )
         while run.next_batch():
             pass
         return run.report
@@ -188,6 +207,7 @@ class _Run:
     session: Session
     marks: Connection
     transport: Transport
+    sender: ThreadPoolExecutor
     pacer: Pacer
     worker: str
     lease: timedelta
@@ -195,7 +215,12 @@ class _Run:
     report: Report = field(default_factory=Report)
 
     def next_batch(self) -> bool:
-        """Claim and send one batch; False when nothing was due or the server is down."""
+        """Claim and send one batch; False when nothing was due or the server is down.
+
+        Each message is composed while the one before it is with the server, which
+        otherwise sits idle waiting for us; that one is recorded before the next is handed
+        over, so a killed worker still leaves at most one message sent and not recorded.
+        """
         session, worker = self.session, self.worker
         with write_turn():
             claimed = outbox.claim(
@@ -207,25 +232,50 @@ class _Run:
         # while this one may still send it.
         deadline = time.monotonic() + self.lease.total_seconds() / 2
         rows = _load(session, claimed)
+        sending: _Sending | None = None
         for position, row_id in enumerate(claimed):
-            if time.monotonic() > deadline:
-                with write_turn():
-                    outbox.release(session, claimed[position:], worker, now=utcnow())
-                break
-            row = rows.get(row_id)
-            if row is None:  # its subscriber was removed meanwhile
-                continue
-            try:
-                outcome = _send_one(session, self.marks, row, self.transport, self.pacer, worker)
-            except Unreachable as error:
-                self.report.retried += 1
-                self.report.errors.append(str(error))
+            late = time.monotonic() > deadline
+            row = rows.get(row_id)  # None: its subscriber was removed meanwhile
+            message, outcome = None, ""
+            if row is not None and not late:
+                message, outcome = _prepare(session, row, worker)
+            if not self._settle(sending):
                 later = utcnow() + outbox.retry_delay(1)
                 with write_turn():
-                    outbox.release(session, claimed[position + 1 :], worker, now=later)
+                    outbox.release(session, claimed[position:], worker, now=later)
                 return False
-            setattr(self.report, outcome, getattr(self.report, outcome) + 1)
+            sending = None
+            if late:
+                with write_turn():
+                    outbox.release(session, claimed[position:], worker, now=utcnow())
+                return True
+            if row is None:
+                continue
+            if message is None:
+                self._count(outcome)
+                continue
+            self.pacer.wait()
+            future = self.sender.submit(
+                self.transport.send, message, compose.sender_address(), row.subscriber.email
+            )
+            sending = _Sending(row, message, future)
+        return self._settle(sending)
+
+    def _settle(self, sending: _Sending | None) -> bool:
+        """Record the message with the server, if any; False when the server is down."""
+        if sending is None:
+            return True
+        try:
+            outcome = _record(self.session, self.marks, sending, self.worker)
+        except Unreachable as error:
+            self.report.retried += 1
+            self.report.errors.append(str(error))
+            return False
+        self._count(outcome)
         return True
+
+    def _count(self, outcome: str) -> None:
+        setattr(self.report, outcome, getattr(self.report, outcome) + 1)
 
 
 class NotSent(Exception):

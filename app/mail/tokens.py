@@ -8,6 +8,7 @@ stay good for a year, long after the mail was read.
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +37,13 @@ class BadToken(DomainError):
 
 
 def _serializer(purpose: Purpose) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=f"tidings.{purpose}")
+    return _serializer_for(current_app.config["SECRET_KEY"], purpose)
+
+
+@functools.lru_cache(maxsize=16)
+def _serializer_for(secret: str, purpose: Purpose) -> URLSafeTimedSerializer:
+    """Built once per key: every message carries two tokens."""
+    return URLSafeTimedSerializer(secret, salt=f"tidings.{purpose}")
 
 
 def make(purpose: Purpose, payload: dict[str, Any]) -> str:
