@@ -44,3 +44,7 @@ class Unauthenticated(DomainError):
 
 class Forbidden(DomainError):
     """The caller is known but may not do this here."""
+
+
+class Malformed(ValidationFailed):
+    """A request that cannot be read at all, such as a body that is not JSON."""

@@ -219,7 +219,10 @@ class Note(Base):
     """
 
     __tablename__ = "note"
-    __table_args__ = (Index(None, "product_id", "published_at"),)
+    __table_args__ = (
+        Index(None, "product_id", "published_at"),
+        UniqueConstraint("product_id", "import_key"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
@@ -241,6 +244,11 @@ class Note(Base):
     # were queued, so a note is queued once however many workers look at it.
     email_subscribers: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     emailed_at: Mapped[datetime | None]
+    # A note imported from a changelog: which release it is ("changelog:1.2.0"), a hash
+    # of that release's text when last imported, and the release date the changelog gave.
+    import_key: Mapped[str | None] = mapped_column(String(80))
+    import_hash: Mapped[str | None] = mapped_column(String(64))
+    released_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -473,6 +481,75 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class ApiScope(enum.StrEnum):
+    NOTES_READ = "notes:read"
+    NOTES_WRITE = "notes:write"
+    IMPORT = "import"
+    SUBSCRIBERS_READ = "subscribers:read"
+
+
+class WebhookEvent(enum.StrEnum):
+    PUBLISHED = "note.published"
+    UPDATED = "note.updated"
+    ARCHIVED = "note.archived"
+
+
+class WebhookFormat(enum.StrEnum):
+    JSON = "json"  # Tidings' own payload: the note and its links
+    SLACK = "slack"  # Slack's incoming-webhook format: text and blocks
+
+
+class Webhook(Base):
+    """A URL to call when a product's notes go out, change or are withdrawn."""
+
+    __tablename__ = "webhook"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(80))
+    format: Mapped[WebhookFormat] = mapped_column(
+        _stored_as_value(WebhookFormat), default=WebhookFormat.JSON
+    )
+    events: Mapped[list[str]] = mapped_column(default=list)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    product: Mapped[Product] = relationship()
+
+
+class WebhookDelivery(Base):
+    """One call of one webhook, written in the same transaction as the event; the worker
+    sends it, retrying with backoff, and keeps what the receiver answered."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "webhook_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhook.id", ondelete="CASCADE"))
+    note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="SET NULL"))
+    event: Mapped[WebhookEvent] = mapped_column(_stored_as_value(WebhookEvent))
+    # The note as it was when the event happened.
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[OutboxStatus] = mapped_column(
+        _stored_as_value(OutboxStatus), default=OutboxStatus.QUEUED
+    )
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    webhook: Mapped[Webhook] = relationship()
+    note: Mapped[Note | None] = relationship()
 
 
 class AuditEvent(Base):

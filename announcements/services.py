@@ -12,15 +12,16 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from announcements import rendering, subscriptions, targeting, versions
+from announcements import rendering, subscriptions, targeting, versions, webhooks
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     LOCALE_PATTERN,
+    ApiKey,
     AuditEvent,
     Category,
     Membership,
@@ -29,6 +30,7 @@ from announcements.models import (
     Product,
     Role,
     TeamMember,
+    Webhook,
 )
 
 MAX_TITLE_LENGTH = 200
@@ -162,7 +164,7 @@ def create_product(
     session.add(product)
     session.add(Membership(member=by, product=product, role=Role.OWNER, created_at=now))
     session.flush()
-    _audit(session, product, by, "product.created", f"Created {product.name}", now=now)
+    record(session, product, by, "product.created", f"Created {product.name}", now=now)
     session.commit()
     return product
 
@@ -181,7 +183,7 @@ def update_product(
         raise ValidationFailed(errors)
     _apply_settings(product, settings)
     _bump_stamp(product)
-    _audit(session, product, by, "product.updated", "Changed settings", now=now)
+    record(session, product, by, "product.updated", "Changed settings", now=now)
     session.commit()
     return product
 
@@ -208,7 +210,7 @@ def rotate_identity_secret(
     """Replace the product's identity secret; hashes made with the old one stop working."""
     product.identity_secret = new_identity_secret()
     _bump_stamp(product)  # widget caches hold the secret; make them reload it
-    _audit(session, product, by, "product.secret_rotated", "Rotated the identity secret", now=now)
+    record(session, product, by, "product.secret_rotated", "Rotated the identity secret", now=now)
     session.commit()
     return product.identity_secret
 
@@ -252,7 +254,7 @@ def set_role(
         if membership.role is Role.OWNER:
             _ensure_another_owner(session, product, member)
         membership.role = role
-    _audit(session, product, by, "member.role_set", f"{member.email} is now {role.value}", now=now)
+    record(session, product, by, "member.role_set", f"{member.email} is now {role.value}", now=now)
     session.commit()
     return membership
 
@@ -271,7 +273,7 @@ def remove_member(
     if membership.role is Role.OWNER:
         _ensure_another_owner(session, product, member)
     session.delete(membership)
-    _audit(session, product, by, "member.removed", f"Removed {member.email}", now=now)
+    record(session, product, by, "member.removed", f"Removed {member.email}", now=now)
     session.commit()
 
 
@@ -294,12 +296,22 @@ def _ensure_another_owner(session: Session, product: Product, member: TeamMember
 # Notes --------------------------------------------------------------------
 
 
+Owned = TypeVar("Owned", Note, ApiKey, Webhook)
+
+
+def owned(session: Session, model: type[Owned], product: Product, row_id: int) -> Owned:
+    """Row ``row_id`` of ``model`` if it belongs to ``product``; anything else, another
+    product's included, is NotFound, so ids reveal nothing across products."""
+    row = session.get(model, row_id)
+    if row is None or row.product_id != product.id:
+        what = {Note: "note", ApiKey: "key", Webhook: "webhook"}[model]
+        raise NotFound(f"There is no such {what} in this product.")
+    return row
+
+
 def get_note(session: Session, product: Product, note_id: int) -> Note:
     """The product's note ``note_id``; another product's note is NotFound."""
-    note = session.get(Note, note_id)
-    if note is None or note.product_id != product.id:
-        raise NotFound("There is no such note in this product.")
-    return note
+    return owned(session, Note, product, note_id)
 
 
 def _validate_note(
@@ -403,8 +415,9 @@ def create_note(
     _bump_stamp(product)
     session.flush()
     _queue_mail(session, note, now)
+    webhooks.announce(session, note, None, now=now)
     state = note.status_at(now).value
-    _audit(session, product, by, "note.created", f"Created as {state}", note=note, now=now)
+    record(session, product, by, "note.created", f"Created as {state}", note=note, now=now)
     session.commit()
     return note
 
@@ -427,7 +440,7 @@ def update_note(
     )
     if errors:
         raise ValidationFailed(errors)
-    before = note.status_at(now)
+    before, scheduled_for = note.status_at(now), note.published_at
     changed = _write(note, data)
     _transition(note, intent, publish_at, now)
     after = note.status_at(now)
@@ -436,12 +449,14 @@ def update_note(
     note.updated_at = now
     _bump_stamp(note.product)
     _queue_mail(session, note, now)
+    rescheduled = note.published_at != scheduled_for
+    webhooks.announce(session, note, before, edited=bool(changed), rescheduled=rescheduled, now=now)
     parts = []
     if changed:
         parts.append("Edited " + ", ".join(name.replace("_md", "") for name in changed))
     if before is not after or intent is Intent.SCHEDULE:
         parts.append(_transition_summary(note, after))
-    _audit(session, note.product, by, "note.updated", "; ".join(parts), note=note, now=now)
+    record(session, note.product, by, "note.updated", "; ".join(parts), note=note, now=now)
     session.commit()
     return note
 
@@ -450,7 +465,7 @@ def _transition(note: Note, intent: Intent, publish_at: datetime | None, now: da
     status = note.status_at(now)
     if intent is Intent.PUBLISH:
         if status in (NoteStatus.DRAFT, NoteStatus.SCHEDULED):
-            note.published_at = now
+            note.published_at = _live_from(note, now)
     elif intent is Intent.SCHEDULE:
         if status is NoteStatus.PUBLISHED:
             raise InvalidTransition("This note is already published; it cannot be scheduled.")
@@ -459,6 +474,14 @@ def _transition(note: Note, intent: Intent, publish_at: datetime | None, now: da
         if status is not NoteStatus.SCHEDULED:
             raise InvalidTransition("Only a scheduled note can go back to draft.")
         note.published_at = None
+
+
+def _live_from(note: Note, now: datetime) -> datetime:
+    """When a note published at ``now`` counts as published: now, or for a note imported
+    from a changelog, the date of its release."""
+    if note.released_at is not None and note.released_at <= now:
+        return note.released_at
+    return now
 
 
 def _transition_summary(note: Note, status: NoteStatus) -> str:
@@ -478,11 +501,12 @@ def publish(session: Session, note: Note, *, by: TeamMember | None, now: datetim
         raise InvalidTransition(
             f"Only drafts and scheduled notes can be published; this is {status}."
         )
-    note.published_at = now
+    note.published_at = _live_from(note, now)
     note.updated_at = now
     _bump_stamp(note.product)
     _queue_mail(session, note, now)
-    _audit(session, note.product, by, "note.published", "Published", note=note, now=now)
+    webhooks.announce(session, note, status, now=now)
+    record(session, note.product, by, "note.published", "Published", note=note, now=now)
     session.commit()
     return note
 
@@ -494,7 +518,7 @@ def email_note(session: Session, note: Note, *, by: TeamMember | None, now: date
         raise InvalidTransition("Only published, public notes can be emailed.")
     note.email_subscribers = True
     queued = subscriptions.queue_note(session, note, now=now)
-    _audit(
+    record(
         session, note.product, by, "note.emailed", f"Queued {queued} email(s)", note=note, now=now
     )
     session.commit()
@@ -505,10 +529,12 @@ def archive(session: Session, note: Note, *, by: TeamMember | None, now: datetim
     """Hide a note everywhere outside the console; it can be restored."""
     if note.archived_at is not None:
         raise InvalidTransition("This note is already archived.")
+    before = note.status_at(now)
     note.archived_at = now
     note.updated_at = now
     _bump_stamp(note.product)
-    _audit(session, note.product, by, "note.archived", "Archived", note=note, now=now)
+    webhooks.announce(session, note, before, now=now)
+    record(session, note.product, by, "note.archived", "Archived", note=note, now=now)
     session.commit()
     return note
 
@@ -520,8 +546,9 @@ def restore(session: Session, note: Note, *, by: TeamMember | None, now: datetim
     note.archived_at = None
     note.updated_at = now
     _bump_stamp(note.product)
+    webhooks.announce(session, note, NoteStatus.ARCHIVED, now=now)
     state = note.status_at(now).value
-    _audit(session, note.product, by, "note.restored", f"Restored as {state}", note=note, now=now)
+    record(session, note.product, by, "note.restored", f"Restored as {state}", note=note, now=now)
     session.commit()
     return note
 
@@ -534,7 +561,7 @@ def delete_draft(session: Session, note: Note, *, by: TeamMember | None, now: da
     summary = f"Deleted draft “{note.title}” ({note.version})"
     session.delete(note)
     _bump_stamp(product)
-    _audit(session, product, by, "note.deleted", summary, now=now)
+    record(session, product, by, "note.deleted", summary, now=now)
     session.commit()
 
 
@@ -550,7 +577,7 @@ def _bump_stamp(product: Product) -> None:
     product.catalogue_stamp = Product.catalogue_stamp + 1
 
 
-def _audit(
+def record(
     session: Session,
     product: Product,
     actor: TeamMember | None,
@@ -560,6 +587,7 @@ def _audit(
     note: Note | None = None,
     now: datetime,
 ) -> None:
+    """Add an audit event for a change, to be committed with it."""
     if note is not None:
         summary = f"“{note.title}” ({note.version}): {summary}"
     session.add(

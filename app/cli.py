@@ -1,19 +1,22 @@
-"""Command-line tools: ``flask --app wsgi users create``, ``flask --app wsgi demo``."""
+"""Command-line tools: ``users create``, ``demo``, ``api-keys create``, ``import-changelog``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sys
+from pathlib import Path
 
 import click
+from click._termui_impl import ProgressBar
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from announcements import accounts, demo, services
-from announcements.errors import ValidationFailed
+from announcements import accounts, apikeys, demo, importing, services
+from announcements.errors import DomainError, ValidationFailed
 from announcements.models import Product, Role, utcnow
 from app.extensions import db
 
@@ -83,6 +86,98 @@ def load_demo(as_json: bool) -> None:
     click.echo(f"  Password: {console['password']}")
 
 
+def _product(slug: str) -> Product:
+    product = db.session.scalar(select(Product).where(Product.slug == slug))
+    if product is None:
+        raise click.ClickException(f"No product with the slug {slug}.")
+    return product
+
+
+api_keys = AppGroup("api-keys", help="Manage management-API keys.")
+
+
+@api_keys.command("create")
+@click.argument("product_slug")
+@click.option("--name", required=True, help="What uses the key, such as ci.")
+@click.option(
+    "--scopes",
+    default="notes:read",
+    show_default=True,
+    help="Comma-separated: notes:read, notes:write, import, subscribers:read.",
+)
+def create_api_key(product_slug: str, name: str, scopes: str) -> None:
+    """Create an API key and print it; it is shown this once."""
+    product = _product(product_slug)
+    try:
+        key, raw = apikeys.create(
+            db.session, product, name, scopes.split(","), by=None, now=utcnow()
+        )
+    except ValidationFailed as error:
+        raise click.ClickException(error.message) from None
+    click.echo(raw)
+    click.echo(f"Created key {key.prefix}… “{key.name}” ({', '.join(key.scopes)}).", err=True)
+
+
+# A file with more releases than this shows a progress bar while it is imported.
+PROGRESS_FROM = 50
+
+
+@click.command("import-changelog")
+@click.argument("product_slug")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--publish", is_flag=True, help="Publish the notes, dated at their releases.")
+@click.option("--dry-run", is_flag=True, help="Only print what would change.")
+@click.option("--unreleased-as", metavar="VERSION", help="Import [Unreleased] as this version.")
+@with_appcontext
+def import_changelog(
+    product_slug: str, file: Path, publish: bool, dry_run: bool, unreleased_as: str | None
+) -> None:
+    """Import a CHANGELOG.md (or git-cliff --context JSON): one note per release."""
+    product = _product(product_slug)
+    bars = contextlib.ExitStack()
+    bar: ProgressBar[int] | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if total <= PROGRESS_FROM or not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = bars.enter_context(
+                click.progressbar(length=total, label="Importing", file=sys.stderr)
+            )
+        bar.update(1)
+
+    with bars:
+        try:
+            text = importing.read_text(file.read_bytes())
+            report = importing.import_changelog(
+                db.session,
+                product,
+                text,
+                publish=publish,
+                dry_run=dry_run,
+                unreleased_as=unreleased_as,
+                by=None,
+                now=utcnow(),
+                progress=progress,
+            )
+        except DomainError as error:
+            raise click.ClickException(error.message) from None
+    click.echo(f"{file.name}: read as {report.format}.")
+    for change in report.changes:
+        if change.action is not importing.Action.UNCHANGED:
+            reason = f" ({change.reason})" if change.reason else ""
+            click.echo(f"  {change.action.value:<9} {change.version}: {change.title}{reason}")
+    for problem in report.problems:
+        click.echo(f"  warning   {problem}")
+    if not report.changed:
+        click.echo(f"Nothing to change: {report.summary or 'no releases'}.")
+    else:
+        click.echo(f"{'Would import' if dry_run else 'Imported'}: {report.summary}.")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(load_demo)
+    app.cli.add_command(api_keys)
+    app.cli.add_command(import_changelog)

@@ -13,6 +13,7 @@ from announcements.errors import (
     DomainError,
     Forbidden,
     InvalidTransition,
+    Malformed,
     NotFound,
     Unauthenticated,
     ValidationFailed,
@@ -21,7 +22,9 @@ from app.extensions import db
 
 log = logging.getLogger(__name__)
 
+# The first class an error is an instance of gives its status.
 STATUS_FOR = {
+    Malformed: 400,
     Unauthenticated: 401,
     Forbidden: 403,
     NotFound: 404,
@@ -62,6 +65,9 @@ def _domain_error(error: DomainError) -> ResponseReturnValue:
     status = next((s for kind, s in STATUS_FOR.items() if isinstance(error, kind)), 400)
     if _wants_json() and isinstance(error, ValidationFailed):
         return jsonify(error=error.message, errors=error.errors), status
+    if isinstance(error, Unauthenticated) and request.path.startswith("/api/v1/products/"):
+        challenge = {"WWW-Authenticate": 'Bearer realm="tidings"'}
+        return jsonify(error=error.message), status, challenge
     return _answer(status, "That could not be done", error.message)
 
 

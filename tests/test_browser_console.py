@@ -7,7 +7,10 @@ The page tests leave screenshots in instance/screenshots/ to look at after a run
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
+from app.mail import delivery as delivery_run
+from app.mail import transport
 from tests.browser import DESKTOP, PHONE, SCREENSHOTS
 from tests.conftest import PASSWORD
 
@@ -76,10 +79,49 @@ def test_every_console_page_fits_the_screen(page, live_server, viewport) -> None
     check("login")
     log_in(page, live_server, "demo@tidings.test")
     check("products")
-    for name in ("notes", "subscribers", "settings", "team", "audit"):
+    for name in ("notes", "subscribers", "settings", "team", "api-keys", "webhooks", "audit"):
         page.goto(f"{live_server}/console/p/lumen/{name}")
         check(name)
+    page.goto(f"{live_server}/api/v1/docs")
+    page.locator("section.op").first.wait_for()
+    check("api-docs")
     page.goto(f"{live_server}/console/p/lumen/notes")
     page.locator(".note-title", has_text="Funnels: see where").click()
     page.locator("#preview li").first.wait_for()
     check("editor")
+
+
+def test_an_owner_creates_an_api_key_that_is_shown_once(page, live_server) -> None:
+    log_in(page, live_server, "demo@tidings.test")
+    page.goto(f"{live_server}/console/p/lumen/api-keys")
+    page.fill("input[name=name]", "GitHub Actions")
+    page.check("input[value='notes:write']")
+    page.click("button:has-text('Create key')")
+    shown = page.locator("#new-key code.big").inner_text()
+    assert shown.startswith("tid_")
+    row = page.locator("tr", has_text="GitHub Actions")
+    assert "notes:write" in row.inner_text() and shown not in page.locator("table").inner_text()
+    page.goto(f"{live_server}/console/p/lumen/api-keys")
+    assert page.locator("#new-key").count() == 0
+
+
+def test_a_note_is_sent_to_subscribers_and_the_page_follows_the_send(
+    page, live_app, live_server, tmp_path
+) -> None:
+    log_in(page, live_server, "demo@tidings.test")
+    page.goto(f"{live_server}/console/p/lumen/notes")
+    page.locator(".note-title", has_text="Dates in exported PDFs").click()
+    delivery = page.locator("section.delivery")
+    expect(delivery).to_contain_text("Not emailed")
+    page.once("dialog", lambda dialog: dialog.accept())
+    delivery.get_by_role("button", name="Send to subscribers").click()
+    expect(page.locator(".flash")).to_contain_text("to 4 subscribers")
+    expect(delivery.locator("[data-count=queued]")).to_have_text("4")
+    with live_app.app_context():
+        report = delivery_run.deliver_due(transport.Directory(tmp_path / "mail"))
+    assert report.sent == 4
+    # The page asks for the counts every two seconds while anything is queued.
+    expect(delivery.locator("[data-count=sent]")).to_have_text("4", timeout=10_000)
+    expect(delivery.locator("[data-count=queued]")).to_have_text("0")
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 4
+    page.screenshot(path=SCREENSHOTS / "note-delivery-desktop.png")

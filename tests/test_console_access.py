@@ -12,7 +12,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from announcements.models import Role, Subscriber
+from announcements import apikeys, webhooks
+from announcements.models import ApiKey, Role, Subscriber, Webhook, utcnow
 from app.extensions import db
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
@@ -44,13 +45,23 @@ NEEDS: dict[str, Role | str | None] = {
     "console.team_role": Role.OWNER,
     "console.team_remove": Role.OWNER,
     "console.audit": Role.OWNER,
+    "console.api_keys": Role.OWNER,
+    "console.api_key_revoke": Role.OWNER,
+    "console.webhooks_page": Role.OWNER,
+    "console.webhook_toggle": Role.OWNER,
+    "console.webhook_delete": Role.OWNER,
 }
 
 
 def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, str]]:
     """(endpoint, method, path) for every console route, with real ids filled in."""
     subscriber = db.session.scalar(select(Subscriber.id).where(Subscriber.product_id == product.id))
+    key = db.session.scalar(select(ApiKey.id).where(ApiKey.product_id == product.id))
+    webhook = db.session.scalar(select(Webhook.id).where(Webhook.product_id == product.id))
     values = {
+        "key_id": key,
+        "webhook_id": webhook,
+        "change": "pause",
         "slug": product.slug,
         "note_id": note.id,
         "member_id": member.id,
@@ -80,6 +91,16 @@ def world(session):
     note = make_note(session, product)
     session.add(Subscriber(product_id=product.id, email="reader@example.com"))
     session.commit()
+    apikeys.create(session, product, "ci", ["notes:read"], by=owner, now=utcnow())
+    webhooks.create(
+        session,
+        product,
+        "https://hooks.example.com/x",
+        ["note.published"],
+        "json",
+        by=owner,
+        now=utcnow(),
+    )
     outsider = make_member(session, "outsider@example.com")
     make_product(session, owner=outsider, slug="elsewhere")
     return product, note, people, outsider

@@ -267,7 +267,7 @@ def test_a_failed_publish_queues_nothing(session: Session, monkeypatch: pytest.M
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("the audit log is down")
 
-    monkeypatch.setattr(services, "_audit", broken)
+    monkeypatch.setattr(services, "record", broken)
     with pytest.raises(RuntimeError):
         services.publish(session, note, by=None, now=utcnow())
     session.rollback()

@@ -1,4 +1,5 @@
-"""The JSON APIs under /api/v1/: the widget's endpoints for end users."""
+"""The JSON APIs under /api/v1/: the widget's endpoints for end users, and the
+management API for pipelines with its OpenAPI document."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from app.extensions import csrf
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from app.api import widget  # noqa: E402 - registers the routes on bp
+from app.api import manage, openapi, widget  # noqa: E402, F401 - register the routes on bp
 
 
 def init_app(app: Flask) -> None:

@@ -10,13 +10,15 @@ from wtforms import (
     IntegerField,
     PasswordField,
     SelectField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired
+from wtforms.widgets import CheckboxInput, ListWidget
 
-from announcements.models import Category, NoteStatus, Role
+from announcements.models import ApiScope, Category, NoteStatus, Role, WebhookEvent, WebhookFormat
 
 CATEGORY_CHOICES = [
     SelectChoice(c.value, c.label if c.label == c.value else f"{c.label} ({c.value})")
@@ -114,3 +116,48 @@ class RoleForm(FlaskForm):
 
 STATUS_FILTERS = [("", "All statuses")] + [(s.value, s.value.capitalize()) for s in NoteStatus]
 CATEGORY_FILTERS = [("", "All categories")] + [(c.value, c.label) for c in Category]
+
+
+class _Checkboxes(SelectMultipleField):
+    """Several choices as a list of checkboxes."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+    def pre_validate(self, form: object) -> None:
+        """The domain says which values are valid, and how to say so."""
+
+
+SCOPE_CHOICES = [
+    SelectChoice(ApiScope.NOTES_READ.value, "notes:read — list and read notes and versions"),
+    SelectChoice(
+        ApiScope.NOTES_WRITE.value, "notes:write — write, publish, archive and delete notes"
+    ),
+    SelectChoice(ApiScope.IMPORT.value, "import — import a CHANGELOG.md"),
+    SelectChoice(ApiScope.SUBSCRIBERS_READ.value, "subscribers:read — list email subscribers"),
+]
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField("Name", description="What uses it, such as “GitHub Actions”.")
+    scopes = _Checkboxes("Scopes", choices=SCOPE_CHOICES, default=["notes:read"])
+
+
+class WebhookForm(FlaskForm):
+    url = StringField("URL", description="Called with a POST for each event.")
+    events = _Checkboxes(
+        "Call it when a note is",
+        choices=[
+            SelectChoice(WebhookEvent.PUBLISHED.value, "published"),
+            SelectChoice(WebhookEvent.UPDATED.value, "updated after publishing"),
+            SelectChoice(WebhookEvent.ARCHIVED.value, "archived"),
+        ],
+        default=[WebhookEvent.PUBLISHED.value],
+    )
+    format = SelectField(
+        "Payload",
+        choices=[
+            SelectChoice(WebhookFormat.JSON.value, "JSON: the note and its links"),
+            SelectChoice(WebhookFormat.SLACK.value, "Slack: an incoming-webhook message"),
+        ],
+    )

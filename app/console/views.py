@@ -23,12 +23,14 @@ from flask_wtf import FlaskForm
 
 from announcements import (
     accounts,
+    apikeys,
     queries,
     reads,
     rendering,
     services,
     subscriptions,
     targeting,
+    webhooks,
 )
 from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import (
@@ -38,6 +40,7 @@ from announcements.models import (
     Product,
     Role,
     SubscriberStatus,
+    Webhook,
     utcnow,
 )
 from announcements.services import Intent, NoteInput, ProductSettings
@@ -46,11 +49,13 @@ from app.console import bp, timezones
 from app.console.forms import (
     CATEGORY_FILTERS,
     STATUS_FILTERS,
+    ApiKeyForm,
     LoginForm,
     MemberForm,
     NoteForm,
     ProductForm,
     RoleForm,
+    WebhookForm,
 )
 from app.converters import page_arg
 from app.extensions import db, limiter
@@ -357,6 +362,7 @@ def _save_from_editor(product: Product, form: NoteForm, note: Note | None) -> Re
             db.session.rollback()
             flash(error.message, "error")
         else:
+            jobs.wake()  # any mail and webhook calls the save queued go out now
             flash(_saved_message(note), "success")
             return redirect(url_for("console.note", slug=product.slug, note_id=note.id))
     return _render_editor(product, form, note)
@@ -411,6 +417,7 @@ def note_action(product: Product, note_id: int, action: str) -> ResponseReturnVa
         db.session.rollback()
         flash(error.message, "error")
     else:
+        jobs.wake()
         flash(message.format(title=found.title), "success")
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
 
@@ -552,7 +559,8 @@ def note_email(product: Product, note_id: int) -> ResponseReturnValue:
     else:
         jobs.wake()
         if queued:
-            flash(f"Sending “{found.title}” to {queued:,} subscriber(s).", "success")
+            people = "subscriber" if queued == 1 else "subscribers"
+            flash(f"Sending “{found.title}” to {queued:,} {people}.", "success")
         else:
             flash("Every subscriber who wants this note already has it.", "info")
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
@@ -617,3 +625,103 @@ def subscriber_remove(product: Product, subscriber_id: int) -> ResponseReturnVal
     removed = subscriptions.remove(db.session, product, subscriber_id)
     flash(f"Removed {removed.email}. Nothing more will be sent to them.", "success")
     return redirect(url_for("console.subscribers", slug=product.slug))
+
+
+# API keys and webhooks ----------------------------------------------------------
+
+
+@bp.route("/p/<slug>/api-keys", methods=["GET", "POST"])
+@role_required(Role.OWNER)
+def api_keys(product: Product) -> ResponseReturnValue:
+    """The product's API keys; a new key is shown once, on the page that created it."""
+    form = ApiKeyForm()
+    created = None
+    if form.validate_on_submit():
+        try:
+            key, raw = apikeys.create(
+                db.session,
+                product,
+                form.name.data or "",
+                form.scopes.data or [],
+                by=current_member(),
+                now=utcnow(),
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            created = (key, raw)
+            form = ApiKeyForm(formdata=None)
+    status = 422 if form.errors else 200
+    return render_template(
+        "console/api_keys.html",
+        product=product,
+        form=form,
+        keys=apikeys.for_product(db.session, product),
+        created=created,
+    ), status
+
+
+@bp.post("/p/<slug>/api-keys/<id:key_id>/revoke")
+@role_required(Role.OWNER)
+def api_key_revoke(product: Product, key_id: int) -> ResponseReturnValue:
+    try:
+        key = apikeys.revoke(db.session, product, key_id, by=current_member(), now=utcnow())
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        flash(
+            f"Revoked {key.prefix}… “{key.name}”. Calls with it are refused from now on.", "success"
+        )
+    return redirect(url_for("console.api_keys", slug=product.slug))
+
+
+@bp.route("/p/<slug>/webhooks", methods=["GET", "POST"])
+@role_required(Role.OWNER)
+def webhooks_page(product: Product) -> ResponseReturnValue:
+    """The product's webhooks and what their receivers answered lately."""
+    form = WebhookForm()
+    if form.validate_on_submit():
+        try:
+            webhooks.create(
+                db.session,
+                product,
+                form.url.data or "",
+                form.events.data or [],
+                form.format.data or "",
+                by=current_member(),
+                now=utcnow(),
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            flash("Webhook added. Verify its calls with the signing secret shown below.", "success")
+            return redirect(url_for("console.webhooks_page", slug=product.slug))
+    status = 422 if form.errors else 200
+    return render_template(
+        "console/webhooks.html",
+        product=product,
+        form=form,
+        hooks=webhooks.for_product(db.session, product),
+        deliveries=webhooks.recent_deliveries(db.session, product),
+    ), status
+
+
+@bp.post("/p/<slug>/webhooks/<id:webhook_id>/<any(pause, resume):change>")
+@role_required(Role.OWNER)
+def webhook_toggle(product: Product, webhook_id: int, change: str) -> ResponseReturnValue:
+    webhook = services.owned(db.session, Webhook, product, webhook_id)
+    webhooks.set_active(db.session, webhook, change == "resume", by=current_member(), now=utcnow())
+    flash(f"Webhook {'resumed' if change == 'resume' else 'paused'}.", "success")
+    return redirect(url_for("console.webhooks_page", slug=product.slug))
+
+
+@bp.post("/p/<slug>/webhooks/<id:webhook_id>/delete")
+@role_required(Role.OWNER)
+def webhook_delete(product: Product, webhook_id: int) -> ResponseReturnValue:
+    webhook = services.owned(db.session, Webhook, product, webhook_id)
+    webhooks.delete(db.session, webhook, by=current_member(), now=utcnow())
+    flash("Webhook removed, with its delivery log.", "success")
+    return redirect(url_for("console.webhooks_page", slug=product.slug))

@@ -1,8 +1,10 @@
-"""Background jobs on Huey: sending the outbox, and the worker's minute.
+"""Background jobs on Huey: sending the outbox and the webhook deliveries, and the
+worker's minute.
 
-Huey only carries wake-up calls; the outbox table is what must be sent. A lost
-task (a killed worker, Redis restarted) therefore loses nothing: the periodic task
-finds whatever is due within a minute, and ``flask worker`` runs it on start.
+Huey only carries wake-up calls; the outbox and webhook_delivery tables are what
+must be sent. A lost task (a killed worker, Redis restarted) therefore loses nothing:
+the periodic task finds whatever is due within a minute, and ``flask worker`` runs it
+on start.
 
 Storage: SQLite (``instance/huey.db``) by default, Redis when ``REDIS_URL`` is set,
 so that several workers on several machines share one queue.
@@ -18,6 +20,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
+from app import webhooks
 from app.mail import delivery, transport
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,9 @@ class Jobs:
 
     def _deliver(self) -> None:
         with self.app.app_context():
+            calls = webhooks.deliver_due()
+            if any(calls.values()):
+                log.info("webhooks: %s", ", ".join(f"{v} {k}" for k, v in calls.items() if v))
             sender = transport.from_config(self.app.config["SMTP_URL"], self.app.instance_path)
             try:
                 report = delivery.deliver_due(sender)
@@ -67,7 +73,8 @@ class Jobs:
 
     def wake(self) -> None:
         """Ask a worker to send what was just queued. If the queue cannot be reached the
-        messages wait in the outbox for the next minute's sweep; nothing is lost."""
+        messages and calls wait in their tables for the next minute's sweep; nothing is
+        lost."""
         try:
             self.deliver()
         except Exception:
@@ -83,7 +90,8 @@ def wake() -> None:
 @click.option("--threads", default=2, show_default=True, help="Jobs run at once.")
 @with_appcontext
 def worker_command(threads: int) -> None:
-    """Run the background worker: sends mail, queues scheduled notes and digests."""
+    """Run the background worker: sends mail and webhooks, queues scheduled notes and
+    digests."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     jobs: Jobs = current_app.extensions[JOBS_KEY]
     # Whatever a previous worker left behind goes out now, not at the next minute.

@@ -1,0 +1,212 @@
+"""Webhooks: URLs a product calls when a note is published, updated or archived.
+
+An event writes one delivery per subscribed webhook in the same transaction as the
+change, holding the note as it then was; the worker sends it (``app.webhooks``),
+signed with the webhook's secret, retrying with backoff. A note scheduled for later
+is announced when it goes live: its delivery waits until then, and is skipped if the
+note was unscheduled or moved meanwhile. Internal notes are never announced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from announcements import services
+from announcements.errors import ValidationFailed
+from announcements.models import (
+    Note,
+    NoteStatus,
+    Product,
+    TeamMember,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookFormat,
+)
+
+MAX_URL = 2000
+MAX_WEBHOOKS = 20
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_hex(24)
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The X-Tidings-Signature value: HMAC-SHA256 of "<timestamp>.<body>", in hex."""
+    signed = str(timestamp).encode() + b"." + body
+    return "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def _validate(url: str, events: Iterable[str], format: str) -> tuple[str, list[str], WebhookFormat]:
+    errors: dict[str, str] = {}
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        errors["url"] = "Use a full address such as https://hooks.example.com/tidings."
+    elif len(url) > MAX_URL:
+        errors["url"] = f"Keep the address under {MAX_URL} characters."
+    elif parts.username or parts.password:
+        errors["url"] = "Put no user name or password in the address; verify the signature."
+    known = {event.value for event in WebhookEvent}
+    chosen = [event for event in dict.fromkeys(events) if event]
+    if not chosen or any(event not in known for event in chosen):
+        errors["events"] = "Choose when to call it: published, updated or archived."
+    if format not in {f.value for f in WebhookFormat}:
+        errors["format"] = "Choose JSON or Slack."
+    if errors:
+        raise ValidationFailed(errors)
+    return url, chosen, WebhookFormat(format)
+
+
+def create(
+    session: Session,
+    product: Product,
+    url: str,
+    events: Iterable[str],
+    format: str,
+    *,
+    by: TeamMember | None,
+    now: datetime,
+) -> Webhook:
+    url, chosen, kind = _validate(url, events, format)
+    if len(for_product(session, product)) >= MAX_WEBHOOKS:
+        raise ValidationFailed({"url": f"A product has at most {MAX_WEBHOOKS} webhooks."})
+    webhook = Webhook(
+        product_id=product.id,
+        url=url,
+        secret=new_secret(),
+        format=kind,
+        events=chosen,
+        created_at=now,
+    )
+    session.add(webhook)
+    services.record(session, product, by, "webhook.created", f"Added webhook {url}", now=now)
+    session.commit()
+    return webhook
+
+
+def set_active(
+    session: Session, webhook: Webhook, active: bool, *, by: TeamMember | None, now: datetime
+) -> None:
+    webhook.is_active = active
+    state = "Resumed" if active else "Paused"
+    services.record(
+        session, webhook.product, by, "webhook.updated", f"{state} webhook {webhook.url}", now=now
+    )
+    session.commit()
+
+
+def delete(session: Session, webhook: Webhook, *, by: TeamMember | None, now: datetime) -> None:
+    product, url = webhook.product, webhook.url
+    session.delete(webhook)
+    services.record(session, product, by, "webhook.deleted", f"Removed webhook {url}", now=now)
+    session.commit()
+
+
+def for_product(session: Session, product: Product) -> list[Webhook]:
+    return list(
+        session.scalars(
+            select(Webhook).where(Webhook.product_id == product.id).order_by(Webhook.id)
+        )
+    )
+
+
+def recent_deliveries(session: Session, product: Product, limit: int = 50) -> list[WebhookDelivery]:
+    return list(
+        session.scalars(
+            select(WebhookDelivery)
+            .join(Webhook)
+            .where(Webhook.product_id == product.id)
+            .order_by(WebhookDelivery.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def snapshot(note: Note) -> dict[str, Any]:
+    """The note as an event carries it; links are added when it is sent."""
+    return {
+        "id": note.id,
+        "version": note.version,
+        "title": note.title,
+        "category": note.category.value,
+        "important": note.is_important,
+        "body_md": note.body_md,
+        "html": note.body_html,
+        "published_at": note.published_at.isoformat() if note.published_at else None,
+        "updated_at": note.updated_at.isoformat(),
+        "archived_at": note.archived_at.isoformat() if note.archived_at else None,
+    }
+
+
+def queue(session: Session, note: Note, event: WebhookEvent, *, at: datetime, now: datetime) -> int:
+    """Write a delivery of ``event`` for each active webhook that wants it, due ``at``."""
+    if note.is_internal:
+        return 0
+    hooks = session.scalars(
+        select(Webhook).where(Webhook.product_id == note.product_id, Webhook.is_active.is_(True))
+    ).all()
+    payload = snapshot(note)
+    queued = 0
+    for webhook in hooks:
+        if event.value in webhook.events:
+            session.add(
+                WebhookDelivery(
+                    webhook=webhook,
+                    note=note,
+                    event=event,
+                    payload=payload,
+                    created_at=now,
+                    next_attempt_at=at,
+                )
+            )
+            queued += 1
+    return queued
+
+
+def announce(
+    session: Session,
+    note: Note,
+    before: NoteStatus | None,
+    *,
+    now: datetime,
+    edited: bool = False,
+    rescheduled: bool = False,
+) -> None:
+    """Queue what a change to ``note`` means for the webhooks: call after the change."""
+    after = note.status_at(now)
+    if after is NoteStatus.PUBLISHED and before is not NoteStatus.PUBLISHED:
+        queue(session, note, WebhookEvent.PUBLISHED, at=now, now=now)
+    elif note.published_at and after is NoteStatus.SCHEDULED:
+        if before is not NoteStatus.SCHEDULED or rescheduled:
+            queue(session, note, WebhookEvent.PUBLISHED, at=note.published_at, now=now)
+    elif after is NoteStatus.PUBLISHED and edited:
+        queue(session, note, WebhookEvent.UPDATED, at=now, now=now)
+    elif after is NoteStatus.ARCHIVED and before is NoteStatus.PUBLISHED:
+        queue(session, note, WebhookEvent.ARCHIVED, at=now, now=now)
+
+
+def still_due(delivery: WebhookDelivery, now: datetime) -> str:
+    """Why a delivery should no longer be sent, or "" when it should. Only the announcement
+    of a scheduled note can go stale: it was written before the note went live."""
+    scheduled_for = delivery.payload.get("published_at")
+    if delivery.event is not WebhookEvent.PUBLISHED or scheduled_for is None:
+        return ""
+    if datetime.fromisoformat(scheduled_for) <= delivery.created_at:
+        return ""
+    note = delivery.note
+    if note is None or note.status_at(now) is not NoteStatus.PUBLISHED:
+        return "the note is not published any more"
+    if note.published_at is None or note.published_at.isoformat() != scheduled_for:
+        return "the note was rescheduled; its new time has its own delivery"
+    return ""

@@ -1,0 +1,187 @@
+"""The management API's requests and answers as pydantic models.
+
+The same models validate each request and make the OpenAPI document
+(``app.api.openapi``), so the document cannot drift from what the API accepts.
+Requests are strict: a number where text belongs is an error, never coerced, and an
+unknown field is refused rather than ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from announcements import targeting
+from announcements.importing import MAX_BODY_BYTES
+
+CategoryName = Literal["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"]
+StatusName = Literal["draft", "scheduled", "published", "archived"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Condition(_Request):
+    """One test on an end user's attributes, as the host sends them."""
+
+    attribute: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$", examples=["plan"])
+    op: Literal["eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "exists"]
+    value: str | float | list[str] | None = Field(
+        default=None, description="A list for in and not_in; nothing for exists."
+    )
+
+
+class Audience(_Request):
+    """Who a note concerns: users whose attributes meet all (or any) of the conditions."""
+
+    match: Literal["all", "any"] = "all"
+    conditions: list[Condition] = Field(default_factory=list, max_length=targeting.MAX_CONDITIONS)
+
+
+class NoteCreate(_Request):
+    """A new note: a draft, unless ``publish`` is true or ``publish_at`` is given."""
+
+    version: str = Field(min_length=1, max_length=64, examples=["2.4.0"])
+    title: str = Field(min_length=1, max_length=200, examples=["Export reports as PDF"])
+    category: CategoryName
+    body_md: str = Field(default="", max_length=MAX_BODY_BYTES, description="Markdown.")
+    important: bool = Field(default=False, description="Opens as a popup in the widget.")
+    internal: bool = Field(default=False, description="Only the team sees it.")
+    audience: Audience | None = Field(
+        default=None, description="Who the note concerns; null: everyone."
+    )
+    publish: bool = Field(default=False, description="Publish now.")
+    publish_at: AwareDatetime | None = Field(default=None, description="Publish then.")
+    expires_at: AwareDatetime | None = None
+    email_subscribers: bool | None = Field(
+        default=None, description="Email subscribers when it goes live; null: if important."
+    )
+
+
+class NoteUpdate(_Request):
+    """Only the fields sent change."""
+
+    version: str | None = Field(default=None, min_length=1, max_length=64)
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    category: CategoryName | None = None
+    body_md: str | None = Field(default=None, max_length=MAX_BODY_BYTES)
+    important: bool | None = None
+    internal: bool | None = None
+    audience: Audience | None = None
+    publish: bool = False
+    publish_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    email_subscribers: bool | None = None
+
+
+class NoteQuery(BaseModel):
+    """Filters and paging for the note list (query arguments)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: StatusName | None = None
+    version: str | None = Field(default=None, max_length=64)
+    category: CategoryName | None = None
+    cursor: str | None = Field(default=None, max_length=64, description="From next_cursor.")
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class SubscriberQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["pending", "confirmed", "unsubscribed", "bounced"] | None = None
+    cursor: str | None = Field(default=None, max_length=64)
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class ImportForm(BaseModel):
+    """The form fields sent beside the changelog ``file``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    publish: bool = Field(default=False, description="Publish the notes at their dates.")
+    dry_run: bool = Field(default=False, description="Only report what would change.")
+    unreleased_as: str | None = Field(
+        default=None, max_length=64, description="Import [Unreleased] as this version."
+    )
+
+
+class Note(BaseModel):
+    id: int
+    version: str
+    title: str
+    category: CategoryName
+    body_md: str
+    html: str = Field(description="The body as sanitised HTML.")
+    important: bool
+    internal: bool
+    audience: dict[str, Any] | None
+    email_subscribers: bool
+    status: StatusName
+    published_at: datetime | None
+    expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    url: str | None = Field(description="Its public page, once it is published.")
+
+
+class NoteList(BaseModel):
+    notes: list[Note]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class Version(BaseModel):
+    version: str
+    notes: int
+    published: int
+    latest_published_at: datetime | None
+
+
+class VersionList(BaseModel):
+    versions: list[Version] = Field(description="Newest version first.")
+
+
+class Subscriber(BaseModel):
+    id: int
+    email: str
+    status: Literal["pending", "confirmed", "unsubscribed", "bounced"]
+    frequency: Literal["every", "important", "digest"]
+    categories: list[str]
+    locale: str | None
+    created_at: datetime
+    confirmed_at: datetime | None
+
+
+class SubscriberList(BaseModel):
+    subscribers: list[Subscriber]
+    next_cursor: str | None
+
+
+class ImportChange(BaseModel):
+    version: str
+    title: str
+    action: Literal["create", "update", "publish", "unchanged", "skip"]
+    note_id: int | None
+    reason: str
+
+
+class ImportProblem(BaseModel):
+    line: int | None
+    text: str
+    reason: str
+
+
+class ImportReport(BaseModel):
+    format: str
+    dry_run: bool
+    counts: dict[str, int]
+    changes: list[ImportChange]
+    problems: list[ImportProblem] = Field(description="What was not imported, and why.")
+
+
+class Error(BaseModel):
+    error: str
+    errors: dict[str, str] | None = Field(default=None, description="A message per bad field.")

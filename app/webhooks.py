@@ -1,0 +1,196 @@
+"""The worker's side of webhooks: claim due deliveries, sign, POST, record the answer.
+
+A delivery is claimed with a compare-and-set UPDATE, so two workers never send one
+twice; a claim a dead worker left is taken back when its lease ends. Anything but a
+2xx answer is retried with backoff, like mail, and kept in the delivery log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from announcements import outbox, webhooks
+from announcements.models import (
+    OutboxStatus,
+    WebhookDelivery,
+    WebhookFormat,
+    utcnow,
+)
+from app.database import write_turn
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 10  # seconds a receiver has to answer
+LEASE = timedelta(minutes=2)
+BATCH = 20
+USER_AGENT = "Tidings-Webhooks/1"
+
+
+def _links(product_slug: str, note: dict[str, Any]) -> dict[str, str]:
+    base = current_app.config["BASE_URL"]
+    changelog = f"{base}/changelog/{quote(product_slug)}"
+    version = f"{changelog}/{quote(str(note['version']))}"
+    return {
+        "note": f"{version}#note-{note['id']}",
+        "version": version,
+        "changelog": changelog,
+        "feed": f"{changelog}/feed.atom",
+    }
+
+
+def body(delivery: WebhookDelivery) -> bytes:
+    """What the receiver gets: Tidings' JSON, or a Slack incoming-webhook message."""
+    product = delivery.webhook.product
+    note = delivery.payload
+    urls = _links(product.slug, note)
+    if delivery.webhook.format is WebhookFormat.SLACK:
+        return json.dumps(_slack(product.name, delivery.event.value, note, urls)).encode()
+    return json.dumps(
+        {
+            "event": delivery.event.value,
+            "delivery_id": delivery.id,
+            "created_at": delivery.created_at.isoformat(),
+            "product": {"slug": product.slug, "name": product.name},
+            "note": {**note, "url": urls["note"]},
+            "links": urls,
+        }
+    ).encode()
+
+
+def _slack_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack(product: str, event: str, note: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+    verb = {"note.published": "New", "note.updated": "Updated", "note.archived": "Withdrawn"}
+    headline = f"{product} {note['version']}: {note['title']}"
+    excerpt = " ".join(str(note["body_md"]).split())
+    if len(excerpt) > 280:
+        excerpt = excerpt[:279] + "…"
+    label = f"{verb.get(event, event)} · {note['category']}" + (
+        " · Important" if note.get("important") else ""
+    )
+    return {
+        "text": f"{verb.get(event, event)}: {headline} {urls['note']}",
+        "blocks": [
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f"*<{urls['note']}|{_slack_text(headline)}>*\n{_slack_text(excerpt)}",
+                },
+            },
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": _slack_text(label)}]},
+        ],
+    }
+
+
+def _post(delivery: WebhookDelivery, data: bytes) -> tuple[int | None, str]:
+    """POST ``data``; the status (None when no answer came) and an error, if any."""
+    timestamp = int(time.time())
+    request = urllib.request.Request(  # noqa: S310 - the URL was checked to be http(s)
+        delivery.webhook.url,
+        data=data,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Tidings-Event": delivery.event.value,
+            "X-Tidings-Delivery": str(delivery.id),
+            "X-Tidings-Timestamp": str(timestamp),
+            "X-Tidings-Signature": webhooks.signature(delivery.webhook.secret, timestamp, data),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310
+            return answer.status, ""
+    except urllib.error.HTTPError as error:
+        text = error.read(300).decode("utf-8", "replace")
+        return error.code, f"HTTP {error.code}: {' '.join(text.split())}".strip()
+    except (OSError, ValueError) as error:
+        return None, f"no answer: {getattr(error, 'reason', error)}"
+
+
+def _claim(worker: str) -> list[int]:
+    now = utcnow()
+    with write_turn():
+        db.session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.status == OutboxStatus.SENDING)
+            .where(WebhookDelivery.next_attempt_at < now)
+            .values(status=OutboxStatus.QUEUED, claimed_by=None)
+        )
+        due = db.session.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status == OutboxStatus.QUEUED)
+            .where(WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(BATCH)
+        ).all()
+        claimed = []
+        for delivery_id in due:
+            result = db.session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id)
+                .where(WebhookDelivery.status == OutboxStatus.QUEUED)
+                .values(status=OutboxStatus.SENDING, claimed_by=worker, next_attempt_at=now + LEASE)
+            )
+            if getattr(result, "rowcount", 0) == 1:
+                claimed.append(delivery_id)
+        db.session.commit()
+    return claimed
+
+
+def _send(delivery: WebhookDelivery) -> str:
+    now = utcnow()
+    reason = webhooks.still_due(delivery, now)
+    if reason:
+        delivery.status, delivery.last_error = OutboxStatus.SKIPPED, reason
+        return "skipped"
+    started = time.monotonic()
+    status, error = _post(delivery, body(delivery))
+    delivery.duration_ms = int((time.monotonic() - started) * 1000)
+    delivery.response_status = status
+    delivery.attempts += 1
+    if status is not None and 200 <= status < 300:
+        delivery.status, delivery.delivered_at, delivery.last_error = (
+            OutboxStatus.SENT,
+            utcnow(),
+            None,
+        )
+        return "sent"
+    delivery.last_error = error or f"HTTP {status}"
+    if delivery.attempts >= outbox.MAX_ATTEMPTS:
+        delivery.status = OutboxStatus.FAILED
+        return "failed"
+    delivery.status = OutboxStatus.QUEUED
+    delivery.next_attempt_at = utcnow() + outbox.retry_delay(delivery.attempts)
+    return "retried"
+
+
+def deliver_due() -> dict[str, int]:
+    """Send every due delivery; returns how many went each way."""
+    worker = outbox.worker_name()
+    counts = {"sent": 0, "retried": 0, "failed": 0, "skipped": 0}
+    while claimed := _claim(worker):
+        for delivery_id in claimed:
+            delivery = db.session.get(WebhookDelivery, delivery_id)
+            if delivery is None:
+                continue
+            outcome = _send(delivery)
+            delivery.claimed_by = None
+            with write_turn():
+                db.session.commit()
+            counts[outcome] += 1
+    return counts

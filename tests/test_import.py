@@ -1,0 +1,283 @@
+"""Importing changelogs: the 11 real files in ../shared/testdata/changelogs/, each release
+heading a version and each bullet in a note, counted here without the importer's parser;
+a second import changing nothing; an edited entry updating its note; git-cliff's JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from announcements import importing, services, versions
+from announcements.errors import ValidationFailed
+from announcements.importing import Action
+from announcements.models import AuditEvent, Category, Note, NoteStatus, utcnow
+from tests.conftest import SHARED_TESTDATA
+from tests.factories import make_product
+
+CHANGELOGS = SHARED_TESTDATA / "changelogs"
+FILES = sorted(p.name for p in CHANGELOGS.glob("*.md") if p.name != "SOURCES.md")
+needs_changelogs = pytest.mark.skipif(
+    len(FILES) != 11, reason="the 11 real changelogs in ../shared/testdata/changelogs/ are absent"
+)
+
+# The independent count: a level-2 heading outside code that holds a dotted number and
+# is not [Unreleased] is a release; every list item below it, up to the next level-2
+# heading, is one of its entries.
+_VERSIONED = re.compile(r"^## (?!.*unreleased).*?\bv?(\d+\.\d+(?:\.\d+)?\S*?)[\]\s)]", re.I)
+
+
+def releases_and_bullets(text: str) -> tuple[list[str], list[tuple[str, str]]]:
+    found: list[str] = []
+    bullets: list[tuple[str, str]] = []
+    current: str | None = None
+    in_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        if line.startswith("## "):
+            match = _VERSIONED.match(line + " ")
+            current = match.group(1) if match else None
+            if current:
+                found.append(current)
+            continue
+        item = re.match(r"^\s*[-*+]\s+(.*\S)", line)
+        if item and current:
+            bullets.append((current, item.group(1)))
+    return found, bullets
+
+
+def read(name: str) -> str:
+    return (CHANGELOGS / name).read_text(encoding="utf-8")
+
+
+def run(session, product, text: str, **options):
+    return importing.import_changelog(session, product, text, by=None, now=utcnow(), **options)
+
+
+def notes_of(session, product) -> list[Note]:
+    return list(session.scalars(select(Note).where(Note.product_id == product.id)))
+
+
+@needs_changelogs
+@pytest.mark.parametrize("name", FILES)
+def test_every_release_and_every_bullet_of_a_real_changelog_is_imported(session, name: str) -> None:
+    text = read(name)
+    expected, bullets = releases_and_bullets(text)
+    assert expected, "the independent count found no release"
+    product = make_product(session)
+
+    report = run(session, product, text, publish=True)
+
+    notes = notes_of(session, product)
+    assert len(notes) == len(expected) == report.count(Action.CREATE)
+    assert sorted(versions.parse(n.version) for n in notes) == sorted(
+        versions.parse(v) for v in expected
+    )
+    by_version = {str(versions.parse(n.version)): n.body_md for n in notes}
+    for version, bullet in bullets:
+        body = by_version[str(versions.parse(version))]
+        assert bullet in body, f"{version}: {bullet!r} is in no note"
+    assert all(n.status_at(utcnow()) is not NoteStatus.DRAFT for n in notes)
+    assert not any(n.email_subscribers for n in notes)
+
+    again = run(session, product, text, publish=True)
+    assert not again.changed
+    assert again.count(Action.UNCHANGED) == len(expected)
+    assert len(notes_of(session, product)) == len(expected)
+
+
+@needs_changelogs
+def test_release_dates_titles_and_categories(session) -> None:
+    product = make_product(session)
+    run(session, product, read("olivierlacan__keep-a-changelog__CHANGELOG.md"), publish=True)
+    note = session.scalar(select(Note).where(Note.version == "1.1.0"))
+    assert note.published_at == datetime(2019, 2, 15, tzinfo=UTC)
+    assert note.title == "3 new, 2 fixed"
+    assert note.category is Category.ADDED
+    assert "### Added" in note.body_md and "### Fixed" in note.body_md
+    # Reference links keep their definitions, even those written far from the release.
+    run(session, product, read("cyphar__filepath-securejoin__CHANGELOG.md"), publish=True)
+    note = session.scalar(select(Note).where(Note.version == "0.5.0"))
+    assert 'href="https://github.com/cyphar/libpathrs"' in note.body_html
+    assert "[COPYING.md]: ./COPYING.md" in note.body_md
+
+
+@needs_changelogs
+def test_an_edited_entry_updates_its_note_and_nothing_else(session) -> None:
+    product = make_product(session)
+    text = read("hynek__svcs__CHANGELOG.md")
+    run(session, product, text, publish=True)
+    before = {n.version: n.updated_at for n in notes_of(session, product)}
+    head, heading, rest = text.partition("## [23.9.0]")
+    edited = head + heading + rest.replace("### Added", "### Added\n\n- A line added by hand.", 1)
+    report = run(session, product, edited, publish=True)
+    updated = [c.version for c in report.changes if c.action is Action.UPDATE]
+    assert updated == ["23.9.0"] and report.count(Action.CREATE) == 0
+    note = session.scalar(select(Note).where(Note.version == updated[0]))
+    assert "A line added by hand." in note.body_md
+    assert note.published_at is not None
+    after = {n.version: n.updated_at for n in notes_of(session, product)}
+    assert [v for v in after if after[v] != before[v]] == updated
+
+
+@needs_changelogs
+def test_a_dry_run_reports_and_writes_nothing(session) -> None:
+    product = make_product(session)
+    report = run(session, product, read("rust-lang__log__CHANGELOG.md"), dry_run=True)
+    assert report.count(Action.CREATE) == 1
+    assert notes_of(session, product) == []
+    reasons = [p.reason for p in report.problems]
+    assert any("[Unreleased] was skipped" in r for r in reasons)
+    assert any("names no version" in r for r in reasons)  # "## Older"
+    assert session.scalar(select(func.count()).select_from(AuditEvent)) == 1  # the creation
+
+
+def test_unreleased_is_imported_only_when_given_a_version(session) -> None:
+    product = make_product(session)
+    text = "## [Unreleased]\n### Added\n- Dark mode\n\n## [1.0.0] - 2024-01-02\n- First\n"
+    assert run(session, product, text, dry_run=True).count(Action.CREATE) == 1
+    report = run(session, product, text, unreleased_as="1.1.0", publish=True)
+    assert report.count(Action.CREATE) == 2
+    upcoming = session.scalar(select(Note).where(Note.version == "1.1.0"))
+    assert upcoming.title == "Dark mode"
+    assert upcoming.published_at is None  # not released yet: a draft, even with publish
+
+
+def test_drafts_keep_their_release_date_when_published_later(session) -> None:
+    product = make_product(session)
+    run(session, product, "## 2.0.0 - 2023-05-06\n### Fixed\n- Crash on start\n")
+    note = session.scalar(select(Note))
+    assert note.status_at(utcnow()) is NoteStatus.DRAFT
+    services.publish(session, note, by=None, now=utcnow())
+    assert note.published_at == datetime(2023, 5, 6, tzinfo=UTC)
+
+
+def test_closed_headings_yanked_releases_nested_bullets_and_odd_sections(session) -> None:
+    text = """# Changelog #
+
+## [0.3.0] - 2024-03-01 [YANKED] ##
+### Breaking ####
+- Renamed `open` to `open_file`
+  - the old name is gone
+### Performance Stuff
+* Faster lookups
+
+## 0.2.0 (2024-02-01)
+### 🐛 Bug Fixes
+- **parser:** handle tabs ([#12](https://example.com/12)) ([abcdef1](https://example.com/c))
+"""
+    product = make_product(session)
+    report = run(session, product, text, publish=True)
+    assert report.count(Action.CREATE) == 2
+    yanked = session.scalar(select(Note).where(Note.version == "0.3.0"))
+    assert yanked.title == "2 changed (yanked)"
+    assert yanked.is_important  # a breaking change
+    assert "the old name is gone" in yanked.body_md
+    assert any("Performance Stuff" in p.text for p in report.problems)
+    fix = session.scalar(select(Note).where(Note.version == "0.2.0"))
+    assert fix.title == "parser: handle tabs"
+    assert fix.category is Category.FIXED
+    assert fix.published_at == datetime(2024, 2, 1, tzinfo=UTC)
+
+
+def test_git_cliff_context_json(session) -> None:
+    context = [
+        {
+            "version": None,
+            "commits": [{"message": "wip", "group": "Features"}],
+            "timestamp": 0,
+        },
+        {
+            "version": "v1.2.0",
+            "timestamp": 1700000000,
+            "commits": [
+                {
+                    "id": "a1",
+                    "message": "add export\n\nlong body",
+                    "group": "<!-- 0 -->🚀 Features",
+                    "scope": "cli",
+                    "breaking": False,
+                },
+                {"id": "a2", "message": "drop python 3.8", "group": "Features", "breaking": True},
+                {"id": "a3", "message": "fix crash", "group": "🐛 Bug Fixes", "scope": None},
+            ],
+            "previous": {"version": "v1.1.0"},
+        },
+    ]
+    product = make_product(session)
+    report = run(session, product, json.dumps(context), publish=True)
+    assert report.format == "git-cliff context (JSON)"
+    assert report.count(Action.CREATE) == 1
+    note = session.scalar(select(Note))
+    assert note.version == "v1.2.0"
+    assert note.published_at == datetime.fromtimestamp(1700000000, UTC).replace(
+        hour=0, minute=0, second=0
+    )
+    assert "- **cli:** add export" in note.body_md
+    assert "[**breaking**] drop python 3.8" in note.body_md
+    assert "### Bug Fixes" in note.body_md
+    assert note.is_important
+    assert any("unreleased" in p.reason for p in report.problems)
+    assert not run(session, product, json.dumps(context), publish=True).changed
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"\xff\xfe\x00binary", "UTF-8"),
+        (b"# a\x00b", "not a text file"),
+        (b"x" * (importing.MAX_FILE_BYTES + 1), "over 2 MB"),
+    ],
+)
+def test_files_that_are_not_changelogs_are_refused(data: bytes, message: str) -> None:
+    with pytest.raises(ValidationFailed) as error:
+        importing.read_text(data)
+    assert message in error.value.errors["file"]
+
+
+def test_a_file_without_releases_says_so_and_a_bad_version_is_refused(session) -> None:
+    product = make_product(session)
+    report = run(session, product, "Just some notes\n\n- one\n")
+    assert report.changes == []
+    assert "no release headings" in report.problems[0].reason
+    with pytest.raises(ValidationFailed):
+        run(session, product, "## 1.0.0\n- x\n", unreleased_as="next")
+
+
+@needs_changelogs
+def test_the_cli_imports_and_dry_runs(app, runner, session) -> None:
+    product = make_product(session, slug="acme")
+    path = CHANGELOGS / "changesets__changesets__packages-types__CHANGELOG.md"
+    dry = runner.invoke(args=["import-changelog", "acme", str(path), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "read as changesets" in dry.output and "Would import: 10 new." in dry.output
+    assert notes_of(session, product) == []
+    done = runner.invoke(args=["import-changelog", "acme", str(path), "--publish"])
+    assert "Imported: 10 new." in done.output
+    again = runner.invoke(args=["import-changelog", "acme", str(path)])
+    assert "Nothing to change: 10 unchanged." in again.output
+    missing = runner.invoke(args=["import-changelog", "nope", str(path)])
+    assert missing.exit_code != 0 and "No product" in missing.output
+    binary = Path(app.instance_path) / "x.md"
+    binary.write_bytes(b"\x00\x01")
+    refused = runner.invoke(args=["import-changelog", "acme", str(binary)])
+    assert (
+        refused.exit_code != 0 and "not UTF-8" in refused.output or "not a text" in refused.output
+    )
+
+
+def test_progress_is_reported_release_by_release(session) -> None:
+    product = make_product(session)
+    text = "".join(f"## 1.{n}.0 - 2024-01-{n + 1:02d}\n- Change {n}\n\n" for n in range(5))
+    seen: list[tuple[int, int]] = []
+    run(session, product, text, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(n, 5) for n in range(1, 6)]

@@ -1,0 +1,289 @@
+"""Webhooks against a real HTTP receiver on loopback: what is queued for which change,
+the signed payload (checked the way the README tells receivers to check it), Slack's
+format, retries with backoff, scheduled notes, and the console page."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import select, update
+
+from announcements import importing, services, webhooks
+from announcements.models import (
+    OutboxStatus,
+    WebhookDelivery,
+    WebhookEvent,
+    utcnow,
+)
+from app import webhooks as sender
+from tests.conftest import AuthActions, csrf_token
+from tests.factories import make_member, make_note, make_product
+
+
+class Receiver:
+    """An HTTP server that records each POST and answers with the next queued status."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.answers: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+                length = int(self.headers.get("Content-Length", 0))
+                receiver.calls.append(
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": self.rfile.read(length),
+                    }
+                )
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok" if status < 300 else b"receiver is down")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 300) -> bool:
+    """The check the README shows receivers."""
+    timestamp = headers["X-Tidings-Timestamp"]
+    if abs(time.time() - int(timestamp)) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest("v1=" + expected.hexdigest(), headers["X-Tidings-Signature"])
+
+
+def deliveries(session) -> list[WebhookDelivery]:
+    session.expire_all()
+    return list(session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+
+def make_hook(session, product, url, events=("note.published",), format="json"):
+    return webhooks.create(session, product, url, list(events), format, by=None, now=utcnow())
+
+
+def test_a_published_note_is_posted_signed_with_its_links(session, receiver) -> None:
+    product = make_product(session, slug="acme", name="Acme")
+    hook = make_hook(session, product, receiver.url)
+    note = make_note(session, product, version="2.4.0", title="PDF export", body_md="**New**")
+    [queued] = deliveries(session)
+    assert queued.event is WebhookEvent.PUBLISHED and queued.status is OutboxStatus.QUEUED
+
+    assert sender.deliver_due() == {"sent": 1, "retried": 0, "failed": 0, "skipped": 0}
+    [call] = receiver.calls
+    assert call["headers"]["X-Tidings-Event"] == "note.published"
+    assert call["headers"]["Content-Type"] == "application/json"
+    assert verify(hook.secret, call["headers"], call["body"])
+    assert not verify(hook.secret, call["headers"], call["body"] + b" ")
+    payload = json.loads(call["body"])
+    assert payload["event"] == "note.published" and payload["product"]["slug"] == "acme"
+    assert payload["note"]["title"] == "PDF export" and payload["note"]["html"] == (
+        "<p><strong>New</strong></p>"
+    )
+    assert payload["note"]["url"].endswith(f"/changelog/acme/2.4.0#note-{note.id}")
+    assert payload["links"]["feed"].endswith("/changelog/acme/feed.atom")
+    [sent] = deliveries(session)
+    assert sent.status is OutboxStatus.SENT and sent.response_status == 200
+    assert sent.duration_ms is not None and sent.delivered_at is not None
+    assert sender.deliver_due()["sent"] == 0  # nothing twice
+
+
+def test_updates_archives_and_the_events_each_webhook_wants(session, receiver) -> None:
+    product = make_product(session)
+    published_only = make_hook(session, product, receiver.url, events=["note.published"])
+    everything = make_hook(session, product, receiver.url + "/all", events=list(WebhookEvent))
+    paused = make_hook(session, product, receiver.url + "/paused", events=list(WebhookEvent))
+    webhooks.set_active(session, paused, False, by=None, now=utcnow())
+    note = make_note(session, product)
+    make_note(session, product, is_internal=True)  # never announced
+    draft = make_note(session, product, status="draft")
+    services.update_note(
+        session,
+        note,
+        services.NoteInput(note.version, "A better title", note.category.value, note.body_md),
+        by=None,
+        now=utcnow(),
+    )
+    services.archive(session, note, by=None, now=utcnow())
+    services.archive(session, draft, by=None, now=utcnow())  # was never public: no call
+    sent = [(d.webhook_id, d.event.value) for d in deliveries(session)]
+    assert sent == [
+        (published_only.id, "note.published"),
+        (everything.id, "note.published"),
+        (everything.id, "note.updated"),
+        (everything.id, "note.archived"),
+    ]
+    sender.deliver_due()
+    assert sorted(c["path"] for c in receiver.calls) == [
+        "/hook",
+        "/hook/all",
+        "/hook/all",
+        "/hook/all",
+    ]
+    archived = [
+        json.loads(c["body"])
+        for c in receiver.calls
+        if c["headers"]["X-Tidings-Event"] == "note.archived"
+    ]
+    assert archived[0]["note"]["archived_at"] is not None
+
+
+def test_slack_gets_an_incoming_webhook_message(session, receiver) -> None:
+    product = make_product(session, name="Lumen <Analytics>")
+    make_hook(session, product, receiver.url, format="slack")
+    make_note(session, product, version="3.1.0", title="Funnels", is_important=True)
+    sender.deliver_due()
+    message = json.loads(receiver.calls[0]["body"])
+    assert set(message) == {"text", "blocks"}
+    assert message["text"].startswith("New: Lumen <Analytics> 3.1.0: Funnels http")
+    section = message["blocks"][0]["text"]["text"]
+    assert section.startswith("*<http") and "Lumen &lt;Analytics&gt; 3.1.0: Funnels>*" in section
+    assert "Important" in message["blocks"][1]["elements"][0]["text"]
+
+
+def test_failures_are_retried_with_backoff_and_logged(session, receiver) -> None:
+    product = make_product(session)
+    make_hook(session, product, receiver.url)
+    make_note(session, product)
+    receiver.answers = [503]
+    assert sender.deliver_due()["retried"] == 1
+    [waiting] = deliveries(session)
+    assert waiting.status is OutboxStatus.QUEUED and waiting.attempts == 1
+    assert waiting.response_status == 503 and "receiver is down" in waiting.last_error
+    assert waiting.next_attempt_at > utcnow() + timedelta(seconds=20)
+    assert sender.deliver_due()["sent"] == 0  # not before its time
+    session.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
+    session.commit()
+    assert sender.deliver_due()["sent"] == 1
+    [done] = deliveries(session)
+    assert done.status is OutboxStatus.SENT and done.attempts == 2 and done.last_error is None
+
+
+def test_a_receiver_that_never_answers_is_retried_then_failed(session) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/gone"
+    product = make_product(session)
+    make_hook(session, product, closed)
+    make_note(session, product)
+    for _ in range(8):
+        session.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
+        session.commit()
+        sender.deliver_due()
+    [given_up] = deliveries(session)
+    assert given_up.status is OutboxStatus.FAILED and given_up.attempts == 8
+    assert given_up.last_error.startswith("no answer")
+
+
+def test_a_scheduled_note_is_announced_when_it_goes_live(session, receiver, monkeypatch) -> None:
+    product = make_product(session)
+    make_hook(session, product, receiver.url)
+    note = make_note(session, product, status="scheduled")
+    [waiting] = deliveries(session)
+    assert waiting.next_attempt_at == note.published_at
+    assert sender.deliver_due()["sent"] == 0
+    # Moved a day later: the first delivery is skipped, the new one waits for the new time.
+    later = note.published_at + timedelta(days=1)
+    services.update_note(
+        session,
+        note,
+        services.NoteInput(note.version, note.title, note.category.value, note.body_md),
+        intent=services.Intent.SCHEDULE,
+        publish_at=later,
+        by=None,
+        now=utcnow(),
+    )
+    first, second = deliveries(session)
+    assert second.next_attempt_at == later
+    # The worker's clock passes the new time: both deliveries are due, the note is live.
+    monkeypatch.setattr(sender, "utcnow", lambda: later + timedelta(seconds=1))
+    assert sender.deliver_due() == {"sent": 1, "retried": 0, "failed": 0, "skipped": 1}
+    first, second = deliveries(session)
+    assert first.status is OutboxStatus.SKIPPED and "rescheduled" in first.last_error
+    assert second.status is OutboxStatus.SENT
+    [call] = receiver.calls
+    assert json.loads(call["body"])["note"]["published_at"] == later.isoformat()
+    # Unscheduled before its time: nothing is announced.
+    draft = make_note(session, product, status="scheduled", title="Never mind")
+    services.update_note(
+        session,
+        draft,
+        services.NoteInput(draft.version, draft.title, draft.category.value, draft.body_md),
+        intent=services.Intent.UNSCHEDULE,
+        by=None,
+        now=utcnow(),
+    )
+    monkeypatch.setattr(sender, "utcnow", lambda: utcnow() + timedelta(days=5))
+    assert sender.deliver_due()["skipped"] == 1 and len(receiver.calls) == 1
+
+
+def test_imports_call_no_webhook(session, receiver) -> None:
+    product = make_product(session)
+    make_hook(session, product, receiver.url, events=list(WebhookEvent))
+    importing.import_changelog(
+        session, product, "## 1.0.0 - 2024-01-01\n- First\n", publish=True, by=None, now=utcnow()
+    )
+    assert deliveries(session) == []
+
+
+def test_the_console_adds_lists_and_removes_webhooks(client, auth: AuthActions, session, receiver):
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, slug="acme")
+    auth.login("owner@example.com")
+    token = csrf_token(client)
+    bad = client.post(
+        "/console/p/acme/webhooks",
+        data={
+            "csrf_token": token,
+            "url": "ftp://x",
+            "events": ["note.published"],
+            "format": "json",
+        },
+    )
+    assert bad.status_code == 422 and "full address" in bad.get_data(as_text=True)
+    assert webhooks.for_product(session, product) == []
+    added = client.post(
+        "/console/p/acme/webhooks",
+        data={
+            "csrf_token": token,
+            "url": receiver.url,
+            "events": ["note.published"],
+            "format": "json",
+        },
+    )
+    assert added.status_code == 302
+    [hook] = webhooks.for_product(session, product)
+    make_note(session, product, title="Shown in the log")
+    sender.deliver_due()
+    page = client.get("/console/p/acme/webhooks").get_data(as_text=True)
+    assert "Shown in the log" in page and "HTTP 200" in page and hook.secret in page
+    client.post(f"/console/p/acme/webhooks/{hook.id}/delete", data={"csrf_token": token})
+    assert webhooks.for_product(session, product) == []
