@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +26,9 @@ from announcements.models import (
     SubscriberStatus,
     utcnow,
 )
+from app.mail import delivery
+from app.mail.delivery import Report
+from app.mail.jobs import JOBS_KEY, Jobs
 from tests.factories import make_note, make_product
 from tests.mailserver import SmtpServer
 
@@ -148,3 +153,27 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
         .group_by(OutboxMessage.status)
     ).all()
     assert statuses == [(OutboxStatus.SENT, CONFIRMED)]
+
+
+def test_wake_ups_during_a_run_send_again_but_never_alongside_it(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs: Jobs = app.extensions[JOBS_KEY]
+    running, most, runs = 0, 0, 0
+    late_wake = threading.Thread(target=jobs.deliver.call_local)
+
+    def fake_deliver_due(_transport: object) -> Report:
+        nonlocal running, most, runs
+        running += 1
+        most = max(most, running)
+        runs += 1
+        if runs == 1:  # woken while the first run is still sending
+            late_wake.start()
+            late_wake.join(timeout=10)
+            assert not late_wake.is_alive(), "a wake-up waited for the run in progress"
+        running -= 1
+        return Report()
+
+    monkeypatch.setattr(delivery, "deliver_due", fake_deliver_due)
+    jobs.deliver.call_local()
+    assert (runs, most) == (2, 1)

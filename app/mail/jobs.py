@@ -13,6 +13,7 @@ so that several workers on several machines share one queue.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import click
@@ -34,6 +35,10 @@ class Jobs:
     def __init__(self, app: Flask) -> None:
         self.huey = self._queue(app)
         self.app = app
+        # One sending run at a time in a process: each has one message with the server
+        # and not yet recorded, so a killed worker can send at most one message twice.
+        self._sending = threading.Lock()
+        self._due = threading.Event()
         self.deliver = self.huey.task(name="tidings.deliver")(self._deliver)
         self.tick = self.huey.periodic_task(crontab(minute="*"), name="tidings.tick")(self._tick)
 
@@ -45,6 +50,18 @@ class Jobs:
         return SqliteHuey("tidings", filename=str(path), results=False)
 
     def _deliver(self) -> None:
+        """Send what is due; when a run is already going, ask it to go round once more
+        instead, so what was queued during its last look is not left for the next minute."""
+        self._due.set()
+        while self._due.is_set() and self._sending.acquire(blocking=False):
+            try:
+                while self._due.is_set():
+                    self._due.clear()
+                    self._send_due()
+            finally:
+                self._sending.release()
+
+    def _send_due(self) -> None:
         with self.app.app_context():
             calls = webhooks.deliver_due()
             if any(calls.values()):
