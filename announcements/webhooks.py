@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
@@ -35,6 +36,10 @@ from announcements.models import (
 
 MAX_URL = 2000
 MAX_WEBHOOKS = 20
+PRIVATE = (
+    "is on a private network; Tidings calls only public addresses unless the operator "
+    "sets WEBHOOK_ALLOW_PRIVATE"
+)
 
 
 def new_secret() -> str:
@@ -47,7 +52,27 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def _validate(url: str, events: Iterable[str], format: str) -> tuple[str, list[str], WebhookFormat]:
+def is_public(address: str) -> bool:
+    """Whether an IP address is reachable on the internet at large: not loopback, a
+    private or link-local network (where cloud metadata lives), nor reserved."""
+    return ipaddress.ip_address(address.split("%", 1)[0]).is_global
+
+
+def _names_private_host(host: str) -> bool:
+    """Whether ``host``, as written, is plainly not public; a name is checked again, on
+    every call, by the addresses it resolves to."""
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not is_public(host)
+    except ValueError:  # a name, not an address
+        return False
+
+
+def _validate(
+    url: str, events: Iterable[str], format: str, *, allow_private: bool
+) -> tuple[str, list[str], WebhookFormat]:
     errors: dict[str, str] = {}
     url = url.strip()
     parts = urlsplit(url)
@@ -57,6 +82,8 @@ def _validate(url: str, events: Iterable[str], format: str) -> tuple[str, list[s
         errors["url"] = f"Keep the address under {MAX_URL} characters."
     elif parts.username or parts.password:
         errors["url"] = "Put no user name or password in the address; verify the signature."
+    elif not allow_private and _names_private_host(parts.hostname):
+        errors["url"] = f"{parts.hostname} {PRIVATE}."
     known = {event.value for event in WebhookEvent}
     chosen = [event for event in dict.fromkeys(events) if event]
     if not chosen or any(event not in known for event in chosen):
@@ -77,8 +104,10 @@ def create(
     *,
     by: TeamMember | None,
     now: datetime,
+    allow_private: bool = False,
 ) -> Webhook:
-    url, chosen, kind = _validate(url, events, format)
+    """Add a webhook; ``allow_private`` lets it name a loopback or private address."""
+    url, chosen, kind = _validate(url, events, format, allow_private=allow_private)
     if len(for_product(session, product)) >= MAX_WEBHOOKS:
         raise ValidationFailed({"url": f"A product has at most {MAX_WEBHOOKS} webhooks."})
     webhook = Webhook(

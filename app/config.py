@@ -85,6 +85,9 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
         "RATELIMIT_LOGIN": _env("RATELIMIT_LOGIN", "10 per minute;100 per hour"),
         "RATELIMIT_HEADERS_ENABLED": True,
+        # Webhooks may call loopback and private-network addresses (a receiver inside
+        # the operator's own network); off, so product owners cannot reach them.
+        "WEBHOOK_ALLOW_PRIVATE": _flag("WEBHOOK_ALLOW_PRIVATE", False),
         # Management-API calls per key.
         "RATELIMIT_API": _env("RATELIMIT_API", "120 per minute;5000 per hour"),
     }

@@ -3,15 +3,25 @@
 A delivery is claimed with a compare-and-set UPDATE, so two workers never send one
 twice; a claim a dead worker left is taken back when its lease ends. Anything but a
 2xx answer is retried with backoff, like mail, and kept in the delivery log.
+
+A webhook's URL is chosen by a product's owner, not the operator, so the call connects
+only to public addresses: the name is resolved and each address checked at connect
+time (a name that resolves to a public address when saved and to 127.0.0.1 later is
+still refused), redirects are not followed, and calls go direct, not through a proxy.
+``WEBHOOK_ALLOW_PRIVATE`` lifts the address check for receivers on the operator's own
+network.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -96,6 +106,67 @@ def _slack(product: str, event: str, note: dict[str, Any], urls: dict[str, str])
     }
 
 
+class Refused(OSError):
+    """The receiver's address is not one Tidings may call."""
+
+
+def _connect_public(
+    address: tuple[str, int], timeout: float | None = None, source_address: object = None
+) -> socket.socket:
+    """socket.create_connection, to a public address only: each address the name
+    resolves to is checked, and the socket connects to the address that was checked."""
+    host, port = address
+    candidates = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    refused = [info[4][0] for info in candidates if not webhooks.is_public(str(info[4][0]))]
+    if refused:
+        raise Refused(f"{host} resolves to {refused[0]}, which {webhooks.PRIVATE}")
+    last: OSError = OSError(f"{host} has no address")
+    for family, kind, protocol, _name, target in candidates:
+        connection = socket.socket(family, kind, protocol)
+        try:
+            connection.settimeout(timeout)
+            connection.connect(target)
+        except OSError as error:
+            connection.close()
+            last = error
+            continue
+        return connection
+    raise last
+
+
+def _public(kind: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+    """``kind`` of connection, made to connect through :func:`_connect_public`."""
+
+    def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+        connection = kind(*args, **kwargs)
+        connection._create_connection = _connect_public  # type: ignore[attr-defined]
+        return connection
+
+    return make
+
+
+class _PublicHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_public(http.client.HTTPConnection), req)
+
+
+class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_public(http.client.HTTPSConnection), req, context=self._context)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
+        return None  # the 3xx answer is the result: an error, with its Location
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _NoRedirects()]
+    if not current_app.config["WEBHOOK_ALLOW_PRIVATE"]:
+        handlers += [_PublicHTTPHandler(), _PublicHTTPSHandler()]
+    return urllib.request.build_opener(*handlers)
+
+
 def _post(delivery: WebhookDelivery, data: bytes) -> tuple[int | None, str]:
     """POST ``data``; the status (None when no answer came) and an error, if any."""
     timestamp = int(time.time())
@@ -113,9 +184,12 @@ def _post(delivery: WebhookDelivery, data: bytes) -> tuple[int | None, str]:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310
+        with _opener().open(request, timeout=TIMEOUT) as answer:
             return answer.status, ""
     except urllib.error.HTTPError as error:
+        if 300 <= error.code < 400:
+            where = error.headers.get("Location", "elsewhere")
+            return error.code, f"HTTP {error.code}: redirects to {where}, which is not followed"
         text = error.read(300).decode("utf-8", "replace")
         return error.code, f"HTTP {error.code}: {' '.join(text.split())}".strip()
     except (OSError, ValueError) as error:

@@ -88,6 +88,7 @@ def make_app(database_url: str, instance_path: Path, **overrides: object) -> Fla
         "SQLALCHEMY_DATABASE_URI": database_url,
         "RATELIMIT_ENABLED": False,
         "MAIL_RATE": 0,
+        "WEBHOOK_ALLOW_PRIVATE": True,  # the test receivers listen on loopback
     }
     config.update(overrides)
     return create_app(config, instance_path=instance_path)

@@ -1,6 +1,7 @@
 """Webhooks against a real HTTP receiver on loopback: what is queued for which change,
 the signed payload (checked the way the README tells receivers to check it), Slack's
-format, retries with backoff, scheduled notes, and the console page."""
+format, retries with backoff, scheduled notes, private addresses and redirects refused,
+and the console page."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy import select, update
 
 from announcements import importing, services, webhooks
+from announcements.errors import ValidationFailed
 from announcements.models import (
     OutboxStatus,
     WebhookDelivery,
@@ -49,6 +51,8 @@ class Receiver:
                 )
                 status = receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
                 self.end_headers()
                 self.wfile.write(b"ok" if status < 300 else b"receiver is down")
 
@@ -87,7 +91,9 @@ def deliveries(session) -> list[WebhookDelivery]:
 
 
 def make_hook(session, product, url, events=("note.published",), format="json"):
-    return webhooks.create(session, product, url, list(events), format, by=None, now=utcnow())
+    return webhooks.create(
+        session, product, url, list(events), format, by=None, now=utcnow(), allow_private=True
+    )
 
 
 def test_a_published_note_is_posted_signed_with_its_links(session, receiver) -> None:
@@ -269,6 +275,19 @@ def test_the_console_adds_lists_and_removes_webhooks(client, auth: AuthActions, 
         },
     )
     assert bad.status_code == 422 and "full address" in bad.get_data(as_text=True)
+    client.application.config["WEBHOOK_ALLOW_PRIVATE"] = False
+    metadata = client.post(
+        "/console/p/acme/webhooks",
+        data={
+            "csrf_token": token,
+            "url": "http://169.254.169.254/latest/meta-data/",
+            "events": ["note.published"],
+            "format": "json",
+        },
+    )
+    assert metadata.status_code == 422
+    assert "169.254.169.254 is on a private network" in metadata.get_data(as_text=True)
+    client.application.config["WEBHOOK_ALLOW_PRIVATE"] = True
     assert webhooks.for_product(session, product) == []
     added = client.post(
         "/console/p/acme/webhooks",
@@ -287,3 +306,71 @@ def test_the_console_adds_lists_and_removes_webhooks(client, auth: AuthActions, 
     assert "Shown in the log" in page and "HTTP 200" in page and hook.secret in page
     client.post(f"/console/p/acme/webhooks/{hook.id}/delete", data={"csrf_token": token})
     assert webhooks.for_product(session, product) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "https://intranet.localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[fd00::1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_a_webhook_cannot_name_a_private_address(session, url: str) -> None:
+    product = make_product(session)
+    with pytest.raises(ValidationFailed) as refused:
+        webhooks.create(session, product, url, ["note.published"], "json", by=None, now=utcnow())
+    assert "private network" in refused.value.errors["url"]
+    assert webhooks.for_product(session, product) == []
+    public = "https://hooks.example.com/tidings"
+    webhooks.create(session, product, public, ["note.published"], "json", by=None, now=utcnow())
+    assert [hook.url for hook in webhooks.for_product(session, product)] == [public]
+
+
+def test_a_name_that_resolves_to_a_private_address_is_refused_when_called(
+    app, session, receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name passes when saved; by the time of the call it resolves to loopback (DNS
+    rebinding): the worker refuses to connect, and says why in the delivery log."""
+    port = receiver.server.server_address[1]
+    resolve = socket.getaddrinfo
+
+    def rebound(host: str, *args: object, **kwargs: object) -> list:
+        return resolve("127.0.0.1" if host == "hooks.example.com" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE", False)
+    product = make_product(session)
+    url = f"http://hooks.example.com:{port}/hook"
+    webhooks.create(session, product, url, ["note.published"], "json", by=None, now=utcnow())
+    make_note(session, product)
+    assert sender.deliver_due()["retried"] == 1
+    assert receiver.calls == []
+    [refused] = deliveries(session)
+    assert refused.response_status is None
+    assert "hooks.example.com resolves to 127.0.0.1" in refused.last_error
+    assert "WEBHOOK_ALLOW_PRIVATE" in refused.last_error
+
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE", True)
+    session.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
+    session.commit()
+    assert sender.deliver_due()["sent"] == 1
+    assert [call["path"] for call in receiver.calls] == ["/hook"]
+
+
+def test_a_redirect_is_not_followed(session, receiver) -> None:
+    product = make_product(session)
+    make_hook(session, product, receiver.url)
+    make_note(session, product)
+    receiver.answers = [302]
+    assert sender.deliver_due()["retried"] == 1
+    assert [call["path"] for call in receiver.calls] == ["/hook"]
+    [waiting] = deliveries(session)
+    assert waiting.response_status == 302
+    assert waiting.last_error == "HTTP 302: redirects to /elsewhere, which is not followed"

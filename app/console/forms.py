@@ -144,7 +144,9 @@ class ApiKeyForm(FlaskForm):
 
 
 class WebhookForm(FlaskForm):
-    url = StringField("URL", description="Called with a POST for each event.")
+    url = StringField(
+        "URL", description="Called with a POST for each event; redirects are not followed."
+    )
     events = _Checkboxes(
         "Call it when a note is",
         choices=[

@@ -692,6 +692,7 @@ def webhooks_page(product: Product) -> ResponseReturnValue:
                 form.format.data or "",
                 by=current_member(),
                 now=utcnow(),
+                allow_private=current_app.config["WEBHOOK_ALLOW_PRIVATE"],
             )
         except ValidationFailed as error:
             db.session.rollback()
