@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from announcements import services
 from announcements.errors import ValidationFailed
 from announcements.models import (
+    Category,
     Note,
     NoteStatus,
     Product,
@@ -32,6 +33,7 @@ from announcements.models import (
     WebhookDelivery,
     WebhookEvent,
     WebhookFormat,
+    status_clause,
 )
 
 MAX_URL = 2000
@@ -175,6 +177,34 @@ def snapshot(note: Note) -> dict[str, Any]:
         "published_at": note.published_at.isoformat() if note.published_at else None,
         "updated_at": note.updated_at.isoformat(),
         "archived_at": note.archived_at.isoformat() if note.archived_at else None,
+    }
+
+
+def sample(session: Session, product: Product, *, now: datetime) -> dict[str, Any]:
+    """What a test call carries: the product's latest public note, or a made-up one."""
+    latest = session.scalars(
+        select(Note)
+        .where(
+            Note.product_id == product.id,
+            status_clause(NoteStatus.PUBLISHED, now),
+            Note.is_internal.is_(False),
+        )
+        .order_by(Note.published_at.desc(), Note.id.desc())
+        .limit(1)
+    ).first()
+    if latest is not None:
+        return snapshot(latest)
+    return {
+        "id": 0,
+        "version": "1.0.0",
+        "title": "A test call from Tidings",
+        "category": Category.ADDED.value,
+        "important": False,
+        "body_md": "Your webhook works. Real calls carry the note that was published.",
+        "html": "<p>Your webhook works. Real calls carry the note that was published.</p>",
+        "published_at": now.isoformat(),
+        "updated_at": now.isoformat(),
+        "archived_at": None,
     }
 
 

@@ -22,7 +22,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +33,7 @@ from sqlalchemy import select, update
 from announcements import outbox, webhooks
 from announcements.models import (
     OutboxStatus,
+    Webhook,
     WebhookDelivery,
     WebhookFormat,
     utcnow,
@@ -59,20 +61,45 @@ def _links(product_slug: str, note: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def body(delivery: WebhookDelivery) -> bytes:
+@dataclass(frozen=True)
+class Call:
+    """One call to a webhook: a queued delivery, or a test from the console."""
+
+    webhook: Webhook
+    event: str
+    delivery_id: int | None  # None for a test call
+    created_at: datetime
+    note: dict[str, Any]
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> Call:
+        return cls(
+            delivery.webhook,
+            delivery.event.value,
+            delivery.id,
+            delivery.created_at,
+            delivery.payload,
+        )
+
+    @property
+    def is_test(self) -> bool:
+        return self.delivery_id is None
+
+
+def body(call: Call) -> bytes:
     """What the receiver gets: Tidings' JSON, or a Slack incoming-webhook message."""
-    product = delivery.webhook.product
-    note = delivery.payload
-    urls = _links(product.slug, note)
-    if delivery.webhook.format is WebhookFormat.SLACK:
-        return json.dumps(_slack(product.name, delivery.event.value, note, urls)).encode()
+    product = call.webhook.product
+    urls = _links(product.slug, call.note)
+    if call.webhook.format is WebhookFormat.SLACK:
+        return json.dumps(_slack(product.name, call, urls)).encode()
     return json.dumps(
         {
-            "event": delivery.event.value,
-            "delivery_id": delivery.id,
-            "created_at": delivery.created_at.isoformat(),
+            "event": call.event,
+            "delivery_id": call.delivery_id,
+            "test": call.is_test,
+            "created_at": call.created_at.isoformat(),
             "product": {"slug": product.slug, "name": product.name},
-            "note": {**note, "url": urls["note"]},
+            "note": {**call.note, "url": urls["note"]},
             "links": urls,
         }
     ).encode()
@@ -82,17 +109,17 @@ def _slack_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _slack(product: str, event: str, note: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+def _slack(product: str, call: Call, urls: dict[str, str]) -> dict[str, Any]:
     verb = {"note.published": "New", "note.updated": "Updated", "note.archived": "Withdrawn"}
+    note = call.note
+    action = ("Test: " if call.is_test else "") + verb.get(call.event, call.event)
     headline = f"{product} {note['version']}: {note['title']}"
     excerpt = " ".join(str(note["body_md"]).split())
     if len(excerpt) > 280:
         excerpt = excerpt[:279] + "…"
-    label = f"{verb.get(event, event)} · {note['category']}" + (
-        " · Important" if note.get("important") else ""
-    )
+    label = f"{action} · {note['category']}" + (" · Important" if note.get("important") else "")
     return {
-        "text": f"{verb.get(event, event)}: {headline} {urls['note']}",
+        "text": f"{action}: {headline} {urls['note']}",
         "blocks": [
             {
                 "type": "section",
@@ -167,20 +194,21 @@ def _opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(*handlers)
 
 
-def _post(delivery: WebhookDelivery, data: bytes) -> tuple[int | None, str]:
-    """POST ``data``; the status (None when no answer came) and an error, if any."""
+def _post(call: Call) -> tuple[int | None, str]:
+    """POST the call; the status (None when no answer came) and an error, if any."""
+    data = body(call)
     timestamp = int(time.time())
     request = urllib.request.Request(  # noqa: S310 - the URL was checked to be http(s)
-        delivery.webhook.url,
+        call.webhook.url,
         data=data,
         method="POST",
         headers={
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            "X-Tidings-Event": delivery.event.value,
-            "X-Tidings-Delivery": str(delivery.id),
+            "X-Tidings-Event": call.event,
+            "X-Tidings-Delivery": "test" if call.delivery_id is None else str(call.delivery_id),
             "X-Tidings-Timestamp": str(timestamp),
-            "X-Tidings-Signature": webhooks.signature(delivery.webhook.secret, timestamp, data),
+            "X-Tidings-Signature": webhooks.signature(call.webhook.secret, timestamp, data),
         },
     )
     try:
@@ -226,18 +254,28 @@ def _claim(worker: str) -> list[int]:
     return claimed
 
 
+def succeeded(status: int | None) -> bool:
+    """Whether the receiver took the call: any 2xx answer."""
+    return status is not None and 200 <= status < 300
+
+
+def timed(call: Call) -> tuple[int | None, str, int]:
+    """Make the call: the answer's status, the error if any, and milliseconds taken."""
+    started = time.monotonic()
+    status, error = _post(call)
+    return status, error, int((time.monotonic() - started) * 1000)
+
+
 def _send(delivery: WebhookDelivery) -> str:
     now = utcnow()
     reason = webhooks.still_due(delivery, now)
     if reason:
         delivery.status, delivery.last_error = OutboxStatus.SKIPPED, reason
         return "skipped"
-    started = time.monotonic()
-    status, error = _post(delivery, body(delivery))
-    delivery.duration_ms = int((time.monotonic() - started) * 1000)
+    status, error, delivery.duration_ms = timed(Call.of(delivery))
     delivery.response_status = status
     delivery.attempts += 1
-    if status is not None and 200 <= status < 300:
+    if succeeded(status):
         delivery.status, delivery.delivered_at, delivery.last_error = (
             OutboxStatus.SENT,
             utcnow(),

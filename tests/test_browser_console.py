@@ -125,3 +125,24 @@ def test_a_note_is_sent_to_subscribers_and_the_page_follows_the_send(
     expect(delivery.locator("[data-count=queued]")).to_have_text("0")
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 4
     page.screenshot(path=SCREENSHOTS / "note-delivery-desktop.png")
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_an_owner_adds_a_webhook_and_sends_it_a_test_call(
+    page, live_server, receiver, viewport
+) -> None:
+    label = "phone" if viewport is PHONE else "desktop"
+    log_in(page, live_server, "demo@tidings.test")
+    page.goto(f"{live_server}/console/p/lumen/webhooks")
+    page.fill("input[name=url]", receiver.url)
+    page.check("input[value='note.published']")
+    page.click("button:has-text('Add webhook')")
+    card = page.locator(".webhook", has_text=receiver.url)
+    card.get_by_role("button", name="Send a test call").click()
+    expect(page.locator(".flash")).to_contain_text("Test call answered with HTTP 200")
+    assert len(receiver.calls) == 1
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    page.screenshot(path=SCREENSHOTS / f"webhooks-test-call-{label}.png", full_page=True)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(".webhook", has_text=receiver.url).get_by_role("button", name="Remove").click()
+    expect(page.locator(".flash")).to_contain_text("Webhook removed")

@@ -9,11 +9,8 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select, update
@@ -29,51 +26,6 @@ from announcements.models import (
 from app import webhooks as sender
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import make_member, make_note, make_product
-
-
-class Receiver:
-    """An HTTP server that records each POST and answers with the next queued status."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-        self.answers: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
-                length = int(self.headers.get("Content-Length", 0))
-                receiver.calls.append(
-                    {
-                        "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": self.rfile.read(length),
-                    }
-                )
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", "/elsewhere")
-                self.end_headers()
-                self.wfile.write(b"ok" if status < 300 else b"receiver is down")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 300) -> bool:
@@ -374,3 +326,35 @@ def test_a_redirect_is_not_followed(session, receiver) -> None:
     [waiting] = deliveries(session)
     assert waiting.response_status == 302
     assert waiting.last_error == "HTTP 302: redirects to /elsewhere, which is not followed"
+
+
+def test_a_test_call_from_the_console_is_signed_and_says_what_came_back(
+    client, auth: AuthActions, session, receiver
+) -> None:
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, slug="acme")
+    hook = make_hook(session, product, receiver.url)
+    auth.login("owner@example.com")
+    token = csrf_token(client)
+    test_call = f"/console/p/acme/webhooks/{hook.id}/test"
+
+    page = client.post(test_call, data={"csrf_token": token}, follow_redirects=True)
+    assert "Test call answered with HTTP 200" in page.get_data(as_text=True)
+    [call] = receiver.calls
+    assert call["headers"]["X-Tidings-Delivery"] == "test"
+    assert verify(hook.secret, call["headers"], call["body"])
+    payload = json.loads(call["body"])
+    assert payload["test"] is True and payload["delivery_id"] is None
+    assert payload["note"]["title"] == "A test call from Tidings"  # no note published yet
+
+    make_note(session, product, version="2.0.0", title="Older")
+    make_note(session, product, version="2.1.0", title="Newest public note")
+    make_note(session, product, version="2.2.0", title="Not yet", status="scheduled")
+    make_note(session, product, version="2.1.1", title="Staff only", is_internal=True)
+    session.execute(update(WebhookDelivery).values(status=OutboxStatus.SENT))
+    session.commit()
+    receiver.answers = [500]
+    page = client.post(test_call, data={"csrf_token": token}, follow_redirects=True)
+    assert "The test call failed: HTTP 500: receiver is down" in page.get_data(as_text=True)
+    assert json.loads(receiver.calls[-1]["body"])["note"]["title"] == "Newest public note"
+    assert all(d.status is OutboxStatus.SENT for d in deliveries(session))  # none logged

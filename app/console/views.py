@@ -41,9 +41,11 @@ from announcements.models import (
     Role,
     SubscriberStatus,
     Webhook,
+    WebhookEvent,
     utcnow,
 )
 from announcements.services import Intent, NoteInput, ProductSettings
+from app import webhooks as calls
 from app.auth import LoggedInMember, current_member, role_required
 from app.console import bp, timezones
 from app.console.forms import (
@@ -716,6 +718,22 @@ def webhook_toggle(product: Product, webhook_id: int, change: str) -> ResponseRe
     webhook = services.owned(db.session, Webhook, product, webhook_id)
     webhooks.set_active(db.session, webhook, change == "resume", by=current_member(), now=utcnow())
     flash(f"Webhook {'resumed' if change == 'resume' else 'paused'}.", "success")
+    return redirect(url_for("console.webhooks_page", slug=product.slug))
+
+
+@bp.post("/p/<slug>/webhooks/<id:webhook_id>/test")
+@role_required(Role.OWNER)
+def webhook_test(product: Product, webhook_id: int) -> ResponseReturnValue:
+    """Call the webhook now, signed like any call, with the latest note; say what came back."""
+    webhook = services.owned(db.session, Webhook, product, webhook_id)
+    now = utcnow()
+    note = webhooks.sample(db.session, product, now=now)
+    call = calls.Call(webhook, WebhookEvent.PUBLISHED.value, None, now, note)
+    status, error, took = calls.timed(call)
+    if calls.succeeded(status):
+        flash(f"Test call answered with HTTP {status} in {took} ms.", "success")
+    else:
+        flash(f"The test call failed: {error}", "error")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
 
 
