@@ -71,6 +71,28 @@ _RELEASE = re.compile(
     r"(?P<rest>.*)$"
 )
 _YANKED = re.compile(r"\[\s*yanked\s*\]", re.IGNORECASE)
+# Dates written in words or with slashes: "March 3, 2024", "3rd Mar 2024", "2024/03/03".
+_WORD_DATE_FORMATS = ("%B %d, %Y", "%B %d %Y", "%d %B %Y", "%b %d, %Y", "%b %d %Y", "%d %b %Y")
+_ORDINAL = re.compile(r"(?<=\d)(?:st|nd|rd|th)\b", re.IGNORECASE)
+_SEPT = re.compile(r"\bsept\b", re.IGNORECASE)
+_SLASHED = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
+
+
+def _word_date(text: str) -> date | None:
+    """The date ``text`` is, when it is one written in words or as year/month/day."""
+    text = _SEPT.sub("Sep", _ORDINAL.sub("", text.strip(" -–—:/()")).replace(".", " "))
+    text = " ".join(text.split())
+    if slashed := _SLASHED.fullmatch(text):
+        try:
+            return date(*(int(part) for part in slashed.groups()))
+        except ValueError:
+            return None
+    for form in _WORD_DATE_FORMATS:
+        try:
+            return datetime.strptime(text, form).date()
+        except ValueError:
+            continue
+    return None
 
 
 @dataclass
@@ -348,6 +370,8 @@ def _release(
         except ValueError:
             problems.append(Problem(number, heading, "the date is not a real date; left out"))
     rest = match.group("rest").strip(" -–—")
+    if released is None and rest and (written := _word_date(rest)):
+        released, rest = written, ""
     if rest:
         problems.append(Problem(number, heading, f"“{rest}” after the version was not understood"))
     return Release(

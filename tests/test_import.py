@@ -188,6 +188,30 @@ def test_closed_headings_yanked_releases_nested_bullets_and_odd_sections(session
     assert fix.published_at == datetime(2024, 2, 1, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("heading", "released"),
+    [
+        ("## 1.4.0 - March 3, 2024", datetime(2024, 3, 3, tzinfo=UTC)),
+        ("## [1.4.0] - 3rd Mar 2024", datetime(2024, 3, 3, tzinfo=UTC)),
+        ("## 1.4.0 (Sept. 14, 2023)", datetime(2023, 9, 14, tzinfo=UTC)),
+        ("## 1.4.0 — 14 September 2023", datetime(2023, 9, 14, tzinfo=UTC)),
+        ("## 1.4.0 / 2023/09/14", datetime(2023, 9, 14, tzinfo=UTC)),
+        ("## 1.4.0 - Smarch 3, 2024", None),
+    ],
+)
+def test_release_dates_written_in_words(session, heading: str, released) -> None:
+    product = make_product(session)
+    report = run(session, product, f"{heading}\n### Added\n- Dark mode\n", publish=True)
+    [note] = notes_of(session, product)
+    assert note.version == "1.4.0" and note.title == "Dark mode"
+    if released is None:  # not a date: imported undated, and said so
+        assert any("Smarch 3, 2024" in problem.text for problem in report.problems)
+        assert note.published_at != datetime(2024, 3, 3, tzinfo=UTC)
+    else:
+        assert report.problems == []
+        assert note.published_at == released
+
+
 def test_git_cliff_context_json(session) -> None:
     context = [
         {
