@@ -212,6 +212,13 @@ def test_lists_filter_and_page_with_a_cursor(client, session, product) -> None:
     bad = client.get("/api/v1/products/acme/notes?cursor=%%%&limit=500", headers=headers)
     assert bad.status_code == 422 and "limit" in bad.json["errors"]
     assert client.get("/api/v1/products/acme/notes?cursor=abc", headers=headers).status_code == 422
+    # Found by the fuzzer: a NUL in the version filter reached PostgreSQL, which refuses it.
+    nul = client.get("/api/v1/products/acme/notes?version=1.4%00", headers=headers)
+    assert nul.status_code == 422
+    assert nul.json["errors"] == {"version": "Holds a character that is not text."}
+    words = client.get("/api/v1/products/acme/notes?version=next+week", headers=headers)
+    assert words.status_code == 422
+    assert words.json["errors"] == {"version": "Not a version, such as 2.4.0."}
     listed = client.get("/api/v1/products/acme/versions", headers=headers).json["versions"]
     assert [v["version"] for v in listed][:3] == ["2.0.0", "1.6.0", "1.5.0"]
     assert listed[0]["published"] == 0 and listed[1]["published"] == 1
@@ -328,5 +335,7 @@ def test_a_patch_cannot_clear_required_fields_and_can_clear_the_audience(
     url = f"/api/v1/products/acme/notes/{note['id']}"
     refused = client.patch(url, headers=headers, json={"title": None, "body_md": None})
     assert refused.status_code == 422 and set(refused.json["errors"]) == {"title", "body_md"}
+    nul = client.patch(url, headers=headers, json={"title": "A\x00", "body_md": "B\x00"})
+    assert nul.status_code == 422 and set(nul.json["errors"]) == {"title", "body_md"}
     cleared = client.patch(url, headers=headers, json={"audience": None})
     assert cleared.json["audience"] is None and cleared.json["title"] == "For admins"

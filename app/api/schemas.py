@@ -11,16 +11,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from announcements import targeting
+from announcements import targeting, versions
 from announcements.importing import MAX_BODY_BYTES
 
 CategoryName = Literal["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"]
 StatusName = Literal["draft", "scheduled", "published", "archived"]
 
 
-class _Request(BaseModel):
+class _Input(BaseModel):
+    """Anything a client sends: no NUL character in any text, which is never something a
+    person wrote and which PostgreSQL cannot store."""
+
+    @field_validator("*")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise PydanticCustomError("nul", "Holds a character that is not text.")
+        return value
+
+
+class _Request(_Input):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
@@ -77,7 +91,7 @@ class NoteUpdate(_Request):
     email_subscribers: bool | None = None
 
 
-class NoteQuery(BaseModel):
+class NoteQuery(_Input):
     """Filters and paging for the note list (query arguments)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -88,8 +102,15 @@ class NoteQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=64, description="From next_cursor.")
     limit: int = Field(default=50, ge=1, le=100)
 
+    @field_validator("version")
+    @classmethod
+    def _a_version(cls, value: str | None) -> str | None:
+        if value is not None and not versions.is_valid(value.strip()):
+            raise PydanticCustomError("version", "Not a version, such as 2.4.0.")
+        return value
 
-class SubscriberQuery(BaseModel):
+
+class SubscriberQuery(_Input):
     model_config = ConfigDict(extra="ignore")
 
     status: Literal["pending", "confirmed", "unsubscribed", "bounced"] | None = None
@@ -97,7 +118,7 @@ class SubscriberQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=100)
 
 
-class ImportForm(BaseModel):
+class ImportForm(_Input):
     """The form fields sent beside the changelog ``file``."""
 
     model_config = ConfigDict(extra="ignore")
