@@ -22,11 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from announcements import services
-from announcements.errors import ValidationFailed
+from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     Category,
     Note,
     NoteStatus,
+    OutboxStatus,
     Product,
     TeamMember,
     Webhook,
@@ -142,6 +143,33 @@ def delete(session: Session, webhook: Webhook, *, by: TeamMember | None, now: da
     session.delete(webhook)
     services.record(session, product, by, "webhook.deleted", f"Removed webhook {url}", now=now)
     session.commit()
+
+
+def retry(
+    session: Session,
+    product: Product,
+    delivery_id: int,
+    *,
+    by: TeamMember | None,
+    now: datetime,
+) -> WebhookDelivery:
+    """Send a failed call once more, or a call waiting out its backoff now."""
+    delivery = session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.webhook.product_id != product.id:
+        raise NotFound("There is no such webhook call in this product.")
+    if delivery.status not in (OutboxStatus.FAILED, OutboxStatus.QUEUED):
+        raise InvalidTransition(f"This call is {delivery.status.value}; there is nothing to retry.")
+    delivery.status, delivery.next_attempt_at = OutboxStatus.QUEUED, now
+    services.record(
+        session,
+        product,
+        by,
+        "webhook.retried",
+        f"Retried the {delivery.event.value} call to {delivery.webhook.url}",
+        now=now,
+    )
+    session.commit()
+    return delivery
 
 
 def for_product(session: Session, product: Product) -> list[Webhook]:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select, update
 
+from announcements import webhooks
+from announcements.models import Note, OutboxStatus, WebhookDelivery, WebhookEvent, utcnow
+from app import webhooks as webhook_calls
+from app.extensions import db
 from app.mail import delivery as delivery_run
 from app.mail import transport
 from tests.browser import DESKTOP, PHONE, SCREENSHOTS
@@ -128,8 +133,8 @@ def test_a_note_is_sent_to_subscribers_and_the_page_follows_the_send(
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_an_owner_adds_a_webhook_and_sends_it_a_test_call(
-    page, live_server, receiver, viewport
+def test_an_owner_adds_a_webhook_tests_it_and_retries_a_failed_call(
+    page, live_app, live_server, receiver, viewport
 ) -> None:
     label = "phone" if viewport is PHONE else "desktop"
     log_in(page, live_server, "demo@tidings.test")
@@ -141,8 +146,26 @@ def test_an_owner_adds_a_webhook_and_sends_it_a_test_call(
     card.get_by_role("button", name="Send a test call").click()
     expect(page.locator(".flash")).to_contain_text("Test call answered with HTTP 200")
     assert len(receiver.calls) == 1
+    with live_app.app_context():  # a call that failed every try
+        note = db.session.scalars(select(Note).where(Note.title.like("Funnels%"))).one()
+        webhooks.queue(db.session, note, WebhookEvent.PUBLISHED, at=utcnow(), now=utcnow())
+        db.session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.status == OutboxStatus.QUEUED)
+            .values(status=OutboxStatus.FAILED, attempts=8, response_status=503)
+            .values(last_error="HTTP 503: receiver is down")
+        )
+        db.session.commit()
+    page.reload()
     assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
-    page.screenshot(path=SCREENSHOTS / f"webhooks-test-call-{label}.png", full_page=True)
+    page.screenshot(path=SCREENSHOTS / f"webhooks-{label}.png", full_page=True)
+    page.get_by_role("button", name="Retry now").click()
+    expect(page.locator(".flash")).to_contain_text("goes out again in a moment")
+    with live_app.app_context():
+        assert webhook_calls.deliver_due()["sent"] == 1
+    page.reload()
+    expect(page.locator("table")).to_contain_text("sent")
+    assert len(receiver.calls) == 2
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator(".webhook", has_text=receiver.url).get_by_role("button", name="Remove").click()
     expect(page.locator(".flash")).to_contain_text("Webhook removed")

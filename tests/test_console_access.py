@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from announcements import apikeys, webhooks
-from announcements.models import ApiKey, Role, Subscriber, Webhook, utcnow
+from announcements.models import ApiKey, Role, Subscriber, Webhook, WebhookDelivery, utcnow
 from app.extensions import db
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
@@ -51,6 +51,7 @@ NEEDS: dict[str, Role | str | None] = {
     "console.webhook_toggle": Role.OWNER,
     "console.webhook_delete": Role.OWNER,
     "console.webhook_test": Role.OWNER,
+    "console.webhook_retry": Role.OWNER,
 }
 
 
@@ -59,7 +60,11 @@ def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, 
     subscriber = db.session.scalar(select(Subscriber.id).where(Subscriber.product_id == product.id))
     key = db.session.scalar(select(ApiKey.id).where(ApiKey.product_id == product.id))
     webhook = db.session.scalar(select(Webhook.id).where(Webhook.product_id == product.id))
+    call = db.session.scalar(
+        select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook)
+    )
     values = {
+        "delivery_id": call,
         "key_id": key,
         "webhook_id": webhook,
         "change": "pause",
@@ -103,6 +108,7 @@ def world(session):
         now=utcnow(),
         allow_private=True,
     )
+    make_note(session, product, version="1.1.0", title="Announced")  # a webhook call to retry
     outsider = make_member(session, "outsider@example.com")
     make_product(session, owner=outsider, slug="elsewhere")
     return product, note, people, outsider

@@ -358,3 +358,36 @@ def test_a_test_call_from_the_console_is_signed_and_says_what_came_back(
     assert "The test call failed: HTTP 500: receiver is down" in page.get_data(as_text=True)
     assert json.loads(receiver.calls[-1]["body"])["note"]["title"] == "Newest public note"
     assert all(d.status is OutboxStatus.SENT for d in deliveries(session))  # none logged
+
+
+def test_an_owner_retries_a_failed_call_and_it_goes_out_once_more(
+    client, auth: AuthActions, session, receiver
+) -> None:
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, slug="acme")
+    make_hook(session, product, receiver.url)
+    make_note(session, product, title="Retried")
+    receiver.answers = [503] * 8
+    for _ in range(8):
+        session.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
+        session.commit()
+        sender.deliver_due()
+    [failed] = deliveries(session)
+    assert failed.status is OutboxStatus.FAILED and failed.attempts == 8
+    auth.login("owner@example.com")
+    token = csrf_token(client)
+    page = client.get("/console/p/acme/webhooks").get_data(as_text=True)
+    retry = f"/console/p/acme/webhooks/calls/{failed.id}/retry"
+    assert f'action="{retry}"' in page
+
+    answer = client.post(retry, data={"csrf_token": token}, follow_redirects=True)
+    assert "goes out again in a moment" in answer.get_data(as_text=True)
+    assert sender.deliver_due()["sent"] == 1  # due at once, not after a backoff
+    [sent] = deliveries(session)
+    assert sent.status is OutboxStatus.SENT and sent.attempts == 9 and len(receiver.calls) == 9
+    again = client.post(retry, data={"csrf_token": token}, follow_redirects=True)
+    assert "This call is sent; there is nothing to retry." in again.get_data(as_text=True)
+    assert sender.deliver_due()["sent"] == 0 and len(receiver.calls) == 9
+    other = make_product(session, owner=owner, slug="other")
+    elsewhere = f"/console/p/{other.slug}/webhooks/calls/{failed.id}/retry"
+    assert client.post(elsewhere, data={"csrf_token": token}).status_code == 404

@@ -737,6 +737,21 @@ def webhook_test(product: Product, webhook_id: int) -> ResponseReturnValue:
     return redirect(url_for("console.webhooks_page", slug=product.slug))
 
 
+@bp.post("/p/<slug>/webhooks/calls/<id:delivery_id>/retry")
+@role_required(Role.OWNER)
+def webhook_retry(product: Product, delivery_id: int) -> ResponseReturnValue:
+    """Send a failed call once more, or a waiting one now, by the worker."""
+    try:
+        webhooks.retry(db.session, product, delivery_id, by=current_member(), now=utcnow())
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        jobs.wake()
+        flash("The call goes out again in a moment; its result shows below.", "success")
+    return redirect(url_for("console.webhooks_page", slug=product.slug))
+
+
 @bp.post("/p/<slug>/webhooks/<id:webhook_id>/delete")
 @role_required(Role.OWNER)
 def webhook_delete(product: Product, webhook_id: int) -> ResponseReturnValue:
