@@ -551,6 +551,13 @@ class WebhookDelivery(Base):
     webhook: Mapped[Webhook] = relationship()
     note: Mapped[Note | None] = relationship()
 
+    @property
+    def retriable(self) -> bool:
+        """A call that failed for good, or one waiting out its backoff; not one that has
+        not been tried, which may be an announcement waiting for its note to go live."""
+        waiting = self.status is OutboxStatus.QUEUED and self.attempts > 0
+        return waiting or self.status is OutboxStatus.FAILED
+
 
 class AuditEvent(Base):
     """Who changed what, on which note, and when."""

@@ -157,8 +157,11 @@ def retry(
     delivery = session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.webhook.product_id != product.id:
         raise NotFound("There is no such webhook call in this product.")
-    if delivery.status not in (OutboxStatus.FAILED, OutboxStatus.QUEUED):
-        raise InvalidTransition(f"This call is {delivery.status.value}; there is nothing to retry.")
+    if not delivery.retriable:
+        raise InvalidTransition(
+            f"This call is {delivery.status.value} after {delivery.attempts} tries; "
+            "only a failed call, or one waiting to try again, can be retried."
+        )
     delivery.status, delivery.next_attempt_at = OutboxStatus.QUEUED, now
     services.record(
         session,

@@ -386,8 +386,15 @@ def test_an_owner_retries_a_failed_call_and_it_goes_out_once_more(
     [sent] = deliveries(session)
     assert sent.status is OutboxStatus.SENT and sent.attempts == 9 and len(receiver.calls) == 9
     again = client.post(retry, data={"csrf_token": token}, follow_redirects=True)
-    assert "This call is sent; there is nothing to retry." in again.get_data(as_text=True)
+    assert "This call is sent after 9 tries" in again.get_data(as_text=True)
     assert sender.deliver_due()["sent"] == 0 and len(receiver.calls) == 9
     other = make_product(session, owner=owner, slug="other")
     elsewhere = f"/console/p/{other.slug}/webhooks/calls/{failed.id}/retry"
     assert client.post(elsewhere, data={"csrf_token": token}).status_code == 404
+    # An announcement waiting for its note to go live has not failed: it is not retried.
+    scheduled = make_note(session, product, status="scheduled", title="Tomorrow")
+    [waiting] = [d for d in deliveries(session) if d.note_id == scheduled.id]
+    early = f"/console/p/acme/webhooks/calls/{waiting.id}/retry"
+    client.post(early, data={"csrf_token": token})
+    assert sender.deliver_due() == {"sent": 0, "retried": 0, "failed": 0, "skipped": 0}
+    assert waiting.next_attempt_at == scheduled.published_at
