@@ -147,7 +147,7 @@ def test_an_owner_adds_a_webhook_tests_it_and_retries_a_failed_call(
     expect(page.locator(".flash")).to_contain_text("Test call answered with HTTP 200")
     assert len(receiver.calls) == 1
     with live_app.app_context():  # a call that failed every try
-        note = db.session.scalars(select(Note).where(Note.title.like("Funnels%"))).one()
+        note = db.session.scalars(select(Note).where(Note.title.like("Funnels: see where%"))).one()
         webhooks.queue(db.session, note, WebhookEvent.PUBLISHED, at=utcnow(), now=utcnow())
         db.session.execute(
             update(WebhookDelivery)
