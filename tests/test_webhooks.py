@@ -212,45 +212,27 @@ def test_imports_call_no_webhook(session, receiver) -> None:
     assert deliveries(session) == []
 
 
-def test_the_console_adds_lists_and_removes_webhooks(client, auth: AuthActions, session, receiver):
+def test_the_console_adds_lists_and_removes_webhooks(
+    app, client, auth: AuthActions, session, receiver, monkeypatch: pytest.MonkeyPatch
+):
     owner = make_member(session, "owner@example.com")
     product = make_product(session, owner=owner, slug="acme")
     auth.login("owner@example.com")
     token = csrf_token(client)
-    bad = client.post(
-        "/console/p/acme/webhooks",
-        data={
-            "csrf_token": token,
-            "url": "ftp://x",
-            "events": ["note.published"],
-            "format": "json",
-        },
-    )
+
+    def add(url: str):
+        form = {"csrf_token": token, "url": url, "events": ["note.published"], "format": "json"}
+        return client.post("/console/p/acme/webhooks", data=form)
+
+    bad = add("ftp://x")
     assert bad.status_code == 422 and "full address" in bad.get_data(as_text=True)
-    client.application.config["WEBHOOK_ALLOW_PRIVATE"] = False
-    metadata = client.post(
-        "/console/p/acme/webhooks",
-        data={
-            "csrf_token": token,
-            "url": "http://169.254.169.254/latest/meta-data/",
-            "events": ["note.published"],
-            "format": "json",
-        },
-    )
+    with monkeypatch.context() as private:
+        private.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE", False)
+        metadata = add("http://169.254.169.254/latest/meta-data/")
     assert metadata.status_code == 422
     assert "169.254.169.254 is on a private network" in metadata.get_data(as_text=True)
-    client.application.config["WEBHOOK_ALLOW_PRIVATE"] = True
     assert webhooks.for_product(session, product) == []
-    added = client.post(
-        "/console/p/acme/webhooks",
-        data={
-            "csrf_token": token,
-            "url": receiver.url,
-            "events": ["note.published"],
-            "format": "json",
-        },
-    )
-    assert added.status_code == 302
+    assert add(receiver.url).status_code == 302
     [hook] = webhooks.for_product(session, product)
     make_note(session, product, title="Shown in the log")
     sender.deliver_due()
