@@ -31,6 +31,7 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from announcements import outbox, webhooks
+from announcements.catalogue import note_url
 from announcements.models import (
     OutboxStatus,
     Webhook,
@@ -52,10 +53,10 @@ USER_AGENT = "Tidings-Webhooks/1"
 def _links(product_slug: str, note: dict[str, Any]) -> dict[str, str]:
     base = current_app.config["BASE_URL"]
     changelog = f"{base}/changelog/{quote(product_slug)}"
-    version = f"{changelog}/{quote(str(note['version']))}"
+    permalink = note_url(base, product_slug, str(note["version"]), note["id"])
     return {
-        "note": f"{version}#note-{note['id']}",
-        "version": version,
+        "note": permalink,
+        "version": permalink.partition("#")[0],
         "changelog": changelog,
         "feed": f"{changelog}/feed.atom",
     }
@@ -206,7 +207,7 @@ def _post(call: Call) -> tuple[int | None, str]:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "X-Tidings-Event": call.event,
-            "X-Tidings-Delivery": "test" if call.delivery_id is None else str(call.delivery_id),
+            "X-Tidings-Delivery": "test" if call.is_test else str(call.delivery_id),
             "X-Tidings-Timestamp": str(timestamp),
             "X-Tidings-Signature": webhooks.signature(call.webhook.secret, timestamp, data),
         },
@@ -282,7 +283,7 @@ def _send(delivery: WebhookDelivery) -> str:
             None,
         )
         return "sent"
-    delivery.last_error = error or f"HTTP {status}"
+    delivery.last_error = error
     if delivery.attempts >= outbox.MAX_ATTEMPTS:
         delivery.status = OutboxStatus.FAILED
         return "failed"

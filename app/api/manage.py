@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from flask import current_app, g, jsonify, request, url_for
+from flask import current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from announcements import apikeys, importing, services, versions
+from announcements.catalogue import note_url
 from announcements.errors import Forbidden, Malformed, Unauthenticated, ValidationFailed
 from announcements.models import (
     ApiKey,
@@ -161,6 +162,8 @@ def _actor() -> TeamMember | None:
 
 # Cursors: the id of the last item of a page, so a page never shifts under a reader.
 
+Page = tuple[list[Any], str | None]
+
 
 def _cursor_after(raw: str | None) -> int | None:
     if raw is None:
@@ -174,10 +177,16 @@ def _cursor_after(raw: str | None) -> int | None:
     return value
 
 
-def _next_cursor(ids: list[int], limit: int) -> str | None:
-    if len(ids) <= limit:
-        return None
-    return base64.urlsafe_b64encode(str(ids[limit - 1]).encode()).decode().rstrip("=")
+def _page(statement: Select[Any], id_column: Any, cursor: str | None, limit: int) -> Page:
+    """A page of ``statement``'s rows, newest first, and the cursor of the next page."""
+    after = _cursor_after(cursor)
+    if after is not None:
+        statement = statement.where(id_column < after)
+    rows = list(db.session.scalars(statement.order_by(id_column.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = str(rows[limit - 1].id).encode()
+    return rows[:limit], base64.urlsafe_b64encode(last).decode().rstrip("=")
 
 
 # Notes --------------------------------------------------------------------
@@ -203,9 +212,7 @@ def _note(note: Note, now: datetime) -> schemas.Note:
         created_at=note.created_at,
         updated_at=note.updated_at,
         url=(
-            current_app.config["BASE_URL"]
-            + url_for("public.version", slug=note.product.slug, version=note.version)
-            + f"#note-{note.id}"
+            note_url(current_app.config["BASE_URL"], note.product.slug, note.version, note.id)
             if public
             else None
         ),
@@ -262,15 +269,9 @@ def list_notes(product: Product, query: schemas.NoteQuery) -> ResponseReturnValu
         statement = statement.where(Note.version == query.version.strip())
     if query.category is not None:
         statement = statement.where(Note.category == Category(query.category))
-    after = _cursor_after(query.cursor)
-    if after is not None:
-        statement = statement.where(Note.id < after)
-    notes = db.session.scalars(statement.order_by(Note.id.desc()).limit(query.limit + 1)).all()
+    notes, next_cursor = _page(statement, Note.id, query.cursor, query.limit)
     return _answer(
-        schemas.NoteList(
-            notes=[_note(note, now) for note in notes[: query.limit]],
-            next_cursor=_next_cursor([note.id for note in notes], query.limit),
-        )
+        schemas.NoteList(notes=[_note(note, now) for note in notes], next_cursor=next_cursor)
     )
 
 
@@ -332,17 +333,7 @@ def update_note(product: Product, note_id: int, body: schemas.NoteUpdate) -> Res
         raise ValidationFailed(nulls)
     if body.audience is not None:
         changes["audience"] = body.audience.model_dump(exclude_none=True)
-    current = {
-        "version": note.version,
-        "title": note.title,
-        "category": note.category.value,
-        "body_md": note.body_md,
-        "important": note.is_important,
-        "internal": note.is_internal,
-        "expires_at": note.expires_at,
-        "audience": note.audience,
-        "email_subscribers": note.email_subscribers,
-    }
+    current = {name: getattr(note, attribute) for name, attribute in NOTE_FIELDS.items()}
     data = _note_input(current | changes)
     intent = _intent(body.publish, body.publish_at, keep=Intent.SAVE)
     services.update_note(
@@ -451,10 +442,7 @@ def list_subscribers(product: Product, query: schemas.SubscriberQuery) -> Respon
     statement = select(Subscriber).where(Subscriber.product_id == product.id)
     if query.status is not None:
         statement = statement.where(Subscriber.status == SubscriberStatus(query.status))
-    after = _cursor_after(query.cursor)
-    if after is not None:
-        statement = statement.where(Subscriber.id < after)
-    rows = db.session.scalars(statement.order_by(Subscriber.id.desc()).limit(query.limit + 1)).all()
+    rows, next_cursor = _page(statement, Subscriber.id, query.cursor, query.limit)
     return _answer(
         schemas.SubscriberList(
             subscribers=[
@@ -468,9 +456,9 @@ def list_subscribers(product: Product, query: schemas.SubscriberQuery) -> Respon
                     created_at=row.created_at,
                     confirmed_at=row.confirmed_at,
                 )
-                for row in rows[: query.limit]
+                for row in rows
             ],
-            next_cursor=_next_cursor([row.id for row in rows], query.limit),
+            next_cursor=next_cursor,
         )
     )
 
