@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from announcements import apikeys
 from announcements.models import (
     AuditEvent,
     EndUser,
@@ -228,6 +229,42 @@ def test_owners_add_people_and_the_last_owner_stays(client, session, editor_on_a
         follow_redirects=True,
     )
     assert "at least one owner" in response.get_data(as_text=True)
+
+
+def test_a_change_the_state_forbids_is_refused_with_a_message_and_changes_nothing(
+    client, session, editor_on_acme
+) -> None:
+    product = editor_on_acme
+    token = csrf_token(client)
+    published = make_note(session, product, title="Live one")
+    draft = make_note(session, product, status="draft", title="Half written")
+
+    def post(path: str):
+        response = client.post(path, data={"csrf_token": token})
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        return response.headers["Location"], page
+
+    where, page = post(f"/console/p/acme/notes/{published.id}/delete")
+    assert where.endswith(f"/notes/{published.id}") and "Only drafts can be deleted" in page
+    where, page = post(f"/console/p/acme/notes/{published.id}/publish")
+    assert "Only drafts and scheduled notes can be published" in page
+    where, page = post(f"/console/p/acme/notes/{draft.id}/email")
+    assert "Only published, public notes can be emailed" in page
+    owner = product.memberships[0].member
+    where, page = post(f"/console/p/acme/team/{owner.id}/remove")
+    assert "at least one owner" in page
+    session.expire_all()
+    assert session.get(Note, published.id).status_at(utcnow()) is NoteStatus.PUBLISHED
+    assert [m.member_id for m in product.memberships] == [owner.id]
+
+    where, page = post(f"/console/p/acme/notes/{draft.id}/delete")
+    assert where.endswith("/console/p/acme/notes") and "Deleted the draft “Half written”" in page
+    assert session.get(Note, draft.id) is None
+    key, _ = apikeys.create(session, product, "ci", ["notes:read"], by=owner, now=utcnow())
+    where, page = post(f"/console/p/acme/api-keys/{key.id}/revoke")
+    assert "Calls with it are refused from now on" in page
+    where, page = post(f"/console/p/acme/api-keys/{key.id}/revoke")
+    assert "This key is already revoked." in page
 
 
 def test_the_audit_log_shows_who_did_what(client, session, editor_on_acme) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,6 +72,17 @@ def _login_limit() -> str:
 
 def _login_email_key() -> str:
     return "login:" + request.form.get("email", "").strip().lower()
+
+
+@contextlib.contextmanager
+def _refusal_flashed() -> Iterator[None]:
+    """Make a change whose thing may be in a state that forbids it: then undo it and say
+    why on the next page, and skip the rest of the block, which reports the success."""
+    try:
+        yield
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
 
 
 def _show_errors(form: FlaskForm, error: ValidationFailed) -> None:
@@ -413,12 +426,8 @@ def note_action(product: Product, note_id: int, action: str) -> ResponseReturnVa
     """Publish, archive or restore a note."""
     found = services.get_note(db.session, product, note_id)
     service, message = NOTE_ACTIONS[action]
-    try:
+    with _refusal_flashed():
         service(db.session, found, by=current_member(), now=utcnow())
-    except InvalidTransition as error:
-        db.session.rollback()
-        flash(error.message, "error")
-    else:
         jobs.wake()
         flash(message.format(title=found.title), "success")
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
@@ -430,14 +439,11 @@ def note_delete(product: Product, note_id: int) -> ResponseReturnValue:
     """Delete a draft."""
     found = services.get_note(db.session, product, note_id)
     title = found.title
-    try:
+    with _refusal_flashed():
         services.delete_draft(db.session, found, by=current_member(), now=utcnow())
-    except InvalidTransition as error:
-        db.session.rollback()
-        flash(error.message, "error")
-        return redirect(url_for("console.note", slug=product.slug, note_id=note_id))
-    flash(f"Deleted the draft “{title}”.", "success")
-    return redirect(url_for("console.notes", slug=product.slug))
+        flash(f"Deleted the draft “{title}”.", "success")
+        return redirect(url_for("console.notes", slug=product.slug))
+    return redirect(url_for("console.note", slug=product.slug, note_id=note_id))
 
 
 @bp.post("/p/<slug>/preview")
@@ -497,14 +503,10 @@ def team_role(product: Product, member_id: int) -> ResponseReturnValue:
     form = RoleForm()
     member = services.get_team_member(db.session, product, member_id)
     if form.validate_on_submit():
-        try:
+        with _refusal_flashed():
             services.set_role(
                 db.session, product, member, Role(form.role.data), by=current_member(), now=utcnow()
             )
-        except InvalidTransition as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
             flash(f"{member.email} is now {form.role.data}.", "success")
     else:
         flash("Choose a role from the list.", "error")
@@ -516,12 +518,8 @@ def team_role(product: Product, member_id: int) -> ResponseReturnValue:
 def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
     """Take someone off the product."""
     member = services.get_team_member(db.session, product, member_id)
-    try:
+    with _refusal_flashed():
         services.remove_member(db.session, product, member, by=current_member(), now=utcnow())
-    except InvalidTransition as error:
-        db.session.rollback()
-        flash(error.message, "error")
-    else:
         flash(f"{member.email} no longer has access to {product.name}.", "success")
     return redirect(url_for("console.team", slug=product.slug))
 
@@ -553,12 +551,8 @@ def note_delivery(product: Product, note_id: int) -> ResponseReturnValue:
 def note_email(product: Product, note_id: int) -> ResponseReturnValue:
     """Send a published note to the subscribers who want it and have not had it."""
     found = services.get_note(db.session, product, note_id)
-    try:
+    with _refusal_flashed():
         queued = services.email_note(db.session, found, by=current_member(), now=utcnow())
-    except InvalidTransition as error:
-        db.session.rollback()
-        flash(error.message, "error")
-    else:
         jobs.wake()
         if queued:
             people = "subscriber" if queued == 1 else "subscribers"
@@ -667,12 +661,8 @@ def api_keys(product: Product) -> ResponseReturnValue:
 @bp.post("/p/<slug>/api-keys/<id:key_id>/revoke")
 @role_required(Role.OWNER)
 def api_key_revoke(product: Product, key_id: int) -> ResponseReturnValue:
-    try:
+    with _refusal_flashed():
         key = apikeys.revoke(db.session, product, key_id, by=current_member(), now=utcnow())
-    except InvalidTransition as error:
-        db.session.rollback()
-        flash(error.message, "error")
-    else:
         flash(
             f"Revoked {key.prefix}… “{key.name}”. Calls with it are refused from now on.", "success"
         )
@@ -741,12 +731,8 @@ def webhook_test(product: Product, webhook_id: int) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def webhook_retry(product: Product, delivery_id: int) -> ResponseReturnValue:
     """Send a failed call once more, or a waiting one now, by the worker."""
-    try:
+    with _refusal_flashed():
         webhooks.retry(db.session, product, delivery_id, by=current_member(), now=utcnow())
-    except InvalidTransition as error:
-        db.session.rollback()
-        flash(error.message, "error")
-    else:
         jobs.wake()
         flash("The call goes out again in a moment; its result shows below.", "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
