@@ -8,9 +8,9 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-from click._termui_impl import ProgressBar
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
@@ -135,7 +135,7 @@ def import_changelog(
     """Import a CHANGELOG.md (or git-cliff --context JSON): one note per release."""
     product = _product(product_slug)
     bars = contextlib.ExitStack()
-    bar: ProgressBar[int] | None = None
+    bar: Any = None  # click's bar, made on the first release of a long file
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
