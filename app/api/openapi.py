@@ -97,7 +97,6 @@ def _operation(spec: manage.Operation, schema_of: dict[type[BaseModel], Any]) ->
             "content": {"application/json": {"schema": schema_of[spec.body]}},
         }
     if spec.form is not None:
-        form = dict(schema_of[spec.form])
         form_schema = {
             "type": "object",
             "required": ["file"],
@@ -107,7 +106,7 @@ def _operation(spec: manage.Operation, schema_of: dict[type[BaseModel], Any]) ->
                     "format": "binary",
                     "description": "CHANGELOG.md, or git-cliff --context JSON.",
                 },
-                **form.get("properties", {}),
+                **schema_of[spec.form].get("properties", {}),
             },
         }
         document["requestBody"] = {
@@ -145,7 +144,7 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Write and publish release notes, import changelogs and read subscribers "
-                "from your pipelines. Create a key under Settings → API keys in the console "
+                "from your pipelines. Create a key on a product's API keys page in the console "
                 "(or `flask api-keys create`) and send it as `Authorization: Bearer <key>`."
             ),
         },
