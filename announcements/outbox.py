@@ -5,6 +5,10 @@ lease (``next_attempt_at``) it cannot outlive, and records each message as sent 
 its own commit right after the server accepted it. Killed at any moment, it leaves
 at most the one message in flight unrecorded; its other claims go back to the queue
 when its process is found dead (on the same host) or its lease runs out (elsewhere).
+
+A refusal of one recipient is that message's to retry or fail, and counts against the
+address; a refusal of us (the server unreachable, our sender address or the message
+refused) pauses all sending instead, which no message and no address is charged for.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from announcements.models import OutboxMessage, OutboxStatus, Subscriber, SubscriberStatus
@@ -25,6 +30,9 @@ from announcements.models import OutboxMessage, OutboxStatus, Subscriber, Subscr
 MAX_ATTEMPTS = 8
 FIRST_RETRY = timedelta(seconds=30)
 LONGEST_RETRY = timedelta(hours=2)
+# A pause is tried again at most this long after the last refusal: one MAIL FROM costs the
+# server nothing, and once the operator has fixed the cause the mail goes out soon.
+LONGEST_PAUSE = timedelta(minutes=15)
 
 
 def _started(pid: int) -> str | None:
@@ -107,7 +115,7 @@ def _finish(session: Session, row_id: int, worker: str, **values: object) -> Non
     session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == row_id, OutboxMessage.claimed_by == worker)
-        .values(claimed_by=None, **values)
+        .values(claimed_by=None, paused_at=None, **values)
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -124,6 +132,7 @@ _SENT = (
         claimed_by=None,
         attempts=_outbox.c.attempts + 1,
         last_error=None,
+        paused_at=None,
         message_id=bindparam("smtp_id"),
         sent_at=bindparam("now"),
     )
@@ -151,7 +160,7 @@ def retry_delay(attempts: int) -> timedelta:
 def mark_transient(
     session: Session, message: OutboxMessage, worker: str, *, error: str, now: datetime
 ) -> None:
-    """A failure worth retrying (4xx, connection lost): back to the queue, later; failed
+    """The server deferred the recipient (4xx to RCPT TO): back to the queue, later; failed
     after MAX_ATTEMPTS."""
     attempts = message.attempts + 1
     if attempts >= MAX_ATTEMPTS:
@@ -171,8 +180,8 @@ def mark_transient(
 def mark_permanent(
     session: Session, message: OutboxMessage, worker: str, *, error: str, bounce_limit: int
 ) -> None:
-    """A permanent failure (5xx): failed for good, and one more hard bounce for the address;
-    after ``bounce_limit`` in a row it is mailed no more."""
+    """The server refused the recipient (5xx to RCPT TO): failed for good, and one more hard
+    bounce for the address; after ``bounce_limit`` in a row it is mailed no more."""
     subscriber = message.subscriber
     subscriber.hard_bounces += 1
     if subscriber.hard_bounces >= bounce_limit and subscriber.status is not (
@@ -205,6 +214,82 @@ def release(session: Session, message_ids: Sequence[int], worker: str, *, now: d
         .execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+@dataclass(frozen=True)
+class Pause:
+    """The mail server taking nothing from us: since when, its last answer, the next try."""
+
+    since: datetime
+    error: str
+    retry_at: datetime
+
+
+_WAITING = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
+
+
+def hold(session: Session, worker: str, *, error: str, now: datetime) -> Pause:
+    """Stop sending until the next try: this worker's claims and every message due before
+    then go back to the queue until then, none charged an attempt - the server refused us,
+    not them. Commits.
+
+    Each wait is as long as the refusals have lasted so far (FIRST_RETRY at least,
+    LONGEST_PAUSE at most), so the waits double. The outage's start is kept on the
+    messages themselves, so a restarted worker waits as long as this one would have.
+    """
+    since = (
+        session.scalar(
+            select(func.min(OutboxMessage.paused_at)).where(OutboxMessage.status.in_(_WAITING))
+        )
+        or now
+    )
+    retry_at = now + min(max(now - since, FIRST_RETRY), LONGEST_PAUSE)
+    mine = (OutboxMessage.status == OutboxStatus.SENDING) & (OutboxMessage.claimed_by == worker)
+    due = (OutboxMessage.status == OutboxStatus.QUEUED) & (OutboxMessage.next_attempt_at < retry_at)
+    session.execute(
+        update(OutboxMessage)
+        .where(mine | due)
+        .values(
+            status=OutboxStatus.QUEUED,
+            claimed_by=None,
+            next_attempt_at=retry_at,
+            paused_at=since,
+            last_error=error[:2000],
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return Pause(since, error, retry_at)
+
+
+def resume(session: Session, *, now: datetime) -> None:
+    """The server took a message again: what a pause held back is due now. Commits."""
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status == OutboxStatus.QUEUED, OutboxMessage.paused_at.is_not(None))
+        .values(paused_at=None, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def pause_of(session: Session, note_id: int) -> Pause | None:
+    """The pause holding back the note's queued messages, if one does."""
+    held = session.execute(
+        select(OutboxMessage.paused_at, OutboxMessage.last_error, OutboxMessage.next_attempt_at)
+        .where(
+            OutboxMessage.note_id == note_id,
+            OutboxMessage.status == OutboxStatus.QUEUED,
+            OutboxMessage.paused_at.is_not(None),
+        )
+        .order_by(OutboxMessage.next_attempt_at.desc())
+        .limit(1)
+    ).first()
+    if held is None:
+        return None
+    since, error, retry_at = held
+    # Never None: the query takes paused messages only.
+    return Pause(cast(datetime, since), error or "", retry_at)
 
 
 def reset_bounces(session: Session, subscriber: Subscriber) -> None:

@@ -1,7 +1,9 @@
 """A real SMTP server on loopback (aiosmtpd) that records what it receives.
 
 ``smtp_server`` starts one per test. ``replies`` makes it answer a recipient with a
-given reply ("451 4.3.0 try later", "550 5.1.1 no such user") instead of accepting.
+given reply ("451 4.3.0 try later", "550 5.1.1 no such user") instead of accepting;
+``sender_reply`` and ``data_reply`` make it answer every MAIL FROM, or every message's
+DATA, so ("550 5.7.1 Sender not allowed", "554 5.7.1 DMARC policy reject").
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ class Recorder:
 
     received: list[Received] = field(default_factory=list)
     replies: dict[str, str] = field(default_factory=dict)
+    sender_reply: str | None = None
+    data_reply: str | None = None
+    senders_offered: int = 0  # MAIL FROM commands, refused or not
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        self.senders_offered += 1
+        if self.sender_reply:
+            return self.sender_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -55,6 +70,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_reply:
+            return self.data_reply
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
         )

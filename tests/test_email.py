@@ -19,7 +19,7 @@ import itsdangerous.timed
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from announcements import outbox as outbox_claims
@@ -457,10 +457,133 @@ def test_an_unreachable_server_keeps_every_message_for_later(session: Session) -
     make_note(session, product, is_important=True)
     sender = transport.Smtp("smtp://127.0.0.1:9?starttls=off")
     report = delivery.deliver_due(sender)
-    assert report.sent == 0 and "cannot reach" in report.errors[0]
+    assert report.sent == 0 and report.paused and "cannot reach" in report.paused.error
     rows = outbox(session)
     assert [row.status for row in rows] == [OutboxStatus.QUEUED] * 2
-    assert all(row.next_attempt_at > utcnow() for row in rows)
+    assert all(row.attempts == 0 and row.next_attempt_at > utcnow() for row in rows)
+
+
+# A refusal of us is not a bounce ------------------------------------------------------
+
+READERS = ("ann@example.com", "bob@example.com", "eve@example.com")
+REFUSED_SENDER = "550 5.7.1 Sender address rejected: not owned by user relay@example.com"
+
+
+def _readers(session: Session) -> Product:
+    product = make_product(session)
+    for address in READERS:
+        confirmed(session, product, address)
+    return product
+
+
+def _bounced(session: Session) -> set[str]:
+    session.expire_all()
+    bounced = select(Subscriber.email).filter_by(status=SubscriberStatus.BOUNCED)
+    return set(session.scalars(bounced))
+
+
+def _notes_enough_to_bounce(app: Flask, session: Session, product: Product, server: SmtpServer):
+    """Publish MAIL_BOUNCE_LIMIT notes, a sending run after each: enough refusals to bounce
+    every reader, were each counted against them. Returns the last run's report."""
+    report = delivery.Report()
+    for _ in range(app.config["MAIL_BOUNCE_LIMIT"]):
+        make_note(session, product, is_important=True)
+        report = send_all(server)
+    return report
+
+
+def _retry_is_due(session: Session, *, refused_for: timedelta | None = None) -> None:
+    """Make the queued messages due now, as if the server had refused us ``refused_for``."""
+    now = utcnow()
+    values: dict[str, object] = {"next_attempt_at": now}
+    if refused_for is not None:
+        values["paused_at"] = now - refused_for
+    queued = OutboxMessage.status == OutboxStatus.QUEUED
+    session.execute(update(OutboxMessage).where(queued).values(**values))
+    session.commit()
+
+
+def test_a_refused_sender_address_bounces_nobody_and_keeps_every_message(
+    app: Flask, session: Session, smtp_server: SmtpServer
+) -> None:
+    product = _readers(session)
+    smtp_server.recorder.sender_reply = REFUSED_SENDER
+    report = _notes_enough_to_bounce(app, session, product, smtp_server)
+    assert _bounced(session) == set()
+    rows = outbox(session)
+    assert len(rows) == 3 * len(READERS)
+    assert all(row.status is OutboxStatus.QUEUED and row.attempts == 0 for row in rows)
+    refusal = f"the mail server refused our sender address tidings@localhost ({REFUSED_SENDER})"
+    assert {row.last_error for row in rows} == {refusal}
+    assert smtp_server.recorder.senders_offered == 3  # one try a run, not one a message
+    assert (report.sent, report.retried, report.failed) == (0, 0, 0)
+    assert report.paused and report.paused.error == refusal
+    assert report.paused.retry_at > utcnow()
+
+
+def test_a_pause_backs_off_and_a_restarted_worker_keeps_to_it(
+    session: Session, smtp_server: SmtpServer
+) -> None:
+    product = _readers(session)
+    make_note(session, product, is_important=True)
+    smtp_server.recorder.sender_reply = REFUSED_SENDER
+    report = send_all(smtp_server)
+    assert [(row.status, row.attempts) for row in outbox(session)] == [(OutboxStatus.QUEUED, 0)] * 3
+    first = report.paused
+    assert first and first.retry_at - first.since == outbox_claims.FIRST_RETRY
+    # A new run with a new connection, as a restarted worker makes: nothing is due yet.
+    assert send_all(smtp_server).paused is None
+    assert smtp_server.recorder.senders_offered == 1
+
+    # Each wait is as long as the refusals have lasted, up to LONGEST_PAUSE.
+    _retry_is_due(session, refused_for=timedelta(minutes=4))
+    second = send_all(smtp_server).paused
+    assert second and abs(second.retry_at - utcnow() - timedelta(minutes=4)) < timedelta(seconds=10)
+    _retry_is_due(session, refused_for=timedelta(hours=5))
+    third = send_all(smtp_server).paused
+    assert third and third.retry_at - utcnow() <= outbox_claims.LONGEST_PAUSE
+    assert third.retry_at - utcnow() > outbox_claims.LONGEST_PAUSE - timedelta(minutes=1)
+    assert smtp_server.recorder.senders_offered == 3
+
+    smtp_server.recorder.sender_reply = None
+    _retry_is_due(session)
+    assert send_all(smtp_server).sent == len(READERS)
+    rows = outbox(session)
+    assert all(row.status is OutboxStatus.SENT and row.attempts == 1 for row in rows)
+    assert all(row.paused_at is None and row.last_error is None for row in rows)
+
+
+def test_once_the_sender_is_fixed_only_the_address_refused_at_rcpt_to_bounces(
+    app: Flask, session: Session, smtp_server: SmtpServer
+) -> None:
+    product = _readers(session)
+    smtp_server.recorder.sender_reply = REFUSED_SENDER
+    _notes_enough_to_bounce(app, session, product, smtp_server)
+
+    smtp_server.recorder.sender_reply = None
+    smtp_server.recorder.replies["bob@example.com"] = "550 5.1.1 No such user"
+    _retry_is_due(session)
+    report = send_all(smtp_server)
+    assert _bounced(session) == {"bob@example.com"}
+    assert (report.sent, report.failed, report.paused) == (6, 3, None)
+    assert smtp_server.recorder.per_recipient() == {"ann@example.com": 3, "eve@example.com": 3}
+    failed = outbox(session, status=OutboxStatus.FAILED)
+    assert {row.last_error for row in failed} == {"550 5.1.1 No such user"}
+
+
+def test_a_message_refused_at_data_bounces_nobody(
+    app: Flask, session: Session, smtp_server: SmtpServer
+) -> None:
+    product = _readers(session)
+    reject = "554 5.7.1 Message rejected: the DMARC policy of localhost is reject"
+    smtp_server.recorder.data_reply = reject
+    report = _notes_enough_to_bounce(app, session, product, smtp_server)
+    assert _bounced(session) == set()
+    rows = outbox(session)
+    assert all(row.status is OutboxStatus.QUEUED and row.attempts == 0 for row in rows)
+    assert {row.last_error for row in rows} == {f"the mail server refused the message ({reject})"}
+    assert smtp_server.recorder.received == []
+    assert report.paused and report.paused.retry_at > utcnow()
 
 
 # Read in the app, read by mail -----------------------------------------------------

@@ -1,6 +1,7 @@
 """The real worker (`flask worker`, Huey's consumer) against a real SMTP server: killed with
 SIGKILL in the middle of a batch, restarted, it loses no message and doubles none but
-the one that may have been in flight."""
+the one that may have been in flight; killed while the server refuses us, restarted, it
+waits out the pause the last one began."""
 
 from __future__ import annotations
 
@@ -177,3 +178,60 @@ def test_wake_ups_during_a_run_send_again_but_never_alongside_it(
     monkeypatch.setattr(delivery, "deliver_due", fake_deliver_due)
     jobs.deliver.call_local()
     assert (runs, most) == (2, 1)
+
+
+def _recorded(session: Session) -> list[tuple[OutboxStatus, int, object, object]]:
+    """Each message's state, once a run has recorded every one; empty before."""
+    session.rollback()  # a fresh snapshot
+    rows = session.execute(
+        select(
+            OutboxMessage.status,
+            OutboxMessage.attempts,
+            OutboxMessage.next_attempt_at,
+            OutboxMessage.paused_at,
+        ).order_by(OutboxMessage.id)
+    ).all()
+    waiting = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
+    if any(status in waiting and paused_at is None for status, _, _, paused_at in rows):
+        return []
+    return [tuple(row) for row in rows]
+
+
+def test_a_restarted_worker_waits_out_the_pause_the_killed_one_began(
+    session: Session, start_worker: Callable[[str], subprocess.Popen], tmp_path: Path
+) -> None:
+    product = make_product(session)
+    for name in ("ann", "bob", "eve"):
+        session.add(
+            Subscriber(
+                product_id=product.id,
+                email=f"{name}@example.com",
+                status=SubscriberStatus.CONFIRMED,
+                frequency=Frequency.EVERY,
+                categories=[],
+            )
+        )
+    session.commit()
+    with SmtpServer() as server:
+        server.recorder.sender_reply = "550 5.7.1 Sender address rejected: not owned by user"
+        make_note(session, product, is_important=True)
+        first = start_worker(server.url)
+        _wait_for(lambda: bool(_recorded(session)), 60, "the first run recorded")
+        held = _recorded(session)
+        assert [(status, attempts) for status, attempts, _, _ in held] == [
+            (OutboxStatus.QUEUED, 0)
+        ] * 3
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+
+        second = start_worker(server.url)
+        # The consumer says it started once the worker's first sweep is over.
+        log = tmp_path / "worker-1.log"
+        _wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the second worker")
+        assert _recorded(session) == held  # nothing tried before the retry time
+        assert server.recorder.senders_offered == 1
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=60)
+    session.rollback()
+    bounced = select(func.count()).where(Subscriber.status == SubscriberStatus.BOUNCED)
+    assert session.scalar(bounced) == 0

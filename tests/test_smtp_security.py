@@ -1,4 +1,5 @@
-"""The SMTP transport's security against a real server: STARTTLS, implicit TLS, login.
+"""The SMTP transport against a real server: STARTTLS, implicit TLS, login, and whom a
+refusal is taken to be about.
 
 A throw-away certificate for 127.0.0.1 is made with openssl; the client is given it
 to trust, the way an operator's system trusts their relay's.
@@ -18,7 +19,14 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from app.config import ConfigError
 from app.mail.compose import Composed, assemble
-from app.mail.transport import Smtp, Unreachable
+from app.mail.transport import (
+    Failure,
+    Permanent,
+    SenderRefused,
+    Smtp,
+    Transient,
+    Unreachable,
+)
 from tests.mailserver import SmtpServer
 
 MESSAGE = Composed(
@@ -133,3 +141,34 @@ def test_implicit_tls(certificate: Certificate) -> None:
         client.send(MESSAGE, "tidings@localhost", "ann@example.com")
         client.close()
         assert server.recorder.per_recipient() == {"ann@example.com": 1}
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply", "failure"),
+    [
+        ("MAIL FROM", "550 5.7.1 Sender not allowed", SenderRefused),
+        ("MAIL FROM", "451 4.7.1 Try again later", SenderRefused),
+        ("RCPT TO", "550 5.1.1 No such user", Permanent),
+        ("RCPT TO", "452 4.2.2 Mailbox full", Transient),
+        ("RCPT TO", "421 4.3.2 Shutting down", Unreachable),
+        ("DATA", "554 5.7.1 DMARC policy reject", SenderRefused),
+        ("DATA", "451 4.3.0 Local error", SenderRefused),
+    ],
+)
+def test_only_an_answer_to_rcpt_to_is_about_the_recipient(
+    stage: str, reply: str, failure: type[Failure]
+) -> None:
+    with SmtpServer() as server:
+        recorder = server.recorder
+        if stage == "MAIL FROM":
+            recorder.sender_reply = reply
+        elif stage == "RCPT TO":
+            recorder.replies["ann@example.com"] = reply
+        else:
+            recorder.data_reply = reply
+        client = Smtp(server.url)
+        with pytest.raises(Failure) as caught:
+            client.send(MESSAGE, "tidings@localhost", "ann@example.com")
+        client.close()
+    assert type(caught.value) is failure
+    assert reply in str(caught.value)

@@ -3,6 +3,10 @@
 Whether a message is still owed is decided at the moment it is sent, not when it
 was queued: an unsubscribe, a note read in-app or a note withdrawn since then all
 make it ``skipped``.
+
+When the server refuses us rather than a recipient (see :mod:`app.mail.transport`), the
+run stops and every message waits, uncharged, for a retry that backs off; the note's
+page in the console shows why, from the messages themselves.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from announcements.subscriptions import Preferences
 from app.database import widget_engine, write_turn, writing
 from app.extensions import db
 from app.mail import compose
-from app.mail.transport import Pacer, Permanent, Transient, Transport, Unreachable
+from app.mail.transport import Failure, Halted, Pacer, Permanent, Transient, Transport
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,8 @@ class Report:
     skipped: int = 0
     retried: int = 0
     failed: int = 0
-    errors: list[str] = field(default_factory=list)
+    # Set when the server refused us and sending stopped until ``paused.retry_at``.
+    paused: outbox.Pause | None = None
 
 
 def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | None, str]:
@@ -109,7 +114,8 @@ def _record(
     worker: str,
 ) -> str:
     """Wait for a message handed to the sender and record how it went; returns it as a
-    word. Raises Unreachable, after recording it, when the server cannot be reached."""
+    word. Raises Halted, recording nothing, when the server refused us rather than the
+    recipient."""
     row, message = sending.row, sending.message
     try:
         sending.future.result()
@@ -126,8 +132,6 @@ def _record(
     except Transient as error:
         with write_turn():
             outbox.mark_transient(session, row, worker, error=str(error), now=utcnow())
-        if isinstance(error, Unreachable):
-            raise
         return "retried"
     with writing(marks):
         outbox.mark_sent(marks, row.id, worker, smtp_id=message.message_id, now=utcnow())
@@ -213,9 +217,10 @@ class _Run:
     lease: timedelta
     batch: int
     report: Report = field(default_factory=Report)
+    server_took_mail: bool = False
 
     def next_batch(self) -> bool:
-        """Claim and send one batch; False when nothing was due or the server is down.
+        """Claim and send one batch; False when nothing was due or the server refused us.
 
         Each message is composed while the one before it is with the server, which
         otherwise sits idle waiting for us; that one is recorded before the next is handed
@@ -240,10 +245,7 @@ class _Run:
             if row is not None and not late:
                 message, outcome = _prepare(session, row, worker)
             if not self._settle(sending):
-                later = utcnow() + outbox.retry_delay(1)
-                with write_turn():
-                    outbox.release(session, claimed[position:], worker, now=later)
-                return False
+                return False  # what this worker still holds was put back by the pause
             sending = None
             if late:
                 with write_turn():
@@ -262,16 +264,24 @@ class _Run:
         return self._settle(sending)
 
     def _settle(self, sending: _Sending | None) -> bool:
-        """Record the message with the server, if any; False when the server is down."""
+        """Record the message with the server, if any; False when the server refused us,
+        after pausing all sending."""
         if sending is None:
             return True
         try:
             outcome = _record(self.session, self.marks, sending, self.worker)
-        except Unreachable as error:
-            self.report.retried += 1
-            self.report.errors.append(str(error))
+        except Halted as error:
+            with write_turn():
+                self.report.paused = outbox.hold(
+                    self.session, self.worker, error=str(error), now=utcnow()
+                )
             return False
         self._count(outcome)
+        if outcome == "sent" and not self.server_took_mail:
+            # Once a run: the server takes our mail, so nothing need wait for it any more.
+            self.server_took_mail = True
+            with write_turn():
+                outbox.resume(self.session, now=utcnow())
         return True
 
     def _count(self, outcome: str) -> None:
@@ -302,7 +312,7 @@ def send_test(note: Note, address: str, sender: Transport) -> None:
     )
     try:
         sender.send(message, compose.sender_address(), address)
-    except (Transient, Permanent) as error:
+    except Failure as error:
         raise NotSent(str(error)) from error
     finally:
         sender.close()

@@ -73,12 +73,17 @@ class Jobs:
                 sender.close()
             if report.sent or report.failed or report.retried or report.skipped:
                 log.info(
-                    "mail: %d sent, %d skipped, %d to retry, %d failed%s",
+                    "mail: %d sent, %d skipped, %d to retry, %d failed",
                     report.sent,
                     report.skipped,
                     report.retried,
                     report.failed,
-                    f" ({report.errors[-1]})" if report.errors else "",
+                )
+            if report.paused:
+                log.warning(
+                    "mail: sending paused until %s: %s",
+                    report.paused.retry_at.isoformat(timespec="seconds"),
+                    report.paused.error,
                 )
 
     def _tick(self) -> None:

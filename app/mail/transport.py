@@ -6,9 +6,22 @@
 - ``smtps://user:pass@host:465`` - TLS from the first byte (implicit TLS);
 - ``smtp://host:25?starttls=off`` - plain text, for a relay on the same machine.
 
-One connection is kept open and reused for many messages. Failures are sorted into
-:class:`Transient` (4xx replies, lost connections: try again later) and
-:class:`Permanent` (5xx replies: this address will not take it).
+One connection is kept open and reused for many messages. A failure is sorted by the
+stage of the conversation it came at, and then by its code, into whom it is about:
+
+============================  =====================  =========================
+stage                         4xx                    5xx
+============================  =====================  =========================
+connect, TLS, login; any 421  :class:`Unreachable`   :class:`Unreachable`
+MAIL FROM                     :class:`SenderRefused` :class:`SenderRefused`
+RCPT TO                       :class:`Transient`     :class:`Permanent`
+DATA                          :class:`SenderRefused` :class:`SenderRefused`
+============================  =====================  =========================
+
+Only an answer to RCPT TO is about the recipient. Every message goes to the one relay
+in ``SMTP_URL``, so at MAIL FROM and at DATA that relay judges us - our sender address,
+our right to relay, our From domain's DMARC, what we send - and would answer the next
+message the same way: a refused sender or message says nothing about the address.
 """
 
 from __future__ import annotations
@@ -27,16 +40,29 @@ from app.mail.compose import Composed
 CONNECT_TIMEOUT = 30.0
 
 
-class Transient(Exception):
-    """Worth another try later."""
+class Failure(Exception):
+    """The server did not take a message; the subclass says whom it is about."""
 
 
-class Unreachable(Transient):
-    """The server cannot be reached or dropped the connection: stop this batch, too."""
+class Transient(Failure):
+    """This recipient, later: the server deferred it (4xx to RCPT TO)."""
 
 
-class Permanent(Exception):
-    """Will fail again: the server refused this message or address for good."""
+class Permanent(Failure):
+    """This address, for good: the server refused the recipient (5xx to RCPT TO)."""
+
+
+class Halted(Failure):
+    """Us, not the recipient: the server takes no mail from us for now. Stop sending, keep
+    every message, and try again later."""
+
+
+class Unreachable(Halted):
+    """The server cannot be reached, refused the login, or dropped the connection."""
+
+
+class SenderRefused(Halted):
+    """The server refused our sender address (MAIL FROM) or what we send (DATA)."""
 
 
 class Transport(Protocol):
@@ -112,25 +138,36 @@ class Smtp:
             if self._client is None:
                 self._client = self._connect()
             try:
-                refused = self._client.sendmail(sender, [recipient], message.data)
+                self._client.sendmail(sender, [recipient], message.data)
             except smtplib.SMTPServerDisconnected as error:
                 # The server closed a connection that sat idle: one fresh try at once.
                 self._client = None
                 if attempt == 2:
                     raise Unreachable(f"the SMTP server closed the connection: {error}") from error
                 continue
+            except smtplib.SMTPSenderRefused as error:
+                refused = f"our sender address {sender}"
+                raise self._failure(refused, error.smtp_code, error.smtp_error) from error
             except smtplib.SMTPRecipientsRefused as error:
-                code, text = next(iter(error.recipients.values()))
-                raise _failure(code, text) from error
-            except smtplib.SMTPResponseException as error:
-                raise _failure(error.smtp_code, error.smtp_error) from error
+                raise self._failure(None, *error.recipients[recipient]) from error
+            except smtplib.SMTPDataError as error:
+                raise self._failure("the message", error.smtp_code, error.smtp_error) from error
             except (OSError, smtplib.SMTPException) as error:
                 self.close()
                 raise Unreachable(f"sending failed: {error}") from error
-            if refused:
-                code, text = next(iter(refused.values()))
-                raise _failure(code, text)
             return
+
+    def _failure(self, refused: str | None, code: int, text: bytes | str) -> Failure:
+        """A refusal as the failure it is: ``refused`` names what the server refused, or is
+        None when it refused the recipient (RCPT TO)."""
+        answer = _answer(code, text)
+        if code == 421:
+            # The server is closing the connection; smtplib has already closed our end.
+            self._client = None
+            return Unreachable(f"the mail server closed the connection ({answer})")
+        if refused is None:
+            return Permanent(answer) if 500 <= code < 600 else Transient(answer)
+        return SenderRefused(f"the mail server refused {refused} ({answer})")
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -141,10 +178,10 @@ class Smtp:
                 client.close()
 
 
-def _failure(code: int, text: bytes | str) -> Exception:
+def _answer(code: int, text: bytes | str) -> str:
+    """An SMTP reply as one line of text: ``550 5.7.1 Sender not allowed``."""
     reason = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-    kind = Permanent if 500 <= code < 600 else Transient
-    return kind(f"{code} {reason}")
+    return f"{code} {' '.join(reason.split())}"
 
 
 def from_config(smtp_url: str | None, instance_path: str) -> Transport:
