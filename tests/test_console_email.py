@@ -111,6 +111,7 @@ def test_the_note_page_shows_delivery_and_sends_to_newcomers(
         "sent": 0,
         "failed": 0,
         "skipped": 0,
+        "paused": None,
     }
     page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
     assert "data-delivery-url" in page and "Send to new subscribers" in page
@@ -120,7 +121,7 @@ def test_the_note_page_shows_delivery_and_sends_to_newcomers(
     delivery.deliver_due(sender)
     sender.close()
     counts = client.get(f"/console/p/acme/notes/{note.id}/delivery").get_json()
-    assert counts == {"queued": 0, "sent": 1, "failed": 0, "skipped": 0}
+    assert counts == {"queued": 0, "sent": 1, "failed": 0, "skipped": 0, "paused": None}
     page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
     assert "data-delivery-url" not in page  # nothing left to follow
 
@@ -128,6 +129,45 @@ def test_the_note_page_shows_delivery_and_sends_to_newcomers(
         f"/console/p/acme/notes/{note.id}/email", data={"csrf_token": token}, follow_redirects=True
     )
     assert "already has it" in answer.get_data(as_text=True)
+
+
+def test_the_note_page_says_why_sending_is_paused_until_the_server_takes_mail(
+    client, session, acme, smtp_server: SmtpServer
+) -> None:
+    _subscriber(session, acme, "first@example.com")
+    _subscriber(session, acme, "second@example.com")
+    note = make_note(session, acme, title="Funnels", is_important=True)
+    smtp_server.recorder.sender_reply = "550 5.7.1 Sender address rejected: not owned by user"
+    sender = transport.Smtp(smtp_server.url)
+    run = delivery.deliver_due(sender)
+    sender.close()
+
+    page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
+    assert "Sending is paused" in page
+    pause = run.paused
+    assert pause is not None
+    retry_at = pause.retry_at.strftime("%d %b %Y, %H:%M")  # in UTC: no time-zone cookie
+    assert (
+        "Sending is paused: the mail server refused our sender address tidings@localhost "
+        f"(550 5.7.1 Sender address rejected: not owned by user). Retrying at {retry_at} (UTC)"
+    ) in page
+    assert 'data-count="queued">2<' in page and 'data-count="failed">0<' in page
+    report = client.get(f"/console/p/acme/notes/{note.id}/delivery").get_json()
+    assert report["queued"] == 2 and report["failed"] == 0
+    assert report["paused"] == {
+        "error": pause.error,
+        "since": pause.since.isoformat(),
+        "retry_at": pause.retry_at.isoformat(),
+    }
+
+    smtp_server.recorder.sender_reply = None
+    sender = transport.Smtp(smtp_server.url)
+    make_note(session, acme, title="Cohorts", is_important=True)  # due at once; the rest follow
+    assert delivery.deliver_due(sender).sent == 4
+    sender.close()
+    page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
+    assert "Sending is paused" not in page
+    assert client.get(f"/console/p/acme/notes/{note.id}/delivery").get_json()["paused"] is None
 
 
 def test_send_a_test_to_me(app, client, session, acme, smtp_server: SmtpServer) -> None:
