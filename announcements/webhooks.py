@@ -55,10 +55,30 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix, RFC 6052
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a translator or relay: IPv4-mapped,
+    NAT64 (in the last 32 bits) or 6to4 (RFC 3056). ``ipaddress`` calls NAT64 and 6to4
+    addresses global whatever the IPv4 address inside, so ``64:ff9b::7f00:1`` would
+    reach 127.0.0.1 from a network with NAT64."""
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped or address.sixtofour
+
+
 def is_public(address: str) -> bool:
     """Whether an IP address is reachable on the internet at large: not loopback, a
-    private or link-local network (where cloud metadata lives), nor reserved."""
-    return ipaddress.ip_address(address.split("%", 1)[0]).is_global
+    private or link-local network (where cloud metadata lives), multicast nor reserved.
+    An IPv6 address that embeds an IPv4 one (mapped, NAT64, 6to4) is judged by that."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and (embedded := _embedded_ipv4(ip)):
+        ip = embedded
+    # Reserved holds all of ::/8, so IPv4-compatible addresses (::7f00:1) and the local
+    # NAT64 prefix 64:ff9b:1::/48 (RFC 8215), whose IPv4 address sits where each network
+    # chooses, are refused whole; ``is_global`` alone lets them through.
+    return ip.is_global and not ip.is_reserved and not ip.is_multicast
 
 
 def _names_private_host(host: str) -> bool:

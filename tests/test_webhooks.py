@@ -254,6 +254,9 @@ def test_the_console_adds_lists_and_removes_webhooks(
         "http://[::1]/hook",
         "http://[fd00::1]/hook",
         "http://0.0.0.0/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[2002:c0a8:a::1]/hook",
     ],
 )
 def test_a_webhook_cannot_name_a_private_address(session, url: str) -> None:
@@ -382,3 +385,33 @@ def test_an_owner_retries_a_failed_call_and_it_goes_out_once_more(
     client.post(early, data={"csrf_token": token})
     assert sender.deliver_due() == {"sent": 0, "retried": 0, "failed": 0, "skipped": 0}
     assert waiting.next_attempt_at == scheduled.published_at
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:4700:4700::1111", True),
+        ("10.0.0.1", False),
+        ("fe80::1%eth0", False),
+        ("ff0e::1", False),  # multicast
+        # IPv4-mapped: the IPv4 address decides.
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:93.184.215.14", True),
+        # NAT64's well-known prefix reaches the IPv4 address in its last 32 bits.
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::169.254.169.254", False),
+        ("64:ff9b::c0a8:1", False),
+        ("64:ff9b::93.184.215.14", True),
+        # The local-use NAT64 prefix puts it where each network chooses: refused whole.
+        ("64:ff9b:1::5db8:d70e", False),
+        ("64:ff9b:1:5db8:d7:e00::", False),
+        # 6to4 carries the IPv4 address in bits 16 to 48.
+        ("2002:7f00:1::1", False),
+        ("2002:a00:1::", False),
+        ("2002:5db8:d70e::1", True),
+        ("::7f00:1", False),  # IPv4-compatible, long deprecated
+    ],
+)
+def test_addresses_that_embed_a_private_ipv4_one_are_not_public(address: str, public: bool) -> None:
+    assert webhooks.is_public(address) is public
