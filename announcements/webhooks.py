@@ -1,10 +1,13 @@
 """Webhooks: URLs a product calls when a note is published, updated or archived.
 
 An event writes one delivery per subscribed webhook in the same transaction as the
-change, holding the note as it then was; the worker sends it (``app.webhooks``),
-signed with the webhook's secret, retrying with backoff. A note scheduled for later
-is announced when it goes live: its delivery waits until then, and is skipped if the
-note was unscheduled or moved meanwhile. Internal notes are never announced.
+change; the worker sends it (``app.webhooks``), signed with the webhook's secret,
+retrying with backoff. The call carries the note as it is when the call is made, not as
+it was at the event: a note made internal or redacted while its call waits (a scheduled
+note, a receiver that is down) must not go out with its old text. So a call goes only
+while the note is still in the state its event announces, and never for an internal
+note; otherwise it is skipped, saying why in the delivery log. A note scheduled for
+later is announced when it goes live: its delivery waits until then.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload
 
 from announcements import services
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
@@ -204,11 +207,13 @@ def for_product(session: Session, product: Product) -> list[Webhook]:
 
 
 def recent_deliveries(session: Session, product: Product, limit: int = 50) -> list[WebhookDelivery]:
+    """The latest calls, with the notes the log names them by (one query, not one each)."""
     return list(
         session.scalars(
             select(WebhookDelivery)
             .join(Webhook)
             .where(Webhook.product_id == product.id)
+            .options(selectinload(WebhookDelivery.note))
             .order_by(WebhookDelivery.id.desc())
             .limit(limit)
         )
@@ -260,28 +265,40 @@ def sample(session: Session, product: Product, *, now: datetime) -> dict[str, An
 
 
 def queue(session: Session, note: Note, event: WebhookEvent, *, at: datetime, now: datetime) -> int:
-    """Write a delivery of ``event`` for each active webhook that wants it, due ``at``."""
+    """Write a delivery of ``event`` for each active webhook that wants it, due ``at``, in
+    place of any such delivery still waiting: a call carries the note as it is when made,
+    so two waiting calls would say the same thing twice (a note rescheduled, or archived
+    and restored before it went live, would be announced at both times)."""
     if note.is_internal:
         return 0
-    hooks = session.scalars(
-        select(Webhook).where(Webhook.product_id == note.product_id, Webhook.is_active.is_(True))
-    ).all()
-    payload = snapshot(note)
-    queued = 0
-    for webhook in hooks:
-        if event.value in webhook.events:
-            session.add(
-                WebhookDelivery(
-                    webhook=webhook,
-                    note=note,
-                    event=event,
-                    payload=payload,
-                    created_at=now,
-                    next_attempt_at=at,
-                )
+    hooks = [
+        webhook
+        for webhook in session.scalars(
+            select(Webhook).where(
+                Webhook.product_id == note.product_id, Webhook.is_active.is_(True)
             )
-            queued += 1
-    return queued
+        )
+        if event.value in webhook.events
+    ]
+    if hooks:
+        # Before the new deliveries are added, so that this does not skip them too.
+        session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.note_id == note.id,
+                WebhookDelivery.event == event,
+                WebhookDelivery.status == OutboxStatus.QUEUED,
+                WebhookDelivery.webhook_id.in_([webhook.id for webhook in hooks]),
+            )
+            .values(status=OutboxStatus.SKIPPED, last_error="replaced by a later call")
+        )
+    for webhook in hooks:
+        session.add(
+            WebhookDelivery(
+                webhook=webhook, note=note, event=event, created_at=now, next_attempt_at=at
+            )
+        )
+    return len(hooks)
 
 
 def announce(
@@ -306,17 +323,32 @@ def announce(
         queue(session, note, WebhookEvent.ARCHIVED, at=now, now=now)
 
 
-def still_due(delivery: WebhookDelivery, now: datetime) -> str:
-    """Why a delivery should no longer be sent, or "" when it should. Only the announcement
-    of a scheduled note can go stale: it was written before the note went live."""
-    scheduled_for = delivery.payload.get("published_at")
-    if delivery.event is not WebhookEvent.PUBLISHED or scheduled_for is None:
-        return ""
-    if datetime.fromisoformat(scheduled_for) <= delivery.created_at:
-        return ""
+class Stale(Exception):
+    """A delivery that must not go out: its note is no longer what its event announced."""
+
+
+# Why a call is not made, by the state its note is in when the call is due.
+_NOT_SENT = {
+    NoteStatus.DRAFT: "the note is a draft now",
+    NoteStatus.SCHEDULED: "the note is not live yet",
+    NoteStatus.PUBLISHED: "the note was restored",  # reached only by an archived event
+    NoteStatus.ARCHIVED: "the note is archived now",
+}
+
+
+def note_to_send(delivery: WebhookDelivery, now: datetime) -> dict[str, Any]:
+    """The note a delivery carries, read at ``now``; Stale says why it must not be sent:
+    the note is internal, deleted, or not in the state its event announces (published,
+    or for ``note.archived``, archived)."""
     note = delivery.note
-    if note is None or note.status_at(now) is not NoteStatus.PUBLISHED:
-        return "the note is not published any more"
-    if note.published_at is None or note.published_at.isoformat() != scheduled_for:
-        return "the note was rescheduled; its new time has its own delivery"
-    return ""
+    if note is None:
+        raise Stale("the note was deleted")
+    if note.is_internal:
+        raise Stale("the note is internal now")
+    announced = (
+        NoteStatus.ARCHIVED if delivery.event is WebhookEvent.ARCHIVED else NoteStatus.PUBLISHED
+    )
+    status = note.status_at(now)
+    if status is not announced:
+        raise Stale(_NOT_SENT[status])
+    return snapshot(note)

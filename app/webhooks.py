@@ -1,8 +1,11 @@
 """The worker's side of webhooks: claim due deliveries, sign, POST, record the answer.
 
 A delivery is claimed with a compare-and-set UPDATE, so two workers never send one
-twice; a claim a dead worker left is taken back when its lease ends. Anything but a
-2xx answer is retried with backoff, like mail, and kept in the delivery log.
+twice; a claim a dead worker left is taken back when its lease ends. The call carries
+its note as it is at the moment of the call, and is skipped if the note no longer
+stands as its event announced (``announcements.webhooks.note_to_send``). Anything but a
+valid HTTP answer with a 2xx status is retried with backoff, like mail, and kept in the
+delivery log.
 
 A webhook's URL is chosen by a product's owner, not the operator, so the call connects
 only to public addresses: the name is resolved and each address checked at connect
@@ -73,14 +76,8 @@ class Call:
     note: dict[str, Any]
 
     @classmethod
-    def of(cls, delivery: WebhookDelivery) -> Call:
-        return cls(
-            delivery.webhook,
-            delivery.event.value,
-            delivery.id,
-            delivery.created_at,
-            delivery.payload,
-        )
+    def of(cls, delivery: WebhookDelivery, note: dict[str, Any]) -> Call:
+        return cls(delivery.webhook, delivery.event.value, delivery.id, delivery.created_at, note)
 
     @property
     def is_test(self) -> bool:
@@ -268,12 +265,12 @@ def timed(call: Call) -> tuple[int | None, str, int]:
 
 
 def _send(delivery: WebhookDelivery) -> str:
-    now = utcnow()
-    reason = webhooks.still_due(delivery, now)
-    if reason:
-        delivery.status, delivery.last_error = OutboxStatus.SKIPPED, reason
+    try:
+        note = webhooks.note_to_send(delivery, utcnow())
+    except webhooks.Stale as stale:
+        delivery.status, delivery.last_error = OutboxStatus.SKIPPED, str(stale)
         return "skipped"
-    status, error, delivery.duration_ms = timed(Call.of(delivery))
+    status, error, delivery.duration_ms = timed(Call.of(delivery, note))
     delivery.response_status = status
     delivery.attempts += 1
     if succeeded(status):

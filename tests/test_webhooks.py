@@ -90,6 +90,7 @@ def test_updates_archives_and_the_events_each_webhook_wants(session, receiver) -
         by=None,
         now=utcnow(),
     )
+    sender.deliver_due()  # before the archive, or the note is no longer what they announce
     services.archive(session, note, by=None, now=utcnow())
     services.archive(session, draft, by=None, now=utcnow())  # was never public: no call
     sent = [(d.webhook_id, d.event.value) for d in deliveries(session)]
@@ -181,11 +182,11 @@ def test_a_scheduled_note_is_announced_when_it_goes_live(session, receiver, monk
     )
     first, second = deliveries(session)
     assert second.next_attempt_at == later
-    # The worker's clock passes the new time: both deliveries are due, the note is live.
+    assert first.status is OutboxStatus.SKIPPED and first.last_error == "replaced by a later call"
+    # The worker's clock passes the new time: the note is live and announced once.
     monkeypatch.setattr(sender, "utcnow", lambda: later + timedelta(seconds=1))
-    assert sender.deliver_due() == {"sent": 1, "retried": 0, "failed": 0, "skipped": 1}
+    assert sender.deliver_due() == {"sent": 1, "retried": 0, "failed": 0, "skipped": 0}
     first, second = deliveries(session)
-    assert first.status is OutboxStatus.SKIPPED and "rescheduled" in first.last_error
     assert second.status is OutboxStatus.SENT
     [call] = receiver.calls
     assert json.loads(call["body"])["note"]["published_at"] == later.isoformat()
@@ -201,6 +202,74 @@ def test_a_scheduled_note_is_announced_when_it_goes_live(session, receiver, monk
     )
     monkeypatch.setattr(sender, "utcnow", lambda: utcnow() + timedelta(days=5))
     assert sender.deliver_due()["skipped"] == 1 and len(receiver.calls) == 1
+    assert deliveries(session)[-1].last_error == "the note is a draft now"
+
+
+def test_a_note_made_internal_before_it_goes_live_is_not_announced(
+    client, auth: AuthActions, session, receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: a public note was scheduled, then made internal and redacted; at go-live
+    its webhook call went out with the original text."""
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, slug="acme")
+    make_hook(session, product, receiver.url, events=list(WebhookEvent))
+    note = make_note(session, product, status="scheduled", title="Acquiring Initech")
+    redacted = services.NoteInput(
+        note.version, "Staff only", "Added", "Redacted.", is_internal=True
+    )
+    services.update_note(session, note, redacted, by=None, now=utcnow())
+    monkeypatch.setattr(sender, "utcnow", lambda: note.published_at + timedelta(seconds=1))
+    assert sender.deliver_due() == {"sent": 0, "retried": 0, "failed": 0, "skipped": 1}
+    assert receiver.calls == []
+    [skipped] = deliveries(session)
+    assert (
+        skipped.status is OutboxStatus.SKIPPED and skipped.last_error == "the note is internal now"
+    )
+    auth.login("owner@example.com")
+    page = client.get("/console/p/acme/webhooks").get_data(as_text=True)
+    assert "skipped" in page and "the note is internal now" in page
+
+
+def test_a_call_carries_the_note_as_it_is_when_made(session, receiver, monkeypatch) -> None:
+    product = make_product(session)
+    make_hook(session, product, receiver.url, events=list(WebhookEvent))
+    # Edited while it waits to go live: the announcement has the new text.
+    scheduled = make_note(session, product, status="scheduled", title="Draft wording")
+    services.update_note(
+        session,
+        scheduled,
+        services.NoteInput(scheduled.version, "Final wording", "Added", "Checked."),
+        by=None,
+        now=utcnow(),
+    )
+    # Archived and restored before going live: announced once, not twice.
+    services.archive(session, scheduled, by=None, now=utcnow())
+    services.restore(session, scheduled, by=None, now=utcnow())
+    # Published while its receiver is down, then archived: the retry is not sent, the
+    # withdrawal is.
+    withdrawn = make_note(session, product, title="Withdrawn")
+    receiver.answers = [503]
+    assert sender.deliver_due()["retried"] == 1
+    services.archive(session, withdrawn, by=None, now=utcnow())
+    later = scheduled.published_at + timedelta(seconds=1)
+    monkeypatch.setattr(sender, "utcnow", lambda: later)
+    session.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
+    session.commit()
+    assert sender.deliver_due() == {"sent": 2, "retried": 0, "failed": 0, "skipped": 1}
+    sent = [
+        (c["headers"]["X-Tidings-Event"], json.loads(c["body"])["note"]) for c in receiver.calls
+    ]
+    assert [(event, note["title"]) for event, note in sent] == [
+        ("note.published", "Withdrawn"),  # the call that met the 503
+        ("note.published", "Final wording"),
+        ("note.archived", "Withdrawn"),
+    ]
+    assert sent[1][1]["body_md"] == "Checked."
+    skipped = [d for d in deliveries(session) if d.status is OutboxStatus.SKIPPED]
+    assert sorted(d.last_error for d in skipped) == [
+        "replaced by a later call",
+        "the note is archived now",
+    ]
 
 
 def test_imports_call_no_webhook(session, receiver) -> None:
