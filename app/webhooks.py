@@ -7,6 +7,10 @@ stands as its event announced (``announcements.webhooks.note_to_send``). Anythin
 valid HTTP answer with a 2xx status is retried with backoff, like mail, and kept in the
 delivery log.
 
+A call has one deadline, ``TIMEOUT``, from connecting to the answer's last byte: a
+socket timeout bounds each read alone, so a receiver sending a header line every few
+seconds held a worker for as long as it liked.
+
 A webhook's URL is chosen by a product's owner, not the operator, so the call connects
 only to public addresses: the name is resolved and each address checked at connect
 time (a name that resolves to a public address when saved and to 127.0.0.1 later is
@@ -17,18 +21,17 @@ network.
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import json
 import logging
 import socket
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -47,7 +50,8 @@ from app.extensions import db
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 10  # seconds a receiver has to answer
+TIMEOUT = 10  # seconds a whole call may take, from connecting to the answer's last byte
+MAX_ANSWER = 64 * 1024  # bytes of an answer read; a longer one is not waited for
 LEASE = timedelta(minutes=2)
 BATCH = 20
 USER_AGENT = "Tidings-Webhooks/1"
@@ -135,22 +139,47 @@ class Refused(OSError):
     """The receiver's address is not one Tidings may call."""
 
 
-def _connect_public(
-    address: tuple[str, int], timeout: float | None = None, source_address: object = None
+class _Deadline:
+    """What is left of a call's time; each step of the call (connect, TLS handshake,
+    send, every read) waits at most that long."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds left; TimeoutError once there are none."""
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+
+def _connect(
+    deadline: _Deadline,
+    public_only: bool,
+    address: tuple[str, int],
+    timeout: object = None,
+    source_address: object = None,
 ) -> socket.socket:
-    """socket.create_connection, to a public address only: each address the name
-    resolves to is checked, and the socket connects to the address that was checked."""
+    """socket.create_connection within ``deadline`` (which stands for ``timeout``) and, when
+    ``public_only``, to a public address only: each address the name resolves to is
+    checked, and the socket connects to the address that was checked."""
     host, port = address
+    # Name resolution cannot be cut short; the resolver's own timeouts bound it.
     candidates = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    refused = [info[4][0] for info in candidates if not webhooks.is_public(str(info[4][0]))]
-    if refused:
-        raise Refused(f"{host} resolves to {refused[0]}, which {webhooks.PRIVATE}")
+    if public_only and not all(webhooks.is_public(str(info[4][0])) for info in candidates):
+        # No address in the message: it is shown to the product's owner, who must not
+        # learn what names inside the operator's network resolve to.
+        raise Refused(f"{host} resolves to an address that {webhooks.PRIVATE}")
     last: OSError = OSError(f"{host} has no address")
     for family, kind, protocol, _name, target in candidates:
         connection = socket.socket(family, kind, protocol)
         try:
-            connection.settimeout(timeout)
+            connection.settimeout(deadline.left())
             connection.connect(target)
+            # The TLS handshake, if any, comes next; CPython gives it the socket's
+            # timeout in all, not per read.
+            connection.settimeout(deadline.left())
         except OSError as error:
             connection.close()
             last = error
@@ -159,67 +188,89 @@ def _connect_public(
     raise last
 
 
-def _public(kind: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
-    """``kind`` of connection, made to connect through :func:`_connect_public`."""
+class _Reader(io.RawIOBase):
+    """An answer's bytes off its socket, each read given only the time the call has left."""
 
-    def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
-        connection = kind(*args, **kwargs)
-        connection._create_connection = _connect_public  # type: ignore[attr-defined]
-        return connection
+    def __init__(self, raw: io.RawIOBase, sock: socket.socket, deadline: _Deadline) -> None:
+        super().__init__()
+        self._raw, self._sock, self._deadline = raw, sock, deadline
 
-    return make
+    def readable(self) -> bool:
+        return True
 
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(self._deadline.left())
+        return self._raw.readinto(buffer)
 
-class _PublicHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_public(http.client.HTTPConnection), req)
-
-
-class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_public(http.client.HTTPSConnection), req, context=self._context)
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
-        return None  # the 3xx answer is the result: an error, with its Location
+class _Answer(http.client.HTTPResponse):
+    """An HTTP answer whose status line, headers and body are read within the deadline."""
+
+    def __init__(self, sock: socket.socket, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_Reader(self.fp.detach(), sock, deadline))
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _NoRedirects()]
-    if not current_app.config["WEBHOOK_ALLOW_PRIVATE"]:
-        handlers += [_PublicHTTPHandler(), _PublicHTTPSHandler()]
-    return urllib.request.build_opener(*handlers)
+def _connection(url: str, deadline: _Deadline) -> http.client.HTTPConnection:
+    """A connection to ``url``'s host, direct (never through a proxy), within ``deadline``."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname or "", parts.port or kind.default_port)
+    public_only = not current_app.config["WEBHOOK_ALLOW_PRIVATE"]
+    # http.client opens its socket and reads its answer through these two attributes,
+    # which its stubs do not declare as replaceable.
+    connection._create_connection = functools.partial(_connect, deadline, public_only)  # type: ignore[attr-defined]
+    connection.response_class = functools.partial(_Answer, deadline=deadline)  # type: ignore[assignment]
+    return connection
+
+
+def _exchange(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, str, str]:
+    """POST ``data``; the answer's status, Location header and start of its body."""
+    parts = urlsplit(url)
+    connection = _connection(url, _Deadline(TIMEOUT))
+    try:
+        connection.request(
+            "POST", urlunsplit(("", "", parts.path or "/", parts.query, "")), data, headers
+        )
+        answer = connection.getresponse()
+        text = answer.read(MAX_ANSWER)[:300].decode("utf-8", "replace")
+        return answer.status, answer.getheader("Location", "elsewhere"), text
+    finally:
+        connection.close()
 
 
 def _post(call: Call) -> tuple[int | None, str]:
-    """POST the call; the status (None when no answer came) and an error, if any."""
+    """POST the call; the status (None when no valid answer came) and an error, if any."""
     data = body(call)
     timestamp = int(time.time())
-    request = urllib.request.Request(  # noqa: S310 - the URL was checked to be http(s)
-        call.webhook.url,
-        data=data,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Tidings-Event": call.event,
-            "X-Tidings-Delivery": "test" if call.is_test else str(call.delivery_id),
-            "X-Tidings-Timestamp": str(timestamp),
-            "X-Tidings-Signature": webhooks.signature(call.webhook.secret, timestamp, data),
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "Connection": "close",  # one call per connection; the receiver closes it after answering
+        "User-Agent": USER_AGENT,
+        "X-Tidings-Event": call.event,
+        "X-Tidings-Delivery": "test" if call.is_test else str(call.delivery_id),
+        "X-Tidings-Timestamp": str(timestamp),
+        "X-Tidings-Signature": webhooks.signature(call.webhook.secret, timestamp, data),
+    }
     try:
-        with _opener().open(request, timeout=TIMEOUT) as answer:
-            return answer.status, ""
-    except urllib.error.HTTPError as error:
-        if 300 <= error.code < 400:
-            where = error.headers.get("Location", "elsewhere")
-            return error.code, f"HTTP {error.code}: redirects to {where}, which is not followed"
-        text = error.read(300).decode("utf-8", "replace")
-        return error.code, f"HTTP {error.code}: {' '.join(text.split())}".strip()
+        status, location, text = _exchange(call.webhook.url, data, headers)
+    except Refused as error:
+        return None, str(error)
+    except TimeoutError:
+        return None, f"no complete answer within {TIMEOUT} s"
     except (OSError, ValueError) as error:
-        return None, f"no answer: {getattr(error, 'reason', error)}"
+        return None, f"no answer: {error}"
+    except http.client.HTTPException as error:
+        return None, f"not a valid HTTP answer ({type(error).__name__})"
+    if 300 <= status < 400:
+        return status, f"HTTP {status}: redirects to {location}, which is not followed"
+    if not succeeded(status):
+        return status, f"HTTP {status}: {' '.join(text.split())}".strip()
+    return status, ""
 
 
 def _claim(worker: str) -> list[int]:
@@ -253,7 +304,7 @@ def _claim(worker: str) -> list[int]:
 
 
 def succeeded(status: int | None) -> bool:
-    """Whether the receiver took the call: any 2xx answer."""
+    """Whether the receiver took the call: a valid HTTP answer with a 2xx status."""
     return status is not None and 200 <= status < 300
 
 

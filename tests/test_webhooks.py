@@ -1,7 +1,9 @@
 """Webhooks against a real HTTP receiver on loopback: what is queued for which change,
 the signed payload (checked the way the README tells receivers to check it), Slack's
-format, retries with backoff, scheduled notes, private addresses and redirects refused,
-and the console page."""
+format, retries with backoff, scheduled notes, calls that carry the note as it is when
+made (and none for a note made internal meanwhile), one deadline for a whole call, only
+a valid HTTP 2xx answer taken as success, private addresses (in every IPv6 disguise) and
+redirects refused, and the console page."""
 
 from __future__ import annotations
 
@@ -361,7 +363,8 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_when_called(
     assert receiver.calls == []
     for refused in deliveries(session):
         assert refused.response_status is None
-        assert "hooks.example.com resolves to 127.0.0.1" in refused.last_error
+        assert refused.last_error.startswith("hooks.example.com resolves to an address that")
+        assert "127.0.0.1" not in refused.last_error  # the owner learns nothing inside
         assert "WEBHOOK_ALLOW_PRIVATE" in refused.last_error
 
     monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE", True)
@@ -484,3 +487,74 @@ def test_an_owner_retries_a_failed_call_and_it_goes_out_once_more(
 )
 def test_addresses_that_embed_a_private_ipv4_one_are_not_public(address: str, public: bool) -> None:
     assert webhooks.is_public(address) is public
+
+
+def test_a_call_has_one_deadline_however_slowly_the_receiver_answers(
+    session, receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header line every 0.2 s passes any timeout on a single read; the whole call is
+    cut off at its deadline all the same, and counts as failed."""
+    monkeypatch.setattr(sender, "TIMEOUT", 1)
+    product = make_product(session)
+    make_hook(session, product, receiver.url)
+    make_note(session, product)
+    headers = [b"X-Wait: %d\r\n" % line for line in range(25)]  # 5 s of them
+    receiver.answers = [[b"HTTP/1.1 200 OK\r\n", *headers, b"Content-Length: 2\r\n\r\nok"]]
+    assert sender.deliver_due()["retried"] == 1
+    [cut_off] = deliveries(session)
+    assert cut_off.response_status is None and cut_off.status is OutboxStatus.QUEUED
+    assert cut_off.last_error == "no complete answer within 1 s"
+    assert cut_off.duration_ms is not None and cut_off.duration_ms < 4000
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"NOT-HTTP garbage\r\n", "not a valid HTTP answer (BadStatusLine)"),
+        (b"HTTP/1.1 2OO OK\r\n\r\n", "not a valid HTTP answer (BadStatusLine)"),
+        (b"HTTP/2 200\r\n\r\n", "not a valid HTTP answer (UnknownProtocol)"),
+    ],
+)
+def test_only_a_valid_http_answer_counts(session, receiver, answer: bytes, error: str) -> None:
+    product = make_product(session)
+    make_hook(session, product, receiver.url)
+    make_note(session, product)
+    receiver.answers = [answer]
+    assert sender.deliver_due()["retried"] == 1
+    [refused] = deliveries(session)
+    assert refused.response_status is None and refused.last_error == error
+
+
+def test_a_refused_test_call_names_the_refusal_not_the_address(
+    app, client, auth: AuthActions, session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner must not learn, by a test call, what a name inside the operator's network
+    resolves to."""
+    resolve = socket.getaddrinfo
+
+    def internal(host: str, *args: object, **kwargs: object) -> list:
+        return resolve("10.20.30.40" if host == "build.corp.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", internal)
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE", False)
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, slug="acme")
+    hook = webhooks.create(
+        session,
+        product,
+        "http://build.corp.example/hook",
+        ["note.published"],
+        "json",
+        by=None,
+        now=utcnow(),
+    )
+    auth.login("owner@example.com")
+    test_call = f"/console/p/acme/webhooks/{hook.id}/test"
+    page = client.post(
+        test_call, data={"csrf_token": csrf_token(client)}, follow_redirects=True
+    ).get_data(as_text=True)
+    assert (
+        "The test call failed: build.corp.example resolves to an address that is on a private "
+        "network" in page
+    )
+    assert "10.20.30.40" not in page
