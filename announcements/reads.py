@@ -9,6 +9,7 @@ read and reacted to in one indexed query.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +36,11 @@ REACTIONS = {"👍": "Helpful", "👎": "Not helpful", "😕": "Confusing"}
 # database, so a read-only request stays read-only.
 SEEN_GRANULARITY = timedelta(hours=1)
 CURSOR_PATTERN = re.compile(r"(\d{1,20})\.(\d{1,12})")
+# Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a
+# comment they could reverse or reorder the text around it where the console shows it.
+# The marks U+200E and U+200F stay: they reorder nothing beyond themselves, and right-
+# to-left writers need them.
+BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 _users = typing_cast(Table, EndUser.__table__)
 _receipts = typing_cast(Table, ReadReceipt.__table__)
@@ -382,7 +388,18 @@ def inbox(
 # Reading and reacting -----------------------------------------------------------
 
 
-def check_readable(catalogue: Catalogue, note_ids: Iterable[Any]) -> list[int]:
+def _unknown(catalogue: Catalogue, note_ids: Iterable[int], now: datetime) -> list[int]:
+    """The ids that are not of a note end users can see at ``now``, in order.
+
+    A scheduled note is as unknown as a draft: that it exists is not for end users to
+    know until it goes out. Those are the catalogue's first notes, as it is newest first.
+    """
+    ahead = itertools.takewhile(lambda note: note.published_at > now, catalogue.notes)
+    scheduled = {note.id for note in ahead}
+    return sorted({i for i in note_ids if i not in catalogue.ids or i in scheduled})
+
+
+def check_readable(catalogue: Catalogue, note_ids: Iterable[Any], *, now: datetime) -> list[int]:
     """The ids as a list of the product's published notes; ValidationFailed otherwise."""
     ids = list(note_ids)
     if not ids:
@@ -393,7 +410,7 @@ def check_readable(catalogue: Catalogue, note_ids: Iterable[Any]) -> list[int]:
         )
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise ValidationFailed({"note_ids": "Note ids are whole numbers."})
-    unknown = sorted({i for i in ids if i not in catalogue.ids})
+    unknown = _unknown(catalogue, ids, now)
     if unknown:
         raise ValidationFailed(
             {
@@ -450,12 +467,19 @@ def is_storable(text: str) -> bool:
     return True
 
 
-def check_reaction(catalogue: Catalogue, note_id: Any, reaction: Any, comment: Any) -> str | None:
-    """The comment, trimmed, once the reaction is valid; ValidationFailed otherwise."""
+def check_reaction(
+    catalogue: Catalogue, note_id: Any, reaction: Any, comment: Any, *, now: datetime
+) -> str | None:
+    """The comment, trimmed and without bidirectional controls, once the reaction is valid;
+    ValidationFailed otherwise."""
     errors = {}
-    if not isinstance(note_id, int) or isinstance(note_id, bool) or note_id not in catalogue.ids:
+    if (
+        not isinstance(note_id, int)
+        or isinstance(note_id, bool)
+        or _unknown(catalogue, [note_id], now)
+    ):
         errors["note_id"] = "No published note of this product has that id."
-    if reaction is not None and reaction not in REACTIONS:
+    if reaction is not None and (not isinstance(reaction, str) or reaction not in REACTIONS):
         errors["reaction"] = "React with one of " + " ".join(REACTIONS) + ", or null to clear."
     if comment is not None and not isinstance(comment, str):
         errors["comment"] = "A comment is text."
@@ -465,7 +489,7 @@ def check_reaction(catalogue: Catalogue, note_id: Any, reaction: Any, comment: A
         errors["comment"] = "The comment holds characters that are not text."
     if errors:
         raise ValidationFailed(errors)
-    return comment.strip() or None if comment else None
+    return comment.translate(BIDI_CONTROLS).strip() or None if comment else None
 
 
 def react(

@@ -345,7 +345,7 @@ def test_reads_are_recorded_once_with_their_channel(
     assert all(n["read"] for n in widget.notes().get_json()["notes"])
 
 
-@pytest.mark.parametrize("kind", ["unknown", "draft", "internal", "other product"])
+@pytest.mark.parametrize("kind", ["unknown", "draft", "scheduled", "internal", "other product"])
 def test_reads_of_notes_a_user_cannot_see_are_422_and_record_nothing(
     session: Session, product: Product, widget: Widget, kind: str
 ) -> None:
@@ -353,6 +353,7 @@ def test_reads_of_notes_a_user_cannot_see_are_422_and_record_nothing(
     bad = {
         "unknown": lambda: 10_000_000,
         "draft": lambda: make_note(session, product, status="draft").id,
+        "scheduled": lambda: make_note(session, product, status="scheduled").id,
         "internal": lambda: make_note(session, product, is_internal=True).id,
         "other product": lambda: make_note(session, make_product(session)).id,
     }[kind]()
@@ -360,6 +361,26 @@ def test_reads_of_notes_a_user_cannot_see_are_422_and_record_nothing(
     assert response.status_code == 422
     assert str(bad) in response.get_json()["error"]
     assert receipts(session) == 0
+
+
+def test_a_scheduled_note_is_refused_in_the_words_of_a_draft_until_it_goes_out(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    draft = make_note(session, product, status="draft")
+    scheduled = make_note(session, product, status="scheduled")
+    for answer in (widget.read([draft.id]), widget.read([scheduled.id])):
+        assert answer.status_code == 422
+    said = [widget.read([note.id]).get_json()["error"] for note in (draft, scheduled)]
+    assert said[0].replace(str(draft.id), "N") == said[1].replace(str(scheduled.id), "N")
+    reacted = [widget.react(note.id, "👍").get_json() for note in (draft, scheduled)]
+    assert reacted[0] == reacted[1] and "note_id" in reacted[1]["errors"]
+    assert receipts(session) == 0
+    assert session.scalar(select(func.count()).select_from(Reaction)) == 0
+
+    # Once out, the same note takes reads and reactions.
+    live = make_note(session, product, status="scheduled", now=utcnow() - timedelta(days=1))
+    assert widget.read([live.id]).status_code == 204
+    assert widget.react(live.id, "👍").status_code == 200
 
 
 @pytest.mark.parametrize("note_ids", [[], "1", [True], ["1"], [1.5], list(range(1, 102)), None])
@@ -413,6 +434,7 @@ def test_one_reaction_per_user_and_note_changeable_and_clearable(
         ("x", "👍", None, "note_id"),
         (10_000_000, "👍", None, "note_id"),
         ("ok", "🎉", None, "reaction"),
+        ("ok", ["👍"], None, "reaction"),  # not text, so no key of the reactions either
         ("ok", "👍", "x" * 1001, "comment"),
         ("ok", "👍", 5, "comment"),
     ],
@@ -425,6 +447,26 @@ def test_bad_reactions_are_422(
     assert response.status_code == 422
     assert field in response.get_json()["errors"]
     assert session.scalar(select(func.count()).select_from(Reaction)) == 0
+
+
+def test_bidirectional_controls_are_taken_out_of_comments(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    note = make_note(session, product)
+    # Overrides and isolates would turn "exe.txt" around, and the console text after it.
+    sent = "Rename \u202eexe.txt\u202c, \u2067please\u2069 \u202a\u202b\u202d\u2066\u2068"
+    answer = widget.react(note.id, "😕", sent)
+    assert answer.status_code == 200
+    assert answer.get_json()["comment"] == "Rename exe.txt, please"
+    assert session.scalar(select(Reaction.comment)) == "Rename exe.txt, please"
+    # The marks stay: right-to-left writers need them, and they reorder nothing beyond.
+    arabic = "\u0645\u0631\u062d\u0628\u0627 \u200fv2.1\u200e"
+    widget.react(note.id, "👍", arabic)
+    assert (
+        session.scalar(select(Reaction.comment).execution_options(populate_existing=True)) == arabic
+    )
+    # Nothing left but controls: no comment.
+    assert widget.react(note.id, "👍", "\u202e\u2066").get_json()["comment"] is None
 
 
 # HTTP: CORS and caching --------------------------------------------------------------

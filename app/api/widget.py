@@ -214,7 +214,7 @@ def widget_reads(widget_key: str) -> ResponseReturnValue:
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
-        note_ids = reads.check_readable(catalogue, _as_list(body.get("note_ids")))
+        note_ids = reads.check_readable(catalogue, _as_list(body.get("note_ids")), now=now)
         if state is None or not state.read_ids.issuperset(note_ids):
             with writing(connection):
                 state = reads.see(
@@ -238,7 +238,7 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_id, reaction = body.get("note_id"), body.get("reaction")
-        comment = reads.check_reaction(catalogue, note_id, reaction, body.get("comment"))
+        comment = reads.check_reaction(catalogue, note_id, reaction, body.get("comment"), now=now)
         with writing(connection):
             state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
             reads.react(connection, state, note_id, reaction, comment, now=now)
