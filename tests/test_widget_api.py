@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -198,6 +199,8 @@ def test_pages_are_newest_first_and_unread_count_covers_every_page(
         {"limit": "51"},
         {"limit": "0"},
         {"limit": "ten"},
+        {"limit": "²"},  # a digit to str.isdigit, not to int()
+        {"limit": "1" * 5000},  # past the digits int() converts
         {"cursor": "abc"},
         {"locale": "english!"},
         {"attr.bad name": "x"},
@@ -406,6 +409,19 @@ def test_text_a_database_cannot_keep_is_422_not_a_crash(
 
 def test_a_body_that_is_not_json_is_a_clear_error(widget: Widget) -> None:
     response = widget.client.post(f"{widget.base}/reads", data="note_ids=1")
+    assert response.status_code == 422
+    assert "JSON" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("resource", ["reads", "reactions", "subscription"])
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_json_nested_past_the_parser_is_a_clear_error(
+    widget: Widget, resource: str, depth: int
+) -> None:
+    body = json.dumps(widget.identity())[:-1] + ', "note_ids": ' + "[" * depth + "]" * depth + "}"
+    response = widget.client.post(
+        f"{widget.base}/{resource}", data=body, content_type="application/json"
+    )
     assert response.status_code == 422
     assert "JSON" in response.get_json()["error"]
 

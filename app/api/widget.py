@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 from flask import Response, current_app, g, request, send_from_directory
@@ -37,6 +38,7 @@ MAX_USER_ID_LENGTH = 255
 MAX_ATTRIBUTES = 50
 ATTRIBUTE_PREFIX = "attr."
 PREFLIGHT_MAX_AGE = "7200"
+LIMIT_PATTERN = re.compile(r"[0-9]{1,3}")
 
 
 def _cache() -> CatalogueCache:
@@ -138,7 +140,8 @@ def _sighting(user_id: str) -> tuple[reads.Sighting, Version | None]:
 
 def _limit() -> int:
     raw = request.args.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= reads.MAX_PAGE:
+    # Checked as text first: int() refuses digits such as "²" and numbers of 4,300 digits.
+    if not LIMIT_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= reads.MAX_PAGE:
         raise ValidationFailed({"limit": f"Ask for 1 to {reads.MAX_PAGE} notes per page."})
     return int(raw)
 
@@ -187,7 +190,10 @@ def _widget_connection() -> Connection:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes; silent covers ValueError only
+        body = None
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "Send a JSON object."})
     return body
