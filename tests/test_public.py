@@ -1,20 +1,39 @@
-"""The public changelog page and its feeds, on SQLite and PostgreSQL."""
+"""The public changelog page, its feeds and the links in mail, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+import re
 import time
+import types
 from datetime import timedelta
 from xml.etree import ElementTree
 
 import feedparser
+import itsdangerous.timed
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from announcements import subscriptions
 from announcements.feeds import FeedIndexCache
-from announcements.models import Category, Note, Product, utcnow
+from announcements.models import (
+    Category,
+    Frequency,
+    Note,
+    OutboxMessage,
+    Product,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from announcements.subscriptions import Preferences
 from app.database import widget_engine
+from app.mail import compose, tokens
+from app.mail.tokens import Purpose
 from tests.conftest import SHARED_TESTDATA
 from tests.factories import make_note, make_product
 
@@ -268,3 +287,83 @@ def test_a_scheduled_note_going_live_changes_the_feed_without_any_edit(
     assert index.validators("atom", scheduled_at, Category.FIXED, None) == index.validators(
         "atom", scheduled_at - timedelta(seconds=1), Category.FIXED, None
     )  # a feed the note is not in does not change
+
+
+# Links in mail ----------------------------------------------------------------------
+
+
+def mailed_links(composed: compose.Composed) -> dict[str, str]:
+    """The paths of the subscription links in a composed message, by kind."""
+    message = email.message_from_bytes(composed.data, policy=email.policy.default)
+    text = message.get_body(("plain",)).get_content()
+    found = re.findall(r"/subscriptions/(confirm|unsubscribe|read)/(\S+)", text)
+    return {kind: f"/subscriptions/{kind}/{token}" for kind, token in found}
+
+
+def given_the_id_of(session: Session, gone: Subscriber, address: str) -> Subscriber:
+    """Delete ``gone`` and give its id to a new pending subscriber, as SQLite does when
+    the table has no AUTOINCREMENT, and a database restored from a backup may."""
+    session.delete(gone)
+    session.commit()
+    heir = Subscriber(id=gone.id, product_id=gone.product_id, email=address)
+    session.add(heir)
+    session.commit()
+    return heir
+
+
+def test_links_mailed_to_a_deleted_subscriber_do_nothing_to_one_given_its_id(
+    client: FlaskClient, session: Session, product: Product
+) -> None:
+    gone = subscriptions.request_subscription(
+        session, product, "gone@example.com", Preferences(), now=utcnow()
+    )
+    row = session.scalar(select(OutboxMessage))
+    assert row is not None
+    links = mailed_links(compose.confirmation(row))
+    subscriptions.confirm(session, gone, Preferences(), now=utcnow())
+    note = make_note(session, product, is_important=True)
+    links |= mailed_links(compose.release_note(gone, note, "<test@example.com>"))
+    assert set(links) == {"confirm", "unsubscribe", "read"}
+
+    heir = given_the_id_of(session, gone, "heir@example.com")
+    for answer in (
+        client.get(links["confirm"]),
+        client.get(links["unsubscribe"]),
+        client.post(links["unsubscribe"]),
+        client.post(links["unsubscribe"].replace("unsubscribe", "preferences"), data={}),
+        client.get(links["read"]),
+    ):
+        assert answer.status_code == 404
+        assert "heir@example.com" not in answer.get_data(as_text=True)
+    session.refresh(heir)
+    assert heir.status is SubscriberStatus.PENDING
+
+    # The heir's own links work.
+    subscriptions.confirm(session, heir, Preferences(Frequency.IMPORTANT), now=utcnow())
+    own = mailed_links(compose.release_note(heir, note, "<test@example.com>"))
+    assert client.post(own["unsubscribe"]).status_code == 200
+    session.refresh(heir)
+    assert heir.status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_a_link_mailed_before_links_carried_a_key_holds_for_its_subscriber_only(
+    client: FlaskClient, session: Session, product: Product, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_days_ago = utcnow() - timedelta(days=2)
+    kept, gone = (
+        Subscriber(product_id=product.id, email=address, created_at=two_days_ago)
+        for address in ("kept@example.com", "gone@example.com")
+    )
+    session.add_all([kept, gone])
+    session.commit()
+    yesterday = (utcnow() - timedelta(days=1)).timestamp()
+    with monkeypatch.context() as patched:
+        patched.setattr(itsdangerous.timed, "time", types.SimpleNamespace(time=lambda: yesterday))
+        old_kept, old_gone = (
+            tokens.make(Purpose.UNSUBSCRIBE, {"s": subscriber.id}) for subscriber in (kept, gone)
+        )
+    heir = given_the_id_of(session, gone, "heir@example.com")
+    assert client.get(f"/subscriptions/unsubscribe/{old_kept}").status_code == 200
+    assert client.post(f"/subscriptions/unsubscribe/{old_gone}").status_code == 404
+    session.refresh(heir)
+    assert heir.status is SubscriberStatus.PENDING

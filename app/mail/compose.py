@@ -81,7 +81,7 @@ def localized(note: Note, subscriber: Subscriber) -> Localized:
                 translation.body_md,
                 translation.body_html,
             )
-    token = tokens.make(Purpose.READ, {"s": subscriber.id, "n": note.id})
+    token = tokens.for_subscriber(Purpose.READ, subscriber, n=note.id)
     return Localized(
         note=note,
         title=title,
@@ -173,7 +173,7 @@ def _envelope(
         changelog_url=_external("public.changelog", slug=product.slug),
     )
     if listed:
-        token = tokens.make(Purpose.UNSUBSCRIBE, {"s": subscriber.id})
+        token = tokens.for_subscriber(Purpose.UNSUBSCRIBE, subscriber)
         unsubscribe = _external("subscriptions.unsubscribe", token=token)
         context.update(unsubscribe_url=unsubscribe, preferences_url=unsubscribe + "#preferences")
         mailto = current_app.config["MAIL_UNSUBSCRIBE_TO"] or sender_address()
@@ -198,7 +198,7 @@ def confirmation(row: OutboxMessage) -> Composed:
     """The double opt-in message: one link, carrying the preferences that were asked for."""
     subscriber, product = row.subscriber, row.product
     preferences = Preferences.from_payload(row.payload or {})
-    token = tokens.make(Purpose.CONFIRM, {"s": subscriber.id, "p": row.payload or {}})
+    token = tokens.for_subscriber(Purpose.CONFIRM, subscriber, p=row.payload or {})
     return _envelope(
         product,
         subscriber,

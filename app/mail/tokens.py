@@ -2,20 +2,24 @@
 
 Each purpose has its own salt, so a token made for one cannot be used for another,
 and a lifetime: a confirmation expires after a week; the links in a release note
-stay good for a year, long after the mail was read.
+stay good for a year, long after the mail was read. A subscriber's links also carry
+its random link key, so they outlive neither the subscriber nor its id.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
 
-from announcements.errors import DomainError
+from announcements import subscriptions
+from announcements.errors import DomainError, NotFound
+from announcements.models import Subscriber
 from announcements.subscriptions import CONFIRM_DAYS
 
 
@@ -50,14 +54,51 @@ def make(purpose: Purpose, payload: dict[str, Any]) -> str:
     return str(_serializer(purpose).dumps(payload))
 
 
-def read(purpose: Purpose, token: str) -> dict[str, Any]:
-    """The token's payload; BadToken says in words what is wrong with it."""
+def _load(purpose: Purpose, token: str) -> tuple[dict[str, Any], datetime]:
+    """The token's payload and when it was made; BadToken says in words what is wrong."""
     try:
-        payload = _serializer(purpose).loads(token, max_age=int(LIFETIME[purpose].total_seconds()))
+        payload, made_at = _serializer(purpose).loads(
+            token, max_age=int(LIFETIME[purpose].total_seconds()), return_timestamp=True
+        )
     except SignatureExpired:
         raise BadToken("This link has expired.") from None
     except BadSignature:
         raise BadToken("This link is not valid. It may have been copied incompletely.") from None
     if not isinstance(payload, dict):
         raise BadToken("This link is not valid.")
-    return payload
+    return payload, made_at
+
+
+def read(purpose: Purpose, token: str) -> dict[str, Any]:
+    """The token's payload; BadToken says in words what is wrong with it."""
+    return _load(purpose, token)[0]
+
+
+def for_subscriber(purpose: Purpose, subscriber: Subscriber, **payload: Any) -> str:
+    """A link token for one subscriber: its id, and its link key, which no other row shares."""
+    return make(purpose, {**payload, "s": subscriber.id, "k": subscriber.link_key})
+
+
+def read_for_subscriber(
+    session: Session, purpose: Purpose, token: str
+) -> tuple[Subscriber, dict[str, Any]]:
+    """The subscriber a link was made for, and its payload; BadToken or NotFound otherwise.
+
+    A link whose subscriber was deleted is NotFound, even where another subscriber was
+    given the same id since (SQLite reuses the ids of deleted rows).
+    """
+    payload, made_at = _load(purpose, token)
+    subscriber_id = payload.get("s")
+    if not isinstance(subscriber_id, int):
+        raise BadToken("This link is not valid.")
+    subscriber = subscriptions.get_subscriber(session, subscriber_id)
+    if "k" in payload:
+        bound = payload["k"] == subscriber.link_key
+    else:
+        # A link mailed before links carried the key: good for the subscriber it was made
+        # for, which existed when it was made (it has whole seconds), never for a later
+        # one given the id. A year after the upgrade no such link is left to honour.
+        bound = made_at >= subscriber.created_at.replace(microsecond=0)
+    if not bound:
+        raise NotFound("This subscription no longer exists.")
+    return subscriber, payload

@@ -24,7 +24,6 @@ from announcements.models import (
     Note,
     NoteStatus,
     Product,
-    Subscriber,
     utcnow,
 )
 from announcements.subscriptions import Preferences
@@ -107,14 +106,6 @@ def _too_many(_error: Exception) -> ResponseReturnValue:
     )
 
 
-def _subscriber(purpose: Purpose, token: str) -> tuple[Subscriber, dict[str, Any]]:
-    payload = tokens.read(purpose, token)
-    subscriber_id = payload.get("s")
-    if not isinstance(subscriber_id, int):
-        raise BadToken("This link is not valid.")
-    return subscriptions.get_subscriber(db.session, subscriber_id), payload
-
-
 def _bad_link(error: BadToken | NotFound) -> ResponseReturnValue:
     status = 400 if isinstance(error, BadToken) else 404
     return render_template("public/link_problem.html", problem=error), status
@@ -124,7 +115,7 @@ def _bad_link(error: BadToken | NotFound) -> ResponseReturnValue:
 def confirm(token: str) -> ResponseReturnValue:
     """Follow the link in the confirmation mail."""
     try:
-        subscriber, payload = _subscriber(Purpose.CONFIRM, token)
+        subscriber, payload = tokens.read_for_subscriber(db.session, Purpose.CONFIRM, token)
         preferences = Preferences.from_payload(payload.get("p") or {})
     except (BadToken, NotFound) as error:
         return _bad_link(error)
@@ -137,7 +128,7 @@ def confirm(token: str) -> ResponseReturnValue:
         subscriber=subscriber,
         preferences=Preferences.of(subscriber),
         confirmed=True,
-        unsubscribe_token=tokens.make(Purpose.UNSUBSCRIBE, {"s": subscriber.id}),
+        unsubscribe_token=tokens.for_subscriber(Purpose.UNSUBSCRIBE, subscriber),
     )
 
 
@@ -147,7 +138,7 @@ def unsubscribe(token: str) -> ResponseReturnValue:
     """GET: the subscription and its preferences, with an unsubscribe button. POST: RFC 8058
     one-click unsubscribe, no other step; repeating it changes nothing."""
     try:
-        subscriber, _ = _subscriber(Purpose.UNSUBSCRIBE, token)
+        subscriber, _ = tokens.read_for_subscriber(db.session, Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     product = db.session.get(Product, subscriber.product_id)
@@ -170,7 +161,7 @@ def unsubscribe(token: str) -> ResponseReturnValue:
 def preferences(token: str) -> ResponseReturnValue:
     """Change what a subscriber hears about, from the link in any of their mails."""
     try:
-        subscriber, _ = _subscriber(Purpose.UNSUBSCRIBE, token)
+        subscriber, _ = tokens.read_for_subscriber(db.session, Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     product = db.session.get(Product, subscriber.product_id)
@@ -202,7 +193,7 @@ def read(token: str) -> ResponseReturnValue:
     """The "Read on the web" link of a mail: records the read for a linked subscriber, then
     goes to the note's permalink."""
     try:
-        subscriber, payload = _subscriber(Purpose.READ, token)
+        subscriber, payload = tokens.read_for_subscriber(db.session, Purpose.READ, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     note = db.session.get(Note, payload.get("n")) if isinstance(payload.get("n"), int) else None
