@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,6 +139,13 @@ def normalized_address(raw: str) -> str:
 # Subscribing ----------------------------------------------------------------
 
 
+def find(session: Session, product_id: int, email: str) -> Subscriber | None:
+    """The product's subscriber with this address, as :func:`normalized_address` gives it."""
+    return session.scalar(
+        select(Subscriber).where(Subscriber.product_id == product_id, Subscriber.email == email)
+    )
+
+
 def request_subscription(
     session: Session, product: Product, address: str, preferences: Preferences, *, now: datetime
 ) -> Subscriber:
@@ -149,9 +156,7 @@ def request_subscription(
     cannot reveal a subscription, nor change one that somebody else made.
     """
     email = normalized_address(address)
-    subscriber = session.scalar(
-        select(Subscriber).where(Subscriber.product_id == product.id, Subscriber.email == email)
-    )
+    subscriber = find(session, product.id, email)
     if subscriber is None:
         subscriber = Subscriber(
             product_id=product.id,
@@ -184,30 +189,6 @@ def _apply(subscriber: Subscriber, preferences: Preferences) -> None:
     subscriber.locale = preferences.locale
 
 
-def _link_end_user(session: Session, subscriber: Subscriber) -> None:
-    """Link a subscriber to the end user whose ``email`` attribute is their address.
-
-    Only where the host vouches for its users' attributes (identity verification on):
-    elsewhere anybody could claim an address and, by reading notes, stop its mail.
-    """
-    if subscriber.end_user_id is not None:
-        return
-    verified = session.scalar(
-        select(Product.require_identity).where(Product.id == subscriber.product_id)
-    )
-    if not verified:
-        return
-    subscriber.end_user_id = session.scalar(
-        select(EndUser.id)
-        .where(
-            EndUser.product_id == subscriber.product_id,
-            func.lower(EndUser.attributes["email"].as_string()) == subscriber.email,
-        )
-        .order_by(EndUser.last_seen_at.desc())
-        .limit(1)
-    )
-
-
 def confirm(
     session: Session, subscriber: Subscriber, preferences: Preferences, *, now: datetime
 ) -> Subscriber:
@@ -220,7 +201,6 @@ def confirm(
     subscriber.status = SubscriberStatus.CONFIRMED
     subscriber.hard_bounces = 0
     _apply(subscriber, preferences)
-    _link_end_user(session, subscriber)
     session.commit()
     return subscriber
 
@@ -232,25 +212,22 @@ def subscribe_end_user(
     address: str,
     preferences: Preferences,
     *,
-    verified: bool,
     now: datetime,
 ) -> Subscriber:
-    """Subscribe a widget user with one click, linked to their end-user record.
+    """Subscribe a widget user whose address the host signed, linked to their end-user record.
 
-    When the host vouched for the user with a valid ``user_hash`` the address is the
-    host's to give and needs no confirmation; otherwise it goes through double opt-in.
+    The host vouches for the address, so a new or pending one is confirmed at once. One
+    that unsubscribed or bounced is only sent a confirmation, as on the public page:
+    undoing that is for the owner of the mailbox alone.
     """
-    if not verified:
-        # The address is unproven: confirm it by mail, and link nothing to this user.
-        return request_subscription(session, product, address, preferences, now=now)
     email = normalized_address(address)
-    subscriber = session.scalar(
-        select(Subscriber).where(Subscriber.product_id == product.id, Subscriber.email == email)
-    )
+    subscriber = find(session, product.id, email)
     if subscriber is None:
         subscriber = Subscriber(product_id=product.id, email=email, created_at=now)
         session.add(subscriber)
     subscriber.end_user_id = end_user_id
+    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+        return request_subscription(session, product, email, preferences, now=now)
     if subscriber.status is not SubscriberStatus.CONFIRMED:
         return confirm(session, subscriber, preferences, now=now)
     session.commit()

@@ -1,8 +1,9 @@
 """A pretend host product that embeds the widget, so a newcomer sees it working.
 
 It exists only while the demo data is loaded. Like a real host, it computes the
-user's hash on the server and hands it to the widget; its own Content-Security-Policy
-allows no inline script, which the widget does not need.
+user's hash, and the hash that vouches for their address, on the server and hands them
+to the widget; its own Content-Security-Policy allows no inline script, which the widget
+does not need.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy import select
 
 from announcements.demo import DEMO_HOST_PRODUCT, DEMO_HOST_USER
 from announcements.models import Product
-from app.api.widget import expected_hash
+from app.api.widget import expected_email_hash, expected_hash
 from app.extensions import db
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
@@ -31,15 +32,18 @@ def host() -> ResponseReturnValue:
     user_id = request.args.get("user", DEMO_HOST_USER)
     if not USER_PATTERN.fullmatch(user_id):
         abort(404)
+    email = f"{user_id}@example.com"
     config = {
         "product": product.widget_key,
         "selector": "#whats-new",
         "user": {
             "id": user_id,
             "hash": expected_hash(product.identity_secret, user_id),
+            "email": email,
+            "email_hash": expected_email_hash(product.identity_secret, user_id, email),
             "version": "2.10.0",
             "locale": "en",
-            "attributes": {"plan": "pro", "role": "admin", "email": f"{user_id}@example.com"},
+            "attributes": {"plan": "pro", "role": "admin"},
         },
     }
     return render_template("demo/host.html", product=product, config=config, user_id=user_id)

@@ -171,6 +171,23 @@ def test_email_subscription_with_one_click_from_the_panel(page, live_server) -> 
     expect(mail).to_contain_text("Updates also go to")
 
 
+def test_an_address_the_host_did_not_sign_is_sent_a_confirmation_link(
+    page, live_app, live_server, host_site
+) -> None:
+    settings = widget_settings(live_app, "lumen", f"unsigned-{uuid.uuid4().hex[:6]}")
+    settings["user"]["email"] = "someone@example.com"  # no email_hash: the host vouches nothing
+    page.goto(host_page(host_site, live_server, settings))
+    expect(page.locator("tidings-widget .modal")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.locator("tidings-widget .launcher").click()
+    mail = page.locator("tidings-widget .mail")
+    expect(mail).to_contain_text("Get these updates by email too.")
+    with page.expect_response(lambda r: r.url.endswith("/subscription")) as sent:
+        mail.get_by_role("button", name="Email me").click()
+    assert sent.value.status == 202
+    expect(mail).to_contain_text("Check someone@example.com for a link to confirm.")
+
+
 def test_the_panel_fits_a_phone(browser, live_server) -> None:
     context = browser.new_context(viewport=PHONE)
     page = context.new_page()

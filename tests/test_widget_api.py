@@ -13,16 +13,35 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from announcements import services
-from announcements.models import EndUser, Product, Reaction, ReadReceipt, utcnow
+from announcements import services, subscriptions
+from announcements.models import (
+    EndUser,
+    OutboxKind,
+    OutboxMessage,
+    Product,
+    Reaction,
+    ReadReceipt,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
 from announcements.services import ProductSettings
+from announcements.subscriptions import Preferences
+from app.mail import delivery, transport
 from tests.factories import make_member, make_note, make_product
+from tests.mailserver import SmtpServer
 
 ORIGIN = "https://app.example.com"
 
 
 def user_hash(product: Product, user_id: str) -> str:
     return hmac.new(product.identity_secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def email_hash(product: Product, user_id: str, email: str) -> str:
+    """As the README tells hosts to compute it."""
+    signed = f"email:{user_id}\n{email}".encode()
+    return hmac.new(product.identity_secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 class Widget:
@@ -58,6 +77,22 @@ class Widget:
     def react(self, note_id: Any, reaction: Any, comment: Any = None, **overrides: Any):
         body = {**self.identity(), "note_id": note_id, "reaction": reaction, "comment": comment}
         return self.client.post(f"{self.base}/reactions", json={**body, **overrides})
+
+    def mail_identity(self, email: str, *, signed: bool) -> dict[str, str]:
+        """The user's identity and address, with the host's email_hash when ``signed``."""
+        assert self.user_id is not None
+        mail = {**self.identity(), "email": email}
+        if signed:
+            mail["email_hash"] = email_hash(self.product, self.user_id, email)
+        return mail
+
+    def subscription(self, email: str, *, signed: bool, **overrides: Any):
+        query = {**self.mail_identity(email, signed=signed), **overrides}
+        return self.client.get(f"{self.base}/subscription", query_string=query)
+
+    def subscribe(self, email: str, *, signed: bool, **overrides: Any):
+        body = {**self.mail_identity(email, signed=signed), **overrides}
+        return self.client.post(f"{self.base}/subscription", json=body)
 
 
 @pytest.fixture
@@ -483,6 +518,195 @@ def test_bidirectional_controls_are_taken_out_of_comments(
     )
     # Nothing left but controls: no comment.
     assert widget.react(note.id, "👍", "\u202e\u2066").get_json()["comment"] is None
+
+
+# Email subscriptions -----------------------------------------------------------------
+
+
+def send_all(server: SmtpServer) -> None:
+    sender = transport.Smtp(server.url)
+    try:
+        delivery.deliver_due(sender)
+    finally:
+        sender.close()
+
+
+def subscriber(session: Session, address: str) -> Subscriber | None:
+    session.expire_all()
+    return session.scalar(select(Subscriber).where(Subscriber.email == address))
+
+
+def outbox_kinds(session: Session) -> list[OutboxKind]:
+    return list(session.scalars(select(OutboxMessage.kind).order_by(OutboxMessage.id)))
+
+
+def test_an_address_the_host_signed_subscribes_with_one_click(
+    session: Session, product: Product, widget: Widget, smtp_server: SmtpServer
+) -> None:
+    widget.notes(**{"attr.plan": "pro"})
+    before = widget.subscription("Ann@Example.com", signed=True)
+    assert before.get_json() == {"email": "ann@example.com", "status": None}
+
+    answer = widget.subscribe("Ann@Example.com", signed=True)
+    assert answer.status_code == 200
+    assert answer.get_json() == {"email": "ann@example.com", "status": "confirmed"}
+    ann, end_user = subscriber(session, "ann@example.com"), session.scalar(select(EndUser))
+    assert ann is not None and end_user is not None
+    assert (ann.status, ann.end_user_id) == (SubscriberStatus.CONFIRMED, end_user.id)
+    assert outbox_kinds(session) == []  # the host vouched: no confirmation to follow
+    after = widget.subscription("Ann@Example.com", signed=True)
+    assert after.get_json() == {"email": "ann@example.com", "status": "confirmed"}
+    assert widget.subscribe("Ann@Example.com", signed=True).status_code == 200
+    assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+    make_note(session, product, is_important=True)
+    send_all(smtp_server)
+    assert smtp_server.recorder.per_recipient() == {"ann@example.com": 1}
+
+
+@pytest.mark.parametrize("status", [None, *SubscriberStatus])
+def test_an_address_the_host_did_not_sign_is_neither_shown_nor_subscribed(
+    session: Session, product: Product, widget: Widget, status: SubscriberStatus | None
+) -> None:
+    # An end user with a valid user_hash claims somebody else's address, as an attribute
+    # (which nothing signs) and in the subscription calls.
+    victim = "victim@example.com"
+    if status is not None:
+        session.add(Subscriber(product_id=product.id, email=victim, status=status))
+        session.commit()
+    widget.notes(**{"attr.email": victim})
+
+    shown = widget.subscription(victim, signed=False)
+    assert shown.status_code == 200
+    assert shown.get_json() == {"email": victim, "status": None}
+    answer = widget.subscribe(victim, signed=False)
+    assert answer.status_code == 202
+    assert answer.get_json() == {"email": victim, "status": "pending"}
+
+    claimed = subscriber(session, victim)
+    assert claimed is not None and claimed.end_user_id is None
+    assert claimed.status is (status or SubscriberStatus.PENDING)
+    assert outbox_kinds(session) == [OutboxKind.CONFIRM]  # the mailbox's owner decides
+
+
+def test_without_identity_verification_no_stored_address_is_shown(
+    session: Session, client: FlaskClient
+) -> None:
+    product = make_product(session, require_identity=False)
+    Widget(client, product, "victim").notes(**{"attr.email": "victim@example.com"})
+    session.add(
+        Subscriber(
+            product_id=product.id, email="victim@example.com", status=SubscriberStatus.CONFIRMED
+        )
+    )
+    session.commit()
+    url = f"/api/v1/widget/{product.widget_key}/subscription"
+    for query in ({"user_id": "victim"}, {"user_id": "victim", "email": "victim@example.com"}):
+        answer = client.get(url, query_string=query)
+        assert answer.get_json().get("status") is None
+        assert "victim@" not in answer.get_data(as_text=True).replace(query.get("email", ""), "")
+
+
+@pytest.mark.parametrize("status", [SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED])
+def test_a_signed_address_that_left_is_asked_again_by_mail_before_any_note(
+    session: Session,
+    product: Product,
+    widget: Widget,
+    client: FlaskClient,
+    smtp_server: SmtpServer,
+    status: SubscriberStatus,
+) -> None:
+    session.add(Subscriber(product_id=product.id, email="ann@example.com", status=status))
+    session.commit()
+    widget.notes(**{"attr.email": "ann@example.com"})
+    answer = widget.subscribe("ann@example.com", signed=True)
+    assert answer.status_code == 202
+    assert answer.get_json()["status"] == "pending"
+    ann = subscriber(session, "ann@example.com")
+    assert ann is not None and ann.status is status
+    assert widget.subscription("ann@example.com", signed=True).get_json()["status"] is None
+    make_note(session, product, is_important=True)
+    send_all(smtp_server)
+    mails = smtp_server.recorder.to("ann@example.com")
+    if status is SubscriberStatus.BOUNCED:
+        assert mails == []  # nothing goes to an address that bounced, not even this
+        return
+    [mail] = mails
+    assert mail["Subject"].startswith("Confirm your subscription")
+
+    text = mail.get_body(("plain",)).get_content()
+    confirm = text[text.index("/subscriptions/confirm/") :].split()[0]
+    assert client.get(confirm).status_code == 200
+    ann = subscriber(session, "ann@example.com")
+    assert ann is not None and ann.status is SubscriberStatus.CONFIRMED
+
+
+def test_subscription_calls_check_the_identity_and_the_address(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    widget.notes()
+    for forged in (
+        "0" * 64,
+        "é",
+        "\ud800",
+        email_hash(product, "user-2", "ann@example.com"),  # another user's
+        email_hash(product, "user-1", "bob@example.com"),  # another address's
+        user_hash(product, "user-1"),  # a user_hash is no email_hash
+    ):
+        answer = widget.subscribe("ann@example.com", signed=True, email_hash=forged)
+        assert answer.status_code == 401
+        assert "email_hash" in answer.get_json()["error"]
+    assert (
+        widget.subscription("ann@example.com", signed=True, email_hash="0" * 64).status_code == 401
+    )
+    assert widget.subscribe("ann@example.com", signed=True, user_hash="0" * 64).status_code == 401
+    assert widget.subscribe("ann@example.com", signed=True, user_hash=None).status_code == 401
+    for bad in (None, "", "not-an-address", "\ud800@example.com", ["ann@example.com"]):
+        body = {**widget.identity(), "email": bad}
+        answer = widget.client.post(f"{widget.base}/subscription", json=body)
+        assert answer.status_code == 422 and "email" in answer.get_json()["errors"]
+    assert widget.client.post(f"{widget.base}/subscription", data="nonsense").status_code == 422
+    assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+    assert outbox_kinds(session) == []
+
+
+def test_a_user_id_is_one_line_so_no_user_hash_is_an_email_hash(
+    product: Product, client: FlaskClient
+) -> None:
+    # The user_hash of this id is user-1's email_hash for ann: the id is refused.
+    forged = "email:user-1\nann@example.com"
+    assert user_hash(product, forged) == email_hash(product, "user-1", "ann@example.com")
+    for user_id in (forged, "tab\there", "bell\x07"):
+        assert Widget(client, product, user_id).notes().status_code == 422
+
+
+def test_an_email_attribute_links_no_subscriber_to_whoever_sent_it(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    # Were it linked, reading notes in the widget would stop the mail of the address.
+    widget.notes(**{"attr.email": "victim@example.com"})
+    pending = subscriptions.request_subscription(
+        session, product, "victim@example.com", Preferences(), now=utcnow()
+    )
+    confirmed = subscriptions.confirm(session, pending, Preferences(), now=utcnow())
+    assert confirmed.end_user_id is None
+
+
+def test_subscribing_from_the_widget_is_rate_limited_per_address_and_per_ip(
+    app_factory, session: Session, product: Product
+) -> None:
+    limited = app_factory(
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_SUBSCRIBE="4 per minute",
+        RATELIMIT_SUBSCRIBE_ADDRESS="2 per hour",
+    )
+    widget = Widget(limited.test_client(), product)
+    answers = [widget.subscribe("victim@example.com", signed=False) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [202, 202, 429]
+    assert answers[-1].get_json()["error"]
+    assert widget.subscribe("other@example.com", signed=False).status_code == 202
+    assert widget.subscribe("third@example.com", signed=False).status_code == 429
+    assert outbox_kinds(session) == [OutboxKind.CONFIRM] * 3
 
 
 # HTTP: CORS and caching --------------------------------------------------------------

@@ -11,33 +11,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Response, current_app, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from packaging.version import Version
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from announcements import reads, subscriptions, targeting, versions
 from announcements.catalogue import Catalogue, CatalogueCache
 from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
-from announcements.models import (
-    LOCALE_PATTERN,
-    Product,
-    Subscriber,
-    SubscriberStatus,
-    utcnow,
-)
+from announcements.models import LOCALE_PATTERN, Product, SubscriberStatus, utcnow
 from app.api import bp
 from app.database import widget_engine, writing
-from app.extensions import db
+from app.extensions import db, limiter
 from app.mail import jobs
+from app.public import subscriptions as public_subscriptions
 
 CACHE_KEY = "tidings.catalogues"
 MAX_USER_ID_LENGTH = 255
 MAX_ATTRIBUTES = 50
 ATTRIBUTE_PREFIX = "attr."
 PREFLIGHT_MAX_AGE = "7200"
+# A user id is one line of text: the string an email_hash signs holds a line feed, so
+# no user id can be it, and no user_hash can pass for an email_hash.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 LIMIT_PATTERN = re.compile(r"[0-9]{1,3}")
 
 
@@ -51,6 +50,19 @@ def expected_hash(secret: str, user_id: str) -> str:
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
+def expected_email_hash(secret: str, user_id: str, email: str) -> str:
+    """The ``email_hash`` with which a host vouches that ``email`` is this user's address:
+    hex HMAC-SHA256 of "email:", the user id, a line feed and the address."""
+    return expected_hash(secret, f"email:{user_id}\n{email}")
+
+
+def _matches(given: Any, wanted: str) -> bool:
+    """Whether a hash sent by the client is ``wanted``, in constant time; any other type
+    or text (a lone surrogate from JSON included) is simply wrong."""
+    text = given if isinstance(given, str) and given.isascii() else ""
+    return hmac.compare_digest(text.encode(), wanted.encode())
+
+
 def _user_id(raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
@@ -59,7 +71,7 @@ def _user_id(raw: Any) -> str | None:
     user_id = str(raw)
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise ValidationFailed({"user_id": f"Keep user ids under {MAX_USER_ID_LENGTH} characters."})
-    if not reads.is_storable(user_id):
+    if not reads.is_storable(user_id) or CONTROL_CHARACTER.search(user_id):
         raise ValidationFailed({"user_id": "The user id holds characters that are not text."})
     return user_id
 
@@ -93,9 +105,7 @@ def _check_identity(catalogue: Catalogue, user_id: str | None, user_hash: Any) -
         return
     if not user_hash and not catalogue.require_identity:
         return
-    given = user_hash.encode() if isinstance(user_hash, str) else b""
-    wanted = expected_hash(catalogue.identity_secret, user_id).encode()
-    if not hmac.compare_digest(given, wanted):
+    if not _matches(user_hash, expected_hash(catalogue.identity_secret, user_id)):
         raise Unauthenticated(
             "The user_hash does not match this user_id. Compute it on your server as the "
             "hex HMAC-SHA256 of the user id with the product's identity secret."
@@ -200,7 +210,7 @@ def _json_body() -> dict[str, Any]:
 
 
 def _identified(
-    connection: Connection, widget_key: str, body: dict[str, Any]
+    connection: Connection, widget_key: str, body: Mapping[str, Any]
 ) -> tuple[Catalogue, reads.EndUserState | None, str]:
     """The catalogue and the end user a write is about; writes need a user id."""
     user_id = _user_id(body.get("user_id"))
@@ -251,64 +261,80 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
     return {"note_id": note_id, "reaction": reaction, "comment": comment}
 
 
-def _subscription_of(product_id: int, state: reads.EndUserState | None) -> Subscriber | None:
-    """The subscription of the widget user's address (the host's ``email`` attribute)."""
-    address = (state.attributes if state else {}).get("email")
-    if not address:
-        raise ValidationFailed(
-            {"email": "The host page gives no email address for this user (attributes.email)."}
+def _address(catalogue: Catalogue, user_id: str, given: Mapping[str, Any]) -> tuple[str, bool]:
+    """The address a subscription call is about, and whether the host signed it for this
+    user (a valid ``email_hash``); a wrong ``email_hash`` is refused like a wrong user_hash."""
+    address = given.get("email")
+    if not isinstance(address, str) or not address.strip():
+        raise ValidationFailed({"email": "The host page gives no email address for this user."})
+    if not reads.is_storable(address):
+        raise ValidationFailed({"email": "The address holds characters that are not text."})
+    signature = given.get("email_hash")
+    if not signature:
+        return address, False
+    if not _matches(signature, expected_email_hash(catalogue.identity_secret, user_id, address)):
+        raise Unauthenticated(
+            "The email_hash does not match this user_id and email. Compute it on your server "
+            'as the hex HMAC-SHA256 of "email:" + user id + "\\n" + email with the identity secret.'
         )
-    return db.session.scalar(
-        select(Subscriber).where(
-            Subscriber.product_id == product_id,
-            Subscriber.email == subscriptions.normalized_address(str(address)),
-        )
-    )
-
-
-def _subscription_json(address: str, subscriber: Subscriber | None) -> dict[str, Any]:
-    status = subscriber.status.value if subscriber is not None else None
-    return {"email": subscriber.email if subscriber else address, "status": status}
+    return address, True
 
 
 @bp.get("/widget/<widget_key>/subscription", provide_automatic_options=False)
 def widget_subscription(widget_key: str) -> ResponseReturnValue:
-    """Whether the widget user gets release notes by email."""
-    body = {"user_id": request.args.get("user_id"), "user_hash": request.args.get("user_hash")}
+    """Whether the widget user's address gets release notes by email.
+
+    Only an address the host signed is looked up; any other is answered "not subscribed",
+    so the widget tells nobody whether someone else's address is on the list, nor how.
+    """
     with _widget_connection() as connection:
-        catalogue, state, _ = _identified(connection, widget_key, body)
-    subscriber = _subscription_of(catalogue.product_id, state)
-    address = str((state.attributes if state else {}).get("email"))
-    return _subscription_json(address, subscriber)
+        catalogue, _, user_id = _identified(connection, widget_key, request.args)
+    address, signed = _address(catalogue, user_id, request.args)
+    email = subscriptions.normalized_address(address)
+    subscriber = subscriptions.find(db.session, catalogue.product_id, email) if signed else None
+    subscribed = subscriber is not None and subscriber.status is SubscriberStatus.CONFIRMED
+    return {"email": email, "status": "confirmed" if subscribed else None}
+
+
+def _address_key() -> str:
+    return public_subscriptions.address_key(str(_json_body().get("email", "")))
 
 
 @bp.post("/widget/<widget_key>/subscription", provide_automatic_options=False)
+@limiter.limit(public_subscriptions.ip_limit)
+@limiter.limit(public_subscriptions.address_limit, key_func=_address_key)
 def widget_subscribe(widget_key: str) -> ResponseReturnValue:
-    """Subscribe the widget user to release notes by email with one click.
+    """Subscribe the widget user's address to release notes by email.
 
-    With a valid ``user_hash`` the host vouches for the address, so it is confirmed at
-    once and linked to the user; without one it goes through double opt-in."""
+    An address the host signed is subscribed with this one click and linked to the user,
+    unless it unsubscribed or bounced. Any other address, and that one, is sent a
+    confirmation link, as from the public page, and gets no mail until it is followed.
+    """
     body = _json_body()
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
-        _subscription_of(catalogue.product_id, state)  # refuses a user with no address
-        with writing(connection):
-            state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
-    preferences = subscriptions.parse_preferences(body.get("frequency"), (), state.locale)
+        address, signed = _address(catalogue, user_id, body)
+        locale = state.locale if state else None
+        preferences = subscriptions.parse_preferences(body.get("frequency"), (), locale)
+        end_user_id = None
+        if signed:
+            with writing(connection):
+                sighting = reads.Sighting(user_id)
+                end_user_id = reads.see(connection, catalogue.product_id, sighting, state, now).id
     product = db.session.get_one(Product, catalogue.product_id)
-    subscriber = subscriptions.subscribe_end_user(
-        db.session,
-        product,
-        state.id,
-        str(state.attributes["email"]),
-        preferences,
-        verified=bool(body.get("user_hash")),
-        now=now,
-    )
+    if end_user_id is not None:
+        subscriber = subscriptions.subscribe_end_user(
+            db.session, product, end_user_id, address, preferences, now=now
+        )
+    else:
+        subscriber = subscriptions.request_subscription(
+            db.session, product, address, preferences, now=now
+        )
     jobs.wake()
-    confirmed = subscriber.status is SubscriberStatus.CONFIRMED
-    return _subscription_json(subscriber.email, subscriber), 200 if confirmed else 202
+    if signed and subscriber.status is SubscriberStatus.CONFIRMED:
+        return {"email": subscriber.email, "status": "confirmed"}
+    return {"email": subscriber.email, "status": "pending"}, 202
 
 
 @bp.route(

@@ -35,16 +35,22 @@ from app.mail.tokens import BadToken, Purpose
 bp = Blueprint("subscriptions", __name__)
 
 
-def _ip_limit() -> str:
+# The limits on subscription requests, per IP and per address, shared with the widget's.
+def ip_limit() -> str:
     return str(current_app.config["RATELIMIT_SUBSCRIBE"])
 
 
-def _address_limit() -> str:
+def address_limit() -> str:
     return str(current_app.config["RATELIMIT_SUBSCRIBE_ADDRESS"])
 
 
-def _address_key() -> str:
-    return "subscribe:" + request.form.get("email", "").strip().lower()
+def address_key(address: str) -> str:
+    """One count per address, whichever page or widget the requests come from."""
+    return "subscribe:" + address.strip().lower()
+
+
+def _form_address_key() -> str:
+    return address_key(request.form.get("email", ""))
 
 
 def _product(slug: str) -> Product:
@@ -75,8 +81,8 @@ def _posted_preferences() -> Preferences:
 
 @bp.post("/changelog/<slug>/subscribe")
 @csrf.exempt
-@limiter.limit(_ip_limit)
-@limiter.limit(_address_limit, key_func=_address_key)
+@limiter.limit(ip_limit)
+@limiter.limit(address_limit, key_func=_form_address_key)
 def subscribe(slug: str) -> ResponseReturnValue:
     """Ask for release notes by email; a confirmation mail follows."""
     product = _product(slug)

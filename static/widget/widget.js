@@ -2,7 +2,8 @@
  * Tidings widget: what's new, inside your product.
  *
  * Load it with <script src="https://tidings.example/widget.js" defer></script> after
- * setting window.tidings = {product, user: {id, hash, version, locale, attributes}},
+ * setting window.tidings = {product, user: {id, hash, email, email_hash, version, locale,
+ * attributes}},
  * or call Tidings.init({...}) yourself. It draws inside a Shadow DOM, talks only to
  * the Tidings server it was loaded from, and never throws into the host page.
  */
@@ -202,13 +203,29 @@
 
   function identity() { return { user_id: String(config.user.id), user_hash: config.user.hash }; }
 
-  /* Release notes by email, for a user whose address the host gives (attributes.email). */
-  function canMail() { return !anonymous() && config.user.attributes && config.user.attributes.email; }
+  /* Release notes by email, for a user whose address the host gives: user.email, signed by
+     user.email_hash for one-click subscription (else a confirmation link is mailed), or an
+     unsigned attributes.email as hosts gave it before. */
+  function mailAddress() {
+    var user = config.user || {};
+    return user.email || (user.attributes && user.attributes.email) || null;
+  }
+
+  function canMail() { return !anonymous() && Boolean(mailAddress()); }
+
+  function mailIdentity() {
+    var body = identity();
+    body.email = String(mailAddress());
+    if (config.user.email_hash) body.email_hash = config.user.email_hash;
+    return body;
+  }
 
   function loadMail() {
     if (!canMail() || state.mail) return;
     state.mail = { status: "loading" };
-    var query = new URLSearchParams(identity());
+    var body = mailIdentity();
+    var query = new URLSearchParams();
+    Object.keys(body).forEach(function (name) { if (body[name]) query.set(name, body[name]); });
     request(api("/subscription?" + query.toString())).then(guard(function (data) {
       state.mail = data;
       renderMail();
@@ -218,7 +235,7 @@
   function subscribe() {
     state.mail.status = "sending";
     renderMail();
-    request(api("/subscription"), identity()).then(guard(function (data) {
+    request(api("/subscription"), mailIdentity()).then(guard(function (data) {
       state.mail = data;
       renderMail();
     })).catch(function (error) { state.mail.status = null; renderMail(); warn(error); });
