@@ -37,7 +37,7 @@ from announcements.models import (
 )
 from announcements.services import Intent, NoteInput, ProductSettings
 
-DEMO_EMAIL = "demo@tidings.test"
+DEMO_EMAIL = "demo@example.com"
 DEMO_HOST_PRODUCT = "lumen"  # the product the demo host page embeds
 DEMO_HOST_USER = "demo-user"
 DEMO_READERS = 80
@@ -329,6 +329,7 @@ def load(session: Session, *, password: str, now: datetime) -> dict[str, Any]:
         member = accounts.create_member(session, DEMO_EMAIL, password, name="Dana Demo")
     else:
         accounts.set_password(session, member, password)
+        session.commit()
     products = [
         _product(session, member, "Lumen Analytics", "lumen", "#4f46e5", LUMEN_NOTES, now),
         _product(session, member, "Ledger", "ledger", "#0f766e", LEDGER_NOTES, now),

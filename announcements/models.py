@@ -9,7 +9,9 @@ therefore becomes visible at its time with no job having to flip a flag.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,8 +32,16 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     false,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    registry,
+    relationship,
+    validates,
+)
 
 # A language tag: en, de, pt-BR.
 LOCALE_PATTERN = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
@@ -158,6 +168,48 @@ class TeamMember(Base):
         return self.name or self.email.split("@", 1)[0]
 
 
+class ConsoleSession(Base):
+    """One signed-in browser. The session cookie carries only a random token whose hash is
+    kept here, so logging out, a password change or a deactivation deletes the row and a
+    copied cookie stops working at once."""
+
+    __tablename__ = "console_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("team_member.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+    member: Mapped[TeamMember] = relationship()
+
+
+class Invitation(Base):
+    """An e-mailed link that adds someone to a product's team once, within its time.
+
+    The link's token is random and only its hash is kept; a new account chooses its own
+    password when it accepts, and an existing account must be signed in to accept."""
+
+    __tablename__ = "invitation"
+    __table_args__ = (UniqueConstraint("product_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[Role] = mapped_column(_stored_as_value(Role))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("team_member.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+    product: Mapped[Product] = relationship()
+    invited_by: Mapped[TeamMember | None] = relationship()
+
+
 class Product(Base):
     """A host product whose release notes Tidings publishes."""
 
@@ -222,6 +274,18 @@ class Note(Base):
     __table_args__ = (
         Index(None, "product_id", "published_at"),
         UniqueConstraint("product_id", "import_key"),
+        # One live note per title in a version, held by the database: two writers that
+        # both checked before either committed once left two to four copies. Archived
+        # notes are left out, as the services' duplicate check leaves them out.
+        Index(
+            None,
+            "product_id",
+            "version",
+            "title_key",
+            unique=True,
+            sqlite_where=text("archived_at IS NULL"),
+            postgresql_where=text("archived_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -229,6 +293,8 @@ class Note(Base):
     version: Mapped[str] = mapped_column(String(64))
     locale: Mapped[str] = mapped_column(String(35))
     title: Mapped[str] = mapped_column(String(200))
+    # The title as duplicates are found (``title_key_of``), set with every title.
+    title_key: Mapped[str] = mapped_column(String(64))
     body_md: Mapped[str] = mapped_column(Text, default="")
     body_html: Mapped[str] = mapped_column(Text, default="")
     category: Mapped[Category] = mapped_column(_stored_as_value(Category))
@@ -257,6 +323,19 @@ class Note(Base):
     translations: Mapped[list[NoteTranslation]] = relationship(
         back_populates="note", cascade="all, delete-orphan"
     )
+
+    @staticmethod
+    def title_key_of(title: str) -> str:
+        """What two titles share when they are the same title: case and surrounding spaces
+        aside. A digest, so the index entry has one size whatever the title's script
+        (folding "ß" to "ss" lengthens a title), and SQL's own lower(), which on SQLite
+        folds only ASCII, plays no part."""
+        return hashlib.sha256(title.strip().casefold().encode()).hexdigest()
+
+    @validates("title")
+    def _set_title_key(self, _name: str, title: str) -> str:
+        self.title_key = self.title_key_of(title)
+        return title
 
     def status_at(self, now: datetime) -> NoteStatus:
         """The note's state at ``now``."""
@@ -410,6 +489,9 @@ class Subscriber(Base):
     locale: Mapped[str | None] = mapped_column(String(35))
     end_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_user.id", ondelete="SET NULL"))
     hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # Random and new for every row; the links in mail carry it, so a link made for a
+    # deleted subscriber never reaches a later one that is given the same id.
+    link_key: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_urlsafe(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
@@ -458,6 +540,9 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # Held back by a pause: since when the mail server has refused us (our sender address,
+    # the message, the connection) rather than this recipient; ``last_error`` says how.
+    paused_at: Mapped[datetime | None]
 
     product: Mapped[Product] = relationship()
     subscriber: Mapped[Subscriber] = relationship()
@@ -534,8 +619,6 @@ class WebhookDelivery(Base):
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhook.id", ondelete="CASCADE"))
     note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="SET NULL"))
     event: Mapped[WebhookEvent] = mapped_column(_stored_as_value(WebhookEvent))
-    # The note as it was when the event happened.
-    payload: Mapped[dict[str, Any]]
     status: Mapped[OutboxStatus] = mapped_column(
         _stored_as_value(OutboxStatus), default=OutboxStatus.QUEUED
     )
@@ -575,3 +658,15 @@ class AuditEvent(Base):
 
     actor: Mapped[TeamMember | None] = relationship()
     note: Mapped[Note | None] = relationship()
+
+
+def _ids_never_reused() -> None:
+    """SQLite hands a deleted row's id to the next row unless its table says AUTOINCREMENT;
+    an id that comes back would let an old link, token or log line reach whoever got it."""
+    for table in Base.metadata.tables.values():
+        key = list(table.primary_key.columns)
+        if len(key) == 1 and key[0].autoincrement is not False and key[0].name == "id":
+            table.dialect_options["sqlite"]["autoincrement"] = True
+
+
+_ids_never_reused()

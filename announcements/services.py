@@ -13,8 +13,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from announcements import rendering, subscriptions, targeting, versions, webhooks
@@ -38,6 +40,9 @@ MAX_BODY_BYTES = 100 * 1024
 SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 COLOR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
 ORIGIN_PATTERN = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d{1,5})?")
+# Characters a URL never holds unencoded: spaces, controls, quotes, angle brackets.
+URL_TEXT = re.compile(r"[^\s\x00-\x1f\x7f\"<>\\^`{|}]+")
+MAX_LOGO_URL = 500
 
 
 class Intent(enum.StrEnum):
@@ -126,10 +131,10 @@ def _validate_settings(
         )
     if not LOCALE_PATTERN.fullmatch(settings.default_locale):
         errors["default_locale"] = "Use a language tag such as en, de or pt-BR."
-    if settings.logo_url and not settings.logo_url.startswith("https://"):
-        errors["logo_url"] = "The logo must be served over https://."
-    elif settings.logo_url and len(settings.logo_url) > 500:
-        errors["logo_url"] = "Keep the logo address under 500 characters."
+    if settings.logo_url:
+        problem = _logo_url_problem(settings.logo_url)
+        if problem:
+            errors["logo_url"] = problem
     if not COLOR_PATTERN.fullmatch(settings.accent_color):
         errors["accent_color"] = "Use a colour such as #4f46e5."
     if not 0 <= settings.grace_releases <= MAX_GRACE_RELEASES:
@@ -146,6 +151,26 @@ def _validate_settings(
     if not 0 <= settings.digest_hour <= 23:
         errors["digest_hour"] = "Choose an hour from 0 to 23."
     return errors
+
+
+def _logo_url_problem(url: str) -> str | None:
+    """What is wrong with a logo's address, if anything. It goes as written into the public
+    page, link previews and the feeds, so it must be a whole URL; and https, in development
+    too: the pages' Content-Security-Policy loads images over https only."""
+    if len(url) > MAX_LOGO_URL:
+        return f"Keep the logo address under {MAX_LOGO_URL} characters."
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return "The logo must be served over https://."
+    if parts.username or parts.password:
+        return "Put no user name or password in the logo's address."
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or past 65535
+        port_ok = False
+    if not parts.hostname or not port_ok or not URL_TEXT.fullmatch(url):
+        return "Enter the logo's full address, such as https://example.com/logo.png."
+    return None
 
 
 def create_product(
@@ -240,6 +265,21 @@ def set_role(
     now: datetime,
 ) -> Membership:
     """Give ``member`` ``role`` on ``product``, adding them if they are not on it yet."""
+    membership = assign_role(session, product, member, role, by=by, now=now)
+    session.commit()
+    return membership
+
+
+def assign_role(
+    session: Session,
+    product: Product,
+    member: TeamMember,
+    role: Role,
+    *,
+    by: TeamMember | None,
+    now: datetime,
+) -> Membership:
+    """set_role within the caller's transaction, for a change it is one step of."""
     membership = session.scalar(
         select(Membership).where(
             Membership.product_id == product.id, Membership.member_id == member.id
@@ -255,7 +295,6 @@ def set_role(
             _ensure_another_owner(session, product, member)
         membership.role = role
     record(session, product, by, "member.role_set", f"{member.email} is now {role.value}", now=now)
-    session.commit()
     return membership
 
 
@@ -335,17 +374,9 @@ def _validate_note(
     elif len(title) > MAX_TITLE_LENGTH:
         errors["title"] = f"Keep the title under {MAX_TITLE_LENGTH} characters."
     elif "version" not in errors:
-        duplicate = session.scalar(
-            select(Note.id).where(
-                Note.product_id == product.id,
-                Note.version == data.version.strip(),
-                func.lower(Note.title) == title.lower(),
-                Note.archived_at.is_(None),
-                Note.id != (note_id or 0),
-            )
-        )
-        if duplicate is not None:
-            errors["title"] = f"Version {data.version.strip()} already has a note with this title."
+        clash = _title_clash(session, product.id, data.version.strip(), title, note_id)
+        if clash is not None:
+            errors["title"] = clash
     if data.category not in {c.value for c in Category}:
         errors["category"] = "Choose one of: " + ", ".join(c.value for c in Category) + "."
     if len(data.body_md.encode("utf-8")) > MAX_BODY_BYTES:
@@ -365,6 +396,38 @@ def _validate_note(
     if data.expires_at is not None and data.expires_at <= goes_live:
         errors["expires_at"] = "The note would expire before it is published."
     return errors
+
+
+def _title_clash(
+    session: Session, product_id: int, version: str, title: str, note_id: int | None
+) -> str | None:
+    """What to say when another live note of ``version`` has ``title``, case and surrounding
+    spaces aside: the key of the unique index (``Note.title_key_of``)."""
+    clash = session.scalar(
+        select(Note.id).where(
+            Note.product_id == product_id,
+            Note.version == version,
+            Note.title_key == Note.title_key_of(title),
+            Note.archived_at.is_(None),
+            Note.id != (note_id or 0),
+        )
+    )
+    return None if clash is None else f"Version {version} already has a note with this title."
+
+
+def _flush_note(session: Session, note: Note) -> None:
+    """Write the note's row now. A writer that checked the title at the same moment may have
+    taken it since (sixteen parallel API calls left up to four copies before the unique
+    index); the index then refuses the row, and the caller gets the error the check gives."""
+    product_id, version, title, note_id = note.product.id, note.version, note.title, note.id
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        clash = _title_clash(session, product_id, version, title, note_id)
+        if clash is None:
+            raise
+        raise ValidationFailed({"title": clash}) from None
 
 
 def _write(note: Note, data: NoteInput) -> list[str]:
@@ -413,7 +476,7 @@ def create_note(
     session.add(note)
     _transition(note, intent, publish_at, now)
     _bump_stamp(product)
-    session.flush()
+    _flush_note(session, note)
     _queue_mail(session, note, now)
     webhooks.announce(session, note, None, now=now)
     state = note.status_at(now).value
@@ -448,6 +511,7 @@ def update_note(
         return note
     note.updated_at = now
     _bump_stamp(note.product)
+    _flush_note(session, note)
     _queue_mail(session, note, now)
     rescheduled = note.published_at != scheduled_for
     webhooks.announce(session, note, before, edited=bool(changed), rescheduled=rescheduled, now=now)
@@ -543,9 +607,13 @@ def restore(session: Session, note: Note, *, by: TeamMember | None, now: datetim
     """Bring an archived note back to the state it had before."""
     if note.archived_at is None:
         raise InvalidTransition("Only archived notes can be restored.")
+    clash = _title_clash(session, note.product_id, note.version, note.title, note.id)
+    if clash is not None:
+        raise InvalidTransition(f"{clash} Rename that note first.")
     note.archived_at = None
     note.updated_at = now
     _bump_stamp(note.product)
+    _flush_note(session, note)
     webhooks.announce(session, note, NoteStatus.ARCHIVED, now=now)
     state = note.status_at(now).value
     record(session, note.product, by, "note.restored", f"Restored as {state}", note=note, now=now)

@@ -19,7 +19,7 @@ import email_validator
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from announcements import targeting
+from announcements import services, targeting
 from announcements.errors import NotFound, ValidationFailed
 from announcements.models import (
     LOCALE_PATTERN,
@@ -35,6 +35,7 @@ from announcements.models import (
     ReadReceipt,
     Subscriber,
     SubscriberStatus,
+    TeamMember,
     outward_clause,
     status_clause,
 )
@@ -257,12 +258,24 @@ def get_subscriber(session: Session, subscriber_id: int) -> Subscriber:
     return subscriber
 
 
-def remove(session: Session, product: Product, subscriber_id: int) -> Subscriber:
-    """Delete a subscriber of ``product`` (from the console) and what was queued for it."""
+def remove(
+    session: Session,
+    product: Product,
+    subscriber_id: int,
+    *,
+    by: TeamMember | None,
+    now: datetime,
+) -> Subscriber:
+    """Delete a subscriber of ``product`` (from the console) and what was queued for it.
+
+    The audit log names the subscriber by id, not address: a removal is often a request
+    to be forgotten."""
     subscriber = get_subscriber(session, subscriber_id)
     if subscriber.product_id != product.id:
         raise NotFound("There is no such subscriber in this product.")
     session.delete(subscriber)
+    summary = f"Removed subscriber #{subscriber.id}"
+    services.record(session, product, by, "subscriber.removed", summary, now=now)
     session.commit()
     return subscriber
 
@@ -470,8 +483,18 @@ def _csv_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def export_csv(session: Session, product: Product) -> Iterable[str]:
-    """The product's subscribers as CSV, a line at a time."""
+def export_csv(
+    session: Session, product: Product, *, by: TeamMember | None, now: datetime
+) -> Iterator[str]:
+    """The product's subscribers as CSV, a line at a time. The file holds every address,
+    so the export is in the audit log before the first line goes out."""
+    summary = "Downloaded the subscriber list as CSV"
+    services.record(session, product, by, "subscribers.exported", summary, now=now)
+    session.commit()
+    return _csv_lines(session, product)
+
+
+def _csv_lines(session: Session, product: Product) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 

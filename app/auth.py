@@ -7,36 +7,61 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, abort, g
-from flask_login import UserMixin, current_user, login_required
+from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
-from announcements.models import Membership, Product, Role, TeamMember
+from announcements import accounts
+from announcements.models import Membership, Product, Role, TeamMember, utcnow
 from app.extensions import db, login_manager
 
 
 class LoggedInMember(UserMixin):
-    """Flask-Login's view of a team member; the session stores only the id."""
+    """Flask-Login's view of a team member. The session cookie stores only the token of
+    a server-side session (see ``accounts.start_session``), never the member's id, so a
+    session can be ended for good: logging out deletes it."""
 
-    def __init__(self, member: TeamMember) -> None:
+    def __init__(self, member: TeamMember, token: str) -> None:
         self.member = member
         self.id = member.id
+        self.token = token
+
+    def get_id(self) -> str:
+        return self.token
 
     @property
     def is_active(self) -> bool:
         return self.member.is_active
 
 
-def _load_member(member_id: str) -> LoggedInMember | None:
-    if not member_id.isdigit():
-        return None
-    member = db.session.get(TeamMember, int(member_id))
-    return LoggedInMember(member) if member is not None and member.is_active else None
+def _load_member(token: str) -> LoggedInMember | None:
+    member = accounts.session_member(db.session, token, now=utcnow())
+    return LoggedInMember(member, token) if member is not None else None
 
 
 def current_member() -> TeamMember:
     """The logged-in team member; only call behind login_required."""
     member: TeamMember = current_user.member
     return member
+
+
+def sign_in(member: TeamMember) -> None:
+    """Start a server-side session for ``member`` and put its token in the cookie."""
+    token = accounts.start_session(db.session, member, now=utcnow())
+    db.session.commit()
+    login_user(LoggedInMember(member, token))
+
+
+def sign_out() -> None:
+    """End this browser's session on the server as well as in its cookie."""
+    accounts.end_session(db.session, current_user.token)
+    db.session.commit()
+    logout_user()
+
+
+def session_token() -> str:
+    """The token of the signed-in browser's session; only call behind login_required."""
+    token: str = current_user.token
+    return token
 
 
 def role_required(needed: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

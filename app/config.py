@@ -77,12 +77,19 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", not development),
+        # Strict-Transport-Security's max-age on HTTPS answers; 0 sends none. Off by default:
+        # once sent, browsers refuse plain HTTP to the host for that long.
+        "HSTS_SECONDS": _number("HSTS_SECONDS", 0, integer=True),
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", not development),
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        # Limits are counted in Redis when it is configured, so every process shares them.
         "RATELIMIT_STORAGE_URI": _env("REDIS_URL", "memory://"),
+        # How many proxies in front of Tidings set X-Forwarded-For/-Proto/-Host; behind
+        # one, every client would otherwise share the proxy's address, and its rate limits.
+        "TRUSTED_PROXIES": _number("TRUSTED_PROXIES", 0, integer=True),
         "RATELIMIT_LOGIN": _env("RATELIMIT_LOGIN", "10 per minute;100 per hour"),
         "RATELIMIT_HEADERS_ENABLED": True,
         # Webhooks may call loopback and private-network addresses (a receiver inside

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole suite, on SQLite and on PostgreSQL, with Chromium for the browser tests.
 # Installs Chromium (and an emoji font for its screenshots) from Debian's packages when
-# missing; scripts/with-postgres.sh provides the throw-away PostgreSQL.
+# missing; scripts/with-redis.sh and scripts/with-postgres.sh provide the throw-away Redis
+# and PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/apt.sh
@@ -19,4 +20,4 @@ if ! fc-list 2>/dev/null | grep -qi "emoji"; then
   apt_install fonts-noto-color-emoji
 fi
 
-exec scripts/with-postgres.sh .venv/bin/python -m pytest "$@"
+exec scripts/with-redis.sh scripts/with-postgres.sh .venv/bin/python -m pytest "$@"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.orm import Session
@@ -91,7 +91,16 @@ def make_app(database_url: str, instance_path: Path, **overrides: object) -> Fla
         "WEBHOOK_ALLOW_PRIVATE": True,  # the test receivers listen on loopback
     }
     config.update(overrides)
-    return create_app(config, instance_path=instance_path)
+    application = create_app(config, instance_path=instance_path)
+    application.before_request(_fresh_g)
+    return application
+
+
+def _fresh_g() -> None:
+    """The tests hold an app context open, and Flask reuses it, with its ``g``, for every
+    request: empty ``g`` as each request in production starts, so that what one test
+    client's request cached there (Flask-Login's user, the CSRF token) is not another's."""
+    vars(g).clear()
 
 
 @pytest.fixture

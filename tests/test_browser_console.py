@@ -82,7 +82,7 @@ def test_every_console_page_fits_the_screen(page, live_server, viewport) -> None
 
     page.goto(f"{live_server}/console/login")
     check("login")
-    log_in(page, live_server, "demo@tidings.test")
+    log_in(page, live_server, "demo@example.com")
     check("products")
     for name in ("notes", "subscribers", "settings", "team", "api-keys", "webhooks", "audit"):
         page.goto(f"{live_server}/console/p/lumen/{name}")
@@ -97,7 +97,7 @@ def test_every_console_page_fits_the_screen(page, live_server, viewport) -> None
 
 
 def test_an_owner_creates_an_api_key_that_is_shown_once(page, live_server) -> None:
-    log_in(page, live_server, "demo@tidings.test")
+    log_in(page, live_server, "demo@example.com")
     page.goto(f"{live_server}/console/p/lumen/api-keys")
     page.fill("input[name=name]", "GitHub Actions")
     page.check("input[value='notes:write']")
@@ -113,7 +113,7 @@ def test_an_owner_creates_an_api_key_that_is_shown_once(page, live_server) -> No
 def test_a_note_is_sent_to_subscribers_and_the_page_follows_the_send(
     page, live_app, live_server, tmp_path
 ) -> None:
-    log_in(page, live_server, "demo@tidings.test")
+    log_in(page, live_server, "demo@example.com")
     page.goto(f"{live_server}/console/p/lumen/notes")
     page.locator(".note-title", has_text="Dates in exported PDFs").click()
     delivery = page.locator("section.delivery")
@@ -137,7 +137,7 @@ def test_an_owner_adds_a_webhook_tests_it_and_retries_a_failed_call(
     page, live_app, live_server, receiver, viewport
 ) -> None:
     label = "phone" if viewport is PHONE else "desktop"
-    log_in(page, live_server, "demo@tidings.test")
+    log_in(page, live_server, "demo@example.com")
     page.goto(f"{live_server}/console/p/lumen/webhooks")
     page.fill("input[name=url]", receiver.url)
     page.check("input[value='note.published']")

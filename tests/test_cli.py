@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import func, select
 
 from announcements import accounts
@@ -15,6 +16,7 @@ from announcements.models import (
     Reaction,
     ReadReceipt,
     Role,
+    TeamMember,
 )
 
 
@@ -69,13 +71,16 @@ def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) 
     assert [session.scalar(select(func.count()).select_from(t)) for t in tables] == counts
     password = second.output.split("Password:")[1].strip()
     assert password and password not in first.output
-    assert accounts.authenticate(session, "demo@tidings.test", password) is not None
+    assert accounts.authenticate(session, "demo@example.com", password) is not None
 
 
 def test_users_create_reads_the_password_from_stdin(runner, session) -> None:
     runner.invoke(args=["demo"])
     result = runner.invoke(
-        args=["users", "create", "Ops@Example.com", "--role", "owner", "--password-stdin"],
+        args=[
+            *("users", "create", "Ops@Example.com", "--role", "owner"),
+            *("--all-products", "--password-stdin"),
+        ],
         input="a long enough password\n",
     )
     assert result.exit_code == 0, result.output
@@ -86,19 +91,45 @@ def test_users_create_reads_the_password_from_stdin(runner, session) -> None:
 
 
 def test_users_create_refuses_short_passwords_and_duplicates(runner, session) -> None:
-    short = runner.invoke(
-        args=["users", "create", "a@example.com", "--password-stdin"], input="short\n"
-    )
+    create = ["users", "create", "a@example.com", "--all-products", "--password-stdin"]
+    short = runner.invoke(args=create, input="short\n")
     assert short.exit_code != 0 and "at least 10 characters" in short.output
-    runner.invoke(
-        args=["users", "create", "a@example.com", "--password-stdin"], input="long enough pw\n"
-    )
-    again = runner.invoke(
-        args=["users", "create", "a@example.com", "--password-stdin"], input="long enough pw\n"
-    )
+    runner.invoke(args=create, input="long enough pw\n")
+    again = runner.invoke(args=create, input="long enough pw\n")
     assert again.exit_code != 0 and "already has an account" in again.output
     unknown = runner.invoke(
         args=["users", "create", "b@example.com", "--product", "nope", "--password-stdin"],
         input="long enough pw\n",
     )
     assert unknown.exit_code != 0 and "No product with the slug nope" in unknown.output
+
+
+@pytest.mark.parametrize(
+    "choice", [[], ["--all-products", "--product", "lumen"]], ids=["neither", "both"]
+)
+def test_users_create_must_be_told_which_products(runner, session, choice) -> None:
+    """Once every product by default, so a forgotten flag made an owner of everything."""
+    runner.invoke(args=["demo"])
+    members = session.scalar(select(func.count()).select_from(TeamMember))
+    result = runner.invoke(
+        args=["users", "create", "ops@example.com", *choice, "--password-stdin"],
+        input="a long enough password\n",
+    )
+    assert result.exit_code == 2
+    assert "--product SLUG" in result.output and "--all-products" in result.output
+    assert session.scalar(select(func.count()).select_from(TeamMember)) == members
+
+
+def test_users_create_gives_the_role_on_the_named_products_only(runner, session) -> None:
+    runner.invoke(args=["demo"])
+    result = runner.invoke(
+        args=[
+            *("users", "create", "support@example.com", "--role", "viewer"),
+            *("--product", "lumen", "--password-stdin"),
+        ],
+        input="a long enough password\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "viewer on lumen" in result.output
+    member = accounts.authenticate(session, "support@example.com", "a long enough password")
+    assert [(m.product.slug, m.role) for m in member.memberships] == [("lumen", Role.VIEWER)]

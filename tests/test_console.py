@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
 
-from announcements import apikeys
+from announcements import apikeys, services
 from announcements.models import (
     AuditEvent,
     EndUser,
@@ -18,8 +18,10 @@ from announcements.models import (
     Reaction,
     ReadReceipt,
     Role,
+    Subscriber,
     utcnow,
 )
+from announcements.services import Intent, NoteInput
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 
@@ -47,6 +49,27 @@ def _note_form(client, **overrides: str) -> dict[str, str]:
 
 def _count_notes(session) -> int:
     return session.scalar(select(func.count()).select_from(Note))
+
+
+def _settings_form(client, **overrides: str) -> dict[str, str]:
+    """Every field of the settings form, as a browser posts it."""
+    form = {
+        "csrf_token": csrf_token(client),
+        "name": "Acme",
+        "slug": "acme",
+        "allowed_origins": "",
+        "default_locale": "en",
+        "logo_url": "",
+        "accent_color": "#4f46e5",
+        "grace_releases": "1",
+        "email_from_name": "",
+        "email_reply_to": "",
+        "digest_weekday": "0",
+        "digest_hour": "9",
+        "require_identity": "y",
+    }
+    form.update(overrides)
+    return form
 
 
 def test_login_with_a_wrong_password_says_so_and_sets_no_session(client, auth, session) -> None:
@@ -183,15 +206,14 @@ def test_empty_notes_page_says_what_to_do(client, editor_on_acme) -> None:
 def test_product_settings_validate_and_change_nothing_on_error(
     client, session, editor_on_acme
 ) -> None:
-    form = {
-        "csrf_token": csrf_token(client),
-        "name": "Acme",
-        "slug": "Not A Slug!",
-        "allowed_origins": "https://app.example.com/path",
-        "default_locale": "english",
-        "accent_color": "red",
-        "logo_url": "http://logo.example.com/a.png",
-    }
+    form = _settings_form(
+        client,
+        slug="Not A Slug!",
+        allowed_origins="https://app.example.com/path",
+        default_locale="english",
+        accent_color="red",
+        logo_url="http://logo.example.com/a.png",
+    )
     response = client.post("/console/p/acme/settings", data=form)
     page = response.get_data(as_text=True)
     assert response.status_code == 422
@@ -216,12 +238,7 @@ def test_owners_rotate_the_identity_secret_and_only_owners_see_it(
         assert editor_on_acme.identity_secret not in client.get(path).get_data(as_text=True)
 
 
-def test_owners_add_people_and_the_last_owner_stays(client, session, editor_on_acme) -> None:
-    response = client.post(
-        "/console/p/acme/team",
-        data={"csrf_token": csrf_token(client), "email": "new@example.com", "role": "editor"},
-    )
-    assert "one-time password" in response.get_data(as_text=True)
+def test_the_last_owner_stays(client, session, editor_on_acme) -> None:
     owner = session.scalar(select(Product)).memberships[0].member
     response = client.post(
         f"/console/p/acme/team/{owner.id}/role",
@@ -311,14 +328,7 @@ def test_settings_show_the_install_snippet_and_hash_samples(client, session, edi
 
 
 def test_owners_choose_how_many_releases_new_users_find_unread(client, session, editor_on_acme):
-    form = {
-        "csrf_token": csrf_token(client),
-        "name": "Acme",
-        "slug": "acme",
-        "default_locale": "en",
-        "accent_color": "#4f46e5",
-        "require_identity": "y",
-    }
+    form = _settings_form(client)
     bad = client.post("/console/p/acme/settings", data={**form, "grace_releases": "25"})
     assert bad.status_code == 422
     assert "between 0 and 20" in bad.get_data(as_text=True)
@@ -392,3 +402,186 @@ def test_a_nul_character_in_a_form_is_a_clear_error_and_saves_nothing(
     assert response.status_code == 400
     assert "not text" in response.get_data(as_text=True)
     assert _count_notes(session) == 0
+
+
+@pytest.mark.parametrize(
+    "zone", ["America", "Etc", "zone.tab", "../../etc/passwd", "Nowhere/At_all"]
+)
+def test_a_time_zone_cookie_that_is_no_zone_falls_back_to_utc(
+    client, session, editor_on_acme, zone
+) -> None:
+    note = make_note(session, editor_on_acme, title="Exports")
+    client.set_cookie("tz", zone, path="/console")
+    for path in ("/console/p/acme/notes", f"/console/p/acme/notes/{note.id}"):
+        response = client.get(path)
+        assert response.status_code == 200
+    assert "UTC" in response.get_data(as_text=True)
+    when = (utcnow() + timedelta(days=30)).replace(second=0, microsecond=0)
+    form = _note_form(client, intent="schedule", publish_at=when.strftime("%Y-%m-%dT%H:%M"))
+    assert client.post("/console/p/acme/notes/new", data=form).status_code == 302
+    assert session.scalar(select(Note).where(Note.title == "Dark mode")).published_at == when
+
+
+@pytest.mark.parametrize(
+    ("zone", "moment"),
+    [
+        ("UTC", "9999-12-31T23:59:59-14:00"),
+        ("America/Los_Angeles", "9999-12-31T23:59"),
+        ("Asia/Tokyo", "0001-01-01T00:00"),
+    ],
+)
+@pytest.mark.parametrize("field", ["publish_at", "expires_at"])
+def test_a_time_with_no_utc_equivalent_is_a_form_error(
+    client, session, editor_on_acme, zone, moment, field
+) -> None:
+    client.set_cookie("tz", zone, path="/console")
+    form = _note_form(client, intent="schedule" if field == "publish_at" else "save")
+    response = client.post("/console/p/acme/notes/new", data={**form, field: moment})
+    assert response.status_code == 422
+    assert "Enter a date and time" in response.get_data(as_text=True)
+    assert _count_notes(session) == 0
+
+
+def test_a_time_at_the_calendars_end_shows_in_any_zone(client, session, editor_on_acme) -> None:
+    """Stored through the API in UTC, a time near year 9999 has no local time in a zone
+    ahead of UTC; the page shows it in UTC rather than failing."""
+    end = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
+    note = make_note(session, editor_on_acme, status="draft", expires_at=end)
+    services.update_note(
+        session,
+        note,
+        NoteInput(version="1.0.0", title=note.title, category="Added", expires_at=end),
+        intent=Intent.SCHEDULE,
+        publish_at=end - timedelta(minutes=30),
+        by=None,
+        now=utcnow(),
+    )
+    client.set_cookie("tz", "Pacific/Kiritimati", path="/console")
+    for path in ("/console/p/acme/notes", f"/console/p/acme/notes/{note.id}"):
+        response = client.get(path)
+        assert response.status_code == 200
+    assert "9999-12-31T22:30" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "left_out", [("allowed_origins",), ("name", "grace_releases", "digest_hour", "logo_url")]
+)
+def test_settings_posted_without_some_fields_are_a_form_error_and_change_nothing(
+    client, session, editor_on_acme, left_out
+) -> None:
+    form = _settings_form(client, name="Acme Analytics", allowed_origins="https://app.example.com")
+    assert client.post("/console/p/acme/settings", data=form).status_code == 302
+    session.expire_all()
+    saved = (editor_on_acme.name, editor_on_acme.allowed_origins, editor_on_acme.catalogue_stamp)
+    response = client.post(
+        "/console/p/acme/settings",
+        data={name: value for name, value in form.items() if name not in left_out},
+    )
+    assert response.status_code == 422
+    assert "This field was not sent. Reload the page" in response.get_data(as_text=True)
+    session.expire_all()
+    assert (
+        editor_on_acme.name,
+        editor_on_acme.allowed_origins,
+        editor_on_acme.catalogue_stamp,
+    ) == saved
+
+
+def test_a_new_product_posted_with_no_fields_is_a_form_error(client, session, editor_on_acme):
+    response = client.post("/console/products/new", data={"csrf_token": csrf_token(client)})
+    assert response.status_code == 422
+    assert "This field was not sent. Reload the page" in response.get_data(as_text=True)
+    assert session.scalar(select(func.count()).select_from(Product)) == 1
+
+
+@pytest.mark.parametrize(
+    ("logo", "message"),
+    [
+        ("http://logo.example.com/a.png", "must be served over https://"),
+        ("javascript:alert(1)", "must be served over https://"),
+        ("/static/logo.png", "must be served over https://"),
+        ("https://", "full address"),
+        ("https:///logo.png", "full address"),
+        ("https://logo.example.com/a logo.png", "full address"),
+        ('https://logo.example.com/a.png"onerror="alert(1)', "full address"),
+        ("https://logo.example.com:99999/a.png", "full address"),
+        ("https://user:secret@logo.example.com/a.png", "no user name or password"),
+        ("https://logo.example.com/" + "a" * 500, "under 500 characters"),
+    ],
+)
+def test_a_logo_address_that_is_no_https_url_is_a_form_error(
+    client, session, editor_on_acme, logo, message
+) -> None:
+    response = client.post("/console/p/acme/settings", data=_settings_form(client, logo_url=logo))
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    session.expire_all()
+    assert editor_on_acme.logo_url is None
+
+
+def test_an_https_logo_is_saved_and_shown(client, session, editor_on_acme) -> None:
+    logo = "https://cdn.example.com/acme/logo.svg?v=2"
+    response = client.post("/console/p/acme/settings", data=_settings_form(client, logo_url=logo))
+    assert response.status_code == 302
+    session.expire_all()
+    assert editor_on_acme.logo_url == logo
+    assert f'src="{logo}"' in client.get("/changelog/acme").get_data(as_text=True)
+
+
+def test_removing_a_subscriber_and_exporting_the_list_are_in_the_audit_log(
+    client, session, editor_on_acme
+) -> None:
+    """Both touch personal data; the log names who did it, and the removed subscriber by id
+    only, since a removal is often a request to be forgotten."""
+    kept, gone = (
+        Subscriber(product_id=editor_on_acme.id, email=f"{name}@example.com")
+        for name in ("kept", "gone")
+    )
+    session.add_all([kept, gone])
+    session.commit()
+    assert client.get("/console/p/acme/subscribers.csv").status_code == 200
+    response = client.post(
+        f"/console/p/acme/subscribers/{gone.id}/remove",
+        data={"csrf_token": csrf_token(client)},
+        follow_redirects=True,
+    )
+    assert "Removed gone@example.com" in response.get_data(as_text=True)
+    events = session.execute(
+        select(AuditEvent.action, AuditEvent.summary, AuditEvent.actor_id).order_by(AuditEvent.id)
+    ).all()
+    owner = editor_on_acme.memberships[0].member
+    assert events[-2:] == [
+        ("subscribers.exported", "Downloaded the subscriber list as CSV", owner.id),
+        ("subscriber.removed", f"Removed subscriber #{gone.id}", owner.id),
+    ]
+    page = client.get("/console/p/acme/audit").get_data(as_text=True)
+    assert "subscribers.exported" in page and "subscriber.removed" in page
+    assert "gone@example.com" not in page
+
+
+def test_pages_deny_device_features_and_keep_their_window_to_themselves(
+    client, session, editor_on_acme
+) -> None:
+    make_note(session, editor_on_acme)
+    for path in ("/console/p/acme/notes", "/changelog/acme", "/console/login"):
+        headers = client.get(path).headers
+        policy = headers["Permissions-Policy"]
+        for feature in ("camera", "microphone", "geolocation", "payment", "usb"):
+            assert f"{feature}=()" in policy
+        assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        assert "Strict-Transport-Security" not in headers  # off unless HSTS_SECONDS is set
+    # Host pages load the widget's script from another origin; nothing may stop that.
+    with client.get("/widget.js") as script:
+        assert script.status_code == 200
+        assert "Cross-Origin-Resource-Policy" not in script.headers
+
+
+def test_hsts_is_sent_over_https_once_the_operator_sets_it(
+    app_factory, session, editor_on_acme
+) -> None:
+    client = app_factory(HSTS_SECONDS=31536000).test_client()
+    for path in ("/console/login", "/changelog/acme", "/widget.js", "/api/v1/openapi.json"):
+        with client.get(path, base_url="https://localhost") as secure:
+            assert secure.headers["Strict-Transport-Security"] == "max-age=31536000"
+        with client.get(path) as plain:
+            assert "Strict-Transport-Security" not in plain.headers

@@ -6,23 +6,40 @@ it fails the first test, so a new route cannot ship without being placed in the 
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from announcements import apikeys, webhooks
-from announcements.models import ApiKey, Role, Subscriber, Webhook, WebhookDelivery, utcnow
+from announcements import accounts, apikeys, webhooks
+from announcements.models import (
+    ApiKey,
+    Invitation,
+    Role,
+    Subscriber,
+    Webhook,
+    WebhookDelivery,
+    utcnow,
+)
 from app.extensions import db
+from app.mail import tokens
+from app.mail.tokens import Purpose
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 
 PUBLIC = None
 LOGGED_IN = "logged-in"
+INVITATION_TOKEN = "a-known-invitation-token"
 NEEDS: dict[str, Role | str | None] = {
     "console.login": PUBLIC,
+    "console.forgot_password": PUBLIC,
+    "console.reset_password": PUBLIC,
+    "console.invitation": PUBLIC,
     "console.logout": LOGGED_IN,
+    "console.account": LOGGED_IN,
+    "console.end_other_sessions": LOGGED_IN,
     "console.products": LOGGED_IN,
     "console.product_new": LOGGED_IN,
     "console.product_home": Role.VIEWER,
@@ -44,6 +61,8 @@ NEEDS: dict[str, Role | str | None] = {
     "console.team": Role.OWNER,
     "console.team_role": Role.OWNER,
     "console.team_remove": Role.OWNER,
+    "console.team_invitation": Role.OWNER,
+    "console.team_active": Role.OWNER,
     "console.audit": Role.OWNER,
     "console.api_keys": Role.OWNER,
     "console.api_key_revoke": Role.OWNER,
@@ -56,7 +75,7 @@ NEEDS: dict[str, Role | str | None] = {
 
 
 def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, str]]:
-    """(endpoint, method, path) for every console route, with real ids filled in."""
+    """(endpoint, method, path) for every console route, with real ids and tokens filled in."""
     subscriber = db.session.scalar(select(Subscriber.id).where(Subscriber.product_id == product.id))
     key = db.session.scalar(select(ApiKey.id).where(ApiKey.product_id == product.id))
     webhook = db.session.scalar(select(Webhook.id).where(Webhook.product_id == product.id))
@@ -73,6 +92,15 @@ def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, 
         "member_id": member.id,
         "subscriber_id": subscriber,
         "action": "archive",
+        "invitation_id": db.session.scalar(
+            select(Invitation.id).where(Invitation.product_id == product.id)
+        ),
+        "step": "resend",
+        "activity": "deactivate",
+        "token": tokens.make(
+            Purpose.PASSWORD_RESET, {"m": member.id, "h": accounts.password_fingerprint(member)}
+        ),
+        "invitation_token": INVITATION_TOKEN,
     }
     found = []
     for rule in app.url_map.iter_rules():
@@ -109,6 +137,11 @@ def world(session):
         allow_private=True,
     )
     make_note(session, product, version="1.1.0", title="Announced")  # a webhook call to retry
+    invited = accounts.invite(
+        session, product, "invitee@example.com", Role.EDITOR, by=owner, now=utcnow()
+    )
+    invited.invitation.token_hash = hashlib.sha256(INVITATION_TOKEN.encode()).hexdigest()
+    session.commit()
     outsider = make_member(session, "outsider@example.com")
     make_product(session, owner=outsider, slug="elsewhere")
     return product, note, people, outsider

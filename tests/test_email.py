@@ -38,7 +38,6 @@ from announcements.models import (
 )
 from announcements.services import Intent, NoteInput
 from announcements.subscriptions import Preferences
-from app.api.widget import expected_hash
 from app.mail import delivery, tokens, transport
 from app.mail.tokens import Purpose
 from tests.conftest import SHARED_TESTDATA
@@ -603,8 +602,11 @@ def test_a_note_read_in_the_app_is_not_emailed_and_read_on_the_web_is_recorded(
 ) -> None:
     product = make_product(session)
     reader = _end_user(session, product, "reader@example.com")
-    linked = confirmed(session, product, "reader@example.com")
-    assert linked.end_user_id == reader.id  # linked through the email attribute
+    # Linked as the widget links a user whose address the host signed.
+    linked = subscriptions.subscribe_end_user(
+        session, product, reader.id, "reader@example.com", Preferences(), now=utcnow()
+    )
+    assert linked.end_user_id == reader.id
     other = confirmed(session, product, "other@example.com")
     assert other.end_user_id is None
 
@@ -645,7 +647,10 @@ def test_the_weekly_digest_lists_what_is_new_and_unread_and_skips_an_empty_week(
     monday_nine = datetime(2026, 11, 2, 9, tzinfo=UTC)
     assert subscriptions.digest_slot(product, monday_nine + timedelta(days=3)) == monday_nine
     reader = _end_user(session, product, "weekly@example.com")
-    weekly = confirmed(session, product, "weekly@example.com", frequency=Frequency.DIGEST)
+    digest = Preferences(Frequency.DIGEST)
+    weekly = subscriptions.subscribe_end_user(
+        session, product, reader.id, "weekly@example.com", digest, now=utcnow()
+    )
     weekly.last_digest_at = monday_nine - timedelta(days=7)
     session.commit()
     week = monday_nine - timedelta(days=3)
@@ -695,79 +700,6 @@ def test_note_input_defaults_email_to_important(session: Session) -> None:
     assert note.email_subscribers is True
     quiet = make_note(session, product, status="draft")
     assert quiet.email_subscribers is False
-
-
-# From the widget --------------------------------------------------------------------
-
-
-def _seen(client: FlaskClient, product: Product, user: str, **attributes: str) -> str:
-    """Show the widget to ``user`` with these attributes; returns their user_hash."""
-    user_hash = expected_hash(product.identity_secret, user)
-    query = {"user_id": user, "user_hash": user_hash}
-    query.update({f"attr.{name}": value for name, value in attributes.items()})
-    assert (
-        client.get(f"/api/v1/widget/{product.widget_key}/notes", query_string=query).status_code
-        == 200
-    )
-    return user_hash
-
-
-def test_an_identified_widget_user_subscribes_with_one_click(
-    client: FlaskClient, session: Session, smtp_server: SmtpServer
-) -> None:
-    product = make_product(session)
-    user_hash = _seen(client, product, "u-1", email="Ann@Example.com", plan="pro")
-    url = f"/api/v1/widget/{product.widget_key}/subscription"
-    before = client.get(url, query_string={"user_id": "u-1", "user_hash": user_hash})
-    assert before.get_json() == {"email": "Ann@Example.com", "status": None}
-
-    answer = client.post(url, json={"user_id": "u-1", "user_hash": user_hash})
-    assert answer.status_code == 200
-    assert answer.get_json() == {"email": "ann@example.com", "status": "confirmed"}
-    subscriber = session.scalar(select(Subscriber))
-    end_user = session.scalar(select(EndUser))
-    assert subscriber is not None and end_user is not None
-    assert subscriber.end_user_id == end_user.id
-    after = client.get(url, query_string={"user_id": "u-1", "user_hash": user_hash})
-    assert after.get_json()["status"] == "confirmed"
-    assert client.post(url, json={"user_id": "u-1", "user_hash": user_hash}).status_code == 200
-    assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
-
-    make_note(session, product, is_important=True)
-    send_all(smtp_server)
-    assert smtp_server.recorder.per_recipient() == {"ann@example.com": 1}
-
-
-def test_widget_subscription_needs_an_address_and_a_valid_identity(
-    client: FlaskClient, session: Session
-) -> None:
-    product = make_product(session)
-    user_hash = _seen(client, product, "u-2", plan="pro")
-    url = f"/api/v1/widget/{product.widget_key}/subscription"
-    answer = client.post(url, json={"user_id": "u-2", "user_hash": user_hash})
-    assert answer.status_code == 422 and "attributes.email" in answer.get_json()["error"]
-    _seen(client, product, "u-3", email="someone@example.com")
-    assert client.post(url, json={"user_id": "u-3", "user_hash": "0" * 64}).status_code == 401
-    assert client.post(url, json={"user_id": "u-3"}).status_code == 401
-    assert client.post(url, data="nonsense").status_code == 422
-    assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
-
-
-def test_an_unverified_widget_user_gets_double_opt_in_and_no_link(
-    client: FlaskClient, session: Session
-) -> None:
-    product = make_product(session, require_identity=False)
-    url = f"/api/v1/widget/{product.widget_key}/notes"
-    query = {"user_id": "u-4", "attr.email": "victim@example.com"}
-    assert client.get(url, query_string=query).status_code == 200
-    answer = client.post(
-        f"/api/v1/widget/{product.widget_key}/subscription", json={"user_id": "u-4"}
-    )
-    assert answer.status_code == 202
-    assert answer.get_json()["status"] == "pending"
-    subscriber = session.scalar(select(Subscriber))
-    assert subscriber is not None and subscriber.end_user_id is None
-    assert [row.kind for row in outbox(session)] == [subscriptions.OutboxKind.CONFIRM]
 
 
 def test_the_pacer_keeps_to_the_configured_rate() -> None:

@@ -39,6 +39,7 @@ from announcements.models import (
 )
 from announcements.services import Intent, NoteInput
 from app.api import bp, schemas
+from app.converters import MAX_ID
 from app.extensions import db, limiter
 from app.mail import jobs
 
@@ -71,9 +72,22 @@ def _bearer() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _presented_key() -> ApiKey | None:
+    """The live key the call presents, if any; checked once a request."""
+    if "presented_key" not in g:
+        token = _bearer()
+        g.presented_key = apikeys.authenticate(db.session, token) if token else None
+    key: ApiKey | None = g.presented_key
+    return key
+
+
 def _rate_key() -> str:
-    """Calls are counted per key; calls without one, per address."""
-    return "api:" + (apikeys.prefix_of(_bearer() or "") or request.remote_addr or "unknown")
+    """Calls with a valid key count against that key; every other call against the client's
+    address, so that a made-up key with a real key's visible prefix spends nothing of it."""
+    key = _presented_key()
+    if key is not None:
+        return f"api:key:{key.prefix}"
+    return f"api:address:{request.remote_addr or 'unknown'}"
 
 
 def _rate_limit() -> str:
@@ -81,10 +95,9 @@ def _rate_limit() -> str:
 
 
 def _authorize(slug: str, scope: ApiScope) -> tuple[Product, ApiKey]:
-    token = _bearer()
-    if token is None:
+    if _bearer() is None:
         raise Unauthenticated("Send an API key as “Authorization: Bearer <key>”.")
-    key = apikeys.authenticate(db.session, token)
+    key = _presented_key()
     if key is None:
         raise Unauthenticated("This API key is not valid, or it was revoked.")
     product = db.session.get(Product, key.product_id)
@@ -172,7 +185,8 @@ def _cursor_after(raw: str | None) -> int | None:
         value = int(base64.urlsafe_b64decode(raw.encode() + b"==").decode())
     except (binascii.Error, UnicodeDecodeError, ValueError):
         value = 0
-    if value <= 0:
+    # A number past any id would reach the database, which cannot compare with it.
+    if not 0 < value <= MAX_ID:
         raise ValidationFailed({"cursor": "This cursor is not one we gave out."})
     return value
 

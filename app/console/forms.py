@@ -15,7 +15,8 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired
+from wtforms.fields.core import Field
+from wtforms.validators import InputRequired, StopValidation
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from announcements.models import ApiScope, Category, NoteStatus, Role, WebhookEvent, WebhookFormat
@@ -45,37 +46,56 @@ class LoginForm(FlaskForm):
     next = HiddenField()
 
 
+def _sent(form: FlaskForm, field: Field) -> None:
+    """The field was in the posted form, empty or not. A browser sends every text field and
+    select of a form; one left out comes from a stale page or a script, and must not be
+    read as "clear it" (or, on a settings page, as "keep it")."""
+    if not field.raw_data:
+        raise StopValidation("This field was not sent. Reload the page and try again.")
+
+
 class ProductForm(FlaskForm):
-    name = StringField("Name")
-    slug = StringField("Public address", description="Used in /changelog/<address>.")
+    name = StringField("Name", validators=[_sent])
+    slug = StringField(
+        "Public address", validators=[_sent], description="Used in /changelog/<address>."
+    )
     allowed_origins = TextAreaField(
         "Allowed origins",
+        validators=[_sent],
         description="Sites that may load the widget, one per line, e.g. https://app.example.com.",
     )
     require_identity = BooleanField("Require identity verification", default=True)
-    default_locale = StringField("Default language", default="en")
-    logo_url = StringField("Logo URL", description="https:// only. Shown on the public page.")
-    accent_color = StringField("Accent colour", default="#4f46e5")
+    default_locale = StringField("Default language", validators=[_sent], default="en")
+    logo_url = StringField(
+        "Logo URL", validators=[_sent], description="https:// only. Shown on the public page."
+    )
+    accent_color = StringField("Accent colour", validators=[_sent], default="#4f46e5")
     noindex = BooleanField("Hide the public changelog from search engines")
     grace_releases = IntegerField(
         "Releases a new user finds unread",
+        validators=[_sent],
         default=1,
         description="When the widget first sees someone, only the newest releases count as "
         "new to them; older notes are there to browse, already read. 0 shows nothing as new.",
     )
     email_from_name = StringField(
-        "Sender name", description="Shown as who the emails are from. Default: the product's name."
+        "Sender name",
+        validators=[_sent],
+        description="Shown as who the emails are from. Default: the product's name.",
     )
     email_reply_to = StringField(
-        "Reply-To address", description="Where replies to the emails go. Optional."
+        "Reply-To address",
+        validators=[_sent],
+        description="Where replies to the emails go. Optional.",
     )
     digest_weekday = SelectField(
-        "Weekly digest day", choices=WEEKDAY_CHOICES, coerce=int, default=0
+        "Weekly digest day", choices=WEEKDAY_CHOICES, coerce=int, validators=[_sent], default=0
     )
     digest_hour = SelectField(
         "Weekly digest hour (UTC)",
         choices=[SelectChoice(hour, f"{hour:02d}:00") for hour in range(24)],
         coerce=int,
+        validators=[_sent],
         default=9,
     )
 
@@ -162,4 +182,24 @@ class WebhookForm(FlaskForm):
             SelectChoice(WebhookFormat.JSON.value, "JSON: the note and its links"),
             SelectChoice(WebhookFormat.SLACK.value, "Slack: an incoming-webhook message"),
         ],
+    )
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[InputRequired("Enter your email address.")])
+
+
+class NewPasswordForm(FlaskForm):
+    """Choosing a password: after a reset link, or when accepting an invitation."""
+
+    name = StringField("Your name")
+    password = PasswordField("New password", validators=[InputRequired("Choose a password.")])
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(
+        "Current password", validators=[InputRequired("Enter your current password.")]
+    )
+    new_password = PasswordField(
+        "New password", validators=[InputRequired("Choose a new password.")]
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,12 +19,13 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 from flask_wtf import FlaskForm
 
 from announcements import (
     accounts,
     apikeys,
+    outbox,
     queries,
     reads,
     rendering,
@@ -34,7 +34,7 @@ from announcements import (
     targeting,
     webhooks,
 )
-from announcements.errors import InvalidTransition, ValidationFailed
+from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     Category,
     Note,
@@ -48,14 +48,17 @@ from announcements.models import (
 )
 from announcements.services import Intent, NoteInput, ProductSettings
 from app import webhooks as calls
-from app.auth import LoggedInMember, current_member, role_required
+from app.auth import current_member, role_required, session_token, sign_in, sign_out
 from app.console import bp, timezones
 from app.console.forms import (
     CATEGORY_FILTERS,
     STATUS_FILTERS,
     ApiKeyForm,
+    ChangePasswordForm,
+    ForgotPasswordForm,
     LoginForm,
     MemberForm,
+    NewPasswordForm,
     NoteForm,
     ProductForm,
     RoleForm,
@@ -63,7 +66,8 @@ from app.console.forms import (
 )
 from app.converters import page_arg
 from app.extensions import db, limiter
-from app.mail import delivery, jobs, transport
+from app.mail import account_mail, compose, delivery, jobs, tokens, transport
+from app.mail.tokens import BadToken, Purpose
 
 
 def _login_limit() -> str:
@@ -96,8 +100,15 @@ def _show_errors(form: FlaskForm, error: ValidationFailed) -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only follow a ``next`` that stays on this site, inside the console."""
-    if target and target.startswith("/console") and not urlsplit(target).netloc:
+    """Only follow a ``next`` that stays on this site, inside the console, and is one line
+    of plain characters (a CR or LF would split the Location header)."""
+    if (
+        target
+        and target.startswith("/console")
+        and target.isprintable()
+        and "\\" not in target
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("console.products")
 
@@ -125,9 +136,7 @@ def login() -> ResponseReturnValue:
     if form.validate_on_submit():
         member = accounts.authenticate(db.session, form.email.data or "", form.password.data or "")
         if member is not None:
-            member.last_login_at = utcnow()
-            db.session.commit()
-            login_user(LoggedInMember(member))
+            sign_in(member)
             return redirect(_safe_next(form.next.data))
         form.password.errors = ["That email and password do not match an account."]
     status = 200 if request.method == "GET" or not form.errors else 422
@@ -137,10 +146,155 @@ def login() -> ResponseReturnValue:
 @bp.post("/logout")
 @login_required
 def logout() -> ResponseReturnValue:
-    """Log out."""
-    logout_user()
+    """Log out: the session ends on the server, so a copy of the cookie is worthless."""
+    sign_out()
     flash("You are logged out.", "info")
     return redirect(url_for("console.login"))
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_login_email_key)
+def forgot_password() -> ResponseReturnValue:
+    """Send a link to choose a new password; the answer is the same for any address."""
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        email = (form.email.data or "").strip()
+        member = accounts.find_by_email(db.session, email)
+        if member is not None and member.is_active:
+            token = tokens.make(
+                Purpose.PASSWORD_RESET,
+                {"m": member.id, "h": accounts.password_fingerprint(member)},
+            )
+            account_mail.send_in_background(
+                member.email,
+                "Choose a new Tidings password",
+                "password_reset",
+                email=member.email,
+                action_url=compose.external("console.reset_password", token=token),
+            )
+        flash(
+            f"If {email} has an account, a link to choose a new password is on its way. "
+            "It works once, for an hour.",
+            "info",
+        )
+        return redirect(url_for("console.login"))
+    return render_template("console/forgot_password.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/reset-password/<token>", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def reset_password(token: str) -> ResponseReturnValue:
+    """Choose a new password from an e-mailed link; every session of the account ends."""
+    try:
+        payload = tokens.read(Purpose.PASSWORD_RESET, token)
+        member = accounts.member_for_reset(db.session, payload.get("m"), payload.get("h"))
+    except (BadToken, NotFound) as error:
+        return _link_problem("This reset link does not work", error.message)
+    form = NewPasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.set_password(db.session, member, form.password.data or "")
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            if current_user.is_authenticated:
+                logout_user()
+            sign_in(member)
+            flash("Your password is changed, and every other session of your account ended.")
+            return redirect(url_for("console.products"))
+    return render_template(
+        "console/password_new.html", form=form, email=member.email, invitation=None
+    ), 422 if form.errors else 200
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account() -> ResponseReturnValue:
+    """Change one's own password, and end one's sessions elsewhere."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(
+                db.session,
+                current_member(),
+                form.current_password.data or "",
+                form.new_password.data or "",
+                keep=session_token(),
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            db.session.commit()
+            flash("Your password is changed. Every other session of your account ended.", "success")
+            return redirect(url_for("console.account"))
+    return render_template(
+        "console/account.html",
+        form=form,
+        other_sessions=accounts.session_count(db.session, current_member()) - 1,
+    ), 422 if form.errors else 200
+
+
+@bp.post("/account/sessions/end-others")
+@login_required
+def end_other_sessions() -> ResponseReturnValue:
+    """Sign out every other browser signed in to this account."""
+    accounts.end_sessions(db.session, current_member(), keep=session_token())
+    db.session.commit()
+    flash("Every other session of your account ended.", "success")
+    return redirect(url_for("console.account"))
+
+
+@bp.route("/invitations/<invitation_token>", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def invitation(invitation_token: str) -> ResponseReturnValue:
+    """Accept an invitation: a new account chooses its password; an existing one must be
+    signed in as itself."""
+    try:
+        invited = accounts.invitation_for(db.session, invitation_token, now=utcnow())
+    except NotFound as error:
+        return _link_problem("This invitation does not work", error.message)
+    product = invited.product
+    existing = accounts.find_by_email(db.session, invited.email)
+    if existing is not None:
+        if not current_user.is_authenticated:
+            flash(f"Log in as {invited.email} to join {product.name}.", "info")
+            return redirect(url_for("console.login", next=request.path))
+        if request.method == "POST":
+            with _refusal_flashed():
+                accounts.accept(db.session, invited, member=current_member(), now=utcnow())
+                db.session.commit()
+                flash(f"You joined {product.name} as {invited.role.value}.", "success")
+                return redirect(url_for("console.product_home", slug=product.slug))
+        return render_template("console/invitation.html", invitation=invited)
+    form = NewPasswordForm()
+    if form.validate_on_submit():
+        try:
+            member = accounts.accept(
+                db.session,
+                invited,
+                password=form.password.data or "",
+                name=form.name.data or "",
+                now=utcnow(),
+            )
+        except ValidationFailed as error:
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            if current_user.is_authenticated:
+                sign_out()
+            sign_in(member)
+            flash(f"Welcome to {product.name}.", "success")
+            return redirect(url_for("console.product_home", slug=product.slug))
+    return render_template(
+        "console/password_new.html", form=form, email=invited.email, invitation=invited
+    ), 422 if form.errors else 200
+
+
+def _link_problem(title: str, message: str) -> ResponseReturnValue:
+    return render_template("console/link_problem.html", title=title, message=message), 404
 
 
 # Products -------------------------------------------------------------------
@@ -349,6 +503,7 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
             readership=queries.readership(db.session, note) if note else None,
             reactions=reads.REACTIONS,
             delivery=subscriptions.delivery(db.session, note) if note else None,
+            mail_pause=outbox.pause_of(db.session, note.id) if note else None,
         ),
         status,
     )
@@ -462,38 +617,85 @@ def preview(product: Product) -> ResponseReturnValue:
 @bp.route("/p/<slug>/team", methods=["GET", "POST"])
 @role_required(Role.OWNER)
 def team(product: Product) -> ResponseReturnValue:
-    """Who works on the product, and with which role."""
+    """Who works on the product, with which role, and who is invited."""
     form = MemberForm()
-    new_password = None
+    refused = False
     if form.validate_on_submit():
-        email = (form.email.data or "").strip().lower()
-        member = accounts.find_by_email(db.session, email)
-        try:
-            if member is None:
-                new_password = secrets.token_urlsafe(12)
-                member = accounts.create_member(db.session, email, new_password)
-            services.set_role(
-                db.session, product, member, Role(form.role.data), by=current_member(), now=utcnow()
-            )
-        except ValidationFailed as error:
-            db.session.rollback()
-            _show_errors(form, error)
-            new_password = None
-        except InvalidTransition as error:
-            db.session.rollback()
-            flash(error.message, "error")
-        else:
-            flash(f"{email} is now {form.role.data} of {product.name}.", "success")
-            if new_password is None:
-                return redirect(url_for("console.team", slug=product.slug))
+        if _invitation_sent(product, form.email.data or "", Role(form.role.data), form):
+            return redirect(url_for("console.team", slug=product.slug))
+        refused = True
     return render_template(
         "console/team.html",
         product=product,
         form=form,
         memberships=queries.team(db.session, product),
+        invitations=accounts.pending_invitations(db.session, product),
+        now=utcnow(),
         role_form=RoleForm(),
-        new_account=(form.email.data, new_password) if new_password else None,
-    ), 422 if form.errors else 200
+    ), 422 if form.errors or refused else 200
+
+
+def _invitation_sent(product: Product, email: str, role: Role, form: FlaskForm | None) -> bool:
+    """Invite ``email`` and mail the link; say what went wrong beside ``form``, or in a
+    flash message when there is no form on the page."""
+    try:
+        invited = accounts.invite(
+            db.session, product, email, role, by=current_member(), now=utcnow()
+        )
+        account_mail.send(
+            invited.invitation.email,
+            f"Join {product.name} on Tidings",
+            "invitation",
+            product_name=product.name,
+            inviter=current_member().display_name,
+            role=role.value,
+            action_url=compose.external("console.invitation", invitation_token=invited.token),
+        )
+    except ValidationFailed as error:
+        db.session.rollback()
+        if form is None:
+            for message in error.errors.values():
+                flash(message, "error")
+        else:
+            _show_errors(form, error)
+        return False
+    except account_mail.NotSent as error:
+        db.session.rollback()
+        flash(f"The invitation could not be e-mailed, so none was made: {error}", "error")
+        return False
+    db.session.commit()
+    flash(f"Invitation sent to {invited.invitation.email}. The link works for 48 hours.", "success")
+    return True
+
+
+@bp.post("/p/<slug>/team/invitations/<id:invitation_id>/<any(resend, withdraw):step>")
+@role_required(Role.OWNER)
+def team_invitation(product: Product, invitation_id: int, step: str) -> ResponseReturnValue:
+    """Send an invitation again with a fresh link, or withdraw it."""
+    invited = accounts.get_invitation(db.session, product, invitation_id)
+    if step == "resend":
+        _invitation_sent(product, invited.email, invited.role, None)
+    else:
+        accounts.withdraw_invitation(
+            db.session, product, invited, by=current_member(), now=utcnow()
+        )
+        db.session.commit()
+        flash(f"The invitation to {invited.email} is withdrawn.", "success")
+    return redirect(url_for("console.team", slug=product.slug))
+
+
+@bp.post("/p/<slug>/team/<id:member_id>/<any(deactivate, reactivate):activity>")
+@role_required(Role.OWNER)
+def team_active(product: Product, member_id: int, activity: str) -> ResponseReturnValue:
+    """Stop an account from signing in anywhere, ending its sessions, or let it again."""
+    member = services.get_team_member(db.session, product, member_id)
+    with _refusal_flashed():
+        accounts.set_active(
+            db.session, product, member, activity == "reactivate", by=current_member(), now=utcnow()
+        )
+        db.session.commit()
+        flash(f"{member.email} is {activity}d.", "success")
+    return redirect(url_for("console.team", slug=product.slug))
 
 
 @bp.post("/p/<slug>/team/<id:member_id>/role")
@@ -541,9 +743,16 @@ def audit(product: Product) -> ResponseReturnValue:
 @bp.get("/p/<slug>/notes/<id:note_id>/delivery")
 @role_required(Role.VIEWER)
 def note_delivery(product: Product, note_id: int) -> ResponseReturnValue:
-    """How the note's emails stand, for the note page to follow while they go out."""
+    """How the note's emails stand, for the note page to follow while they go out, and
+    why they wait when the mail server refuses us."""
     found = services.get_note(db.session, product, note_id)
-    return jsonify(subscriptions.delivery(db.session, found))
+    pause = outbox.pause_of(db.session, found.id)
+    paused = pause and {
+        "error": pause.error,
+        "since": pause.since.isoformat(),
+        "retry_at": pause.retry_at.isoformat(),
+    }
+    return jsonify({**subscriptions.delivery(db.session, found), "paused": paused})
 
 
 @bp.post("/p/<slug>/notes/<id:note_id>/email")
@@ -605,7 +814,7 @@ def subscribers(product: Product) -> ResponseReturnValue:
 @role_required(Role.EDITOR)
 def subscribers_csv(product: Product) -> ResponseReturnValue:
     """Every subscriber of the product as CSV."""
-    rows = subscriptions.export_csv(db.session, product)
+    rows = subscriptions.export_csv(db.session, product, by=current_member(), now=utcnow())
     filename = f"{product.slug}-subscribers-{utcnow():%Y-%m-%d}.csv"
     return current_app.response_class(
         stream_with_context(rows),
@@ -618,7 +827,9 @@ def subscribers_csv(product: Product) -> ResponseReturnValue:
 @role_required(Role.EDITOR)
 def subscriber_remove(product: Product, subscriber_id: int) -> ResponseReturnValue:
     """Delete a subscriber and what was queued for them."""
-    removed = subscriptions.remove(db.session, product, subscriber_id)
+    removed = subscriptions.remove(
+        db.session, product, subscriber_id, by=current_member(), now=utcnow()
+    )
     flash(f"Removed {removed.email}. Nothing more will be sent to them.", "success")
     return redirect(url_for("console.subscribers", slug=product.slug))
 

@@ -38,7 +38,7 @@ class Localized:
     read_url: str
 
 
-def _external(endpoint: str, **values: Any) -> str:
+def external(endpoint: str, **values: Any) -> str:
     """An absolute URL on ``BASE_URL``; mail is composed outside any request."""
     return str(
         _urls(current_app.url_map, current_app.config["BASE_URL"]).build(
@@ -87,11 +87,11 @@ def localized(note: Note, subscriber: Subscriber) -> Localized:
         title=title,
         body_md=body_md,
         body_html=body_html,
-        read_url=_external("subscriptions.read", token=token),
+        read_url=external("subscriptions.read", token=token),
     )
 
 
-def _render(name: str, context: dict[str, Any]) -> str:
+def render(name: str, context: dict[str, Any]) -> str:
     """A mail template with only what it is given: mail has no request to draw on, and
     Flask's context processors and signals cost a fifth of each render."""
     return current_app.jinja_env.get_template(name).render(context)
@@ -105,7 +105,7 @@ class Composed:
     data: bytes
 
 
-def _header_value(value: str) -> str:
+def header_value(value: str) -> str:
     """One line, whatever was typed, and RFC 2047 words where it is not plain ASCII."""
     value = " ".join(value.split())
     return value if value.isascii() else Header(value, "utf-8").encode()
@@ -160,25 +160,25 @@ def _envelope(
     headers = [
         ("From", formataddr((name, sender_address()))),
         ("To", subscriber.email),
-        ("Subject", _header_value(subject)),
+        ("Subject", header_value(subject)),
         ("Date", format_datetime(utcnow())),
         ("Message-ID", message_id),
     ]
     if product.email_reply_to:
-        headers.append(("Reply-To", _header_value(product.email_reply_to)))
+        headers.append(("Reply-To", header_value(product.email_reply_to)))
     context.update(
         product=product,
         subscriber=subscriber,
         preferences=Preferences.of(subscriber),
-        changelog_url=_external("public.changelog", slug=product.slug),
+        changelog_url=external("public.changelog", slug=product.slug),
     )
     if listed:
         token = tokens.for_subscriber(Purpose.UNSUBSCRIBE, subscriber)
-        unsubscribe = _external("subscriptions.unsubscribe", token=token)
+        unsubscribe = external("subscriptions.unsubscribe", token=token)
         context.update(unsubscribe_url=unsubscribe, preferences_url=unsubscribe + "#preferences")
         mailto = current_app.config["MAIL_UNSUBSCRIBE_TO"] or sender_address()
         list_host = urlsplit(current_app.config["BASE_URL"]).hostname or "localhost"
-        list_name = _header_value(f"{product.name} release notes")
+        list_name = header_value(f"{product.name} release notes")
         headers += [
             ("List-Id", f"{list_name} <{product.slug}.{list_host}>"),
             (
@@ -189,8 +189,8 @@ def _envelope(
             ("Precedence", "bulk"),
         ]
     headers.append(("Auto-Submitted", "auto-generated"))
-    text = _render(f"email/{template}.txt", context)
-    html = _render(f"email/{template}.html", context)
+    text = render(f"email/{template}.txt", context)
+    html = render(f"email/{template}.html", context)
     return Composed(message_id, assemble(headers, text, html))
 
 
@@ -206,7 +206,7 @@ def confirmation(row: OutboxMessage) -> Composed:
         "confirm",
         message_id_for(row.id),
         listed=False,
-        confirm_url=_external("subscriptions.confirm", token=token),
+        confirm_url=external("subscriptions.confirm", token=token),
         asked=preferences,
     )
 

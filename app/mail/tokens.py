@@ -27,12 +27,15 @@ class Purpose(enum.StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"
     READ = "read"
+    PASSWORD_RESET = "password-reset"  # noqa: S105 - a link's purpose, not a password
 
 
 LIFETIME = {
     Purpose.CONFIRM: timedelta(days=CONFIRM_DAYS),
     Purpose.UNSUBSCRIBE: timedelta(days=365),
     Purpose.READ: timedelta(days=365),
+    # A reset link also dies when the password changes: it is bound to the hash it replaces.
+    Purpose.PASSWORD_RESET: timedelta(hours=1),
 }
 
 
