@@ -6,6 +6,12 @@ The page tests leave screenshots in instance/screenshots/ to look at after a run
 
 from __future__ import annotations
 
+import email
+import email.policy
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select, update
@@ -82,8 +88,12 @@ def test_every_console_page_fits_the_screen(page, live_server, viewport) -> None
 
     page.goto(f"{live_server}/console/login")
     check("login")
+    page.goto(f"{live_server}/console/forgot-password")
+    check("forgot-password")
     log_in(page, live_server, "demo@example.com")
     check("products")
+    page.goto(f"{live_server}/console/account")
+    check("account")
     for name in ("notes", "subscribers", "settings", "team", "api-keys", "webhooks", "audit"):
         page.goto(f"{live_server}/console/p/lumen/{name}")
         check(name)
@@ -169,3 +179,37 @@ def test_an_owner_adds_a_webhook_tests_it_and_retries_a_failed_call(
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator(".webhook", has_text=receiver.url).get_by_role("button", name="Remove").click()
     expect(page.locator(".flash")).to_contain_text("Webhook removed")
+
+
+def test_an_owner_invites_a_teammate_who_joins_with_a_password_of_their_own(
+    page, browser, live_app, live_server
+) -> None:
+    log_in(page, live_server, "demo@example.com")
+    page.goto(f"{live_server}/console/p/ledger/team")
+    page.fill("input[name=email]", "newcomer@example.com")
+    page.click("button:has-text('Send invitation')")
+    expect(page.locator(".flash")).to_contain_text("Invitation sent to newcomer@example.com")
+    expect(page.locator("tr", has_text="newcomer@example.com")).to_contain_text("Editor")
+    page.screenshot(path=SCREENSHOTS / "team-invited-desktop.png", full_page=True)
+
+    mail_folder = Path(live_app.instance_path) / "mail"
+    [invitation] = [
+        message
+        for message in (
+            email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            for path in mail_folder.glob("*.eml")
+        )
+        if message["To"] == "newcomer@example.com"
+    ]
+    link = re.search(
+        r"http\S+/console/invitations/\S+", invitation.get_body(("plain",)).get_content()
+    )
+    assert link is not None
+    newcomer = browser.new_context(viewport=PHONE).new_page()
+    newcomer.goto(urlsplit(link.group(0))._replace(netloc=urlsplit(live_server).netloc).geturl())
+    newcomer.fill("input[name=name]", "Noor")
+    newcomer.fill("input[name=password]", "noor's own passphrase")
+    newcomer.screenshot(path=SCREENSHOTS / "invitation-phone.png", full_page=True)
+    newcomer.click("button:has-text('Create my account')")
+    expect(newcomer.locator(".flash")).to_contain_text("Welcome to Ledger")
+    expect(newcomer.locator(".who")).to_have_text("newcomer@example.com")
