@@ -33,17 +33,28 @@ users = AppGroup("users", help="Manage console accounts.")
     help="The role to give on the products below.",
 )
 @click.option(
-    "--product",
-    "product_slugs",
-    multiple=True,
-    help="A product to give the role on (repeatable). Default: every existing product.",
+    "--product", "product_slugs", multiple=True, help="A product to give the role on (repeatable)."
 )
+@click.option("--all-products", is_flag=True, help="Give the role on every existing product.")
 @click.option("--name", default="", help="The name shown in the console.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def create_user(
-    email: str, role: str, product_slugs: tuple[str, ...], name: str, password_stdin: bool
+    email: str,
+    role: str,
+    product_slugs: tuple[str, ...],
+    all_products: bool,
+    name: str,
+    password_stdin: bool,
 ) -> None:
-    """Create a console account. New accounts can create products of their own."""
+    """Create a console account with a role on the products named. New accounts can create
+    products of their own."""
+    # Said outright: every product was once the default, so a forgotten --product made
+    # the new account an owner of everything.
+    if bool(product_slugs) == all_products:
+        raise click.UsageError(
+            "Say which products the account gets the role on: --product SLUG (repeatable), "
+            "or --all-products for every existing one."
+        )
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

@@ -43,7 +43,8 @@ def live_app(tmp_path_factory) -> Flask:
     app = make_app(url, folder / "instance", WTF_CSRF_SSL_STRICT=False)
     runner = app.test_cli_runner()
     created = runner.invoke(
-        args=["users", "create", "pm@example.com", "--password-stdin"], input=PASSWORD + "\n"
+        args=["users", "create", "pm@example.com", "--all-products", "--password-stdin"],
+        input=PASSWORD + "\n",
     )
     # Loaded after pm@example.com exists, so pm starts with no products of their own.
     demo = runner.invoke(args=["demo"], env={"DEMO_PASSWORD": PASSWORD})
