@@ -3,7 +3,7 @@ guard against form input no database can keep."""
 
 from __future__ import annotations
 
-from flask import Flask, Response, abort, request
+from flask import Flask, Response, abort, current_app, request
 
 CONSOLE_CSP = "; ".join(
     [
@@ -18,6 +18,25 @@ CONSOLE_CSP = "; ".join(
         "object-src 'none'",
     ]
 )
+# Browser features no Tidings page uses: denied, a page cannot be made to ask for them by
+# injected script or a frame. Only names Chromium knows: it warns about any other.
+PERMISSIONS_POLICY = ", ".join(
+    f"{feature}=()"
+    for feature in (
+        "accelerometer",
+        "camera",
+        "display-capture",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "serial",
+        "usb",
+    )
+)
 
 
 def _headers(response: Response) -> Response:
@@ -26,6 +45,15 @@ def _headers(response: Response) -> Response:
     if request.blueprint == "console" or response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", CONSOLE_CSP)
         response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        # A page opened from another site cannot reach back into it through window.opener.
+        # Only Tidings' own pages: the widget's script runs in the host's page, whose
+        # policy is the host's, and this header on the script would change nothing.
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    # Browsers ignore HSTS over plain HTTP, and the standard forbids sending it there.
+    hsts_seconds = current_app.config["HSTS_SECONDS"]
+    if hsts_seconds and request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", f"max-age={hsts_seconds}")
     if request.blueprint == "console":
         response.headers.setdefault("Cache-Control", "no-store")
     return response
