@@ -8,10 +8,10 @@ unknown field is refused rather than ignored.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from announcements import targeting, versions
@@ -32,6 +32,21 @@ class _Input(BaseModel):
         if any(isinstance(text, str) and "\x00" in text for text in texts):
             raise PydanticCustomError("nul", "Holds a character that is not text.")
         return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The time in UTC, as it is stored. Near the calendar's ends an offset can move it past
+    year 9999 or before year 1, where no datetime exists."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "Out of range: pick a time between the years 1 and 9999 in UTC."
+        ) from None
+
+
+# A time with its offset, read as UTC.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class _Request(_Input):
@@ -68,8 +83,8 @@ class NoteCreate(_Request):
         default=None, description="Who the note concerns; null: everyone."
     )
     publish: bool = Field(default=False, description="Publish now.")
-    publish_at: AwareDatetime | None = Field(default=None, description="Publish then.")
-    expires_at: AwareDatetime | None = None
+    publish_at: Moment | None = Field(default=None, description="Publish then.")
+    expires_at: Moment | None = None
     email_subscribers: bool | None = Field(
         default=None, description="Email subscribers when it goes live; null: if important."
     )
@@ -86,8 +101,8 @@ class NoteUpdate(_Request):
     internal: bool | None = None
     audience: Audience | None = None
     publish: bool = False
-    publish_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    publish_at: Moment | None = None
+    expires_at: Moment | None = None
     email_subscribers: bool | None = None
 
 
