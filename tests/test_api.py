@@ -3,6 +3,9 @@ field and changes nothing, cursor paging, the rate limit, imports and the OpenAP
 
 from __future__ import annotations
 
+import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -339,3 +342,75 @@ def test_a_patch_cannot_clear_required_fields_and_can_clear_the_audience(
     assert nul.status_code == 422 and set(nul.json["errors"]) == {"title", "body_md"}
     cleared = client.patch(url, headers=headers, json={"audience": None})
     assert cleared.json["audience"] is None and cleared.json["title"] == "For admins"
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "9" * 20,  # more than any database integer holds
+        str(2**31),  # more than an id on PostgreSQL holds
+        "0",
+        "-5",
+    ],
+)
+@pytest.mark.parametrize("listing", ["notes", "subscribers"])
+def test_a_cursor_no_page_gave_out_is_refused(client, session, product, listing, number) -> None:
+    cursor = base64.urlsafe_b64encode(number.encode()).decode().rstrip("=")
+    response = client.get(
+        f"/api/v1/products/acme/{listing}?cursor={cursor}", headers=key_for(session, product)
+    )
+    assert response.status_code == 422
+    assert response.json["errors"] == {"cursor": "This cursor is not one we gave out."}
+
+
+# Within a day of the calendar's ends, a time with an offset has no UTC equivalent.
+OFF_THE_CALENDAR = ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
+
+
+@pytest.mark.parametrize("moment", OFF_THE_CALENDAR)
+@pytest.mark.parametrize("field", ["publish_at", "expires_at"])
+def test_times_with_no_utc_equivalent_are_refused_and_change_nothing(
+    client, session, product, field, moment
+) -> None:
+    headers = key_for(session, product)
+    note = {"version": "1.0.0", "title": "Far off", "category": "Added"}
+    created = client.post(
+        "/api/v1/products/acme/notes", headers=headers, json={**note, field: moment}
+    )
+    assert created.status_code == 422 and field in created.json["errors"]
+    assert count_notes(session) == 0
+    nid = client.post("/api/v1/products/acme/notes", headers=headers, json=note).json["id"]
+    patched = client.patch(
+        f"/api/v1/products/acme/notes/{nid}", headers=headers, json={field: moment}
+    )
+    assert patched.status_code == 422 and field in patched.json["errors"]
+    read = client.get(f"/api/v1/products/acme/notes/{nid}", headers=headers).json
+    assert read["status"] == "draft" and read["expires_at"] is None
+
+
+def test_parallel_creates_of_one_note_leave_one_row(app, session, product) -> None:
+    """Sixteen pipelines post the same note at once: one is written, the rest get the
+    error a duplicate gets when posted alone (found: two to four copies were written)."""
+    headers = key_for(session, product)
+    note = {"version": "2.4.0", "title": "PDF export", "category": "Added", "publish": True}
+    start = threading.Barrier(16)
+
+    def post(number: int):
+        client = app.test_client()
+        start.wait()
+        # The case differs, and duplicates are found whatever the case.
+        title = note["title"].upper() if number % 2 else note["title"]
+        return client.post(
+            "/api/v1/products/acme/notes", headers=headers, json={**note, "title": title}
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, range(16)))
+    assert sorted(answer.status_code for answer in answers) == [201] + [422] * 15
+    refused = [answer.json for answer in answers if answer.status_code == 422]
+    assert all(
+        body["errors"] == {"title": "Version 2.4.0 already has a note with this title."}
+        for body in refused
+    )
+    session.expire_all()
+    assert count_notes(session) == 1

@@ -22,10 +22,23 @@ def test_an_empty_variable_means_the_default(monkeypatch, tmp_path) -> None:
     assert loaded["SECRET_KEY"] == config.DEFAULT_SECRET_KEY
     assert loaded["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'tidings.db'}"
     assert loaded["SESSION_COOKIE_SECURE"] is False
+    assert loaded["HSTS_SECONDS"] == 0  # HSTS is for servers behind HTTPS only
+
+
+def test_hsts_seconds_is_read_from_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TIDINGS_ENV", "development")
+    monkeypatch.setenv("HSTS_SECONDS", "31536000")
+    assert config.load(str(tmp_path), None)["HSTS_SECONDS"] == 31536000
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("TIDINGS_ENV", "staging"), ("SESSION_COOKIE_SECURE", "maybe")]
+    ("name", "value"),
+    [
+        ("TIDINGS_ENV", "staging"),
+        ("SESSION_COOKIE_SECURE", "maybe"),
+        ("HSTS_SECONDS", "a year"),
+        ("HSTS_SECONDS", "-1"),
+    ],
 )
 def test_unreadable_values_name_the_variable(monkeypatch, tmp_path, name, value) -> None:
     monkeypatch.setenv("SECRET_KEY", "x" * 40)

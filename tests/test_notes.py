@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from announcements import queries, services
 from announcements.errors import InvalidTransition, ValidationFailed
-from announcements.models import AuditEvent, Category, Note, NoteStatus, utcnow
+from announcements.models import AuditEvent, Category, Note, NoteStatus, Product, utcnow
 from announcements.services import Intent, NoteInput
 from tests.factories import make_member, make_note, make_product
 
@@ -172,3 +173,58 @@ def test_rendered_html_is_stored_when_the_note_is_saved(session) -> None:
     product = make_product(session)
     note = make_note(session, product, body_md="Hello <script>alert(1)</script>**world**")
     assert note.body_html == "<p>Hello alert(1)<strong>world</strong></p>"
+
+
+def test_a_duplicate_title_is_found_whatever_the_case_in_any_script(session) -> None:
+    product = make_product(session)
+    make_note(session, product, version="2.4.0", title="Éclair for Straße")
+    with pytest.raises(ValidationFailed) as caught:
+        services.create_note(
+            session, product, _input(title="  ÉCLAIR FOR STRASSE "), by=None, now=utcnow()
+        )
+    assert "already has a note" in caught.value.errors["title"]
+
+
+def _a_rival_writes_first(session, product, title: str) -> None:
+    """Commit a note titled ``title`` from another session the moment ``session`` starts
+    writing: after its duplicate check found nothing, as a parallel request would."""
+
+    def rival(*_: object) -> None:
+        with Session(session.get_bind()) as other:
+            services.create_note(
+                other, other.get(Product, product.id), _input(title=title), by=None, now=utcnow()
+            )
+
+    event.listen(session(), "before_flush", rival, once=True)
+
+
+def test_a_duplicate_written_after_the_check_gets_the_same_error(session) -> None:
+    product = make_product(session)
+    _a_rival_writes_first(session, product, "DARK MODE")
+    with pytest.raises(ValidationFailed) as caught:
+        services.create_note(session, product, _input(), by=None, now=utcnow())
+    assert caught.value.errors == {"title": "Version 2.4.0 already has a note with this title."}
+    assert session.scalars(select(Note.title)).all() == ["DARK MODE"]
+
+
+def test_an_edit_into_a_duplicate_written_after_the_check_gets_the_same_error(session) -> None:
+    product = make_product(session)
+    note = make_note(session, product, version="2.4.0", title="Exports")
+    _a_rival_writes_first(session, product, "Dark mode")
+    with pytest.raises(ValidationFailed) as caught:
+        services.update_note(session, note, _input(), by=None, now=utcnow())
+    assert caught.value.errors == {"title": "Version 2.4.0 already has a note with this title."}
+    session.expire_all()
+    assert sorted(session.scalars(select(Note.title))) == ["Dark mode", "Exports"]
+
+
+def test_restoring_a_note_whose_title_was_taken_meanwhile_is_refused(session) -> None:
+    product = make_product(session)
+    now = utcnow()
+    old = make_note(session, product, version="2.4.0", title="Dark mode")
+    services.archive(session, old, by=None, now=now)
+    make_note(session, product, version="2.4.0", title="Dark Mode")  # archived ones are free
+    with pytest.raises(InvalidTransition, match="already has a note with this title"):
+        services.restore(session, old, by=None, now=now)
+    session.expire_all()
+    assert session.get(Note, old.id).status_at(now) is NoteStatus.ARCHIVED
