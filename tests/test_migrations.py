@@ -96,6 +96,8 @@ def test_upgrading_a_populated_sqlite_database_keeps_every_row(tmp_path) -> None
             text("SELECT id FROM note WHERE archived_at IS NULL ORDER BY id")
         ).all()
         assert live == [1, 3]  # the later copy of "Same" is archived, nothing deleted
+        assert db.session.scalar(text("SELECT note_id FROM audit_event")) == 2
+        assert db.session.scalar(text("SELECT catalogue_stamp FROM product")) == 1
         keys = db.session.scalars(text("SELECT link_key FROM subscriber")).all()
         assert len(set(keys)) == 2 and all(len(key) >= 16 for key in keys)
         assert db.session.execute(text("PRAGMA foreign_key_check")).all() == []

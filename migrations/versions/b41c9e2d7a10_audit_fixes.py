@@ -117,7 +117,8 @@ def upgrade():
         batch_op.alter_column("link_key", existing_type=sa.String(length=32), nullable=False)
 
     # One live note per title in a version. Copies that raced in before are archived,
-    # the oldest kept, so nothing is lost and the index can be built.
+    # keeping the one published first (else the oldest), so nothing is lost, the index
+    # can be built, the audit log says why and caches see the change.
     with op.batch_alter_table("note") as batch_op:
         batch_op.add_column(sa.Column("title_key", sa.String(length=64), nullable=True))
     note = sa.table(
@@ -127,13 +128,25 @@ def upgrade():
         sa.column("version", sa.String),
         sa.column("title", sa.String),
         sa.column("title_key", sa.String),
+        sa.column("published_at", sa.DateTime(timezone=True)),
         sa.column("archived_at", sa.DateTime(timezone=True)),
         sa.column("updated_at", sa.DateTime(timezone=True)),
+    )
+    audit = sa.table(
+        "audit_event",
+        sa.column("product_id", sa.Integer),
+        sa.column("note_id", sa.Integer),
+        sa.column("action", sa.String),
+        sa.column("summary", sa.String),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+    )
+    product = sa.table(
+        "product", sa.column("id", sa.Integer), sa.column("catalogue_stamp", sa.Integer)
     )
     seen = set()
     rows = bind.execute(
         sa.select(note.c.id, note.c.product_id, note.c.version, note.c.title, note.c.archived_at)
-        .order_by(note.c.id)
+        .order_by(note.c.published_at.is_(None), note.c.published_at, note.c.id)
     ).all()
     for row_id, product_id, version, title, archived_at in rows:
         key = _title_key(title)
@@ -141,6 +154,21 @@ def upgrade():
         if archived_at is None:
             if (product_id, version, key) in seen:
                 values["archived_at"] = values["updated_at"] = sa.func.current_timestamp()
+                bind.execute(
+                    audit.insert().values(
+                        product_id=product_id,
+                        note_id=row_id,
+                        action="note.archived",
+                        summary=f"“{title}” ({version}): archived as a copy of a note "
+                        "with the same title",
+                        created_at=sa.func.current_timestamp(),
+                    )
+                )
+                bind.execute(
+                    product.update()
+                    .where(product.c.id == product_id)
+                    .values(catalogue_stamp=product.c.catalogue_stamp + 1)
+                )
             seen.add((product_id, version, key))
         bind.execute(note.update().where(note.c.id == row_id).values(**values))
     with op.batch_alter_table("note") as batch_op:
