@@ -23,6 +23,7 @@ from app.mail import delivery, transport
 from tests.conftest import csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 from tests.mailserver import SmtpServer
+from tests.test_console import _settings_form
 
 
 @pytest.fixture
@@ -44,21 +45,13 @@ def _subscriber(session, product, address, status=SubscriberStatus.CONFIRMED, **
 
 
 def test_email_settings_are_saved_and_checked(client, session, acme) -> None:
-    form = {
-        "csrf_token": csrf_token(client),
-        "name": "Acme",
-        "slug": "acme",
-        "allowed_origins": "",
-        "default_locale": "en",
-        "logo_url": "",
-        "accent_color": "#4f46e5",
-        "grace_releases": "1",
-        "require_identity": "y",
-        "email_from_name": "Acme Product Team",
-        "email_reply_to": "not an address",
-        "digest_weekday": "4",
-        "digest_hour": "16",
-    }
+    form = _settings_form(
+        client,
+        email_from_name="Acme Product Team",
+        email_reply_to="not an address",
+        digest_weekday="4",
+        digest_hour="16",
+    )
     answer = client.post("/console/p/acme/settings", data=form)
     assert answer.status_code == 422
     assert "not an email address we can use" in answer.get_data(as_text=True)

@@ -202,7 +202,10 @@ def reset_password(token: str) -> ResponseReturnValue:
             if current_user.is_authenticated:
                 logout_user()
             sign_in(member)
-            flash("Your password is changed, and every other session of your account ended.")
+            flash(
+                "Your password is changed, and every other session of your account ended.",
+                "success",
+            )
             return redirect(url_for("console.products"))
     return render_template(
         "console/password_new.html", form=form, email=member.email, invitation=None
