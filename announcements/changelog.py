@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from announcements import versions
+from announcements.errors import ValidationFailed
 from announcements.models import Category
 
 MAX_TITLE = 120
@@ -57,25 +59,37 @@ TITLE_WORDS = {
     Category.SECURITY: "security",
 }
 
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+# Every pattern here reads its text in one pass. Patterns that tried each start again
+# over a run they could not match took the square of its length: a release heading with
+# 20 KB of spaces and tabs before its last word took 20 s, a bullet of 20 KB of "[" 3 s,
+# 8,000 unclosed "<!--" 1 s. Headings and comments are therefore taken apart with string
+# methods (``_heading``, ``_without_comments``), character classes stop at the character
+# that would start the next try, and quantifiers that nothing after them needs are
+# possessive.
+_HEADING_MARK = re.compile(r"(#{1,6})[ \t]")
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _LINK_DEFINITION = re.compile(r"^[ \t]{0,3}\[([^\]]+)\]:[ \t]*\S")
 _BULLET = re.compile(r"^([ \t]*)[-*+][ \t]+\S")
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _DATE = r"(?P<date>\d{4}-\d{1,2}-\d{1,2})"
 # "[1.2.0](url) - 2024-01-31", "[1.2.0][ref] - 2024-01-31", "1.2.0 (2024-01-31)", "v1.2.0"
 _RELEASE = re.compile(
-    r"^\[?(?P<version>[^\]\[()\s]+)\]?"
-    r"(?:\([^)]*\)|\[[^\]]*\])?"
-    r"(?:[ \t]*[-–—:]?[ \t]*\(?" + _DATE + r"\)?)?"
-    r"(?P<rest>.*)$"
+    r"\[?(?P<version>[^\]\[()\s]++)\]?"
+    r"(?:\([^)]*+\)|\[[^\]]*+\])?"
+    r"(?:[ \t]*+(?:[-–—:][ \t]*+)?\(?" + _DATE + r"\)?)?"
+    r"(?P<rest>.*)"
 )
-_YANKED = re.compile(r"\[\s*yanked\s*\]", re.IGNORECASE)
+_YANKED = re.compile(r"\[\s*+yanked\s*+\]", re.IGNORECASE)
 # Dates written in words or with slashes: "March 3, 2024", "3rd Mar 2024", "2024/03/03".
 _WORD_DATE_FORMATS = ("%B %d, %Y", "%B %d %Y", "%d %B %Y", "%b %d, %Y", "%b %d %Y", "%d %b %Y")
 _ORDINAL = re.compile(r"(?<=\d)(?:st|nd|rd|th)\b", re.IGNORECASE)
 _SEPT = re.compile(r"\bsept\b", re.IGNORECASE)
 _SLASHED = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
+_REFERENCE = re.compile(r"\[([^\[\]]++)\]")
+_LETTERS = re.compile(r"[a-z](?:.*[a-z])?", re.DOTALL)
+# [text](url "title"), the address holding at most one level of parentheses
+_INLINE_LINK = re.compile(r"\[([^\[\]]*+)\]\((?:[^()]++|\([^()]*+\))*+\)")
+_REFERENCE_LINK = re.compile(r"\[([^\[\]]*+)\]\[[^\[\]]*+\]")  # [text][ref]
+_RELEASE_PLEASE = re.compile(r"^## \[[^\]\n]++\]\([^)\n]*+\) \(", re.MULTILINE)
 
 
 def _word_date(text: str) -> date | None:
@@ -170,9 +184,9 @@ class Release:
             title = title[: MAX_TITLE - 1].rstrip() + "…"
         return title + (" (yanked)" if self.yanked else "")
 
-    def body(self, links: dict[str, str]) -> str:
-        """The release as Markdown, with the link definitions its text refers to
-        (``links`` maps a lowercased label to its definition line)."""
+    def body(self, links: dict[str, tuple[int, str]]) -> str:
+        """The release as Markdown, with the link definitions its text refers to, in the
+        file's order (``links`` maps a lowercased label to its line number and line)."""
         parts: list[str] = []
         if self.yanked:
             parts.append("> This release was yanked.")
@@ -183,8 +197,9 @@ class Release:
             if _text(section.lines):
                 parts.append(_text(section.lines))
         body = "\n\n".join(parts)
-        used = [line for label, line in links.items() if f"[{label}]" in body.lower()]
-        return body + ("\n\n" + "\n".join(used) if used else "")
+        labels = set(_REFERENCE.findall(body.lower()))
+        used = sorted(links[label] for label in labels if label in links)
+        return body + ("\n\n" + "\n".join(line for _, line in used) if used else "")
 
     def fingerprint(self, body: str) -> str:
         """Changes when anything the note is made of changes in the file; ``body`` is
@@ -212,14 +227,14 @@ class Parsed:
     format: str
     releases: list[Release]
     problems: list[Problem]
-    links: dict[str, str] = field(default_factory=dict)
+    links: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def parse(text: str, *, unreleased_as: str | None = None) -> Parsed:
     """The releases in a changelog file, newest first as written.
 
     ``[Unreleased]`` is skipped (and reported) unless ``unreleased_as`` names the version
-    to give it.
+    to give it; ValidationFailed for JSON nested deeper than Python can read.
     """
     text = text.lstrip("\ufeff")
     if text.lstrip()[:1] in ("[", "{"):
@@ -227,6 +242,10 @@ def parse(text: str, *, unreleased_as: str | None = None) -> Parsed:
             context = json.loads(text)
         except ValueError:
             pass
+        except RecursionError:
+            raise ValidationFailed(
+                {"file": "The JSON is nested too deeply to be a git-cliff context."}
+            ) from None
         else:
             return _from_cliff_context(context, unreleased_as)
     return _from_markdown(text, unreleased_as)
@@ -236,9 +255,9 @@ def parse(text: str, *, unreleased_as: str | None = None) -> Parsed:
 
 
 def _from_markdown(text: str, unreleased_as: str | None) -> Parsed:
-    lines = _COMMENT.sub(lambda m: "\n" * m.group().count("\n"), text).splitlines()
+    lines = _without_comments(text, keep_lines=True).splitlines()
     level = _release_level(lines)
-    links: dict[str, str] = {}
+    links: dict[str, tuple[int, str]] = {}
     releases: list[Release] = []
     problems: list[Problem] = []
     outside: list[tuple[int, str]] = []  # lines that belong to no release
@@ -254,36 +273,36 @@ def _from_markdown(text: str, unreleased_as: str | None) -> Parsed:
                 fence = marker
             elif marker[0] == fence[0] and len(marker) >= len(fence):
                 fence = None
-        heading = _HEADING.match(line) if fence is None and not fenced else None
-        depth = len(heading.group(1)) if heading else 0
+        heading = _heading(line) if fence is None and not fenced else None
+        depth = heading[0] if heading else 0
         if fence is None and (definition := _LINK_DEFINITION.match(line)):
-            links.setdefault(definition.group(1).lower(), line.strip())
+            links.setdefault(definition.group(1).lower(), (number, line.strip()))
         elif heading and level and depth <= level:
             previous = release or previous
             section, release = None, None
             # A shallower heading is the file's title; a release-level one opens a release.
-            if depth == level and previous and _is_section(heading.group(2)):
+            if depth == level and previous and _is_section(heading[1]):
                 # A section written one level too high ("## Fixed"): keep it in its release.
                 release = previous
-                section = _section(release, heading.group(2), number, problems)
+                section = _section(release, heading[1], number, problems)
                 problems.append(
-                    Problem(number, heading.group(2), f"read as a section of {release.version}")
+                    Problem(number, heading[1], f"read as a section of {release.version}")
                 )
                 continue
             if depth == level:
-                release = _release(heading.group(2), number, unreleased_as, problems)
+                release = _release(heading[1], number, unreleased_as, problems)
             if release is not None:
                 releases.append(release)
         elif release is None:
             if line.strip():
                 outside.append((number, line.strip()))
         elif heading and depth == level + 1:
-            section = _section(release, heading.group(2), number, problems)
+            section = _section(release, heading[1], number, problems)
         else:
             (section.lines if section else release.intro).append(line)
     if releases:
         first = releases[0].line
-        before = [(n, t) for n, t in outside if n < first and not _HEADING.match(t)]
+        before = [(n, t) for n, t in outside if n < first and not _heading(t)]
         if before:
             problems.append(
                 Problem(
@@ -331,11 +350,11 @@ def _section(release: Release, heading: str, number: int, problems: list[Problem
 def _release_level(lines: list[str]) -> int:
     """The heading level that releases use: that of the first heading naming a version."""
     for line in lines:
-        heading = _HEADING.match(line)
-        if heading and (match := _RELEASE.match(heading.group(2).strip())):
+        heading = _heading(line)
+        if heading and (match := _RELEASE.match(heading[1].strip())):
             word = match.group("version")
             if word.lower() == "unreleased" or versions.is_valid(word):
-                return len(heading.group(1))
+                return heading[0]
     return 0
 
 
@@ -385,7 +404,7 @@ def _markdown_format(text: str, releases: list[Release]) -> str:
         return "git-cliff"
     if names & {"patch changes", "minor changes", "major changes"}:
         return "changesets"
-    if names & {"bug fixes", "features"} and re.search(r"^## \[[^\]]+\]\([^)]*\) \(", text, re.M):
+    if names & {"bug fixes", "features"} and _RELEASE_PLEASE.search(text):
         return "release-please"
     return "Keep a Changelog"
 
@@ -399,9 +418,14 @@ def _from_cliff_context(context: object, unreleased_as: str | None) -> Parsed:
     items = context if isinstance(context, list) else [context]
     for position, item in enumerate(items, start=1):
         if not isinstance(item, dict) or not isinstance(item.get("commits", []), list):
-            problems.append(Problem(0, str(item)[:80], f"release {position} is not an object"))
+            problems.append(Problem(0, reprlib.repr(item), f"release {position} is not an object"))
             continue
         version = item.get("version") or unreleased_as
+        if isinstance(version, (list, dict)):
+            problems.append(
+                Problem(0, reprlib.repr(version), f"release {position} names no version")
+            )
+            continue
         if not version:
             problems.append(
                 Problem(
@@ -416,22 +440,29 @@ def _from_cliff_context(context: object, unreleased_as: str | None) -> Parsed:
         release = Release(version=version, line=0, unreleased=not item.get("version"))
         timestamp = item.get("timestamp")
         if isinstance(timestamp, int) and timestamp > 0:
-            release.released = datetime.fromtimestamp(timestamp, UTC).date()
+            try:
+                release.released = datetime.fromtimestamp(timestamp, UTC).date()
+            except (OverflowError, OSError, ValueError):  # past the year 9999
+                problems.append(
+                    Problem(
+                        0, str(timestamp), f"the timestamp of {version} is not a date; left out"
+                    )
+                )
         sections: dict[str, Section] = {}
         for commit in item.get("commits") or []:
-            if not isinstance(commit, dict) or not str(commit.get("message") or "").strip():
+            if not isinstance(commit, dict) or not _scalar(commit.get("message")).strip():
                 problems.append(
-                    Problem(0, str(commit)[:80], f"a commit in {version} has no message")
+                    Problem(0, reprlib.repr(commit), f"a commit in {version} has no message")
                 )
                 continue
-            name = _section_name(str(commit.get("group") or "Other"))
+            name = _section_name(_scalar(commit.get("group")) or "Other")
             section = sections.get(name)
             if section is None:
                 section = Section(name, SECTION_CATEGORIES.get(_key(name), Category.CHANGED))
                 sections[name] = section
                 release.sections.append(section)
-            message = str(commit["message"]).strip().splitlines()[0]
-            scope = f"**{commit['scope']}:** " if commit.get("scope") else ""
+            message = _scalar(commit["message"]).strip().splitlines()[0]
+            scope = f"**{_scalar(commit['scope'])}:** " if _scalar(commit.get("scope")) else ""
             breaking = "[**breaking**] " if commit.get("breaking") else ""
             section.lines.append(f"- {breaking}{scope}{message}")
         releases.append(release)
@@ -441,13 +472,50 @@ def _from_cliff_context(context: object, unreleased_as: str | None) -> Parsed:
 # Helpers -------------------------------------------------------------------
 
 
+def _heading(line: str) -> tuple[int, str] | None:
+    """An ATX heading's level and text, without the closing #s, or None."""
+    mark = _HEADING_MARK.match(line)
+    if mark is None:
+        return None
+    text = line[mark.end() :].strip(" \t")
+    unclosed = text.rstrip("#")
+    if unclosed[-1:] in (" ", "\t"):
+        text = unclosed.rstrip(" \t")
+    return len(mark.group(1)), text
+
+
+def _without_comments(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` without its closed HTML comments; with ``keep_lines``, each comment leaves
+    its line breaks, so the lines after it keep their numbers."""
+    kept: list[str] = []
+    start = 0
+    while (opening := text.find("<!--", start)) != -1:
+        closing = text.find("-->", opening + 4)
+        if closing == -1:
+            break
+        kept.append(text[start:opening])
+        if keep_lines:
+            kept.append("\n" * text.count("\n", opening, closing))
+        start = closing + 3
+    kept.append(text[start:])
+    return "".join(kept)
+
+
+def _scalar(value: object) -> str:
+    """A JSON value as text when it is a string or a number; a list or an object, which
+    may be nested deeper than ``str`` can go, is empty."""
+    return str(value) if isinstance(value, (str, int, float)) else ""
+
+
 def _key(name: str) -> str:
-    return re.sub(r"^[^a-z]+|[^a-z]+$", "", name.lower())
+    """The name lowercased, from its first letter to its last."""
+    letters = _LETTERS.search(name.lower())
+    return letters.group() if letters else ""
 
 
 def _section_name(heading: str) -> str:
     """A section heading without its decoration: emoji, HTML comments, closing #s."""
-    name = _COMMENT.sub("", heading).strip().strip("#").strip()
+    name = _without_comments(heading).strip().strip("#").strip()
     name = re.sub(r"^[^\w\[(]+", "", name).strip()
     return name or heading.strip()
 
@@ -459,8 +527,8 @@ def _text(lines: list[str]) -> str:
 def _plain(bullet: str) -> str:
     """A bullet's text without Markdown, links to commits and credits: for a title."""
     text = re.sub(r"^[ \t]*[-*+][ \t]+", "", bullet)
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [text](url)
-    text = re.sub(r"\[([^\]]*)\]\[[^\]]*\]", r"\1", text)  # [text][ref]
+    text = _INLINE_LINK.sub(r"\1", text)
+    text = _REFERENCE_LINK.sub(r"\1", text)
     text = re.sub(r"<?https?://\S+", "", text)
     text = re.sub(r"[*_`]", "", text)
     text = re.sub(r"\((?:#\d+|[0-9a-f]{7,40})\)", "", text)  # (#126) (7b8f57c)

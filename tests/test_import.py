@@ -1,9 +1,11 @@
 """Importing changelogs: the 11 real files in ../shared/testdata/changelogs/, each release
 heading a version and each bullet in a note, counted here without the importer's parser;
-a second import changing nothing; an edited entry updating its note; git-cliff's JSON."""
+a second import changing nothing; an edited entry updating its note; git-cliff's JSON;
+crafted files answered with a 4xx."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import UTC, datetime
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from announcements import importing, services, versions
+from announcements import apikeys, importing, services, versions
 from announcements.errors import ValidationFailed
 from announcements.importing import Action
 from announcements.models import AuditEvent, Category, Note, NoteStatus, utcnow
@@ -305,3 +307,61 @@ def test_progress_is_reported_release_by_release(session) -> None:
     seen: list[tuple[int, int]] = []
     run(session, product, text, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(n, 5) for n in range(1, 6)]
+
+
+# Crafted files, concurrent writers and parallel imports ---------------------
+
+
+def api_key(session, product) -> dict[str, str]:
+    scopes = ["import", "notes:write"]
+    _, raw = apikeys.create(session, product, "ci", scopes, by=None, now=utcnow())
+    return {"Authorization": f"Bearer {raw}"}
+
+
+def send(client, headers: dict[str, str], text: str, **form: str):
+    return client.post(
+        "/api/v1/products/acme/import",
+        headers=headers,
+        data={"file": (io.BytesIO(text.encode()), "CHANGELOG.md"), **form},
+        content_type="multipart/form-data",
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[" * 1000 + "]" * 1000, id="a list 1,000 deep"),
+        pytest.param(
+            '{"version": "1.0.0", "commits": ' + "[" * 5000 + "]" * 5000 + "}", id="commits"
+        ),
+    ],
+)
+def test_json_nested_too_deep_is_refused(client, session, text: str) -> None:
+    product = make_product(session, slug="acme")
+    answer = send(client, api_key(session, product), text)
+    assert answer.status_code == 422
+    assert "nested too deeply" in answer.json["errors"]["file"]
+    assert notes_of(session, product) == []
+
+
+def test_json_nested_almost_too_deep_is_reported_not_shown_whole(session) -> None:
+    nested = "[" * 900 + "]" * 900
+    text = f'[{nested}, {{"version": "1.0.0", "commits": [{nested}, {{"message": "ok"}}]}}]'
+    product = make_product(session)
+    report = run(session, product, text)
+    assert report.count(Action.CREATE) == 1
+    assert [p.reason for p in report.problems] == [
+        "release 1 is not an object",
+        "a commit in 1.0.0 has no message",
+    ]
+    assert all(len(p.text) < 100 for p in report.problems)
+
+
+def test_a_git_cliff_timestamp_past_the_year_9999_is_left_out(client, session) -> None:
+    product = make_product(session, slug="acme")
+    context = [{"version": "1.0.0", "timestamp": 99999999999999, "commits": [{"message": "x"}]}]
+    answer = send(client, api_key(session, product), json.dumps(context), publish="true")
+    assert answer.status_code == 200
+    assert "is not a date" in answer.json["problems"][0]["reason"]
+    [note] = notes_of(session, product)
+    assert note.released_at is None and note.published_at is not None
