@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+import psycopg
 from flask import Flask, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from announcements.errors import (
@@ -33,14 +36,22 @@ STATUS_FOR = {
 }
 
 
+# What a client is asked to wait before it tries again while the database is busy. The
+# longest write, an import of 2 MB (3,000 releases), holds the lock for under a second.
+RETRY_AFTER_SECONDS = 2
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def _answer(status: int, title: str, message: str) -> ResponseReturnValue:
+def _answer(
+    status: int, title: str, message: str, headers: dict[str, str] | None = None
+) -> ResponseReturnValue:
     if _wants_json():
-        return jsonify(error=message), status
-    return render_template("error.html", status=status, title=title, message=message), status
+        return jsonify(error=message), status, headers or {}
+    page = render_template("error.html", status=status, title=title, message=message)
+    return page, status, headers or {}
 
 
 def _http_error(error: HTTPException) -> ResponseReturnValue:
@@ -71,6 +82,30 @@ def _domain_error(error: DomainError) -> ResponseReturnValue:
     return _answer(status, "That could not be done", error.message)
 
 
+def _is_busy(error: OperationalError) -> bool:
+    """Whether the database turned the request away for now, so that the same request may
+    work when tried again: SQLite's write lock still held when the busy timeout ran out,
+    or PostgreSQL ending a transaction that deadlocked or could not be serialised."""
+    cause = error.orig
+    if isinstance(cause, sqlite3.OperationalError):
+        return cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    # SQLSTATE class 40, transaction rollback: a deadlock or a serialisation failure.
+    return isinstance(cause, psycopg.Error) and (cause.sqlstate or "").startswith("40")
+
+
+def _database_error(error: OperationalError) -> ResponseReturnValue:
+    if not _is_busy(error):
+        raise error  # a server error, answered and logged by _server_error
+    db.session.rollback()
+    log.warning("database busy on %s %s: %s", request.method, request.path, error.orig)
+    return _answer(
+        503,
+        "Busy",
+        "Tidings is busy writing other changes. Nothing was changed; try again in a moment.",
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def _server_error(error: InternalServerError) -> ResponseReturnValue:
     db.session.rollback()
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -80,5 +115,6 @@ def _server_error(error: InternalServerError) -> ResponseReturnValue:
 def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(DomainError, _domain_error)
+    app.register_error_handler(OperationalError, _database_error)
     app.register_error_handler(InternalServerError, _server_error)
     app.register_error_handler(HTTPException, _http_error)

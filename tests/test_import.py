@@ -1,23 +1,27 @@
 """Importing changelogs: the 11 real files in ../shared/testdata/changelogs/, each release
 heading a version and each bullet in a note, counted here without the importer's parser;
 a second import changing nothing; an edited entry updating its note; git-cliff's JSON;
-crafted files answered with a 4xx."""
+crafted files answered with a 4xx; a database still locked answered with a 503."""
 
 from __future__ import annotations
 
 import io
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
+from sqlalchemy.exc import OperationalError
 
 from announcements import apikeys, importing, services, versions
 from announcements.errors import ValidationFailed
 from announcements.importing import Action
 from announcements.models import AuditEvent, Category, Note, NoteStatus, utcnow
+from app import database
 from tests.conftest import SHARED_TESTDATA
 from tests.factories import make_product
 
@@ -365,3 +369,39 @@ def test_a_git_cliff_timestamp_past_the_year_9999_is_left_out(client, session) -
     assert "is not a date" in answer.json["problems"][0]["reason"]
     [note] = notes_of(session, product)
     assert note.released_at is None and note.published_at is not None
+
+
+def test_a_database_still_locked_after_the_busy_timeout_is_a_503_to_retry(
+    app_factory, database_url, session, monkeypatch
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 50)
+    impatient = app_factory()
+    product = make_product(session, slug="acme")
+    headers = api_key(session, product)
+    holder = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        note = {"version": "2.0.0", "title": "Later", "category": "Added"}
+        refused = impatient.test_client().post(
+            "/api/v1/products/acme/notes", headers=headers, json=note
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "2"
+    assert "try again" in refused.json["error"]
+    assert notes_of(session, product) == []
+
+
+def test_a_postgresql_deadlock_is_a_503_to_retry_too(app, client) -> None:
+    cause = psycopg.errors.DeadlockDetected("deadlock detected")
+
+    def deadlocked() -> str:
+        raise OperationalError("UPDATE product …", {}, cause)
+
+    app.add_url_rule("/api/v1/deadlocked", view_func=deadlocked)
+    answer = client.get("/api/v1/deadlocked")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "2"
