@@ -42,7 +42,9 @@ RETRY_AFTER_SECONDS = 2
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/")
+    """The API, and the console's own scripts: fetch() asks for ``Sec-Fetch-Dest: empty``,
+    and the editor's preview shows the ``error`` of the JSON it gets."""
+    return request.path.startswith("/api/") or request.headers.get("Sec-Fetch-Dest") == "empty"
 
 
 def _answer(

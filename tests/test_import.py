@@ -1,29 +1,39 @@
 """Importing changelogs: the 11 real files in ../shared/testdata/changelogs/, each release
 heading a version and each bullet in a note, counted here without the importer's parser;
 a second import changing nothing; an edited entry updating its note; git-cliff's JSON;
-crafted files answered with a 4xx; a database still locked answered with a 503."""
+crafted files answered with a 4xx; other writers and a second import of the same file
+going through while an import runs."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import io
 import json
 import re
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from sqlalchemy import func, make_url, select
 from sqlalchemy.exc import OperationalError
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
-from announcements import apikeys, importing, services, versions
+from announcements import apikeys, importing, rendering, services, versions
 from announcements.errors import ValidationFailed
 from announcements.importing import Action
-from announcements.models import AuditEvent, Category, Note, NoteStatus, utcnow
+from announcements.models import AuditEvent, Category, EndUser, Note, NoteStatus, utcnow
 from app import database
+from tests.browser import serve
 from tests.conftest import SHARED_TESTDATA
 from tests.factories import make_product
+from tests.test_widget_api import user_hash
 
 CHANGELOGS = SHARED_TESTDATA / "changelogs"
 FILES = sorted(p.name for p in CHANGELOGS.glob("*.md") if p.name != "SOURCES.md")
@@ -371,6 +381,41 @@ def test_a_git_cliff_timestamp_past_the_year_9999_is_left_out(client, session) -
     assert note.released_at is None and note.published_at is not None
 
 
+def test_writes_go_through_while_an_import_renders(app, client, session, monkeypatch) -> None:
+    """An API write, a subscription and a new widget user while an import renders (each
+    was a 500 "database is locked" during an import that rendered for 14 s)."""
+    product = make_product(session, slug="acme")
+    headers = api_key(session, product)
+    rendering_second, writes_done = threading.Event(), threading.Event()
+    render = rendering.render
+    calls: list[str] = []
+
+    def slow_second_render(body: str, budget: rendering.Budget | None = None) -> str:
+        calls.append(body)
+        if len(calls) == 2:  # the importer before this one wrote the first release's note
+            rendering_second.set()
+            writes_done.wait(timeout=30)
+        return render(body, budget)
+
+    monkeypatch.setattr(rendering, "render", slow_second_render)
+    text = "## 1.1.0\n- Two\n\n## 1.0.0\n- One\n"
+    with ThreadPoolExecutor(1) as pool:
+        imported = pool.submit(send, app.test_client(), headers, text)
+        assert rendering_second.wait(timeout=30)
+        try:
+            note = {"version": "2.0.0", "title": "Meanwhile", "category": "Added"}
+            created = client.post("/api/v1/products/acme/notes", headers=headers, json=note)
+            subscribed = client.post("/changelog/acme/subscribe", data={"email": "a@example.com"})
+            user = {"user_id": "new-user", "user_hash": user_hash(product, "new-user")}
+            seen = client.get(f"/api/v1/widget/{product.widget_key}/notes", query_string=user)
+        finally:
+            writes_done.set()
+        assert imported.result(timeout=60).json["counts"]["create"] == 2
+    assert (created.status_code, subscribed.status_code, seen.status_code) == (201, 202, 200)
+    assert len(notes_of(session, product)) == 3
+    assert session.scalar(select(func.count()).select_from(EndUser)) == 1
+
+
 def test_a_database_still_locked_after_the_busy_timeout_is_a_503_to_retry(
     app_factory, database_url, session, monkeypatch
 ) -> None:
@@ -405,3 +450,49 @@ def test_a_postgresql_deadlock_is_a_503_to_retry_too(app, client) -> None:
     app.add_url_rule("/api/v1/deadlocked", view_func=deadlocked)
     answer = client.get("/api/v1/deadlocked")
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "2"
+
+
+def post_import(base: str, headers: dict[str, str], text: str) -> tuple[int, dict]:
+    """POST ``text`` to the import endpoint of the server at ``base``, over HTTP."""
+    boundary, body = encode_multipart(
+        {"file": FileStorage(io.BytesIO(text.encode()), "CHANGELOG.md"), "publish": "true"}
+    )
+    connection = http.client.HTTPConnection(urlsplit(base).netloc, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/api/v1/products/acme/import",
+            body,
+            {**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        answer = connection.getresponse()
+        data = answer.read()
+    finally:
+        connection.close()
+    is_json = answer.getheader("Content-Type") == "application/json"
+    return answer.status, json.loads(data) if is_json else {"page": data.decode()}
+
+
+def test_two_imports_of_one_file_at_once_write_each_note_once(app, session, monkeypatch) -> None:
+    """Both read the product's notes before either writes (found: the second failed with a
+    500 on the unique import key)."""
+    product = make_product(session, slug="acme")
+    headers = api_key(session, product)
+    both_have_read = threading.Barrier(2, timeout=30)
+    first_render = threading.local()
+    render = rendering.render
+
+    def render_when_both_have_read(body: str, budget: rendering.Budget | None = None) -> str:
+        if not getattr(first_render, "done", False):
+            first_render.done = True
+            both_have_read.wait()
+        return render(body, budget)
+
+    monkeypatch.setattr(rendering, "render", render_when_both_have_read)
+    text = "".join(f"## 1.{n}.0 - 2024-01-{n + 1:02d}\n- Change {n}\n\n" for n in range(5))
+    with contextlib.contextmanager(serve)(app) as base, ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: post_import(base, headers, text), range(2)))
+    assert [status for status, _ in answers] == [200, 200], answers
+    counts = sorted((body["counts"]["create"], body["counts"]["unchanged"]) for _, body in answers)
+    assert counts == [(0, 5), (5, 0)]
+    assert len(notes_of(session, product)) == 5
