@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from announcements import services
+from announcements import audit, services
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     ConsoleSession,
@@ -231,7 +231,7 @@ def invite(
     invitation.created_at = now
     invitation.expires_at = now + INVITATION_LIFETIME
     session.flush()
-    services.record(
+    audit.record(
         session, product, by, "member.invited", f"Invited {email} as {role.value}", now=now
     )
     return Invited(invitation, token)
@@ -263,7 +263,7 @@ def withdraw_invitation(
     session: Session, product: Product, invitation: Invitation, *, by: TeamMember, now: datetime
 ) -> None:
     session.delete(invitation)
-    services.record(
+    audit.record(
         session,
         product,
         by,
@@ -353,4 +353,4 @@ def set_active(
         end_sessions(session, member)
     action = "member.reactivated" if active else "member.deactivated"
     verb = "Reactivated" if active else "Deactivated"
-    services.record(session, product, by, action, f"{verb} {member.email}", now=now)
+    audit.record(session, product, by, action, f"{verb} {member.email}", now=now)

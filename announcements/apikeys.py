@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from announcements import services
+from announcements import audit
 from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import ApiKey, ApiScope, Product, TeamMember
 
@@ -80,7 +80,7 @@ def create(
         created_at=now,
     )
     session.add(key)
-    services.record(
+    audit.record(
         session, product, by, "api_key.created", f"Created API key {prefix}… “{name}”", now=now
     )
     session.commit()
@@ -128,11 +128,11 @@ def for_product(session: Session, product: Product) -> list[ApiKey]:
 def revoke(
     session: Session, product: Product, key_id: int, *, by: TeamMember | None, now: datetime
 ) -> ApiKey:
-    key = services.owned(session, ApiKey, product, key_id)
+    key = audit.owned(session, ApiKey, product, key_id)
     if key.revoked_at is not None:
         raise InvalidTransition("This key is already revoked.")
     key.revoked_at = now
     summary = f"Revoked API key {key.prefix}… “{key.name}”"
-    services.record(session, product, by, "api_key.revoked", summary, now=now)
+    audit.record(session, product, by, "api_key.revoked", summary, now=now)
     session.commit()
     return key

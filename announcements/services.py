@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -20,11 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from announcements import rendering, subscriptions, targeting, versions, webhooks
+from announcements.audit import owned, record
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     LOCALE_PATTERN,
-    ApiKey,
-    AuditEvent,
     Category,
     Membership,
     Note,
@@ -32,7 +31,6 @@ from announcements.models import (
     Product,
     Role,
     TeamMember,
-    Webhook,
 )
 
 MAX_TITLE_LENGTH = 200
@@ -335,19 +333,6 @@ def _ensure_another_owner(session: Session, product: Product, member: TeamMember
 # Notes --------------------------------------------------------------------
 
 
-Owned = TypeVar("Owned", Note, ApiKey, Webhook)
-
-
-def owned(session: Session, model: type[Owned], product: Product, row_id: int) -> Owned:
-    """Row ``row_id`` of ``model`` if it belongs to ``product``; anything else, another
-    product's included, is NotFound, so ids reveal nothing across products."""
-    row = session.get(model, row_id)
-    if row is None or row.product_id != product.id:
-        what = {Note: "note", ApiKey: "key", Webhook: "webhook"}[model]
-        raise NotFound(f"There is no such {what} in this product.")
-    return row
-
-
 def get_note(session: Session, product: Product, note_id: int) -> Note:
     """The product's note ``note_id``; another product's note is NotFound."""
     return owned(session, Note, product, note_id)
@@ -643,28 +628,3 @@ def _queue_mail(session: Session, note: Note, now: datetime) -> None:
 def _bump_stamp(product: Product) -> None:
     """Tell caches the product changed; done in SQL so concurrent writers never share a stamp."""
     product.catalogue_stamp = Product.catalogue_stamp + 1
-
-
-def record(
-    session: Session,
-    product: Product,
-    actor: TeamMember | None,
-    action: str,
-    summary: str,
-    *,
-    note: Note | None = None,
-    now: datetime,
-) -> None:
-    """Add an audit event for a change, to be committed with it."""
-    if note is not None:
-        summary = f"“{note.title}” ({note.version}): {summary}"
-    session.add(
-        AuditEvent(
-            product_id=product.id,
-            actor=actor,
-            note=note,
-            action=action,
-            summary=summary[:500],
-            created_at=now,
-        )
-    )

@@ -19,7 +19,7 @@ import email_validator
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from announcements import services, targeting
+from announcements import audit, targeting
 from announcements.errors import NotFound, ValidationFailed
 from announcements.models import (
     LOCALE_PATTERN,
@@ -275,7 +275,7 @@ def remove(
         raise NotFound("There is no such subscriber in this product.")
     session.delete(subscriber)
     summary = f"Removed subscriber #{subscriber.id}"
-    services.record(session, product, by, "subscriber.removed", summary, now=now)
+    audit.record(session, product, by, "subscriber.removed", summary, now=now)
     session.commit()
     return subscriber
 
@@ -489,7 +489,7 @@ def export_csv(
     """The product's subscribers as CSV, a line at a time. The file holds every address,
     so the export is in the audit log before the first line goes out."""
     summary = "Downloaded the subscriber list as CSV"
-    services.record(session, product, by, "subscribers.exported", summary, now=now)
+    audit.record(session, product, by, "subscribers.exported", summary, now=now)
     session.commit()
     return _csv_lines(session, product)
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
-from announcements import services
+from announcements import audit
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     Category,
@@ -145,7 +145,7 @@ def create(
         created_at=now,
     )
     session.add(webhook)
-    services.record(session, product, by, "webhook.created", f"Added webhook {url}", now=now)
+    audit.record(session, product, by, "webhook.created", f"Added webhook {url}", now=now)
     session.commit()
     return webhook
 
@@ -155,7 +155,7 @@ def set_active(
 ) -> None:
     webhook.is_active = active
     state = "Resumed" if active else "Paused"
-    services.record(
+    audit.record(
         session, webhook.product, by, "webhook.updated", f"{state} webhook {webhook.url}", now=now
     )
     session.commit()
@@ -164,7 +164,7 @@ def set_active(
 def delete(session: Session, webhook: Webhook, *, by: TeamMember | None, now: datetime) -> None:
     product, url = webhook.product, webhook.url
     session.delete(webhook)
-    services.record(session, product, by, "webhook.deleted", f"Removed webhook {url}", now=now)
+    audit.record(session, product, by, "webhook.deleted", f"Removed webhook {url}", now=now)
     session.commit()
 
 
@@ -186,7 +186,7 @@ def retry(
             "only a failed call, or one waiting to try again, can be retried."
         )
     delivery.status, delivery.next_attempt_at = OutboxStatus.QUEUED, now
-    services.record(
+    audit.record(
         session,
         product,
         by,

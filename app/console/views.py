@@ -34,6 +34,7 @@ from announcements import (
     targeting,
     webhooks,
 )
+from announcements.audit import owned
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import (
     Category,
@@ -919,7 +920,7 @@ def webhooks_page(product: Product) -> ResponseReturnValue:
 @bp.post("/p/<slug>/webhooks/<id:webhook_id>/<any(pause, resume):change>")
 @role_required(Role.OWNER)
 def webhook_toggle(product: Product, webhook_id: int, change: str) -> ResponseReturnValue:
-    webhook = services.owned(db.session, Webhook, product, webhook_id)
+    webhook = owned(db.session, Webhook, product, webhook_id)
     webhooks.set_active(db.session, webhook, change == "resume", by=current_member(), now=utcnow())
     flash(f"Webhook {'resumed' if change == 'resume' else 'paused'}.", "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
@@ -929,7 +930,7 @@ def webhook_toggle(product: Product, webhook_id: int, change: str) -> ResponseRe
 @role_required(Role.OWNER)
 def webhook_test(product: Product, webhook_id: int) -> ResponseReturnValue:
     """Call the webhook now, signed like any call, with the latest note; say what came back."""
-    webhook = services.owned(db.session, Webhook, product, webhook_id)
+    webhook = owned(db.session, Webhook, product, webhook_id)
     now = utcnow()
     note = webhooks.sample(db.session, product, now=now)
     call = calls.Call(webhook, WebhookEvent.PUBLISHED.value, None, now, note)
@@ -955,7 +956,7 @@ def webhook_retry(product: Product, delivery_id: int) -> ResponseReturnValue:
 @bp.post("/p/<slug>/webhooks/<id:webhook_id>/delete")
 @role_required(Role.OWNER)
 def webhook_delete(product: Product, webhook_id: int) -> ResponseReturnValue:
-    webhook = services.owned(db.session, Webhook, product, webhook_id)
+    webhook = owned(db.session, Webhook, product, webhook_id)
     webhooks.delete(db.session, webhook, by=current_member(), now=utcnow())
     flash("Webhook removed, with its delivery log.", "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))

@@ -1,0 +1,53 @@
+"""What every service needs and nothing else: the audit record of a change, and the rule
+that a row is reached only through the product it belongs to.
+
+It imports no other service, so services, subscriptions, webhooks, API keys and accounts
+can all use it without importing each other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from announcements.errors import NotFound
+from announcements.models import ApiKey, AuditEvent, Note, Product, TeamMember, Webhook
+
+Owned = TypeVar("Owned", Note, ApiKey, Webhook)
+
+
+def record(
+    session: Session,
+    product: Product,
+    actor: TeamMember | None,
+    action: str,
+    summary: str,
+    *,
+    note: Note | None = None,
+    now: datetime,
+) -> None:
+    """Add an audit event for a change, to be committed with it."""
+    if note is not None:
+        summary = f"“{note.title}” ({note.version}): {summary}"
+    session.add(
+        AuditEvent(
+            product_id=product.id,
+            actor=actor,
+            note=note,
+            action=action,
+            summary=summary[:500],
+            created_at=now,
+        )
+    )
+
+
+def owned(session: Session, model: type[Owned], product: Product, row_id: int) -> Owned:
+    """Row ``row_id`` of ``model`` if it belongs to ``product``; anything else, another
+    product's included, is NotFound, so ids reveal nothing across products."""
+    row = session.get(model, row_id)
+    if row is None or row.product_id != product.id:
+        what = {Note: "note", ApiKey: "key", Webhook: "webhook"}[model]
+        raise NotFound(f"There is no such {what} in this product.")
+    return row
