@@ -15,9 +15,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from announcements import accounts, apikeys, demo, importing, services
+from announcements import accounts, apikeys, importing, services
 from announcements.errors import DomainError, ValidationFailed
 from announcements.models import Product, Role, utcnow
+from app import demo_data
 from app.extensions import db
 
 users = AppGroup("users", help="Manage console accounts.")
@@ -83,7 +84,7 @@ def load_demo(as_json: bool) -> None:
     """Load the demo data (idempotent) and print the console login."""
     password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(12)
     try:
-        loaded = demo.load(db.session, password=password, now=utcnow())
+        loaded = demo_data.load(db.session, password=password, now=utcnow())
     except ValidationFailed as error:
         raise click.ClickException(error.message) from None
     loaded["console"]["url"] = current_app.config["BASE_URL"] + "/console/"

@@ -14,9 +14,9 @@ from flask import Blueprint, Flask, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from announcements.demo import DEMO_HOST_PRODUCT, DEMO_HOST_USER
 from announcements.models import Product
 from app.api.widget import expected_email_hash, expected_hash
+from app.demo_data import DEMO_HOST_PRODUCT, DEMO_HOST_USER
 from app.extensions import db
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
