@@ -83,6 +83,10 @@ def subscribe(client: FlaskClient, product: Product, address: str, **form: objec
     return client.post(f"/changelog/{product.slug}/subscribe", data={"email": address, **form})
 
 
+# The subscribe form marks the address field as the one that failed.
+EMAIL_FIELD_FAILED = 'aria-invalid="true" aria-describedby="subscribe-error"'
+
+
 def outbox(session: Session, **where: object) -> list[OutboxMessage]:
     query = select(OutboxMessage).filter_by(**where).order_by(OutboxMessage.id)
     return list(session.scalars(query))
@@ -134,7 +138,7 @@ def test_asking_again_reveals_nothing_and_changes_nothing_until_confirmed(
     assert subscriber is not None and subscriber.frequency is Frequency.DIGEST
     send_all(smtp_server)
     [mail] = smtp_server.recorder.to("known@example.com")
-    client.get(link(mail, "confirm"))
+    assert client.get(link(mail, "confirm")).status_code == 200
     session.refresh(subscriber)
     assert subscriber.frequency is Frequency.EVERY
 
@@ -161,16 +165,35 @@ def test_bad_addresses_get_a_clear_message_and_store_nothing(
     product = make_product(session)
     answer = subscribe(client, product, address)
     assert answer.status_code == 422
-    assert 'class="field-error"' in answer.get_data(as_text=True)
+    page = answer.get_data(as_text=True)
+    assert 'class="field-error"' in page and EMAIL_FIELD_FAILED in page
+    assert (
+        "Enter your email address." in page
+        or "That is not an email address we can use" in page
+        or "That address is too long to be real." in page
+    )
     assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
     assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
 
 
-def test_bad_preferences_are_refused(client: FlaskClient, session: Session) -> None:
+@pytest.mark.parametrize(
+    ("preferences", "message"),
+    [
+        ({"frequency": "hourly"}, "Choose every release, important notes only, or a digest."),
+        ({"categories": ["Gossip"]}, "Choose categories from the list."),
+    ],
+)
+def test_bad_preferences_are_refused(
+    client: FlaskClient, session: Session, preferences: dict[str, object], message: str
+) -> None:
     product = make_product(session)
-    assert subscribe(client, product, "a@example.com", frequency="hourly").status_code == 422
-    assert subscribe(client, product, "a@example.com", categories=["Gossip"]).status_code == 422
+    answer = subscribe(client, product, "a@example.com", **preferences)
+    assert answer.status_code == 422
+    page = answer.get_data(as_text=True)
+    assert f'role="alert">{message}</p>' in page
+    assert EMAIL_FIELD_FAILED not in page  # the address was fine
     assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+    assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
 
 
 def test_subscribing_is_rate_limited_per_address_and_per_ip(app_factory, session: Session) -> None:
@@ -278,15 +301,33 @@ def test_a_failed_publish_queues_nothing(session: Session, monkeypatch: pytest.M
 def test_a_scheduled_note_is_sent_when_it_goes_live(
     session: Session, smtp_server: SmtpServer
 ) -> None:
-    product = make_product(session)
+    product = make_product(session, name="Lumen")
     confirmed(session, product, "every@example.com")
-    now = utcnow()
-    note = make_note(session, product, status="scheduled", now=now, email_subscribers=True)
+    # Written a day and five minutes ago for a day later: it went live five minutes ago,
+    # so the message queued then is due for a sending run now.
+    written = utcnow() - timedelta(days=1, minutes=5)
+    note = make_note(
+        session,
+        product,
+        status="scheduled",
+        now=written,
+        title="Cohorts",
+        email_subscribers=True,
+    )
+    live_at = note.published_at
     assert outbox(session) == []
-    assert subscriptions.queue_due_notes(session, now=now + timedelta(hours=1)) == 0
-    assert subscriptions.queue_due_notes(session, now=now + timedelta(days=1, minutes=1)) == 1
-    assert subscriptions.queue_due_notes(session, now=now + timedelta(days=1, minutes=2)) == 0
+    assert subscriptions.queue_due_notes(session, now=live_at - timedelta(minutes=1)) == 0
+    assert send_all(smtp_server).sent == 0
+    assert smtp_server.recorder.received == []  # nothing before its time
+    assert subscriptions.queue_due_notes(session, now=live_at + timedelta(minutes=1)) == 1
+    assert subscriptions.queue_due_notes(session, now=live_at + timedelta(minutes=2)) == 0
     assert [row.note_id for row in outbox(session)] == [note.id]
+
+    assert send_all(smtp_server).sent == 1
+    assert smtp_server.recorder.per_recipient() == {"every@example.com": 1}
+    [mail] = smtp_server.recorder.to("every@example.com")
+    assert mail["Subject"] == f"Lumen {note.version}: Cohorts"
+    assert send_all(smtp_server).sent == 0  # once
 
 
 def test_an_already_published_note_can_be_sent_and_only_to_newcomers_again(
@@ -398,6 +439,10 @@ def test_the_unsubscribe_page_shows_preferences_and_changes_nothing_until_asked(
     assert (subscriber.frequency, subscriber.categories) == (Frequency.DIGEST, ["Fixed"])
     bad = client.post(f"/subscriptions/preferences/{token}", data={"frequency": "hourly"})
     assert bad.status_code == 422
+    page = bad.get_data(as_text=True)
+    assert 'role="alert">Choose every release, important notes only, or a digest.</p>' in page
+    session.refresh(subscriber)
+    assert (subscriber.frequency, subscriber.categories) == (Frequency.DIGEST, ["Fixed"])
 
 
 def test_the_eml_folder_takes_the_mail_without_smtp(
@@ -654,7 +699,7 @@ def test_the_weekly_digest_lists_what_is_new_and_unread_and_skips_an_empty_week(
     weekly.last_digest_at = monday_nine - timedelta(days=7)
     session.commit()
     week = monday_nine - timedelta(days=3)
-    first = make_note(session, product, version="2.0.0", title="One", now=week)
+    make_note(session, product, version="2.0.0", title="One", now=week)
     make_note(session, product, version="2.1.0", title="Two", now=week + timedelta(hours=1))
     already = make_note(
         session, product, version="2.1.0", title="Seen already", now=week + timedelta(hours=2)
@@ -681,8 +726,8 @@ def test_the_weekly_digest_lists_what_is_new_and_unread_and_skips_an_empty_week(
     assert subscriptions.queue_digests(session, now=monday_nine + timedelta(days=7)) == 1
     report = send_all(smtp_server)
     assert (report.sent, report.skipped) == (0, 1)
-    assert len(smtp_server.recorder.to("weekly@example.com")) == 1
-    assert first.id  # the notes of a digest are not also sent one by one
+    # The notes of a digest are not also sent one by one: one message in all, the digest.
+    assert smtp_server.recorder.per_recipient() == {"weekly@example.com": 1}
     assert outbox(session, kind=subscriptions.OutboxKind.NOTE) == []
 
 
@@ -727,7 +772,7 @@ def test_a_subscriber_reads_the_note_in_their_language(
     subscribe(client, product, "anna@example.com", locale="de")
     send_all(smtp_server)
     [mail] = smtp_server.recorder.to("anna@example.com")
-    client.get(link(mail, "confirm"))
+    assert client.get(link(mail, "confirm")).status_code == 200
     services.publish(session, note, by=None, now=utcnow())
     send_all(smtp_server)
     latest = smtp_server.recorder.to("anna@example.com")[-1]
