@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -47,6 +49,14 @@ def _note_form(client, **overrides: str) -> dict[str, str]:
     return form
 
 
+FIELD_ERROR = re.compile(r'<p class="field-error" id="([\w-]+)-error">([^<]*)</p>')
+
+
+def field_errors(page: str) -> dict[str, str]:
+    """The messages the form shows beside its fields, by field name."""
+    return {field: html.unescape(message) for field, message in FIELD_ERROR.findall(page)}
+
+
 def _count_notes(session) -> int:
     return session.scalar(select(func.count()).select_from(Note))
 
@@ -77,7 +87,9 @@ def test_login_with_a_wrong_password_says_so_and_sets_no_session(client, auth, s
     response = auth.login("pm@example.com", "wrong password")
     assert response.status_code == 422
     assert "do not match an account" in response.get_data(as_text=True)
-    assert client.get("/console/").status_code == 302
+    still_out = client.get("/console/")
+    assert still_out.status_code == 302
+    assert still_out.headers["Location"].startswith("/console/login")
 
 
 def test_login_sets_a_hardened_session_cookie(client, auth, session) -> None:
@@ -109,6 +121,11 @@ def test_login_is_rate_limited(app_factory) -> None:
 def test_secure_cookies_outside_development(app_factory) -> None:
     production = app_factory(TIDINGS_ENV="production", SECRET_KEY="s" * 40)
     assert production.config["SESSION_COOKIE_SECURE"] is True
+    # And the cookie a browser is given says so.
+    page = production.test_client().get("/console/login", base_url="https://localhost")
+    [cookie] = page.headers.getlist("Set-Cookie")
+    assert cookie.startswith("session=")
+    assert {"Secure", "HttpOnly", "SameSite=Lax"} <= {part.strip() for part in cookie.split(";")}
 
 
 def test_an_editor_writes_a_draft_then_publishes_it(client, session, editor_on_acme) -> None:
@@ -139,23 +156,28 @@ def test_scheduling_reads_the_time_in_the_members_zone(client, session, editor_o
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "field", "message"),
     [
-        ({"title": ""}, "Give the note a title."),
-        ({"version": "soon"}, "is not a version we can order"),
-        ({"category": "Bogus"}, "Not a valid choice"),
-        ({"body_md": "x" * (100 * 1024 + 10)}, "over 100 KB"),
-        ({"intent": "schedule", "publish_at": "2001-01-01T10:00"}, "That time has passed"),
-        ({"intent": "schedule", "publish_at": "not a date"}, "Enter a date and time"),
-        ({"expires_at": "yesterday"}, "Enter a date and time"),
+        ({"title": ""}, "title", "Give the note a title."),
+        ({"version": "soon"}, "version", "is not a version we can order"),
+        ({"category": "Bogus"}, "category", "Not a valid choice"),
+        ({"body_md": "x" * (100 * 1024 + 10)}, "body_md", "over 100 KB"),
+        (
+            {"intent": "schedule", "publish_at": "2001-01-01T10:00"},
+            "publish_at",
+            "That time has passed",
+        ),
+        ({"intent": "schedule", "publish_at": "not a date"}, "publish_at", "Enter a date and time"),
+        ({"expires_at": "yesterday"}, "expires_at", "Enter a date and time"),
     ],
 )
 def test_bad_input_shows_a_message_on_the_form_and_saves_nothing(
-    client, session, editor_on_acme, overrides, message
+    client, session, editor_on_acme, overrides, field, message
 ) -> None:
     response = client.post("/console/p/acme/notes/new", data=_note_form(client, **overrides))
     assert response.status_code == 422
-    assert message in response.get_data(as_text=True)
+    errors = field_errors(response.get_data(as_text=True))
+    assert list(errors) == [field] and message in errors[field]
     assert _count_notes(session) == 0
 
 
@@ -165,7 +187,9 @@ def test_a_duplicate_title_in_the_same_version_is_a_form_error(
     make_note(session, editor_on_acme, version="2.4.0", title="Dark mode")
     response = client.post("/console/p/acme/notes/new", data=_note_form(client))
     assert response.status_code == 422
-    assert "already has a note with this title" in response.get_data(as_text=True)
+    assert field_errors(response.get_data(as_text=True)) == {
+        "title": "Version 2.4.0 already has a note with this title."
+    }
     assert _count_notes(session) == 1
 
 
@@ -175,6 +199,7 @@ def test_bad_edits_leave_the_note_as_it_was(client, session, editor_on_acme) -> 
         f"/console/p/acme/notes/{note.id}", data=_note_form(client, title="", version="x")
     )
     assert response.status_code == 422
+    assert set(field_errors(response.get_data(as_text=True))) == {"title", "version"}
     session.expire_all()
     assert (note.title, note.version) == ("Exports", "1.0.0")
 
@@ -217,8 +242,17 @@ def test_product_settings_validate_and_change_nothing_on_error(
     response = client.post("/console/p/acme/settings", data=form)
     page = response.get_data(as_text=True)
     assert response.status_code == 422
-    for message in ("lowercase letters", "is not an origin", "language tag", "#4f46e5", "https://"):
-        assert message in page
+    errors = field_errors(page)
+    expected = {
+        "slug": "lowercase letters",
+        "allowed_origins": "is not an origin",
+        "default_locale": "language tag",
+        "accent_color": "#4f46e5",
+        "logo_url": "https://",
+    }
+    assert set(errors) == set(expected)
+    for field, message in expected.items():
+        assert message in errors[field], field
     session.expire_all()
     assert editor_on_acme.slug == "acme" and editor_on_acme.allowed_origins == []
 
@@ -246,6 +280,8 @@ def test_the_last_owner_stays(client, session, editor_on_acme) -> None:
         follow_redirects=True,
     )
     assert "at least one owner" in response.get_data(as_text=True)
+    session.expire_all()
+    assert [(m.member_id, m.role) for m in editor_on_acme.memberships] == [(owner.id, Role.OWNER)]
 
 
 def test_a_change_the_state_forbids_is_refused_with_a_message_and_changes_nothing(
@@ -285,10 +321,15 @@ def test_a_change_the_state_forbids_is_refused_with_a_message_and_changes_nothin
 
 
 def test_the_audit_log_shows_who_did_what(client, session, editor_on_acme) -> None:
-    client.post("/console/p/acme/notes/new", data=_note_form(client, intent="publish"))
+    posted = client.post("/console/p/acme/notes/new", data=_note_form(client, intent="publish"))
+    assert posted.status_code == 302
     page = client.get("/console/p/acme/audit").get_data(as_text=True)
     assert "note.created" in page and "owner@example.com" in page and "Dark mode" in page
-    assert session.scalar(select(func.count()).select_from(AuditEvent)) >= 2
+    owner = editor_on_acme.memberships[0].member
+    events = session.execute(
+        select(AuditEvent.action, AuditEvent.actor_id).order_by(AuditEvent.id)
+    ).all()
+    assert events == [("product.created", owner.id), ("note.created", owner.id)]
 
 
 def test_console_pages_forbid_framing_and_inline_script(client, editor_on_acme) -> None:
@@ -299,16 +340,25 @@ def test_console_pages_forbid_framing_and_inline_script(client, editor_on_acme) 
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("path", "status", "shown"),
     [
-        "/console/p/acme/notes/99999999999999999999",
-        "/console/p/acme/notes/2147483648",
-        "/console/p/acme/audit?page=100000000000000000000",
-        "/console/p/acme/notes?page=100000000000000000000&status=bogus&category=%00",
+        ("/console/p/acme/notes/99999999999999999999", 404, None),
+        ("/console/p/acme/notes/2147483648", 404, None),
+        ("/console/p/acme/audit?page=100000000000000000000", 200, "<h1>Audit log</h1>"),
+        (
+            "/console/p/acme/notes?page=100000000000000000000&status=bogus&category=%00",
+            200,
+            "<h2>No notes match</h2>",
+        ),
     ],
 )
-def test_crafted_ids_and_pages_never_cause_a_server_error(client, editor_on_acme, path) -> None:
-    assert client.get(path).status_code in (200, 404)
+def test_crafted_ids_and_pages_never_cause_a_server_error(
+    client, editor_on_acme, path, status, shown
+) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    if shown is not None:
+        assert shown in response.get_data(as_text=True)
 
 
 def test_crafted_member_ids_are_not_found(client, editor_on_acme) -> None:
@@ -331,7 +381,11 @@ def test_owners_choose_how_many_releases_new_users_find_unread(client, session, 
     form = _settings_form(client)
     bad = client.post("/console/p/acme/settings", data={**form, "grace_releases": "25"})
     assert bad.status_code == 422
-    assert "between 0 and 20" in bad.get_data(as_text=True)
+    assert field_errors(bad.get_data(as_text=True)) == {
+        "grace_releases": "Choose between 0 and 20 releases."
+    }
+    session.expire_all()
+    assert editor_on_acme.grace_releases == 1
     client.post("/console/p/acme/settings", data={**form, "grace_releases": "3"})
     session.expire_all()
     assert editor_on_acme.grace_releases == 3
@@ -368,7 +422,9 @@ def test_a_bad_audience_rule_is_a_form_error_and_saves_nothing(client, session, 
     response = client.post("/console/p/acme/notes/new", data={**_note_form(client), **rows})
     assert response.status_code == 422
     page = response.get_data(as_text=True)
-    assert "neither a number nor a version" in page
+    errors = field_errors(page)
+    assert list(errors) == ["audience"]
+    assert "neither a number nor a version" in errors["audience"]
     assert 'value="lots"' in page  # what was typed stays in the form
     assert _count_notes(session) == 0
 
@@ -438,7 +494,8 @@ def test_a_time_with_no_utc_equivalent_is_a_form_error(
     form = _note_form(client, intent="schedule" if field == "publish_at" else "save")
     response = client.post("/console/p/acme/notes/new", data={**form, field: moment})
     assert response.status_code == 422
-    assert "Enter a date and time" in response.get_data(as_text=True)
+    errors = field_errors(response.get_data(as_text=True))
+    assert list(errors) == [field] and "Enter a date and time" in errors[field]
     assert _count_notes(session) == 0
 
 
@@ -514,7 +571,8 @@ def test_a_logo_address_that_is_no_https_url_is_a_form_error(
 ) -> None:
     response = client.post("/console/p/acme/settings", data=_settings_form(client, logo_url=logo))
     assert response.status_code == 422
-    assert message in response.get_data(as_text=True)
+    errors = field_errors(response.get_data(as_text=True))
+    assert list(errors) == ["logo_url"] and message in errors["logo_url"]
     session.expire_all()
     assert editor_on_acme.logo_url is None
 
