@@ -1,4 +1,4 @@
-"""The product manager's console, under /console/."""
+"""The product manager's console, under /console/: one blueprint, one module per resource."""
 
 from __future__ import annotations
 
@@ -6,4 +6,13 @@ from flask import Blueprint
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
-from app.console import views  # noqa: E402,F401 - registers the routes on bp
+# Each module registers its routes on bp.
+from app.console import (  # noqa: E402,F401
+    common,
+    email,
+    integrations,
+    notes,
+    products,
+    signin,
+    team,
+)

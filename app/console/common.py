@@ -1,0 +1,49 @@
+"""What every console view shares: saying why a change was refused, and the helpers
+its templates use."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from flask import (
+    flash,
+)
+from flask_wtf import FlaskForm
+
+from announcements.errors import InvalidTransition, ValidationFailed
+from announcements.models import (
+    Role,
+)
+from app.console import bp, timezones
+from app.extensions import db
+
+
+@contextlib.contextmanager
+def refused(form: FlaskForm | None = None) -> Iterator[None]:
+    """Make a change the domain may refuse. On a refusal, undo it, say why (beside the
+    fields of ``form`` that a ValidationFailed names, else in a flash message), and skip
+    the rest of the block, which reports the success."""
+    try:
+        yield
+    except ValidationFailed as error:
+        db.session.rollback()
+        for name, message in error.errors.items():
+            field = form._fields.get(name) if form is not None else None
+            if field is None:
+                flash(message, "error")
+            else:
+                field.errors = [*field.errors, message]
+    except InvalidTransition as error:
+        db.session.rollback()
+        flash(error.message, "error")
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    return {
+        "local_time": timezones.local,
+        "zone_name": timezones.zone_name,
+        "Role": Role,
+    }

@@ -1,0 +1,224 @@
+"""Signing in and out, one's own account, password resets and invitations."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import (
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_required, logout_user
+
+from announcements import (
+    accounts,
+)
+from announcements.errors import NotFound
+from announcements.models import (
+    utcnow,
+)
+from app.auth import current_member, session_token, sign_in, sign_out
+from app.console import bp
+from app.console.common import refused
+from app.console.forms import (
+    ChangePasswordForm,
+    ForgotPasswordForm,
+    LoginForm,
+    NewPasswordForm,
+)
+from app.extensions import db, limiter
+from app.mail import account_mail, compose, tokens
+from app.mail.tokens import BadToken, Purpose
+
+
+def _login_limit() -> str:
+    return str(current_app.config["RATELIMIT_LOGIN"])
+
+
+def _login_email_key() -> str:
+    return "login:" + request.form.get("email", "").strip().lower()
+
+
+def _safe_next(target: str | None) -> str:
+    """Only follow a ``next`` that stays on this site, inside the console, and is one line
+    of plain characters (a CR or LF would split the Location header)."""
+    if (
+        target
+        and target.startswith("/console")
+        and target.isprintable()
+        and "\\" not in target
+        and not urlsplit(target).netloc
+    ):
+        return target
+    return url_for("console.products")
+
+
+# Session --------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_login_email_key)
+def login() -> ResponseReturnValue:
+    """Log a team member in."""
+    if current_user.is_authenticated:
+        return redirect(url_for("console.products"))
+    form = LoginForm(next=request.args.get("next", ""))
+    if form.validate_on_submit():
+        member = accounts.authenticate(db.session, form.email.data or "", form.password.data or "")
+        if member is not None:
+            sign_in(member)
+            return redirect(_safe_next(form.next.data))
+        form.password.errors = ["That email and password do not match an account."]
+    status = 200 if request.method == "GET" or not form.errors else 422
+    return render_template("console/login.html", form=form), status
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> ResponseReturnValue:
+    """Log out: the session ends on the server, so a copy of the cookie is worthless."""
+    sign_out()
+    flash("You are logged out.", "info")
+    return redirect(url_for("console.login"))
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_login_email_key)
+def forgot_password() -> ResponseReturnValue:
+    """Send a link to choose a new password; the answer is the same for any address."""
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        email = (form.email.data or "").strip()
+        member = accounts.find_by_email(db.session, email)
+        if member is not None and member.is_active:
+            token = tokens.make(
+                Purpose.PASSWORD_RESET,
+                {"m": member.id, "h": accounts.password_fingerprint(member)},
+            )
+            account_mail.send_in_background(
+                member.email,
+                "Choose a new Tidings password",
+                "password_reset",
+                email=member.email,
+                action_url=compose.external("console.reset_password", token=token),
+            )
+        flash(
+            f"If {email} has an account, a link to choose a new password is on its way. "
+            "It works once, for an hour.",
+            "info",
+        )
+        return redirect(url_for("console.login"))
+    return render_template("console/forgot_password.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/reset-password/<token>", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def reset_password(token: str) -> ResponseReturnValue:
+    """Choose a new password from an e-mailed link; every session of the account ends."""
+    try:
+        payload = tokens.read(Purpose.PASSWORD_RESET, token)
+        member = accounts.member_for_reset(db.session, payload.get("m"), payload.get("h"))
+    except (BadToken, NotFound) as error:
+        return _link_problem("This reset link does not work", error.message)
+    form = NewPasswordForm()
+    if form.validate_on_submit():
+        with refused(form):
+            accounts.set_password(db.session, member, form.password.data or "")
+            if current_user.is_authenticated:
+                logout_user()
+            sign_in(member)
+            flash(
+                "Your password is changed, and every other session of your account ended.",
+                "success",
+            )
+            return redirect(url_for("console.products"))
+    return render_template(
+        "console/password_new.html", form=form, email=member.email, invitation=None
+    ), 422 if form.errors else 200
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account() -> ResponseReturnValue:
+    """Change one's own password, and end one's sessions elsewhere."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        with refused(form):
+            accounts.change_password(
+                db.session,
+                current_member(),
+                form.current_password.data or "",
+                form.new_password.data or "",
+                keep=session_token(),
+            )
+            db.session.commit()
+            flash("Your password is changed. Every other session of your account ended.", "success")
+            return redirect(url_for("console.account"))
+    return render_template(
+        "console/account.html",
+        form=form,
+        other_sessions=accounts.session_count(db.session, current_member()) - 1,
+    ), 422 if form.errors else 200
+
+
+@bp.post("/account/sessions/end-others")
+@login_required
+def end_other_sessions() -> ResponseReturnValue:
+    """Sign out every other browser signed in to this account."""
+    accounts.end_sessions(db.session, current_member(), keep=session_token())
+    db.session.commit()
+    flash("Every other session of your account ended.", "success")
+    return redirect(url_for("console.account"))
+
+
+@bp.route("/invitations/<invitation_token>", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def invitation(invitation_token: str) -> ResponseReturnValue:
+    """Accept an invitation: a new account chooses its password; an existing one must be
+    signed in as itself."""
+    try:
+        invited = accounts.invitation_for(db.session, invitation_token, now=utcnow())
+    except NotFound as error:
+        return _link_problem("This invitation does not work", error.message)
+    product = invited.product
+    existing = accounts.find_by_email(db.session, invited.email)
+    if existing is not None:
+        if not current_user.is_authenticated:
+            flash(f"Log in as {invited.email} to join {product.name}.", "info")
+            return redirect(url_for("console.login", next=request.path))
+        if request.method == "POST":
+            with refused():
+                accounts.accept(db.session, invited, member=current_member(), now=utcnow())
+                db.session.commit()
+                flash(f"You joined {product.name} as {invited.role.value}.", "success")
+                return redirect(url_for("console.product_home", slug=product.slug))
+        return render_template("console/invitation.html", invitation=invited)
+    form = NewPasswordForm()
+    if form.validate_on_submit():
+        with refused(form):
+            member = accounts.accept(
+                db.session,
+                invited,
+                password=form.password.data or "",
+                name=form.name.data or "",
+                now=utcnow(),
+            )
+            if current_user.is_authenticated:
+                sign_out()
+            sign_in(member)
+            flash(f"Welcome to {product.name}.", "success")
+            return redirect(url_for("console.product_home", slug=product.slug))
+    return render_template(
+        "console/password_new.html", form=form, email=invited.email, invitation=invited
+    ), 422 if form.errors else 200
+
+
+def _link_problem(title: str, message: str) -> ResponseReturnValue:
+    return render_template("console/link_problem.html", title=title, message=message), 404
