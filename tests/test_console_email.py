@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 from announcements import subscriptions
 from announcements.models import (
     Frequency,
+    Note,
+    NoteStatus,
     OutboxMessage,
     Product,
     Role,
@@ -23,7 +25,7 @@ from app.mail import delivery, transport
 from tests.conftest import csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 from tests.mailserver import SmtpServer
-from tests.test_console import _settings_form
+from tests.test_console import _settings_form, field_errors
 
 
 @pytest.fixture
@@ -54,7 +56,9 @@ def test_email_settings_are_saved_and_checked(client, session, acme) -> None:
     )
     answer = client.post("/console/p/acme/settings", data=form)
     assert answer.status_code == 422
-    assert "not an email address we can use" in answer.get_data(as_text=True)
+    errors = field_errors(answer.get_data(as_text=True))
+    assert list(errors) == ["email_reply_to"]
+    assert "not an email address we can use" in errors["email_reply_to"]
     session.refresh(acme)
     assert acme.email_from_name is None
 
@@ -67,7 +71,11 @@ def test_email_settings_are_saved_and_checked(client, session, acme) -> None:
     )
     assert (acme.digest_weekday, acme.digest_hour) == (4, 16)
     form["digest_hour"] = "24"
-    assert client.post("/console/p/acme/settings", data=form).status_code == 422
+    refused = client.post("/console/p/acme/settings", data=form)
+    assert refused.status_code == 422
+    assert field_errors(refused.get_data(as_text=True)) == {"digest_hour": "Not a valid choice."}
+    session.refresh(acme)
+    assert (acme.digest_weekday, acme.digest_hour) == (4, 16)
 
 
 def test_publishing_from_the_editor_with_email_ticked_queues_the_messages(
@@ -87,7 +95,9 @@ def test_publishing_from_the_editor_with_email_ticked_queues_the_messages(
     assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
     form.update(title="Quiet", intent="publish")
     del form["email_subscribers"]
-    client.post("/console/p/acme/notes/new", data=form)
+    assert client.post("/console/p/acme/notes/new", data=form).status_code == 302
+    quiet = session.scalar(select(Note).where(Note.title == "Quiet"))
+    assert quiet is not None and quiet.status_at(utcnow()) is NoteStatus.PUBLISHED
     assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
 
 
@@ -100,7 +110,10 @@ def test_the_note_page_shows_delivery_and_sends_to_newcomers(
     assert "Send to subscribers" in page and "Not emailed" in page
 
     token = csrf_token(client)
-    client.post(f"/console/p/acme/notes/{note.id}/email", data={"csrf_token": token})
+    sent = client.post(
+        f"/console/p/acme/notes/{note.id}/email", data={"csrf_token": token}, follow_redirects=True
+    )
+    assert "Sending “Funnels” to 1 subscriber." in sent.get_data(as_text=True)
     assert client.get(f"/console/p/acme/notes/{note.id}/delivery").get_json() == {
         "queued": 1,
         "sent": 0,
@@ -117,6 +130,7 @@ def test_the_note_page_shows_delivery_and_sends_to_newcomers(
     sender.close()
     counts = client.get(f"/console/p/acme/notes/{note.id}/delivery").get_json()
     assert counts == {"queued": 0, "sent": 1, "failed": 0, "skipped": 0, "paused": None}
+    assert smtp_server.recorder.per_recipient() == {"first@example.com": 1}
     page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
     assert "data-delivery-url" not in page  # nothing left to follow
 
@@ -124,6 +138,20 @@ def test_the_note_page_shows_delivery_and_sends_to_newcomers(
         f"/console/p/acme/notes/{note.id}/email", data={"csrf_token": token}, follow_redirects=True
     )
     assert "already has it" in answer.get_data(as_text=True)
+
+    # A newcomer gets it, and only the newcomer.
+    _subscriber(session, acme, "newcomer@example.com")
+    again = client.post(
+        f"/console/p/acme/notes/{note.id}/email", data={"csrf_token": token}, follow_redirects=True
+    )
+    assert "Sending “Funnels” to 1 subscriber." in again.get_data(as_text=True)
+    sender = transport.Smtp(smtp_server.url)
+    assert delivery.deliver_due(sender).sent == 1
+    sender.close()
+    assert smtp_server.recorder.per_recipient() == {
+        "first@example.com": 1,
+        "newcomer@example.com": 1,
+    }
 
 
 def test_the_note_page_says_why_sending_is_paused_until_the_server_takes_mail(
@@ -222,9 +250,11 @@ def test_subscribers_page_counts_searches_exports_and_removes(client, session, a
         "pending@example.com",
     }
 
-    client.post(
+    removed = client.post(
         f"/console/p/acme/subscribers/{formula.id}/remove", data={"csrf_token": csrf_token(client)}
     )
+    assert removed.status_code == 302
+    session.expire_all()
     assert session.get(Subscriber, formula.id) is None
     other = make_product(session, slug="other")
     stranger = _subscriber(session, other, "stranger@example.com")
@@ -233,6 +263,7 @@ def test_subscribers_page_counts_searches_exports_and_removes(client, session, a
         data={"csrf_token": csrf_token(client)},
     )
     assert answer.status_code == 404
+    session.expire_all()
     assert session.get(Subscriber, stranger.id) is not None
 
 
@@ -248,3 +279,5 @@ def test_viewers_see_subscribers_but_cannot_export_or_remove(client, session, au
         data={"csrf_token": csrf_token(client)},
     )
     assert answer.status_code == 403
+    session.expire_all()
+    assert session.get(Subscriber, subscriber.id) is not None
