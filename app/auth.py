@@ -34,7 +34,7 @@ class LoggedInMember(UserMixin):
 
 
 def _load_member(token: str) -> LoggedInMember | None:
-    member = accounts.session_member(db.session, token, now=utcnow())
+    member = accounts.session_member(db.session(), token, now=utcnow())
     return LoggedInMember(member, token) if member is not None else None
 
 
@@ -46,14 +46,14 @@ def current_member() -> TeamMember:
 
 def sign_in(member: TeamMember) -> None:
     """Start a server-side session for ``member`` and put its token in the cookie."""
-    token = accounts.start_session(db.session, member, now=utcnow())
+    token = accounts.start_session(db.session(), member, now=utcnow())
     db.session.commit()
     login_user(LoggedInMember(member, token))
 
 
 def sign_out() -> None:
     """End this browser's session on the server as well as in its cookie."""
-    accounts.end_session(db.session, current_user.token)
+    accounts.end_session(db.session(), current_user.token)
     db.session.commit()
     logout_user()
 

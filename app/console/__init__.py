@@ -10,6 +10,7 @@ bp = Blueprint("console", __name__, url_prefix="/console")
 from app.console import (  # noqa: E402,F401
     common,
     email,
+    images,
     integrations,
     notes,
     products,

@@ -41,23 +41,23 @@ from app.mail import delivery, jobs, transport
 def note_delivery(product: Product, note_id: int) -> ResponseReturnValue:
     """How the note's emails stand, for the note page to follow while they go out, and
     why they wait when the mail server refuses us."""
-    found = services.get_note(db.session, product, note_id)
-    pause = outbox.pause_of(db.session, found.id)
+    found = services.get_note(db.session(), product, note_id)
+    pause = outbox.pause_of(db.session(), found.id)
     paused = pause and {
         "error": pause.error,
         "since": pause.since.isoformat(),
         "retry_at": pause.retry_at.isoformat(),
     }
-    return jsonify({**subscriptions.delivery(db.session, found), "paused": paused})
+    return jsonify({**subscriptions.delivery(db.session(), found), "paused": paused})
 
 
 @bp.post("/p/<slug>/notes/<id:note_id>/email")
 @role_required(Role.EDITOR)
 def note_email(product: Product, note_id: int) -> ResponseReturnValue:
     """Send a published note to the subscribers who want it and have not had it."""
-    found = services.get_note(db.session, product, note_id)
+    found = services.get_note(db.session(), product, note_id)
     with refused():
-        queued = services.email_note(db.session, found, by=current_member(), now=utcnow())
+        queued = services.email_note(db.session(), found, by=current_member(), now=utcnow())
         jobs.wake()
         if queued:
             people = "subscriber" if queued == 1 else "subscribers"
@@ -71,7 +71,7 @@ def note_email(product: Product, note_id: int) -> ResponseReturnValue:
 @role_required(Role.EDITOR)
 def note_test_email(product: Product, note_id: int) -> ResponseReturnValue:
     """Send the note, as subscribers will get it, to the person asking; at once."""
-    found = services.get_note(db.session, product, note_id)
+    found = services.get_note(db.session(), product, note_id)
     address = current_member().email
     sender = transport.from_config(current_app.config["SMTP_URL"], current_app.instance_path)
     try:
@@ -92,14 +92,16 @@ def subscribers(product: Product) -> ResponseReturnValue:
     status = SubscriberStatus(status_arg) if status_arg in known else None
     text = request.args.get("q", "")[:200]
     page = page_arg()
-    found, has_more = subscriptions.search(db.session, product, text=text, status=status, page=page)
+    found, has_more = subscriptions.search(
+        db.session(), product, text=text, status=status, page=page
+    )
     return render_template(
         "console/subscribers.html",
         product=product,
         subscribers=found,
         has_more=has_more,
         page=page,
-        counts=subscriptions.status_counts(db.session, product),
+        counts=subscriptions.status_counts(db.session(), product),
         filters={"status": status_arg, "q": text},
         statuses=list(SubscriberStatus),
         can_edit=g.role.allows(Role.EDITOR),
@@ -110,7 +112,7 @@ def subscribers(product: Product) -> ResponseReturnValue:
 @role_required(Role.EDITOR)
 def subscribers_csv(product: Product) -> ResponseReturnValue:
     """Every subscriber of the product as CSV."""
-    rows = subscriptions.export_csv(db.session, product, by=current_member(), now=utcnow())
+    rows = subscriptions.export_csv(db.session(), product, by=current_member(), now=utcnow())
     filename = f"{product.slug}-subscribers-{utcnow():%Y-%m-%d}.csv"
     return current_app.response_class(
         stream_with_context(rows),
@@ -124,7 +126,7 @@ def subscribers_csv(product: Product) -> ResponseReturnValue:
 def subscriber_remove(product: Product, subscriber_id: int) -> ResponseReturnValue:
     """Delete a subscriber and what was queued for them."""
     removed = subscriptions.remove(
-        db.session, product, subscriber_id, by=current_member(), now=utcnow()
+        db.session(), product, subscriber_id, by=current_member(), now=utcnow()
     )
     flash(f"Removed {removed.email}. Nothing more will be sent to them.", "success")
     return redirect(url_for("console.subscribers", slug=product.slug))

@@ -46,7 +46,7 @@ def api_keys(product: Product) -> ResponseReturnValue:
     if form.validate_on_submit():
         with refused(form):
             key, raw = apikeys.create(
-                db.session,
+                db.session(),
                 product,
                 form.name.data or "",
                 form.scopes.data or [],
@@ -60,7 +60,7 @@ def api_keys(product: Product) -> ResponseReturnValue:
         "console/api_keys.html",
         product=product,
         form=form,
-        keys=apikeys.for_product(db.session, product),
+        keys=apikeys.for_product(db.session(), product),
         created=created,
     ), status
 
@@ -69,7 +69,7 @@ def api_keys(product: Product) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def api_key_revoke(product: Product, key_id: int) -> ResponseReturnValue:
     with refused():
-        key = apikeys.revoke(db.session, product, key_id, by=current_member(), now=utcnow())
+        key = apikeys.revoke(db.session(), product, key_id, by=current_member(), now=utcnow())
         flash(
             f"Revoked {key.prefix}… “{key.name}”. Calls with it are refused from now on.", "success"
         )
@@ -84,7 +84,7 @@ def webhooks_page(product: Product) -> ResponseReturnValue:
     if form.validate_on_submit():
         with refused(form):
             webhooks.create(
-                db.session,
+                db.session(),
                 product,
                 form.url.data or "",
                 form.events.data or [],
@@ -100,16 +100,18 @@ def webhooks_page(product: Product) -> ResponseReturnValue:
         "console/webhooks.html",
         product=product,
         form=form,
-        hooks=webhooks.for_product(db.session, product),
-        deliveries=webhooks.recent_deliveries(db.session, product),
+        hooks=webhooks.for_product(db.session(), product),
+        deliveries=webhooks.recent_deliveries(db.session(), product),
     ), status
 
 
 @bp.post("/p/<slug>/webhooks/<id:webhook_id>/<any(pause, resume):change>")
 @role_required(Role.OWNER)
 def webhook_toggle(product: Product, webhook_id: int, change: str) -> ResponseReturnValue:
-    webhook = owned(db.session, Webhook, product, webhook_id)
-    webhooks.set_active(db.session, webhook, change == "resume", by=current_member(), now=utcnow())
+    webhook = owned(db.session(), Webhook, product, webhook_id)
+    webhooks.set_active(
+        db.session(), webhook, change == "resume", by=current_member(), now=utcnow()
+    )
     flash(f"Webhook {'resumed' if change == 'resume' else 'paused'}.", "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
 
@@ -118,9 +120,9 @@ def webhook_toggle(product: Product, webhook_id: int, change: str) -> ResponseRe
 @role_required(Role.OWNER)
 def webhook_test(product: Product, webhook_id: int) -> ResponseReturnValue:
     """Call the webhook now, signed like any call, with the latest note; say what came back."""
-    webhook = owned(db.session, Webhook, product, webhook_id)
+    webhook = owned(db.session(), Webhook, product, webhook_id)
     now = utcnow()
-    note = webhooks.sample(db.session, product, now=now)
+    note = webhooks.sample(db.session(), product, now=now)
     call = calls.Call(webhook, WebhookEvent.PUBLISHED.value, None, now, note)
     status, error, took = calls.timed(call)
     if calls.succeeded(status):
@@ -135,7 +137,7 @@ def webhook_test(product: Product, webhook_id: int) -> ResponseReturnValue:
 def webhook_retry(product: Product, delivery_id: int) -> ResponseReturnValue:
     """Send a failed call once more, or a waiting one now, by the worker."""
     with refused():
-        webhooks.retry(db.session, product, delivery_id, by=current_member(), now=utcnow())
+        webhooks.retry(db.session(), product, delivery_id, by=current_member(), now=utcnow())
         jobs.wake()
         flash("The call goes out again in a moment; its result shows below.", "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
@@ -144,7 +146,7 @@ def webhook_retry(product: Product, delivery_id: int) -> ResponseReturnValue:
 @bp.post("/p/<slug>/webhooks/<id:webhook_id>/delete")
 @role_required(Role.OWNER)
 def webhook_delete(product: Product, webhook_id: int) -> ResponseReturnValue:
-    webhook = owned(db.session, Webhook, product, webhook_id)
-    webhooks.delete(db.session, webhook, by=current_member(), now=utcnow())
+    webhook = owned(db.session(), Webhook, product, webhook_id)
+    webhooks.delete(db.session(), webhook, by=current_member(), now=utcnow())
     flash("Webhook removed, with its delivery log.", "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))

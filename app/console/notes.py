@@ -61,7 +61,7 @@ def notes(product: Product) -> ResponseReturnValue:
     page = page_arg()
     now = utcnow()
     listing = queries.notes_by_version(
-        db.session, product, now=now, status=status, category=category, text=text, page=page
+        db.session(), product, now=now, status=status, category=category, text=text, page=page
     )
     return render_template(
         "console/notes.html",
@@ -71,7 +71,7 @@ def notes(product: Product) -> ResponseReturnValue:
         filters={"status": status_arg, "category": category_arg, "q": text},
         status_filters=STATUS_FILTERS,
         category_filters=CATEGORY_FILTERS,
-        counts=queries.note_counts(db.session, product, now=now),
+        counts=queries.note_counts(db.session(), product, now=now),
     )
 
 
@@ -156,10 +156,10 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
             can_edit=g.role.allows(Role.EDITOR),
             audience_rows=_audience_rows(note),
             operators=targeting.OPERATORS,
-            readership=queries.readership(db.session, note) if note else None,
+            readership=queries.readership(db.session(), note) if note else None,
             reactions=reads.REACTIONS,
-            delivery=subscriptions.delivery(db.session, note) if note else None,
-            mail_pause=outbox.pause_of(db.session, note.id) if note else None,
+            delivery=subscriptions.delivery(db.session(), note) if note else None,
+            mail_pause=outbox.pause_of(db.session(), note.id) if note else None,
         ),
         status,
     )
@@ -175,11 +175,17 @@ def _save_from_editor(product: Product, form: NoteForm, note: Note | None) -> Re
             intent, by, now = _intent(form), current_member(), utcnow()
             if note is None:
                 note = services.create_note(
-                    db.session, product, data, intent=intent, publish_at=publish_at, by=by, now=now
+                    db.session(),
+                    product,
+                    data,
+                    intent=intent,
+                    publish_at=publish_at,
+                    by=by,
+                    now=now,
                 )
             else:
                 services.update_note(
-                    db.session, note, data, intent=intent, publish_at=publish_at, by=by, now=now
+                    db.session(), note, data, intent=intent, publish_at=publish_at, by=by, now=now
                 )
             jobs.wake()  # any mail and webhook calls the save queued go out now
             flash(_saved_message(note), "success")
@@ -201,7 +207,7 @@ def note_new(product: Product) -> ResponseReturnValue:
 @role_required(Role.VIEWER)
 def note(product: Product, note_id: int) -> ResponseReturnValue:
     """One note, in the editor (read-only for viewers)."""
-    found = services.get_note(db.session, product, note_id)
+    found = services.get_note(db.session(), product, note_id)
     form = NoteForm(obj=found)
     form.publish_at.data = timezones.to_local_input(found.published_at)
     form.expires_at.data = timezones.to_local_input(found.expires_at)
@@ -213,7 +219,7 @@ def note(product: Product, note_id: int) -> ResponseReturnValue:
 @role_required(Role.EDITOR)
 def note_save(product: Product, note_id: int) -> ResponseReturnValue:
     """Save changes to a note, and publish, schedule or unschedule it if asked."""
-    found = services.get_note(db.session, product, note_id)
+    found = services.get_note(db.session(), product, note_id)
     return _save_from_editor(product, NoteForm(), found)
 
 
@@ -228,10 +234,10 @@ NOTE_ACTIONS = {
 @role_required(Role.EDITOR)
 def note_action(product: Product, note_id: int, action: str) -> ResponseReturnValue:
     """Publish, archive or restore a note."""
-    found = services.get_note(db.session, product, note_id)
+    found = services.get_note(db.session(), product, note_id)
     service, message = NOTE_ACTIONS[action]
     with refused():
-        service(db.session, found, by=current_member(), now=utcnow())
+        service(db.session(), found, by=current_member(), now=utcnow())
         jobs.wake()
         flash(message.format(title=found.title), "success")
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
@@ -241,10 +247,10 @@ def note_action(product: Product, note_id: int, action: str) -> ResponseReturnVa
 @role_required(Role.EDITOR)
 def note_delete(product: Product, note_id: int) -> ResponseReturnValue:
     """Delete a draft."""
-    found = services.get_note(db.session, product, note_id)
+    found = services.get_note(db.session(), product, note_id)
     title = found.title
     with refused():
-        services.delete_draft(db.session, found, by=current_member(), now=utcnow())
+        services.delete_draft(db.session(), found, by=current_member(), now=utcnow())
         flash(f"Deleted the draft “{title}”.", "success")
         return redirect(url_for("console.notes", slug=product.slug))
     return redirect(url_for("console.note", slug=product.slug, note_id=note_id))

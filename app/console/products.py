@@ -37,9 +37,11 @@ from app.extensions import db
 @login_required
 def products() -> ResponseReturnValue:
     """The products the member belongs to."""
-    rows = queries.products_of(db.session, current_member())
+    rows = queries.products_of(db.session(), current_member())
     now = utcnow()
-    counts = {product.id: queries.note_counts(db.session, product, now=now) for product, _ in rows}
+    counts = {
+        product.id: queries.note_counts(db.session(), product, now=now) for product, _ in rows
+    }
     return render_template("console/products.html", rows=rows, counts=counts)
 
 
@@ -51,7 +53,7 @@ def product_new() -> ResponseReturnValue:
     if form.validate_on_submit():
         with refused(form):
             product = services.create_product(
-                db.session, _settings_from(form), by=current_member(), now=utcnow()
+                db.session(), _settings_from(form), by=current_member(), now=utcnow()
             )
             flash(f"{product.name} is ready. Write its first release note.", "success")
             return redirect(url_for("console.notes", slug=product.slug))
@@ -94,7 +96,7 @@ def settings(product: Product) -> ResponseReturnValue:
     if form.validate_on_submit():
         with refused(form):
             services.update_product(
-                db.session, product, _settings_from(form), by=current_member(), now=utcnow()
+                db.session(), product, _settings_from(form), by=current_member(), now=utcnow()
             )
             flash("Settings saved.", "success")
             return redirect(url_for("console.settings", slug=product.slug))
@@ -106,7 +108,7 @@ def settings(product: Product) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def rotate_secret(product: Product) -> ResponseReturnValue:
     """Replace the identity secret."""
-    services.rotate_identity_secret(db.session, product, by=current_member(), now=utcnow())
+    services.rotate_identity_secret(db.session(), product, by=current_member(), now=utcnow())
     flash(
         "New identity secret created. Update it on your servers: hashes made with the old "
         "one are now refused.",

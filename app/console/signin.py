@@ -70,7 +70,9 @@ def login() -> ResponseReturnValue:
         return redirect(url_for("console.products"))
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
-        member = accounts.authenticate(db.session, form.email.data or "", form.password.data or "")
+        member = accounts.authenticate(
+            db.session(), form.email.data or "", form.password.data or ""
+        )
         if member is not None:
             sign_in(member)
             return redirect(_safe_next(form.next.data))
@@ -96,7 +98,7 @@ def forgot_password() -> ResponseReturnValue:
     form = ForgotPasswordForm()
     if form.validate_on_submit():
         email = (form.email.data or "").strip()
-        member = accounts.find_by_email(db.session, email)
+        member = accounts.find_by_email(db.session(), email)
         if member is not None and member.is_active:
             token = tokens.make(
                 Purpose.PASSWORD_RESET,
@@ -124,13 +126,13 @@ def reset_password(token: str) -> ResponseReturnValue:
     """Choose a new password from an e-mailed link; every session of the account ends."""
     try:
         payload = tokens.read(Purpose.PASSWORD_RESET, token)
-        member = accounts.member_for_reset(db.session, payload.get("m"), payload.get("h"))
+        member = accounts.member_for_reset(db.session(), payload.get("m"), payload.get("h"))
     except (BadToken, NotFound) as error:
         return _link_problem("This reset link does not work", error.message)
     form = NewPasswordForm()
     if form.validate_on_submit():
         with refused(form):
-            accounts.set_password(db.session, member, form.password.data or "")
+            accounts.set_password(db.session(), member, form.password.data or "")
             if current_user.is_authenticated:
                 logout_user()
             sign_in(member)
@@ -152,7 +154,7 @@ def account() -> ResponseReturnValue:
     if form.validate_on_submit():
         with refused(form):
             accounts.change_password(
-                db.session,
+                db.session(),
                 current_member(),
                 form.current_password.data or "",
                 form.new_password.data or "",
@@ -164,7 +166,7 @@ def account() -> ResponseReturnValue:
     return render_template(
         "console/account.html",
         form=form,
-        other_sessions=accounts.session_count(db.session, current_member()) - 1,
+        other_sessions=accounts.session_count(db.session(), current_member()) - 1,
     ), 422 if form.errors else 200
 
 
@@ -172,7 +174,7 @@ def account() -> ResponseReturnValue:
 @login_required
 def end_other_sessions() -> ResponseReturnValue:
     """Sign out every other browser signed in to this account."""
-    accounts.end_sessions(db.session, current_member(), keep=session_token())
+    accounts.end_sessions(db.session(), current_member(), keep=session_token())
     db.session.commit()
     flash("Every other session of your account ended.", "success")
     return redirect(url_for("console.account"))
@@ -184,18 +186,18 @@ def invitation(invitation_token: str) -> ResponseReturnValue:
     """Accept an invitation: a new account chooses its password; an existing one must be
     signed in as itself."""
     try:
-        invited = accounts.invitation_for(db.session, invitation_token, now=utcnow())
+        invited = accounts.invitation_for(db.session(), invitation_token, now=utcnow())
     except NotFound as error:
         return _link_problem("This invitation does not work", error.message)
     product = invited.product
-    existing = accounts.find_by_email(db.session, invited.email)
+    existing = accounts.find_by_email(db.session(), invited.email)
     if existing is not None:
         if not current_user.is_authenticated:
             flash(f"Log in as {invited.email} to join {product.name}.", "info")
             return redirect(url_for("console.login", next=request.path))
         if request.method == "POST":
             with refused():
-                accounts.accept(db.session, invited, member=current_member(), now=utcnow())
+                accounts.accept(db.session(), invited, member=current_member(), now=utcnow())
                 db.session.commit()
                 flash(f"You joined {product.name} as {invited.role.value}.", "success")
                 return redirect(url_for("console.product_home", slug=product.slug))
@@ -204,7 +206,7 @@ def invitation(invitation_token: str) -> ResponseReturnValue:
     if form.validate_on_submit():
         with refused(form):
             member = accounts.accept(
-                db.session,
+                db.session(),
                 invited,
                 password=form.password.data or "",
                 name=form.name.data or "",

@@ -49,8 +49,8 @@ def team(product: Product) -> ResponseReturnValue:
         "console/team.html",
         product=product,
         form=form,
-        memberships=queries.team(db.session, product),
-        invitations=accounts.pending_invitations(db.session, product),
+        memberships=queries.team(db.session(), product),
+        invitations=accounts.pending_invitations(db.session(), product),
         now=utcnow(),
         role_form=RoleForm(),
     ), 422 if form.errors or not_sent else 200
@@ -61,7 +61,7 @@ def _invitation_sent(product: Product, email: str, role: Role, form: FlaskForm |
     flash message when there is no form on the page."""
     with refused(form):
         invited = accounts.invite(
-            db.session, product, email, role, by=current_member(), now=utcnow()
+            db.session(), product, email, role, by=current_member(), now=utcnow()
         )
         try:
             account_mail.send(
@@ -90,12 +90,12 @@ def _invitation_sent(product: Product, email: str, role: Role, form: FlaskForm |
 @role_required(Role.OWNER)
 def team_invitation(product: Product, invitation_id: int, step: str) -> ResponseReturnValue:
     """Send an invitation again with a fresh link, or withdraw it."""
-    invited = accounts.get_invitation(db.session, product, invitation_id)
+    invited = accounts.get_invitation(db.session(), product, invitation_id)
     if step == "resend":
         _invitation_sent(product, invited.email, invited.role, None)
     else:
         accounts.withdraw_invitation(
-            db.session, product, invited, by=current_member(), now=utcnow()
+            db.session(), product, invited, by=current_member(), now=utcnow()
         )
         db.session.commit()
         flash(f"The invitation to {invited.email} is withdrawn.", "success")
@@ -106,10 +106,15 @@ def team_invitation(product: Product, invitation_id: int, step: str) -> Response
 @role_required(Role.OWNER)
 def team_active(product: Product, member_id: int, activity: str) -> ResponseReturnValue:
     """Stop an account from signing in anywhere, ending its sessions, or let it again."""
-    member = services.get_team_member(db.session, product, member_id)
+    member = services.get_team_member(db.session(), product, member_id)
     with refused():
         accounts.set_active(
-            db.session, product, member, activity == "reactivate", by=current_member(), now=utcnow()
+            db.session(),
+            product,
+            member,
+            activity == "reactivate",
+            by=current_member(),
+            now=utcnow(),
         )
         db.session.commit()
         flash(f"{member.email} is {activity}d.", "success")
@@ -121,11 +126,16 @@ def team_active(product: Product, member_id: int, activity: str) -> ResponseRetu
 def team_role(product: Product, member_id: int) -> ResponseReturnValue:
     """Change someone's role."""
     form = RoleForm()
-    member = services.get_team_member(db.session, product, member_id)
+    member = services.get_team_member(db.session(), product, member_id)
     if form.validate_on_submit():
         with refused():
             services.set_role(
-                db.session, product, member, Role(form.role.data), by=current_member(), now=utcnow()
+                db.session(),
+                product,
+                member,
+                Role(form.role.data),
+                by=current_member(),
+                now=utcnow(),
             )
             flash(f"{member.email} is now {form.role.data}.", "success")
     else:
@@ -137,9 +147,9 @@ def team_role(product: Product, member_id: int) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
     """Take someone off the product."""
-    member = services.get_team_member(db.session, product, member_id)
+    member = services.get_team_member(db.session(), product, member_id)
     with refused():
-        services.remove_member(db.session, product, member, by=current_member(), now=utcnow())
+        services.remove_member(db.session(), product, member, by=current_member(), now=utcnow())
         flash(f"{member.email} no longer has access to {product.name}.", "success")
     return redirect(url_for("console.team", slug=product.slug))
 
@@ -149,7 +159,7 @@ def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
 def audit(product: Product) -> ResponseReturnValue:
     """Who changed what, newest first."""
     page = page_arg()
-    events, has_more = queries.audit_trail(db.session, product, page=page)
+    events, has_more = queries.audit_trail(db.session(), product, page=page)
     return render_template(
         "console/audit.html", product=product, events=events, page=page, has_more=has_more
     )

@@ -322,9 +322,9 @@ def housekeeping() -> dict[str, int]:
     """The worker's minute: reclaim what dead workers held, queue notes that went live
     and digests whose time came."""
     with write_turn():
-        released = outbox.release_abandoned(db.session, now=utcnow())
+        released = outbox.release_abandoned(db.session(), now=utcnow())
     with write_turn():
-        notes = subscriptions.queue_due_notes(db.session, now=utcnow())
+        notes = subscriptions.queue_due_notes(db.session(), now=utcnow())
     with write_turn():
-        digests = subscriptions.queue_digests(db.session, now=utcnow())
+        digests = subscriptions.queue_digests(db.session(), now=utcnow())
     return {"released": released, "note_messages": notes, "digests": digests}

@@ -62,7 +62,7 @@ def _product(slug: str) -> Product:
 
 def _page(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
     context.setdefault("base_url", current_app.config["BASE_URL"])
-    context.setdefault("locales", queries.locales(db.session, context["product"]))
+    context.setdefault("locales", queries.locales(db.session(), context["product"]))
     return render_template(
         f"public/{template}.html",
         frequencies=list(Frequency),
@@ -89,7 +89,9 @@ def subscribe(slug: str) -> ResponseReturnValue:
     address = request.form.get("email", "")
     try:
         preferences = _posted_preferences()
-        subscriptions.request_subscription(db.session, product, address, preferences, now=utcnow())
+        subscriptions.request_subscription(
+            db.session(), product, address, preferences, now=utcnow()
+        )
     except ValidationFailed as error:
         db.session.rollback()
         return _page("subscribe", 422, product=product, errors=error.errors, form=request.form)
@@ -121,13 +123,13 @@ def _bad_link(error: BadToken | NotFound) -> ResponseReturnValue:
 def confirm(token: str) -> ResponseReturnValue:
     """Follow the link in the confirmation mail."""
     try:
-        subscriber, payload = tokens.read_for_subscriber(db.session, Purpose.CONFIRM, token)
+        subscriber, payload = tokens.read_for_subscriber(db.session(), Purpose.CONFIRM, token)
         preferences = Preferences.from_payload(payload.get("p") or {})
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     except ValidationFailed:
         return _bad_link(BadToken("This link is not valid."))
-    subscriptions.confirm(db.session, subscriber, preferences, now=utcnow())
+    subscriptions.confirm(db.session(), subscriber, preferences, now=utcnow())
     return _page(
         "subscription_link",
         product=db.session.get(Product, subscriber.product_id),
@@ -144,13 +146,13 @@ def unsubscribe(token: str) -> ResponseReturnValue:
     """GET: the subscription and its preferences, with an unsubscribe button. POST: RFC 8058
     one-click unsubscribe, no other step; repeating it changes nothing."""
     try:
-        subscriber, _ = tokens.read_for_subscriber(db.session, Purpose.UNSUBSCRIBE, token)
+        subscriber, _ = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     product = db.session.get(Product, subscriber.product_id)
     done = False
     if request.method == "POST":
-        subscriptions.unsubscribe(db.session, subscriber, now=utcnow())
+        subscriptions.unsubscribe(db.session(), subscriber, now=utcnow())
         done = True
     return _page(
         "subscription_link",
@@ -167,7 +169,7 @@ def unsubscribe(token: str) -> ResponseReturnValue:
 def preferences(token: str) -> ResponseReturnValue:
     """Change what a subscriber hears about, from the link in any of their mails."""
     try:
-        subscriber, _ = tokens.read_for_subscriber(db.session, Purpose.UNSUBSCRIBE, token)
+        subscriber, _ = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     product = db.session.get(Product, subscriber.product_id)
@@ -183,7 +185,7 @@ def preferences(token: str) -> ResponseReturnValue:
             unsubscribe_token=token,
             errors=error.errors,
         )
-    subscriptions.update_preferences(db.session, subscriber, chosen)
+    subscriptions.update_preferences(db.session(), subscriber, chosen)
     return _page(
         "subscription_link",
         product=product,
@@ -199,7 +201,7 @@ def read(token: str) -> ResponseReturnValue:
     """The "Read on the web" link of a mail: records the read for a linked subscriber, then
     goes to the note's permalink."""
     try:
-        subscriber, payload = tokens.read_for_subscriber(db.session, Purpose.READ, token)
+        subscriber, payload = tokens.read_for_subscriber(db.session(), Purpose.READ, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     note = db.session.get(Note, payload.get("n")) if isinstance(payload.get("n"), int) else None

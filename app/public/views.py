@@ -57,7 +57,7 @@ def changelog(slug: str) -> ResponseReturnValue:
     category = _category()
     text = request.args.get("q", "")[:200].strip()
     listing = queries.notes_by_version(
-        db.session,
+        db.session(),
         product,
         now=utcnow(),
         category=category,
@@ -73,7 +73,7 @@ def changelog(slug: str) -> ResponseReturnValue:
         text=text,
         categories=list(Category),
         frequencies=list(Frequency),
-        locales=queries.locales(db.session, product),
+        locales=queries.locales(db.session(), product),
         base_url=_base_url(),
     )
 
@@ -85,7 +85,7 @@ def version(slug: str, version: str) -> ResponseReturnValue:
     if not versions.is_valid(version):
         abort(404)
     listing = queries.notes_by_version(
-        db.session, product, now=utcnow(), public=True, version=version
+        db.session(), product, now=utcnow(), public=True, version=version
     )
     if not listing.groups:
         abort(404)
@@ -133,7 +133,7 @@ def _rendered(
     body = cache.get(state.etag)
     if body is None:
         found = feeds.latest(
-            db.session,
+            db.session(),
             _product(slug),
             state,
             base_url=_base_url(),
