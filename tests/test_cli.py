@@ -64,6 +64,7 @@ def test_demo_is_realistic(runner, session) -> None:
 
 def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) -> None:
     first = runner.invoke(args=["demo"])
+    assert first.exit_code == 0, first.output
     tables = (Note, Membership, AuditEvent, EndUser, ReadReceipt, Reaction)
     counts = [session.scalar(select(func.count()).select_from(t)) for t in tables]
     second = runner.invoke(args=["demo"])
@@ -75,7 +76,7 @@ def test_demo_is_idempotent_and_prints_a_fresh_random_password(runner, session) 
 
 
 def test_users_create_reads_the_password_from_stdin(runner, session) -> None:
-    runner.invoke(args=["demo"])
+    assert runner.invoke(args=["demo"]).exit_code == 0
     result = runner.invoke(
         args=[
             *("users", "create", "Ops@Example.com", "--role", "owner"),
@@ -94,7 +95,8 @@ def test_users_create_refuses_short_passwords_and_duplicates(runner, session) ->
     create = ["users", "create", "a@example.com", "--all-products", "--password-stdin"]
     short = runner.invoke(args=create, input="short\n")
     assert short.exit_code != 0 and "at least 10 characters" in short.output
-    runner.invoke(args=create, input="long enough pw\n")
+    assert session.scalar(select(func.count()).select_from(TeamMember)) == 0
+    assert runner.invoke(args=create, input="long enough pw\n").exit_code == 0
     again = runner.invoke(args=create, input="long enough pw\n")
     assert again.exit_code != 0 and "already has an account" in again.output
     unknown = runner.invoke(
@@ -102,6 +104,7 @@ def test_users_create_refuses_short_passwords_and_duplicates(runner, session) ->
         input="long enough pw\n",
     )
     assert unknown.exit_code != 0 and "No product with the slug nope" in unknown.output
+    assert session.scalar(select(func.count()).select_from(TeamMember)) == 1
 
 
 @pytest.mark.parametrize(
@@ -109,7 +112,7 @@ def test_users_create_refuses_short_passwords_and_duplicates(runner, session) ->
 )
 def test_users_create_must_be_told_which_products(runner, session, choice) -> None:
     """Once every product by default, so a forgotten flag made an owner of everything."""
-    runner.invoke(args=["demo"])
+    assert runner.invoke(args=["demo"]).exit_code == 0
     members = session.scalar(select(func.count()).select_from(TeamMember))
     result = runner.invoke(
         args=["users", "create", "ops@example.com", *choice, "--password-stdin"],
@@ -121,7 +124,7 @@ def test_users_create_must_be_told_which_products(runner, session, choice) -> No
 
 
 def test_users_create_gives_the_role_on_the_named_products_only(runner, session) -> None:
-    runner.invoke(args=["demo"])
+    assert runner.invoke(args=["demo"]).exit_code == 0
     result = runner.invoke(
         args=[
             *("users", "create", "support@example.com", "--role", "viewer"),

@@ -70,7 +70,7 @@ def test_bad_input_names_the_field_and_saves_nothing(session, overrides, field) 
     product = make_product(session)
     with pytest.raises(ValidationFailed) as caught:
         services.create_note(session, product, _input(**overrides), by=None, now=utcnow())
-    assert field in caught.value.errors
+    assert set(caught.value.errors) == {field}
     session.rollback()
     assert session.scalars(select(Note)).all() == []
 
@@ -80,10 +80,13 @@ def test_a_duplicate_title_within_a_version_is_refused(session) -> None:
     make_note(session, product, version="2.4.0", title="Dark mode")
     with pytest.raises(ValidationFailed) as caught:
         services.create_note(session, product, _input(title="dark MODE"), by=None, now=utcnow())
-    assert "already has a note" in caught.value.errors["title"]
+    assert caught.value.errors == {"title": "Version 2.4.0 already has a note with this title."}
+    session.rollback()
     # The same title in another version, or another product, is fine.
     services.create_note(session, product, _input(version="2.5.0"), by=None, now=utcnow())
     services.create_note(session, make_product(session), _input(), by=None, now=utcnow())
+    titled = select(Note.version).where(Note.title == "Dark mode").order_by(Note.id)
+    assert session.scalars(titled).all() == ["2.4.0", "2.5.0", "2.4.0"]
 
 
 def test_scheduling_in_the_past_is_refused(session) -> None:
@@ -99,6 +102,7 @@ def test_scheduling_in_the_past_is_refused(session) -> None:
             by=None,
             now=now,
         )
+    assert list(caught.value.errors) == ["publish_at"]
     assert "passed" in caught.value.errors["publish_at"]
 
 
@@ -143,11 +147,17 @@ def test_every_change_is_in_the_audit_log_with_who_and_which_note(session) -> No
 
 def test_notes_list_is_grouped_by_version_in_version_order(session) -> None:
     product = make_product(session)
-    for version in ["2.9.1", "2.10.0", "2.10.0-rc.1", "1.0.0"]:
+    for version in ["2.9.1", "2.10.0", "2.10.0-rc.1", "2.10.0-x.7.z.92", "1.0.0"]:
         make_note(session, product, version=version)
     make_note(session, product, version="2.10.0", category="Fixed", title="A fix")
     listing = queries.notes_by_version(session, product, now=utcnow())
-    assert [g.version for g in listing.groups] == ["2.10.0", "2.10.0-rc.1", "2.9.1", "1.0.0"]
+    assert [g.version for g in listing.groups] == [
+        "2.10.0",
+        "2.10.0-x.7.z.92",  # SemVer: after rc, as "x" is after "rc", and before the release
+        "2.10.0-rc.1",
+        "2.9.1",
+        "1.0.0",
+    ]
     assert [n.category for n in listing.groups[0].notes] == [Category.ADDED, Category.FIXED]
 
 
@@ -182,7 +192,7 @@ def test_a_duplicate_title_is_found_whatever_the_case_in_any_script(session) -> 
         services.create_note(
             session, product, _input(title="  ÉCLAIR FOR STRASSE "), by=None, now=utcnow()
         )
-    assert "already has a note" in caught.value.errors["title"]
+    assert caught.value.errors == {"title": "Version 2.4.0 already has a note with this title."}
 
 
 def _a_rival_writes_first(session, product, title: str) -> None:

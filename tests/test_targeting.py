@@ -47,6 +47,10 @@ def test_no_rule_concerns_everyone() -> None:
         (("app", "lt", "2.10.0"), {"app": "2.9.1"}, True),  # as versions, not as text
         (("app", "lte", "3.0.0"), {"app": "3.0.0-beta.1"}, True),
         (("app", "gte", "2.10"), {"app": "2.9"}, False),
+        # SemVer pre-releases PEP 440 cannot read: before their release, in SemVer's order.
+        (("app", "lt", "1.0.0"), {"app": "1.0.0-x.7.z.92"}, True),
+        (("app", "gt", "1.0.0-alpha.1"), {"app": "1.0.0-alpha.beta"}, True),
+        (("app", "gte", "1.0.0-rc.1"), {"app": "1.0.0-alpha.beta"}, False),
         (("beta", "exists"), {"beta": "yes"}, True),
         (("beta", "exists"), {"beta": ""}, False),
         (("beta", "exists"), {}, False),
@@ -106,6 +110,7 @@ def test_validate_cleans_values() -> None:
 def test_validate_rejects_with_a_message(raw: object, message: str) -> None:
     with pytest.raises(ValidationFailed) as caught:
         targeting.validate(raw)
+    assert list(caught.value.errors) == ["audience"]
     assert message in caught.value.errors["audience"]
 
 

@@ -114,6 +114,7 @@ def test_updates_archives_and_the_events_each_webhook_wants(session, receiver) -
         for c in receiver.calls
         if c["headers"]["X-Tidings-Event"] == "note.archived"
     ]
+    assert len(archived) == 1 and archived[0]["note"]["id"] == note.id
     assert archived[0]["note"]["archived_at"] is not None
 
 
@@ -309,7 +310,9 @@ def test_the_console_adds_lists_and_removes_webhooks(
     sender.deliver_due()
     page = client.get("/console/p/acme/webhooks").get_data(as_text=True)
     assert "Shown in the log" in page and "HTTP 200" in page and hook.secret in page
-    client.post(f"/console/p/acme/webhooks/{hook.id}/delete", data={"csrf_token": token})
+    removed = client.post(f"/console/p/acme/webhooks/{hook.id}/delete", data={"csrf_token": token})
+    assert removed.status_code == 302
+    session.expire_all()
     assert webhooks.for_product(session, product) == []
 
 
@@ -454,9 +457,12 @@ def test_an_owner_retries_a_failed_call_and_it_goes_out_once_more(
     scheduled = make_note(session, product, status="scheduled", title="Tomorrow")
     [waiting] = [d for d in deliveries(session) if d.note_id == scheduled.id]
     early = f"/console/p/acme/webhooks/calls/{waiting.id}/retry"
-    client.post(early, data={"csrf_token": token})
+    refused = client.post(early, data={"csrf_token": token}, follow_redirects=True)
+    assert "only a failed call, or one waiting to try again" in refused.get_data(as_text=True)
     assert sender.deliver_due() == {"sent": 0, "retried": 0, "failed": 0, "skipped": 0}
-    assert waiting.next_attempt_at == scheduled.published_at
+    [still_waiting] = [d for d in deliveries(session) if d.note_id == scheduled.id]
+    assert still_waiting.status is OutboxStatus.QUEUED
+    assert still_waiting.next_attempt_at == scheduled.published_at
 
 
 @pytest.mark.parametrize(
