@@ -24,6 +24,7 @@ from app.mail import delivery as delivery_run
 from app.mail import transport
 from tests.browser import DESKTOP, PHONE, SCREENSHOTS
 from tests.conftest import PASSWORD
+from tests.mailserver import SmtpServer
 
 pytestmark = pytest.mark.browser
 
@@ -121,7 +122,7 @@ def test_an_owner_creates_an_api_key_that_is_shown_once(page, live_server) -> No
 
 
 def test_a_note_is_sent_to_subscribers_and_the_page_follows_the_send(
-    page, live_app, live_server, tmp_path
+    page, live_app, live_server, smtp_server: SmtpServer
 ) -> None:
     log_in(page, live_server, "demo@example.com")
     page.goto(f"{live_server}/console/p/lumen/notes")
@@ -133,12 +134,21 @@ def test_a_note_is_sent_to_subscribers_and_the_page_follows_the_send(
     expect(page.locator(".flash")).to_contain_text("to 4 subscribers")
     expect(delivery.locator("[data-count=queued]")).to_have_text("4")
     with live_app.app_context():
-        report = delivery_run.deliver_due(transport.Directory(tmp_path / "mail"))
+        note = db.session.scalars(select(Note).where(Note.title == "Dates in exported PDFs")).one()
+        subject = f"{note.product.name} {note.version}: {note.title}"
+        sender = transport.Smtp(smtp_server.url)
+        try:
+            report = delivery_run.deliver_due(sender)
+        finally:
+            sender.close()
     assert report.sent == 4
+    # Four subscribers, one message each, as the SMTP server received them.
+    received = smtp_server.recorder.per_recipient()
+    assert len(received) == 4 and set(received.values()) == {1}
+    assert [item.message["Subject"] for item in smtp_server.recorder.received] == [subject] * 4
     # The page asks for the counts every two seconds while anything is queued.
     expect(delivery.locator("[data-count=sent]")).to_have_text("4", timeout=10_000)
     expect(delivery.locator("[data-count=queued]")).to_have_text("0")
-    assert len(list((tmp_path / "mail").glob("*.eml"))) == 4
     page.screenshot(path=SCREENSHOTS / "note-delivery-desktop.png")
 
 

@@ -17,9 +17,18 @@ from flask import Flask, Response
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from announcements.models import Product
+from announcements.models import (
+    EndUser,
+    Note,
+    Product,
+    Reaction,
+    Subscriber,
+    SubscriberStatus,
+)
 from app.extensions import db
+from app.mail import delivery, transport
 from tests.browser import PHONE, SCREENSHOTS, serve
+from tests.mailserver import SmtpServer
 
 pytestmark = pytest.mark.browser
 
@@ -136,8 +145,9 @@ def test_demo_host_badge_panel_and_reload(page, live_server) -> None:
     expect(page.locator("tidings-widget .modal")).to_have_count(0)  # once, not again
 
 
-def test_reactions_and_comments_are_sent(page, live_server) -> None:
-    page.goto(f"{live_server}/demo/host?user=reactor-{uuid.uuid4().hex[:6]}")
+def test_reactions_and_comments_are_sent(page, live_app, live_server) -> None:
+    user = f"reactor-{uuid.uuid4().hex[:6]}"
+    page.goto(f"{live_server}/demo/host?user={user}")
     expect(page.locator("tidings-widget .modal")).to_be_visible()
     page.keyboard.press("Escape")
     page.click("#whats-new")
@@ -150,9 +160,20 @@ def test_reactions_and_comments_are_sent(page, live_server) -> None:
     with page.expect_response(lambda r: r.url.endswith("/reactions")) as sent:
         first.get_by_role("button", name="Send").click()
     assert json.loads(sent.value.request.post_data)["comment"] == "Which dates?"
+    assert sent.value.status == 200
+    # Received and kept: the reaction and the comment, on the note at the top of the panel.
+    title = first.locator("h3").inner_text()
+    with live_app.app_context():
+        kept = db.session.execute(
+            select(Note.title, Reaction.reaction, Reaction.comment)
+            .join(Note, Note.id == Reaction.note_id)
+            .join(EndUser, EndUser.id == Reaction.end_user_id)
+            .where(EndUser.external_id == user)
+        ).all()
+    assert [tuple(row) for row in kept] == [(title, "😕", "Which dates?")]
 
 
-def test_email_subscription_with_one_click_from_the_panel(page, live_server) -> None:
+def test_email_subscription_with_one_click_from_the_panel(page, live_app, live_server) -> None:
     user = f"mailer-{uuid.uuid4().hex[:6]}"
     page.goto(f"{live_server}/demo/host?user={user}")
     expect(page.locator("tidings-widget .modal")).to_be_visible()
@@ -164,6 +185,11 @@ def test_email_subscription_with_one_click_from_the_panel(page, live_server) -> 
         mail.get_by_role("button", name="Email me").click()
     assert sent.value.status == 200
     expect(mail).to_contain_text(f"Updates also go to {user}@example.com by email.")
+    with live_app.app_context():
+        subscriber = db.session.scalar(
+            select(Subscriber).where(Subscriber.email == f"{user}@example.com")
+        )
+        assert subscriber is not None and subscriber.status is SubscriberStatus.CONFIRMED
     page.screenshot(path=SCREENSHOTS / "widget-email-subscribed.png")
     page.reload()
     page.keyboard.press("Escape")
@@ -172,7 +198,7 @@ def test_email_subscription_with_one_click_from_the_panel(page, live_server) -> 
 
 
 def test_an_address_the_host_did_not_sign_is_sent_a_confirmation_link(
-    page, live_app, live_server, host_site
+    page, live_app, live_server, host_site, smtp_server: SmtpServer
 ) -> None:
     settings = widget_settings(live_app, "lumen", f"unsigned-{uuid.uuid4().hex[:6]}")
     settings["user"]["email"] = "someone@example.com"  # no email_hash: the host vouches nothing
@@ -186,6 +212,16 @@ def test_an_address_the_host_did_not_sign_is_sent_a_confirmation_link(
         mail.get_by_role("button", name="Email me").click()
     assert sent.value.status == 202
     expect(mail).to_contain_text("Check someone@example.com for a link to confirm.")
+    # And the link is sent: a sending run hands the SMTP server one confirmation for it.
+    with live_app.app_context():
+        sender = transport.Smtp(smtp_server.url)
+        try:
+            delivery.deliver_due(sender)
+        finally:
+            sender.close()
+    [confirmation] = smtp_server.recorder.to("someone@example.com")
+    assert confirmation["Subject"].startswith("Confirm your subscription")
+    assert "/subscriptions/confirm/" in confirmation.get_body(("plain",)).get_content()
 
 
 def test_the_panel_fits_a_phone(browser, live_server) -> None:
