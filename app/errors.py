@@ -90,7 +90,9 @@ def _is_busy(error: OperationalError) -> bool:
     or PostgreSQL ending a transaction that deadlocked or could not be serialised."""
     cause = error.orig
     if isinstance(cause, sqlite3.OperationalError):
-        return cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+        # Errors the sqlite3 module raises itself, such as a column it cannot decode,
+        # carry no SQLite error code.
+        return getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
     # SQLSTATE class 40, transaction rollback: a deadlock or a serialisation failure.
     return isinstance(cause, psycopg.Error) and (cause.sqlstate or "").startswith("40")
 
@@ -103,7 +105,7 @@ def _database_error(error: OperationalError) -> ResponseReturnValue:
     return _answer(
         503,
         "Busy",
-        "Tidings is busy writing other changes. Nothing was changed; try again in a moment.",
+        "Tidings is busy writing other changes. Try again in a moment.",
         {"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 

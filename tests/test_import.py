@@ -437,7 +437,7 @@ def test_a_database_still_locked_after_the_busy_timeout_is_a_503_to_retry(
         holder.close()
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "2"
-    assert "try again" in refused.json["error"]
+    assert "Try again" in refused.json["error"]
     assert notes_of(session, product) == []
 
 
