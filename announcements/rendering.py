@@ -26,13 +26,18 @@ from typing import Any
 import bleach
 import markdown
 from bleach.html5lib_shim import Filter  # type: ignore[attr-defined]  # exported; the stubs omit it
+from markdown.extensions import Extension
+from markdown.preprocessors import Preprocessor
+from pymdownx.magiclink import MagiclinkExtension
+from pymdownx.tasklist import TasklistExtension
+from pymdownx.tilde import DeleteSubExtension
 
 from announcements.errors import ValidationFailed
 
 ALLOWED_TAGS = frozenset(
     {
         "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "dl", "dt",
-        "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li",
+        "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "input", "ins", "kbd", "li",
         "mark", "ol", "p", "pre", "s", "small", "span", "strong", "sub", "summary", "sup",
         "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
     }
@@ -54,6 +59,8 @@ ALLOWED_ATTRIBUTES: dict[str, Any] = {
     "td": ["align"],
     "th": ["align"],
     "ol": ["start"],
+    # Only a task list's box survives, as _DisabledCheckboxes below makes sure.
+    "input": ["type", "checked", "disabled"],
 }
 
 # Links may point at the web or an address; images only at https, below.
@@ -99,16 +106,132 @@ class _LinksAndImages(Filter):
             yield token
 
 
+class _DisabledCheckboxes(Filter):
+    """Keep an ``<input>`` only as a task list's box: a disabled checkbox, ticked or not.
+
+    Nothing else about it survives, so no input of the page's can be made to look like
+    one of the host's, take focus or be submitted.
+    """
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for token in super().__iter__():
+            if token["type"] in ("StartTag", "EmptyTag") and token["name"] == "input":
+                attrs = token.get("data") or {}
+                if attrs.get((None, "type"), "").lower() != "checkbox":
+                    continue
+                box = {(None, "type"): "checkbox", (None, "disabled"): ""}
+                if (None, "checked") in attrs:
+                    box[(None, "checked")] = ""
+                token["data"] = box
+            yield token
+
+
 _cleaner = bleach.sanitizer.Cleaner(
     tags=ALLOWED_TAGS,
     attributes=ALLOWED_ATTRIBUTES,
     protocols=ALLOWED_PROTOCOLS,
     strip=True,
     strip_comments=True,
-    filters=[_LinksAndImages],
+    filters=[_LinksAndImages, _DisabledCheckboxes],
 )
 
-_EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
+# Python-Markdown recurses once per level: 300 levels of "  - x" in a note of 100 KB
+# went past Python's recursion limit. No changelog in ../shared/testdata nests beyond 3.
+MAX_LIST_DEPTH = 20
+
+# A list item's marker and the spaces after it: what Python-Markdown reads as one.
+_LIST_ITEM = re.compile(r"( *)([*+-]|\d+\.)( +)")
+
+
+@dataclass
+class _Item:
+    """An open list item: the column its text starts at in the source and in the output."""
+
+    source: int
+    output: int
+
+
+class _ListIndents(Preprocessor):
+    """Nest lists as changelogs are written, in the four spaces a level Python-Markdown reads.
+
+    Changelogs nest as CommonMark does: an item is inside the one above when its marker
+    starts at or after where that item's text starts, so ``- a`` nests ``  - b`` and
+    ``1. a`` nests ``   1. b``, as well as the four-space indents Python-Markdown needs.
+    ``mdx_truly_sane_lists`` and ``tab_length=2`` read two spaces a level but then
+    flatten four-space nesting: six of the 387 releases in ../shared/testdata/changelogs,
+    and every older note, four spaces having been the only way to nest. This reads both.
+
+    Paragraphs and code under an item move with it; a line after a blank one that starts
+    left of an item's text ends the item. An item right below a paragraph starts a list,
+    as in CommonMark (Python-Markdown would run it into the paragraph). Fenced blocks and
+    raw HTML are set aside before this runs. One pass, so its time grows with the text.
+    """
+
+    def run(self, lines: list[str]) -> list[str]:
+        items: list[_Item] = []
+        out: list[str] = []
+        opened_by = ""  # what began the lines since the last blank one: "item" or "text"
+        for line in lines:
+            text = line.lstrip(" ")
+            if not text:
+                out.append(line)
+                opened_by = ""
+                continue
+            indent = len(line) - len(text)
+            marker = _LIST_ITEM.match(line)
+            if marker and text.strip("*+- ") and (items or indent < 4):  # "* * *" is a rule
+                while items and indent < items[-1].source:
+                    items.pop()
+                if opened_by == "text" and marker[2] in ("*", "+", "-", "1."):
+                    out.append("")
+                    opened_by = ""
+                if len(items) == MAX_LIST_DEPTH:  # deeper items stay at the deepest level
+                    items.pop()
+                spaces = len(marker[3]) if len(marker[3]) <= 4 else 1
+                out.append(" " * (4 * len(items)) + text)
+                items.append(_Item(indent + len(marker[2]) + spaces, 4 * (len(items) + 1)))
+                opened_by = opened_by or "item"
+                continue
+            if items and (not opened_by or text.startswith("#")):  # headings end lists
+                while items and indent < items[-1].source:
+                    items.pop()
+            if items and indent >= items[-1].source:
+                line = " " * (items[-1].output + indent - items[-1].source) + text
+            out.append(line)
+            opened_by = opened_by or "text"
+        return out
+
+
+class _RelativeListIndents(Extension):
+    """Nest lists by relative indents (:class:`_ListIndents`)."""
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 - the library's name
+        # After the fenced code (25) and raw HTML (20) preprocessors have set their blocks aside.
+        md.preprocessors.register(_ListIndents(md), "relative_list_indents", 15)
+
+
+def _extensions() -> list[str | Extension]:
+    """What a note's Markdown may use: new instances for each render, so that nothing
+    one render leaves behind, even one stopped halfway, reaches the next."""
+    return [
+        "fenced_code",
+        "tables",
+        "sane_lists",
+        _RelativeListIndents(),
+        # ~~withdrawn~~ is struck through; a single ~ stays a tilde, not a subscript.
+        DeleteSubExtension(subscript=False),
+        # Bare http(s)://, www. and e-mail addresses become links; nothing else does, so
+        # "#123" or "@name" stay text rather than links to a guessed repository.
+        MagiclinkExtension(
+            repo_url_shorthand=False,
+            social_url_shorthand=False,
+            repo_url_shortener=False,
+            social_url_shortener=False,
+        ),
+        # "- [x] done" shows a disabled, ticked checkbox.
+        TasklistExtension(clickable_checkbox=False, custom_checkbox=False),
+    ]
+
 
 # Measured by bench/render_bench.py on the 2-core test machine: 100 KB of real changelogs
 # renders in 0.19 s, while Python-Markdown took 8 s over 8,000 "[" and more than 30 s over
@@ -151,7 +274,7 @@ def render(body_md: str, budget: Budget | None = None) -> str:
 
 
 def _render_here(body_md: str) -> str:
-    raw_html = markdown.markdown(body_md, extensions=_EXTENSIONS, output_format="html")
+    raw_html = markdown.markdown(body_md, extensions=_extensions(), output_format="html")
     return str(_cleaner.clean(raw_html))
 
 
