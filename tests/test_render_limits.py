@@ -102,7 +102,7 @@ def test_an_honest_body_at_the_limit_renders() -> None:
 
 
 def test_a_budget_bounds_a_series_of_renders_and_the_next_render_still_works() -> None:
-    honest = fill("Some *text* and a [link](https://example.com).\n\n")
+    honest = fill("Some *text* and a [link](https://example.com).\n\n", 20_000)
     budget = rendering.Budget(10.0)
     assert rendering.render(honest, budget).startswith("<p>Some <em>text</em>")
     assert 0 < budget.seconds < 10
