@@ -142,17 +142,22 @@ def team(session: Session, product: Product) -> list[Membership]:
 
 def audit_trail(
     session: Session, product: Product, *, page: int = 1, per_page: int = 50
-) -> tuple[list[AuditEvent], bool]:
-    """The product's audit events, newest first; and whether there is a next page."""
+) -> tuple[list[AuditEvent], int, bool]:
+    """The product's audit events, newest first, on ``page`` or the last page when it is
+    past the end; that page's number; and whether there is a next page."""
+    total = session.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.product_id == product.id)
+    )
+    page = min(max(page, 1), max(1, -(-(total or 0) // per_page)))
     events = session.scalars(
         select(AuditEvent)
         .where(AuditEvent.product_id == product.id)
         .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
         .options(selectinload(AuditEvent.actor))
-        .offset((max(page, 1) - 1) * per_page)
-        .limit(per_page + 1)
+        .offset((page - 1) * per_page)
+        .limit(per_page)
     ).all()
-    return list(events[:per_page]), len(events) > per_page
+    return list(events), page, page * per_page < (total or 0)
 
 
 @dataclass(frozen=True)

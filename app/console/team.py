@@ -158,8 +158,7 @@ def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def audit(product: Product) -> ResponseReturnValue:
     """Who changed what, newest first."""
-    page = page_arg()
-    events, has_more = queries.audit_trail(db.session(), product, page=page)
+    events, page, has_more = queries.audit_trail(db.session(), product, page=page_arg())
     return render_template(
         "console/audit.html", product=product, events=events, page=page, has_more=has_more
     )
