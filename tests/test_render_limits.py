@@ -72,6 +72,22 @@ FAMILIES = {
     "details tags": fill("<details>"),
     "table tags": fill("<table><tr><td>"),
     "backslashes": fill("\\"),
+    # What the extensions for changelogs read: bare addresses, tildes, task boxes, and
+    # lists nested by relative indents.
+    "bare addresses": fill("http://a "),
+    "bare address runs": fill("https://a.b/" + "(" * 20),
+    "www addresses": fill("www.a "),
+    "www runs": fill("www."),
+    "e-mail addresses": fill("a@b.co "),
+    "e-mail runs": fill("a.b@"),
+    "tildes": fill("~~a"),
+    "lone tildes": fill("~"),
+    "task boxes": fill("- [ ] [x] "),
+    "nested task lists": "".join("  " * (depth % 40) + "- [x] a\n" for depth in range(10_000))[
+        :LIMIT
+    ],
+    "zigzag indents": "".join(" " * (depth * 7 % 23) + "- x\n" for depth in range(20_000))[:LIMIT],
+    "items under lines": fill("a\n- b\n"),
 }
 
 
