@@ -12,6 +12,7 @@ import enum
 import hashlib
 import re
 import secrets
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +32,17 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     and_,
+    event,
     false,
+    inspect,
     text,
+    update,
 )
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
+    Session,
+    SessionTransaction,
     mapped_column,
     registry,
     relationship,
@@ -230,8 +236,9 @@ class Product(Base):
     grace_releases: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Ask search engines not to index the public changelog.
     noindex: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Bumped by every change to the product's notes, so caches and ETags can tell
-    # "nothing changed" without reading the notes.
+    # Moved by every change to the product's notes or settings (by the session: see the
+    # end of this module), so caches and ETags can tell "nothing changed" without reading
+    # the notes.
     catalogue_stamp: Mapped[int] = mapped_column(Integer, default=0)
     # Emails: the sender's display name (the product's name when unset), where replies go,
     # and when the weekly digest goes out (a weekday, Monday = 0, and an hour, in UTC).
@@ -670,3 +677,67 @@ def _ids_never_reused() -> None:
 
 
 _ids_never_reused()
+
+
+# The catalogue stamp -------------------------------------------------------------------
+#
+# Caches of what end users see (the widget's catalogue, the feeds) are valid for one
+# ``Product.catalogue_stamp``. Rather than every writer bumping it, and the one that
+# forgets leaving every process serving a stale widget, the session moves it whenever a
+# flush adds, changes or deletes a note or a translation, or changes a product's own
+# settings: whoever writes, through whichever service, command or job yet to come. Time
+# needs no bump: a catalogue holds each note's go-live and expiry times and compares them
+# with the clock on each request. Writes in Core (``update(Note)``) bypass the session and
+# would have to call ``move_catalogue_stamps`` themselves; there are none.
+
+_STAMPED = "tidings.stamped_products"
+
+
+def move_catalogue_stamps(session: Session, product_ids: Collection[int]) -> None:
+    """Move the products' stamps now, in SQL, so concurrent writers never share a stamp;
+    once a transaction is enough, as readers see its changes only when it commits. The
+    UPDATE also takes the products' rows (on SQLite, the database's write lock) until then.
+    """
+    stamped: set[int] = session.info.setdefault(_STAMPED, set())
+    due = set(product_ids) - stamped
+    if not due:
+        return
+    stamped.update(due)  # first: the UPDATE autoflushes, and a flush comes back here
+    session.execute(
+        update(Product)
+        .where(Product.id.in_(due))
+        .values(catalogue_stamp=Product.catalogue_stamp + 1)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+def _changed_product(session: Session, row: object) -> int | None:
+    """The product whose catalogue a pending change of ``row`` changes, if any."""
+    if isinstance(row, NoteTranslation):
+        note = row.note if row.note is not None else session.get(Note, row.note_id)
+        return None if note is None else _changed_product(session, note)
+    if isinstance(row, Note):
+        if row.product_id is None and row.product is not None:
+            return row.product.id
+        return row.product_id
+    if isinstance(row, Product) and row in session.dirty:
+        state = inspect(row)
+        settings = [attr.key for attr in state.mapper.column_attrs if attr.key != "catalogue_stamp"]
+        return row.id if any(state.attrs[key].history.has_changes() for key in settings) else None
+    return None
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_changed_products(session: Session, _context: object, _instances: object) -> None:
+    """Move the stamps of the products whose catalogues this flush changes."""
+    edited = (row for row in session.dirty if session.is_modified(row, include_collections=False))
+    changed = {_changed_product(session, row) for row in (*session.new, *session.deleted, *edited)}
+    move_catalogue_stamps(session, {product_id for product_id in changed if product_id is not None})
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_stamped(session: Session, transaction: SessionTransaction) -> None:
+    """The next transaction, or the rest of this one after a savepoint, moves the stamps
+    again; not after the inner transaction that each flush opens and closes."""
+    if transaction.parent is None or transaction.nested:
+        session.info.pop(_STAMPED, None)

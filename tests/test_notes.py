@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from announcements import queries, services
@@ -195,32 +196,39 @@ def test_a_duplicate_title_is_found_whatever_the_case_in_any_script(session) -> 
     assert caught.value.errors == {"title": "Version 2.4.0 already has a note with this title."}
 
 
-def _a_rival_writes_first(session, product, title: str) -> None:
-    """Commit a note titled ``title`` from another session the moment ``session`` starts
-    writing: after its duplicate check found nothing, as a parallel request would."""
+def _a_rival_writes_first(monkeypatch, session, product, title: str) -> None:
+    """Commit a note titled ``title`` from another session the moment the duplicate check
+    of ``session`` has found nothing, as a parallel request would. (Not as the flush
+    starts: the flush begins by moving the product's stamp, which a rival then waits for.)
+    """
+    check = services._validate_note
 
-    def rival(*_: object) -> None:
+    def check_then_rival(*args: Any, **kwargs: Any) -> None:
+        check(*args, **kwargs)
+        monkeypatch.setattr(services, "_validate_note", check)
         with Session(session.get_bind()) as other:
             services.create_note(
                 other, other.get(Product, product.id), _input(title=title), by=None, now=utcnow()
             )
 
-    event.listen(session(), "before_flush", rival, once=True)
+    monkeypatch.setattr(services, "_validate_note", check_then_rival)
 
 
-def test_a_duplicate_written_after_the_check_gets_the_same_error(session) -> None:
+def test_a_duplicate_written_after_the_check_gets_the_same_error(session, monkeypatch) -> None:
     product = make_product(session)
-    _a_rival_writes_first(session, product, "DARK MODE")
+    _a_rival_writes_first(monkeypatch, session, product, "DARK MODE")
     with pytest.raises(ValidationFailed) as caught:
         services.create_note(session, product, _input(), by=None, now=utcnow())
     assert caught.value.errors == {"title": "Version 2.4.0 already has a note with this title."}
     assert session.scalars(select(Note.title)).all() == ["DARK MODE"]
 
 
-def test_an_edit_into_a_duplicate_written_after_the_check_gets_the_same_error(session) -> None:
+def test_an_edit_into_a_duplicate_written_after_the_check_gets_the_same_error(
+    session, monkeypatch
+) -> None:
     product = make_product(session)
     note = make_note(session, product, version="2.4.0", title="Exports")
-    _a_rival_writes_first(session, product, "Dark mode")
+    _a_rival_writes_first(monkeypatch, session, product, "Dark mode")
     with pytest.raises(ValidationFailed) as caught:
         services.update_note(session, note, _input(), by=None, now=utcnow())
     assert caught.value.errors == {"title": "Version 2.4.0 already has a note with this title."}
