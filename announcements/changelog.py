@@ -20,8 +20,7 @@ from datetime import UTC, date, datetime
 from announcements import versions
 from announcements.errors import ValidationFailed
 from announcements.models import Category
-
-MAX_TITLE = 120
+from announcements.note_rules import MAX_TITLE_LENGTH
 
 # Section names as written in real changelogs, to the nearest category. Matched on the
 # lowercased name with anything that is not a letter removed from its ends.
@@ -180,9 +179,11 @@ class Release:
             parts = [f"{counts[c]} {TITLE_WORDS[c]}" for c in Category if counts[c]]
             title = ", ".join(parts) if parts else _first_sentence(self.intro)
         title = title or f"Release {self.version}"
-        if len(title) > MAX_TITLE:
-            title = title[: MAX_TITLE - 1].rstrip() + "…"
-        return title + (" (yanked)" if self.yanked else "")
+        mark = " (yanked)" if self.yanked else ""
+        room = MAX_TITLE_LENGTH - len(mark)
+        if len(title) > room:
+            title = title[: room - 1].rstrip() + "…"
+        return title + mark
 
     def body(self, links: dict[str, tuple[int, str]]) -> str:
         """The release as Markdown, with the link definitions its text refers to, in the

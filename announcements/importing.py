@@ -1,9 +1,11 @@
 """Import a changelog file into a product's notes, once: a second import of the same file
 changes nothing, and an entry edited in the file updates its note.
 
-An imported note is history, not news: it is never emailed and calls no webhook. It is
-published at its release date with ``publish``, or kept as a draft that, published
-later, still carries that date.
+Each note is written by ``services.write_note``, under the rules every note meets (a
+release that breaks one is skipped, and the report says which rule). An imported
+note is history, not news: it is never emailed and calls no webhook. It is published at
+its release date with ``publish``, or kept as a draft that, published later, still
+carries that date.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from announcements import changelog, rendering, services, versions
+from announcements import changelog, note_rules, rendering, services, versions
+from announcements.audit import record
 from announcements.changelog import Problem, Release
 from announcements.errors import ValidationFailed
-from announcements.models import Note, NoteStatus, Product, TeamMember
+from announcements.models import Note, NoteStatus, Product, TeamMember, move_catalogue_stamps
+from announcements.note_rules import MAX_BODY_BYTES, NoteInput
+from announcements.services import Intent
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
-MAX_BODY_BYTES = 100 * 1024
 
 
 class Action(enum.StrEnum):
@@ -166,12 +170,9 @@ def import_changelog(
         if progress is not None:
             progress(done, len(entries))
     if report.changed and not dry_run:
-        # The lock, then the notes as they are now: another import may have written them.
-        session.execute(
-            update(Product)
-            .where(Product.id == product.id)
-            .values(catalogue_stamp=Product.catalogue_stamp + 1)
-        )
+        # The product's row first (moving its stamp, which the import does anyway, locks
+        # it), then the notes as they are now: another import may have written them.
+        move_catalogue_stamps(session, [product.id])
         notes = _Notes.of(session, product)
         written = [
             _write(session, product, entry, notes, by=by, now=now, budget=budget)
@@ -186,7 +187,7 @@ def import_changelog(
         session.rollback()
         return report
     summary = f"Imported a changelog ({parsed.format}): {report.summary}"
-    services.record(session, product, by, "changelog.imported", summary, now=now)
+    record(session, product, by, "changelog.imported", summary, now=now)
     session.commit()
     return report
 
@@ -218,6 +219,22 @@ class _Entry:
                 ) from None
         return self.html
 
+    def note_input(self, stored: Note | None, action: Action) -> NoteInput:
+        """What importing this entry writes: a note published as it stands keeps what it
+        holds; otherwise the release's text goes over what the note holds (its audience,
+        expiry and the like, which a changelog does not say)."""
+        held = NoteInput.of(stored) if stored else NoteInput("", "", "", email_subscribers=False)
+        if action is Action.PUBLISH:
+            return held
+        return replace(
+            held,
+            version=self.release.version,
+            title=self.title,
+            category=self.release.category.value,
+            body_md=self.body,
+            is_important=self.release.is_important,
+        )
+
 
 @dataclass
 class _Notes:
@@ -227,7 +244,7 @@ class _Notes:
     writing for 2.4 s."""
 
     imported: dict[str, Note]
-    titles: dict[tuple[str, str], int]
+    titles: dict[tuple[str, str], int]  # by version and ``Note.title_key``
 
     @classmethod
     def of(cls, session: Session, product: Product) -> _Notes:
@@ -237,38 +254,38 @@ class _Notes:
             .execution_options(populate_existing=True)  # what another import wrote meanwhile
         )
         live = session.execute(
-            select(Note.id, Note.version, Note.title).where(
+            select(Note.id, Note.version, Note.title_key).where(
                 Note.product_id == product.id, Note.archived_at.is_(None)
             )
         )
         return cls(
             {note.import_key: note for note in imported if note.import_key},
-            {(version, _title_key(title)): note_id for note_id, version, title in live},
+            {(version, title_key): note_id for note_id, version, title_key in live},
         )
-
-
-def _title_key(title: str) -> str:
-    return title.strip().casefold()
 
 
 def _decide(entry: _Entry, notes: _Notes, *, now: datetime) -> Change:
     """What importing ``entry`` does, given the product's ``notes``."""
     version, title = entry.release.version, entry.title
     note = notes.imported.get(entry.release.key)
-    if len(entry.body.encode()) > MAX_BODY_BYTES:
-        return Change(version, title, Action.SKIP, reason="over 100 KB; split it")
     if note is not None and note.archived_at is not None:
         return Change(version, title, Action.SKIP, note.id, "its note is archived")
     if note is None:
-        clash = notes.titles.get((version, _title_key(title)))
-        if clash is not None:
-            return Change(version, title, Action.SKIP, clash, "a note with this title exists")
-        return Change(version, title, Action.CREATE)
-    if note.import_hash != entry.fingerprint:
-        return Change(version, title, Action.UPDATE, note.id)
-    if entry.publish and note.status_at(now) is NoteStatus.DRAFT:
-        return Change(version, title, Action.PUBLISH, note.id)
-    return Change(version, title, Action.UNCHANGED, note.id)
+        action = Action.CREATE
+    elif note.import_hash != entry.fingerprint:
+        action = Action.UPDATE
+    elif entry.publish and note.status_at(now) is NoteStatus.DRAFT:
+        action = Action.PUBLISH
+    else:
+        return Change(version, title, Action.UNCHANGED, note.id)
+    note_id = None if note is None else note.id
+    clash = notes.titles.get((version, Note.title_key_of(title)))
+    if action is not Action.PUBLISH and clash not in (None, note_id):
+        return Change(version, title, Action.SKIP, clash, "a note with this title exists")
+    problems = note_rules.problems(entry.note_input(note, action), now=now)
+    if problems:
+        return Change(version, title, Action.SKIP, note_id, " ".join(problems.values()))
+    return Change(version, title, action, note_id)
 
 
 def _write(
@@ -286,28 +303,16 @@ def _write(
     if change.action in (Action.UNCHANGED, Action.SKIP):
         return change, None
     release = entry.release
-    note = notes.imported.get(release.key)
-    if note is None:
-        note = Note(
-            product=product,
-            locale=product.default_locale,
-            author=by,
-            import_key=release.key,
-            email_subscribers=False,
-            created_at=now,
-        )
-        session.add(note)
+    stored = notes.imported.get(release.key)
+    data = entry.note_input(stored, change.action)
+    note = stored or services.new_note(product, by=by, now=now, import_key=release.key)
+    publish = entry.publish and note.status_at(now) is NoteStatus.DRAFT
+    html = None
     if change.action is not Action.PUBLISH:
-        note.version = release.version
-        note.title = entry.title
-        note.category = release.category
-        note.is_important = release.is_important
-        note.body_md = entry.body
-        # Rendered already, unless another import changed the note since it was read.
-        note.body_html = entry.render(budget)
         note.import_hash = entry.fingerprint
         note.released_at = release.published_at
-    if entry.publish and note.status_at(now) is NoteStatus.DRAFT:
-        note.published_at = note.released_at or now
-    note.updated_at = now
+        # Rendered already, unless another import changed the note since it was read.
+        html = entry.render(budget)
+    intent = Intent.PUBLISH if publish else Intent.SAVE
+    services.write_note(session, note, data, intent=intent, now=now, html=html)
     return change, note

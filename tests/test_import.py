@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,10 +26,20 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from announcements import apikeys, importing, rendering, services, versions
+from announcements import apikeys, importing, note_rules, rendering, services, versions, webhooks
 from announcements.errors import ValidationFailed
 from announcements.importing import Action
-from announcements.models import AuditEvent, Category, EndUser, Note, NoteStatus, utcnow
+from announcements.models import (
+    AuditEvent,
+    Category,
+    EndUser,
+    Note,
+    NoteStatus,
+    OutboxMessage,
+    WebhookDelivery,
+    utcnow,
+)
+from announcements.note_rules import NoteInput
 from app import database
 from tests.browser import serve
 from tests.conftest import SHARED_TESTDATA
@@ -267,6 +278,56 @@ def test_git_cliff_context_json(session) -> None:
     assert note.is_important
     assert any("unreleased" in p.reason for p in report.problems)
     assert not run(session, product, json.dumps(context), publish=True).changed
+
+
+def test_a_release_that_breaks_a_note_rule_is_skipped_in_the_rules_words(session) -> None:
+    product = make_product(session)
+    huge = "x" * note_rules.MAX_BODY_BYTES
+    report = run(session, product, f"## 1.1.0\n- {huge}\n\n## 1.0.0\n- Fine\n")
+    skipped = {c.version: c.reason for c in report.changes if c.action is Action.SKIP}
+    assert skipped == {"1.1.0": "The body is over 100 KB. Split it into several notes or trim it."}
+    assert [n.version for n in notes_of(session, product)] == ["1.0.0"]
+
+
+def test_long_titles_are_cut_to_the_note_rules_limit(session) -> None:
+    product = make_product(session)
+    text = f"## [1.0.0] - 2024-01-02 [YANKED]\n### Added\n- {'x' * 300}\n"
+    run(session, product, text, publish=True)
+    [note] = notes_of(session, product)
+    assert len(note.title) == note_rules.MAX_TITLE_LENGTH
+    assert note.title.endswith("… (yanked)")
+
+
+def test_an_edited_entry_keeps_what_the_changelog_does_not_say(session) -> None:
+    product = make_product(session)
+    run(session, product, "## 1.0.0\n- Dark mode\n", publish=True)
+    [note] = notes_of(session, product)
+    audience = {"match": "all", "conditions": [{"attribute": "plan", "op": "eq", "value": "pro"}]}
+    edited = replace(NoteInput.of(note), audience=audience, is_internal=True)
+    services.update_note(session, note, edited, by=None, now=utcnow())
+    run(session, product, "## 1.0.0\n- Dark mode for everyone\n", publish=True)
+    session.expire_all()
+    [note] = notes_of(session, product)
+    assert note.title == "Dark mode for everyone"
+    assert (note.audience, note.is_internal) == (audience, True)
+
+
+def test_an_import_queues_no_mail_and_calls_no_webhook(session) -> None:
+    product = make_product(session)
+    webhooks.create(
+        session,
+        product,
+        "https://hooks.example.com/x",
+        ["note.published"],
+        "json",
+        by=None,
+        now=utcnow(),
+    )
+    run(session, product, "## 1.0.0\n### Security\n- Patched a hole\n", publish=True)
+    [note] = notes_of(session, product)
+    assert note.is_important and note.status_at(utcnow()) is NoteStatus.PUBLISHED
+    assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+    assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
 
 
 @pytest.mark.parametrize(

@@ -19,13 +19,16 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from announcements import apikeys
+from announcements import apikeys, note_rules, services
 from announcements.errors import ValidationFailed
 from announcements.models import NoteTranslation, Product, utcnow
+from announcements.note_rules import NoteInput
 from app.api import widget as widget_api
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import make_member, make_note, make_product
 from tests.test_widget_api import ORIGIN, user_hash
+
+NOTE = {"version": "2.5.0", "title": "Accents", "category": "Fixed"}
 
 
 class Clock:
@@ -218,3 +221,18 @@ def test_a_product_settings_change_moves_the_stamp_and_a_refused_write_does_not(
         make_note(session, product, title="taken")
     session.rollback()
     assert stamp(session, product) == before + 2
+
+
+def test_the_api_counts_the_body_in_bytes_as_the_note_rules_do(
+    app: Flask, session: Session, product: Product
+) -> None:
+    accented = "é" * (note_rules.MAX_BODY_BYTES // 2 + 1)  # fewer characters than bytes
+    assert len(accented) < note_rules.MAX_BODY_BYTES
+    api = Api(app.test_client(), session, product)
+    refused = api.call("POST", "/notes", 422, json={**NOTE, "body_md": accented})
+    assert refused["errors"] == {"body_md": note_rules.body_problem(accented)}
+    with pytest.raises(ValidationFailed) as caught:
+        services.create_note(
+            session, product, NoteInput(**NOTE, body_md=accented), by=None, now=utcnow()
+        )
+    assert caught.value.errors == refused["errors"]

@@ -12,7 +12,7 @@ import base64
 import binascii
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,6 @@ from announcements.errors import Forbidden, Malformed, Unauthenticated, Validati
 from announcements.models import (
     ApiKey,
     ApiScope,
-    Category,
     Note,
     NoteStatus,
     Product,
@@ -37,7 +36,8 @@ from announcements.models import (
     status_clause,
     utcnow,
 )
-from announcements.services import Intent, NoteInput
+from announcements.note_rules import NoteInput
+from announcements.services import Intent
 from app.api import bp, schemas
 from app.converters import MAX_ID
 from app.extensions import db, limiter
@@ -213,7 +213,7 @@ def _note(note: Note, now: datetime) -> schemas.Note:
         id=note.id,
         version=note.version,
         title=note.title,
-        category=note.category.value,
+        category=note.category,
         body_md=note.body_md,
         html=note.body_html,
         important=note.is_important,
@@ -249,12 +249,11 @@ NOTE_FIELDS = {
 NOT_NULL = ("version", "title", "category", "body_md", "important", "internal")
 
 
-def _note_input(fields: dict[str, Any]) -> NoteInput:
-    """The note the domain validates, from API fields (the audience rule as a plain dict;
-    whether a value such as "2.x" can be ordered is the domain's to say)."""
-    return NoteInput(
-        **{NOTE_FIELDS[name]: value for name, value in fields.items() if name in NOTE_FIELDS}
-    )
+def _domain_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """API fields by the domain's names, for the note the domain validates (the audience
+    rule as a plain dict; whether a value such as "2.x" can be ordered is the domain's to
+    say)."""
+    return {NOTE_FIELDS[name]: value for name, value in fields.items() if name in NOTE_FIELDS}
 
 
 def _intent(publish: bool, publish_at: datetime | None, *, keep: Intent) -> Intent:
@@ -282,7 +281,7 @@ def list_notes(product: Product, query: schemas.NoteQuery) -> ResponseReturnValu
     if query.version is not None:
         statement = statement.where(Note.version == query.version.strip())
     if query.category is not None:
-        statement = statement.where(Note.category == Category(query.category))
+        statement = statement.where(Note.category == query.category)
     notes, next_cursor = _page(statement, Note.id, query.cursor, query.limit)
     return _answer(
         schemas.NoteList(notes=[_note(note, now) for note in notes], next_cursor=next_cursor)
@@ -305,7 +304,7 @@ def create_note(product: Product, body: schemas.NoteCreate) -> ResponseReturnVal
     note = services.create_note(
         db.session,
         product,
-        _note_input(body.model_dump(exclude_none=True)),
+        NoteInput(**_domain_fields(body.model_dump(exclude_none=True))),
         intent=intent,
         publish_at=body.publish_at,
         by=_actor(),
@@ -347,8 +346,7 @@ def update_note(product: Product, note_id: int, body: schemas.NoteUpdate) -> Res
         raise ValidationFailed(nulls)
     if body.audience is not None:
         changes["audience"] = body.audience.model_dump(exclude_none=True)
-    current = {name: getattr(note, attribute) for name, attribute in NOTE_FIELDS.items()}
-    data = _note_input(current | changes)
+    data = replace(NoteInput.of(note), **_domain_fields(changes))
     intent = _intent(body.publish, body.publish_at, keep=Intent.SAVE)
     services.update_note(
         db.session, note, data, intent=intent, publish_at=body.publish_at, by=_actor(), now=now

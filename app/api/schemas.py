@@ -14,10 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from announcements import targeting, versions
-from announcements.importing import MAX_BODY_BYTES
+from announcements import note_rules, targeting, versions
+from announcements.models import Category
 
-CategoryName = Literal["Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"]
 StatusName = Literal["draft", "scheduled", "published", "archived"]
 
 
@@ -49,6 +48,24 @@ def _in_utc(value: datetime) -> datetime:
 Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
+def _body_within_limit(body: str) -> str:
+    problem = note_rules.body_problem(body)
+    if problem:
+        raise PydanticCustomError("body_size", problem)
+    return body
+
+
+# A note's fields, with the limits of the note rules (the body's is in bytes, which no
+# JSON Schema keyword counts, so the rule itself checks it).
+VersionText = Annotated[str, Field(min_length=1, max_length=note_rules.MAX_VERSION_LENGTH)]
+Title = Annotated[str, Field(min_length=1, max_length=note_rules.MAX_TITLE_LENGTH)]
+Body = Annotated[
+    str,
+    AfterValidator(_body_within_limit),
+    Field(description=f"Markdown, up to {note_rules.MAX_BODY_BYTES // 1024} KB of UTF-8."),
+]
+
+
 class _Request(_Input):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -56,8 +73,9 @@ class _Request(_Input):
 class Condition(_Request):
     """One test on an end user's attributes, as the host sends them."""
 
-    attribute: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$", examples=["plan"])
-    op: Literal["eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "exists"]
+    attribute: str = Field(pattern=f"^{targeting.ATTRIBUTE_PATTERN.pattern}$", examples=["plan"])
+    # Checked by the audience rules themselves, which name the condition that is wrong.
+    op: str = Field(json_schema_extra={"enum": list(targeting.OPERATORS)})
     value: str | float | list[str] | None = Field(
         default=None, description="A list for in and not_in; nothing for exists."
     )
@@ -73,10 +91,10 @@ class Audience(_Request):
 class NoteCreate(_Request):
     """A new note: a draft, unless ``publish`` is true or ``publish_at`` is given."""
 
-    version: str = Field(min_length=1, max_length=64, examples=["2.4.0"])
-    title: str = Field(min_length=1, max_length=200, examples=["Export reports as PDF"])
-    category: CategoryName
-    body_md: str = Field(default="", max_length=MAX_BODY_BYTES, description="Markdown.")
+    version: VersionText = Field(examples=["2.4.0"])
+    title: Title = Field(examples=["Export reports as PDF"])
+    category: Category
+    body_md: Body = ""
     important: bool = Field(default=False, description="Opens as a popup in the widget.")
     internal: bool = Field(default=False, description="Only the team sees it.")
     audience: Audience | None = Field(
@@ -93,10 +111,10 @@ class NoteCreate(_Request):
 class NoteUpdate(_Request):
     """Only the fields sent change."""
 
-    version: str | None = Field(default=None, min_length=1, max_length=64)
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    category: CategoryName | None = None
-    body_md: str | None = Field(default=None, max_length=MAX_BODY_BYTES)
+    version: VersionText | None = None
+    title: Title | None = None
+    category: Category | None = None
+    body_md: Body | None = None
     important: bool | None = None
     internal: bool | None = None
     audience: Audience | None = None
@@ -112,8 +130,8 @@ class NoteQuery(_Input):
     model_config = ConfigDict(extra="ignore")
 
     status: StatusName | None = None
-    version: str | None = Field(default=None, max_length=64)
-    category: CategoryName | None = None
+    version: str | None = Field(default=None, max_length=note_rules.MAX_VERSION_LENGTH)
+    category: Category | None = None
     cursor: str | None = Field(default=None, max_length=64, description="From next_cursor.")
     limit: int = Field(default=50, ge=1, le=100)
 
@@ -149,7 +167,7 @@ class Note(BaseModel):
     id: int
     version: str
     title: str
-    category: CategoryName
+    category: Category
     body_md: str
     html: str = Field(description="The body as sanitised HTML.")
     important: bool

@@ -19,6 +19,7 @@ from wtforms.fields.core import Field
 from wtforms.validators import InputRequired, StopValidation
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from announcements import note_rules
 from announcements.models import ApiScope, Category, NoteStatus, Role, WebhookEvent, WebhookFormat
 
 CATEGORY_CHOICES = [
@@ -101,10 +102,19 @@ class ProductForm(FlaskForm):
 
 
 class NoteForm(FlaskForm):
-    version = StringField("Version", description="e.g. 2.4.0 or 2.4.0-beta.1")
-    title = StringField("Title")
+    """A note in the editor; the browser is told the note rules' limits, and the domain
+    checks every rule when the note is saved."""
+
+    version = StringField(
+        "Version",
+        description="e.g. 2.4.0 or 2.4.0-beta.1",
+        render_kw={"maxlength": note_rules.MAX_VERSION_LENGTH},
+    )
+    title = StringField("Title", render_kw={"maxlength": note_rules.MAX_TITLE_LENGTH})
     category = SelectField("Category", choices=CATEGORY_CHOICES, default=Category.ADDED.value)
-    body_md = TextAreaField("Body (Markdown)")
+    body_md = TextAreaField(
+        "Body (Markdown)", description=f"Up to {note_rules.MAX_BODY_BYTES // 1024} KB."
+    )
     is_important = BooleanField("Important: open as a popup in the widget")
     is_internal = BooleanField("Internal: only visible in this console")
     email_subscribers = BooleanField("Email it to subscribers when it goes live")

@@ -1,0 +1,131 @@
+"""What a release note must be, in one place: its limits, and the checks every note meets
+before it is saved, whoever writes it.
+
+The services check each write with :func:`problems` (and, needing the database, that no
+other live note of the version has the title); the importer skips a release that breaks a
+rule, giving the rule's own words; the changelog reader cuts titles to
+:data:`MAX_TITLE_LENGTH`; the management API's schemas and the console's note form take
+their limits and categories from here rather than restating them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from announcements import targeting, versions
+from announcements.errors import ValidationFailed
+from announcements.models import LOCALE_PATTERN, Category, Note
+
+MAX_VERSION_LENGTH = versions.MAX_VERSION_LENGTH
+MAX_TITLE_LENGTH = 200  # the width of Note.title
+# Counted in bytes of UTF-8, as it is stored and sent, not in characters: a body in Thai
+# or emoji takes three or four bytes a character.
+MAX_BODY_BYTES = 100 * 1024
+CATEGORIES = tuple(category.value for category in Category)
+
+
+@dataclass(frozen=True)
+class NoteInput:
+    """A note as written in the editor, sent to the API or read from a changelog, before
+    validation."""
+
+    version: str
+    title: str
+    category: str
+    body_md: str = ""
+    is_important: bool = False
+    is_internal: bool = False
+    expires_at: datetime | None = None
+    audience: dict[str, Any] | None = None
+    # Email the subscribers when it goes live; None: yes for important notes.
+    email_subscribers: bool | None = None
+
+    @classmethod
+    def of(cls, note: Note) -> NoteInput:
+        """What ``note`` holds now, to change a few fields of and save again."""
+        return cls(
+            version=note.version,
+            title=note.title,
+            category=note.category.value,
+            body_md=note.body_md,
+            is_important=note.is_important,
+            is_internal=note.is_internal,
+            expires_at=note.expires_at,
+            audience=note.audience,
+            email_subscribers=note.email_subscribers,
+        )
+
+
+def title_problem(title: str) -> str | None:
+    """What is wrong with a title, surrounding spaces aside, if anything."""
+    title = title.strip()
+    if not title:
+        return "Give the note a title."
+    if len(title) > MAX_TITLE_LENGTH:
+        return f"Keep the title under {MAX_TITLE_LENGTH} characters."
+    return None
+
+
+def body_problem(body_md: str) -> str | None:
+    """What is wrong with a Markdown body's size, if anything."""
+    if len(body_md.encode("utf-8")) > MAX_BODY_BYTES:
+        return (
+            f"The body is over {MAX_BODY_BYTES // 1024} KB. Split it into several notes or trim it."
+        )
+    return None
+
+
+def category_problem(category: str) -> str | None:
+    if category not in CATEGORIES:
+        return "Choose one of: " + ", ".join(CATEGORIES) + "."
+    return None
+
+
+def locale_problem(locale: str) -> str | None:
+    """What is wrong with a language tag (a product's default language, a translation's)."""
+    if not LOCALE_PATTERN.fullmatch(locale):
+        return "Use a language tag such as en, de or pt-BR."
+    return None
+
+
+def problems(
+    data: NoteInput,
+    *,
+    now: datetime,
+    scheduling: bool = False,
+    publish_at: datetime | None = None,
+) -> dict[str, str]:
+    """What is wrong with ``data``, by field; empty when it meets every rule of a note.
+
+    ``scheduling`` says it is to go live at ``publish_at``, which must then be ahead of
+    ``now``; otherwise it goes live (or stays as it is) now. An expiry must come after the
+    note goes live.
+    """
+    errors: dict[str, str] = {}
+    try:
+        versions.parse(data.version)
+    except versions.InvalidVersion as exc:
+        errors.update(exc.errors)
+    checks = {
+        "title": title_problem(data.title),
+        "category": category_problem(data.category),
+        "body_md": body_problem(data.body_md),
+    }
+    errors.update({name: problem for name, problem in checks.items() if problem})
+    if scheduling:
+        if publish_at is None:
+            errors["publish_at"] = "Pick when to publish."
+        elif publish_at <= now:
+            errors["publish_at"] = (
+                "That time has passed. Pick a time in the future, or publish now."
+            )
+    try:
+        targeting.validate(data.audience)
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
+    goes_live = publish_at if scheduling and publish_at else now
+    if data.expires_at is not None and data.expires_at <= goes_live:
+        errors["expires_at"] = "The note would expire before it is published."
+    return errors
