@@ -106,5 +106,93 @@
     });
     title.addEventListener("input", function () { previewTitle.textContent = title.value; });
     if (body.value && !preview.innerHTML.trim()) refresh();
+
+    // Images: chosen with the button, pasted or dropped into the text; each is uploaded and
+    // its Markdown inserted at the cursor, with the alt text selected to be written over.
+    var upload = editor.querySelector("[data-upload-url]");
+    if (!upload) return;
+    var picker = upload.querySelector("input[type=file]");
+    var hint = document.getElementById("image-hint");
+    var hintText = hint.textContent;
+    var uploadError = document.getElementById("image-error");
+    var MAX_BYTES = 5 * 1024 * 1024;
+    var pending = 0;
+
+    function showUploadError(message) {
+      uploadError.textContent = message;
+      uploadError.hidden = false;
+    }
+
+    function insertMarkdown(markdown) {
+      var start = body.selectionStart;
+      var before = body.value.slice(0, start);
+      var after = body.value.slice(body.selectionEnd);
+      var lead = !before || /\n\n$/.test(before) ? "" : /\n$/.test(before) ? "\n" : "\n\n";
+      var trail = /^\n/.test(after) ? "" : "\n";
+      body.setRangeText(lead + markdown + trail, start, body.selectionEnd, "end");
+      var altStart = start + lead.length + 2;
+      body.focus();
+      body.setSelectionRange(altStart, altStart + markdown.indexOf("](") - 2);
+      body.dispatchEvent(new Event("input"));
+    }
+
+    function uploadImage(file) {
+      if (file.size > MAX_BYTES) {
+        showUploadError("“" + file.name + "” is over 5 MB. Make it smaller and try again.");
+        return;
+      }
+      var data = new FormData();
+      data.append("image", file, file.name || "image");
+      pending += 1;
+      hint.textContent = "Uploading…";
+      fetch(upload.getAttribute("data-upload-url"), {
+        method: "POST",
+        headers: { "X-CSRFToken": csrf ? csrf.content : "" },
+        body: data,
+        credentials: "same-origin"
+      }).then(function (r) {
+        return r.json().then(function (json) { return { ok: r.ok, json: json }; });
+      }).then(function (answer) {
+        if (answer.ok) insertMarkdown(answer.json.markdown);
+        else showUploadError((answer.json.errors && answer.json.errors.image) || answer.json.error);
+      }).catch(function () {
+        showUploadError("The image could not be uploaded. Check the connection and try again.");
+      }).then(function () {
+        pending -= 1;
+        if (!pending) hint.textContent = hintText;
+      });
+    }
+
+    // Upload the images among pasted or dropped files; true if there were any.
+    function uploadImages(files) {
+      var images = Array.prototype.filter.call(files || [], function (file) {
+        return /^image\//.test(file.type);
+      });
+      if (images.length) uploadError.hidden = true;
+      images.forEach(uploadImage);
+      return images.length > 0;
+    }
+
+    picker.addEventListener("change", function () {
+      // A chosen file goes up whatever its type: the answer says what is wrong with it.
+      uploadError.hidden = true;
+      Array.prototype.forEach.call(picker.files, uploadImage);
+      picker.value = "";
+    });
+    body.addEventListener("paste", function (event) {
+      // Text pastes as text; only a pasted image (a screenshot) is uploaded.
+      if (event.clipboardData && uploadImages(event.clipboardData.files)) event.preventDefault();
+    });
+    body.addEventListener("dragover", function (event) {
+      if (event.dataTransfer && Array.prototype.indexOf.call(event.dataTransfer.types, "Files") >= 0) {
+        event.preventDefault();
+        body.parentNode.classList.add("dropping");
+      }
+    });
+    body.addEventListener("dragleave", function () { body.parentNode.classList.remove("dropping"); });
+    body.addEventListener("drop", function (event) {
+      body.parentNode.classList.remove("dropping");
+      if (event.dataTransfer && uploadImages(event.dataTransfer.files)) event.preventDefault();
+    });
   });
 })();
