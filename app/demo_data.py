@@ -8,15 +8,17 @@ checked for leaks.
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from announcements import accounts, services, subscriptions
+from announcements import accounts, images, services, subscriptions
 from announcements.models import (
     Category,
     EndUser,
@@ -36,6 +38,7 @@ from announcements.models import (
     outward_clause,
 )
 from announcements.services import Intent, NoteInput, ProductSettings
+from app.public import media
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_HOST_PRODUCT = "lumen"  # the product the demo host page embeds
@@ -50,7 +53,6 @@ DEMO_COMMENTS: dict[str, list[tuple[str, str | None]]] = {
     ],
     "Dates in exported PDFs": [("👍", None)],
 }
-SCREENSHOT = "https://images.tidings.dev/demo"
 
 
 @dataclass(frozen=True)
@@ -372,10 +374,16 @@ def _product(
             select(Note.version, Note.title).where(Note.product_id == product.id)
         )
     }
+    screenshots: dict[str, str] = {}
     for demo in notes:
         if (demo.version, demo.title) in existing:
             continue
         when = now - timedelta(days=demo.days_ago) if demo.days_ago is not None else now
+        body_md = demo.body_md
+        if "{img}/" in body_md:
+            screenshots = screenshots or _screenshots(product, accent)
+            for name, path in screenshots.items():
+                body_md = body_md.replace("{img}/" + name, path)
         services.create_note(
             session,
             product,
@@ -383,7 +391,7 @@ def _product(
                 version=demo.version,
                 title=demo.title,
                 category=demo.category.value,
-                body_md=demo.body_md.replace("{img}", SCREENSHOT),
+                body_md=body_md,
                 is_important=demo.is_important,
                 is_internal=demo.is_internal,
             ),
@@ -393,6 +401,97 @@ def _product(
             now=when,
         )
     return product
+
+
+# Screenshots ------------------------------------------------------------------------
+# Drawn here and uploaded as an editor's would be, so the demo shows images that Tidings
+# serves itself. The same drawing gives the same bytes, hence the same file: loading the
+# demo again stores nothing new.
+
+
+def _screenshots(product: Product, accent: str) -> dict[str, str]:
+    """Store the demo's pictures for ``product``; their paths by the names notes use."""
+    drawings = {"dashboard.png": _dashboard(accent), "funnels.png": _funnels(accent)}
+    paths = {}
+    for name, picture in drawings.items():
+        out = io.BytesIO()
+        picture.save(out, "PNG")
+        stored = images.store(
+            media.folder(), product.id, out.getvalue(), media_type="image/png", filename=name
+        )
+        paths[name] = media.path(product.id, stored.name)
+    return paths
+
+
+INK, MUTED, LINE, PAPER = "#0f172a", "#64748b", "#e2e8f0", "#f8fafc"
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _dashboard(accent: str) -> Image.Image:
+    """A dashboard: a sidebar, three numbers, a line chart of visits and a bar chart."""
+    picture = Image.new("RGB", (960, 540), PAPER)
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((0, 0, 180, 540), fill=INK)
+    draw.text((24, 24), "Lumen", fill="white", font=_font(22))
+    for row, label in enumerate(["Dashboard", "Reports", "Funnels", "Exports", "Settings"]):
+        if row == 0:
+            draw.rounded_rectangle((12, 74, 168, 106), 6, fill=accent)
+        draw.text(
+            (26, 80 + row * 40), label, fill="white" if row == 0 else "#cbd5e1", font=_font(15)
+        )
+    for column, (label, value, change) in enumerate(
+        [("Visitors", "48,210", "+12%"), ("Sign-ups", "1,932", "+8%"), ("Revenue", "$23.4k", "+5%")]
+    ):
+        left = 204 + column * 252
+        draw.rounded_rectangle((left, 24, left + 236, 124), 10, fill="white", outline=LINE)
+        draw.text((left + 18, 40), label, fill=MUTED, font=_font(14))
+        draw.text((left + 18, 64), value, fill=INK, font=_font(30))
+        draw.text((left + 170, 72), change, fill="#059669", font=_font(16))
+    draw.rounded_rectangle((204, 144, 692, 516), 10, fill="white", outline=LINE)
+    draw.text((222, 160), "Visitors, last 30 days", fill=INK, font=_font(16))
+    rng = random.Random(2)  # noqa: S311 - the same curve every time, so the same file
+    level, points = 300.0, []
+    for day in range(30):
+        level = max(60.0, min(320.0, level - rng.uniform(-4, 10)))
+        points.append((230 + day * 15.5, 200 + level))
+    for y in range(220, 500, 56):
+        draw.line((222, y, 674, y), fill=LINE)
+    draw.polygon([(230, 496), *points, (points[-1][0], 496)], fill="#eef2ff")
+    draw.line(points, fill=accent, width=4, joint="curve")
+    draw.rounded_rectangle((712, 144, 940, 516), 10, fill="white", outline=LINE)
+    draw.text((730, 160), "Top reports", fill=INK, font=_font(16))
+    for row, share in enumerate([0.92, 0.74, 0.55, 0.41, 0.28]):
+        top = 206 + row * 58
+        draw.text((730, top), f"Report {row + 1}", fill=MUTED, font=_font(13))
+        draw.rounded_rectangle((730, top + 22, 922, top + 36), 7, fill="#f1f5f9")
+        draw.rounded_rectangle((730, top + 22, 730 + int(192 * share), top + 36), 7, fill=accent)
+    return picture
+
+
+def _funnels(accent: str) -> Image.Image:
+    """A funnel report: four steps, each bar as wide as the people who reached it."""
+    picture = Image.new("RGB", (960, 420), "white")
+    draw = ImageDraw.Draw(picture)
+    draw.text((32, 26), "Funnel: from visit to purchase", fill=INK, font=_font(24))
+    draw.text((32, 62), "Last 30 days · 48,210 people", fill=MUTED, font=_font(15))
+    steps = [("Visited", 48210), ("Signed up", 9642), ("Created a report", 5303), ("Paid", 1414)]
+    for row, (label, people) in enumerate(steps):
+        top = 110 + row * 74
+        share = people / steps[0][1]
+        draw.text((32, top + 16), label, fill=INK, font=_font(16))
+        draw.rounded_rectangle((220, top, 860, top + 52), 8, fill="#f1f5f9")
+        draw.rounded_rectangle(
+            (220, top, 220 + max(16, int(640 * share)), top + 52), 8, fill=accent
+        )
+        draw.text((872, top + 8), f"{share:.0%}", fill=INK, font=_font(18))
+        draw.text((872, top + 30), f"{people:,}", fill=MUTED, font=_font(12))
+        if row:
+            dropped = 1 - people / steps[row - 1][1]
+            draw.text((236, top - 18), f"{dropped:.0%} dropped off", fill="#dc2626", font=_font(12))
+    return picture
 
 
 def _readers(session: Session, product: Product, now: datetime) -> None:
