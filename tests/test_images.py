@@ -467,3 +467,17 @@ def test_an_uploaded_image_has_its_absolute_url_in_the_widget_page_feeds_and_mai
         compose.release_note(reader, note, "<t@example.com>").data, policy=email.policy.default
     )
     assert image_sources(mail.get_body(("html",)).get_content()) == [url]
+
+
+def test_after_base_url_changes_notes_rerender_moves_the_images(
+    app_factory, client: FlaskClient, session: Session, acme: Product
+) -> None:
+    answer = upload(client, "acme", picture("PNG")).get_json()
+    note = make_note(session, acme, body_md=answer["markdown"])
+    assert image_sources(note.body_html) == [answer["url"]]
+    moved = app_factory(BASE_URL="https://news.example.com")
+    done = moved.test_cli_runner().invoke(args=["notes", "rerender"])
+    assert done.exit_code == 0, done.output
+    session.refresh(note)
+    path = answer["markdown"].split("(")[1][:-1]
+    assert image_sources(note.body_html) == [f"https://news.example.com{path}"]
