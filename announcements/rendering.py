@@ -63,7 +63,7 @@ ALLOWED_ATTRIBUTES: dict[str, Any] = {
     "input": ["type", "checked", "disabled"],
 }
 
-# Links may point at the web or an address; images only at https, below.
+# Links may point at the web or an address; images only at https or uploads, below.
 ALLOWED_PROTOCOLS = frozenset({"http", "https", "mailto"})
 LINK_REL = "noopener noreferrer nofollow"
 
@@ -86,8 +86,36 @@ def _is_safe_url(url: str) -> bool:
     return head.split(":", 1)[0] in ALLOWED_PROTOCOLS
 
 
+# Images ---------------------------------------------------------------------
+
+# An upload of this instance's, as announcements.images names it. Markdown names one by
+# its path, as the editor inserts it, or by its URL; the HTML always holds BASE_URL + path,
+# because the widget runs on other sites and feeds and mail are read elsewhere. Rendering
+# again (flask notes rerender) moves them all to a new BASE_URL.
+MEDIA_PATH = re.compile(r"/media/[0-9]{1,18}/[0-9a-f]{64}\.(?:png|jpg|gif|webp)")
+# This instance's BASE_URL: set in a web process by serve_media_from, and sent with each
+# body to the worker that renders it. Empty, uploads are not shown.
+_media_base = ""
+
+
+def serve_media_from(base_url: str) -> None:
+    """Say at which BASE_URL this instance serves its uploads, for the renders to come."""
+    global _media_base
+    _media_base = base_url
+
+
+def _image_source(src: str) -> str | None:
+    """The URL an image is shown from: an https URL as it is, an upload of this instance's
+    at BASE_URL; None for anything else, which drops the image."""
+    path = src[len(_media_base) :] if _media_base and src.startswith(_media_base) else src
+    if MEDIA_PATH.fullmatch(path):
+        return _media_base + path if _media_base else None
+    return src if src.lower().startswith("https://") else None
+
+
 class _LinksAndImages(Filter):
-    """Give every link a safe ``rel``, drop unsafe URLs, and drop images not served over https."""
+    """Give every link a safe ``rel``, drop unsafe URLs, and drop images that are not served
+    over https nor uploads of this instance's."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for token in super().__iter__():
@@ -100,9 +128,10 @@ class _LinksAndImages(Filter):
                     attrs[(None, "rel")] = LINK_REL
                     token["data"] = attrs
                 elif token["name"] == "img":
-                    src = attrs.get((None, "src"), "")
-                    if not src.lower().startswith("https://"):
+                    src = _image_source(attrs.get((None, "src"), ""))
+                    if src is None:
                         continue
+                    attrs[(None, "src")] = src
             yield token
 
 
@@ -309,9 +338,10 @@ def _serve(connection: Connection) -> None:
     signal.signal(signal.SIGPROF, _out_of_time)
     while True:
         try:
-            body_md, seconds = connection.recv()
+            body_md, seconds, media_base = connection.recv()
         except EOFError:  # the web process is gone
             return
+        serve_media_from(media_base)
         started = time.process_time()
         try:
             signal.setitimer(signal.ITIMER_PROF, seconds)
@@ -333,7 +363,7 @@ class _Worker:
 
     def render(self, body_md: str, seconds: float) -> tuple[str, float] | None:
         """The HTML and the CPU seconds it took; None when the time ran out."""
-        self._connection.send((body_md, seconds))
+        self._connection.send((body_md, seconds, _media_base))
         done: tuple[str, float] | None = self._connection.recv()
         return done
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from sqlalchemy import create_engine
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from announcements.models import Base
 from tests.conftest import PASSWORD, make_app
@@ -33,14 +33,25 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def live_app(tmp_path_factory) -> Flask:
+def live_listener() -> Iterator[BaseWSGIServer]:
+    """The live server's socket, bound before its app is made, so that the app's BASE_URL
+    is where it is served: the absolute URLs Tidings builds (uploaded images) then work."""
+    server = make_server("127.0.0.1", 0, Flask(__name__), threaded=True)  # its app: below
+    yield server
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory, live_listener: BaseWSGIServer) -> Flask:
     """The app on its own SQLite file, with pm@example.com and the demo data."""
     folder = tmp_path_factory.mktemp("live")
     url = f"sqlite:///{folder / 'live.db'}"
     engine = create_engine(url)
     Base.metadata.create_all(engine)
     engine.dispose()
-    app = make_app(url, folder / "instance", WTF_CSRF_SSL_STRICT=False)
+    base_url = f"http://127.0.0.1:{live_listener.server_port}"
+    app = make_app(url, folder / "instance", WTF_CSRF_SSL_STRICT=False, BASE_URL=base_url)
+    live_listener.app = app
     runner = app.test_cli_runner()
     created = runner.invoke(
         args=["users", "create", "pm@example.com", "--all-products", "--password-stdin"],
@@ -53,8 +64,11 @@ def live_app(tmp_path_factory) -> Flask:
 
 
 @pytest.fixture(scope="module")
-def live_server(live_app: Flask) -> Iterator[str]:
-    yield from serve(live_app)
+def live_server(live_app: Flask, live_listener: BaseWSGIServer) -> Iterator[str]:
+    thread = threading.Thread(target=live_listener.serve_forever, daemon=True)
+    thread.start()
+    yield live_app.config["BASE_URL"]
+    live_listener.shutdown()
 
 
 def serve(app: Flask) -> Iterator[str]:

@@ -278,7 +278,7 @@ button, div, span, section, h2, h3 {
 def test_a_strict_csp_host_page_still_works(page, live_app, live_server, host_site) -> None:
     csp = (
         f"default-src 'none'; script-src {host_site.url} {live_server}; "
-        f"connect-src {live_server}; img-src https: data:; style-src {host_site.url}"
+        f"connect-src {live_server}; img-src {live_server} https: data:; style-src {host_site.url}"
     )
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if r.resource_type != "image" else None)
