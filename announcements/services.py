@@ -23,9 +23,6 @@ from announcements import note_rules, rendering, subscriptions, targeting, webho
 from announcements.audit import owned, record
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import Category, Membership, Note, NoteStatus, Product, Role, TeamMember
-
-# MAX_BODY_BYTES: app.console.notes' preview reads it here, until it asks note_rules.
-from announcements.note_rules import MAX_BODY_BYTES as MAX_BODY_BYTES
 from announcements.note_rules import NoteInput
 
 SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")

@@ -16,6 +16,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from announcements import (
+    note_rules,
     outbox,
     queries,
     reads,
@@ -261,6 +262,7 @@ def note_delete(product: Product, note_id: int) -> ResponseReturnValue:
 def preview(product: Product) -> ResponseReturnValue:
     """Render Markdown exactly as publishing will, for the editor's live preview."""
     body = request.form.get("body_md", "")
-    if len(body.encode("utf-8")) > services.MAX_BODY_BYTES:
-        return jsonify(error="The body is over 100 KB."), 413
+    problem = note_rules.body_problem(body)
+    if problem is not None:
+        return jsonify(error=problem), 413
     return jsonify(html=rendering.render(body))
