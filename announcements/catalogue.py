@@ -12,7 +12,6 @@ notes with theirs, so one catalogue stays right as time passes.
 from __future__ import annotations
 
 import bisect
-import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,15 +28,15 @@ from announcements.models import Note, Product, outward_clause
 
 @dataclass(frozen=True)
 class CatalogueNote:
-    """A note an end user may see, with the JSON the widget sends for it prepared."""
+    """A note an end user may see, with the fields the widget sends for it."""
 
     id: int
     sort_version: Version
     published_at: datetime
     expires_at: datetime | None
     audience: dict[str, Any] | None
-    # The note's JSON object without its closing brace; the per-user fields follow.
-    json_head: str
+    # The note as the widget's JSON shows it, before the fields of the user's own.
+    fields: dict[str, Any]
 
     def is_live(self, now: datetime) -> bool:
         return self.published_at <= now and (self.expires_at is None or self.expires_at > now)
@@ -58,8 +57,8 @@ class Catalogue:
     grace_releases: int
     notes: tuple[CatalogueNote, ...]
     ids: frozenset[int]
-    # The product's name and colour for the widget's header, as JSON.
-    product_json: str
+    # The product's name and colour for the widget's header.
+    product: dict[str, str]
     # Every moment a note goes live or expires, in order: between two of them the
     # visible set for a version and attributes stays the same.
     boundaries: tuple[datetime, ...] = ()
@@ -106,27 +105,24 @@ def note_url(base_url: str, slug: str, version: str, note_id: int) -> str:
 
 
 def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
-    head = json.dumps(
-        {
-            "id": row.id,
-            "version": row.version,
-            "title": row.title,
-            "html": row.body_html,
-            "category": row.category.value,
-            "category_label": row.category.label,
-            "published_at": iso(row.published_at),
-            "url": note_url(base_url, slug, row.version, row.id),
-            "important": row.is_important,
-        },
-        ensure_ascii=False,
-    )[:-1]
+    fields = {
+        "id": row.id,
+        "version": row.version,
+        "title": row.title,
+        "html": row.body_html,
+        "category": row.category.value,
+        "category_label": row.category.label,
+        "published_at": iso(row.published_at),
+        "url": note_url(base_url, slug, row.version, row.id),
+        "important": row.is_important,
+    }
     return CatalogueNote(
         id=row.id,
         sort_version=versions.parse(row.version),
         published_at=row.published_at,
         expires_at=row.expires_at,
         audience=row.audience,
-        json_head=head,
+        fields=fields,
     )
 
 
@@ -172,9 +168,7 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
         grace_releases=product.grace_releases,
         notes=notes,
         ids=frozenset(note.id for note in notes),
-        product_json=json.dumps(
-            {"name": product.name, "accent_color": product.accent_color}, ensure_ascii=False
-        ),
+        product={"name": product.name, "accent_color": product.accent_color},
         boundaries=tuple(
             sorted(
                 {note.published_at for note in notes}

@@ -1,25 +1,26 @@
 """What each end user has read: their inbox of notes, and marking notes read — idempotently.
 
 These functions sit on the widget's hot path, so they speak SQLAlchemy Core on a
-connection rather than the ORM, and :func:`fetch_state` goes further down, to the
-driver's cursor: it reads the product's stamp, the end user and everything they have
-read and reacted to in one indexed query.
+connection rather than the ORM. Every widget call starts with a :class:`StateReader`:
+the widget's, :data:`STATE_READER`, reads the product's stamp, the end user and
+everything they have read and reacted to in one indexed query on the driver's cursor;
+:class:`ReferenceStateReader` is the plain twin that tests hold it to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from typing import cast as typing_cast
 
+import orjson
 from packaging.version import Version
-from sqlalchemy import Connection, String, Table, and_, bindparam, cast, select, update
+from sqlalchemy import JSON, Connection, Table, and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -48,60 +49,42 @@ _reactions = typing_cast(Table, Reaction.__table__)
 _products = typing_cast(Table, Product.__table__)
 
 
-class CommaList(FunctionElement[str]):
-    """Aggregate values into one comma-separated string (SQLite's group_concat,
-    PostgreSQL's string_agg), with the separator written into the SQL rather than
-    bound, so the statement is compiled once and cached."""
+class JsonList(FunctionElement[Any]):
+    """Aggregate values into a JSON array: SQLite's json_group_array, PostgreSQL's json_agg.
 
-    type = String()
+    PostgreSQL's answer for no rows is NULL, SQLite's ``[]``.
+    """
+
+    type = JSON()
     inherit_cache = True
 
 
-@compiles(CommaList, "sqlite")
-def _group_concat(element: CommaList, compiler: Any, **kw: Any) -> str:
-    return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
+class JsonMap(FunctionElement[Any]):
+    """Aggregate key-value pairs into a JSON object: SQLite's json_group_object, PostgreSQL's
+    json_object_agg. The keys come back as text; PostgreSQL's answer for no rows is NULL."""
+
+    type = JSON()
+    inherit_cache = True
 
 
-@compiles(CommaList, "postgresql")
-def _string_agg(element: CommaList, compiler: Any, **kw: Any) -> str:
-    return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
+@compiles(JsonList, "sqlite")
+def _json_group_array(element: JsonList, compiler: Any, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
 
 
-# One row per request: the user's reads and reactions come aggregated as text
-# ("12,15,40" and "15:👍"), so the user's columns are converted once, not per read.
-_read_note = cast(_receipts.c.note_id, String)
-STATE_QUERY = (
-    select(
-        _products.c.catalogue_stamp,
-        _users.c.id,
-        _users.c.first_seen_at,
-        _users.c.last_seen_at,
-        _users.c.app_version,
-        _users.c.locale,
-        _users.c.attributes,
-        CommaList(_read_note).label("read_ids"),
-        CommaList(_read_note + ":" + _reactions.c.reaction).label("reactions"),
-    )
-    .select_from(
-        _products.outerjoin(
-            _users,
-            and_(
-                _users.c.product_id == _products.c.id,
-                _users.c.external_id == bindparam("external_id"),
-            ),
-        )
-        .outerjoin(_receipts, _receipts.c.end_user_id == _users.c.id)
-        .outerjoin(
-            _reactions,
-            and_(
-                _reactions.c.end_user_id == _receipts.c.end_user_id,
-                _reactions.c.note_id == _receipts.c.note_id,
-            ),
-        )
-    )
-    .where(_products.c.widget_key == bindparam("widget_key"))
-    .group_by(_products.c.id, _users.c.id)
-)
+@compiles(JsonList, "postgresql")
+def _json_agg(element: JsonList, compiler: Any, **kw: Any) -> str:
+    return f"json_agg({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(JsonMap, "sqlite")
+def _json_group_object(element: JsonMap, compiler: Any, **kw: Any) -> str:
+    return f"json_group_object({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(JsonMap, "postgresql")
+def _json_object_agg(element: JsonMap, compiler: Any, **kw: Any) -> str:
+    return f"json_object_agg({compiler.process(element.clauses, **kw)})"
 
 
 @dataclass
@@ -118,14 +101,131 @@ class EndUserState:
     reactions: dict[int, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Sighting:
-    """What the host says about the user on this call."""
+class StateReader(Protocol):
+    """What every widget call reads first: the product's catalogue stamp and the end user."""
 
-    external_id: str
-    app_version: str | None = None
-    locale: str | None = None
-    attributes: Mapping[str, str] = field(default_factory=dict)
+    def fetch_state(
+        self, connection: Connection, widget_key: str, external_id: str | None
+    ) -> tuple[int | None, EndUserState | None]:
+        """The product's catalogue stamp (None: no such product) and the end user, if known,
+        with every note they read and every reaction they left."""
+        ...
+
+
+class ReferenceStateReader:
+    """The contract's reference: plain SQLAlchemy Core, one query for each thing it reads."""
+
+    def fetch_state(
+        self, connection: Connection, widget_key: str, external_id: str | None
+    ) -> tuple[int | None, EndUserState | None]:
+        product = connection.execute(
+            select(Product.id, Product.catalogue_stamp).where(Product.widget_key == widget_key)
+        ).one_or_none()
+        if product is None:
+            return None, None
+        user = connection.execute(
+            select(
+                EndUser.id,
+                EndUser.first_seen_at,
+                EndUser.last_seen_at,
+                EndUser.app_version,
+                EndUser.locale,
+                EndUser.attributes,
+            ).where(EndUser.product_id == product.id, EndUser.external_id == external_id)
+        ).one_or_none()
+        if user is None:
+            return product.catalogue_stamp, None
+        read_ids = connection.scalars(
+            select(ReadReceipt.note_id).where(ReadReceipt.end_user_id == user.id)
+        )
+        reactions = connection.execute(
+            select(Reaction.note_id, Reaction.reaction).where(Reaction.end_user_id == user.id)
+        )
+        return product.catalogue_stamp, EndUserState(
+            id=user.id,
+            first_seen_at=user.first_seen_at,
+            last_seen_at=user.last_seen_at,
+            app_version=user.app_version,
+            locale=user.locale,
+            attributes=user.attributes,
+            read_ids=set(read_ids),
+            reactions={note_id: reaction for note_id, reaction in reactions},
+        )
+
+
+# The widget's reader: one indexed query, the user's reads and reactions aggregated by the
+# database into JSON, so a request costs one round trip whatever the user read. In
+# ``make bench`` the reference's four queries took twice its CPU time per GET notes.
+STATE_QUERY = (
+    select(
+        _products.c.catalogue_stamp,
+        _users.c.id,
+        _users.c.first_seen_at,
+        _users.c.last_seen_at,
+        _users.c.app_version,
+        _users.c.locale,
+        _users.c.attributes,
+        select(JsonList(_receipts.c.note_id))
+        .where(_receipts.c.end_user_id == _users.c.id)
+        .scalar_subquery()
+        .label("read_ids"),
+        select(JsonMap(_reactions.c.note_id, _reactions.c.reaction))
+        .where(_reactions.c.end_user_id == _users.c.id)
+        .scalar_subquery()
+        .label("reactions"),
+    )
+    .select_from(
+        _products.outerjoin(
+            _users,
+            and_(
+                _users.c.product_id == _products.c.id,
+                _users.c.external_id == bindparam("external_id"),
+            ),
+        )
+    )
+    .where(_products.c.widget_key == bindparam("widget_key"))
+)
+
+
+def _state(row: Sequence[Any] | None) -> tuple[int | None, EndUserState | None]:
+    """The answer of :data:`STATE_QUERY` as the driver or SQLAlchemy returns it (on
+    SQLite the driver gives timestamps and JSON as text)."""
+    if row is None:
+        return None, None
+    stamp, user_id, first_seen, last_seen, app_version, locale, attributes, read, reacted = row
+    if user_id is None:
+        return stamp, None
+    return stamp, EndUserState(
+        id=user_id,
+        first_seen_at=_utc(first_seen),
+        last_seen_at=_utc(last_seen),
+        app_version=app_version,
+        locale=locale,
+        attributes=_json(attributes),
+        read_ids=set(_json(read) or ()),
+        reactions={int(note_id): reaction for note_id, reaction in (_json(reacted) or {}).items()},
+    )
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+def _utc(value: Any) -> datetime:
+    """A timestamp as the driver returns it (SQLite: naive UTC text) as an aware datetime."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class CoreStateReader:
+    """:data:`STATE_QUERY` executed by SQLAlchemy: the yardstick that tells whether
+    :class:`DriverStateReader` still pays (``make bench`` serves GET notes with both)."""
+
+    def fetch_state(
+        self, connection: Connection, widget_key: str, external_id: str | None
+    ) -> tuple[int | None, EndUserState | None]:
+        parameters = {"widget_key": widget_key, "external_id": external_id}
+        return _state(connection.execute(STATE_QUERY, parameters).one_or_none())
 
 
 @dataclass(frozen=True)
@@ -137,62 +237,57 @@ class _DriverStatement:
     constants: dict[str, Any]
 
 
-_compiled: dict[str, _DriverStatement] = {}
+class DriverStateReader:
+    """:data:`STATE_QUERY` compiled once per dialect and run on the driver's own cursor.
 
-
-def _statement(connection: Connection) -> _DriverStatement:
-    name = connection.dialect.name
-    if name not in _compiled:
-        compiled = STATE_QUERY.compile(dialect=connection.dialect)
-        _compiled[name] = _DriverStatement(
-            sql=str(compiled),
-            names=tuple(compiled.positiontup or ()) if compiled.positional else None,
-            constants=dict(compiled.construct_params({"widget_key": "", "external_id": ""})),
-        )
-    return _compiled[name]
-
-
-def _utc(value: Any) -> datetime:
-    """A timestamp as the driver returns it (SQLite: naive UTC text) as an aware datetime."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def fetch_state(
-    connection: Connection, widget_key: str, external_id: str | None
-) -> tuple[int | None, EndUserState | None]:
-    """The product's catalogue stamp (None: no such product) and the end user, if known.
-
-    The query runs on the driver's cursor: on this path SQLAlchemy's work for each
-    execution (parameters, result types) took three times as long as the query itself.
+    ``make bench`` measured the server's CPU time per GET notes at 838 µs this way and
+    899 µs with SQLAlchemy executing the same statement on SQLite (7% less), 926 and
+    1034 µs on PostgreSQL (10% less): SQLAlchemy's work for each execution (cache key,
+    parameters, result types) costs more than the query.
     """
-    statement = _statement(connection)
-    values = {**statement.constants, "widget_key": widget_key, "external_id": external_id}
-    parameters: Any = values if statement.names is None else [values[n] for n in statement.names]
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(statement.sql, parameters)
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    if row is None:
-        return None, None
-    stamp, user_id, first_seen, last_seen, app_version, locale, attributes, read, reacted = row
-    if user_id is None:
-        return stamp, None
-    state = EndUserState(
-        id=user_id,
-        first_seen_at=_utc(first_seen),
-        last_seen_at=_utc(last_seen),
-        app_version=app_version,
-        locale=locale,
-        attributes=(json.loads(attributes) if isinstance(attributes, str) else attributes) or {},
-        read_ids={int(note_id) for note_id in read.split(",")} if read else set(),
-    )
-    for pair in reacted.split(",") if reacted else ():
-        note_id, reaction = pair.split(":", 1)
-        state.reactions[int(note_id)] = reaction
-    return stamp, state
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, _DriverStatement] = {}
+
+    def _statement(self, connection: Connection) -> _DriverStatement:
+        name = connection.dialect.name
+        if name not in self._compiled:
+            compiled = STATE_QUERY.compile(dialect=connection.dialect)
+            self._compiled[name] = _DriverStatement(
+                sql=str(compiled),
+                names=tuple(compiled.positiontup or ()) if compiled.positional else None,
+                constants=dict(compiled.construct_params({"widget_key": "", "external_id": ""})),
+            )
+        return self._compiled[name]
+
+    def fetch_state(
+        self, connection: Connection, widget_key: str, external_id: str | None
+    ) -> tuple[int | None, EndUserState | None]:
+        statement = self._statement(connection)
+        values = {**statement.constants, "widget_key": widget_key, "external_id": external_id}
+        parameters: Any = (
+            values if statement.names is None else [values[n] for n in statement.names]
+        )
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(statement.sql, parameters)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return _state(row)
+
+
+STATE_READER: StateReader = DriverStateReader()
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What the host says about the user on this call."""
+
+    external_id: str
+    app_version: str | None = None
+    locale: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 def _upserts(dialect: Any) -> dict[str, Any]:
@@ -294,32 +389,31 @@ class Inbox:
     unread_count: int
     next_cursor: str | None
     stamp: int
-    product_json: str
+    product: dict[str, str]
 
     def etag(self) -> str:
         """A strong validator of everything the response says."""
-        parts = [f"{self.stamp}|{self.unread_count}|{self.next_cursor}"]
-        parts += [
-            f"{note.id}:{int(read)}:{reaction or ''}" for note, read, reaction in self.entries
-        ]
-        return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
+        said: list[Any] = [self.stamp, self.unread_count, self.next_cursor]
+        said += [[note.id, read, reaction] for note, read, reaction in self.entries]
+        return hashlib.blake2b(orjson.dumps(said), digest_size=12).hexdigest()
 
-    def json(self) -> str:
-        """The widget API's response body, assembled from each note's prepared JSON."""
-        notes = ",".join(
-            f'{note.json_head},"read":{"true" if read else "false"},'
-            f'"reaction":{_json_reaction(reaction)}}}'
-            for note, read, reaction in self.entries
+    def json(self) -> bytes:
+        """The widget API's response body.
+
+        Encoded by orjson: a page of the benchmark's 20 notes took the standard library
+        50 µs and takes orjson 9 µs (the hand-joined text it replaces took 6 µs).
+        """
+        return orjson.dumps(
+            {
+                "product": self.product,
+                "unread_count": self.unread_count,
+                "notes": [
+                    {**note.fields, "read": read, "reaction": reaction}
+                    for note, read, reaction in self.entries
+                ],
+                "next_cursor": self.next_cursor,
+            }
         )
-        cursor = f'"{self.next_cursor}"' if self.next_cursor else "null"
-        return (
-            f'{{"product":{self.product_json},"unread_count":{self.unread_count},'
-            f'"notes":[{notes}],"next_cursor":{cursor}}}'
-        )
-
-
-def _json_reaction(reaction: str | None) -> str:
-    return "null" if reaction is None else f'"{reaction}"'
 
 
 def _cursor_key(note: CatalogueNote) -> tuple[int, int]:
@@ -381,7 +475,7 @@ def inbox(
         unread_count=unread_count,
         next_cursor=next_cursor,
         stamp=catalogue.stamp,
-        product_json=catalogue.product_json,
+        product=catalogue.product,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from announcements import services, subscriptions
@@ -476,6 +476,21 @@ def test_one_reaction_per_user_and_note_changeable_and_clearable(
     assert (shown["reaction"], shown["read"]) == ("😕", True)  # reacting is reading
     widget.react(note.id, None)
     assert session.scalar(select(func.count()).select_from(Reaction)) == 0
+
+
+def test_a_stored_reaction_of_any_text_is_sent_as_that_text(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    # The widget takes three reactions, but whatever the database holds goes out as JSON
+    # text: quotes, backslashes, the separators of an aggregate, line breaks, any script.
+    stored = {make_note(session, product).id: text for text in ('a"b\\c,1:2', "line\nbreak é👍")}
+    for note_id in stored:
+        assert widget.react(note_id, "👍").status_code == 200
+    for note_id, text in stored.items():
+        session.execute(update(Reaction).where(Reaction.note_id == note_id).values(reaction=text))
+    session.commit()
+    shown = widget.notes().get_json()["notes"]
+    assert {note["id"]: note["reaction"] for note in shown} == stored
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,8 @@ from app.mail import jobs
 from app.public import subscriptions as public_subscriptions
 
 CACHE_KEY = "tidings.catalogues"
+# Where an app may put another reads.StateReader: the benchmark serves the reference too.
+STATE_READER_KEY = "tidings.state_reader"
 MAX_USER_ID_LENGTH = 255
 MAX_ATTRIBUTES = 50
 ATTRIBUTE_PREFIX = "attr."
@@ -43,6 +45,11 @@ LIMIT_PATTERN = re.compile(r"[0-9]{1,3}")
 def _cache() -> CatalogueCache:
     cache: CatalogueCache = current_app.extensions[CACHE_KEY]
     return cache
+
+
+def _state_reader() -> reads.StateReader:
+    reader: reads.StateReader = current_app.extensions.get(STATE_READER_KEY, reads.STATE_READER)
+    return reader
 
 
 def expected_hash(secret: str, user_id: str) -> str:
@@ -80,7 +87,7 @@ def _load(
     connection: Connection, widget_key: str, user_id: str | None
 ) -> tuple[Catalogue, reads.EndUserState | None]:
     """The product's catalogue and the end user, from one query; refuse a foreign origin."""
-    stamp, state = reads.fetch_state(connection, widget_key, user_id)
+    stamp, state = _state_reader().fetch_state(connection, widget_key, user_id)
     catalogue = None if stamp is None else _cache().get(connection, widget_key, stamp)
     if catalogue is None:
         raise NotFound("No product has this widget key. Copy it again from the settings page.")
