@@ -687,8 +687,8 @@ _ids_never_reused()
 # flush adds, changes or deletes a note or a translation, or changes a product's own
 # settings: whoever writes, through whichever service, command or job yet to come. Time
 # needs no bump: a catalogue holds each note's go-live and expiry times and compares them
-# with the clock on each request. Writes in Core (``update(Note)``) bypass the session and
-# would have to call ``move_catalogue_stamps`` themselves; there are none.
+# with the clock on each request. A write in Core (``update(Note)``) bypasses the session
+# and calls ``move_catalogue_stamps`` itself, as ``notes rerender`` does.
 
 _STAMPED = "tidings.stamped_products"
 
@@ -711,27 +711,39 @@ def move_catalogue_stamps(session: Session, product_ids: Collection[int]) -> Non
     )
 
 
-def _changed_product(session: Session, row: object) -> int | None:
-    """The product whose catalogue a pending change of ``row`` changes, if any."""
+# Columns no cache shows: the stamp itself, and when a note's emails were queued. The mail
+# worker sets that holding the note's row; moving the stamp too would take the product's
+# row after the note's, the reverse of an editor's order, and on PostgreSQL the two
+# could deadlock.
+_UNSHOWN = frozenset({"catalogue_stamp", "emailed_at"})
+_CATALOGUE_ROWS = (Note, NoteTranslation, Product)
+
+
+def _product_of(session: Session, row: object) -> int | None:
+    """The product whose catalogue ``row`` is part of, if any."""
     if isinstance(row, NoteTranslation):
         note = row.note if row.note is not None else session.get(Note, row.note_id)
-        return None if note is None else _changed_product(session, note)
+        return None if note is None else _product_of(session, note)
     if isinstance(row, Note):
         if row.product_id is None and row.product is not None:
             return row.product.id
         return row.product_id
-    if isinstance(row, Product) and row in session.dirty:
-        state = inspect(row)
-        settings = [attr.key for attr in state.mapper.column_attrs if attr.key != "catalogue_stamp"]
-        return row.id if any(state.attrs[key].history.has_changes() for key in settings) else None
-    return None
+    return row.id if isinstance(row, Product) else None
+
+
+def _shows_change(row: Base) -> bool:
+    """Whether a stored row's pending changes hold one that a cache shows."""
+    state = inspect(row)
+    shown = (attr.key for attr in state.mapper.column_attrs if attr.key not in _UNSHOWN)
+    return any(state.attrs[key].history.has_changes() for key in shown)
 
 
 @event.listens_for(Session, "before_flush")
 def _stamp_changed_products(session: Session, _context: object, _instances: object) -> None:
     """Move the stamps of the products whose catalogues this flush changes."""
-    edited = (row for row in session.dirty if session.is_modified(row, include_collections=False))
-    changed = {_changed_product(session, row) for row in (*session.new, *session.deleted, *edited)}
+    edited = [row for row in session.dirty if isinstance(row, _CATALOGUE_ROWS)]
+    rows = [*session.new, *session.deleted, *filter(_shows_change, edited)]
+    changed = {_product_of(session, row) for row in rows}
     move_catalogue_stamps(session, {product_id for product_id in changed if product_id is not None})
 
 

@@ -236,3 +236,15 @@ def test_the_api_counts_the_body_in_bytes_as_the_note_rules_do(
             session, product, NoteInput(**NOTE, body_md=accented), by=None, now=utcnow()
         )
     assert caught.value.errors == refused["errors"]
+
+
+def test_the_mail_worker_marking_a_note_emailed_leaves_the_stamp(
+    session: Session, product: Product
+) -> None:
+    """It holds the note's row as it does: taking the product's too could deadlock with an
+    editor, who takes the product's row first."""
+    note = make_note(session, product)
+    before = stamp(session, product)
+    note.emailed_at = utcnow()
+    session.commit()
+    assert stamp(session, product) == before
