@@ -1,4 +1,5 @@
-"""Command-line tools: ``users create``, ``demo``, ``api-keys create``, ``import-changelog``."""
+"""Command-line tools: ``users create``, ``demo``, ``api-keys create``, ``import-changelog``,
+``notes rerender``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from announcements import accounts, apikeys, importing, services
+from announcements import accounts, apikeys, importing, rerender, services
 from announcements.errors import DomainError, ValidationFailed
 from announcements.models import Product, Role, utcnow
 from app import demo_data
@@ -188,8 +189,33 @@ def import_changelog(
         click.echo(f"{'Would import' if dry_run else 'Imported'}: {report.summary}.")
 
 
+notes = AppGroup("notes", help="Maintain the notes' stored HTML.")
+
+
+@notes.command("rerender")
+@click.option("--product", "product_slug", metavar="SLUG", help="Only this product's notes.")
+@click.option("--dry-run", is_flag=True, help="Only count what would change.")
+def rerender_notes(product_slug: str | None, dry_run: bool) -> None:
+    """Render every note's and translation's Markdown again with the current renderer, and
+    store the HTML that changed (run by the migration that follows a renderer change)."""
+    product = _product(product_slug) if product_slug else None
+    report = rerender.rerender(db.session, product=product, dry_run=dry_run)
+    if dry_run:
+        db.session.rollback()
+    else:
+        db.session.commit()
+    for failure in report.failures:
+        click.echo(f"  failed    {failure.what}: {failure.reason}")
+    verb = "would change" if dry_run else "changed"
+    where = f" ({', '.join(report.products)})" if report.products else ""
+    click.echo(
+        f"Checked {report.checked}, {verb} {report.changed}{where}, failed {len(report.failures)}."
+    )
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(load_demo)
     app.cli.add_command(api_keys)
     app.cli.add_command(import_changelog)
+    app.cli.add_command(notes)
