@@ -268,7 +268,7 @@ def _extensions() -> list[str | Extension]:
 # and 8 s over "<b>". A render gets three times what the largest honest body needs, and
 # leaves a refused preview or import of 100 KB room to answer within a second. 100 KB of
 # nothing but bare addresses, strikethroughs or one-item lists is refused, as 100 KB of
-# links is: each costs in proportion to what it makes, 40 to 200 µs a link.
+# links is: each costs in proportion to what it makes, 70 to 200 µs a link.
 CPU_SECONDS = 0.7
 
 
