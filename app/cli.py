@@ -68,12 +68,14 @@ def create_user(
     missing = set(product_slugs) - {p.slug for p in products}
     if missing:
         raise click.ClickException(f"No product with the slug {', '.join(sorted(missing))}.")
+    # The account and its roles are one change: all of it is committed, or none.
     try:
-        member = accounts.create_member(db.session, email, password, name=name)
+        member = accounts.new_member(db.session(), email, password, name=name)
     except ValidationFailed as error:
         raise click.ClickException(error.message) from None
     for product in products:
-        services.set_role(db.session, product, member, Role(role), by=None, now=utcnow())
+        services.assign_role(db.session(), product, member, Role(role), by=None, now=utcnow())
+    db.session.commit()
     where = ", ".join(p.slug for p in products) or "no products yet"
     click.echo(f"Created {member.email} ({role} on {where}).")
 
