@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from announcements import note_rules, rendering, subscriptions, targeting, webhooks
+from announcements import mailing, note_rules, rendering, subscriptions, targeting, webhooks
 from announcements.audit import owned, record
 from announcements.errors import InvalidTransition, NotFound, ValidationFailed
 from announcements.models import Category, Membership, Note, NoteStatus, Product, Role, TeamMember
@@ -573,7 +573,7 @@ def email_note(session: Session, note: Note, *, by: TeamMember | None, now: date
     if note.status_at(now) is not NoteStatus.PUBLISHED or note.is_internal:
         raise InvalidTransition("Only published, public notes can be emailed.")
     note.email_subscribers = True
-    queued = subscriptions.queue_note(session, note, now=now)
+    queued = mailing.queue_note(session, note, now=now)
     record(
         session, note.product, by, "note.emailed", f"Queued {queued} email(s)", note=note, now=now
     )
@@ -624,6 +624,6 @@ def delete_draft(session: Session, note: Note, *, by: TeamMember | None, now: da
 
 def _queue_mail(session: Session, note: Note, now: datetime) -> None:
     """Queue a note's emails in the transaction that makes it live, once; a scheduled note
-    is queued by the worker when its time comes (``subscriptions.queue_due_notes``)."""
+    is queued by the worker when its time comes (``mailing.queue_due_notes``)."""
     if note.email_subscribers and note.emailed_at is None:
-        subscriptions.queue_note(session, note, now=now)
+        mailing.queue_note(session, note, now=now)

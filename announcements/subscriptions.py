@@ -1,50 +1,35 @@
-"""Email subscribers: double opt-in, preferences, and which messages each one is owed.
+"""Email subscriptions: double opt-in, preferences, and the one address validator.
 
-Everything that queues mail writes its outbox rows in the caller's transaction, so a
-note is never published without its messages, and never has them twice: the outbox
-is unique per note and subscriber, and a note records when its messages were queued.
-The worker (``app.mail``) sends what the outbox holds.
+Which messages a subscriber is owed is ``mailing``; the console's view of the list is
+``subscribers``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import email_validator
-from sqlalchemy import func, insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from announcements import audit, targeting
 from announcements.errors import NotFound, ValidationFailed
 from announcements.models import (
     LOCALE_PATTERN,
     Category,
-    EndUser,
     Frequency,
     Note,
-    NoteStatus,
     OutboxKind,
     OutboxMessage,
-    OutboxStatus,
     Product,
-    ReadReceipt,
     Subscriber,
     SubscriberStatus,
-    TeamMember,
-    outward_clause,
-    status_clause,
 )
-from announcements.queries import like_pattern
 
 CONFIRM_DAYS = 7
 MAX_ADDRESS_LENGTH = 254
-# Subscribers per page in the console.
-PAGE_SIZE = 50
 
 
 @dataclass(frozen=True)
@@ -256,285 +241,3 @@ def get_subscriber(session: Session, subscriber_id: int) -> Subscriber:
     if subscriber is None:
         raise NotFound("This subscription no longer exists.")
     return subscriber
-
-
-def remove(
-    session: Session,
-    product: Product,
-    subscriber_id: int,
-    *,
-    by: TeamMember | None,
-    now: datetime,
-) -> Subscriber:
-    """Delete a subscriber of ``product`` (from the console) and what was queued for it.
-
-    The audit log names the subscriber by id, not address: a removal is often a request
-    to be forgotten."""
-    subscriber = get_subscriber(session, subscriber_id)
-    if subscriber.product_id != product.id:
-        raise NotFound("There is no such subscriber in this product.")
-    session.delete(subscriber)
-    summary = f"Removed subscriber #{subscriber.id}"
-    audit.record(session, product, by, "subscriber.removed", summary, now=now)
-    session.commit()
-    return subscriber
-
-
-# Queueing release notes --------------------------------------------------------
-
-
-def _audience_allows(note: Note, end_user: EndUser | None) -> bool:
-    """A targeted note goes to a linked subscriber only when the rule matches them, as in
-    the widget; unlinked subscribers get what the public changelog shows."""
-    if note.audience is None or end_user is None:
-        return True
-    attributes = {name: str(value) for name, value in (end_user.attributes or {}).items()}
-    return targeting.matches(targeting.validate(note.audience), attributes)
-
-
-def queue_note(session: Session, note: Note, *, now: datetime) -> int:
-    """Queue the note for every confirmed subscriber who wants it and does not have it yet.
-
-    Runs in the caller's transaction (commit is the caller's), and only for a note the
-    world can see; returns how many messages were queued.
-    """
-    if note.status_at(now) is not NoteStatus.PUBLISHED or note.is_internal:
-        return 0
-    already = set(
-        session.scalars(select(OutboxMessage.subscriber_id).where(OutboxMessage.note_id == note.id))
-    )
-    candidates = session.scalars(
-        select(Subscriber).where(
-            Subscriber.product_id == note.product_id,
-            Subscriber.status == SubscriberStatus.CONFIRMED,
-        )
-    )
-    rows = [
-        {
-            "product_id": note.product_id,
-            "subscriber_id": subscriber.id,
-            "note_id": note.id,
-            "kind": OutboxKind.NOTE,
-            "status": OutboxStatus.QUEUED,
-            "attempts": 0,
-            "created_at": now,
-            "next_attempt_at": now,
-        }
-        for subscriber in candidates
-        if subscriber.id not in already
-        and Preferences.of(subscriber).wants(note)
-        and _audience_allows(note, subscriber.end_user)
-    ]
-    if rows:
-        session.execute(insert(OutboxMessage), rows)
-    note.emailed_at = now
-    return len(rows)
-
-
-def queue_due_notes(session: Session, *, now: datetime) -> int:
-    """Queue the notes that went live since they were scheduled; commits once."""
-    due = session.scalars(
-        select(Note)
-        .where(
-            outward_clause(),
-            status_clause(NoteStatus.PUBLISHED, now),
-            Note.email_subscribers.is_(True),
-            Note.emailed_at.is_(None),
-        )
-        .with_for_update(skip_locked=True)
-    ).all()
-    queued = sum(queue_note(session, note, now=now) for note in due)
-    session.commit()
-    return queued
-
-
-def digest_slot(product: Product, now: datetime) -> datetime:
-    """The latest weekly digest time of the product at or before ``now``."""
-    slot = now.replace(hour=product.digest_hour, minute=0, second=0, microsecond=0)
-    slot -= timedelta(days=(slot.weekday() - product.digest_weekday) % 7)
-    return slot if slot <= now else slot - timedelta(days=7)
-
-
-def queue_digests(session: Session, *, now: datetime) -> int:
-    """Queue this week's digest for each digest subscriber whose slot has come; commits once.
-
-    A digest lists the notes published since the subscriber's last one; moving
-    ``last_digest_at`` in the same transaction makes a second run find nothing to do.
-    Whether any listed note is still unread is decided when it is sent.
-    """
-    queued = 0
-    for product in session.scalars(select(Product)):
-        slot = digest_slot(product, now)
-        waiting = session.scalars(
-            select(Subscriber)
-            .where(
-                Subscriber.product_id == product.id,
-                Subscriber.status == SubscriberStatus.CONFIRMED,
-                Subscriber.frequency == Frequency.DIGEST,
-                Subscriber.last_digest_at < slot,
-            )
-            .with_for_update(skip_locked=True)
-        ).all()
-        for subscriber in waiting:
-            notes = digest_notes(session, subscriber, since=subscriber.last_digest_at, until=slot)
-            if notes:
-                session.add(
-                    OutboxMessage(
-                        product_id=product.id,
-                        subscriber_id=subscriber.id,
-                        kind=OutboxKind.DIGEST,
-                        payload={"note_ids": [note.id for note in notes]},
-                        created_at=now,
-                        next_attempt_at=now,
-                    )
-                )
-                queued += 1
-            subscriber.last_digest_at = slot
-    session.commit()
-    return queued
-
-
-def digest_notes(
-    session: Session, subscriber: Subscriber, *, since: datetime | None, until: datetime
-) -> list[Note]:
-    """The notes a digest covers: published in (since, until], wanted, oldest first."""
-    query = select(Note).where(
-        Note.product_id == subscriber.product_id,
-        outward_clause(),
-        Note.published_at <= until,
-    )
-    if since is not None:
-        query = query.where(Note.published_at > since)
-    preferences = Preferences.of(subscriber)
-    return [
-        note
-        for note in session.scalars(query.order_by(Note.published_at, Note.id))
-        if (not preferences.categories or note.category in preferences.categories)
-        and _audience_allows(note, subscriber.end_user)
-    ]
-
-
-def unread(session: Session, subscriber: Subscriber, notes: Sequence[Note]) -> list[Note]:
-    """The notes the subscriber has not read in-app (all of them when not linked)."""
-    if subscriber.end_user_id is None or not notes:
-        return list(notes)
-    read = set(
-        session.scalars(
-            select(ReadReceipt.note_id).where(
-                ReadReceipt.end_user_id == subscriber.end_user_id,
-                ReadReceipt.note_id.in_([note.id for note in notes]),
-            )
-        )
-    )
-    return [note for note in notes if note.id not in read]
-
-
-# The console ----------------------------------------------------------------
-
-
-def status_counts(session: Session, product: Product) -> dict[SubscriberStatus, int]:
-    rows = session.execute(
-        select(Subscriber.status, func.count())
-        .where(Subscriber.product_id == product.id)
-        .group_by(Subscriber.status)
-    )
-    counts = dict.fromkeys(SubscriberStatus, 0)
-    counts.update({SubscriberStatus(status): count for status, count in rows})
-    return counts
-
-
-def search(
-    session: Session,
-    product: Product,
-    *,
-    text: str = "",
-    status: SubscriberStatus | None = None,
-    page: int = 1,
-) -> tuple[list[Subscriber], bool]:
-    """A page of the product's subscribers, newest first, and whether there are more."""
-    query = select(Subscriber).where(Subscriber.product_id == product.id)
-    text = text.replace("\x00", "").strip().lower()
-    if text:
-        query = query.where(Subscriber.email.like(like_pattern(text), escape="\\"))
-    if status is not None:
-        query = query.where(Subscriber.status == status)
-    found = session.scalars(
-        query.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
-        .offset((page - 1) * PAGE_SIZE)
-        .limit(PAGE_SIZE + 1)
-    ).all()
-    return list(found[:PAGE_SIZE]), len(found) > PAGE_SIZE
-
-
-CSV_COLUMNS = (
-    "email",
-    "status",
-    "frequency",
-    "categories",
-    "locale",
-    "subscribed_at",
-    "confirmed_at",
-    "unsubscribed_at",
-)
-
-
-def _csv_safe(value: str) -> str:
-    """Keep a spreadsheet from reading a cell as a formula (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-def export_csv(
-    session: Session, product: Product, *, by: TeamMember | None, now: datetime
-) -> Iterator[str]:
-    """The product's subscribers as CSV, a line at a time. The file holds every address,
-    so the export is in the audit log before the first line goes out."""
-    summary = "Downloaded the subscriber list as CSV"
-    audit.record(session, product, by, "subscribers.exported", summary, now=now)
-    session.commit()
-    return _csv_lines(session, product)
-
-
-def _csv_lines(session: Session, product: Product) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def line(values: Sequence[str]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow([_csv_safe(value) for value in values])
-        return buffer.getvalue()
-
-    yield line(CSV_COLUMNS)
-    query = (
-        select(Subscriber)
-        .where(Subscriber.product_id == product.id)
-        .order_by(Subscriber.id)
-        .execution_options(yield_per=500)
-    )
-    for subscriber in session.scalars(query):
-        yield line(
-            [
-                subscriber.email,
-                subscriber.status.value,
-                subscriber.frequency.value,
-                " ".join(subscriber.categories),
-                subscriber.locale or "",
-                subscriber.created_at.isoformat(),
-                subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else "",
-                subscriber.unsubscribed_at.isoformat() if subscriber.unsubscribed_at else "",
-            ]
-        )
-
-
-def delivery(session: Session, note: Note) -> dict[str, int]:
-    """How the note's messages stand: queued (with sending), sent, failed, skipped."""
-    rows = session.execute(
-        select(OutboxMessage.status, func.count())
-        .where(OutboxMessage.note_id == note.id)
-        .group_by(OutboxMessage.status)
-    )
-    counts = {"queued": 0, "sent": 0, "failed": 0, "skipped": 0}
-    for status, count in rows:
-        key = "queued" if status in (OutboxStatus.QUEUED, OutboxStatus.SENDING) else status.value
-        counts[key] += count
-    return counts

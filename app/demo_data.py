@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from announcements import accounts, images, services, subscriptions
+from announcements import accounts, images, mailing, services, subscriptions
 from announcements.models import (
     Category,
     EndUser,
@@ -587,7 +587,7 @@ def _subscribers(session: Session, product: Product, now: datetime) -> None:
             created_at=joined,
             confirmed_at=None if status is SubscriberStatus.PENDING else joined,
             unsubscribed_at=left if status is SubscriberStatus.UNSUBSCRIBED else None,
-            last_digest_at=subscriptions.digest_slot(product, now),
+            last_digest_at=mailing.digest_slot(product, now),
             hard_bounces=3 if status is SubscriberStatus.BOUNCED else 0,
         )
         for name, status, frequency, categories in DEMO_SUBSCRIBERS

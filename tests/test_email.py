@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from announcements import mailing, services, subscriptions
 from announcements import outbox as outbox_claims
-from announcements import services, subscriptions
 from announcements.models import (
     EndUser,
     Frequency,
@@ -316,11 +316,11 @@ def test_a_scheduled_note_is_sent_when_it_goes_live(
     )
     live_at = note.published_at
     assert outbox(session) == []
-    assert subscriptions.queue_due_notes(session, now=live_at - timedelta(minutes=1)) == 0
+    assert mailing.queue_due_notes(session, now=live_at - timedelta(minutes=1)) == 0
     assert send_all(smtp_server).sent == 0
     assert smtp_server.recorder.received == []  # nothing before its time
-    assert subscriptions.queue_due_notes(session, now=live_at + timedelta(minutes=1)) == 1
-    assert subscriptions.queue_due_notes(session, now=live_at + timedelta(minutes=2)) == 0
+    assert mailing.queue_due_notes(session, now=live_at + timedelta(minutes=1)) == 1
+    assert mailing.queue_due_notes(session, now=live_at + timedelta(minutes=2)) == 0
     assert [row.note_id for row in outbox(session)] == [note.id]
 
     assert send_all(smtp_server).sent == 1
@@ -690,7 +690,7 @@ def test_the_weekly_digest_lists_what_is_new_and_unread_and_skips_an_empty_week(
 ) -> None:
     product = make_product(session, name="Lumen")
     monday_nine = datetime(2026, 11, 2, 9, tzinfo=UTC)
-    assert subscriptions.digest_slot(product, monday_nine + timedelta(days=3)) == monday_nine
+    assert mailing.digest_slot(product, monday_nine + timedelta(days=3)) == monday_nine
     reader = _end_user(session, product, "weekly@example.com")
     digest = Preferences(Frequency.DIGEST)
     weekly = subscriptions.subscribe_end_user(
@@ -708,9 +708,9 @@ def test_the_weekly_digest_lists_what_is_new_and_unread_and_skips_an_empty_week(
     session.add(ReadReceipt(end_user_id=reader.id, note_id=already.id, channel="widget"))
     session.commit()
 
-    assert subscriptions.queue_digests(session, now=monday_nine - timedelta(minutes=1)) == 0
-    assert subscriptions.queue_digests(session, now=monday_nine) == 1
-    assert subscriptions.queue_digests(session, now=monday_nine + timedelta(hours=1)) == 0
+    assert mailing.queue_digests(session, now=monday_nine - timedelta(minutes=1)) == 0
+    assert mailing.queue_digests(session, now=monday_nine) == 1
+    assert mailing.queue_digests(session, now=monday_nine + timedelta(hours=1)) == 0
     send_all(smtp_server)
     [mail] = smtp_server.recorder.to("weekly@example.com")
     assert mail["Subject"] == "Lumen 2.0.0 to 2.1.0: 2 updates this week"
@@ -723,7 +723,7 @@ def test_the_weekly_digest_lists_what_is_new_and_unread_and_skips_an_empty_week(
     later = make_note(session, product, version="2.2.0", now=monday_nine + timedelta(days=2))
     session.add(ReadReceipt(end_user_id=reader.id, note_id=later.id, channel="widget"))
     session.commit()
-    assert subscriptions.queue_digests(session, now=monday_nine + timedelta(days=7)) == 1
+    assert mailing.queue_digests(session, now=monday_nine + timedelta(days=7)) == 1
     report = send_all(smtp_server)
     assert (report.sent, report.skipped) == (0, 1)
     # The notes of a digest are not also sent one by one: one message in all, the digest.

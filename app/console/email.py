@@ -16,9 +16,9 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from announcements import (
+    mailing_list,
     outbox,
     services,
-    subscriptions,
 )
 from announcements.models import (
     Product,
@@ -48,7 +48,7 @@ def note_delivery(product: Product, note_id: int) -> ResponseReturnValue:
         "since": pause.since.isoformat(),
         "retry_at": pause.retry_at.isoformat(),
     }
-    return jsonify({**subscriptions.delivery(db.session(), found), "paused": paused})
+    return jsonify({**mailing_list.delivery(db.session(), found), "paused": paused})
 
 
 @bp.post("/p/<slug>/notes/<id:note_id>/email")
@@ -92,7 +92,7 @@ def subscribers(product: Product) -> ResponseReturnValue:
     status = SubscriberStatus(status_arg) if status_arg in known else None
     text = request.args.get("q", "")[:200]
     page = page_arg()
-    found, has_more = subscriptions.search(
+    found, has_more = mailing_list.search(
         db.session(), product, text=text, status=status, page=page
     )
     return render_template(
@@ -101,7 +101,7 @@ def subscribers(product: Product) -> ResponseReturnValue:
         subscribers=found,
         has_more=has_more,
         page=page,
-        counts=subscriptions.status_counts(db.session(), product),
+        counts=mailing_list.status_counts(db.session(), product),
         filters={"status": status_arg, "q": text},
         statuses=list(SubscriberStatus),
         can_edit=g.role.allows(Role.EDITOR),
@@ -112,7 +112,7 @@ def subscribers(product: Product) -> ResponseReturnValue:
 @role_required(Role.EDITOR)
 def subscribers_csv(product: Product) -> ResponseReturnValue:
     """Every subscriber of the product as CSV."""
-    rows = subscriptions.export_csv(db.session(), product, by=current_member(), now=utcnow())
+    rows = mailing_list.export_csv(db.session(), product, by=current_member(), now=utcnow())
     filename = f"{product.slug}-subscribers-{utcnow():%Y-%m-%d}.csv"
     return current_app.response_class(
         stream_with_context(rows),
@@ -125,7 +125,7 @@ def subscribers_csv(product: Product) -> ResponseReturnValue:
 @role_required(Role.EDITOR)
 def subscriber_remove(product: Product, subscriber_id: int) -> ResponseReturnValue:
     """Delete a subscriber and what was queued for them."""
-    removed = subscriptions.remove(
+    removed = mailing_list.remove(
         db.session(), product, subscriber_id, by=current_member(), now=utcnow()
     )
     flash(f"Removed {removed.email}. Nothing more will be sent to them.", "success")

@@ -16,13 +16,13 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from announcements import (
+    mailing_list,
     note_rules,
     outbox,
     queries,
     reads,
     rendering,
     services,
-    subscriptions,
     targeting,
 )
 from announcements.errors import ValidationFailed
@@ -159,7 +159,7 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
             operators=targeting.OPERATORS,
             readership=queries.readership(db.session(), note) if note else None,
             reactions=reads.REACTIONS,
-            delivery=subscriptions.delivery(db.session(), note) if note else None,
+            delivery=mailing_list.delivery(db.session(), note) if note else None,
             mail_pause=outbox.pause_of(db.session(), note.id) if note else None,
         ),
         status,

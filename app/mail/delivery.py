@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, joinedload
 
-from announcements import outbox, subscriptions
+from announcements import mailing, outbox
 from announcements.models import (
     Frequency,
     Note,
@@ -75,7 +75,7 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
             return None, "the note is no longer published"
         if not Preferences.of(subscriber).wants(note):
             return None, "the subscriber's preferences changed"
-        if not subscriptions.unread(session, subscriber, [note]):
+        if not mailing.unread(session, subscriber, [note]):
             return None, "already read in the app"
         return compose.release_note(subscriber, note, compose.message_id_for(row.id)), ""
     listed = (row.payload or {}).get("note_ids") or []
@@ -83,7 +83,7 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
         select(Note).where(Note.id.in_(listed)).order_by(Note.published_at, Note.id)
     ).all()
     live = [n for n in notes if not n.is_internal and n.status_at(now) is NoteStatus.PUBLISHED]
-    unread = subscriptions.unread(session, subscriber, live)
+    unread = mailing.unread(session, subscriber, live)
     if not unread:
         return None, "every note in it was already read"
     return compose.digest(row, row.product, unread), ""
@@ -324,7 +324,7 @@ def housekeeping() -> dict[str, int]:
     with write_turn():
         released = outbox.release_abandoned(db.session(), now=utcnow())
     with write_turn():
-        notes = subscriptions.queue_due_notes(db.session(), now=utcnow())
+        notes = mailing.queue_due_notes(db.session(), now=utcnow())
     with write_turn():
-        digests = subscriptions.queue_digests(db.session(), now=utcnow())
+        digests = mailing.queue_digests(db.session(), now=utcnow())
     return {"released": released, "note_messages": notes, "digests": digests}

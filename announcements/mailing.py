@@ -1,0 +1,179 @@
+"""Which messages each subscriber is owed: a note when it goes out, the weekly digest.
+
+Everything that queues mail writes its outbox rows in the caller's transaction, so a
+note is never published without its messages, and never has them twice: the outbox
+is unique per note and subscriber, and a note records when its messages were queued.
+The worker (``app.mail``) sends what the outbox holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from announcements import targeting
+from announcements.models import (
+    EndUser,
+    Frequency,
+    Note,
+    NoteStatus,
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
+    Product,
+    ReadReceipt,
+    Subscriber,
+    SubscriberStatus,
+    outward_clause,
+    status_clause,
+)
+from announcements.subscriptions import Preferences
+
+
+def _audience_allows(note: Note, end_user: EndUser | None) -> bool:
+    """A targeted note goes to a linked subscriber only when the rule matches them, as in
+    the widget; unlinked subscribers get what the public changelog shows."""
+    if note.audience is None or end_user is None:
+        return True
+    attributes = {name: str(value) for name, value in (end_user.attributes or {}).items()}
+    return targeting.matches(targeting.validate(note.audience), attributes)
+
+
+def queue_note(session: Session, note: Note, *, now: datetime) -> int:
+    """Queue the note for every confirmed subscriber who wants it and does not have it yet.
+
+    Runs in the caller's transaction (commit is the caller's), and only for a note the
+    world can see; returns how many messages were queued.
+    """
+    if note.status_at(now) is not NoteStatus.PUBLISHED or note.is_internal:
+        return 0
+    already = set(
+        session.scalars(select(OutboxMessage.subscriber_id).where(OutboxMessage.note_id == note.id))
+    )
+    candidates = session.scalars(
+        select(Subscriber).where(
+            Subscriber.product_id == note.product_id,
+            Subscriber.status == SubscriberStatus.CONFIRMED,
+        )
+    )
+    rows = [
+        {
+            "product_id": note.product_id,
+            "subscriber_id": subscriber.id,
+            "note_id": note.id,
+            "kind": OutboxKind.NOTE,
+            "status": OutboxStatus.QUEUED,
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        for subscriber in candidates
+        if subscriber.id not in already
+        and Preferences.of(subscriber).wants(note)
+        and _audience_allows(note, subscriber.end_user)
+    ]
+    if rows:
+        session.execute(insert(OutboxMessage), rows)
+    note.emailed_at = now
+    return len(rows)
+
+
+def queue_due_notes(session: Session, *, now: datetime) -> int:
+    """Queue the notes that went live since they were scheduled; commits once."""
+    due = session.scalars(
+        select(Note)
+        .where(
+            outward_clause(),
+            status_clause(NoteStatus.PUBLISHED, now),
+            Note.email_subscribers.is_(True),
+            Note.emailed_at.is_(None),
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    queued = sum(queue_note(session, note, now=now) for note in due)
+    session.commit()
+    return queued
+
+
+def digest_slot(product: Product, now: datetime) -> datetime:
+    """The latest weekly digest time of the product at or before ``now``."""
+    slot = now.replace(hour=product.digest_hour, minute=0, second=0, microsecond=0)
+    slot -= timedelta(days=(slot.weekday() - product.digest_weekday) % 7)
+    return slot if slot <= now else slot - timedelta(days=7)
+
+
+def queue_digests(session: Session, *, now: datetime) -> int:
+    """Queue this week's digest for each digest subscriber whose slot has come; commits once.
+
+    A digest lists the notes published since the subscriber's last one; moving
+    ``last_digest_at`` in the same transaction makes a second run find nothing to do.
+    Whether any listed note is still unread is decided when it is sent.
+    """
+    queued = 0
+    for product in session.scalars(select(Product)):
+        slot = digest_slot(product, now)
+        waiting = session.scalars(
+            select(Subscriber)
+            .where(
+                Subscriber.product_id == product.id,
+                Subscriber.status == SubscriberStatus.CONFIRMED,
+                Subscriber.frequency == Frequency.DIGEST,
+                Subscriber.last_digest_at < slot,
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        for subscriber in waiting:
+            notes = digest_notes(session, subscriber, since=subscriber.last_digest_at, until=slot)
+            if notes:
+                session.add(
+                    OutboxMessage(
+                        product_id=product.id,
+                        subscriber_id=subscriber.id,
+                        kind=OutboxKind.DIGEST,
+                        payload={"note_ids": [note.id for note in notes]},
+                        created_at=now,
+                        next_attempt_at=now,
+                    )
+                )
+                queued += 1
+            subscriber.last_digest_at = slot
+    session.commit()
+    return queued
+
+
+def digest_notes(
+    session: Session, subscriber: Subscriber, *, since: datetime | None, until: datetime
+) -> list[Note]:
+    """The notes a digest covers: published in (since, until], wanted, oldest first."""
+    query = select(Note).where(
+        Note.product_id == subscriber.product_id,
+        outward_clause(),
+        Note.published_at <= until,
+    )
+    if since is not None:
+        query = query.where(Note.published_at > since)
+    preferences = Preferences.of(subscriber)
+    return [
+        note
+        for note in session.scalars(query.order_by(Note.published_at, Note.id))
+        if (not preferences.categories or note.category in preferences.categories)
+        and _audience_allows(note, subscriber.end_user)
+    ]
+
+
+def unread(session: Session, subscriber: Subscriber, notes: Sequence[Note]) -> list[Note]:
+    """The notes the subscriber has not read in-app (all of them when not linked)."""
+    if subscriber.end_user_id is None or not notes:
+        return list(notes)
+    read = set(
+        session.scalars(
+            select(ReadReceipt.note_id).where(
+                ReadReceipt.end_user_id == subscriber.end_user_id,
+                ReadReceipt.note_id.in_([note.id for note in notes]),
+            )
+        )
+    )
+    return [note for note in notes if note.id not in read]
