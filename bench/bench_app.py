@@ -1,11 +1,26 @@
 """The app the benchmark serves: Tidings as configured by the environment, plus a bare
-endpoint returning constant JSON, so both run under the same server and middleware."""
+endpoint returning constant JSON, so both run under the same server and middleware.
+
+``TIDINGS_BENCH_STATE_READER`` names another state reader (``core`` or ``reference``) for
+the widget to use, so the benchmark can serve the same calls with it beside the app's own.
+"""
 
 from __future__ import annotations
 
+import os
+
+from announcements import reads
 from app import create_app
+from app.api import widget
+
+READERS: dict[str, reads.StateReader] = {
+    "core": reads.CoreStateReader(),
+    "reference": reads.ReferenceStateReader(),
+}
 
 app = create_app()
+if reader := os.environ.get("TIDINGS_BENCH_STATE_READER"):
+    app.extensions[widget.STATE_READER_KEY] = READERS[reader]
 
 
 @app.get("/bench/bare")

@@ -34,7 +34,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -248,9 +248,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def serve(url: str, port: int, workers: int, threads: int) -> subprocess.Popen[bytes]:
+def serve(
+    url: str, port: int, workers: int, threads: int, reader: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Serve the app with gunicorn; ``reader`` names another state reader (bench_app.py)."""
     environment = {
         **os.environ,
+        "TIDINGS_BENCH_STATE_READER": reader or "",
         "DATABASE_URL": url,
         "TIDINGS_ENV": "production",
         "SECRET_KEY": secrets.token_hex(16),
@@ -296,6 +300,29 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    cpu_us: float = 0.0  # the server's CPU time per request
+
+
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
+    """The CPU time, user and system, that the server's workers have used so far.
+
+    Throughput on a shared machine moves with everyone's load; the CPU time a request
+    costs moves far less, so it is the figure that tells two ways of serving apart.
+    """
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command name in parentheses: state, ppid, ..., utime, stime.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == server.pid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICKS_PER_SECOND
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -318,54 +345,81 @@ def load(url: str, seconds: int, connections: int, script: list[str] | None = No
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     percentiles = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", output, re.MULTILINE))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: .*", output)
     if errors:
         print("  wrk:", errors.group(0))
     return Result(
-        rps, _ms(percentiles["50"]), _ms(percentiles["99"]), int(bad.group(1)) if bad else 0
+        rps,
+        _ms(percentiles["50"]),
+        _ms(percentiles["99"]),
+        int(bad.group(1)) if bad else 0,
+        requests,
     )
+
+
+def timed_load(
+    server: subprocess.Popen[bytes], url: str, args: argparse.Namespace, script: list[str] | None
+) -> Result:
+    """:func:`load` for the scenario's length, with the server's CPU time per request."""
+    before = cpu_seconds(server)
+    result = load(url, args.seconds, args.connections, script)
+    used = cpu_seconds(server) - before
+    return replace(result, cpu_us=used / max(result.requests, 1) * 1_000_000)
 
 
 def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, folder: Path) -> None:
     get_file, post_file = request_files(folder, seeded, users)
     port = free_port()
     server = serve(url, port, args.workers, args.threads)
+    servers = [server]
     base = f"http://127.0.0.1:{port}"
     reads_path = f"/api/v1/widget/{seeded.widget_key}/reads"
+    get_notes = [str(ROOT / "bench/get_notes.lua"), str(get_file)]
     try:
         feed_url = f"{base}/changelog/bench/feed.atom"
         with urllib.request.urlopen(feed_url, timeout=10) as answer:  # noqa: S310 - loopback
             feed_etag = answer.headers["ETag"]
         scenarios = {
-            "bare": (f"{base}/bench/bare", None),
-            "feed 200": (feed_url, None),
-            "feed 304": (feed_url, ["-H", f"If-None-Match: {feed_etag}"]),
-            "GET notes": (base, [str(ROOT / "bench/get_notes.lua"), str(get_file)]),
-            "POST reads": (base, [str(ROOT / "bench/post_reads.lua"), str(post_file), reads_path]),
+            "bare": (server, f"{base}/bench/bare", None),
+            "feed 200": (server, feed_url, None),
+            "feed 304": (server, feed_url, ["-H", f"If-None-Match: {feed_etag}"]),
+            "GET notes": (server, base, get_notes),
+            "POST reads": (
+                server,
+                base,
+                [str(ROOT / "bench/post_reads.lua"), str(post_file), reads_path],
+            ),
         }
-        for target, script in scenarios.values():  # warm the workers and their caches
+        # The same GET notes served with another state reader, by a server of its own.
+        for reader in args.readers:
+            other = free_port()
+            servers.append(serve(url, other, args.workers, args.threads, reader))
+            scenarios[f"GET {reader}"] = (servers[-1], f"http://127.0.0.1:{other}", get_notes)
+        for _, target, script in scenarios.values():  # warm the workers and their caches
             load(target, 3, args.connections, script)
         # Rounds of every scenario in turn, so a noisy moment on a shared machine hits
         # them all alike; each figure is the median of its rounds.
         runs: dict[str, list[Result]] = {name: [] for name in scenarios}
         for _ in range(args.rounds):
-            for name, (target, script) in scenarios.items():
-                runs[name].append(load(target, args.seconds, args.connections, script))
+            for name, (serving, target, script) in scenarios.items():
+                runs[name].append(timed_load(serving, target, args, script))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for running in servers:
+            running.terminate()
+            running.wait(timeout=30)
     results = {name: _median(found) for name, found in runs.items()}
     baseline = results["bare"].rps
     print(
-        f"  {'endpoint':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} {'errors':>7}"
-        f"   req/s of each round"
+        f"  {'endpoint':<13} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>7} "
+        f"{'CPU µs/req':>10} {'errors':>6}   req/s of each round"
     )
     for name, result in results.items():
         rounds = " ".join(f"{run.rps:.0f}" for run in runs[name])
         print(
-            f"  {name:<12} {result.rps:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} "
-            f"{result.rps / baseline:>7.0%} {result.errors:>7}   {rounds}"
+            f"  {name:<13} {result.rps:>7.0f} {result.p50_ms:>7.2f} {result.p99_ms:>7.2f} "
+            f"{result.rps / baseline:>7.0%} {result.cpu_us:>10.0f} {result.errors:>6}   {rounds}"
         )
 
 
@@ -375,6 +429,8 @@ def _median(results: list[Result]) -> Result:
         p50_ms=statistics.median(r.p50_ms for r in results),
         p99_ms=statistics.median(r.p99_ms for r in results),
         errors=sum(r.errors for r in results),
+        requests=sum(r.requests for r in results),
+        cpu_us=statistics.median(r.cpu_us for r in results),
     )
 
 
@@ -390,6 +446,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--readers",
+        type=lambda names: [name for name in names.split(",") if name],
+        default=["core", "reference"],
+        help="state readers to serve GET notes with too, beside the app's (comma-separated)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk (make bench installs it)")
