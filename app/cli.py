@@ -87,7 +87,7 @@ def load_demo(as_json: bool) -> None:
     """Load the demo data (idempotent) and print the console login."""
     password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(12)
     try:
-        loaded = demo_data.load(db.session, password=password, now=utcnow())
+        loaded = demo_data.load(db.session(), password=password, now=utcnow())
     except ValidationFailed as error:
         raise click.ClickException(error.message) from None
     loaded["console"]["url"] = current_app.config["BASE_URL"] + "/console/"
@@ -125,7 +125,7 @@ def create_api_key(product_slug: str, name: str, scopes: str) -> None:
     product = _product(product_slug)
     try:
         key, raw = apikeys.create(
-            db.session, product, name, scopes.split(","), by=None, now=utcnow()
+            db.session(), product, name, scopes.split(","), by=None, now=utcnow()
         )
     except ValidationFailed as error:
         raise click.ClickException(error.message) from None
@@ -166,7 +166,7 @@ def import_changelog(
         try:
             text = importing.read_text(file.read_bytes())
             report = importing.import_changelog(
-                db.session,
+                db.session(),
                 product,
                 text,
                 publish=publish,
@@ -201,7 +201,7 @@ def rerender_notes(product_slug: str | None, dry_run: bool) -> None:
     """Render every note's and translation's Markdown again with the current renderer, and
     store the HTML that changed (run by the migration that follows a renderer change)."""
     product = _product(product_slug) if product_slug else None
-    report = rerender.rerender(db.session, product=product, dry_run=dry_run)
+    report = rerender.rerender(db.session(), product=product, dry_run=dry_run)
     if dry_run:
         db.session.rollback()
     else:

@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from app.api import bp, manage, schemas
+from app.api import bp, operations, schemas
 
 REF = "#/components/schemas/{model}"
 ERRORS = {
@@ -36,7 +36,7 @@ def _path(rule: str) -> str:
     return "/api/v1" + re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
-def _parameters(spec: manage.Operation, schema_of: dict[type[BaseModel], Any]) -> list[Any]:
+def _parameters(spec: operations.Operation, schema_of: dict[type[BaseModel], Any]) -> list[Any]:
     parameters: list[dict[str, Any]] = [
         {
             "name": "slug",
@@ -70,7 +70,7 @@ def _parameters(spec: manage.Operation, schema_of: dict[type[BaseModel], Any]) -
     return parameters
 
 
-def _operation(spec: manage.Operation, schema_of: dict[type[BaseModel], Any]) -> dict[str, Any]:
+def _operation(spec: operations.Operation, schema_of: dict[type[BaseModel], Any]) -> dict[str, Any]:
     headers = {
         name: {"description": text, "schema": {"type": "integer"}}
         for name, text in RATE_HEADERS.items()
@@ -117,9 +117,14 @@ def _operation(spec: manage.Operation, schema_of: dict[type[BaseModel], Any]) ->
 
 
 def document() -> dict[str, Any]:
-    requests = [m for s in manage.OPERATIONS for m in (s.body, s.query, s.form) if m]
-    answers = [schemas.Error, *(s.answer for s in manage.OPERATIONS if s.answer)]
-    inline = [m for s in manage.OPERATIONS for m in (s.query, s.form) if m]
+    requests: list[type[BaseModel]] = [
+        m for s in operations.OPERATIONS for m in (s.body, s.query, s.form) if m
+    ]
+    answers: list[type[BaseModel]] = [
+        schemas.Error,
+        *(s.answer for s in operations.OPERATIONS if s.answer),
+    ]
+    inline = [m for s in operations.OPERATIONS for m in (s.query, s.form) if m]
     keyed, definitions = models_json_schema(
         [(model, "validation") for model in dict.fromkeys(requests)]
         + [(model, "serialization") for model in dict.fromkeys(answers)],
@@ -127,6 +132,7 @@ def document() -> dict[str, Any]:
     )
     schema_of: dict[type[BaseModel], Any] = {}
     for (model, _), reference in keyed.items():
+        assert issubclass(model, BaseModel)  # noqa: S101 - only models were given; for mypy
         name = reference["$ref"].rsplit("/", 1)[1]
         schema_of[model] = definitions["$defs"][name] if model in inline else reference
     components = {
@@ -135,7 +141,7 @@ def document() -> dict[str, Any]:
         if name not in {m.__name__ for m in inline}
     }
     paths: dict[str, dict[str, Any]] = {}
-    for spec in manage.OPERATIONS:
+    for spec in operations.OPERATIONS:
         paths.setdefault(_path(spec.rule), {})[spec.method.lower()] = _operation(spec, schema_of)
     return {
         "openapi": "3.1.0",
