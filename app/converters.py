@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, request
-from werkzeug.routing import IntegerConverter, Map
+from werkzeug.routing import IntegerConverter
 
 MAX_ID = 2**31 - 1  # the largest value an INTEGER primary key holds on PostgreSQL
 MAX_PAGE = 100_000

@@ -260,7 +260,9 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
-        note_id, reaction = body.get("note_id"), body.get("reaction")
+        # Whatever the client sent, until check_reaction has vouched for it.
+        note_id: Any = body.get("note_id")
+        reaction = body.get("reaction")
         comment = reads.check_reaction(catalogue, note_id, reaction, body.get("comment"), now=now)
         with writing(connection):
             state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
@@ -298,7 +300,7 @@ def widget_subscription(widget_key: str) -> ResponseReturnValue:
         catalogue, _, user_id = _identified(connection, widget_key, request.args)
     address, signed = _address(catalogue, user_id, request.args)
     email = subscriptions.normalized_address(address)
-    subscriber = subscriptions.find(db.session, catalogue.product_id, email) if signed else None
+    subscriber = subscriptions.find(db.session(), catalogue.product_id, email) if signed else None
     subscribed = subscriber is not None and subscriber.status is SubscriberStatus.CONFIRMED
     return {"email": email, "status": "confirmed" if subscribed else None}
 
@@ -332,11 +334,11 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
     product = db.session.get_one(Product, catalogue.product_id)
     if end_user_id is not None:
         subscriber = subscriptions.subscribe_end_user(
-            db.session, product, end_user_id, address, preferences, now=now
+            db.session(), product, end_user_id, address, preferences, now=now
         )
     else:
         subscriber = subscriptions.request_subscription(
-            db.session, product, address, preferences, now=now
+            db.session(), product, address, preferences, now=now
         )
     jobs.wake()
     if signed and subscriber.status is SubscriberStatus.CONFIRMED:
