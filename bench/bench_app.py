@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 
-from announcements import reads
+from announcements import user_state
 from app import create_app
 from app.api import widget
 
-READERS: dict[str, reads.StateReader] = {
-    "core": reads.CoreStateReader(),
-    "reference": reads.ReferenceStateReader(),
+READERS: dict[str, user_state.StateReader] = {
+    "core": user_state.CoreStateReader(),
+    "reference": user_state.ReferenceStateReader(),
 }
 
 app = create_app()

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
 
-from announcements import catalogue, reads, versions
+from announcements import catalogue, inbox, reads, user_state, versions
 from announcements.models import EndUser, Note, Product, Reaction, ReadReceipt, utcnow
 from app.database import widget_engine
 from tests.factories import make_note, make_product
@@ -104,8 +104,8 @@ def generate(session: Session, rng: random.Random, now: datetime) -> World:
 
 
 def states(
-    connection: Connection, reader: reads.StateReader, world: World
-) -> dict[str | None, tuple[int | None, reads.EndUserState | None]]:
+    connection: Connection, reader: user_state.StateReader, world: World
+) -> dict[str | None, tuple[int | None, user_state.EndUserState | None]]:
     """What ``reader`` answers for each user of the world, an unknown user and no user."""
     asked: list[str | None] = [*world.external_ids, "nobody", None]
     return {
@@ -116,15 +116,15 @@ def states(
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(
-    "reader", [reads.DriverStateReader(), reads.CoreStateReader()], ids=["driver", "core"]
+    "reader", [user_state.DriverStateReader(), user_state.CoreStateReader()], ids=["driver", "core"]
 )
 def test_the_one_query_readers_answer_as_the_reference(
-    session: Session, reader: reads.StateReader, seed: int
+    session: Session, reader: user_state.StateReader, seed: int
 ) -> None:
     rng = random.Random(seed)
     now = utcnow()
     worlds = [generate(session, rng, now) for _ in range(2)]
-    reference = reads.ReferenceStateReader()
+    reference = user_state.ReferenceStateReader()
     with widget_engine().connect() as connection:
         for world in worlds:
             expected = states(connection, reference, world)
@@ -139,12 +139,12 @@ def expected_body(
 ) -> dict[str, Any]:
     """The notes endpoint's answer as the reference reader's state implies it."""
     with widget_engine().connect() as connection:
-        stamp, state = reads.ReferenceStateReader().fetch_state(
+        stamp, state = user_state.ReferenceStateReader().fetch_state(
             connection, world.product.widget_key, external_id
         )
         shown = catalogue.load(connection, world.product.widget_key, app.config["BASE_URL"])
     assert state is not None and shown is not None and stamp == shown.stamp
-    inbox = reads.inbox(
+    page = inbox.inbox(
         shown,
         state,
         attributes=state.attributes,
@@ -155,7 +155,7 @@ def expected_body(
     )
     product = world.product
     notes = []
-    for entry, read, reaction in inbox.entries:
+    for entry, read, reaction in page.entries:
         note = session.get_one(Note, entry.id)
         assert note.published_at is not None
         notes.append(
@@ -177,9 +177,9 @@ def expected_body(
         )
     return {
         "product": {"name": product.name, "accent_color": product.accent_color},
-        "unread_count": inbox.unread_count,
+        "unread_count": page.unread_count,
         "notes": notes,
-        "next_cursor": inbox.next_cursor,
+        "next_cursor": page.next_cursor,
     }
 
 

@@ -19,7 +19,7 @@ from flask.typing import ResponseReturnValue
 from packaging.version import Version
 from sqlalchemy import Connection
 
-from announcements import reads, subscriptions, targeting, versions
+from announcements import inbox, reads, subscriptions, targeting, user_state, versions
 from announcements.catalogue import Catalogue, CatalogueCache
 from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from announcements.models import LOCALE_PATTERN, Product, SubscriberStatus, utcnow
@@ -30,7 +30,7 @@ from app.mail import jobs
 from app.public import subscriptions as public_subscriptions
 
 CACHE_KEY = "tidings.catalogues"
-# Where an app may put another reads.StateReader: the benchmark serves the reference too.
+# Where an app may put another user_state.StateReader: the benchmark serves the reference too.
 STATE_READER_KEY = "tidings.state_reader"
 MAX_USER_ID_LENGTH = 255
 MAX_ATTRIBUTES = 50
@@ -47,8 +47,10 @@ def _cache() -> CatalogueCache:
     return cache
 
 
-def _state_reader() -> reads.StateReader:
-    reader: reads.StateReader = current_app.extensions.get(STATE_READER_KEY, reads.STATE_READER)
+def _state_reader() -> user_state.StateReader:
+    reader: user_state.StateReader = current_app.extensions.get(
+        STATE_READER_KEY, user_state.STATE_READER
+    )
     return reader
 
 
@@ -85,7 +87,7 @@ def _user_id(raw: Any) -> str | None:
 
 def _load(
     connection: Connection, widget_key: str, user_id: str | None
-) -> tuple[Catalogue, reads.EndUserState | None]:
+) -> tuple[Catalogue, user_state.EndUserState | None]:
     """The product's catalogue and the end user, from one query; refuse a foreign origin."""
     stamp, state = _state_reader().fetch_state(connection, widget_key, user_id)
     catalogue = None if stamp is None else _cache().get(connection, widget_key, stamp)
@@ -158,8 +160,8 @@ def _sighting(user_id: str) -> tuple[reads.Sighting, Version | None]:
 def _limit() -> int:
     raw = request.args.get("limit", "20")
     # Checked as text first: int() refuses digits such as "²" and numbers of 4,300 digits.
-    if not LIMIT_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= reads.MAX_PAGE:
-        raise ValidationFailed({"limit": f"Ask for 1 to {reads.MAX_PAGE} notes per page."})
+    if not LIMIT_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= inbox.MAX_PAGE:
+        raise ValidationFailed({"limit": f"Ask for 1 to {inbox.MAX_PAGE} notes per page."})
     return int(raw)
 
 
@@ -168,7 +170,7 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
     """What is new for one end user: a page of notes, newest first, and the unread count."""
     user_id = _user_id(request.args.get("user_id"))
     sighting, app_version = _sighting(user_id or "")
-    limit, after = _limit(), reads.parse_cursor(request.args.get("cursor"))
+    limit, after = _limit(), inbox.parse_cursor(request.args.get("cursor"))
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state = _load(connection, widget_key, user_id)
@@ -176,7 +178,7 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         if user_id is not None and reads.needs_writing(sighting, state, now):
             with writing(connection):
                 state = reads.see(connection, catalogue.product_id, sighting, state, now)
-    inbox = reads.inbox(
+    shown = inbox.inbox(
         catalogue,
         state,
         # A known user's stored attributes are the ones just sent, when any were sent.
@@ -186,11 +188,11 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         limit=limit,
         after=after,
     )
-    etag = inbox.etag()
+    etag = shown.etag()
     if etag in request.if_none_match:
         response = Response(status=304)
     else:
-        response = Response(inbox.json(), mimetype="application/json")
+        response = Response(shown.json(), mimetype="application/json")
     response.set_etag(etag)
     return response
 
@@ -218,7 +220,7 @@ def _json_body() -> dict[str, Any]:
 
 def _identified(
     connection: Connection, widget_key: str, body: Mapping[str, Any]
-) -> tuple[Catalogue, reads.EndUserState | None, str]:
+) -> tuple[Catalogue, user_state.EndUserState | None, str]:
     """The catalogue and the end user a write is about; writes need a user id."""
     user_id = _user_id(body.get("user_id"))
     catalogue, state = _load(connection, widget_key, user_id)

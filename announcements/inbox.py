@@ -1,0 +1,119 @@
+"""An end user's inbox: the notes they may see, newest first, which of them are unread,
+and the page of it a widget call asks for."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from packaging.version import Version
+
+from announcements.catalogue import Catalogue, CatalogueNote
+from announcements.errors import ValidationFailed
+from announcements.user_state import EndUserState
+
+MAX_PAGE = 50
+CURSOR_PATTERN = re.compile(r"(\d{1,20})\.(\d{1,12})")
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """One page of the notes a user may see, newest first, and their unread count."""
+
+    entries: list[tuple[CatalogueNote, bool, str | None]]  # note, read, reaction
+    unread_count: int
+    next_cursor: str | None
+    stamp: int
+    product: dict[str, str]
+
+    def etag(self) -> str:
+        """A strong validator of everything the response says."""
+        said: list[Any] = [self.stamp, self.unread_count, self.next_cursor]
+        said += [[note.id, read, reaction] for note, read, reaction in self.entries]
+        return hashlib.blake2b(orjson.dumps(said), digest_size=12).hexdigest()
+
+    def json(self) -> bytes:
+        """The widget API's response body.
+
+        Encoded by orjson: a page of the benchmark's 20 notes took the standard library
+        50 µs and takes orjson 9 µs (the hand-joined text it replaces took 6 µs).
+        """
+        return orjson.dumps(
+            {
+                "product": self.product,
+                "unread_count": self.unread_count,
+                "notes": [
+                    {**note.fields, "read": read, "reaction": reaction}
+                    for note, read, reaction in self.entries
+                ],
+                "next_cursor": self.next_cursor,
+            }
+        )
+
+
+def _cursor_key(note: CatalogueNote) -> tuple[int, int]:
+    return int(note.published_at.timestamp() * 1_000_000), note.id
+
+
+def parse_cursor(raw: str | None) -> tuple[int, int] | None:
+    """The position a ``cursor`` from an earlier page points after; ValidationFailed if forged."""
+    if not raw:
+        return None
+    match = CURSOR_PATTERN.fullmatch(raw)
+    if match is None:
+        raise ValidationFailed({"cursor": "Use the next_cursor of the previous page."})
+    return int(match.group(1)), int(match.group(2))
+
+
+def _graced(visible: Sequence[CatalogueNote], state: EndUserState, releases: int) -> set[int]:
+    """Notes that count as seen because they predate the user's first visit.
+
+    Of what was already out when the user was first seen, only the newest
+    ``releases`` versions start unread; the history before them does not.
+    """
+    if not visible or visible[-1].published_at > state.first_seen_at:
+        return set()  # everything came out after their first visit
+    before = [note for note in visible if note.published_at <= state.first_seen_at]
+    newest: list[Version] = sorted({note.sort_version for note in before}, reverse=True)
+    kept = set(newest[:releases])
+    return {note.id for note in before if note.sort_version not in kept}
+
+
+def inbox(
+    catalogue: Catalogue,
+    state: EndUserState | None,
+    *,
+    attributes: Mapping[str, str],
+    app_version: Version | None,
+    now: datetime,
+    limit: int,
+    after: tuple[int, int] | None,
+) -> Inbox:
+    """The notes this user may see, with what they read; ``state`` None is anonymous."""
+    visible = catalogue.visible(app_version, attributes, now)
+    if state is None:
+        read_ids: set[int] = set()
+        reactions: dict[int, str] = {}
+    else:
+        read_ids = state.read_ids | _graced(visible, state, catalogue.grace_releases)
+        reactions = state.reactions
+    unread_count = len(visible) - len(read_ids.intersection(note.id for note in visible))
+    if after is not None:
+        visible = tuple(note for note in visible if _cursor_key(note) < after)
+    page = visible[:limit]
+    next_cursor = None
+    if len(visible) > limit:
+        key = _cursor_key(page[-1])
+        next_cursor = f"{key[0]}.{key[1]}"
+    return Inbox(
+        entries=[(note, note.id in read_ids, reactions.get(note.id)) for note in page],
+        unread_count=unread_count,
+        next_cursor=next_cursor,
+        stamp=catalogue.stamp,
+        product=catalogue.product,
+    )
