@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from packaging.version import Version
 from sqlalchemy import Connection, select
 
 from announcements import targeting, versions
 from announcements.models import Note, Product, outward_clause
+from announcements.serialisation import iso, note_url
 
 
 @dataclass(frozen=True)
@@ -92,16 +92,6 @@ class Catalogue:
             self._visible.clear()
         self._visible[key] = (epoch, notes)
         return notes
-
-
-def iso(moment: datetime) -> str:
-    """An ISO 8601 UTC timestamp ending in Z, as the API writes them."""
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def note_url(base_url: str, slug: str, version: str, note_id: int) -> str:
-    """The public permalink of a note: its version's page, at the note's anchor."""
-    return f"{base_url}/changelog/{quote(slug)}/{quote(version)}#note-{note_id}"
 
 
 def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:

@@ -16,13 +16,13 @@ from feedgen.feed import FeedGenerator
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session, selectinload
 
-from announcements.catalogue import iso, note_url
 from announcements.models import (
     Category,
     Note,
     Product,
     outward_clause,
 )
+from announcements.serialisation import iso, note_url
 
 FEED_SIZE = 50
 

@@ -37,7 +37,6 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from announcements import outbox, webhooks
-from announcements.catalogue import note_url
 from announcements.models import (
     OutboxStatus,
     Webhook,
@@ -45,6 +44,7 @@ from announcements.models import (
     WebhookFormat,
     utcnow,
 )
+from announcements.serialisation import note_url
 from app.database import write_turn
 from app.extensions import db
 

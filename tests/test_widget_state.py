@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
 
-from announcements import catalogue, inbox, reads, user_state, versions
+from announcements import catalogue, inbox, reads, serialisation, user_state, versions
 from announcements.models import EndUser, Note, Product, Reaction, ReadReceipt, utcnow
 from app.database import widget_engine
 from tests.factories import make_note, make_product
@@ -166,8 +166,8 @@ def expected_body(
                 "html": note.body_html,
                 "category": note.category.value,
                 "category_label": note.category.label,
-                "published_at": catalogue.iso(note.published_at),
-                "url": catalogue.note_url(
+                "published_at": serialisation.iso(note.published_at),
+                "url": serialisation.note_url(
                     app.config["BASE_URL"], product.slug, note.version, note.id
                 ),
                 "important": note.is_important,

@@ -18,7 +18,6 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from announcements import importing, services, versions
-from announcements.catalogue import note_url
 from announcements.errors import ValidationFailed
 from announcements.models import (
     ApiScope,
@@ -31,6 +30,7 @@ from announcements.models import (
     utcnow,
 )
 from announcements.note_rules import NoteInput
+from announcements.serialisation import note_url
 from announcements.services import Intent
 from app.api import operations, schemas
 from app.extensions import db

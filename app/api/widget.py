@@ -19,7 +19,15 @@ from flask.typing import ResponseReturnValue
 from packaging.version import Version
 from sqlalchemy import Connection
 
-from announcements import inbox, reads, subscriptions, targeting, user_state, versions
+from announcements import (
+    inbox,
+    reads,
+    serialisation,
+    subscriptions,
+    targeting,
+    user_state,
+    versions,
+)
 from announcements.catalogue import Catalogue, CatalogueCache
 from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from announcements.models import LOCALE_PATTERN, Product, SubscriberStatus, utcnow
@@ -188,11 +196,11 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         limit=limit,
         after=after,
     )
-    etag = shown.etag()
+    etag = serialisation.inbox_etag(shown)
     if etag in request.if_none_match:
         response = Response(status=304)
     else:
-        response = Response(shown.json(), mimetype="application/json")
+        response = Response(serialisation.inbox_body(shown), mimetype="application/json")
     response.set_etag(etag)
     return response
 

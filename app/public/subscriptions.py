@@ -16,7 +16,6 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from announcements import queries, reads, subscriptions
-from announcements.catalogue import note_url
 from announcements.errors import NotFound, ValidationFailed
 from announcements.models import (
     Category,
@@ -26,6 +25,7 @@ from announcements.models import (
     Product,
     utcnow,
 )
+from announcements.serialisation import note_url
 from announcements.subscriptions import Preferences
 from app.database import widget_engine, writing
 from app.extensions import csrf, db, limiter
