@@ -51,11 +51,6 @@ def validate_password(password: str, field: str = "password") -> None:
         raise ValidationFailed({field: f"Use at most {MAX_PASSWORD_LENGTH} characters."})
 
 
-def team_address(raw: str) -> str:
-    """A team member's address, checked by the same rules as a subscriber's."""
-    return normalized_address(raw)
-
-
 def find_by_email(session: Session, email: str) -> TeamMember | None:
     return session.scalar(
         select(TeamMember).where(func.lower(TeamMember.email) == email.strip().lower())
@@ -65,7 +60,7 @@ def find_by_email(session: Session, email: str) -> TeamMember | None:
 def new_member(session: Session, email: str, password: str, *, name: str = "") -> TeamMember:
     """Add a console account to the session; raise ValidationFailed for a bad address or
     password. The caller commits, with whatever else belongs to the same change."""
-    email = team_address(email)
+    email = normalized_address(email)
     if find_by_email(session, email) is not None:
         raise ValidationFailed({"email": f"{email} already has an account."})
     validate_password(password)
@@ -137,15 +132,14 @@ def end_session(session: Session, token: str) -> None:
     session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == _digest(token)))
 
 
-def session_count(session: Session, member: TeamMember) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(ConsoleSession)
-            .where(ConsoleSession.member_id == member.id)
-        )
-        or 0
+def session_count(session: Session, member: TeamMember, *, now: datetime) -> int:
+    """How many browsers are signed in to ``member``'s account now."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(ConsoleSession)
+        .where(ConsoleSession.member_id == member.id, ConsoleSession.expires_at > now)
     )
+    return count or 0
 
 
 def end_sessions(session: Session, member: TeamMember, *, keep: str | None = None) -> None:
@@ -210,7 +204,7 @@ def invite(
     session: Session, product: Product, raw_email: str, role: Role, *, by: TeamMember, now: datetime
 ) -> Invited:
     """Invite an address to ``product`` with ``role``; inviting it again replaces the link."""
-    email = team_address(raw_email)
+    email = normalized_address(raw_email)
     existing = find_by_email(session, email)
     if existing is not None and session.scalar(
         select(Membership.id).where(

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from announcements import accounts
 from announcements.errors import NotFound
@@ -192,6 +192,16 @@ def test_changing_the_password_needs_the_current_one_and_ends_other_sessions(
 ) -> None:
     elsewhere = app.test_client()
     AuthActions(elsewhere).login(owner.email)
+    stale = app.test_client()
+    AuthActions(stale).login(owner.email)
+    session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.id == session.scalar(select(func.max(ConsoleSession.id))))
+        .values(expires_at=utcnow() - timedelta(minutes=1))
+    )
+    session.commit()
+    page = client.get("/console/account").get_data(as_text=True)
+    assert "signed in on 1 other browser besides this one" in page  # not the expired one
     wrong = _post(
         client, "/console/account", current_password="not it at all", new_password="brand new pw 1"
     )
@@ -204,6 +214,7 @@ def test_changing_the_password_needs_the_current_one_and_ends_other_sessions(
     )
     assert done.status_code == 302
     assert _is_signed_in(client)
+    assert "the only browser signed in" in client.get("/console/account").get_data(as_text=True)
     assert not _is_signed_in(elsewhere)
     assert accounts.authenticate(session, owner.email, "brand new pw 1") is not None
     assert accounts.authenticate(session, owner.email, PASSWORD) is None

@@ -166,7 +166,7 @@ def account() -> ResponseReturnValue:
     return render_template(
         "console/account.html",
         form=form,
-        other_sessions=accounts.session_count(db.session(), current_member()) - 1,
+        other_sessions=accounts.session_count(db.session(), current_member(), now=utcnow()) - 1,
     ), 422 if form.errors else 200
 
 

@@ -54,7 +54,7 @@ def send(to: str, subject: str, template: str, **context: Any) -> None:
         sender.close()
 
 
-def send_in_background(to: str, subject: str, template: str, **context: Any) -> threading.Thread:
+def send_in_background(to: str, subject: str, template: str, **context: Any) -> None:
     """Send from a thread of its own; a failure is logged, since nobody waits for it."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
 
@@ -65,6 +65,4 @@ def send_in_background(to: str, subject: str, template: str, **context: Any) -> 
             except NotSent as error:
                 log.warning("account mail to %s not sent: %s", to, error)
 
-    thread = threading.Thread(target=run, name="account-mail", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=run, name="account-mail", daemon=True).start()
