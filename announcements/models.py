@@ -246,6 +246,9 @@ class Product(Base):
     email_reply_to: Mapped[str | None] = mapped_column(String(254))
     digest_weekday: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     digest_hour: Mapped[int] = mapped_column(Integer, default=9, server_default="9")
+    # Support impact: a ticket counts against a note when it is opened within this many
+    # days after the note went out.
+    support_window_days: Mapped[int] = mapped_column(Integer, default=14, server_default="14")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(
@@ -322,6 +325,12 @@ class Note(Base):
     import_key: Mapped[str | None] = mapped_column(String(80))
     import_hash: Mapped[str | None] = mapped_column(String(64))
     released_at: Mapped[datetime | None]
+    # Support impact: the ticket tags the note answers ("export", "billing"); none means
+    # every ticket in the attribution window counts. And the share of exposed users (0-50
+    # per cent) held back as a control group, who get no popup, badge or e-mail for it
+    # during the window.
+    support_topics: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    holdback_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -403,6 +412,7 @@ class EndUser(Base):
     __table_args__ = (
         UniqueConstraint("product_id", "external_id"),
         Index(None, "product_id", "last_seen_at"),
+        Index(None, "product_id", "email_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -413,6 +423,9 @@ class EndUser(Base):
     app_version: Mapped[str | None] = mapped_column(String(64))
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A keyed hash of the e-mail address the host signed for this user (never the
+    # address), so help-desk tickets that know only an address find their user.
+    email_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class ReadReceipt(Base):
@@ -580,6 +593,9 @@ class ApiScope(enum.StrEnum):
     NOTES_WRITE = "notes:write"
     IMPORT = "import"
     SUBSCRIBERS_READ = "subscribers:read"
+    TICKETS_READ = "tickets:read"
+    TICKETS_WRITE = "tickets:write"
+    INSIGHTS_READ = "insights:read"
 
 
 class WebhookEvent(enum.StrEnum):
@@ -665,6 +681,117 @@ class AuditEvent(Base):
 
     actor: Mapped[TeamMember | None] = relationship()
     note: Mapped[Note | None] = relationship()
+
+
+class SupportDesk(enum.StrEnum):
+    """A help desk that sends its tickets to Tidings as they are created."""
+
+    ZENDESK = "zendesk"
+    INTERCOM = "intercom"
+    HELPSCOUT = "helpscout"
+    FRESHDESK = "freshdesk"
+
+    @property
+    def label(self) -> str:
+        return {
+            SupportDesk.ZENDESK: "Zendesk",
+            SupportDesk.INTERCOM: "Intercom",
+            SupportDesk.HELPSCOUT: "Help Scout",
+            SupportDesk.FRESHDESK: "Freshdesk",
+        }[self]
+
+
+class SupportConnection(Base):
+    """One help desk's inbound URL for one product, and the secret its deliveries prove.
+
+    ``source`` names the connection's tickets (``zendesk``, ``zendesk-2``): a ticket is
+    one per source and desk ticket id, whichever way it came in.
+    """
+
+    __tablename__ = "support_connection"
+    __table_args__ = (UniqueConstraint("product_id", "source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    desk: Mapped[SupportDesk] = mapped_column(_stored_as_value(SupportDesk))
+    source: Mapped[str] = mapped_column(String(40))
+    # In the inbound URL; for a desk that cannot sign (Freshdesk) it is the credential.
+    token: Mapped[str] = mapped_column(String(64))
+    # The key the desk signs with: ours, or the one the desk made (Zendesk, Intercom).
+    secret: Mapped[str] = mapped_column(String(200))
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("team_member.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_delivery_at: Mapped[datetime | None]
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+
+    product: Mapped[Product] = relationship()
+
+
+class Ticket(Base):
+    """A help-desk ticket: when it was opened, by whom, about what. Never its body, and
+    never the requester's address: only a keyed hash of it."""
+
+    __tablename__ = "ticket"
+    __table_args__ = (
+        UniqueConstraint("product_id", "source", "external_id"),
+        Index(None, "product_id", "created_at"),
+        Index(None, "product_id", "requester_key"),
+        Index(None, "end_user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("support_connection.id", ondelete="SET NULL")
+    )
+    source: Mapped[str] = mapped_column(String(40))
+    external_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The end user it was matched to: by the external id the desk sent, else by address.
+    end_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_user.id", ondelete="SET NULL"))
+    requester_external_id: Mapped[str | None] = mapped_column(String(255))
+    requester_key: Mapped[str | None] = mapped_column(String(64))
+    app_version: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    # What topics are matched against, folded: "|tag|tag|" and the subject.
+    tag_text: Mapped[str] = mapped_column(Text, default="||")
+    subject: Mapped[str | None] = mapped_column(String(500))
+    subject_key: Mapped[str] = mapped_column(String(500), default="")
+
+    end_user: Mapped[EndUser | None] = relationship()
+
+
+class HoldbackAssignment(Base):
+    """Which group of a note's hold-back experiment an exposed end user is in, as the
+    deterministic hash put them, recorded when they were first counted."""
+
+    __tablename__ = "holdback_assignment"
+    __table_args__ = (Index(None, "note_id", "control"),)
+
+    note_id: Mapped[int] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"), primary_key=True)
+    end_user_id: Mapped[int] = mapped_column(
+        ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    control: Mapped[bool] = mapped_column(Boolean)
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SupportImpact(Base):
+    """One note's support-impact figures as the worker last computed them (a roll-up):
+    the page and the API read these, so neither counts a million users per request."""
+
+    __tablename__ = "support_impact"
+
+    note_id: Mapped[int] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), index=True
+    )
+    figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def _ids_never_reused() -> None:
