@@ -772,7 +772,9 @@ class HoldbackAssignment(Base):
     __tablename__ = "holdback_assignment"
     __table_args__ = (Index(None, "note_id", "control"),)
 
-    note_id: Mapped[int] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"), primary_key=True)
+    note_id: Mapped[int] = mapped_column(
+        ForeignKey("note.id", ondelete="CASCADE"), primary_key=True
+    )
     end_user_id: Mapped[int] = mapped_column(
         ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
     )
@@ -781,14 +783,20 @@ class HoldbackAssignment(Base):
 
 
 class SupportImpact(Base):
-    """One note's support-impact figures as the worker last computed them (a roll-up):
-    the page and the API read these, so neither counts a million users per request."""
+    """Support-impact figures as the worker last computed them (a roll-up), for one note
+    (``scope`` "note:<id>") or one whole release ("release:<version>"): the page and the
+    API read these, so neither counts a million users per request."""
 
     __tablename__ = "support_impact"
+    __table_args__ = (UniqueConstraint("product_id", "scope"),)
 
-    note_id: Mapped[int] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"), primary_key=True)
-    product_id: Mapped[int] = mapped_column(
-        ForeignKey("product.id", ondelete="CASCADE"), index=True
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(80))
+    version: Mapped[str] = mapped_column(String(64))
+    # Set for a note's figures, so they go with the note.
+    note_id: Mapped[int | None] = mapped_column(
+        ForeignKey("note.id", ondelete="CASCADE"), index=True
     )
     figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)

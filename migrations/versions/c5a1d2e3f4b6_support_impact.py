@@ -92,8 +92,11 @@ def upgrade():
 
     op.create_table(
         "support_impact",
-        sa.Column("note_id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("product_id", sa.Integer(), nullable=False),
+        sa.Column("scope", sa.String(length=80), nullable=False),
+        sa.Column("version", sa.String(length=64), nullable=False),
+        sa.Column("note_id", sa.Integer(), nullable=True),
         sa.Column("figures", sa.JSON(), nullable=False),
         sa.Column("computed_at", UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -108,12 +111,14 @@ def upgrade():
             name=op.f("fk_support_impact_product_id_product"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("note_id", name=op.f("pk_support_impact")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_support_impact")),
+        sa.UniqueConstraint(
+            "product_id", "scope", name=op.f("uq_support_impact_product_id_scope")
+        ),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("support_impact", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_support_impact_product_id"), ["product_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_support_impact_note_id"), ["note_id"], unique=False)
 
     op.create_table(
         "ticket",
@@ -218,7 +223,7 @@ def downgrade():
 
     op.drop_table("ticket")
     with op.batch_alter_table("support_impact", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_support_impact_product_id"))
+        batch_op.drop_index(batch_op.f("ix_support_impact_note_id"))
 
     op.drop_table("support_impact")
     with op.batch_alter_table("holdback_assignment", schema=None) as batch_op:
