@@ -207,7 +207,7 @@ def check_ticket(
             email = normalized_address(raw_email)
         except ValidationFailed as error:
             errors["email"] = error.errors["email"]
-    if require_requester and user_id is None and email is None:
+    if require_requester and user_id is None and email is None and "email" not in errors:
         errors.setdefault("user_id", "Send the requester's user_id, email or both.")
     app_version = _text(errors, "app_version", raw.get("app_version"), MAX_APP_VERSION_LENGTH)
     tags = _tags(errors, raw.get("tags"))
