@@ -7,10 +7,10 @@ connection's product only. Answers are JSON: 200 or 201 with ``{"ticket": {"id",
 body that is not a JSON object, 401 for a delivery that does not prove itself, 413 over
 a megabyte, 422 for a ticket that breaks the rule.
 
-Deliveries are limited per connection (``RATELIMIT_SUPPORT_INBOUND``, 600 a minute by
-default: a desk catching up after an outage sends a burst). Only deliveries that prove
-themselves count against it, so nobody who merely knows a connection's number can spend
-its allowance.
+Deliveries are limited per connection (``RATELIMIT_SUPPORT_INBOUND``, 1,200 a minute by
+default: a desk catching up after an outage sends a burst, and 1,000 at once must all be
+stored). Only deliveries that prove themselves count against it, so nobody who merely
+knows a connection's number can spend its allowance.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from app.extensions import csrf, db, limiter
 bp = Blueprint("support_inbound", __name__, url_prefix="/api/v1/support/inbound")
 
 MAX_BODY = 1024 * 1024
-DEFAULT_LIMIT = "600 per minute"
+DEFAULT_LIMIT = "1200 per minute"
 
 
 def _limit() -> str:
