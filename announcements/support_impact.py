@@ -82,6 +82,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     delete,
     distinct,
     exists,
@@ -384,15 +385,97 @@ def _per_1000(events: int, users: int) -> float | None:
     return events * 1000 / users if users else None
 
 
+@dataclass(frozen=True)
+class _Population:
+    """The product's users counted once, by version and by how many of the scopes' edges
+    their first and last sightings are at or after; every scope's exposed and active users
+    are then read off these counts, where a count per scope would read every user again
+    for each of them (seconds each at a million users).
+
+    ``seen_since[version][k]``: users on ``version`` last seen at or after the k-th last
+    edge (counting from 1; 0 is everyone). ``active[k][j]``: users last seen at or after
+    the k-th last edge and first seen before the (j+1)-th first edge."""
+
+    last_edges: list[datetime]
+    first_edges: list[datetime]
+    seen_since: dict[str | None, list[int]]
+    active_grid: list[list[int]]
+
+    def exposed(self, since: datetime, on: Sequence[str]) -> int:
+        """Users last seen at or after ``since`` on one of the versions ``on``, or on none."""
+        seen = self.last_edges.index(since) + 1
+        return sum(
+            counts[seen]
+            for version, counts in self.seen_since.items()
+            if version is None or version in on
+        )
+
+    def active(self, start: datetime, end: datetime) -> int:
+        """Users first seen before ``end`` and last seen at or after ``start``."""
+        seen, new = self.last_edges.index(start) + 1, self.first_edges.index(end)
+        return self.active_grid[seen][new]
+
+
+def _edges_before(column: Any, edges: Sequence[datetime]) -> Any:
+    """How many of ``edges`` (in order) are at or before the column's value."""
+    return case(
+        *((column >= edge, number + 1) for number, edge in reversed(list(enumerate(edges)))),
+        else_=0,
+    )
+
+
+def _population(
+    session: Session, product_id: int, scopes: Sequence[_Scope], window: timedelta
+) -> _Population:
+    """One grouped pass over the product's users for every scope's user counts."""
+    starts = {scope.published_at for scope in scopes}
+    last_edges = sorted(starts | {start - window for start in starts})
+    first_edges = sorted(starts | {start + window for start in starts})
+    ranked = (
+        select(
+            EndUser.app_version.label("version"),
+            _edges_before(EndUser.last_seen_at, last_edges).label("last"),
+            _edges_before(EndUser.first_seen_at, first_edges).label("first"),
+        )
+        .where(EndUser.product_id == product_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(ranked.c.version, ranked.c.last, ranked.c.first, func.count()).group_by(
+            ranked.c.version, ranked.c.last, ranked.c.first
+        )
+    )
+    lasts, firsts = len(last_edges) + 1, len(first_edges) + 1
+    seen_since: dict[str | None, list[int]] = {}
+    grid = [[0] * firsts for _ in range(lasts)]
+    for row in rows:
+        version, last, first, users = typing_cast(tuple[str | None, int, int, int], tuple(row))
+        seen_since.setdefault(version, [0] * lasts)[last] += users
+        grid[last][first] += users
+    # Counts at each rank become counts at or after it (last) and at or before it (first).
+    for counts in seen_since.values():
+        for k in range(lasts - 2, -1, -1):
+            counts[k] += counts[k + 1]
+    for k in range(lasts):
+        for j in range(1, firsts):
+            grid[k][j] += grid[k][j - 1]
+    for k in range(lasts - 2, -1, -1):
+        for j in range(firsts):
+            grid[k][j] += grid[k + 1][j]
+    return _Population(last_edges, first_edges, seen_since, grid)
+
+
 def _figures(
     session: Session,
     product_id: int,
     window_days: int,
     scope: _Scope,
     present: Sequence[str],
+    population: _Population,
     now: datetime,
 ) -> dict[str, Any]:
-    """The figures of one scope, from four or five aggregate queries."""
+    """The figures of one scope: its users from the population, the rest from three or
+    four aggregate queries."""
     start = scope.published_at
     window = timedelta(days=window_days)
     end = holdback.window_end(start, window_days)
@@ -401,15 +484,9 @@ def _figures(
     topics = list(scope.topics)
     about = tickets.topic_clause(topics)
 
-    # The users: exposed, and active in the windows before and after, in one pass over the
-    # users seen since the window before began.
-    users, active_before, active_after = session.execute(
-        select(
-            func.count().filter(exposed),
-            func.count().filter(EndUser.first_seen_at < start),
-            func.count().filter(EndUser.first_seen_at < end, EndUser.last_seen_at >= start),
-        ).where(EndUser.product_id == product_id, EndUser.last_seen_at >= start - window)
-    ).one()
+    users = population.exposed(start, on)
+    active_before = population.active(start - window, start)
+    active_after = population.active(start, end)
 
     # Readers: from the notes' receipts, each joined to its user by the primary key.
     read = ReadReceipt.note_id.in_(scope.note_ids)
@@ -662,13 +739,14 @@ def refresh(
     for scope in scopes:
         if scope.holdback_percent > 0:
             _assign(session, product_id, scope, present, now, write_turn)
+    population = _population(session, product_id, scopes, timedelta(days=window_days))
     rows = [
         {
             "product_id": product_id,
             "scope": scope.scope,
             "version": scope.version,
             "note_id": scope.note_id,
-            "figures": _figures(session, product_id, window_days, scope, present, now),
+            "figures": _figures(session, product_id, window_days, scope, present, population, now),
             "computed_at": now,
         }
         for scope in scopes
