@@ -428,6 +428,8 @@ def _population(
     session: Session, product_id: int, scopes: Sequence[_Scope], window: timedelta
 ) -> _Population:
     """One grouped pass over the product's users for every scope's user counts."""
+    if not scopes:  # no published note: nothing to count
+        return _Population([], [], {}, [[0]])
     starts = {scope.published_at for scope in scopes}
     last_edges = sorted(starts | {start - window for start in starts})
     first_edges = sorted(starts | {start + window for start in starts})

@@ -667,3 +667,12 @@ def test_the_api_answers_the_roll_up_with_its_scope(client, session, world) -> N
     spec = client.get("/api/v1/openapi.json").json
     operation = spec["paths"]["/api/v1/products/{slug}/support-impact"]["get"]
     assert "insights:read" in str(operation)
+
+
+def test_a_product_without_published_notes_has_an_empty_roll_up(session, world) -> None:
+    support_impact.refresh(session, world.product, now=NOW)
+    for name in "ABC":
+        services.archive(session, world.notes[name], by=None, now=NOW)
+    assert support_impact.refresh(session, world.product, now=NOW) == 0
+    assert rows_by_scope(session, world.product) == {}
+    assert support_impact.report(session, world.product) == []
