@@ -479,12 +479,27 @@ def receive(
     lowered = {name.lower(): value for name, value in headers.items()}
     verify(connection, token, lowered, body, now=now)
     delivery = parse(connection.desk, lowered, body)
+    outcome = _take(session, connection, delivery, secret_key=secret_key, now=now)
+    # Last: every delivery of the desk updates this one row, which is then locked until
+    # the commit right after, so deliveries in parallel queue for each other only there.
     session.execute(
         update(SupportConnection)
         .where(SupportConnection.id == connection.id)
         .values(deliveries=SupportConnection.deliveries + 1, last_delivery_at=now)
         .execution_options(synchronize_session=False)
     )
+    return outcome
+
+
+def _take(
+    session: Session,
+    connection: SupportConnection,
+    delivery: Delivery,
+    *,
+    secret_key: str,
+    now: datetime,
+) -> Outcome:
+    """Store the delivery's ticket, dating one whose body gives no time, or say why not."""
     if delivery.ticket is None:
         return Outcome("ignored", reason=delivery.ignored)
     raw = dict(delivery.ticket)
