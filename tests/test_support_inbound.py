@@ -860,3 +860,46 @@ def test_the_cli_connects_a_desk_and_prints_its_url_and_secret(runner, session, 
     assert runner.invoke(args=["support", "connect", "acme", "jira"]).exit_code != 0
     missing = runner.invoke(args=["support", "set-secret", "acme", "intercom", "--secret", "a"])
     assert missing.exit_code != 0 and "no connection named intercom" in missing.output
+
+
+@needs_support_data
+def test_user_ids_and_app_versions_are_read_where_the_desks_carry_them() -> None:
+    replied = json.loads(payload("intercom-conversation.user.replied-1.json"))
+    item = replied["data"]["item"]
+    item["user"].update(type="user", user_id="host-7")
+    item["custom_attributes"] = {"app_version": "2.4.0"}
+    read = support_desks.parse(SupportDesk.INTERCOM, {}, json.dumps(replied).encode())
+    assert (read.ticket["user_id"], read.ticket["app_version"], read.opens) == (
+        "host-7",
+        "2.4.0",
+        False,
+    )
+    current = {  # the conversation model of Intercom's API 2.x
+        "topic": "conversation.user.created",
+        "data": {
+            "item": {
+                "type": "conversation",
+                "id": "9",
+                "created_at": 1767225600,
+                "contacts": {"contacts": [{"type": "contact", "external_id": "host-8"}]},
+                "source": {"subject": "Export?", "author": {"email": "Kim@Example.com"}},
+                "tags": {"tags": [{"type": "tag", "name": "Export"}]},
+            }
+        },
+    }
+    read = support_desks.parse(SupportDesk.INTERCOM, {}, json.dumps(current).encode())
+    assert read.opens and read.ticket == {
+        "external_id": "9",
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "user_id": "host-8",
+        "email": "kim@example.com",
+        "app_version": None,
+        "tags": ["Export"],
+        "subject": "Export?",
+    }
+    convo = json.loads(payload("helpscout-convo.created-1.json"))
+    convo["customFields"].append({"fieldId": 3, "name": "App version", "value": "3.1"})
+    convo["tags"] = [{"id": 1, "tag": "vip", "color": "#fff"}]  # the v2 payload's tags
+    headers = {"x-helpscout-event": "convo.created"}
+    read = support_desks.parse(SupportDesk.HELPSCOUT, headers, json.dumps(convo).encode())
+    assert (read.ticket["app_version"], read.ticket["tags"]) == ("3.1", ["vip"])
