@@ -84,7 +84,6 @@ from sqlalchemy import (
     and_,
     case,
     delete,
-    distinct,
     exists,
     func,
     or_,
@@ -272,12 +271,18 @@ def including(version: str, present: Iterable[str]) -> list[str]:
     return [text for text in present if versions.is_valid(text) and versions.parse(text) >= wanted]
 
 
-def _exposed(product_id: int, published_at: datetime, on: Sequence[str]) -> ColumnElement[bool]:
-    """End users a note published at ``published_at`` went out to, on the versions ``on``."""
+def _exposed(published_at: datetime, on: Sequence[str]) -> ColumnElement[bool]:
+    """End users a note published at ``published_at`` went out to, on the versions ``on``.
+
+    It leaves the user's product out: the receipts, tickets and groups it is joined to are
+    the product's own already. Said here, it would also steer SQLite's planner into reading
+    every recent user through the (product, last seen) index, for a million users, rather
+    than following the note's receipts to their users: three times slower, measured on
+    200,000 users."""
     version_ok: ColumnElement[bool] = EndUser.app_version.is_(None)
     if on:
         version_ok = or_(EndUser.app_version.in_(on), version_ok)
-    return and_(EndUser.product_id == product_id, EndUser.last_seen_at >= published_at, version_ok)
+    return and_(EndUser.last_seen_at >= published_at, version_ok)
 
 
 # What is counted -----------------------------------------------------------------------------
@@ -482,7 +487,7 @@ def _figures(
     window = timedelta(days=window_days)
     end = holdback.window_end(start, window_days)
     on = including(scope.version, present)
-    exposed = _exposed(product_id, start, on)
+    exposed = _exposed(start, on)
     topics = list(scope.topics)
     about = tickets.topic_clause(topics)
 
@@ -490,20 +495,24 @@ def _figures(
     active_before = population.active(start - window, start)
     active_after = population.active(start, end)
 
-    # Readers: from the notes' receipts, each joined to its user by the primary key.
+    # Readers: from the notes' receipts to their users by the primary key; for several
+    # notes, the users among those who read any, which on SQLite costs a third of
+    # counting distinct users over the join (measured on 200,000 users).
     read = ReadReceipt.note_id.in_(scope.note_ids)
-    counted = (
-        func.count() if len(scope.note_ids) == 1 else func.count(distinct(ReadReceipt.end_user_id))
-    )
-    readers = (
-        session.scalar(
-            select(counted)
+    if len(scope.note_ids) == 1:
+        readers_query = (
+            select(func.count())
             .select_from(ReadReceipt)
             .join(EndUser, EndUser.id == ReadReceipt.end_user_id)
             .where(read, exposed)
         )
-        or 0
-    )
+    else:
+        readers_query = (
+            select(func.count())
+            .select_from(EndUser)
+            .where(EndUser.id.in_(select(ReadReceipt.end_user_id).where(read)), exposed)
+        )
+    readers = session.scalar(readers_query) or 0
 
     # Tickets from the window before to the window's end; the exposed user, if any, joined.
     read_any = exists().where(
@@ -647,7 +656,10 @@ def _assign(
     """Record the group of every exposed user of a hold-back note who has none yet."""
     assert scope.note_id is not None  # noqa: S101 - hold-backs are per note
     note_id, percent = scope.note_id, scope.holdback_percent
-    exposed = _exposed(product_id, scope.published_at, including(scope.version, present))
+    exposed = and_(
+        EndUser.product_id == product_id,
+        _exposed(scope.published_at, including(scope.version, present)),
+    )
     unassigned = ~exists().where(
         HoldbackAssignment.note_id == note_id, HoldbackAssignment.end_user_id == EndUser.id
     )
