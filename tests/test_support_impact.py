@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select, text, update
 
 from announcements import apikeys, holdback, services, support_impact, tickets, versions
 from announcements.models import EndUser, Note, ReadReceipt, SupportImpact, Ticket
+from app.mail.jobs import JOBS_KEY, Jobs, request_refresh
 from tests.factories import make_note, make_product
 
 WINDOW = timedelta(days=14)
@@ -676,3 +677,40 @@ def test_a_product_without_published_notes_has_an_empty_roll_up(session, world) 
     assert support_impact.refresh(session, world.product, now=NOW) == 0
     assert rows_by_scope(session, world.product) == {}
     assert support_impact.report(session, world.product) == []
+
+
+# The worker and the command line ----------------------------------------------------------
+
+
+def test_the_worker_rolls_up_hourly_and_on_request(app, session, world) -> None:
+    jobs: Jobs = app.extensions[JOBS_KEY]
+    hourly = jobs.support_rollup.task_class()
+    assert hourly.validate_datetime(datetime(2026, 10, 1, 9, 7))
+    assert not hourly.validate_datetime(datetime(2026, 10, 1, 9, 8))
+    jobs.support_rollup.call_local()
+    assert len(rows_by_scope(session, world.product)) == 5
+    assert len(rows_by_scope(session, world.other)) == 2
+
+    session.execute(SupportImpact.__table__.delete())
+    session.commit()
+    request_refresh(world.product.id)
+    (queued,) = [t for t in jobs.huey.pending() if t.name == "tidings.refresh_support"]
+    jobs.huey.execute(queued)
+    assert len(rows_by_scope(session, world.product)) == 5
+    assert rows_by_scope(session, world.other) == {}
+
+
+def test_flask_rollups_rebuild(runner, session, world) -> None:
+    done = runner.invoke(args=["rollups", "rebuild", "--product", "acme"])
+    assert done.exit_code == 0, done.output
+    lines = done.output.splitlines()
+    assert lines[0].startswith("acme: 5 rows in ")
+    assert lines[1].startswith("  2.5.0: ") and lines[2].startswith("  2.4.0: ")
+    wanted = expected(world, ["A", "B"], "2.4.0", [])
+    assert f"{wanted['exposed']:,} exposed, {wanted['readers']:,} readers" in lines[2]
+    assert lines[-1].startswith("Recounted 1 products in ")
+    assert rows_by_scope(session, world.other) == {}
+    everything = runner.invoke(args=["rollups", "rebuild"])
+    assert everything.exit_code == 0 and "other: 2 rows" in everything.output
+    missing = runner.invoke(args=["rollups", "rebuild", "--product", "nope"])
+    assert missing.exit_code != 0 and "No product with the slug nope" in missing.output
