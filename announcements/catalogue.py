@@ -7,6 +7,11 @@ notes or settings bumps; a request reads the stamp together with the user's
 reads in one query (see :mod:`announcements.reads`) and reloads the catalogue
 only when the stamp moved. Scheduled notes are kept with their time and expired
 notes with theirs, so one catalogue stays right as time passes.
+
+A note with a hold-back keeps itself from its control group for the product's
+attribution window (:mod:`announcements.holdback`): the catalogue holds the share and
+the window, so telling who is held back costs no query, and a hash only for the notes
+whose window is open.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from packaging.version import Version
 from sqlalchemy import Connection, select
 
-from announcements import targeting, versions
+from announcements import holdback, targeting, versions
 from announcements.models import Note, Product, outward_clause
 from announcements.serialisation import iso, note_url
 
@@ -37,6 +42,8 @@ class CatalogueNote:
     audience: dict[str, Any] | None
     # The note as the widget's JSON shows it, before the fields of the user's own.
     fields: dict[str, Any]
+    # The share of users held back from it during the attribution window.
+    holdback_percent: int = 0
 
     def is_live(self, now: datetime) -> bool:
         return self.published_at <= now and (self.expires_at is None or self.expires_at > now)
@@ -63,6 +70,9 @@ class Catalogue:
     # visible set for a version and attributes stays the same.
     boundaries: tuple[datetime, ...] = ()
     rule_attributes: tuple[str, ...] = ()
+    # The product's attribution window, and the notes with a hold-back share set.
+    support_window_days: int = 14
+    with_holdback: tuple[CatalogueNote, ...] = ()
     _visible: dict[Any, tuple[int, tuple[CatalogueNote, ...]]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -93,6 +103,19 @@ class Catalogue:
         self._visible[key] = (epoch, notes)
         return notes
 
+    def withheld(self, external_id: str, now: datetime) -> set[int]:
+        """The notes that keep themselves from this user at ``now``: the user is in their
+        control group, and their window is open. The widget shows them no popup or badge
+        for these; the panel still lists them."""
+        return {
+            note.id
+            for note in self.with_holdback
+            if holdback.holding_back(
+                note.published_at, note.holdback_percent, self.support_window_days, now
+            )
+            and holdback.in_control(note.id, external_id, note.holdback_percent)
+        }
+
 
 def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
     fields = {
@@ -113,6 +136,7 @@ def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
         expires_at=row.expires_at,
         audience=row.audience,
         fields=fields,
+        holdback_percent=row.holdback_percent,
     )
 
 
@@ -129,6 +153,7 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
             Product.require_identity,
             Product.allowed_origins,
             Product.grace_releases,
+            Product.support_window_days,
         ).where(Product.widget_key == widget_key)
     ).one_or_none()
     if product is None:
@@ -144,6 +169,7 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
             Note.expires_at,
             Note.is_important,
             Note.audience,
+            Note.holdback_percent,
         )
         .where(Note.product_id == product.id, outward_clause())
         .order_by(Note.published_at.desc(), Note.id.desc())
@@ -168,6 +194,8 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
         rule_attributes=tuple(
             sorted(set().union(*(targeting.attributes_used(note.audience) for note in notes)))
         ),
+        support_window_days=product.support_window_days,
+        with_holdback=tuple(note for note in notes if note.holdback_percent > 0),
     )
 
 

@@ -67,13 +67,19 @@ def inbox(
     limit: int,
     after: tuple[int, int] | None,
 ) -> Inbox:
-    """The notes this user may see, with what they read; ``state`` None is anonymous."""
+    """The notes this user may see, with what they read; ``state`` None is anonymous.
+
+    Notes that predate the user's first visit (past the grace releases), and notes that
+    hold the user back as a control, count as read: no badge, no popup, but listed. An
+    anonymous user has no id to be held back by.
+    """
     visible = catalogue.visible(app_version, attributes, now)
     if state is None:
         read_ids: set[int] = set()
         reactions: dict[int, str] = {}
     else:
-        read_ids = state.read_ids | _graced(visible, state, catalogue.grace_releases)
+        graced = _graced(visible, state, catalogue.grace_releases)
+        read_ids = state.read_ids | graced | catalogue.withheld(state.external_id, now)
         reactions = state.reactions
     unread_count = len(visible) - len(read_ids.intersection(note.id for note in visible))
     if after is not None:

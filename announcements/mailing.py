@@ -4,6 +4,11 @@ Everything that queues mail writes its outbox rows in the caller's transaction, 
 note is never published without its messages, and never has them twice: the outbox
 is unique per note and subscriber, and a note records when its messages were queued.
 The worker (``app.mail``) sends what the outbox holds.
+
+A note that holds back a control group (:mod:`announcements.holdback`) is queued for no
+subscriber linked to an end user in that group, alone or in a digest, while its window is
+open: an email would tell them what the experiment keeps from them. Subscribers linked
+to no end user are outside the experiment and get it as usual.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from announcements import targeting
+from announcements import holdback, targeting
 from announcements.models import (
     EndUser,
     Frequency,
@@ -40,6 +45,17 @@ def _audience_allows(note: Note, end_user: EndUser | None) -> bool:
         return True
     attributes = {name: str(value) for name, value in (end_user.attributes or {}).items()}
     return targeting.matches(targeting.validate(note.audience), attributes)
+
+
+def _held_back(note: Note, end_user: EndUser | None, now: datetime) -> bool:
+    """Whether the note keeps itself from a subscriber linked to ``end_user`` at ``now``."""
+    return (
+        end_user is not None
+        and holdback.holding_back(
+            note.published_at, note.holdback_percent, note.product.support_window_days, now
+        )
+        and holdback.in_control(note.id, end_user.external_id, note.holdback_percent)
+    )
 
 
 def queue_note(session: Session, note: Note, *, now: datetime) -> int:
@@ -74,6 +90,7 @@ def queue_note(session: Session, note: Note, *, now: datetime) -> int:
         if subscriber.id not in already
         and Preferences.of(subscriber).wants(note)
         and _audience_allows(note, subscriber.end_user)
+        and not _held_back(note, subscriber.end_user, now)
     ]
     if rows:
         session.execute(insert(OutboxMessage), rows)
@@ -126,7 +143,9 @@ def queue_digests(session: Session, *, now: datetime) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         for subscriber in waiting:
-            notes = digest_notes(session, subscriber, since=subscriber.last_digest_at, until=slot)
+            notes = digest_notes(
+                session, subscriber, since=subscriber.last_digest_at, until=slot, now=now
+            )
             if notes:
                 session.add(
                     OutboxMessage(
@@ -145,9 +164,15 @@ def queue_digests(session: Session, *, now: datetime) -> int:
 
 
 def digest_notes(
-    session: Session, subscriber: Subscriber, *, since: datetime | None, until: datetime
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    since: datetime | None,
+    until: datetime,
+    now: datetime,
 ) -> list[Note]:
-    """The notes a digest covers: published in (since, until], wanted, oldest first."""
+    """The notes a digest queued at ``now`` covers: published in (since, until], wanted,
+    not held back from the subscriber, oldest first."""
     query = select(Note).where(
         Note.product_id == subscriber.product_id,
         outward_clause(),
@@ -161,6 +186,7 @@ def digest_notes(
         for note in session.scalars(query.order_by(Note.published_at, Note.id))
         if (not preferences.categories or note.category in preferences.categories)
         and _audience_allows(note, subscriber.end_user)
+        and not _held_back(note, subscriber.end_user, now)
     ]
 
 

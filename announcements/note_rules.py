@@ -6,15 +6,21 @@ other live note of the version has the title); the importer skips a release that
 rule, giving the rule's own words; the changelog reader cuts titles to
 :data:`MAX_TITLE_LENGTH`; the management API's schemas and the console's note form take
 their limits and categories from here rather than restating them.
+
+A note's support topics are ticket tags, folded as the tickets' own tags are
+(:func:`announcements.tickets.fold_tag`), so a topic written "Export" matches a ticket
+tagged "export"; its hold-back is at most :data:`announcements.holdback.MAX_HOLDBACK_PERCENT`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from announcements import targeting, versions
+from announcements import holdback, targeting, tickets, versions
 from announcements.errors import ValidationFailed
 from announcements.models import LOCALE_PATTERN, Category, Note
 
@@ -24,6 +30,13 @@ MAX_TITLE_LENGTH = 200  # the width of Note.title
 # or emoji takes three or four bytes a character.
 MAX_BODY_BYTES = 100 * 1024
 CATEGORIES = tuple(category.value for category in Category)
+MAX_TOPICS = 20
+MAX_TOPIC_LENGTH = 40
+# A topic, once folded: letters and digits of any script, spaces, and the marks desks put
+# in tags ("billing:eu", "v2.4", "bulk-export", "sso_setup").
+TOPIC_PATTERN = re.compile(rf"[\w .:-]{{1,{MAX_TOPIC_LENGTH}}}")
+MAX_HOLDBACK_PERCENT = holdback.MAX_HOLDBACK_PERCENT
+HOLDBACK_RULE = f"Hold back a whole number from 0 to {MAX_HOLDBACK_PERCENT} per cent of users."
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,10 @@ class NoteInput:
     audience: dict[str, Any] | None = None
     # Email the subscribers when it goes live; None: yes for important notes.
     email_subscribers: bool | None = None
+    # The ticket tags the note answers, as written; stored folded (:func:`support_topics`).
+    support_topics: Sequence[str] = ()
+    # The share of exposed users held back as a control group during the window.
+    holdback_percent: int = 0
 
     @classmethod
     def of(cls, note: Note) -> NoteInput:
@@ -55,6 +72,8 @@ class NoteInput:
             expires_at=note.expires_at,
             audience=note.audience,
             email_subscribers=note.email_subscribers,
+            support_topics=tuple(note.support_topics or ()),
+            holdback_percent=note.holdback_percent or 0,
         )
 
 
@@ -80,6 +99,42 @@ def body_problem(body_md: str) -> str | None:
 def category_problem(category: str) -> str | None:
     if category not in CATEGORIES:
         return "Choose one of: " + ", ".join(CATEGORIES) + "."
+    return None
+
+
+def support_topics(topics: Iterable[str]) -> list[str]:
+    """The topics as stored and matched: each folded as ticket tags are, in the order
+    written, a repeat (in any case or spacing) dropped."""
+    return list(dict.fromkeys(tickets.fold_tag(topic) for topic in topics))
+
+
+def topics_problem(topics: Sequence[Any]) -> str | None:
+    """What is wrong with a note's support topics, if anything."""
+    if not all(isinstance(topic, str) for topic in topics):
+        return "Topics are text."
+    folded = support_topics(topics)
+    if len(folded) > MAX_TOPICS:
+        return f"Give at most {MAX_TOPICS} topics."
+    for topic in folded:
+        if not topic:
+            return "Leave no topic empty."
+        if not TOPIC_PATTERN.fullmatch(topic):
+            shown = topic if len(topic) <= MAX_TOPIC_LENGTH else topic[:MAX_TOPIC_LENGTH] + "…"
+            return (
+                f"“{shown}” is not a topic. Use 1 to {MAX_TOPIC_LENGTH} letters, digits, "
+                "spaces, - _ . or : for each, as the tags of your help desk."
+            )
+    return None
+
+
+def holdback_problem(percent: Any) -> str | None:
+    """What is wrong with a hold-back share, if anything."""
+    if (
+        not isinstance(percent, int)
+        or isinstance(percent, bool)
+        or not 0 <= percent <= MAX_HOLDBACK_PERCENT
+    ):
+        return HOLDBACK_RULE
     return None
 
 
@@ -112,6 +167,8 @@ def problems(
         "title": title_problem(data.title),
         "category": category_problem(data.category),
         "body_md": body_problem(data.body_md),
+        "support_topics": topics_problem(data.support_topics),
+        "holdback_percent": holdback_problem(data.holdback_percent),
     }
     errors.update({name: problem for name, problem in checks.items() if problem})
     if scheduling:

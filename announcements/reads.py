@@ -46,6 +46,8 @@ class Sighting:
     app_version: str | None = None
     locale: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
+    # The keyed hash of an address the host signed for the user (never the address).
+    email_key: str | None = None
 
 
 def _upserts(dialect: Any) -> dict[str, Any]:
@@ -84,6 +86,8 @@ def _changes(sighting: Sighting, state: EndUserState, now: datetime) -> dict[str
         changes["locale"] = sighting.locale
     if sighting.attributes and dict(sighting.attributes) != state.attributes:
         changes["attributes"] = dict(sighting.attributes)
+    if sighting.email_key and sighting.email_key != state.email_key:
+        changes["email_key"] = sighting.email_key
     if changes or now - state.last_seen_at >= SEEN_GRANULARITY:
         changes["last_seen_at"] = now
     return changes
@@ -103,8 +107,9 @@ def see(
 ) -> EndUserState:
     """Record that the host showed us this user: create them, or refresh what changed.
 
-    A user already seen within the hour, on the same version, locale and attributes,
-    costs no write. Given attributes replace the stored ones; none given keeps them.
+    A user already seen within the hour, on the same version, locale, attributes and
+    signed address, costs no write. Given attributes replace the stored ones, and a given
+    address key the stored one; none given keeps them.
     """
     attributes = dict(sighting.attributes) if sighting.attributes else None
     if state is not None:
@@ -122,17 +127,20 @@ def see(
             "attributes": attributes or {},
             "locale": sighting.locale,
             "app_version": sighting.app_version,
+            "email_key": sighting.email_key,
             "first_seen_at": now,
             "last_seen_at": now,
         },
     ).one()
     return EndUserState(
         id=row.id,
+        external_id=sighting.external_id,
         first_seen_at=row.first_seen_at,
         last_seen_at=now,
         app_version=sighting.app_version,
         locale=sighting.locale,
         attributes=attributes or {},
+        email_key=sighting.email_key,
     )
 
 

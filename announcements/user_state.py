@@ -70,11 +70,16 @@ class EndUserState:
     """An end user as stored, with the notes they read and their reactions to them."""
 
     id: int
+    # The host's id for them: what puts them in or out of a note's hold-back.
+    external_id: str
     first_seen_at: datetime
     last_seen_at: datetime
     app_version: str | None
     locale: str | None
     attributes: dict[str, str]
+    # The keyed hash of the address the host signed for them, so that an unchanged one
+    # costs no write.
+    email_key: str | None = None
     read_ids: set[int] = field(default_factory=set)
     reactions: dict[int, str] = field(default_factory=dict)
 
@@ -104,11 +109,13 @@ class ReferenceStateReader:
         user = connection.execute(
             select(
                 EndUser.id,
+                EndUser.external_id,
                 EndUser.first_seen_at,
                 EndUser.last_seen_at,
                 EndUser.app_version,
                 EndUser.locale,
                 EndUser.attributes,
+                EndUser.email_key,
             ).where(EndUser.product_id == product.id, EndUser.external_id == external_id)
         ).one_or_none()
         if user is None:
@@ -121,11 +128,13 @@ class ReferenceStateReader:
         )
         return product.catalogue_stamp, EndUserState(
             id=user.id,
+            external_id=user.external_id,
             first_seen_at=user.first_seen_at,
             last_seen_at=user.last_seen_at,
             app_version=user.app_version,
             locale=user.locale,
             attributes=user.attributes,
+            email_key=user.email_key,
             read_ids=set(read_ids),
             reactions={note_id: reaction for note_id, reaction in reactions},
         )
@@ -143,6 +152,7 @@ STATE_QUERY = (
         _users.c.app_version,
         _users.c.locale,
         _users.c.attributes,
+        _users.c.email_key,
         select(JsonList(_receipts.c.note_id))
         .where(_receipts.c.end_user_id == _users.c.id)
         .scalar_subquery()
@@ -165,21 +175,36 @@ STATE_QUERY = (
 )
 
 
-def _state(row: Sequence[Any] | None) -> tuple[int | None, EndUserState | None]:
-    """The answer of :data:`STATE_QUERY` as the driver or SQLAlchemy returns it (on
-    SQLite the driver gives timestamps and JSON as text)."""
+def _state(
+    row: Sequence[Any] | None, external_id: str | None
+) -> tuple[int | None, EndUserState | None]:
+    """The answer of :data:`STATE_QUERY` for ``external_id`` as the driver or SQLAlchemy
+    returns it (on SQLite the driver gives timestamps and JSON as text)."""
     if row is None:
         return None, None
-    stamp, user_id, first_seen, last_seen, app_version, locale, attributes, read, reacted = row
-    if user_id is None:
+    (
+        stamp,
+        user_id,
+        first_seen,
+        last_seen,
+        app_version,
+        locale,
+        attributes,
+        email_key,
+        read,
+        reacted,
+    ) = row
+    if user_id is None or external_id is None:
         return stamp, None
     return stamp, EndUserState(
         id=user_id,
+        external_id=external_id,
         first_seen_at=_utc(first_seen),
         last_seen_at=_utc(last_seen),
         app_version=app_version,
         locale=locale,
         attributes=_json(attributes),
+        email_key=email_key,
         read_ids=set(_json(read) or ()),
         reactions={int(note_id): reaction for note_id, reaction in (_json(reacted) or {}).items()},
     )
@@ -203,7 +228,7 @@ class CoreStateReader:
         self, connection: Connection, widget_key: str, external_id: str | None
     ) -> tuple[int | None, EndUserState | None]:
         parameters = {"widget_key": widget_key, "external_id": external_id}
-        return _state(connection.execute(STATE_QUERY, parameters).one_or_none())
+        return _state(connection.execute(STATE_QUERY, parameters).one_or_none(), external_id)
 
 
 @dataclass(frozen=True)
@@ -252,7 +277,7 @@ class DriverStateReader:
             row = cursor.fetchone()
         finally:
             cursor.close()
-        return _state(row)
+        return _state(row, external_id)
 
 
 STATE_READER: StateReader = DriverStateReader()

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from flask import Response, current_app, g, request, send_from_directory
@@ -25,6 +26,7 @@ from announcements import (
     serialisation,
     subscriptions,
     targeting,
+    tickets,
     user_state,
     versions,
 )
@@ -38,6 +40,8 @@ from app.mail import jobs
 from app.public import subscriptions as public_subscriptions
 
 CACHE_KEY = "tidings.catalogues"
+EMAIL_KEYS_KEY = "tidings.email_keys"
+MAX_EMAIL_KEYS = 4096
 # Where an app may put another user_state.StateReader: the benchmark serves the reference too.
 STATE_READER_KEY = "tidings.state_reader"
 MAX_USER_ID_LENGTH = 255
@@ -175,7 +179,8 @@ def _limit() -> int:
 
 @bp.get("/widget/<widget_key>/notes", provide_automatic_options=False)
 def widget_notes(widget_key: str) -> ResponseReturnValue:
-    """What is new for one end user: a page of notes, newest first, and the unread count."""
+    """What is new for one end user: a page of notes, newest first, and the unread count;
+    and, from an address the host signed, the key their help-desk tickets are matched by."""
     user_id = _user_id(request.args.get("user_id"))
     sighting, app_version = _sighting(user_id or "")
     limit, after = _limit(), inbox.parse_cursor(request.args.get("cursor"))
@@ -183,6 +188,9 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
     with _widget_connection() as connection:
         catalogue, state = _load(connection, widget_key, user_id)
         _check_identity(catalogue, user_id, request.args.get("user_hash"))
+        email_key = _signed_email_key(catalogue, user_id, request.args)
+        if email_key is not None:
+            sighting = replace(sighting, email_key=email_key)
         if user_id is not None and reads.needs_writing(sighting, state, now):
             with writing(connection):
                 state = reads.see(connection, catalogue.product_id, sighting, state, now)
@@ -299,6 +307,33 @@ def _address(catalogue: Catalogue, user_id: str, given: Mapping[str, Any]) -> tu
     return address, True
 
 
+def _signed_email_key(
+    catalogue: Catalogue, user_id: str | None, given: Mapping[str, Any]
+) -> str | None:
+    """The keyed hash of the address the host signed for this user (``email`` and
+    ``email_hash``), by which their help-desk tickets find them; never the address.
+
+    None when no address came, or came unsigned, or the product does not verify identity,
+    where anyone may claim any user id. A wrong email_hash is refused like a wrong
+    user_hash; a signed text that is no address has no key, and the widget works on.
+    """
+    if user_id is None or not catalogue.require_identity or not given.get("email"):
+        return None
+    address, signed = _address(catalogue, user_id, given)
+    if not signed:
+        return None
+    # Remembered by the signature, which vouches for this one address and does not reveal
+    # it: checking an address takes 50 µs, a twelfth of a page view, and a host sends the
+    # same one on every page view.
+    keys: dict[str, str | None] = current_app.extensions.setdefault(EMAIL_KEYS_KEY, {})
+    signature = given["email_hash"]
+    if signature not in keys:
+        if len(keys) >= MAX_EMAIL_KEYS:
+            keys.clear()
+        keys[signature] = tickets.email_key(current_app.config["SECRET_KEY"], address)
+    return keys[signature]
+
+
 @bp.get("/widget/<widget_key>/subscription", provide_automatic_options=False)
 def widget_subscription(widget_key: str) -> ResponseReturnValue:
     """Whether the widget user's address gets release notes by email.
@@ -339,7 +374,8 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
         end_user_id = None
         if signed:
             with writing(connection):
-                sighting = reads.Sighting(user_id)
+                key = _signed_email_key(catalogue, user_id, body)
+                sighting = reads.Sighting(user_id, email_key=key)
                 end_user_id = reads.see(connection, catalogue.product_id, sighting, state, now).id
     product = db.session.get_one(Product, catalogue.product_id)
     if end_user_id is not None:

@@ -132,6 +132,25 @@ class NoteForm(FlaskForm):
         render_kw={"type": "datetime-local"},
         description="Optional. The public changelog and feeds keep it.",
     )
+    support_topics = StringField(
+        "Support topics",
+        description="Help-desk tags this note answers, separated by commas, e.g. export, "
+        "billing. A ticket counts towards the note when it has one of these tags or its "
+        "subject holds one; with none, every ticket counts.",
+        render_kw={"spellcheck": "false", "placeholder": "export, billing"},
+    )
+    # Text, not an IntegerField, so that a bad value gets the note rules' own words.
+    holdback_percent = StringField(
+        "Hold back (%)",
+        default="0",
+        render_kw={
+            "type": "number",
+            "min": 0,
+            "max": note_rules.MAX_HOLDBACK_PERCENT,
+            "step": 1,
+            "inputmode": "numeric",
+        },
+    )
     intent = HiddenField(default="save")
 
 

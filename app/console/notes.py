@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import (
@@ -86,6 +87,9 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
         except ValueError:
             errors[name] = "Enter a date and time, e.g. 2026-12-01 09:00."
             times[name] = None
+    holdback_percent = _posted_holdback(form.holdback_percent.data or "")
+    if holdback_percent is None:
+        errors["holdback_percent"] = note_rules.HOLDBACK_RULE
     data = NoteInput(
         audience=_posted_audience(form),
         version=form.version.data or "",
@@ -96,11 +100,25 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
         is_internal=bool(form.is_internal.data),
         email_subscribers=bool(form.email_subscribers.data),
         expires_at=times["expires_at"],
+        support_topics=[
+            topic for topic in (form.support_topics.data or "").split(",") if topic.strip()
+        ],
+        holdback_percent=holdback_percent or 0,
     )
     return data, times["publish_at"], errors
 
 
+def _posted_holdback(text: str) -> int | None:
+    """The hold-back share as typed, blank for none; None when it is not a whole number
+    (checked as text first: int() takes "²" and numbers of thousands of digits badly)."""
+    text = text.strip()
+    if not text:
+        return 0
+    return int(text) if HOLDBACK_TEXT.fullmatch(text) else None
+
+
 AUDIENCE_FIELDS = ("attribute", "op", "value")
+HOLDBACK_TEXT = re.compile(r"[0-9]{1,3}")
 
 
 def _posted_conditions() -> list[dict[str, str]]:
@@ -213,6 +231,7 @@ def note(product: Product, note_id: int) -> ResponseReturnValue:
     form.publish_at.data = timezones.to_local_input(found.published_at)
     form.expires_at.data = timezones.to_local_input(found.expires_at)
     form.audience.data = (found.audience or {}).get("match", "all")
+    form.support_topics.data = ", ".join(found.support_topics)
     return _render_editor(product, form, found)
 
 
