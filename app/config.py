@@ -97,6 +97,8 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         "WEBHOOK_ALLOW_PRIVATE": _flag("WEBHOOK_ALLOW_PRIVATE", False),
         # Management-API calls per key.
         "RATELIMIT_API": _env("RATELIMIT_API", "120 per minute;5000 per hour"),
+        # Help-desk deliveries per connection: enough for a burst of 1,000 new tickets.
+        "RATELIMIT_SUPPORT_INBOUND": _env("RATELIMIT_SUPPORT_INBOUND", "1200 per minute"),
     }
     if overrides:
         config.update(overrides)

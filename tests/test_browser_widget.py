@@ -17,6 +17,7 @@ from flask import Flask, Response
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from announcements import tickets
 from announcements.models import (
     EndUser,
     Note,
@@ -222,6 +223,38 @@ def test_an_address_the_host_did_not_sign_is_sent_a_confirmation_link(
     [confirmation] = smtp_server.recorder.to("someone@example.com")
     assert confirmation["Subject"].startswith("Confirm your subscription")
     assert "/subscriptions/confirm/" in confirmation.get_body(("plain",)).get_content()
+
+
+def test_a_signed_address_reaches_the_server_only_as_its_keyed_hash(
+    page, live_app, live_server, host_site
+) -> None:
+    """The widget sends the host's signed address with its first notes request, so the
+    user's help-desk tickets can find them; an unsigned one it keeps to itself."""
+    signed_user, unsigned_user = (f"{kind}-{uuid.uuid4().hex[:6]}" for kind in "su")
+    with live_app.app_context():
+        secret = db.session.scalar(select(Product.identity_secret).where(Product.slug == "lumen"))
+    for user_id, sign in ((signed_user, True), (unsigned_user, False)):
+        settings = widget_settings(live_app, "lumen", user_id)
+        settings["user"]["email"] = f"{user_id}@example.com"
+        if sign:
+            message = f"email:{user_id}\n{user_id}@example.com".encode()
+            settings["user"]["email_hash"] = hmac.new(
+                secret.encode(), message, hashlib.sha256
+            ).hexdigest()
+        with page.expect_response(lambda r: "/notes?" in r.url) as answered:
+            page.goto(host_page(host_site, live_server, settings))
+        assert answered.value.status == 200
+    with live_app.app_context():
+        keys = dict(
+            db.session.execute(
+                select(EndUser.external_id, EndUser.email_key).where(
+                    EndUser.external_id.in_([signed_user, unsigned_user])
+                )
+            ).all()
+        )
+        expected = tickets.email_key(live_app.config["SECRET_KEY"], f"{signed_user}@example.com")
+    assert keys == {signed_user: expected, unsigned_user: None}
+    assert expected is not None and "@" not in expected
 
 
 def test_the_panel_fits_a_phone(browser, live_server) -> None:

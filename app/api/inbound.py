@@ -28,11 +28,10 @@ from app.extensions import csrf, db, limiter
 bp = Blueprint("support_inbound", __name__, url_prefix="/api/v1/support/inbound")
 
 MAX_BODY = 1024 * 1024
-DEFAULT_LIMIT = "1200 per minute"
 
 
 def _limit() -> str:
-    return str(current_app.config.get("RATELIMIT_SUPPORT_INBOUND", DEFAULT_LIMIT))
+    return str(current_app.config["RATELIMIT_SUPPORT_INBOUND"])
 
 
 def _connection_key() -> str:

@@ -121,6 +121,9 @@
     var user = config.user || {};
     var query = new URLSearchParams({ limit: String(PAGE) });
     if (user.id) { query.set("user_id", String(user.id)); query.set("user_hash", user.hash || ""); }
+    /* A signed address lets the user's help-desk tickets find them; Tidings keeps a keyed
+       hash of it, never the address. */
+    if (user.id && user.email && user.email_hash) { query.set("email", String(user.email)); query.set("email_hash", user.email_hash); }
     if (user.version) query.set("version", user.version);
     if (user.locale) query.set("locale", user.locale);
     Object.keys(user.attributes || {}).forEach(function (name) {
