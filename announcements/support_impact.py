@@ -541,6 +541,9 @@ def _figures(
         tickets_query
     ).one()
 
+    # Users are counted before their receipts, and widget calls go on meanwhile: a user
+    # first seen in between may be a reader the population did not count.
+    readers = min(readers, users)
     non_readers = users - readers
     tickets_non_readers = tickets_exposed - tickets_readers
     ratio = rate_ratio(tickets_readers, readers, tickets_non_readers, non_readers)
