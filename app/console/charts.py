@@ -1,0 +1,228 @@
+"""Chart geometry for the console's server-drawn SVG charts (``console/_charts.html``).
+
+Scales are worked out here, in plain functions that tests can check, rather than in
+Jinja arithmetic. Across the chart, positions are percentages of its width, so the SVG
+stretches to any screen while its text keeps the page's own size (a viewBox would shrink
+the labels to unreadable on a phone); down the chart, positions are pixels of a fixed
+height.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Pixels: room above the plot for the marker's label, and below it for the dates.
+CHART_HEIGHT = 240
+PLOT_TOP = 26
+PLOT_BOTTOM = 206
+# Share of each bar's slot the bar fills; the rest is the gap between bars.
+BAR_FILL = 0.72
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A labelled place on an axis: ``at`` is a percentage across or a pixel down."""
+
+    at: float
+    label: str
+    # Where the label hangs from ``at``: "start", "middle" or "end" (SVG text-anchor).
+    anchor: str = "middle"
+    # Dropped on narrow screens, where every second label would collide.
+    minor: bool = False
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    x: float  # per cent
+    width: float  # per cent
+    y: float  # px
+    height: float  # px
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch across the chart, in per cent: where it starts and how wide it is."""
+
+    x: float
+    width: float
+
+
+@dataclass(frozen=True)
+class BarChart:
+    bars: list[Bar]
+    y_ticks: list[Tick]
+    x_ticks: list[Tick]
+    # A vertical line (per cent across) and its label, such as a note's publication.
+    marker: Tick | None
+    # A shaded stretch, such as the attribution window.
+    band: Span | None
+    height: int = CHART_HEIGHT
+    top: int = PLOT_TOP
+    bottom: int = PLOT_BOTTOM
+    plot_height: int = PLOT_BOTTOM - PLOT_TOP
+
+
+def nice_step(span: float, count: int) -> float:
+    """A step of 1, 2 or 5 times a power of ten that splits ``span`` into at most about
+    ``count`` parts: the steps people read axes in."""
+    if span <= 0:
+        return 1.0
+    rough = span / max(count, 1)
+    power = 10 ** math.floor(math.log10(rough))
+    for factor in (1, 2, 5):
+        if factor * power >= rough:
+            return float(factor * power)
+    return float(10 * power)
+
+
+def axis(maximum: float, count: int = 4, *, whole: bool = False) -> list[float]:
+    """Tick values from 0 up to the first step at or above ``maximum``. ``whole``: the
+    values count things, so a step is never a fraction."""
+    step = nice_step(maximum, count)
+    if whole:
+        step = max(step, 1.0)
+    top = step * max(math.ceil(maximum / step - 1e-9), 1)
+    return [round(step * i, 10) for i in range(round(top / step) + 1)]
+
+
+def number(value: float) -> str:
+    """A tick label: thousands separated, no ".0" on a whole number."""
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.10g}"
+
+
+def _anchor(at: float) -> str:
+    """Labels near an edge hang inwards, so they are not cut off."""
+    return "start" if at < 6 else "end" if at > 94 else "middle"
+
+
+def bar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    marker: tuple[float, str] | None = None,
+    band: tuple[float, float] | None = None,
+    max_labels: int = 8,
+) -> BarChart:
+    """Geometry of a bar per value, with a value axis from 0, date labels thinned to about
+    ``max_labels``, and an optional marker and shaded band.
+
+    ``marker`` is (position, label) and ``band`` is (start, end), positions counted in
+    bars from the left edge of the first: 2.5 is the middle of the third bar. Both are
+    clipped to the chart.
+    """
+    if len(labels) != len(values):
+        raise ValueError("one label per value")
+    count = len(values)
+    ticks = axis(max(values, default=0), whole=all(v == int(v) for v in values))
+    top_value = ticks[-1]
+    plot_height = PLOT_BOTTOM - PLOT_TOP
+    slot = 100 / count if count else 100
+
+    def across(position: float) -> float:
+        return round(min(max(position, 0), count) * slot, 4)
+
+    def down(value: float) -> float:
+        return round(PLOT_BOTTOM - value / top_value * plot_height, 2)
+
+    bars = [
+        Bar(
+            label=label,
+            value=value,
+            x=round(i * slot + slot * (1 - BAR_FILL) / 2, 4),
+            width=round(slot * BAR_FILL, 4),
+            y=down(value),
+            height=round(PLOT_BOTTOM - down(value), 2),
+        )
+        for i, (label, value) in enumerate(zip(labels, values, strict=True))
+    ]
+    every = max(math.ceil(count / max(max_labels, 1)), 1)
+    x_ticks = [
+        Tick(at, labels[i], _anchor(at), minor=(i // every) % 2 == 1)
+        for i in range(0, count, every)
+        for at in [across(i + 0.5)]
+    ]
+    return BarChart(
+        bars=bars,
+        y_ticks=[Tick(down(v), number(v), "start") for v in ticks],
+        x_ticks=x_ticks,
+        marker=(
+            None if marker is None or count == 0 else Tick(across(marker[0]), marker[1], "start")
+        ),
+        band=(
+            None
+            if band is None or count == 0
+            else Span(across(band[0]), round(across(band[1]) - across(band[0]), 4))
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate and its confidence interval; ``point`` None when there is none (no
+    users in the group)."""
+
+    label: str
+    point: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    label: str
+    point: float | None  # per cent across, None: nothing to draw
+    low: float | None
+    high: float | None
+    y: float  # px, the row's centre line
+
+
+@dataclass(frozen=True)
+class IntervalChart:
+    rows: list[IntervalRow]
+    x_ticks: list[Tick]
+    height: int
+    axis_y: int
+
+
+# Pixels per row of an interval chart, and for the axis labels under the rows.
+ROW_HEIGHT = 44
+AXIS_ROOM = 30
+
+
+def interval_chart(intervals: Sequence[Interval], *, count: int = 4) -> IntervalChart:
+    """Geometry of horizontal interval bars (a point and whiskers from low to high), one
+    row each, on one shared axis from 0 that covers every high end."""
+    reach = max(
+        (v for i in intervals for v in (i.point, i.high) if v is not None),
+        default=0.0,
+    )
+    ticks = axis(reach, count)
+    top_value = ticks[-1]
+
+    def across(value: float) -> float:
+        return round(min(max(value, 0), top_value) / top_value * 100, 4)
+
+    def maybe(value: float | None) -> float | None:
+        return None if value is None else across(value)
+
+    rows = [
+        IntervalRow(
+            label=interval.label,
+            point=maybe(interval.point),
+            low=maybe(interval.low),
+            high=maybe(interval.high),
+            y=ROW_HEIGHT * i + ROW_HEIGHT - 12,
+        )
+        for i, interval in enumerate(intervals)
+    ]
+    axis_y = ROW_HEIGHT * len(intervals) + 6
+    return IntervalChart(
+        rows=rows,
+        x_ticks=[Tick(across(v), number(v), _anchor(across(v))) for v in ticks],
+        height=axis_y + AXIS_ROOM,
+        axis_y=axis_y,
+    )

@@ -1,0 +1,476 @@
+"""Support: the help desks that send a product's tickets in, and what the tickets say
+about each release (Support impact).
+
+The impact pages read the worker's roll-up (``support_impact.report``), so they cost a few
+rows however many users a product has; "Refresh now" asks the worker to count again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from flask import (
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+
+from announcements import reads, support_desks, support_impact, tickets
+from announcements.audit import owned
+from announcements.errors import NotFound
+from announcements.mailing_list import _csv_safe as csv_safe
+from announcements.models import (
+    Note,
+    Product,
+    Role,
+    SupportConnection,
+    SupportDesk,
+    utcnow,
+)
+from app.auth import current_member, role_required
+from app.console import bp, charts, timezones
+from app.console.common import refused
+from app.extensions import db
+from app.mail import jobs
+
+
+@bp.app_template_filter("iso_local")
+def _iso_local(value: str | None, fmt: str = "%d %b %Y, %H:%M") -> str:
+    """A time from the roll-up's figures (ISO 8601), in the member's zone."""
+    return timezones.local(datetime.fromisoformat(value), fmt) if value else ""
+
+
+def _same_day(one: datetime, other: datetime) -> bool:
+    """Whether two times fall on one day in the member's zone."""
+    return timezones.local(one, "%Y-%m-%d") == timezones.local(other, "%Y-%m-%d")
+
+
+# Impact ------------------------------------------------------------------------------------
+
+
+@bp.get("/p/<slug>/support/impact", endpoint="support_impact")
+@role_required(Role.VIEWER)
+def impact_page(product: Product) -> ResponseReturnValue:
+    """Per release, newest first: who saw its notes, and the tickets readers and
+    non-readers opened after."""
+    releases = support_impact.report(db.session(), product)
+    computed_at = min((r.computed_at for r in releases), default=None)
+    return render_template(
+        "console/support_impact.html",
+        product=product,
+        releases=releases,
+        # The stalest figure on the page says how fresh the page is.
+        computed_at=computed_at,
+        computed_today=computed_at is not None and _same_day(computed_at, utcnow()),
+        connected=bool(_connections(product)),
+        can_refresh=g.role.allows(Role.EDITOR),
+        not_enough=support_impact.NOT_ENOUGH_DATA,
+    )
+
+
+@bp.post("/p/<slug>/support/impact/refresh")
+@role_required(Role.EDITOR)
+def support_refresh(product: Product) -> ResponseReturnValue:
+    """Ask the worker to count the product's figures again now, not at the next hour."""
+    jobs.request_refresh(product.id)
+    flash("Counting again: the new figures show here in a minute or two.", "success")
+    return redirect(url_for("console.support_impact", slug=product.slug))
+
+
+@bp.get("/p/<slug>/support/impact/notes/<id:note_id>")
+@role_required(Role.VIEWER)
+def support_note(product: Product, note_id: int) -> ResponseReturnValue:
+    """One note's figures: its tickets day by day around publication, readers against
+    non-readers, the hold-back experiment; and which group a given user is in."""
+    note = owned(db.session(), Note, product, note_id)
+    figures = support_impact.note_figures(db.session(), note)
+    lookup = request.args.get("user", "")
+    groups, lookup_error = None, None
+    if lookup.strip():
+        lookup = lookup.strip()
+        if len(lookup) > tickets.MAX_USER_ID_LENGTH or not reads.is_storable(lookup):
+            lookup_error = f"A user id is text of at most {tickets.MAX_USER_ID_LENGTH} characters."
+        else:
+            groups = support_impact.user_groups(db.session(), product, lookup, now=utcnow())
+    return render_template(
+        "console/support_note.html",
+        product=product,
+        note=note,
+        f=figures,
+        daily=daily_figure(figures) if figures else None,
+        readers=(
+            interval_figure(
+                "Tickets per 1,000 readers and non-readers",
+                [
+                    ("Readers", figures["rate_readers"]),
+                    ("Non-readers", figures["rate_non_readers"]),
+                ],
+            )
+            if figures
+            else None
+        ),
+        holdback=(
+            interval_figure(
+                "Tickets per 1,000 users told and held back",
+                [
+                    ("Told", figures["holdback"]["treated"]),
+                    ("Held back", figures["holdback"]["control"]),
+                ],
+            )
+            if figures and figures["holdback"]
+            else None
+        ),
+        lookup=lookup,
+        lookup_error=lookup_error,
+        groups=groups,
+        can_refresh=g.role.allows(Role.EDITOR),
+        not_enough=support_impact.NOT_ENOUGH_DATA,
+    ), 422 if lookup_error else 200
+
+
+# The figures a chart draws, and the same said in words ------------------------------------
+
+
+@dataclass(frozen=True)
+class DayRow:
+    label: str
+    tickets: int
+    period: str
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A chart's geometry, its title, the summary a screen reader announces, and (for a
+    series) its rows for the table beside it."""
+
+    chart: charts.BarChart | charts.IntervalChart
+    title: str
+    summary: str
+    rows: list[DayRow] = field(default_factory=list)
+
+
+@bp.app_template_filter("per_1000")
+def per_1000(value: float | None) -> str:
+    """A rate per 1,000 as the pages write it: two decimals, a dash for none."""
+    return "—" if value is None else f"{value:,.2f}"
+
+
+def _day(day: date) -> str:
+    return f"{day.day} {day:%b}"
+
+
+def daily_figure(f: dict[str, Any]) -> Figure:
+    """The daily tickets around a publication as bars, with a line where it went out and
+    its window shaded: positions counted in days from the first day's start (UTC)."""
+    days = [(date.fromisoformat(d["date"]), int(d["tickets"])) for d in f["daily"]]
+    published = datetime.fromisoformat(f["published_at"]).astimezone(UTC)
+    window_end = datetime.fromisoformat(f["window_end"]).astimezone(UTC)
+    about = f" about {', '.join(f['topics'])}" if f["topics"] else ""
+    title = f"Tickets per day{about}, {f['window_days']} days either side of publication"
+    if not days:
+        return Figure(charts.bar_chart([], []), title, f"{title}: no days counted yet.")
+    start = datetime.combine(days[0][0], time.min, UTC)
+
+    def in_days(moment: datetime) -> float:
+        return (moment - start) / timedelta(days=1)
+
+    chart = charts.bar_chart(
+        [_day(day) for day, _ in days],
+        [count for _, count in days],
+        marker=(in_days(published), f"Published {_day(published.date())}"),
+        band=(in_days(published), in_days(window_end)),
+    )
+    rows = [
+        DayRow(
+            _day(day),
+            count,
+            "before"
+            if day < published.date()
+            else "published"
+            if day == published.date()
+            else "in the window",
+        )
+        for day, count in days
+    ]
+    before = sum(r.tickets for r in rows if r.period == "before")
+    after = sum(r.tickets for r in rows if r.period != "before")
+    busiest = max(rows, key=lambda r: r.tickets)
+    summary = (
+        f"{title}, {rows[0].label} to {rows[-1].label} (UTC days): {before:,} tickets "
+        f"before publication on {_day(published.date())}, {after:,} from that day on; "
+        f"the most in one day, {busiest.tickets:,}, on {busiest.label}."
+    )
+    return Figure(chart, title, summary, rows)
+
+
+def interval_figure(title: str, groups: Sequence[tuple[str, dict[str, Any]]]) -> Figure:
+    """Rates per 1,000 with their 95 % intervals as interval bars, one per group: short
+    labels on the chart (it fits a phone), the same in full words for screen readers."""
+    said = []
+    intervals = []
+    for label, r in groups:
+        if r["per_1000"] is None:
+            short = text = f"{label}: no users"
+        else:
+            bounds = f"{per_1000(r['low'])}–{per_1000(r['high'])}"
+            short = f"{label}: {per_1000(r['per_1000'])} ({bounds})"
+            text = f"{label}: {per_1000(r['per_1000'])} per 1,000 (95 % CI {bounds})"
+        said.append(text)
+        intervals.append(charts.Interval(short, r["per_1000"], r["low"], r["high"]))
+    return Figure(charts.interval_chart(intervals), title, f"{title}. {'. '.join(said)}.")
+
+
+# CSV ---------------------------------------------------------------------------------------
+
+# Columns of the CSV export: paths into the figures, "a.b" for b inside a.
+CSV_FIELDS = (
+    "scope",
+    "version",
+    "note_id",
+    "title",
+    "published_at",
+    "window_days",
+    "window_end",
+    "window_open",
+    "topics",
+    "exposed",
+    "readers",
+    "non_readers",
+    "tickets_readers",
+    "tickets_non_readers",
+    "rate_readers.per_1000",
+    "rate_readers.low",
+    "rate_readers.high",
+    "rate_non_readers.per_1000",
+    "rate_non_readers.low",
+    "rate_non_readers.high",
+    "difference.percent_fewer",
+    "difference.low",
+    "difference.high",
+    "verdict",
+    "before.tickets",
+    "before.active_users",
+    "before.per_1000",
+    "after.tickets",
+    "after.active_users",
+    "after.per_1000",
+    "unmatched_tickets",
+    "holdback.percent",
+    "holdback.treated.users",
+    "holdback.treated.tickets",
+    "holdback.treated.per_1000",
+    "holdback.treated.low",
+    "holdback.treated.high",
+    "holdback.control.users",
+    "holdback.control.tickets",
+    "holdback.control.per_1000",
+    "holdback.control.low",
+    "holdback.control.high",
+    "holdback.effect.percent_fewer",
+    "holdback.effect.low",
+    "holdback.effect.high",
+    "holdback.verdict",
+)
+
+
+def _cell(figures: dict[str, Any], path: str) -> str:
+    """One figure as CSV text: blank where the figures have none; text (titles, topics,
+    sentences) kept from being read as a formula."""
+    value: Any = figures
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        value = " ".join(value)
+    return csv_safe(value) if isinstance(value, str) else str(value)
+
+
+def impact_csv(releases: Sequence[support_impact.ReleaseImpact]) -> str:
+    """Each release's figures, then each of its notes', one row each."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*(path.replace(".", "_") for path in CSV_FIELDS), "computed_at"])
+    for release in releases:
+        for figures in (release.figures, *release.notes):
+            cells = [_cell(figures, path) for path in CSV_FIELDS]
+            writer.writerow([*cells, release.computed_at.isoformat()])
+    return buffer.getvalue()
+
+
+@bp.get("/p/<slug>/support/impact.csv")
+@role_required(Role.VIEWER)
+def support_impact_csv(product: Product) -> ResponseReturnValue:
+    """The impact figures, per release and per note, for a team's own reports."""
+    releases = support_impact.report(db.session(), product)
+    filename = f"{product.slug}-support-impact-{utcnow():%Y-%m-%d}.csv"
+    return current_app.response_class(
+        impact_csv(releases),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# Connections -------------------------------------------------------------------------------
+
+
+class ConnectForm(FlaskForm):
+    # Any value is passed on: support_desks.connect refuses a desk it does not know, and
+    # says which it knows.
+    desk = SelectField(
+        "Help desk",
+        choices=[SelectChoice(desk.value, desk.label) for desk in SupportDesk],
+        validate_choice=False,
+    )
+
+
+class SecretForm(FlaskForm):
+    secret = StringField("Signing secret")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A set-up step: its words, and the JSON body it says to paste, laid out to copy."""
+
+    text: str
+    body: str | None = None
+
+
+def steps(desk: SupportDesk) -> list[Step]:
+    """The desk's set-up steps, each body to paste (a step that ends in a JSON object) set
+    apart from the words so it can be read and copied."""
+    found = []
+    for text in support_desks.SETUP_STEPS[desk]:
+        words, colon, rest = text.partition(": {")
+        try:
+            body = json.loads("{" + rest) if colon and text.endswith("}") else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            found.append(Step(words + ":", json.dumps(body, indent=2)))
+        else:
+            found.append(Step(text))
+    return found
+
+
+@dataclass(frozen=True)
+class Connection:
+    row: SupportConnection
+    url: str
+    steps: list[Step]
+
+
+def _connections(product: Product) -> list[SupportConnection]:
+    return list(
+        db.session.scalars(
+            select(SupportConnection)
+            .where(SupportConnection.product_id == product.id)
+            .order_by(SupportConnection.created_at, SupportConnection.id)
+        )
+    )
+
+
+def _connection(product: Product, connection_id: int) -> SupportConnection:
+    """The product's connection ``connection_id``; another product's is NotFound too."""
+    connection = db.session.get(SupportConnection, connection_id)
+    if connection is None or connection.product_id != product.id:
+        raise NotFound("There is no such connection in this product.")
+    return connection
+
+
+def _connections_page(
+    product: Product,
+    form: ConnectForm,
+    secret_errors: dict[int, str] | None = None,
+    status: int = 200,
+) -> ResponseReturnValue:
+    base_url = current_app.config["BASE_URL"]
+    return render_template(
+        "console/support_connections.html",
+        product=product,
+        form=form,
+        connections=[
+            Connection(row, support_desks.inbound_url(base_url, row), steps(row.desk))
+            for row in _connections(product)
+        ],
+        desk_makes_secret=support_desks.DESK_MAKES_SECRET,
+        SupportDesk=SupportDesk,
+        secret_errors=secret_errors or {},
+    ), status
+
+
+@bp.route("/p/<slug>/support/connections", methods=["GET", "POST"])
+@role_required(Role.OWNER)
+def support_connections(product: Product) -> ResponseReturnValue:
+    """The product's help-desk connections, each with its inbound URL and set-up steps."""
+    form = ConnectForm()
+    if form.validate_on_submit():
+        with refused(form):
+            connection = support_desks.connect(
+                db.session(), product, form.desk.data or "", actor=current_member(), now=utcnow()
+            )
+            db.session.commit()
+            flash(
+                f"{connection.desk.label} connected. Follow the steps beside it to start "
+                "its deliveries.",
+                "success",
+            )
+            return redirect(
+                url_for("console.support_connections", slug=product.slug)
+                + f"#connection-{connection.id}"
+            )
+    return _connections_page(product, form, status=422 if form.errors else 200)
+
+
+@bp.post("/p/<slug>/support/connections/<id:connection_id>/secret")
+@role_required(Role.OWNER)
+def support_secret(product: Product, connection_id: int) -> ResponseReturnValue:
+    """Keep the signing secret the desk made (Zendesk, Intercom)."""
+    connection = _connection(product, connection_id)
+    form = SecretForm()
+    if form.validate_on_submit():
+        with refused(form):
+            secret = form.secret.data or ""
+            support_desks.set_secret(
+                db.session(), connection, secret, actor=current_member(), now=utcnow()
+            )
+            db.session.commit()
+            flash(
+                f"Signing secret saved: {connection.desk.label} deliveries are checked with it.",
+                "success",
+            )
+            return redirect(
+                url_for("console.support_connections", slug=product.slug)
+                + f"#connection-{connection.id}"
+            )
+    errors = {connection_id: form.secret.errors[0]} if form.secret.errors else {}
+    return _connections_page(product, ConnectForm(formdata=None), errors, status=422)
+
+
+@bp.post("/p/<slug>/support/connections/<id:connection_id>/disconnect")
+@role_required(Role.OWNER)
+def support_disconnect(product: Product, connection_id: int) -> ResponseReturnValue:
+    """Remove a connection: its URL stops working; its tickets stay and keep counting."""
+    connection = _connection(product, connection_id)
+    label, source = connection.desk.label, connection.source
+    support_desks.disconnect(db.session(), connection, actor=current_member(), now=utcnow())
+    db.session.commit()
+    flash(f"{label} ({source}) disconnected. Its tickets stay and keep counting.", "success")
+    return redirect(url_for("console.support_connections", slug=product.slug))
