@@ -255,13 +255,18 @@ def test_an_empty_impact_page_tells_an_owner_how_to_start(client, auth, session)
     empty = find(tree, "section", "empty")[0]
     assert "once an owner of Fresh connects the help desk" in text(empty)
     assert find(empty, "a") == []
+    auth.logout()
+    auth.login(add_member(session, product, Role.EDITOR, "editor@example.com").email)
+    _, tree = page(client, "/console/p/fresh/support/impact")
+    empty = find(tree, "section", "empty")[0]
+    assert [a.get("href") for a in find(empty, "a")] == ["/console/p/fresh/support/import"]
 
 
 def test_the_support_link_and_tabs_follow_the_role(client, auth, world) -> None:
     _, _, people = world
     for role, tabs in (
         (Role.VIEWER, ["Impact"]),
-        (Role.EDITOR, ["Impact"]),
+        (Role.EDITOR, ["Impact", "Import history"]),
         (Role.OWNER, ["Impact", "Connections", "Import history"]),
     ):
         auth.login(people[role].email)
