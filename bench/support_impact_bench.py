@@ -304,7 +304,7 @@ def measure(url: str, folder: Path, now: datetime) -> None:
     )
 
     def line(name: str, seconds: float) -> None:
-        print(f"  {name:44} {seconds:9.3f} s  {seconds / baseline:9.1f}x")
+        print(f"  {name:44} {seconds:9.3f} s  {seconds / baseline:9.3g}x")
 
     print(f"\n  {'':44} {'time':>11}  {'/ baseline':>10}")
     line("baseline: one read of every receipt", baseline)
