@@ -385,6 +385,8 @@ def _write(note: Note, data: NoteInput, html: str | None) -> list[str]:
         "email_subscribers": (
             data.is_important if data.email_subscribers is None else data.email_subscribers
         ),
+        "support_topics": note_rules.support_topics(data.support_topics),
+        "holdback_percent": data.holdback_percent,
     }
     changed = [name for name, value in values.items() if getattr(note, name) != value]
     for name in changed:
@@ -487,8 +489,10 @@ def create_note(
     """Write a new note, as a draft, published now, or scheduled for ``publish_at``."""
     note = new_note(product, by=by, now=now)
     save_note(session, note, data, intent=intent, publish_at=publish_at, now=now)
-    state = note.status_at(now).value
-    record(session, product, by, "note.created", f"Created as {state}", note=note, now=now)
+    summary = f"Created as {note.status_at(now).value}"
+    if note.holdback_percent:
+        summary += f", holding back {note.holdback_percent} %"
+    record(session, product, by, "note.created", summary, note=note, now=now)
     session.commit()
     return note
 
@@ -510,12 +514,22 @@ def update_note(
     after = note.status_at(now)
     parts = []
     if saved.changed:
-        parts.append("Edited " + ", ".join(name.replace("_md", "") for name in saved.changed))
+        parts.append("Edited " + ", ".join(_edited(note, name) for name in saved.changed))
     if saved.before is not after or intent is Intent.SCHEDULE:
         parts.append(_transition_summary(note, after))
     record(session, note.product, by, "note.updated", "; ".join(parts), note=note, now=now)
     session.commit()
     return note
+
+
+def _edited(note: Note, name: str) -> str:
+    """A changed field as the audit log names it; an experiment's settings with their new
+    values, as Support impact's figures depend on them."""
+    if name == "support_topics":
+        return "support topics (" + (", ".join(note.support_topics) or "none") + ")"
+    if name == "holdback_percent":
+        return f"hold-back ({note.holdback_percent} %)"
+    return name.replace("_md", "")
 
 
 def _transition(note: Note, intent: Intent, publish_at: datetime | None, now: datetime) -> None:

@@ -20,6 +20,7 @@ from app import (
     public,
     security,
 )
+from app.api import inbound as support_inbound
 from app.console import bp as console_bp
 from app.extensions import csrf, db, limiter, migrate
 from app.mail import jobs
@@ -63,5 +64,6 @@ def create_app(
     app.register_blueprint(console_bp)
     public.init_app(app)
     api.init_app(app)
+    support_inbound.init_app(app)
     demo_host.init_app(app)
     return app

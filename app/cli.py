@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,20 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from announcements import accounts, apikeys, importing, rerender, services
+from announcements import (
+    accounts,
+    apikeys,
+    importing,
+    rerender,
+    services,
+    support_desks,
+    support_impact,
+    ticket_import,
+)
 from announcements.errors import DomainError, ValidationFailed
-from announcements.models import Product, Role, utcnow
+from announcements.models import Product, Role, SupportConnection, SupportDesk, utcnow
 from app import demo_data
+from app.database import write_turn
 from app.extensions import db
 
 users = AppGroup("users", help="Manage console accounts.")
@@ -96,6 +107,9 @@ def load_demo(as_json: bool) -> None:
         return
     console = loaded["console"]
     click.echo("Demo data is loaded.")
+    for product in loaded["products"]:
+        if product["support"]:
+            click.echo(f"  Support:  {product['support']}")
     click.echo(f"  Console:  {console['url']}")
     click.echo(f"  Email:    {console['email']}")
     click.echo(f"  Password: {console['password']}")
@@ -215,9 +229,185 @@ def rerender_notes(product_slug: str | None, dry_run: bool) -> None:
     )
 
 
+# The bad rows listed after an import; the rest are counted.
+LISTED_BAD_ROWS = 50
+
+
+@click.command("import-tickets")
+@click.argument("product_slug")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--source",
+    help="Where the tickets come from, such as helpscout; a Zendesk or Freshdesk export "
+    "names its desk itself.",
+)
+@click.option(
+    "--map",
+    "mappings",
+    multiple=True,
+    metavar="FIELD=HEADER",
+    help=f"The file's column for a field (repeatable); fields: {', '.join(ticket_import.FIELDS)}.",
+)
+@click.option(
+    "--date-format",
+    metavar="FORMAT",
+    help="How the file writes times, in strptime codes (such as '%d-%m-%Y %H:%M:%S'), when "
+    "not as ISO 8601 or YYYY-MM-DD HH:MM:SS.",
+)
+@click.option("--dry-run", is_flag=True, help="Only report what would be stored.")
+@with_appcontext
+def import_tickets(
+    product_slug: str,
+    file: Path,
+    source: str | None,
+    mappings: tuple[str, ...],
+    date_format: str | None,
+    dry_run: bool,
+) -> None:
+    """Import a help desk's ticket history from a CSV export (Zendesk's and Freshdesk's are
+    recognised; map the columns of any other). Exits with 1 when no row could be used."""
+    product = _product(product_slug)
+    mapping: dict[str, str] = {}
+    for pair in mappings:
+        name, equals, header = pair.partition("=")
+        if not equals:
+            raise click.BadParameter(f"“{pair}” is not FIELD=HEADER.", param_hint="--map")
+        mapping[name.strip()] = header.strip()
+    bars = contextlib.ExitStack()
+    bar: Any = None  # click's bar, made when the rows are counted
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = bars.enter_context(
+                click.progressbar(length=total, label="Importing tickets", file=sys.stderr)
+            )
+        bar.update(done - bar.pos)
+
+    with bars, file.open("rb") as data:
+        try:
+            csv_file = ticket_import.read_csv(data.read(ticket_import.MAX_BYTES + 1))
+            report = ticket_import.import_tickets(
+                db.session(),
+                product,
+                csv_file,
+                secret_key=current_app.config["SECRET_KEY"],
+                now=utcnow(),
+                mapping=mapping,
+                source=source,
+                date_format=date_format,
+                dry_run=dry_run,
+                progress=progress,
+            )
+        except DomainError as error:
+            db.session.rollback()
+            raise click.ClickException(error.message) from None
+    delimiter = ticket_import.DELIMITERS[csv_file.delimiter]
+    click.echo(
+        f"{file.name}: read as {report.format} ({csv_file.encoding}, {delimiter}), "
+        f"source {report.source}, {report.rows:,} rows."
+    )
+    for line, reason in report.bad[:LISTED_BAD_ROWS]:
+        click.echo(f"  line {line}: {reason}")
+    if report.bad_rows > LISTED_BAD_ROWS:
+        click.echo(f"  … and {report.bad_rows - LISTED_BAD_ROWS:,} more bad rows.")
+    click.echo(f"{'Would import' if dry_run else 'Imported'}: {report.summary}.")
+    if report.bad_rows and not report.usable:
+        sys.exit(1)
+
+
+rollups = AppGroup("rollups", help="Recount the figures the worker keeps.")
+
+
+@rollups.command("rebuild")
+@click.option("--product", "product_slug", metavar="SLUG", help="Only this product.")
+def rebuild_rollups(product_slug: str | None) -> None:
+    """Recount support impact now, as the worker does hourly: match waiting tickets, record
+    hold-back groups, and rewrite the figures of every published note and release."""
+    products = (
+        [_product(product_slug)]
+        if product_slug
+        else list(db.session.scalars(select(Product).order_by(Product.slug)))
+    )
+    began = time.perf_counter()
+    for product in products:
+        slug, started = product.slug, time.perf_counter()
+        rows = support_impact.refresh(db.session(), product, now=utcnow(), write_turn=write_turn)
+        click.echo(f"{slug}: {rows} rows in {time.perf_counter() - started:.1f} s")
+        for release in support_impact.report(db.session(), product):
+            figures = release.figures
+            tickets = figures["tickets_readers"] + figures["tickets_non_readers"]
+            click.echo(
+                f"  {release.version}: {figures['exposed']:,} exposed, "
+                f"{figures['readers']:,} readers, {tickets:,} tickets. {figures['verdict']}"
+            )
+    click.echo(f"Recounted {len(products)} products in {time.perf_counter() - began:.1f} s.")
+
+
+support = AppGroup("support", help="Connect help desks.")
+
+
+@support.command("connect")
+@click.argument("product_slug")
+@click.argument("desk", type=click.Choice([desk.value for desk in SupportDesk]))
+@click.option("--secret", help="The signing secret Zendesk or Intercom shows, if you have it.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"url", "secret"} as JSON.')
+def connect_desk(product_slug: str, desk: str, secret: str | None, as_json: bool) -> None:
+    """Connect a help desk to a product; print its inbound URL, secret and set-up steps."""
+    product = _product(product_slug)
+    try:
+        connection = support_desks.connect(db.session(), product, desk, secret=secret)
+    except ValidationFailed as error:
+        raise click.ClickException(error.message) from None
+    db.session.commit()
+    url = support_desks.inbound_url(current_app.config["BASE_URL"], connection)
+    if as_json:
+        click.echo(json.dumps({"url": url, "secret": connection.secret or None}))
+        return
+    label, source = connection.desk.label, connection.source
+    click.echo(f"Connected {label} to {product.slug}; its tickets come in as “{source}”.")
+    click.echo(f"  URL:    {url}")
+    if connection.secret:
+        click.echo(f"  Secret: {connection.secret}")
+    elif connection.desk in support_desks.DESK_MAKES_SECRET:
+        click.echo(
+            f"  Secret: {label} shows it once the webhook exists; then run "
+            f"flask support set-secret {product.slug} {source}"
+        )
+    for number, step in enumerate(support_desks.SETUP_STEPS[connection.desk], start=1):
+        click.echo(f"{number}. {step}")
+
+
+@support.command("set-secret")
+@click.argument("product_slug")
+@click.argument("source")
+@click.option("--secret", prompt=True, hide_input=True, help="The secret the desk shows.")
+def set_desk_secret(product_slug: str, source: str, secret: str) -> None:
+    """Give a connection the signing secret its desk shows (SOURCE: zendesk, zendesk-2…)."""
+    product = _product(product_slug)
+    connection = db.session.scalar(
+        select(SupportConnection).where(
+            SupportConnection.product_id == product.id, SupportConnection.source == source
+        )
+    )
+    if connection is None:
+        raise click.ClickException(f"{product.slug} has no connection named {source}.")
+    try:
+        support_desks.set_secret(db.session(), connection, secret)
+    except ValidationFailed as error:
+        raise click.ClickException(error.message) from None
+    db.session.commit()
+    click.echo(f"{connection.desk.label} ({source}) now proves its deliveries with that secret.")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(load_demo)
     app.cli.add_command(api_keys)
     app.cli.add_command(import_changelog)
     app.cli.add_command(notes)
+    app.cli.add_command(rollups)
+    app.cli.add_command(import_tickets)
+    app.cli.add_command(support)

@@ -13,13 +13,14 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from announcements import accounts, apikeys, webhooks
+from announcements import accounts, apikeys, support_desks, webhooks
 from announcements.models import (
     ApiKey,
     AuditEvent,
     Invitation,
     Role,
     Subscriber,
+    SupportConnection,
     Webhook,
     WebhookDelivery,
     utcnow,
@@ -73,6 +74,14 @@ NEEDS: dict[str, Role | str | None] = {
     "console.webhook_delete": Role.OWNER,
     "console.webhook_test": Role.OWNER,
     "console.webhook_retry": Role.OWNER,
+    "console.support_import": Role.EDITOR,
+    "console.support_impact": Role.VIEWER,
+    "console.support_impact_csv": Role.VIEWER,
+    "console.support_note": Role.VIEWER,
+    "console.support_refresh": Role.EDITOR,
+    "console.support_connections": Role.OWNER,
+    "console.support_secret": Role.OWNER,
+    "console.support_disconnect": Role.OWNER,
 }
 
 
@@ -91,6 +100,9 @@ FORM_POSTS = {
     "console.product_new",
     "console.reset_password",
     "console.settings",
+    "console.support_connections",
+    "console.support_import",
+    "console.support_secret",
     "console.team",
     "console.webhooks_page",
 }
@@ -137,6 +149,9 @@ def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, 
             Purpose.PASSWORD_RESET, {"m": member.id, "h": accounts.password_fingerprint(member)}
         ),
         "invitation_token": INVITATION_TOKEN,
+        "connection_id": db.session.scalar(
+            select(SupportConnection.id).where(SupportConnection.product_id == product.id)
+        ),
     }
     found = []
     for rule in app.url_map.iter_rules():
@@ -173,6 +188,7 @@ def world(session):
         allow_private=True,
     )
     make_note(session, product, version="1.1.0", title="Announced")  # a webhook call to retry
+    support_desks.connect(session, product, "zendesk", actor=owner, now=utcnow())
     invited = accounts.invite(
         session, product, "invitee@example.com", Role.EDITOR, by=owner, now=utcnow()
     )
@@ -212,10 +228,12 @@ def test_each_role_reaches_exactly_what_it_may(
     auth.login(people[role].email)
     token = csrf_token(client)
     # Act on the editor's membership, and remove it last, so every other request still
-    # finds the editor on the team and the logged-in member keeps access.
+    # finds the editor on the team and the logged-in member keeps access; disconnect the
+    # help desk only after its secret's form has been tried.
+    last = ("console.support_disconnect", "console.team_remove")
     requests = sorted(
         console_requests(app, product, note, people[Role.EDITOR]),
-        key=lambda request: request[0] == "console.team_remove",
+        key=lambda request: last.index(request[0]) + 1 if request[0] in last else 0,
     )
     for endpoint, method, path in requests:
         if endpoint in ("console.logout", "console.login"):

@@ -16,8 +16,9 @@ from typing import Any
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
-from announcements import importing, services, versions
+from announcements import importing, services, tickets, versions
 from announcements.errors import ValidationFailed
 from announcements.models import (
     ApiScope,
@@ -26,6 +27,7 @@ from announcements.models import (
     Product,
     Subscriber,
     SubscriberStatus,
+    Ticket,
     status_clause,
     utcnow,
 )
@@ -33,6 +35,7 @@ from announcements.note_rules import NoteInput
 from announcements.serialisation import note_url
 from announcements.services import Intent
 from app.api import operations, schemas
+from app.database import write_turn
 from app.extensions import db
 from app.mail import jobs
 
@@ -53,6 +56,8 @@ def _note(note: Note, now: datetime) -> schemas.Note:
         internal=note.is_internal,
         audience=note.audience,
         email_subscribers=note.email_subscribers,
+        support_topics=note.support_topics,
+        holdback_percent=note.holdback_percent,
         status=status.value,
         published_at=note.published_at,
         expires_at=note.expires_at,
@@ -77,9 +82,20 @@ NOTE_FIELDS = {
     "expires_at": "expires_at",
     "audience": "audience",
     "email_subscribers": "email_subscribers",
+    "support_topics": "support_topics",
+    "holdback_percent": "holdback_percent",
 }
 # Fields a PATCH may leave out but not clear.
-NOT_NULL = ("version", "title", "category", "body_md", "important", "internal")
+NOT_NULL = (
+    "version",
+    "title",
+    "category",
+    "body_md",
+    "important",
+    "internal",
+    "support_topics",
+    "holdback_percent",
+)
 
 
 def _domain_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -341,3 +357,72 @@ def import_changelog(product: Product, form: schemas.ImportForm) -> ResponseRetu
         now=utcnow(),
     )
     return operations.answer(schemas.ImportReport.model_validate(report.as_dict()))
+
+
+# Tickets ------------------------------------------------------------------------
+
+
+def _ticket(row: Ticket) -> schemas.Ticket:
+    return schemas.Ticket(
+        id=row.id,
+        source=row.source,
+        external_id=row.external_id,
+        created_at=row.created_at,
+        received_at=row.received_at,
+        updated_at=row.updated_at,
+        requester_external_id=row.requester_external_id,
+        end_user_external_id=row.end_user.external_id if row.end_user is not None else None,
+        app_version=row.app_version,
+        tags=list(row.tags),
+        subject=row.subject,
+    )
+
+
+@operations.operation(
+    "POST",
+    "/tickets",
+    summary="Store a help-desk ticket, or update it: one per source and external_id",
+    scope=ApiScope.TICKETS_WRITE,
+    body=schemas.TicketCreate,
+    answer=schemas.TicketStored,
+    errors=(400, 422),
+)
+def store_ticket(product: Product, body: schemas.TicketCreate) -> ResponseReturnValue:
+    now = utcnow()
+    data = tickets.check_ticket(body.model_dump(), now=now)
+    with write_turn():
+        status = tickets.store(
+            db.session(), product, data, secret_key=current_app.config["SECRET_KEY"], now=now
+        )
+        db.session.commit()
+    row = tickets.find(db.session(), product.id, data.source, data.external_id)
+    assert row is not None  # noqa: S101 - just stored
+    return operations.answer(schemas.TicketStored(status=status, ticket=_ticket(row)))
+
+
+@operations.operation(
+    "GET",
+    "/tickets",
+    summary="List help-desk tickets, the latest stored first",
+    scope=ApiScope.TICKETS_READ,
+    query=schemas.TicketQuery,
+    answer=schemas.TicketList,
+    errors=(422,),
+)
+def list_tickets(product: Product, query: schemas.TicketQuery) -> ResponseReturnValue:
+    statement = (
+        select(Ticket).where(Ticket.product_id == product.id).options(selectinload(Ticket.end_user))
+    )
+    if query.source is not None:
+        statement = statement.where(Ticket.source == query.source.strip().lower())
+    if query.matched is not None:
+        matched = Ticket.end_user_id.is_not(None)
+        statement = statement.where(matched if query.matched else ~matched)
+    if query.created_after is not None:
+        statement = statement.where(Ticket.created_at >= query.created_after)
+    if query.created_before is not None:
+        statement = statement.where(Ticket.created_at < query.created_before)
+    rows, next_cursor = operations.page(statement, Ticket.id, query.cursor, query.limit)
+    return operations.answer(
+        schemas.TicketList(tickets=[_ticket(row) for row in rows], next_cursor=next_cursor)
+    )

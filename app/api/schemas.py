@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from announcements import note_rules, targeting, versions
+from announcements import note_rules, targeting, tickets, versions
 from announcements.models import Category
 
 StatusName = Literal["draft", "scheduled", "published", "archived"]
@@ -66,6 +66,28 @@ Body = Annotated[
 ]
 
 
+Topics = Annotated[
+    list[str],
+    Field(
+        description=f"Help-desk tags the note answers, up to {note_rules.MAX_TOPICS}, each 1 to "
+        f"{note_rules.MAX_TOPIC_LENGTH} letters, digits, spaces, - _ . or :; stored "
+        "casefolded, repeats dropped. A ticket counts towards the note when it has one of "
+        "them as a tag or in its subject; with none, every ticket counts.",
+        examples=[["export", "billing"]],
+    ),
+]
+HoldbackPercent = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=note_rules.MAX_HOLDBACK_PERCENT,
+        description="The share of users held back as a control group: they get no popup, "
+        "badge or email for the note during the product's attribution window. A change "
+        "after publication changes who is held back from then on.",
+    ),
+]
+
+
 class _Request(_Input):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -106,6 +128,8 @@ class NoteCreate(_Request):
     email_subscribers: bool | None = Field(
         default=None, description="Email subscribers when it goes live; null: if important."
     )
+    support_topics: Topics = Field(default_factory=list)
+    holdback_percent: HoldbackPercent = 0
 
 
 class NoteUpdate(_Request):
@@ -122,6 +146,8 @@ class NoteUpdate(_Request):
     publish_at: Moment | None = None
     expires_at: Moment | None = None
     email_subscribers: bool | None = None
+    support_topics: Topics | None = None
+    holdback_percent: HoldbackPercent | None = None
 
 
 class NoteQuery(_Input):
@@ -174,6 +200,8 @@ class Note(BaseModel):
     internal: bool
     audience: dict[str, Any] | None
     email_subscribers: bool
+    support_topics: list[str]
+    holdback_percent: int
     status: StatusName
     published_at: datetime | None
     expires_at: datetime | None
@@ -239,3 +267,153 @@ class ImportReport(BaseModel):
 class Error(BaseModel):
     error: str
     errors: dict[str, str] | None = Field(default=None, description="A message per bad field.")
+
+
+# Support impact (GET /support-impact): the figures the worker rolls up, per note and per
+# release; ``announcements.support_impact`` says how each is counted.
+
+
+class ImpactWindow(BaseModel):
+    tickets: int = Field(description="The topic's tickets, matched to a user or not.")
+    active_users: int = Field(
+        description="Users first seen before the window ended and last seen after it began."
+    )
+    per_1000: float | None
+
+
+class ImpactGroup(BaseModel):
+    users: int
+    tickets: int
+    per_1000: float | None
+    low: float | None = Field(description="95 % exact Poisson interval, per 1,000 users.")
+    high: float | None
+
+
+class ImpactDifference(BaseModel):
+    """One group's ticket rate against the other's, with the exact 95 % interval."""
+
+    ratio: float | None = Field(description="Null when the other group opened no tickets.")
+    ratio_low: float
+    ratio_high: float | None = Field(description="Null when unbounded.")
+    percent_fewer: float | None = Field(description="(1 - ratio) x 100; negative: more.")
+    low: float | None
+    high: float
+
+
+class ImpactHoldback(BaseModel):
+    """The hold-back experiment: the causal estimate."""
+
+    percent: int
+    treated: ImpactGroup
+    control: ImpactGroup
+    effect: ImpactDifference | None
+    verdict: str
+
+
+class ImpactFigures(BaseModel):
+    note_id: int | None = Field(description="Null for a whole release.")
+    note_ids: list[int] = Field(description="The published notes counted.")
+    version: str
+    title: str
+    published_at: datetime
+    window_end: datetime
+    window_open: bool
+    topics: list[str] = Field(description="Empty: every ticket counts.")
+    exposed: int = Field(description="Users seen since publication on a version with the note.")
+    readers: int
+    non_readers: int
+    tickets_readers: int
+    tickets_non_readers: int
+    rate_readers_per_1000: float | None
+    rate_readers_ci: tuple[float, float] | None = Field(description="95 %; null: no readers.")
+    rate_non_readers_per_1000: float | None
+    rate_non_readers_ci: tuple[float, float] | None
+    difference: ImpactDifference | None = Field(description="Readers against non-readers.")
+    verdict: str
+    before: ImpactWindow
+    after: ImpactWindow
+    unmatched_tickets: int
+    holdback: ImpactHoldback | None
+
+
+class SupportImpactReport(BaseModel):
+    computed_at: datetime | None = Field(description="When the figures were last counted.")
+    notes: list[ImpactFigures] = Field(description="Newest release first.")
+    releases: list[ImpactFigures] = Field(description="Newest version first.")
+
+
+# Tickets (POST and GET /tickets): help-desk tickets from any desk or script; the same
+# rule (``announcements.tickets.check_ticket``) as webhooks and CSV imports apply.
+
+TicketTag = Annotated[str, Field(max_length=tickets.MAX_TAG_LENGTH)]
+
+
+class TicketCreate(_Request):
+    """A ticket; the same source and external_id again updates it, and fields left out
+    keep what was stored."""
+
+    source: str = Field(
+        min_length=1,
+        max_length=tickets.MAX_SOURCE_LENGTH,
+        description="Where the ticket comes from: letters, digits, - . _ (stored lowercase).",
+        examples=["jira"],
+    )
+    external_id: str = Field(
+        min_length=1, max_length=tickets.MAX_EXTERNAL_ID_LENGTH, description="The desk's id."
+    )
+    created_at: Moment = Field(description="When it was opened, with its offset.")
+    user_id: str | None = Field(
+        default=None,
+        max_length=tickets.MAX_USER_ID_LENGTH,
+        description="The requester's id in your product, as the widget knows them.",
+    )
+    email: str | None = Field(
+        default=None,
+        max_length=254,
+        description="The requester's address: kept only as a keyed hash, to find the user. "
+        "Send user_id, email or both.",
+    )
+    app_version: str | None = Field(default=None, max_length=tickets.MAX_APP_VERSION_LENGTH)
+    tags: list[TicketTag] = Field(default_factory=list, max_length=tickets.MAX_TAGS)
+    subject: str | None = Field(default=None, max_length=tickets.MAX_SUBJECT_LENGTH)
+
+
+class TicketQuery(_Input):
+    """Filters and paging for the ticket list (query arguments)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str | None = Field(default=None, max_length=tickets.MAX_SOURCE_LENGTH)
+    matched: bool | None = Field(default=None, description="true: matched to a user; false: not.")
+    created_after: Moment | None = Field(default=None, description="Opened at or after.")
+    created_before: Moment | None = Field(default=None, description="Opened before.")
+    cursor: str | None = Field(default=None, max_length=64, description="From next_cursor.")
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class Ticket(BaseModel):
+    """A stored ticket. Never its requester's address."""
+
+    id: int
+    source: str
+    external_id: str
+    created_at: datetime
+    received_at: datetime
+    updated_at: datetime
+    requester_external_id: str | None = Field(description="The user id the desk sent.")
+    end_user_external_id: str | None = Field(
+        description="The end user it is matched to, by user id or address; null: unmatched."
+    )
+    app_version: str | None
+    tags: list[str] = Field(description="Folded: lowercase, single spaces.")
+    subject: str | None
+
+
+class TicketStored(BaseModel):
+    status: Literal["created", "updated", "unchanged"]
+    ticket: Ticket
+
+
+class TicketList(BaseModel):
+    tickets: list[Ticket] = Field(description="The latest stored first.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")

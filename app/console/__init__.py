@@ -15,5 +15,7 @@ from app.console import (  # noqa: E402,F401
     notes,
     products,
     signin,
+    support,
+    support_import,
     team,
 )

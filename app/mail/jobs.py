@@ -1,5 +1,5 @@
-"""Background jobs on Huey: sending the outbox and the webhook deliveries, and the
-worker's minute.
+"""Background jobs on Huey: sending the outbox and the webhook deliveries, the
+worker's minute, and the hourly support-impact roll-up.
 
 Huey only carries wake-up calls; the outbox and webhook_delivery tables are what
 must be sent. A lost task (a killed worker, Redis restarted) therefore loses nothing:
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -21,7 +22,11 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
+from announcements import support_impact
+from announcements.models import Product, utcnow
 from app import webhooks
+from app.database import write_turn
+from app.extensions import db
 from app.mail import delivery, transport
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,12 @@ class Jobs:
         self._due = threading.Event()
         self.deliver = self.huey.task(name="tidings.deliver")(self._deliver)
         self.tick = self.huey.periodic_task(crontab(minute="*"), name="tidings.tick")(self._tick)
+        # Support impact: every product's roll-up hourly (off the top of the hour, when
+        # digests go out), and one product's when the console asks.
+        self.support_rollup = self.huey.periodic_task(
+            crontab(minute="7"), name="tidings.support_rollup"
+        )(self._support_rollup)
+        self.refresh_support = self.huey.task(name="tidings.refresh_support")(self._refresh_support)
 
     @staticmethod
     def _queue(app: Flask) -> Huey:
@@ -93,6 +104,33 @@ class Jobs:
             log.info("mail: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
         self._deliver()
 
+    def _support_rollup(self) -> None:
+        started = time.perf_counter()
+        with self.app.app_context():
+            done = support_impact.rebuild(db.session(), now=utcnow(), write_turn=write_turn)
+            db.session.commit()
+        log.info(
+            "support impact: %d rows for %d products in %.1f s",
+            sum(done.values()),
+            len(done),
+            time.perf_counter() - started,
+        )
+
+    def _refresh_support(self, product_id: int) -> None:
+        with self.app.app_context():
+            product = db.session.get(Product, product_id)
+            if product is not None:  # deleted since it was asked for
+                support_impact.refresh(db.session(), product, now=utcnow(), write_turn=write_turn)
+                db.session.commit()
+
+    def request_refresh(self, product_id: int) -> None:
+        """Ask a worker to recount one product's support impact now; if the queue cannot
+        be reached, the hourly roll-up does it."""
+        try:
+            self.refresh_support(product_id)
+        except Exception:
+            log.warning("could not reach the job queue; support impact is recounted hourly")
+
     def wake(self) -> None:
         """Ask a worker to send what was just queued. If the queue cannot be reached the
         messages and calls wait in their tables for the next minute's sweep; nothing is
@@ -106,6 +144,11 @@ class Jobs:
 def wake() -> None:
     jobs: Jobs = current_app.extensions[JOBS_KEY]
     jobs.wake()
+
+
+def request_refresh(product_id: int) -> None:
+    jobs: Jobs = current_app.extensions[JOBS_KEY]
+    jobs.request_refresh(product_id)
 
 
 @click.command("worker")

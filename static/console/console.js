@@ -196,3 +196,129 @@
     });
   });
 })();
+
+// Ticket import (support/import): the chosen file's header line is offered to the column
+// mapping at once, and the upload is sent with a progress bar; the page that answers
+// replaces this one's main. Without a script the form posts as it is.
+(function () {
+  "use strict";
+
+  // The cells of one CSV line, quotes honoured: enough for a header line.
+  function cells(line, delimiter) {
+    var out = [], cell = "", quoted = false;
+    for (var i = 0; i < line.length; i++) {
+      var c = line.charAt(i);
+      if (quoted) {
+        if (c !== '"') cell += c;
+        else if (line.charAt(i + 1) === '"') { cell += '"'; i++; }
+        else quoted = false;
+      } else if (c === '"') quoted = true;
+      else if (c === delimiter) { out.push(cell.trim()); cell = ""; }
+      else cell += c;
+    }
+    out.push(cell.trim());
+    return out;
+  }
+
+  // The header line's cells with the delimiter that makes the most, as the server reads it.
+  function headers(text) {
+    var line = text.replace(/^\uFEFF/, "").split(/\r\n|\n|\r/).filter(function (l) {
+      return l.trim();
+    })[0] || "";
+    return [",", ";", "\t"].map(function (d) { return cells(line, d); }).reduce(function (a, b) {
+      return b.length > a.length ? b : a;
+    });
+  }
+
+  function bind(form) {
+    var picker = form.querySelector("input[type=file]");
+    var list = document.getElementById("csv-headers");
+    var box = form.querySelector(".upload-progress");
+    var bar = box.querySelector("progress");
+    var status = box.querySelector("[role=status]");
+    var buttons = form.querySelectorAll("button[type=submit]");
+    var maxBytes = parseInt(form.getAttribute("data-max-bytes"), 10);
+    bar.style.width = "100%";
+
+    function say(message) {
+      box.hidden = false;
+      status.textContent = message;
+    }
+    function busy(on) {
+      buttons.forEach(function (button) { button.disabled = on; });
+    }
+
+    picker.addEventListener("change", function () {
+      var file = picker.files[0];
+      if (!file || !list || !window.FileReader) return;
+      var reader = new FileReader();
+      reader.onload = function () {
+        list.textContent = "";
+        headers(String(reader.result)).forEach(function (header) {
+          if (!header) return;
+          var option = document.createElement("option");
+          option.value = header;
+          list.appendChild(option);
+        });
+      };
+      reader.readAsText(file.slice(0, 64 * 1024));
+    });
+
+    form.addEventListener("submit", function (event) {
+      var file = picker.files[0];
+      if (file && maxBytes && file.size > maxBytes) {
+        event.preventDefault();
+        say("“" + file.name + "” is over " + Math.floor(maxBytes / 1048576) +
+          " MB. Split it in parts, or import it with flask import-tickets.");
+        return;
+      }
+      if (!window.FormData || !window.XMLHttpRequest) return;
+      event.preventDefault();
+      var data = new FormData(form);
+      data.set("step", event.submitter ? event.submitter.value : "import");
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", form.getAttribute("action") || window.location.href);
+      xhr.responseType = "document";
+      xhr.upload.addEventListener("progress", function (e) {
+        if (!e.lengthComputable) return;
+        bar.value = Math.round((e.loaded / e.total) * 100);
+        say("Uploading… " + bar.value + " %");
+      });
+      xhr.upload.addEventListener("load", function () {
+        bar.value = 100;
+        say("Uploaded. Reading the rows…");
+      });
+      xhr.addEventListener("load", function () {
+        var page = xhr.response;
+        var main = page && page.querySelector("main");
+        if (!main || !main.querySelector("form[data-ticket-import]")) {
+          // An error page (the form expired, a file past the limit): say what it says.
+          var message = main && main.querySelector("p:not(.eyebrow)");
+          say(message ? message.textContent : "The upload failed (HTTP " + xhr.status + "). Try again.");
+          busy(false);
+          return;
+        }
+        document.querySelector("main").replaceWith(document.adoptNode(main));
+        document.title = page.title;
+        var heading = document.querySelector("#report h2") || document.querySelector("main h1");
+        if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus(); }
+        var again = document.querySelector("form[data-ticket-import]");
+        if (again) bind(again);
+      });
+      xhr.addEventListener("error", function () {
+        say("The upload failed. Check the connection and try again.");
+        busy(false);
+      });
+      bar.value = 0;
+      say("Uploading…");
+      busy(true);
+      xhr.send(data);
+    });
+  }
+
+  function start() {
+    var form = document.querySelector("form[data-ticket-import]");
+    if (form) bind(form);
+  }
+  if (document.readyState !== "loading") start(); else document.addEventListener("DOMContentLoaded", start);
+})();
