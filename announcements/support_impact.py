@@ -4,9 +4,11 @@ For each published outward note, and for each release (all the published notes o
 version), the worker counts, in SQL and never row by row in Python:
 
 - **exposed** users: the product's end users seen by the widget since the note went out
-  (``last_seen_at >= P``) on a version that includes it (not older than the note's), or
-  on no version the host told us of (the widget shows those every note). Audience rules
-  play no part in exposure yet: a targeted note counts every user on a recent version;
+  (``last_seen_at >= P``), first seen before its window closed (``first_seen_at < P +
+  W``: one who came later could not have written in during it), on a version that
+  includes it (not older than the note's), or on no version the host told us of (the
+  widget shows those every note). Audience rules play no part in exposure yet: a
+  targeted note counts every user on a recent version;
 - **readers**: exposed users with a read receipt for the note (any channel); the others
   are non-readers;
 - **attributed tickets**: tickets matched to an exposed user, opened in the note's window
@@ -279,8 +281,10 @@ def including(version: str, present: Iterable[str]) -> list[str]:
     return [text for text in present if versions.is_valid(text) and versions.parse(text) >= wanted]
 
 
-def _exposed(published_at: datetime, on: Sequence[str]) -> ColumnElement[bool]:
-    """End users a note published at ``published_at`` went out to, on the versions ``on``.
+def _exposed(published_at: datetime, end: datetime, on: Sequence[str]) -> ColumnElement[bool]:
+    """End users a note published at ``published_at`` went out to, on the versions ``on``:
+    seen since, and first seen before its window ``end``d. A user who came later was never
+    there to open a ticket in the window, and would count as a non-reader who opened none.
 
     It leaves the user's product out: the receipts, tickets and groups it is joined to are
     the product's own already. Said here, it would also steer SQLite's planner into reading
@@ -290,7 +294,7 @@ def _exposed(published_at: datetime, on: Sequence[str]) -> ColumnElement[bool]:
     version_ok: ColumnElement[bool] = EndUser.app_version.is_(None)
     if on:
         version_ok = or_(EndUser.app_version.in_(on), version_ok)
-    return and_(EndUser.last_seen_at >= published_at, version_ok)
+    return and_(EndUser.last_seen_at >= published_at, EndUser.first_seen_at < end, version_ok)
 
 
 # What is counted -----------------------------------------------------------------------------
@@ -405,21 +409,22 @@ class _Population:
     are then read off these counts, where a count per scope would read every user again
     for each of them (seconds each at a million users).
 
-    ``seen_since[version][k]``: users on ``version`` last seen at or after the k-th last
-    edge (counting from 1; 0 is everyone). ``active[k][j]``: users last seen at or after
-    the k-th last edge and first seen before the (j+1)-th first edge."""
+    ``by_version[version][k][j]``: users on ``version`` last seen at or after the k-th
+    last edge (counting from 1; 0 is everyone) and first seen before the (j+1)-th first
+    edge; ``active_grid`` the same over every version."""
 
     last_edges: list[datetime]
     first_edges: list[datetime]
-    seen_since: dict[str | None, list[int]]
+    by_version: dict[str | None, list[list[int]]]
     active_grid: list[list[int]]
 
-    def exposed(self, since: datetime, on: Sequence[str]) -> int:
-        """Users last seen at or after ``since`` on one of the versions ``on``, or on none."""
-        seen = self.last_edges.index(since) + 1
+    def exposed(self, since: datetime, end: datetime, on: Sequence[str]) -> int:
+        """Users last seen at or after ``since`` and first seen before ``end``, on one of
+        the versions ``on`` or on none."""
+        seen, new = self.last_edges.index(since) + 1, self.first_edges.index(end)
         return sum(
-            counts[seen]
-            for version, counts in self.seen_since.items()
+            grid[seen][new]
+            for version, grid in self.by_version.items()
             if version is None or version in on
         )
 
@@ -461,23 +466,27 @@ def _population(
         )
     )
     lasts, firsts = len(last_edges) + 1, len(first_edges) + 1
-    seen_since: dict[str | None, list[int]] = {}
+    by_version: dict[str | None, list[list[int]]] = {}
     grid = [[0] * firsts for _ in range(lasts)]
     for row in rows:
         version, last, first, users = typing_cast(tuple[str | None, int, int, int], tuple(row))
-        seen_since.setdefault(version, [0] * lasts)[last] += users
+        by_version.setdefault(version, [[0] * firsts for _ in range(lasts)])[last][first] += users
         grid[last][first] += users
-    # Counts at each rank become counts at or after it (last) and at or before it (first).
-    for counts in seen_since.values():
-        for k in range(lasts - 2, -1, -1):
-            counts[k] += counts[k + 1]
+    for counts in [grid, *by_version.values()]:
+        _accumulate(counts)
+    return _Population(last_edges, first_edges, by_version, grid)
+
+
+def _accumulate(grid: list[list[int]]) -> None:
+    """Counts at each pair of ranks become counts at or after the last-seen rank and at or
+    before the first-seen rank, in place."""
+    lasts, firsts = len(grid), len(grid[0])
     for k in range(lasts):
         for j in range(1, firsts):
             grid[k][j] += grid[k][j - 1]
     for k in range(lasts - 2, -1, -1):
         for j in range(firsts):
             grid[k][j] += grid[k + 1][j]
-    return _Population(last_edges, first_edges, seen_since, grid)
 
 
 def _figures(
@@ -495,11 +504,11 @@ def _figures(
     window = timedelta(days=window_days)
     end = holdback.window_end(start, window_days)
     on = including(scope.version, present)
-    exposed = _exposed(start, on)
+    exposed = _exposed(start, end, on)
     topics = list(scope.topics)
     about = tickets.topic_clause(topics)
 
-    users = population.exposed(start, on)
+    users = population.exposed(start, end, on)
     active_before = population.active(start - window, start)
     active_after = population.active(start, end)
 
@@ -661,6 +670,7 @@ def _assign(
     product_id: int,
     scope: _Scope,
     present: Sequence[str],
+    window_days: int,
     now: datetime,
     write_turn: WriteTurn,
 ) -> int:
@@ -669,7 +679,11 @@ def _assign(
     note_id, percent = scope.note_id, scope.holdback_percent
     exposed = and_(
         EndUser.product_id == product_id,
-        _exposed(scope.published_at, including(scope.version, present)),
+        _exposed(
+            scope.published_at,
+            holdback.window_end(scope.published_at, window_days),
+            including(scope.version, present),
+        ),
     )
     unassigned = ~exists().where(
         HoldbackAssignment.note_id == note_id, HoldbackAssignment.end_user_id == EndUser.id
@@ -721,7 +735,10 @@ def assign_holdbacks(
     if not notes:
         return 0
     present = app_versions(session, product_id)
-    return sum(_assign(session, product_id, note, present, now, write_turn) for note in notes)
+    window_days = product.support_window_days
+    return sum(
+        _assign(session, product_id, note, present, window_days, now, write_turn) for note in notes
+    )
 
 
 # The roll-up ---------------------------------------------------------------------------------
@@ -763,7 +780,7 @@ def refresh(
     present = app_versions(session, product_id)
     for scope in scopes:
         if scope.holdback_percent > 0:
-            _assign(session, product_id, scope, present, now, write_turn)
+            _assign(session, product_id, scope, present, window_days, now, write_turn)
     population = _population(session, product_id, scopes, timedelta(days=window_days))
     rows = [
         {

@@ -78,6 +78,10 @@ def _users(rng: random.Random, count: int) -> list[User]:
     # On the edges: seen exactly when A went out (exposed), and just before it (not).
     users.append(User("edge-at", "2.4.0", P_A - timedelta(days=3), P_A))
     users.append(User("edge-before", "2.4.0", P_A - timedelta(days=3), P_A - timedelta(seconds=1)))
+    # First seen when A's window closed (never exposed to it: not there to write in), and
+    # just before.
+    users.append(User("edge-late", "2.4.0", P_A + WINDOW, NOW))
+    users.append(User("edge-in-time", "2.4.0", P_A + WINDOW - timedelta(seconds=1), NOW))
     return users
 
 
@@ -270,7 +274,9 @@ def expected(world: World, names: list[str], version: str, topics: list[str]) ->
     start = min(world.notes[name].published_at for name in names)
     end = start + WINDOW
     exposed = {
-        u.external_id for u in world.users if u.last_seen >= start and _includes(u.version, version)
+        u.external_id
+        for u in world.users
+        if u.last_seen >= start and u.first_seen < end and _includes(u.version, version)
     }
     readers = {u for u in exposed if any((u, name) in world.receipts for name in names)}
     window = [r for r in world.tickets if start <= r.created_at < end and _about(r, topics)]
