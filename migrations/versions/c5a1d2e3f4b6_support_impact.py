@@ -2,6 +2,8 @@
 and hold-back share, who is in which hold-back group, the per-note figures the worker
 rolls up, the attribution window, and the keyed hash of an end user's signed address.
 
+Receipts are indexed by note with the reader, for counting a note's readers.
+
 Revision ID: c5a1d2e3f4b6
 Revises: 8108827485e3
 Create Date: 2026-12-01 09:11:23
@@ -112,9 +114,7 @@ def upgrade():
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_support_impact")),
-        sa.UniqueConstraint(
-            "product_id", "scope", name=op.f("uq_support_impact_product_id_scope")
-        ),
+        sa.UniqueConstraint("product_id", "scope", name=op.f("uq_support_impact_product_id_scope")),
         sqlite_autoincrement=True,
     )
     with op.batch_alter_table("support_impact", schema=None) as batch_op:
@@ -198,6 +198,14 @@ def upgrade():
             sa.Column("holdback_percent", sa.Integer(), server_default="0", nullable=False)
         )
 
+    with op.batch_alter_table("read_receipt", schema=None) as batch_op:
+        batch_op.drop_index("ix_read_receipt_note_id")
+        batch_op.create_index(
+            batch_op.f("ix_read_receipt_note_id_end_user_id"),
+            ["note_id", "end_user_id"],
+            unique=False,
+        )
+
     with op.batch_alter_table("product", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("support_window_days", sa.Integer(), server_default="14", nullable=False)
@@ -205,6 +213,10 @@ def upgrade():
 
 
 def downgrade():
+    with op.batch_alter_table("read_receipt", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_read_receipt_note_id_end_user_id"))
+        batch_op.create_index("ix_read_receipt_note_id", ["note_id"], unique=False)
+
     with op.batch_alter_table("product", schema=None) as batch_op:
         batch_op.drop_column("support_window_days")
 
