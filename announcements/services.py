@@ -325,6 +325,13 @@ def _validate_note(
     _ensure_editable(note)
     scheduling = intent is Intent.SCHEDULE
     errors = note_rules.problems(data, now=now, scheduling=scheduling, publish_at=publish_at)
+    out = note.id is not None and note.status_at(now) is NoteStatus.PUBLISHED
+    if out and data.holdback_percent != note.holdback_percent and "holdback_percent" not in errors:
+        # The groups are drawn from the share: another share would tell some of the
+        # control group, or hold back some who were told, halfway through the experiment.
+        errors["holdback_percent"] = (
+            f"The hold-back is fixed once the note is out; it stays at {note.holdback_percent} %."
+        )
     if "title" not in errors and "version" not in errors:
         version, title = data.version.strip(), data.title.strip()
         clash = _title_clash(session, note.product.id, version, title, note.id)

@@ -675,10 +675,6 @@ DEMO_CUSTOMERS = 5_000
 CUSTOMER_ID = "lumen-customer-{:04d}"
 SUPPORT_SEED = 14
 # Most customers ran Lumen 1.x before the demo's first release; a few signed up since.
-# Few, because Support impact counts a newcomer as exposed to every older note, though
-# they were not there to open tickets in its window: with a tenth of customers new,
-# readers of old notes without topics came out "opening more tickets" than non-readers
-# (the newcomers among them) on most dates the demo was loaded.
 ESTABLISHED_SHARE = 0.97
 OLD_VERSION = "1.9.2"
 # Customers who stopped using Lumen at some point; the others were seen in the last week.
@@ -870,7 +866,9 @@ def _support_settings(
     session: Session, product: Product, member: TeamMember, demos: list[DemoNote], now: datetime
 ) -> None:
     """Give notes an older demo made without them their topics and hold-back, so that the
-    history drawn next is about the notes as they are."""
+    history drawn next is about the notes as they are. The hold-back is set on the row:
+    an editor cannot change it once a note is out, but the history drawn next is one in
+    which it was there from the start."""
     for demo in demos:
         note = session.scalar(
             select(Note).where(
@@ -880,12 +878,9 @@ def _support_settings(
             )
         )
         if note is not None and (demo.support_topics or demo.holdback_percent):
-            wanted = replace(
-                NoteInput.of(note),
-                support_topics=demo.support_topics,
-                holdback_percent=demo.holdback_percent,
-            )
+            wanted = replace(NoteInput.of(note), support_topics=demo.support_topics)
             services.update_note(session, note, wanted, by=member, now=now)
+            note.holdback_percent = demo.holdback_percent
 
 
 @dataclass(frozen=True)

@@ -110,30 +110,40 @@ def test_the_editor_writes_topics_and_a_hold_back_and_shows_them_again(
     assert 'name="holdback_percent"' in page and 'value="20"' in page
     assert "Hold back this share of users as a control group" in page
     assert "attribution window (14 days after it goes out)" in page
-    assert "changes who is held back from now on" not in page  # a draft holds back nobody yet
+    assert "It is fixed once the note is out." in page
 
 
-def test_a_published_notes_hold_back_can_change_and_the_editor_says_what_that_does(
+def test_a_published_notes_hold_back_is_fixed_while_its_topics_can_change(
     client: FlaskClient, session: Session, product: Product
 ) -> None:
-    note = make_note(session, product, version="2.4.0", title="Export to CSV")
+    note = make_note(session, product, version="2.4.0", title="Export to CSV", holdback_percent=5)
     product.support_window_days = 30
     session.commit()
     page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
     assert "(30 days after it goes out)" in page
-    assert "This note is out: changing the share changes who is held back from now on." in page
+    assert "This note is out, so its hold-back is fixed." in page
+    before = audit(session)
 
+    # Another share would tell some of the control group halfway through the experiment.
     form = editor_form(client, title=note.title, body_md=note.body_md, holdback_percent="10")
+    response = client.post(f"/console/p/acme/notes/{note.id}", data=form)
+    assert response.status_code == 422
+    assert "The hold-back is fixed once the note is out; it stays at 5 %." in response.get_data(
+        as_text=True
+    )
+    assert (stored(session, note.id), audit(session)) == (([], 5), before)
+
+    form["holdback_percent"] = "5"
     form["support_topics"] = "export, billing"
     assert client.post(f"/console/p/acme/notes/{note.id}", data=form).status_code == 302
-    assert stored(session, note.id) == (["export", "billing"], 10)
+    assert stored(session, note.id) == (["export", "billing"], 5)
     assert audit(session)[-1] == (
         "note.updated",
-        "“Export to CSV” (2.4.0): Edited support topics (export, billing), hold-back (10 %)",
+        "“Export to CSV” (2.4.0): Edited support topics (export, billing)",
     )
     form["support_topics"] = ""
     assert client.post(f"/console/p/acme/notes/{note.id}", data=form).status_code == 302
-    assert stored(session, note.id) == ([], 10)
+    assert stored(session, note.id) == ([], 5)
     assert audit(session)[-1][1].endswith("Edited support topics (none)")
 
 
@@ -207,6 +217,12 @@ def test_the_api_writes_and_reads_topics_and_the_hold_back(
         "“Billing” (2.4.0): Edited hold-back (50 %)",
         "“Billing” (2.4.0): Edited support topics (none)",
     ]
+
+    out = make_note(session, product, version="2.5.0", title="Out", holdback_percent=20)
+    refused = client.patch(f"{NOTES}/{out.id}", headers=api, json={"holdback_percent": 0})
+    assert refused.status_code == 422
+    assert "fixed once the note is out" in refused.json["errors"]["holdback_percent"]
+    assert stored(session, out.id) == ([], 20)
 
 
 @pytest.mark.parametrize(
