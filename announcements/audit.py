@@ -13,9 +13,17 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 
 from announcements.errors import NotFound
-from announcements.models import ApiKey, AuditEvent, Note, Product, TeamMember, Webhook
+from announcements.models import (
+    ApiKey,
+    AuditEvent,
+    Note,
+    Product,
+    SupportConnection,
+    TeamMember,
+    Webhook,
+)
 
-Owned = TypeVar("Owned", Note, ApiKey, Webhook)
+Owned = TypeVar("Owned", Note, ApiKey, Webhook, SupportConnection)
 
 
 def record(
@@ -48,6 +56,11 @@ def owned(session: Session, model: type[Owned], product: Product, row_id: int) -
     product's included, is NotFound, so ids reveal nothing across products."""
     row = session.get(model, row_id)
     if row is None or row.product_id != product.id:
-        what = {Note: "note", ApiKey: "key", Webhook: "webhook"}[model]
+        what = {
+            Note: "note",
+            ApiKey: "key",
+            Webhook: "webhook",
+            SupportConnection: "connection",
+        }[model]
         raise NotFound(f"There is no such {what} in this product.")
     return row

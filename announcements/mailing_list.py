@@ -75,7 +75,7 @@ CSV_COLUMNS = (
 )
 
 
-def _csv_safe(value: str) -> str:
+def csv_safe(value: str) -> str:
     """Keep a spreadsheet from reading a cell as a formula (CSV injection)."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
@@ -98,7 +98,7 @@ def _csv_lines(session: Session, product: Product) -> Iterator[str]:
     def line(values: Sequence[str]) -> str:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow([_csv_safe(value) for value in values])
+        writer.writerow([csv_safe(value) for value in values])
         return buffer.getvalue()
 
     yield line(CSV_COLUMNS)

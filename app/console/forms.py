@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
     EmailField,
@@ -16,11 +17,20 @@ from wtforms import (
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.fields.core import Field
-from wtforms.validators import InputRequired, StopValidation
+from wtforms.validators import InputRequired, Length, StopValidation
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from announcements import note_rules
-from announcements.models import ApiScope, Category, NoteStatus, Role, WebhookEvent, WebhookFormat
+from announcements.models import (
+    ApiScope,
+    Category,
+    NoteStatus,
+    Role,
+    SupportDesk,
+    WebhookEvent,
+    WebhookFormat,
+)
+from announcements.ticket_import import FIELDS as TICKET_FIELDS
 
 CATEGORY_CHOICES = [
     SelectChoice(c.value, c.label if c.label == c.value else f"{c.label} ({c.value})")
@@ -231,4 +241,60 @@ class ChangePasswordForm(FlaskForm):
     )
     new_password = PasswordField(
         "New password", validators=[InputRequired("Choose a new password.")]
+    )
+
+
+class ConnectForm(FlaskForm):
+    # Any value is passed on: support_desks.connect refuses a desk it does not know, and
+    # says which it knows.
+    desk = SelectField(
+        "Help desk",
+        choices=[SelectChoice(desk.value, desk.label) for desk in SupportDesk],
+        validate_choice=False,
+    )
+
+
+class SecretForm(FlaskForm):
+    secret = StringField("Signing secret")
+
+
+# What each of Tidings' fields is, for the mapping's labels.
+FIELD_LABELS = {
+    "external_id": "Ticket id",
+    "created_at": "Created at",
+    "user_id": "Requester's user id",
+    "email": "Requester's email",
+    "app_version": "App version",
+    "tags": "Tags",
+    "subject": "Subject",
+}
+
+
+class TicketImportForm(FlaskForm):
+    """The upload. The mapping's fields are ``map_<field>``, one per Tidings field."""
+
+    file = FileField("CSV file")
+    source = StringField(
+        "Source",
+        validators=[Length(max=40)],
+        description="Read from a Zendesk or Freshdesk export; name any other desk, such as "
+        "helpscout. A ticket is stored once per source and desk ticket id.",
+    )
+    date_format = StringField(
+        "Date format",
+        validators=[Length(max=60)],
+        description="Only when times are not written as 2026-03-01 09:30:00 or ISO 8601: "
+        "strptime codes, such as %d-%m-%Y %H:%M.",
+    )
+    dry_run = BooleanField("Dry run: only report what would be stored")
+
+    def mapping(self) -> dict[str, str]:
+        return {name: (self[f"map_{name}"].data or "").strip() for name in TICKET_FIELDS}
+
+
+for _name in TICKET_FIELDS:
+    setattr(
+        TicketImportForm,
+        f"map_{_name}",
+        StringField(FIELD_LABELS[_name], validators=[Length(max=200)]),
     )

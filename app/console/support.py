@@ -25,15 +25,11 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import SelectField, StringField
-from wtforms.fields.choices import SelectChoice
 
 from announcements import reads, support_desks, support_impact, tickets
 from announcements.audit import owned
-from announcements.errors import NotFound
-from announcements.mailing_list import _csv_safe as csv_safe
+from announcements.mailing_list import csv_safe
 from announcements.models import (
     Note,
     Product,
@@ -45,6 +41,7 @@ from announcements.models import (
 from app.auth import current_member, role_required
 from app.console import bp, charts, timezones
 from app.console.common import refused
+from app.console.forms import ConnectForm, SecretForm
 from app.extensions import db
 from app.mail import jobs
 
@@ -331,20 +328,6 @@ def support_impact_csv(product: Product) -> ResponseReturnValue:
 # Connections -------------------------------------------------------------------------------
 
 
-class ConnectForm(FlaskForm):
-    # Any value is passed on: support_desks.connect refuses a desk it does not know, and
-    # says which it knows.
-    desk = SelectField(
-        "Help desk",
-        choices=[SelectChoice(desk.value, desk.label) for desk in SupportDesk],
-        validate_choice=False,
-    )
-
-
-class SecretForm(FlaskForm):
-    secret = StringField("Signing secret")
-
-
 @dataclass(frozen=True)
 class Step:
     """A set-up step: its words, and the JSON body it says to paste, laid out to copy."""
@@ -385,14 +368,6 @@ def _connections(product: Product) -> list[SupportConnection]:
             .order_by(SupportConnection.created_at, SupportConnection.id)
         )
     )
-
-
-def _connection(product: Product, connection_id: int) -> SupportConnection:
-    """The product's connection ``connection_id``; another product's is NotFound too."""
-    connection = db.session.get(SupportConnection, connection_id)
-    if connection is None or connection.product_id != product.id:
-        raise NotFound("There is no such connection in this product.")
-    return connection
 
 
 def _connections_page(
@@ -443,7 +418,7 @@ def support_connections(product: Product) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def support_secret(product: Product, connection_id: int) -> ResponseReturnValue:
     """Keep the signing secret the desk made (Zendesk, Intercom)."""
-    connection = _connection(product, connection_id)
+    connection = owned(db.session(), SupportConnection, product, connection_id)
     form = SecretForm()
     if form.validate_on_submit():
         with refused(form):
@@ -468,7 +443,7 @@ def support_secret(product: Product, connection_id: int) -> ResponseReturnValue:
 @role_required(Role.OWNER)
 def support_disconnect(product: Product, connection_id: int) -> ResponseReturnValue:
     """Remove a connection: its URL stops working; its tickets stay and keep counting."""
-    connection = _connection(product, connection_id)
+    connection = owned(db.session(), SupportConnection, product, connection_id)
     label, source = connection.desk.label, connection.source
     support_desks.disconnect(db.session(), connection, actor=current_member(), now=utcnow())
     db.session.commit()

@@ -7,10 +7,6 @@ from typing import Any
 
 from flask import abort, current_app, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_wtf import FlaskForm
-from flask_wtf.file import FileField
-from wtforms import BooleanField, StringField
-from wtforms.validators import Length
 
 from announcements import ticket_import
 from announcements.errors import ValidationFailed
@@ -19,52 +15,13 @@ from announcements.ticket_import import FIELDS
 from app.auth import current_member, role_required
 from app.console import bp
 from app.console.common import refused
+from app.console.forms import TicketImportForm
 from app.extensions import db
 
 # The file and the form fields and multipart framing around it.
 MAX_BODY = ticket_import.MAX_BYTES + 64 * 1024
 # The bad rows the page lists; the rest are counted.
 LISTED_BAD_ROWS = 100
-# What each of Tidings' fields is, for the mapping's labels.
-FIELD_LABELS = {
-    "external_id": "Ticket id",
-    "created_at": "Created at",
-    "user_id": "Requester's user id",
-    "email": "Requester's email",
-    "app_version": "App version",
-    "tags": "Tags",
-    "subject": "Subject",
-}
-
-
-class TicketImportForm(FlaskForm):
-    """The upload. The mapping's fields are ``map_<field>``, one per Tidings field."""
-
-    file = FileField("CSV file")
-    source = StringField(
-        "Source",
-        validators=[Length(max=40)],
-        description="Read from a Zendesk or Freshdesk export; name any other desk, such as "
-        "helpscout. A ticket is stored once per source and desk ticket id.",
-    )
-    date_format = StringField(
-        "Date format",
-        validators=[Length(max=60)],
-        description="Only when times are not written as 2026-03-01 09:30:00 or ISO 8601: "
-        "strptime codes, such as %d-%m-%Y %H:%M.",
-    )
-    dry_run = BooleanField("Dry run: only report what would be stored")
-
-    def mapping(self) -> dict[str, str]:
-        return {name: (self[f"map_{name}"].data or "").strip() for name in FIELDS}
-
-
-for _name in FIELDS:
-    setattr(
-        TicketImportForm,
-        f"map_{_name}",
-        StringField(FIELD_LABELS[_name], validators=[Length(max=200)]),
-    )
 
 
 @bp.url_value_preprocessor
