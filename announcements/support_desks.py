@@ -192,6 +192,12 @@ def zendesk_time(timestamp: str) -> datetime | None:
         return None
 
 
+def check_token(connection: SupportConnection, token: str) -> None:
+    """Unauthenticated unless ``token`` is the connection's, compared in constant time."""
+    if not _same(token, connection.token):
+        raise Unauthenticated("This inbound URL is not valid. Copy it again from Tidings.")
+
+
 def verify(
     connection: SupportConnection,
     token: str,
@@ -203,8 +209,7 @@ def verify(
     """Unauthenticated unless the delivery proves it comes from the connection's desk:
     the URL's token and, for the desks that sign, the body's signature. ``headers`` have
     lower-case names."""
-    if not _same(token, connection.token):
-        raise Unauthenticated("This inbound URL is not valid. Copy it again from Tidings.")
+    check_token(connection, token)
     desk = connection.desk
     if desk is SupportDesk.FRESHDESK:
         return

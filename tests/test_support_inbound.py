@@ -723,6 +723,13 @@ def test_deliveries_are_limited_per_connection_counting_only_proven_ones(
 
     wrong = [client.post(path_of(first, token="wrong"), data=body(0)).status_code for _ in range(5)]
     assert wrong == [401] * 5  # no proof, no allowance spent
+    # Nor by a body too large to read, which is answered before any signature is checked:
+    # the token is, so a stranger who knows only the connection's number spends nothing.
+    huge = b"x" * (1024 * 1024 + 1)
+    oversized = [
+        client.post(path_of(first, token="wrong"), data=huge).status_code for _ in range(4)
+    ]
+    assert oversized == [401] * 4
     answers = [client.post(path_of(first), data=body(n)).status_code for n in range(4)]
     assert answers == [201, 201, 201, 429]
     assert client.post(path_of(second), data=body(9)).status_code == 201

@@ -59,6 +59,8 @@ def deliver(connection_id: int, token: str) -> ResponseReturnValue:
     )
     if connection is None:
         raise Unauthenticated("This inbound URL is not valid. Copy it again from Tidings.")
+    # Before the size: a request without the token must not count against the limit.
+    support_desks.check_token(connection, token)
     body = _body()
     if body is None:
         return jsonify(error="A delivery is at most 1 MB."), 413
