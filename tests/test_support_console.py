@@ -338,6 +338,23 @@ def test_refresh_is_for_editors_and_asks_the_worker(app, client, auth, session, 
     assert (task.name, task.args) == ("tidings.refresh_support", (product.id,))
 
 
+def test_a_product_is_recounted_at_most_once_a_minute_and_only_editors_spend_it(
+    app_factory, session, world
+) -> None:
+    _, _, people = world
+    limited = app_factory(RATELIMIT_ENABLED=True)
+    queue = limited.extensions[jobs.JOBS_KEY].huey
+    path = "/console/p/acme/support/impact/refresh"
+    viewer, editor = limited.test_client(), limited.test_client()
+    AuthActions(viewer).login(people[Role.VIEWER].email)
+    AuthActions(editor).login(people[Role.EDITOR].email)
+    refused = [viewer.post(path, data={"csrf_token": csrf_token(viewer)}) for _ in range(3)]
+    assert [r.status_code for r in refused] == [403] * 3  # spends nothing
+    answers = [editor.post(path, data={"csrf_token": csrf_token(editor)}) for _ in range(3)]
+    assert [r.status_code for r in answers] == [302, 429, 429]
+    assert queue.pending_count() == 1
+
+
 # A note's page ---------------------------------------------------------------------------------
 
 

@@ -42,7 +42,7 @@ from app.auth import current_member, role_required
 from app.console import bp, charts, timezones
 from app.console.common import refused
 from app.console.forms import ConnectForm, SecretForm
-from app.extensions import db
+from app.extensions import db, limiter
 from app.mail import jobs
 
 
@@ -80,8 +80,16 @@ def impact_page(product: Product) -> ResponseReturnValue:
     )
 
 
+def _product_key() -> str:
+    return f"support-refresh:{(request.view_args or {}).get('slug')}"
+
+
+# A recount reads every user of the product: one a minute per product, however many
+# editors press the button, so nobody can keep the worker from sending mail. Counted
+# after the role check, so nobody else can spend the product's minute.
 @bp.post("/p/<slug>/support/impact/refresh")
 @role_required(Role.EDITOR)
+@limiter.limit("1 per minute", key_func=_product_key)
 def support_refresh(product: Product) -> ResponseReturnValue:
     """Ask the worker to count the product's figures again now, not at the next hour."""
     jobs.request_refresh(product.id)
