@@ -33,10 +33,11 @@ first twelve days of every month read both ways, so a guess would misdate ticket
 without a word. A file in such a form names it with ``date_format`` (``strptime`` codes).
 
 Every row goes through ``tickets.check_ticket``, the rule the tickets API applies, and is
-stored by ``tickets.store``, so a ticket imported and later delivered by the desk's
-webhook (or imported twice) is one row. A row that breaks a rule is reported by its line
-in the file (the header is line 1; a quoted field over several lines counts them all),
-and the other rows are imported.
+stored by ``tickets.store_many`` a batch at a time (the rule ``tickets.store`` applies to
+one ticket), so a ticket imported and later delivered by the desk's webhook (or imported
+twice) is one row. A row that breaks a rule is reported by its line in the file (the
+header is line 1; a quoted field over several lines counts them all), and the other rows
+are imported.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from sqlalchemy.orm import Session
 from announcements.audit import record
 from announcements.errors import ValidationFailed
 from announcements.models import Product, SupportConnection, SupportDesk, TeamMember
-from announcements.tickets import TicketInput, check_ticket, store
+from announcements.tickets import TicketInput, check_ticket, store_many
 
 MAX_BYTES = 50 * 1024 * 1024
 MAX_ROWS = 500_000
@@ -480,6 +481,7 @@ def import_tickets(
     done = 0
     records = file.records()
     while batch := list(islice(records, BATCH_ROWS)):
+        good: list[TicketInput] = []
         for line, row in batch:
             ticket = rows.ticket(line, row, report)
             if ticket is None:
@@ -488,9 +490,11 @@ def import_tickets(
             if first != line:
                 report.add_bad(line, f"ticket {ticket.external_id} is on line {first} too")
                 continue
-            outcome = store(
-                session, product, ticket, secret_key=secret_key, connection=connection, now=now
-            )
+            good.append(ticket)
+        outcomes = store_many(
+            session, product, good, secret_key=secret_key, connection=connection, now=now
+        )
+        for outcome in outcomes:
             setattr(report, outcome, getattr(report, outcome) + 1)
         if dry_run:
             session.rollback()

@@ -532,6 +532,46 @@ def test_each_batch_is_committed_before_progress_is_reported(session, monkeypatc
     assert report.unchanged == 5
 
 
+def test_each_batch_is_stored_in_a_few_statements_not_a_few_a_row(session) -> None:
+    """1,200 rows make three batches: each reads the stored rows and the requesters' users
+    once, inserts its new rows at once, and updates only the changed ones."""
+    product = make_product(session)
+    end_user(session, product, "u-1", "kim@example.com")
+    lines = [b"external_id,created_at,user_id,email,tags"]
+    for number in range(1, 1201):
+        requester = b"u-1," if number % 2 else b",kim@example.com"
+        lines.append(b"%d,2026-03-01 09:00,%s,export" % (number, requester))
+    lines[700] = b"1,2026-03-01 09:00,u-1,,again"  # line 701: ticket 1 again, a batch later
+    lines[900] = b"x,yesterday,u-1,,export"  # line 901: a bad row
+    data = b"\n".join(lines) + b"\n"
+    ran: list[str] = []
+
+    def note(_connection, _cursor, statement, *_args) -> None:
+        table = re.search(r"\b(?:FROM|INTO|UPDATE) (ticket|end_user)\b", statement)
+        if table:
+            ran.append(f"{statement.split(None, 1)[0]} {table[1]}")
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        report = run(session, product, data, source="script")
+        new = list(ran)
+        ran.clear()
+        again = run(
+            session, product, data.replace(b",export\n", b",billing\n", 10), source="script"
+        )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    assert (report.created, report.updated, report.unchanged, report.bad_rows) == (1198, 0, 0, 2)
+    assert dict(report.bad)[701] == "ticket 1 is on line 2 too"
+    assert dict(report.bad)[901].startswith("created_at: “yesterday” is not a time")
+    # Per batch: the stored rows, the users by id and by address, the new rows.
+    batch = ["SELECT ticket", "SELECT end_user", "SELECT end_user", "INSERT ticket"]
+    assert new == batch * 3
+    assert (again.created, again.updated, again.unchanged) == (0, 10, 1188)
+    assert ran == ["SELECT ticket", "UPDATE ticket", "SELECT ticket", "SELECT ticket"]
+    assert {t[6] for t in stored(session, product)} == {session.scalar(select(EndUser.id))}
+
+
 # The CLI --------------------------------------------------------------------------------
 
 

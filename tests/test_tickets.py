@@ -10,7 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from announcements import tickets
 from announcements.errors import ValidationFailed
@@ -351,3 +351,290 @@ def test_a_ticket_stored_by_another_delivery_midway_turns_this_one_into_an_updat
     [row] = rows(session)
     assert (row.tags, row.requester_external_id) == (["new"], "u-1")
     assert row.created_at == datetime(2026, 2, 27, 10, 12, 7, tzinfo=UTC)
+
+
+# Storing in bulk ---------------------------------------------------------------------
+
+
+def store_many(session, product, batch, now=NOW) -> list[str]:
+    statuses = tickets.store_many(session, product, batch, secret_key=SECRET, now=now)
+    session.commit()
+    return statuses
+
+
+def saved(session, product) -> list[tuple]:
+    """Each of the product's tickets as stored, read afresh, its user by their external id."""
+    session.expire_all()
+    query = (
+        select(Ticket)
+        .where(Ticket.product_id == product.id)
+        .order_by(Ticket.source, Ticket.external_id)
+    )
+    return [
+        (
+            t.source,
+            t.external_id,
+            t.created_at,
+            t.received_at,
+            t.updated_at,
+            t.end_user.external_id if t.end_user else None,
+            t.requester_external_id,
+            t.requester_key,
+            t.app_version,
+            t.tags,
+            t.tag_text,
+            t.subject,
+            t.subject_key,
+        )
+        for t in session.scalars(query)
+    ]
+
+
+@pytest.fixture
+def statements(session):
+    """The SQL statements the test's engine runs, as a list that fills as they run."""
+    ran: list[str] = []
+
+    def count(_connection, _cursor, statement, *_args) -> None:
+        ran.append(statement.split(None, 1)[0].upper())
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", count)
+    yield ran
+    event.remove(engine, "before_cursor_execute", count)
+
+
+def deliveries() -> tuple[list[tickets.TicketInput], list[tickets.TicketInput]]:
+    """Tickets stored first, then a batch of new, changed, unchanged and repeated ones."""
+    first = [
+        ticket(external_id="1", tags=["export"]),
+        ticket(external_id="2", tags=["export"], app_version="2.0"),
+        ticket(external_id="3", user_id="u-3", subject="Login"),
+    ]
+    batch = [
+        ticket(external_id="1", tags=["export"]),  # unchanged
+        ticket(external_id="2", tags=["export", "billing"]),  # changed; keeps its version
+        ticket(external_id="10", tags=["sync"]),  # new
+        ticket(external_id="10", tags=["sync", "login"]),  # new, then changed in the batch
+        ticket(external_id="11", user_id=None, email="kim@example.com"),  # new
+        ticket(external_id="11", user_id=None, email="KIM@example.com"),  # and the same again
+        tickets.check_ticket(  # a partial delivery keeps the requester: unchanged
+            {"source": "zendesk", "external_id": "3", "created_at": "2026-02-27T10:12:07Z"},
+            now=NOW,
+            require_requester=False,
+        ),
+        ticket(external_id="3", user_id="u-30", subject="Login"),  # a new requester
+        ticket(external_id="10", source="intercom"),  # the same id from another source
+    ]
+    return first, batch
+
+
+def test_a_batch_stores_what_storing_each_ticket_in_turn_would(session, statements) -> None:
+    first, batch = deliveries()
+    one_by_one, together = make_product(session), make_product(session)
+    session.add_all(
+        [
+            EndUser(product_id=product.id, external_id=user)
+            for product in (one_by_one, together)
+            for user in ("u-1", "u-30")
+        ]
+    )
+    session.commit()
+    for product in (one_by_one, together):
+        assert store_many(session, product, first) == ["created"] * 3
+    later = NOW + timedelta(hours=1)
+    each = [store(session, one_by_one, data, now=later) for data in batch]
+    session.refresh(together)  # not to count its reload after the last commit
+    statements.clear()
+    assert store_many(session, together, batch, now=later) == each
+    assert each == [
+        "unchanged",
+        "updated",
+        "created",
+        "updated",
+        "created",
+        "unchanged",
+        "unchanged",
+        "updated",
+        "created",
+    ]
+    # The stored rows, the users by id and by address, the new rows, and the changed ones:
+    # those whose requester changed, and the others.
+    assert statements == ["SELECT", "SELECT", "SELECT", "INSERT", "UPDATE", "UPDATE"]
+    assert saved(session, together) == saved(session, one_by_one)
+    by_name = {row[:2]: row for row in saved(session, together)}
+    assert by_name[("zendesk", "1")][3:5] == (NOW, NOW)  # unchanged: not written
+    assert by_name[("zendesk", "2")][3:5] == (NOW, later)
+    assert by_name[("zendesk", "2")][8:10] == ("2.0", ["export", "billing"])
+    assert by_name[("zendesk", "10")][3:5] == (later, later)
+    assert by_name[("zendesk", "10")][9] == ["sync", "login"]
+    assert by_name[("zendesk", "3")][5:7] == ("u-30", "u-30")  # matched again
+    assert by_name[("zendesk", "2")][5] == "u-1"
+
+
+def test_storing_a_batch_again_only_reads_it(session, statements) -> None:
+    product = make_product(session)
+    batch = [ticket(external_id=str(n), user_id=f"u-{n % 7}") for n in range(300)]
+    assert store_many(session, product, batch) == ["created"] * 300
+    session.refresh(product)
+    statements.clear()
+    assert store_many(session, product, batch) == ["unchanged"] * 300
+    assert statements == ["SELECT"]
+    assert tickets.store_many(session, product, [], secret_key=SECRET, now=NOW) == []
+
+
+def test_a_batch_larger_than_a_round_is_stored_a_round_at_a_time(session, monkeypatch) -> None:
+    monkeypatch.setattr(tickets, "STORE_ROUND", 2)
+    product = make_product(session)
+    batch = [
+        ticket(external_id="1"),
+        ticket(external_id="2"),
+        ticket(external_id="1", tags=["a"]),  # in the next round: sees the first's row
+        ticket(external_id="1", tags=["a"]),
+        ticket(external_id="3"),
+    ]
+    assert store_many(session, product, batch) == [
+        "created",
+        "created",
+        "updated",
+        "unchanged",
+        "created",
+    ]
+    assert [r.tags for r in rows(session)] == [["a"], [], []]
+
+
+def test_a_batch_matches_requesters_by_id_then_by_keyed_address(session) -> None:
+    product, other = make_product(session), make_product(session)
+    jane_key = tickets.email_key(SECRET, "jane@example.com")
+    by_id = EndUser(product_id=product.id, external_id="u-1")
+    by_mail = EndUser(product_id=product.id, external_id="u-2", email_key=jane_key)
+    same_mail = EndUser(product_id=product.id, external_id="u-3", email_key=jane_key)
+    elsewhere = EndUser(product_id=other.id, external_id="u-9")
+    elsewhere_mail = EndUser(
+        product_id=other.id,
+        external_id="u-8",
+        email_key=tickets.email_key(SECRET, "else@example.com"),
+    )
+    session.add_all([by_id, by_mail, same_mail, elsewhere, elsewhere_mail])
+    session.commit()
+    batch = [
+        ticket(external_id="1", user_id="u-1", email="jane@example.com"),  # the id wins
+        ticket(external_id="2", user_id="nobody", email="JANE@example.com"),
+        ticket(external_id="3", user_id=None, email="jane@example.com"),
+        ticket(external_id="4", user_id="u-9"),  # another product's user
+        ticket(external_id="5", user_id=None, email="else@example.com"),  # and address
+        ticket(external_id="6", user_id="u-2"),
+    ]
+    assert store_many(session, product, batch) == ["created"] * 6
+    first_by_mail = min(by_mail.id, same_mail.id)
+    assert [r.end_user_id for r in rows(session)] == [
+        by_id.id,
+        first_by_mail,
+        first_by_mail,
+        None,
+        None,
+        by_mail.id,
+    ]
+    # Later deliveries: a new requester is matched again; one without keeps the match.
+    again = [
+        ticket(external_id="1", user_id="u-2"),
+        tickets.check_ticket(
+            {"source": "zendesk", "external_id": "2", "created_at": "2026-02-27T10:12:07Z"},
+            now=NOW,
+            require_requester=False,
+        ),
+        ticket(external_id="4", user_id=None, email="jane@example.com"),
+    ]
+    assert store_many(session, product, again) == ["updated", "unchanged", "updated"]
+    assert [r.end_user_id for r in rows(session)][:4] == [
+        by_mail.id,
+        first_by_mail,
+        first_by_mail,
+        first_by_mail,
+    ]
+
+
+def test_tickets_stored_by_another_delivery_midway_turn_those_of_the_batch_into_updates(
+    session, monkeypatch
+) -> None:
+    """The race the batch's insert must survive: between its look-up of stored rows and
+    its insert, another connection stores two of its tickets and commits."""
+    product = make_product(session)
+    user = EndUser(product_id=product.id, external_id="u-1")
+    session.add(user)
+    session.commit()
+    matching = tickets._matching_user
+    raced = []
+
+    def other_delivery_first(*args, **kwargs):
+        if not raced:
+            raced.append(True)
+            with db.engine.connect() as other:
+                other.execute(
+                    Ticket.__table__.insert(),
+                    [
+                        {
+                            "product_id": product.id,
+                            "source": "zendesk",
+                            "external_id": external_id,
+                            "created_at": NOW - timedelta(days=3),
+                            "received_at": NOW - timedelta(hours=1),
+                            "updated_at": NOW - timedelta(hours=1),
+                            "tags": ["old"],
+                            "tag_text": "|old|",
+                            "subject_key": "",
+                        }
+                        for external_id in ("2", "3")
+                    ],
+                )
+                other.commit()
+        return matching(*args, **kwargs)
+
+    monkeypatch.setattr(tickets, "_matching_user", other_delivery_first)
+    batch = [
+        ticket(external_id="1", tags=["new"]),
+        ticket(external_id="2", tags=["new"]),
+        ticket(external_id="3", tags=["new"]),
+        ticket(external_id="3", tags=["new", "more"]),
+    ]
+    assert store_many(session, product, batch) == ["created", "updated", "updated", "updated"]
+    assert raced
+    assert sorted((r.external_id, r.tags, r.end_user_id) for r in rows(session)) == [
+        ("1", ["new"], user.id),
+        ("2", ["new"], user.id),
+        ("3", ["new", "more"], user.id),
+    ]
+    [received] = {r.received_at for r in rows(session) if r.external_id != "1"}
+    assert received == NOW - timedelta(hours=1)  # still the other delivery's row
+    assert {r.created_at for r in rows(session)} == {datetime(2026, 2, 27, 10, 12, 7, tzinfo=UTC)}
+
+
+def test_concurrent_batches_of_the_same_tickets_make_one_row_each(app, session) -> None:
+    product = make_product(session)
+    product_id = product.id
+    barrier = threading.Barrier(4)
+    statuses: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def deliver(number: int) -> None:
+        with app.app_context():
+            try:
+                own = db.session
+                mine = own.get(type(product), product_id)
+                order = range(40) if number % 2 else reversed(range(40))
+                batch = [ticket(external_id=str(n), tags=[f"t{number}"]) for n in order]
+                barrier.wait()
+                statuses.append(store_many(own, mine, batch))
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(batch.count("created") for batch in statuses) == 40
+    assert session.scalar(select(func.count()).select_from(Ticket)) == 40
