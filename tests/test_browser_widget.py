@@ -228,11 +228,15 @@ def test_an_address_the_host_did_not_sign_is_sent_a_confirmation_link(
 def test_a_signed_address_reaches_the_server_only_as_its_keyed_hash(
     page, live_app, live_server, host_site
 ) -> None:
-    """The widget sends the host's signed address with its first notes request, so the
-    user's help-desk tickets can find them; an unsigned one it keeps to itself."""
+    """The widget posts the host's signed address once per browser session, so the user's
+    help-desk tickets can find them, and never puts it in a URL, where access logs and
+    proxies would keep it; an unsigned one it keeps to itself."""
     signed_user, unsigned_user = (f"{kind}-{uuid.uuid4().hex[:6]}" for kind in "su")
+    requests: list[tuple[str, str]] = []
+    page.on("request", lambda request: requests.append((request.method, request.url)))
     with live_app.app_context():
         secret = db.session.scalar(select(Product.identity_secret).where(Product.slug == "lumen"))
+    pages = {}
     for user_id, sign in ((signed_user, True), (unsigned_user, False)):
         settings = widget_settings(live_app, "lumen", user_id)
         settings["user"]["email"] = f"{user_id}@example.com"
@@ -241,9 +245,30 @@ def test_a_signed_address_reaches_the_server_only_as_its_keyed_hash(
             settings["user"]["email_hash"] = hmac.new(
                 secret.encode(), message, hashlib.sha256
             ).hexdigest()
-        with page.expect_response(lambda r: "/notes?" in r.url) as answered:
-            page.goto(host_page(host_site, live_server, settings))
-        assert answered.value.status == 200
+        pages[user_id] = host_page(host_site, live_server, settings)
+
+    with page.expect_response(lambda r: r.url.endswith("/identity")) as posted:
+        page.goto(pages[signed_user])
+    assert posted.value.status == 204
+    assert posted.value.request.method == "POST"
+    assert posted.value.request.post_data_json["email"] == f"{signed_user}@example.com"
+    # A later page view in the same browser session sends nothing: its notes, and a refresh
+    # after them (whose request follows any POST the first load made), bring no other POST.
+    with page.expect_response(lambda r: "/notes?" in r.url) as answered:
+        page.reload()
+    assert answered.value.status == 200
+    with page.expect_response(lambda r: "/notes?" in r.url):
+        page.evaluate("() => Tidings.refresh()")
+    with page.expect_response(lambda r: "/notes?" in r.url) as answered:
+        page.goto(pages[unsigned_user])
+    assert answered.value.status == 200
+    with page.expect_response(lambda r: "/notes?" in r.url):
+        page.evaluate("() => Tidings.refresh()")
+
+    identity = f"{live_server}/api/v1/widget/{settings['product']}/identity"
+    assert [sent for sent in requests if sent[1].endswith("/identity")] == [("POST", identity)]
+    assert [url for _, url in requests if "/notes?" in url], "the notes requests were seen"
+    assert not [url for _, url in requests if "example.com" in url.lower()]
     with live_app.app_context():
         keys = dict(
             db.session.execute(

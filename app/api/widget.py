@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from flask import Response, current_app, g, request, send_from_directory
@@ -179,8 +178,7 @@ def _limit() -> int:
 
 @bp.get("/widget/<widget_key>/notes", provide_automatic_options=False)
 def widget_notes(widget_key: str) -> ResponseReturnValue:
-    """What is new for one end user: a page of notes, newest first, and the unread count;
-    and, from an address the host signed, the key their help-desk tickets are matched by."""
+    """What is new for one end user: a page of notes, newest first, and the unread count."""
     user_id = _user_id(request.args.get("user_id"))
     sighting, app_version = _sighting(user_id or "")
     limit, after = _limit(), inbox.parse_cursor(request.args.get("cursor"))
@@ -188,9 +186,6 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
     with _widget_connection() as connection:
         catalogue, state = _load(connection, widget_key, user_id)
         _check_identity(catalogue, user_id, request.args.get("user_hash"))
-        email_key = _signed_email_key(catalogue, user_id, request.args)
-        if email_key is not None:
-            sighting = replace(sighting, email_key=email_key)
         if user_id is not None and reads.needs_writing(sighting, state, now):
             with writing(connection):
                 state = reads.see(connection, catalogue.product_id, sighting, state, now)
@@ -307,31 +302,65 @@ def _address(catalogue: Catalogue, user_id: str, given: Mapping[str, Any]) -> tu
     return address, True
 
 
-def _signed_email_key(
-    catalogue: Catalogue, user_id: str | None, given: Mapping[str, Any]
-) -> str | None:
-    """The keyed hash of the address the host signed for this user (``email`` and
-    ``email_hash``), by which their help-desk tickets find them; never the address.
+def _signed_email_key(catalogue: Catalogue, address: str, signature: str) -> str | None:
+    """The keyed hash of an address the host signed for a user (checked by :func:`_address`),
+    by which their help-desk tickets find them; never the address.
 
-    None when no address came, or came unsigned, or the product does not verify identity,
-    where anyone may claim any user id. A wrong email_hash is refused like a wrong
-    user_hash; a signed text that is no address has no key, and the widget works on.
+    None on a product that does not verify identity (see :func:`widget_identity`), and for
+    signed text that is no address.
     """
-    if user_id is None or not catalogue.require_identity or not given.get("email"):
-        return None
-    address, signed = _address(catalogue, user_id, given)
-    if not signed:
+    if not catalogue.require_identity:
         return None
     # Remembered by the signature, which vouches for this one address and does not reveal
-    # it: checking an address takes 50 µs, a twelfth of a page view, and a host sends the
-    # same one on every page view.
-    keys: dict[str, str | None] = current_app.extensions.setdefault(EMAIL_KEYS_KEY, {})
-    signature = given["email_hash"]
-    if signature not in keys:
-        if len(keys) >= MAX_EMAIL_KEYS:
-            keys.clear()
-        keys[signature] = tickets.email_key(current_app.config["SECRET_KEY"], address)
-    return keys[signature]
+    # it: checking an address takes 50 µs, a twelfth of a page view, and the widget sends
+    # the same one again from every tab a user opens. Looked up and stored once each, never read
+    # back, so another thread clearing the dict in between costs a recomputation, not a
+    # KeyError.
+    keys: dict[str, str] = current_app.extensions.setdefault(EMAIL_KEYS_KEY, {})
+    key = keys.get(signature)
+    if key is None:
+        key = tickets.email_key(current_app.config["SECRET_KEY"], address)
+        if key is not None:
+            if len(keys) >= MAX_EMAIL_KEYS:
+                keys.clear()
+            keys[signature] = key
+    return key
+
+
+@bp.post("/widget/<widget_key>/identity", provide_automatic_options=False)
+def widget_identity(widget_key: str) -> ResponseReturnValue:
+    """Keep the keyed hash of the address the host signed for an end user, so that their
+    help-desk tickets find them; Tidings never stores the address.
+
+    The address comes here in a POST body, once per browser session, so that it never
+    shows up in a URL, where access logs and proxies would record it. Sending the same
+    address again writes nothing.
+
+    A product that does not verify identity answers 204 and stores nothing: there anyone
+    may send any user id, so a key kept for an id would count the person's help-desk
+    tickets towards whoever claimed that id. The widget has nothing to do differently, so
+    it is not told. Like reads, this sends no mail and writes at most one row, so it is not
+    rate-limited.
+    """
+    body = _json_body()
+    now = utcnow()
+    with _widget_connection() as connection:
+        catalogue, state, user_id = _identified(connection, widget_key, body)
+        address, signed = _address(catalogue, user_id, body)
+        if not signed:
+            raise ValidationFailed(
+                {"email_hash": "Sign the address with an email_hash computed on your server."}
+            )
+        if not catalogue.require_identity:
+            return Response(status=204)
+        key = _signed_email_key(catalogue, address, body["email_hash"])
+        if key is None:
+            raise ValidationFailed({"email": "This is not an email address."})
+        sighting = reads.Sighting(user_id, email_key=key)
+        if reads.needs_writing(sighting, state, now):
+            with writing(connection):
+                reads.see(connection, catalogue.product_id, sighting, state, now)
+    return Response(status=204)
 
 
 @bp.get("/widget/<widget_key>/subscription", provide_automatic_options=False)
@@ -374,7 +403,7 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
         end_user_id = None
         if signed:
             with writing(connection):
-                key = _signed_email_key(catalogue, user_id, body)
+                key = _signed_email_key(catalogue, address, body["email_hash"])
                 sighting = reads.Sighting(user_id, email_key=key)
                 end_user_id = reads.see(connection, catalogue.product_id, sighting, state, now).id
     product = db.session.get_one(Product, catalogue.product_id)
@@ -393,7 +422,7 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
 
 
 @bp.route(
-    "/widget/<widget_key>/<any(notes, reads, reactions, subscription):_resource>",
+    "/widget/<widget_key>/<any(notes, reads, reactions, subscription, identity):_resource>",
     methods=["OPTIONS"],
 )
 def widget_preflight(widget_key: str, _resource: str) -> ResponseReturnValue:

@@ -68,7 +68,7 @@
   var BELL = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6 8a6 6 0 1 1 12 0c0 7 3 9 3 9H3s3-2 3-9"/><path d="M10.3 21a1.9 1.9 0 0 0 3.4 0"/></svg>';
 
   var config = null;
-  var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null, mail: null };
+  var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null, mail: null, addressSent: false };
   var ui = {};
 
   function warn(error) {
@@ -121,9 +121,6 @@
     var user = config.user || {};
     var query = new URLSearchParams({ limit: String(PAGE) });
     if (user.id) { query.set("user_id", String(user.id)); query.set("user_hash", user.hash || ""); }
-    /* A signed address lets the user's help-desk tickets find them; Tidings keeps a keyed
-       hash of it, never the address. */
-    if (user.id && user.email && user.email_hash) { query.set("email", String(user.email)); query.set("email_hash", user.email_hash); }
     if (user.version) query.set("version", user.version);
     if (user.locale) query.set("locale", user.locale);
     Object.keys(user.attributes || {}).forEach(function (name) {
@@ -160,7 +157,35 @@
       setUnread(data.unread_count);
       render();
       if (!cursor) popImportant();
+      sendAddress();
     }));
+  }
+
+  /* A signed address lets the user's help-desk tickets find them; Tidings keeps a keyed
+     hash of it, never the address. It goes in a POST body, never in a URL (where access
+     logs and proxies would keep it), and once per browser session: sessionStorage
+     remembers it was sent, so later page views send nothing. */
+  function identityKey() {
+    return "tidings:" + config.product + ":identity:" + config.user.id + ":" + config.user.email_hash;
+  }
+
+  function sendAddress() {
+    var user = config.user || {};
+    if (state.addressSent || anonymous() || !user.email || !user.email_hash) return;
+    state.addressSent = true;
+    try {
+      if (sessionStorage.getItem(identityKey())) return;
+      sessionStorage.setItem(identityKey(), "1");
+    } catch (error) {
+      /* Storage refused (a sandboxed frame, say): this page view sends it once. */
+    }
+    var body = identity();
+    body.email = String(user.email);
+    body.email_hash = user.email_hash;
+    request(api("/identity"), body).catch(function (error) {
+      try { sessionStorage.removeItem(identityKey()); } catch (ignored) { /* nothing to undo */ }
+      warn(error);
+    });
   }
 
   function applyLocalReads(data) {
