@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lxml.html
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -122,6 +123,8 @@ def test_a_published_notes_hold_back_is_fixed_while_its_topics_can_change(
     page = client.get(f"/console/p/acme/notes/{note.id}").get_data(as_text=True)
     assert "(30 days after it goes out)" in page
     assert "This note is out, so its hold-back is fixed." in page
+    [holdback] = lxml.html.fromstring(page).xpath('//input[@name="holdback_percent"]')
+    assert holdback.get("readonly") is not None and holdback.get("value") == "5"
     before = audit(session)
 
     # Another share would tell some of the control group halfway through the experiment.

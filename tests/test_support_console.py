@@ -130,10 +130,14 @@ def world(session):
     people[Role.OWNER] = owner
     export = make_note(session, product, version="2.4.0", title="Export to CSV")
     export.holdback_percent = 20
+    faster = make_note(session, product, version="2.4.0", title="Faster start")
     older = make_note(session, product, version="2.3.0", title="Dark mode")
     session.commit()
     add_rollup(session, product, release_figures("2.4.0"))
     add_rollup(session, product, note_figures(export.id, "2.4.0", "Export to CSV"))
+    add_rollup(
+        session, product, note_figures(faster.id, "2.4.0", "Faster start", topics=[], holdback=None)
+    )
     add_rollup(
         session,
         product,
@@ -155,7 +159,7 @@ def world(session):
         computed_at=COMPUTED - timedelta(minutes=30),
     )
     make_product(session, owner=make_member(session), slug="elsewhere")
-    return product, {"export": export, "older": older}, people
+    return product, {"export": export, "faster": faster, "older": older}, people
 
 
 def page(client, path: str):
@@ -194,7 +198,7 @@ def test_impact_shows_each_release_newest_first_with_its_notes_figures(
     releases = find(tree, "section", "impact-release")
     assert [text(find(r, "h2")[0]) for r in releases] == ["2.4.0", "2.3.0"]
     newest = releases[0]
-    summary, note = find(newest, "tbody")
+    summary, note, _ = find(newest, "tbody")
     cells = [text(td) for td in find(find(summary, "tr")[0], "td")]
     assert cells[:3] == ["6,000", "2,500", "3,500"]
     row = find(note, "tr")[0]
@@ -222,9 +226,12 @@ def test_impact_shows_each_release_newest_first_with_its_notes_figures(
     # The release's own verdict found nothing: said plainly, not as a finding.
     assert text(find(summary, "p", "verdict")[0]) == "Not enough data yet."
     assert not find(summary, "p", "found")
+    # A release of one note is its note's row alone: a row of its own would repeat it.
     older = releases[1]
+    [only] = find(older, "tbody")
+    assert "Dark mode" in text(only) and "All of" not in text(older)
     assert "every ticket (no topics set)" in text(older)
-    assert "no users" in text(find(older, "tbody")[1])
+    assert "no users" in text(only)
 
 
 def test_impact_says_how_fresh_the_figures_are(client, auth, world) -> None:
@@ -476,6 +483,7 @@ def test_the_csv_holds_every_release_and_note_with_a_header(client, auth, world)
     assert [(r["scope"], r["title"]) for r in rows] == [
         ("release:2.4.0", "Release 2.4.0"),
         (f"note:{notes['export'].id}", "Export to CSV"),
+        (f"note:{notes['faster'].id}", "Faster start"),
         ("release:2.3.0", "Release 2.3.0"),
         (f"note:{notes['older'].id}", "Dark mode"),
     ]
@@ -496,7 +504,7 @@ def test_the_csv_holds_every_release_and_note_with_a_header(client, auth, world)
     assert rows[0]["holdback_percent"] == "" and rows[0]["note_id"] == ""
     # A figure below zero stays a number.
     assert rows[0]["difference_low"] == "-20.0"
-    assert rows[3]["rate_non_readers_per_1000"] == ""
+    assert rows[4]["rate_non_readers_per_1000"] == ""
 
 
 def test_text_in_the_csv_is_never_read_as_a_formula(client, auth, session, world) -> None:

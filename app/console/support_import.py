@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import abort, current_app, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_login import current_user
 
 from announcements import ticket_import
 from announcements.errors import ValidationFailed
@@ -28,8 +29,11 @@ LISTED_BAD_ROWS = 100
 def _room_for_a_csv(endpoint: str | None, values: dict[str, Any] | None) -> None:
     """Let an upload past MAX_CONTENT_LENGTH (2 MB) up to the import's limit, and refuse a
     larger one by its Content-Length with a page that says why. Flask runs this before
-    the CSRF check, which reads the body: in the view it would be too late."""
+    the CSRF check, which reads the body: in the view it would be too late. Only for a
+    signed-in member: nobody else gets a server to read 50 MB (the view checks the role)."""
     if endpoint != "console.support_import" or request.method != "POST":
+        return
+    if not current_user.is_authenticated:
         return
     request.max_content_length = MAX_BODY
     if (request.content_length or 0) > MAX_BODY:
