@@ -5,7 +5,9 @@ The file is read as UTF-8 (with or without a byte-order mark), as UTF-16 when it
 with one (Excel's "Unicode text"), or, when it is not UTF-8, as Windows-1252, which is
 what Excel on Windows saves. Its delimiter, a comma, a semicolon (Excel where the decimal
 mark is a comma) or a tab, is told from the header line. A file holds at most
-``MAX_BYTES`` and ``MAX_ROWS`` tickets; a larger one is split first.
+``MAX_BYTES`` and ``MAX_ROWS`` tickets; a larger one is split first. Its header line has
+at most ``MAX_COLUMNS`` columns named in at most ``MAX_HEADER`` characters each: a first
+line past them is refused as not a header line.
 
 Which column holds what comes from a mapping of Tidings' fields (``FIELDS``) to the
 file's headers, or, without one, from the headers of a known export:
@@ -73,9 +75,24 @@ KEPT_BAD_ROWS = 1000
 # Tidings' fields, in the order the console and the CLI's help list them.
 FIELDS = ("external_id", "created_at", "user_id", "email", "app_version", "tags", "subject")
 REQUIRED = ("external_id", "created_at")
+# The header line's bounds. Zendesk's export has 41 columns (more with custom fields) and
+# no header over 60 characters; past these the first line is not a header line but data,
+# or a file made to be slow to read, and the whole file is refused.
+MAX_COLUMNS = 1000
+MAX_HEADER = 200  # characters, as many as the console's mapping fields take
+# The first line's length past which it cannot be MAX_COLUMNS headers of MAX_HEADER
+# characters, even each quoted with its quotes doubled. A longer one is refused unsplit:
+# a 50 MB line of commas is 50 million empty cells.
+MAX_HEADER_LINE = MAX_COLUMNS * (2 * MAX_HEADER + 3)
 # A desk's custom field for the app version, its header folded and any "[type]" cut off.
 _APP_VERSION_HEADERS = ("app version", "application version")
-_TYPE_SUFFIX = re.compile(r"\s*\[[^\]]*\]$")
+# No bracket between the brackets: with [^\]]* the match tried from each "[" of a header
+# of brackets ran to its end, time quadratic in its length (21.7 s for a 252 KB header).
+_TYPE_SUFFIX = re.compile(r"\s*\[[^\[\]]*\]$")
+# The first line that is not blank, from its first character that is not a space: found
+# where it is, as text.splitlines() made every line of a 50 MB file (1.2 GB more memory)
+# to find it.
+_FIRST_LINE = re.compile(r"\S[^\r\n]*")
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
@@ -213,15 +230,41 @@ def read_csv(data: bytes) -> CsvFile:
     text, encoding = _decode(data)
     if "\x00" in text:
         raise ValidationFailed({"file": "The file is not a text file; export the tickets as CSV."})
-    if not text.strip():
+    found = _FIRST_LINE.search(text)
+    if found is None:
         raise ValidationFailed({"file": "The file is empty."})
-    first_line = next(line for line in text.splitlines() if line.strip())
+    first_line = found[0]
+    if len(first_line) > MAX_HEADER_LINE:
+        raise ValidationFailed({"file": _not_a_header(f"over {MAX_HEADER_LINE:,} characters")})
     # The delimiter that splits the header line into the most columns; a comma on a tie.
-    delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([first_line], delimiter=d))))
+    delimiter = max(DELIMITERS, key=lambda d: _width(first_line, d))
     _, header = next(_records(text, delimiter))
     if isinstance(header, str):
-        raise ValidationFailed({"file": f"The header line is {header}."})
-    return CsvFile(text, encoding, delimiter, [cell.strip() for cell in header])
+        raise ValidationFailed({"file": f"The header line cannot be read: {header}."})
+    headers = [cell.strip() for cell in header]
+    if len(headers) > MAX_COLUMNS:
+        raise ValidationFailed({"file": _not_a_header(f"{len(headers):,} columns")})
+    for at, name in enumerate(headers, start=1):
+        if len(name) > MAX_HEADER:
+            found_here = f"a header of {len(name):,} characters in column {at} (“{name[:30]}…”)"
+            raise ValidationFailed({"file": _not_a_header(found_here)})
+    return CsvFile(text, encoding, delimiter, headers)
+
+
+def _width(line: str, delimiter: str) -> int:
+    """The columns the header line splits into with this delimiter; 0 when that leaves a
+    field past the csv module's limit (a long line without this delimiter)."""
+    try:
+        return len(next(csv.reader([line], delimiter=delimiter)))
+    except csv.Error:
+        return 0
+
+
+def _not_a_header(found: str) -> str:
+    return (
+        f"The first line is not a header line: it has {found}, where a header line has at "
+        f"most {MAX_COLUMNS:,} columns of at most {MAX_HEADER} characters each."
+    )
 
 
 def _decode(data: bytes) -> tuple[str, str]:
@@ -345,6 +388,13 @@ def check_date_format(date_format: str) -> None:
         back = datetime.strptime(sample.strftime(date_format), date_format)
     except ValueError:
         back = None
+    except re.error:  # strptime's pattern names a group per code, so a code given twice
+        raise ValidationFailed(
+            {
+                "date_format": f"“{date_format}” gives a code twice; give each once, such as "
+                "%d-%m-%Y %H:%M:%S."
+            }
+        ) from None
     if back is None or back.date() != sample.date():
         raise ValidationFailed(
             {
@@ -356,7 +406,7 @@ def check_date_format(date_format: str) -> None:
 
 def parse_time(text: str, date_format: str | None = None) -> datetime:
     """A file's time, in UTC; one without an offset is taken as UTC. ValueError saying
-    why it cannot be read."""
+    why it cannot be read. ``date_format`` is one that ``check_date_format`` passed."""
     if date_format:
         try:
             parsed = datetime.strptime(text, date_format)
@@ -385,7 +435,10 @@ def parse_time(text: str, date_format: str | None = None) -> datetime:
             raise ValueError(f"“{text}” is not a date") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in the year 0 in UTC
+        raise ValueError(f"“{text}” is before the year 1 or after 9999 in UTC") from None
 
 
 def _offset(text: str | None) -> timezone | None:
