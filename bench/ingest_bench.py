@@ -24,40 +24,31 @@ import http.client
 import json
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
+
 from announcements import accounts, services, support_desks  # noqa: E402
-from announcements.models import Base, SupportConnection, SupportDesk, Ticket  # noqa: E402
+from announcements.models import SupportConnection, SupportDesk, Ticket  # noqa: E402
 from announcements.services import ProductSettings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def seed(url: str) -> SupportConnection:
     """An empty schema, a product and its Help Scout connection."""
-    engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
+    engine = common.empty_schema(url)
     with Session(engine, expire_on_commit=False) as session:
         owner = accounts.create_member(session, "bench@example.com", secrets.token_hex(8))
         now = datetime.now(UTC)
@@ -76,48 +67,6 @@ def stored(url: str) -> int:
         found = connection.scalar(select(func.count()).select_from(Ticket))
     engine.dispose()
     return int(found or 0)
-
-
-def serve(url: str, port: int, workers: int, threads: int) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "TIDINGS_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(16),
-        "BASE_URL": f"http://127.0.0.1:{port}",
-    }
-    server = subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--worker-class",
-            "gthread",
-            "--keep-alive",
-            "30",
-            "--log-level",
-            "warning",
-            "--chdir",
-            str(ROOT),
-            "--pythonpath",
-            str(ROOT / "bench"),
-            "bench_app:app",
-        ],
-        env=environment,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/bench/bare", timeout=1)  # noqa: S310
-            return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("gunicorn did not start")
 
 
 Request = tuple[str, str, bytes, dict[str, str]]
@@ -171,8 +120,8 @@ def burst(port: int, requests: list[Request], clients: int) -> tuple[float, Coun
 
 def run(url: str, label: str, args: argparse.Namespace, drop: Callable[[], None]) -> None:
     connection = seed(url)
-    port = free_port()
-    server = serve(url, port, args.workers, args.threads)
+    port = common.free_port()
+    server = common.serve(url, port, args.workers, args.threads)
     try:
         bare: list[Request] = [("GET", "/bench/bare", b"", {})] * args.deliveries
         burst(port, bare[: args.clients * 5], args.clients)  # warm the workers up
@@ -191,21 +140,6 @@ def run(url: str, label: str, args: argparse.Namespace, drop: Callable[[], None]
         f"answers {answers}; stored {count}; lost={args.deliveries - count}"
     )
     drop()
-
-
-def postgres_database(admin: str) -> tuple[str, Callable[[], None]]:
-    """A new database on the server ``admin`` reaches, and how to drop it again."""
-    name = f"tidings_ingest_{secrets.token_hex(4)}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    return make_url(admin).set(database=name).render_as_string(hide_password=False), drop
 
 
 def main() -> None:
@@ -230,7 +164,7 @@ def main() -> None:
             if not admin:
                 print("PostgreSQL: skipped, TIDINGS_TEST_POSTGRES_URL is not set")
                 continue
-            url, drop = postgres_database(admin)
+            url, drop = common.postgres_database(admin, "tidings_ingest")
             run(url, "PostgreSQL", args, drop)
 
 

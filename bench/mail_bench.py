@@ -33,9 +33,10 @@ from sqlalchemy import create_engine, insert, make_url, select, text, update
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
+
 from announcements import accounts, services  # noqa: E402
 from announcements.models import (  # noqa: E402
-    Base,
     Frequency,
     OutboxMessage,
     OutboxStatus,
@@ -57,12 +58,6 @@ Reports are **faster** and easier to share.
 
 See the [guide](https://docs.example.com/reports) for details.
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
@@ -183,9 +178,7 @@ def database(kind: str, folder: Path) -> str:
 def run(kind: str, count: int, rounds: int, port: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         url = database(kind, Path(folder))
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
+        common.empty_schema(url).dispose()
         app = create_app(
             {
                 "TIDINGS_ENV": "testing",
@@ -228,7 +221,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
-    port = free_port()
+    port = common.free_port()
     sink = start_sink(port)
     try:
         kinds = ["sqlite", "postgresql"] if options.db == "both" else [options.db]

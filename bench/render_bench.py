@@ -30,16 +30,16 @@ from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
+
 from announcements import accounts, importing, rendering, services  # noqa: E402
 from announcements.errors import ValidationFailed  # noqa: E402
-from announcements.models import Base, Product, utcnow  # noqa: E402
+from announcements.models import Product, utcnow  # noqa: E402
 from announcements.services import ProductSettings  # noqa: E402
-from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 
 # The last commit whose renders and imports ran unbounded.
@@ -212,19 +212,8 @@ def import_into(app: Flask, number: int) -> Callable[[str], str]:
 
 def the_app(folder: Path) -> tuple[Flask, FlaskClient]:
     url = f"sqlite:///{folder / 'bench.db'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    app = create_app(
-        {
-            "TIDINGS_ENV": "testing",
-            "SECRET_KEY": "bench",
-            "SQLALCHEMY_DATABASE_URI": url,
-            "WTF_CSRF_ENABLED": False,
-            "RATELIMIT_ENABLED": False,
-        },
-        instance_path=folder / "instance",
-    )
+    common.empty_schema(url).dispose()
+    app = common.make_app(url, folder)
     with app.app_context():
         editor = accounts.create_member(db.session, "pm@example.com", PASSWORD)
         settings = ProductSettings(name="Bench", slug="bench")

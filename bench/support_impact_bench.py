@@ -33,22 +33,21 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
+
 from announcements import accounts, apikeys, services, support_impact  # noqa: E402
-from announcements.models import Base, Note, Product  # noqa: E402
+from announcements.models import Note, Product  # noqa: E402
 from announcements.services import Intent, NoteInput, ProductSettings  # noqa: E402
-from app import create_app  # noqa: E402
 from app.database import dispose, write_turn  # noqa: E402
 from app.extensions import db  # noqa: E402
 
@@ -61,29 +60,9 @@ READ_CALLS = 5
 BASELINE = "SELECT count(*) FROM read_receipt WHERE read_at IS NOT NULL"
 
 
-def _stamp(moment: datetime, dialect: str) -> object:
-    """How the bulk loaders write a timestamp: SQLite's naive UTC text, or an aware value."""
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f") if dialect == "sqlite" else moment
-
-
-def _copy_text(copy: Any, rows: Iterable[tuple[object, ...]]) -> None:
-    """Feed COPY its text format in chunks; the values hold no tabs, newlines or
-    backslashes."""
-    chunk: list[str] = []
-    for row in rows:
-        chunk.append("\t".join("\\N" if value is None else str(value) for value in row))
-        if len(chunk) == 50_000:
-            copy.write("\n".join(chunk) + "\n")
-            chunk.clear()
-    if chunk:
-        copy.write("\n".join(chunk) + "\n")
-
-
 def seed(url: str, args: argparse.Namespace, now: datetime) -> None:
     """Create the schema and fill it; print how long each part took."""
-    engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
+    engine = common.empty_schema(url)
     dialect = engine.dialect.name
     rng = random.Random(14)
     started = time.perf_counter()
@@ -141,12 +120,12 @@ def seed(url: str, args: argparse.Namespace, now: datetime) -> None:
                 f"user-{number}",
                 "{}",
                 version,
-                _stamp(first, dialect),
-                _stamp(last, dialect),
+                common.stamp(first, dialect),
+                common.stamp(last, dialect),
             )
 
     per_user = args.receipts / args.users
-    read_at = _stamp(now - timedelta(days=1), dialect)
+    read_at = common.stamp(now - timedelta(days=1), dialect)
 
     def receipt_rows() -> Iterator[tuple[object, ...]]:
         for number in range(1, args.users + 1):
@@ -168,9 +147,9 @@ def seed(url: str, args: argparse.Namespace, now: datetime) -> None:
                 product_id,
                 "bench",
                 f"t{number}",
-                _stamp(created, dialect),
-                _stamp(created, dialect),
-                _stamp(created, dialect),
+                common.stamp(created, dialect),
+                common.stamp(created, dialect),
+                common.stamp(created, dialect),
                 end_user_id,
                 requester,
                 json.dumps(tags),
@@ -181,78 +160,28 @@ def seed(url: str, args: argparse.Namespace, now: datetime) -> None:
     user_columns = (
         "id, product_id, external_id, attributes, app_version, first_seen_at, last_seen_at"
     )
-    receipt_columns = "end_user_id, note_id, read_at, channel"
     ticket_columns = (
         "product_id, source, external_id, created_at, received_at, updated_at, end_user_id, "
         "requester_external_id, tags, tag_text, subject_key"
     )
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+    started = time.perf_counter()
+    with common.bulk_load(engine) as (raw, cursor):
+        common.load_end_users(cursor, dialect, user_columns, user_rows(), args.users)
+        raw.commit()
+        print(f"  {args.users:,} end users in {time.perf_counter() - started:.1f}s")
         started = time.perf_counter()
-        if dialect == "sqlite":
-            cursor.execute("PRAGMA synchronous=OFF")
-            cursor.executemany(
-                f"INSERT INTO end_user ({user_columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", user_rows()
-            )
-            raw.commit()
-            print(f"  {args.users:,} end users in {time.perf_counter() - started:.1f}s")
-            started = time.perf_counter()
-            cursor.execute("DROP INDEX ix_read_receipt_note_id_end_user_id")
-            cursor.executemany(
-                f"INSERT INTO read_receipt ({receipt_columns}) VALUES (?, ?, ?, ?)",
-                receipt_rows(),
-            )
-            cursor.execute(
-                "CREATE INDEX ix_read_receipt_note_id_end_user_id"
-                " ON read_receipt (note_id, end_user_id)"
-            )
-            raw.commit()
-            print(f"  read receipts in {time.perf_counter() - started:.1f}s")
-            started = time.perf_counter()
-            cursor.executemany(
-                f"INSERT INTO ticket ({ticket_columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ticket_rows(),
-            )
-            raw.commit()
-        else:
-            # Foreign keys are checked row by row by triggers; the data is known good.
-            cursor.execute("SET session_replication_role = replica")
-            with cursor.copy(f"COPY end_user ({user_columns}) FROM STDIN") as copy:
-                _copy_text(copy, user_rows())
-            cursor.execute("SELECT setval('end_user_id_seq', %s)", (args.users,))
-            raw.commit()
-            print(f"  {args.users:,} end users in {time.perf_counter() - started:.1f}s")
-            started = time.perf_counter()
-            # Load first, index after: one sort instead of ten million index insertions.
-            cursor.execute("ALTER TABLE read_receipt DROP CONSTRAINT pk_read_receipt")
-            cursor.execute("DROP INDEX ix_read_receipt_note_id_end_user_id")
-            with cursor.copy(f"COPY read_receipt ({receipt_columns}) FROM STDIN") as copy:
-                _copy_text(copy, receipt_rows())
-            cursor.execute(
-                "ALTER TABLE read_receipt ADD CONSTRAINT pk_read_receipt "
-                "PRIMARY KEY (end_user_id, note_id)"
-            )
-            cursor.execute(
-                "CREATE INDEX ix_read_receipt_note_id_end_user_id"
-                " ON read_receipt (note_id, end_user_id)"
-            )
-            raw.commit()
-            print(f"  read receipts in {time.perf_counter() - started:.1f}s")
-            started = time.perf_counter()
-            with cursor.copy(f"COPY ticket ({ticket_columns}) FROM STDIN") as copy:
-                _copy_text(copy, ticket_rows())
-            raw.commit()
+        common.load_read_receipts(cursor, dialect, receipt_rows())
+        raw.commit()
+        print(f"  read receipts in {time.perf_counter() - started:.1f}s")
+        started = time.perf_counter()
+        common.bulk_insert(cursor, dialect, "ticket", ticket_columns, ticket_rows())
+        raw.commit()
         print(f"  {args.tickets:,} tickets in {time.perf_counter() - started:.1f}s")
         counts = [
             cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             for table in ("end_user", "read_receipt", "ticket")
         ]
         print("  rows: {:,} end users, {:,} read receipts, {:,} tickets".format(*counts))
-    finally:
-        raw.close()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("VACUUM ANALYZE" if dialect == "postgresql" else "ANALYZE"))
     engine.dispose()
 
 
@@ -267,16 +196,7 @@ def median_of(work: Callable[[], object], calls: int = READ_CALLS) -> float:
 
 
 def measure(url: str, folder: Path, now: datetime) -> None:
-    app = create_app(
-        {
-            "TIDINGS_ENV": "testing",
-            "SECRET_KEY": "bench",
-            "SQLALCHEMY_DATABASE_URI": url,
-            "WTF_CSRF_ENABLED": False,
-            "RATELIMIT_ENABLED": False,
-        },
-        instance_path=folder / f"instance-{uuid.uuid4().hex[:6]}",
-    )
+    app = common.make_app(url, folder)
     client = app.test_client()
     with app.app_context():
         session = db.session()
@@ -332,59 +252,25 @@ def measure(url: str, folder: Path, now: datetime) -> None:
     dispose(app)
 
 
-def _postgres_database(admin_url: str) -> tuple[str, Callable[[], None]]:
-    """A new database on the server for the bench, and how to drop it."""
-    name = f"tidings_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--db",
-        choices=["sqlite", "postgresql", "both"],
-        help="default: SQLite, and PostgreSQL too when a server is given",
-    )
-    parser.add_argument("--postgres", help="a PostgreSQL server's URL (else from the environment)")
+    common.add_database_options(parser)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--receipts", type=int, default=10_000_000)
     parser.add_argument("--tickets", type=int, default=200_000)
     parser.add_argument("--notes", type=int, default=40)
     parser.add_argument("--versions", type=int, default=10)
     args = parser.parse_args()
-    postgres = args.postgres or os.environ.get("TIDINGS_TEST_POSTGRES_URL")
-    if args.db is None:
-        args.db = "both" if postgres else "sqlite"
-    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     now = datetime.now(UTC)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="tidings-impact-bench-") as scratch:
         folder = Path(scratch)
-        for database in databases:
-            if database == "sqlite":
-                print("sqlite:")
-                url = f"sqlite:///{folder / 'bench.db'}"
-                seed(url, args, now)
-                measure(url, folder, now)
-            elif postgres:
-                print("postgresql:")
-                url, drop = _postgres_database(postgres)
-                try:
-                    seed(url, args, now)
-                    measure(url, folder, now)
-                finally:
-                    drop()
-            else:
-                print("postgresql: skipped, give --postgres URL or TIDINGS_TEST_POSTGRES_URL")
+
+        def bench(url: str) -> None:
+            seed(url, args, now)
+            measure(url, folder, now)
+
+        common.each_database(args, folder, bench)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

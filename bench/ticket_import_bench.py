@@ -33,25 +33,24 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, insert, make_url, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
+
 from announcements import accounts, services, ticket_import, tickets  # noqa: E402
-from announcements.models import Base, EndUser, Product, Ticket  # noqa: E402
+from announcements.models import EndUser, Product, Ticket  # noqa: E402
 from announcements.services import ProductSettings  # noqa: E402
-from app import create_app  # noqa: E402
 from app.database import dispose  # noqa: E402
 from app.extensions import db  # noqa: E402
 
-SECRET = "bench"  # noqa: S105 - the bench app's SECRET_KEY
 HEADERS = ROOT.parent / "shared" / "testdata" / "support" / "csv-headers"
 # The columns the import reads from a Zendesk export, when the real list is absent.
 ZENDESK_COLUMNS = [
@@ -108,9 +107,7 @@ def export(rows: int, users: int, now: datetime, *, edited_every: int = 0) -> by
 
 
 def seed(url: str, users: int, now: datetime) -> None:
-    engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
+    engine = common.empty_schema(url)
     with Session(engine) as session:
         owner = accounts.create_member(session, "bench@example.com", "bench password 1")
         product = services.create_product(
@@ -122,7 +119,7 @@ def seed(url: str, users: int, now: datetime) -> None:
                 {
                     "product_id": product.id,
                     "external_id": f"user-{number}",
-                    "email_key": tickets.email_key(SECRET, f"user{number}@example.com"),
+                    "email_key": tickets.email_key(common.SECRET_KEY, f"user{number}@example.com"),
                     "first_seen_at": now,
                     "last_seen_at": now,
                 }
@@ -176,16 +173,7 @@ def baseline(session: Session, data: bytes, now: datetime) -> float:
 
 def measure(url: str, folder: Path, args: argparse.Namespace, now: datetime) -> None:
     seed(url, args.users, now)
-    app = create_app(
-        {
-            "TIDINGS_ENV": "testing",
-            "SECRET_KEY": SECRET,
-            "SQLALCHEMY_DATABASE_URI": url,
-            "WTF_CSRF_ENABLED": False,
-            "RATELIMIT_ENABLED": False,
-        },
-        instance_path=folder / f"instance-{uuid.uuid4().hex[:6]}",
-    )
+    app = common.make_app(url, folder)
     fresh = export(args.rows, args.users, now)
     edited = export(args.rows, args.users, now, edited_every=10)
     with app.app_context():
@@ -195,7 +183,11 @@ def measure(url: str, folder: Path, args: argparse.Namespace, now: datetime) -> 
 
         def run(data: bytes) -> Callable[[], ticket_import.Report]:
             return lambda: ticket_import.import_tickets(
-                session, product, ticket_import.read_csv(data), secret_key=SECRET, now=now
+                session,
+                product,
+                ticket_import.read_csv(data),
+                secret_key=common.SECRET_KEY,
+                now=now,
             )
 
         print(f"\n  {'':34} {'time':>8} {'rows/s':>9} {'baseline / this':>16}  outcome")
@@ -220,54 +212,18 @@ def measure(url: str, folder: Path, args: argparse.Namespace, now: datetime) -> 
     dispose(app)
 
 
-def _postgres_database(admin_url: str) -> tuple[str, Callable[[], None]]:
-    """A new database on the server for the bench, and how to drop it."""
-    name = f"tidings_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--db",
-        choices=["sqlite", "postgresql", "both"],
-        help="default: SQLite, and PostgreSQL too when a server is given",
-    )
-    parser.add_argument("--postgres", help="a PostgreSQL server's URL (else from the environment)")
+    common.add_database_options(parser)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=10_000)
     args = parser.parse_args()
-    postgres = args.postgres or os.environ.get("TIDINGS_TEST_POSTGRES_URL")
-    if args.db is None:
-        args.db = "both" if postgres else "sqlite"
-    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     now = datetime.now(UTC)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{args.rows:,} rows, {args.users:,} end users, batches of {ticket_import.BATCH_ROWS}")
     with tempfile.TemporaryDirectory(prefix="tidings-import-bench-") as scratch:
         folder = Path(scratch)
-        for database in databases:
-            if database == "sqlite":
-                print("sqlite:")
-                measure(f"sqlite:///{folder / 'bench.db'}", folder, args, now)
-            elif postgres:
-                print("postgresql:")
-                url, drop = _postgres_database(postgres)
-                try:
-                    measure(url, folder, args, now)
-                finally:
-                    drop()
-            else:
-                print("postgresql: skipped, give --postgres URL or TIDINGS_TEST_POSTGRES_URL")
+        common.each_database(args, folder, lambda url: measure(url, folder, args, now))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

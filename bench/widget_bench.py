@@ -26,27 +26,26 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
+
 from announcements import accounts, services  # noqa: E402
-from announcements.models import Base, Category  # noqa: E402
+from announcements.models import Category  # noqa: E402
 from announcements.services import Intent, NoteInput, ProductSettings  # noqa: E402
 
 BODY = """\
@@ -70,16 +69,9 @@ class Seeded:
     latest_version: str
 
 
-def _stamp(moment: datetime, dialect: str) -> object:
-    """How the bulk loaders write a timestamp: SQLite's naive UTC text, or an aware value."""
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f") if dialect == "sqlite" else moment
-
-
 def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seeded:
     """Create the schema and fill it; print how long each part took."""
-    engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
+    engine = common.empty_schema(url)
     now = datetime.now(UTC)
     started = time.perf_counter()
     with Session(engine) as session:
@@ -123,9 +115,9 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
     print(f"  {notes} notes over {versions} versions in {time.perf_counter() - started:.1f}s")
 
     dialect = engine.dialect.name
-    first_seen = _stamp(now - timedelta(days=400), dialect)
-    last_seen = _stamp(now, dialect)  # active users: seen within the hour
-    read_at = _stamp(now - timedelta(days=1), dialect)
+    first_seen = common.stamp(now - timedelta(days=400), dialect)
+    last_seen = common.stamp(now, dialect)  # active users: seen within the hour
+    read_at = common.stamp(now - timedelta(days=1), dialect)
     rng = random.Random(7)
     latest = seeded.latest_version  # what the host reports; the users run the latest release
 
@@ -154,76 +146,18 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
     user_columns = (
         "id, product_id, external_id, attributes, locale, app_version, first_seen_at, last_seen_at"
     )
-    receipt_columns = "end_user_id, note_id, read_at, channel"
     started = time.perf_counter()
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        if dialect == "sqlite":
-            cursor.execute("PRAGMA synchronous=OFF")
-            cursor.execute("DROP INDEX ix_read_receipt_note_id_end_user_id")
-            cursor.executemany(
-                f"INSERT INTO end_user ({user_columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                user_rows(),
-            )
-            raw.commit()
-            print(f"  {users:,} end users in {time.perf_counter() - started:.1f}s")
-            started = time.perf_counter()
-            cursor.executemany(
-                f"INSERT INTO read_receipt ({receipt_columns}) VALUES (?, ?, ?, ?)",
-                receipt_rows(),
-            )
-            cursor.execute(
-                "CREATE INDEX ix_read_receipt_note_id_end_user_id"
-                " ON read_receipt (note_id, end_user_id)"
-            )
-            raw.commit()
-        else:
-            # Foreign keys are checked row by row by triggers; the data is known good.
-            cursor.execute("SET session_replication_role = replica")
-            with cursor.copy(f"COPY end_user ({user_columns}) FROM STDIN") as copy:
-                _copy_text(copy, user_rows())
-            cursor.execute("SELECT setval('end_user_id_seq', %s)", (users,))
-            raw.commit()
-            print(f"  {users:,} end users in {time.perf_counter() - started:.1f}s")
-            started = time.perf_counter()
-            # Load first, index after: one sort instead of ten million index insertions.
-            cursor.execute("ALTER TABLE read_receipt DROP CONSTRAINT pk_read_receipt")
-            cursor.execute("DROP INDEX ix_read_receipt_note_id_end_user_id")
-            with cursor.copy(f"COPY read_receipt ({receipt_columns}) FROM STDIN") as copy:
-                _copy_text(copy, receipt_rows())
-            cursor.execute(
-                "ALTER TABLE read_receipt ADD CONSTRAINT pk_read_receipt "
-                "PRIMARY KEY (end_user_id, note_id)"
-            )
-            cursor.execute(
-                "CREATE INDEX ix_read_receipt_note_id_end_user_id"
-                " ON read_receipt (note_id, end_user_id)"
-            )
-            raw.commit()
+    with common.bulk_load(engine) as (raw, cursor):
+        common.load_end_users(cursor, dialect, user_columns, user_rows(), users)
+        raw.commit()
+        print(f"  {users:,} end users in {time.perf_counter() - started:.1f}s")
+        started = time.perf_counter()
+        common.load_read_receipts(cursor, dialect, receipt_rows())
+        raw.commit()
         count = cursor.execute("SELECT count(*) FROM read_receipt").fetchone()[0]
         print(f"  {count:,} read receipts in {time.perf_counter() - started:.1f}s")
-    finally:
-        raw.close()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("VACUUM ANALYZE" if dialect == "postgresql" else "ANALYZE"))
     engine.dispose()
     return seeded
-
-
-def _copy_text(copy: Any, rows: Iterable[tuple[object, ...]]) -> None:
-    """Feed COPY its text format in large chunks: much faster than a call per row.
-
-    The values here hold no tabs, newlines or backslashes, so none need escaping.
-    """
-    chunk: list[str] = []
-    for row in rows:
-        chunk.append("\t".join("\\N" if value is None else str(value) for value in row))
-        if len(chunk) == 50_000:
-            copy.write("\n".join(chunk) + "\n")
-            chunk.clear()
-    if chunk:
-        copy.write("\n".join(chunk) + "\n")
 
 
 def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path]:
@@ -246,58 +180,6 @@ def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path]
     get_file.write_text("\n".join(paths) + "\n")
     post_file.write_text("\n".join(bodies) + "\n")
     return get_file, post_file
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def serve(
-    url: str, port: int, workers: int, threads: int, reader: str | None = None
-) -> subprocess.Popen[bytes]:
-    """Serve the app with gunicorn; ``reader`` names another state reader (bench_app.py)."""
-    environment = {
-        **os.environ,
-        "TIDINGS_BENCH_STATE_READER": reader or "",
-        "DATABASE_URL": url,
-        "TIDINGS_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(16),
-        "BASE_URL": f"http://127.0.0.1:{port}",
-    }
-    server = subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--worker-class",
-            "gthread",
-            "--keep-alive",
-            "30",
-            "--log-level",
-            "warning",
-            "--chdir",
-            str(ROOT),
-            "--pythonpath",
-            str(ROOT / "bench"),
-            "bench_app:app",
-        ],
-        env=environment,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/bench/bare", timeout=1)  # noqa: S310
-            return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("gunicorn did not start")
 
 
 @dataclass(frozen=True)
@@ -377,8 +259,8 @@ def timed_load(
 
 def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, folder: Path) -> None:
     get_file, post_file = request_files(folder, seeded, users)
-    port = free_port()
-    server = serve(url, port, args.workers, args.threads)
+    port = common.free_port()
+    server = common.serve(url, port, args.workers, args.threads)
     servers = [server]
     base = f"http://127.0.0.1:{port}"
     reads_path = f"/api/v1/widget/{seeded.widget_key}/reads"
@@ -400,8 +282,8 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
         }
         # The same GET notes served with another state reader, by a server of its own.
         for reader in args.readers:
-            other = free_port()
-            servers.append(serve(url, other, args.workers, args.threads, reader))
+            other = common.free_port()
+            servers.append(common.serve(url, other, args.workers, args.threads, reader))
             scenarios[f"GET {reader}"] = (servers[-1], f"http://127.0.0.1:{other}", get_notes)
         for _, target, script in scenarios.values():  # warm the workers and their caches
             load(target, 3, args.connections, script)
