@@ -219,7 +219,7 @@ def test_impact_shows_each_release_newest_first_with_its_notes_figures(
         "Readers opened 64 % fewer tickets about export (95 % CI 31–82 %).",
         "Causal estimate Telling users cut tickets about export by 68 % (95 % CI 44–81 %): "
         "the causal estimate. 20 % held back: 1,020 users.",
-        "Before → after, per 1,000 active users: 7.50 → 10.19 (30 → 53 tickets) · "
+        "Before → after, per 1,000 active users: 7.50 → 10.19 so far (30 → 53 tickets) · "
         "Unmatched tickets: 4",
     ]
     assert find(note, "p", "found")
@@ -411,7 +411,7 @@ def test_a_notes_page_compares_readers_and_the_holdback(client, auth, world) -> 
     [volume] = tree.xpath('//section[@aria-labelledby="volume-title"]//dl')
     assert [[text(e) for e in div.xpath("dt|dd")] for div in volume.xpath("div")] == [
         ["Before", "7.50", "30 tickets, 4,000 active users"],
-        ["After", "10.19", "53 tickets, 5,200 active users"],
+        ["After, so far", "10.19", "53 tickets, 5,200 active users"],
     ]
 
     _, tree = page(client, f"/console/p/acme/support/impact/notes/{notes['older'].id}")
