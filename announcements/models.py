@@ -740,7 +740,6 @@ class Ticket(Base):
     __table_args__ = (
         UniqueConstraint("product_id", "source", "external_id"),
         Index(None, "product_id", "created_at"),
-        Index(None, "product_id", "requester_key"),
         Index(None, "end_user_id", "created_at"),
     )
 
@@ -773,7 +772,6 @@ class HoldbackAssignment(Base):
     deterministic hash put them, recorded when they were first counted."""
 
     __tablename__ = "holdback_assignment"
-    __table_args__ = (Index(None, "note_id", "control"),)
 
     note_id: Mapped[int] = mapped_column(
         ForeignKey("note.id", ondelete="CASCADE"), primary_key=True

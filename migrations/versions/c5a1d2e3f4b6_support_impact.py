@@ -85,13 +85,6 @@ def upgrade():
         ),
         sa.PrimaryKeyConstraint("note_id", "end_user_id", name=op.f("pk_holdback_assignment")),
     )
-    with op.batch_alter_table("holdback_assignment", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_holdback_assignment_note_id_control"),
-            ["note_id", "control"],
-            unique=False,
-        )
-
     op.create_table(
         "support_impact",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -176,11 +169,6 @@ def upgrade():
             ["product_id", "created_at"],
             unique=False,
         )
-        batch_op.create_index(
-            batch_op.f("ix_ticket_product_id_requester_key"),
-            ["product_id", "requester_key"],
-            unique=False,
-        )
 
     with op.batch_alter_table("end_user", schema=None) as batch_op:
         batch_op.add_column(sa.Column("email_key", sa.String(length=64), nullable=True))
@@ -229,7 +217,6 @@ def downgrade():
         batch_op.drop_column("email_key")
 
     with op.batch_alter_table("ticket", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_ticket_product_id_requester_key"))
         batch_op.drop_index(batch_op.f("ix_ticket_product_id_created_at"))
         batch_op.drop_index(batch_op.f("ix_ticket_end_user_id_created_at"))
 
@@ -238,8 +225,5 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_support_impact_note_id"))
 
     op.drop_table("support_impact")
-    with op.batch_alter_table("holdback_assignment", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_holdback_assignment_note_id_control"))
-
     op.drop_table("holdback_assignment")
     op.drop_table("support_connection")
