@@ -65,6 +65,7 @@ class ProductSettings:
     logo_url: str | None = None
     accent_color: str = "#4f46e5"
     grace_releases: int = 1
+    support_window_days: int = 14
     noindex: bool = False
     email_from_name: str | None = None
     email_reply_to: str | None = None
@@ -73,6 +74,9 @@ class ProductSettings:
 
 
 MAX_GRACE_RELEASES = 20
+# A note's attribution window, in days; past a quarter it would take in the tickets of
+# several later releases.
+MAX_SUPPORT_WINDOW_DAYS = 90
 
 
 def _validate_settings(
@@ -112,6 +116,10 @@ def _validate_settings(
         errors["accent_color"] = "Use a colour such as #4f46e5."
     if not 0 <= settings.grace_releases <= MAX_GRACE_RELEASES:
         errors["grace_releases"] = f"Choose between 0 and {MAX_GRACE_RELEASES} releases."
+    if not 1 <= settings.support_window_days <= MAX_SUPPORT_WINDOW_DAYS:
+        errors["support_window_days"] = (
+            f"Choose a whole number of days from 1 to {MAX_SUPPORT_WINDOW_DAYS}."
+        )
     if settings.email_from_name and len(settings.email_from_name.strip()) > 120:
         errors["email_from_name"] = "Keep the sender's name under 120 characters."
     if settings.email_reply_to:
@@ -194,6 +202,7 @@ def _apply_settings(product: Product, settings: ProductSettings) -> None:
     product.logo_url = settings.logo_url or None
     product.accent_color = settings.accent_color.lower()
     product.grace_releases = settings.grace_releases
+    product.support_window_days = settings.support_window_days
     product.noindex = settings.noindex
     product.email_from_name = (settings.email_from_name or "").strip() or None
     product.email_reply_to = (settings.email_reply_to or "").strip() or None

@@ -72,6 +72,7 @@ def _settings_form(client, **overrides: str) -> dict[str, str]:
         "logo_url": "",
         "accent_color": "#4f46e5",
         "grace_releases": "1",
+        "support_window_days": "14",
         "email_from_name": "",
         "email_reply_to": "",
         "digest_weekday": "0",
@@ -392,6 +393,48 @@ def test_owners_choose_how_many_releases_new_users_find_unread(client, session, 
     assert editor_on_acme.grace_releases == 3
 
 
+@pytest.mark.parametrize("days", ["0", "91", "x", "7.5"])
+def test_an_attribution_window_outside_1_to_90_whole_days_is_refused(
+    client, session, editor_on_acme, days
+) -> None:
+    bad = client.post(
+        "/console/p/acme/settings", data=_settings_form(client, support_window_days=days)
+    )
+    assert bad.status_code == 422
+    errors = field_errors(bad.get_data(as_text=True))
+    assert list(errors) == ["support_window_days"]
+    if days in ("0", "91"):
+        assert errors["support_window_days"] == "Choose a whole number of days from 1 to 90."
+    session.expire_all()
+    assert editor_on_acme.support_window_days == 14
+
+
+def test_owners_set_the_attribution_window_and_editors_cannot(
+    client, session, auth, editor_on_acme
+) -> None:
+    page = client.get("/console/p/acme/settings").get_data(as_text=True)
+    assert "Attribution window (days)" in page
+    assert "within this many days after the note went out" in page
+    response = client.post(
+        "/console/p/acme/settings", data=_settings_form(client, support_window_days="30")
+    )
+    assert response.status_code == 302
+    session.expire_all()
+    assert editor_on_acme.support_window_days == 30
+    shown = client.get("/console/p/acme/settings").get_data(as_text=True)
+    assert re.search(r'name="support_window_days"[^>]*value="30"', shown)
+
+    editor = add_member(session, editor_on_acme, Role.EDITOR)
+    auth.logout()
+    auth.login(editor.email)
+    refused = client.post(
+        "/console/p/acme/settings", data=_settings_form(client, support_window_days="60")
+    )
+    assert refused.status_code == 403
+    session.expire_all()
+    assert editor_on_acme.support_window_days == 30
+
+
 def _audience_rows(*rows: tuple[str, str, str]) -> dict[str, list[str]]:
     return {
         "audience_attribute": [row[0] for row in rows] + [""],
@@ -522,7 +565,12 @@ def test_a_time_at_the_calendars_end_shows_in_any_zone(client, session, editor_o
 
 
 @pytest.mark.parametrize(
-    "left_out", [("allowed_origins",), ("name", "grace_releases", "digest_hour", "logo_url")]
+    "left_out",
+    [
+        ("allowed_origins",),
+        ("name", "grace_releases", "digest_hour", "logo_url"),
+        ("support_window_days",),
+    ],
 )
 def test_settings_posted_without_some_fields_are_a_form_error_and_change_nothing(
     client, session, editor_on_acme, left_out

@@ -89,6 +89,14 @@ class ProductForm(FlaskForm):
         description="When the widget first sees someone, only the newest releases count as "
         "new to them; older notes are there to browse, already read. 0 shows nothing as new.",
     )
+    support_window_days = IntegerField(
+        "Attribution window (days)",
+        validators=[_sent],
+        default=14,
+        description="A ticket counts against a note when it is opened within this many days "
+        "after the note went out. Changing it changes every note's figures at the next "
+        "recount, and the hold-back of notes whose window is open.",
+    )
     email_from_name = StringField(
         "Sender name",
         validators=[_sent],
