@@ -110,10 +110,14 @@ class Catalogue:
         return {
             note.id
             for note in self.with_holdback
-            if holdback.holding_back(
-                note.published_at, note.holdback_percent, self.support_window_days, now
+            if holdback.withholds(
+                note.id,
+                external_id,
+                note.holdback_percent,
+                note.published_at,
+                self.support_window_days,
+                now,
             )
-            and holdback.in_control(note.id, external_id, note.holdback_percent)
         }
 
 

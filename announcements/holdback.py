@@ -45,3 +45,19 @@ def holding_back(
     if published_at is None or percent <= 0:
         return False
     return published_at <= now < window_end(published_at, window_days)
+
+
+def withholds(
+    note_id: int,
+    external_id: str,
+    percent: int,
+    published_at: datetime | None,
+    window_days: int,
+    now: datetime,
+) -> bool:
+    """Whether the note keeps itself from this user at ``now``: the user is in its control
+    group and its window is open. The one rule the widget, the mail and the impact page
+    ask."""
+    return holding_back(published_at, percent, window_days, now) and in_control(
+        note_id, external_id, percent
+    )

@@ -27,6 +27,8 @@ class Inbox:
     next_cursor: str | None
     stamp: int
     product: dict[str, str]
+    # Unread notes held back from this user: listed, but neither counted nor popped up.
+    quiet: frozenset[int]
 
 
 def _cursor_key(note: CatalogueNote) -> tuple[int, int]:
@@ -69,19 +71,23 @@ def inbox(
 ) -> Inbox:
     """The notes this user may see, with what they read; ``state`` None is anonymous.
 
-    Notes that predate the user's first visit (past the grace releases), and notes that
-    hold the user back as a control, count as read: no badge, no popup, but listed. An
-    anonymous user has no id to be held back by.
+    Notes that predate the user's first visit (past the grace releases) count as read.
+    Unread notes that hold the user back as a control are quiet: listed unread, so that
+    reading one in the panel is recorded like any read, but left out of the count and
+    never popped up. An anonymous user has no id to be held back by.
     """
     visible = catalogue.visible(app_version, attributes, now)
     if state is None:
         read_ids: set[int] = set()
+        quiet: frozenset[int] = frozenset()
         reactions: dict[int, str] = {}
     else:
         graced = _graced(visible, state, catalogue.grace_releases)
-        read_ids = state.read_ids | graced | catalogue.withheld(state.external_id, now)
+        read_ids = state.read_ids | graced
+        quiet = frozenset(catalogue.withheld(state.external_id, now) - read_ids)
         reactions = state.reactions
-    unread_count = len(visible) - len(read_ids.intersection(note.id for note in visible))
+    uncounted = read_ids | quiet
+    unread_count = len(visible) - len(uncounted.intersection(note.id for note in visible))
     if after is not None:
         visible = tuple(note for note in visible if _cursor_key(note) < after)
     page = visible[:limit]
@@ -95,4 +101,5 @@ def inbox(
         next_cursor=next_cursor,
         stamp=catalogue.stamp,
         product=catalogue.product,
+        quiet=quiet,
     )

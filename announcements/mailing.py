@@ -49,12 +49,13 @@ def _audience_allows(note: Note, end_user: EndUser | None) -> bool:
 
 def _held_back(note: Note, end_user: EndUser | None, now: datetime) -> bool:
     """Whether the note keeps itself from a subscriber linked to ``end_user`` at ``now``."""
-    return (
-        end_user is not None
-        and holdback.holding_back(
-            note.published_at, note.holdback_percent, note.product.support_window_days, now
-        )
-        and holdback.in_control(note.id, end_user.external_id, note.holdback_percent)
+    return end_user is not None and holdback.withholds(
+        note.id,
+        end_user.external_id,
+        note.holdback_percent,
+        note.published_at,
+        note.product.support_window_days,
+        now,
     )
 
 

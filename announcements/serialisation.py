@@ -31,12 +31,17 @@ def note_url(base_url: str, slug: str, version: str, note_id: int) -> str:
 def inbox_etag(inbox: Inbox) -> str:
     """A strong validator of everything the widget's answer for ``inbox`` says."""
     said: list[Any] = [inbox.stamp, inbox.unread_count, inbox.next_cursor]
-    said += [[note.id, read, reaction] for note, read, reaction in inbox.entries]
+    said += [
+        [note.id, read, reaction, note.id in inbox.quiet] for note, read, reaction in inbox.entries
+    ]
     return hashlib.blake2b(orjson.dumps(said), digest_size=12).hexdigest()
 
 
 def inbox_body(inbox: Inbox) -> bytes:
     """The widget API's response body for ``inbox``.
+
+    A note held back from the user (hold-back experiment) also says ``"quiet": true``: the
+    widget lists it unread but leaves it out of its badge and pops it up for nobody.
 
     Encoded by orjson: a page of the benchmark's 20 notes took the standard library
     50 µs and takes orjson 9 µs (the hand-joined text it replaces took 6 µs).
@@ -46,7 +51,9 @@ def inbox_body(inbox: Inbox) -> bytes:
             "product": inbox.product,
             "unread_count": inbox.unread_count,
             "notes": [
-                {**note.fields, "read": read, "reaction": reaction}
+                {**note.fields, "read": read, "reaction": reaction, "quiet": True}
+                if note.id in inbox.quiet
+                else {**note.fields, "read": read, "reaction": reaction}
                 for note, read, reaction in inbox.entries
             ],
             "next_cursor": inbox.next_cursor,

@@ -1,6 +1,7 @@
 """A note's hold-back: the users its hash puts in the control group get no popup, badge or
-email for it during the attribution window, and find it in the panel; everyone else,
-and everyone once the window ends, gets it as usual. On SQLite and PostgreSQL."""
+email for it during the attribution window, and find it in the panel, where reading it
+counts like any read; everyone else, and everyone once the window ends, gets it as usual.
+On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from announcements.models import (
     OutboxKind,
     OutboxMessage,
     Product,
+    ReadReceipt,
     Subscriber,
     SubscriberStatus,
     utcnow,
@@ -66,13 +68,50 @@ def test_the_control_group_gets_no_badge_or_popup_but_finds_the_note_in_the_pane
 
     for user in USERS:
         body = Widget(client, product, user).notes().get_json()
-        shown = {note["id"]: note["read"] for note in body["notes"]}
+        shown = {note["id"]: (note["read"], note.get("quiet")) for note in body["notes"]}
         assert set(shown) == {held.id, plain.id}, user  # listed in the panel either way
+        # Unread for the control group too, so that the panel records their read, but
+        # quiet: out of the count, and the widget pops it up for nobody.
         if user in control:
-            assert (body["unread_count"], shown) == (1, {held.id: True, plain.id: False}), user
+            quiet = {held.id: (False, True), plain.id: (False, None)}
+            assert (body["unread_count"], shown) == (1, quiet), user
         else:
-            assert (body["unread_count"], shown) == (2, {held.id: False, plain.id: False}), user
+            loud = {held.id: (False, None), plain.id: (False, None)}
+            assert (body["unread_count"], shown) == (2, loud), user
     assert treated  # and both groups were asked
+
+
+def test_a_quiet_note_says_so_and_nothing_else_changes(
+    session: Session, client: FlaskClient, product: Product
+) -> None:
+    held = make_note(session, product, version="2.0.0", is_important=True, holdback_percent=50)
+    control, treated = split(held, USERS[:50])
+    quiet = Widget(client, product, min(control)).notes().get_json()["notes"]
+    loud = Widget(client, product, min(treated)).notes().get_json()["notes"]
+    assert quiet == [{**loud[0], "quiet": True}] and "quiet" not in loud[0]
+
+
+def test_a_read_by_the_control_group_is_recorded_and_still_not_counted(
+    session: Session, client: FlaskClient, product: Product
+) -> None:
+    held = make_note(session, product, version="2.0.0", holdback_percent=PERCENT)
+    plain = make_note(session, product, version="2.0.0")
+    control, _ = split(held, USERS[:100])
+    widget = Widget(client, product, min(control))
+    etag = widget.notes().headers["ETag"]
+    assert widget.unread() == 1
+
+    # What the widget sends when the user opens the panel: every unread note it lists.
+    assert widget.read([held.id]).status_code == 204
+    receipts = session.execute(select(ReadReceipt.note_id, ReadReceipt.channel)).all()
+    assert receipts == [(held.id, "widget")]
+    after = widget.notes(headers={"If-None-Match": etag})
+    assert after.status_code == 200  # the answer changed, so its validator did
+    shown = {note["id"]: (note["read"], note.get("quiet")) for note in after.get_json()["notes"]}
+    assert (after.get_json()["unread_count"], shown) == (
+        1,
+        {held.id: (True, None), plain.id: (False, None)},
+    )
 
 
 def test_after_the_window_everyone_gets_the_note_unread(

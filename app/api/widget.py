@@ -39,8 +39,6 @@ from app.mail import jobs
 from app.public import subscriptions as public_subscriptions
 
 CACHE_KEY = "tidings.catalogues"
-EMAIL_KEYS_KEY = "tidings.email_keys"
-MAX_EMAIL_KEYS = 4096
 # Where an app may put another user_state.StateReader: the benchmark serves the reference too.
 STATE_READER_KEY = "tidings.state_reader"
 MAX_USER_ID_LENGTH = 255
@@ -302,58 +300,33 @@ def _address(catalogue: Catalogue, user_id: str, given: Mapping[str, Any]) -> tu
     return address, True
 
 
-def _signed_email_key(catalogue: Catalogue, address: str, signature: str) -> str | None:
-    """The keyed hash of an address the host signed for a user (checked by :func:`_address`),
-    by which their help-desk tickets find them; never the address.
-
-    None on a product that does not verify identity (see :func:`widget_identity`), and for
-    signed text that is no address.
-    """
-    if not catalogue.require_identity:
-        return None
-    # Remembered by the signature, which vouches for this one address and does not reveal
-    # it: checking an address takes 50 µs, a twelfth of a page view, and the widget sends
-    # the same one again from every tab a user opens. Looked up and stored once each, never read
-    # back, so another thread clearing the dict in between costs a recomputation, not a
-    # KeyError.
-    keys: dict[str, str] = current_app.extensions.setdefault(EMAIL_KEYS_KEY, {})
-    key = keys.get(signature)
-    if key is None:
-        key = tickets.email_key(current_app.config["SECRET_KEY"], address)
-        if key is not None:
-            if len(keys) >= MAX_EMAIL_KEYS:
-                keys.clear()
-            keys[signature] = key
-    return key
-
-
 @bp.post("/widget/<widget_key>/identity", provide_automatic_options=False)
 def widget_identity(widget_key: str) -> ResponseReturnValue:
     """Keep the keyed hash of the address the host signed for an end user, so that their
     help-desk tickets find them; Tidings never stores the address.
 
-    The address comes here in a POST body, once per browser session, so that it never
-    shows up in a URL, where access logs and proxies would record it. Sending the same
-    address again writes nothing.
+    The address comes here in a POST body, once per tab (the widget remembers in the tab's
+    sessionStorage that it sent it), so that it never shows up in a URL, where access logs
+    and proxies would record it. Sending the same address again writes nothing.
 
-    A product that does not verify identity answers 204 and stores nothing: there anyone
-    may send any user id, so a key kept for an id would count the person's help-desk
-    tickets towards whoever claimed that id. The widget has nothing to do differently, so
-    it is not told. Like reads, this sends no mail and writes at most one row, so it is not
-    rate-limited.
+    A product that does not verify identity answers 204 and stores nothing, whatever the
+    address and its hash: there anyone may send any user id, so a key kept for an id would
+    count the person's help-desk tickets towards whoever claimed that id. The widget has
+    nothing to do differently, so it is not told. Like reads, this sends no mail and writes
+    at most one row, so it is not rate-limited.
     """
     body = _json_body()
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
+        if not catalogue.require_identity:
+            return Response(status=204)
         address, signed = _address(catalogue, user_id, body)
         if not signed:
             raise ValidationFailed(
                 {"email_hash": "Sign the address with an email_hash computed on your server."}
             )
-        if not catalogue.require_identity:
-            return Response(status=204)
-        key = _signed_email_key(catalogue, address, body["email_hash"])
+        key = tickets.email_key(current_app.config["SECRET_KEY"], address)
         if key is None:
             raise ValidationFailed({"email": "This is not an email address."})
         sighting = reads.Sighting(user_id, email_key=key)
@@ -403,7 +376,13 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
         end_user_id = None
         if signed:
             with writing(connection):
-                key = _signed_email_key(catalogue, address, body["email_hash"])
+                # Only where identity is verified does an address vouch for the user id
+                # (see widget_identity).
+                key = (
+                    tickets.email_key(current_app.config["SECRET_KEY"], address)
+                    if catalogue.require_identity
+                    else None
+                )
                 sighting = reads.Sighting(user_id, email_key=key)
                 end_user_id = reads.see(connection, catalogue.product_id, sighting, state, now).id
     product = db.session.get_one(Product, catalogue.product_id)

@@ -163,8 +163,8 @@
 
   /* A signed address lets the user's help-desk tickets find them; Tidings keeps a keyed
      hash of it, never the address. It goes in a POST body, never in a URL (where access
-     logs and proxies would keep it), and once per browser session: sessionStorage
-     remembers it was sent, so later page views send nothing. */
+     logs and proxies would keep it), and once per tab: sessionStorage, which each tab
+     keeps apart, remembers it was sent, so later page views in the tab send nothing. */
   function identityKey() {
     return "tidings:" + config.product + ":identity:" + config.user.id + ":" + config.user.email_hash;
   }
@@ -202,11 +202,13 @@
     data.unread_count = Math.max(0, data.unread_count);
   }
 
+  /* A quiet note is held back from this user for a while (a hold-back experiment): it is
+     listed, and reading it is recorded, but it was never in the count and never pops up. */
   function markRead(notes) {
     var fresh = notes.filter(function (note) { return !note.read; });
     if (!fresh.length) return;
     fresh.forEach(function (note) { note.read = true; });
-    setUnread(state.unread - fresh.length);
+    setUnread(state.unread - fresh.filter(function (note) { return !note.quiet; }).length);
     var ids = fresh.map(function (note) { return note.id; });
     if (anonymous()) {
       saveLocalReads((localReads() || []).concat(ids));
@@ -369,7 +371,7 @@
 
   function meta(note) {
     return el("div", { class: "meta" }, [
-      note.read ? null : el("span", { class: "new", role: "img", "aria-label": "Unread" }),
+      note.read || note.quiet ? null : el("span", { class: "new", role: "img", "aria-label": "Unread" }),
       el("span", { class: "pill " + note.category, text: note.category_label }),
       el("span", { text: "v" + note.version.replace(/^v/, "") }),
       el("time", { datetime: note.published_at, text: formatDate(note.published_at) }),
@@ -461,7 +463,7 @@
   /* An important note the user has not read opens once, as a modal. */
   function popImportant() {
     if (ui.modal) return;
-    var note = state.notes.filter(function (n) { return n.important && !n.read; })[0];
+    var note = state.notes.filter(function (n) { return n.important && !n.read && !n.quiet; })[0];
     if (!note) return;
     markRead([note]);
     state.lastFocus = document.activeElement;
