@@ -373,7 +373,7 @@ def test_a_notes_page_draws_its_daily_tickets_with_a_table_beside(client, auth, 
     [chart] = tree.xpath('//svg[contains(@class, "chart-bar")]')
     assert chart.get("role") == "img"
     assert chart.get("aria-label") == (
-        "Tickets per day about export, 14 days either side of publication, 17 Sep to 9 Oct "
+        "Tickets per day about export, 14 days before publication to today, 17 Sep to 9 Oct "
         "(UTC days): 27 tickets before publication on 1 Oct, 19 from that day on; the most "
         "in one day, 4, on 19 Sep."
     )
@@ -418,7 +418,8 @@ def test_a_notes_page_compares_readers_and_the_holdback(client, auth, world) -> 
     [chart] = tree.xpath('//svg[contains(@class, "chart-interval")]')
     assert "Non-readers: no users" in chart.get("aria-label")
     assert len(chart.xpath(".//circle")) == 1  # nothing drawn for a group of no one
-    assert "No hold-back on this note" in text(tree)
+    assert "No hold-back was set on this note before it went out." in text(tree)
+    assert "Hold back a share of users (up to 50 %) on a note before publishing it" in text(tree)
     assert "Tickets per day, 14 days" in text(tree)  # no topics: every ticket
 
 
@@ -449,7 +450,10 @@ def test_which_group_a_user_is_in(client, auth, session, world) -> None:
         [row] = tree.xpath('//section[@id="lookup"]//tbody/tr')
         cells = [text(cell) for cell in row.xpath("th|td")]
         assert cells[0].startswith("Export to CSV (2.4.0, 20 % held back")
-        assert cells[1:] == [group, "Not yet: when the worker next counts them as exposed"]
+        assert cells[1:] == [
+            group,
+            "Not recorded: only users the note went out to are, at the worker's next count",
+        ]
         assert row.get("class") == "current"
         assert tree.xpath('//input[@name="user"]')[0].get("value") == user
 
@@ -589,7 +593,7 @@ def test_an_owner_connects_zendesk_and_pastes_its_secret(app, client, auth, sess
     ("secret", "message"),
     [
         ("", "Paste the signing secret Zendesk shows."),
-        ("x" * 201, "That is not a signing secret: one line, up to 200."),
+        ("x" * 201, "That is not a signing secret: one line, up to 200 characters."),
     ],
 )
 def test_a_bad_secret_is_shown_beside_its_field_and_changes_nothing(

@@ -27,7 +27,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from announcements import reads, support_desks, support_impact, tickets
+from announcements import holdback, reads, support_desks, support_impact, tickets
 from announcements.audit import owned
 from announcements.mailing_list import csv_safe
 from announcements.models import (
@@ -145,6 +145,7 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
         groups=groups,
         can_refresh=g.role.allows(Role.EDITOR),
         not_enough=support_impact.NOT_ENOUGH_DATA,
+        max_holdback=holdback.MAX_HOLDBACK_PERCENT,
     ), 422 if lookup_error else 200
 
 
@@ -186,7 +187,8 @@ def daily_figure(f: dict[str, Any]) -> Figure:
     published = datetime.fromisoformat(f["published_at"]).astimezone(UTC)
     window_end = datetime.fromisoformat(f["window_end"]).astimezone(UTC)
     about = f" about {', '.join(f['topics'])}" if f["topics"] else ""
-    title = f"Tickets per day{about}, {f['window_days']} days either side of publication"
+    span = "before publication to today" if f["window_open"] else "either side of publication"
+    title = f"Tickets per day{about}, {f['window_days']} days {span}"
     if not days:
         return Figure(charts.bar_chart([], []), title, f"{title}: no days counted yet.")
     start = datetime.combine(days[0][0], time.min, UTC)
