@@ -362,6 +362,26 @@ def test_a_product_is_recounted_at_most_once_a_minute_and_only_editors_spend_it(
     assert queue.pending_count() == 1
 
 
+def test_refresh_says_so_when_the_worker_cannot_be_reached(
+    app, client, auth, world, monkeypatch
+) -> None:
+    _, _, people = world
+    queue = app.extensions[jobs.JOBS_KEY]
+
+    def unreachable(product_id: int) -> None:
+        raise ConnectionError("no queue")
+
+    monkeypatch.setattr(queue, "refresh_support", unreachable)
+    auth.login(people[Role.EDITOR].email)
+    answer = client.post(
+        "/console/p/acme/support/impact/refresh",
+        data={"csrf_token": csrf_token(client)},
+        follow_redirects=True,
+    )
+    page = answer.get_data(as_text=True)
+    assert "recounted within the hour" in page and "Counting again" not in page
+
+
 # A note's page ---------------------------------------------------------------------------------
 
 

@@ -92,8 +92,10 @@ def _product_key() -> str:
 @limiter.limit("1 per minute", key_func=_product_key)
 def support_refresh(product: Product) -> ResponseReturnValue:
     """Ask the worker to count the product's figures again now, not at the next hour."""
-    jobs.request_refresh(product.id)
-    flash("Counting again: the new figures show here in a minute or two.", "success")
+    if jobs.request_refresh(product.id):
+        flash("Counting again: the new figures show here in a minute or two.", "success")
+    else:
+        flash("The worker cannot be reached: the figures are recounted within the hour.", "error")
     return redirect(url_for("console.support_impact", slug=product.slug))
 
 

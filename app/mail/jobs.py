@@ -123,13 +123,15 @@ class Jobs:
                 support_impact.refresh(db.session(), product, now=utcnow(), write_turn=write_turn)
                 db.session.commit()
 
-    def request_refresh(self, product_id: int) -> None:
-        """Ask a worker to recount one product's support impact now; if the queue cannot
-        be reached, the hourly roll-up does it."""
+    def request_refresh(self, product_id: int) -> bool:
+        """Ask a worker to recount one product's support impact now; False when the queue
+        cannot be reached, and the hourly roll-up does it."""
         try:
             self.refresh_support(product_id)
         except Exception:
             log.warning("could not reach the job queue; support impact is recounted hourly")
+            return False
+        return True
 
     def wake(self) -> None:
         """Ask a worker to send what was just queued. If the queue cannot be reached the
@@ -146,9 +148,9 @@ def wake() -> None:
     jobs.wake()
 
 
-def request_refresh(product_id: int) -> None:
+def request_refresh(product_id: int) -> bool:
     jobs: Jobs = current_app.extensions[JOBS_KEY]
-    jobs.request_refresh(product_id)
+    return jobs.request_refresh(product_id)
 
 
 @click.command("worker")
