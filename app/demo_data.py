@@ -699,6 +699,8 @@ FIRST_DESK_ID = 10_001
 # "before" figure counts.
 EVERYDAY_TICKETS = 0.0038
 TOPIC_SHARE = 0.12
+# The share of an engaged customer who reads a note that pops up, and one that does not.
+POPUP_READS, PANEL_READS = 0.6, 0.35
 COMPANIES = ["acme", "globex", "initech", "hooli", "umbrella", "wonka", "tyrell", "stark"]
 PLANS = ["free", "pro", "team", "business"]
 LOCALES = ["en"] * 8 + ["fr", "ar"]
@@ -773,7 +775,7 @@ SUPPORT_TOPICS = {
         ),
         chance=0.09,
         after_reading=0.25,
-        after_badge=0.5,
+        after_badge=0.4,
     ),
     "Funnels: see where people drop off": TopicTickets(
         (
@@ -996,12 +998,18 @@ def _insert_customers(
         customer.id = ids[customer.external_id]
 
 
-def _exposed(customer: _Customer, note: _Sent) -> bool:
-    """Whether the note went out to the customer as Support impact counts it: seen since it
-    was published, on a version that includes it or on none the host told of."""
+def _reaches(customer: _Customer, note: _Sent) -> bool:
+    """Whether the widget could show the customer the note: seen since it was published,
+    on a version that includes it or on none the host told of."""
     if customer.last_seen_at < note.published_at:
         return False
     return customer.app_version is None or customer.app_version in note.including
+
+
+def _exposed(customer: _Customer, note: _Sent, window: timedelta) -> bool:
+    """Whether the note went out to the customer as Support impact counts it: it reaches
+    them, and they were first seen before its window closed."""
+    return _reaches(customer, note) and customer.first_seen_at < note.published_at + window
 
 
 def _insert_receipts(
@@ -1013,20 +1021,20 @@ def _insert_receipts(
     now: datetime,
 ) -> set[tuple[int, int]]:
     """What each customer read, mostly in the widget and some from the e-mail; popups the
-    most, and a note held back from them hardly ever (only found in the panel). Returns
-    the (customer id, note id) pairs read."""
+    most. A note held back from them is read as one that pops up for nobody, and only in
+    the panel: it is not mailed to them. Returns the (customer id, note id) pairs read."""
     rows: list[dict[str, Any]] = []
     read: set[tuple[int, int]] = set()
     for note in notes:
-        share, by_email = (0.6, 0.15) if note.is_important else (0.35, 0.05)
+        share, by_email = (POPUP_READS, 0.15) if note.is_important else (PANEL_READS, 0.05)
         for customer in customers:
-            if not _exposed(customer, note):
+            if not _reaches(customer, note):
                 continue
             chance = share * customer.engagement
-            if holdback.in_control(note.id, customer.external_id, note.holdback_percent):
-                chance = 0.06
-            elif customer.first_seen_at >= note.published_at + window:
+            if not _exposed(customer, note, window):
                 chance *= 0.1  # a newcomer is not shown old notes as new
+            elif holdback.in_control(note.id, customer.external_id, note.holdback_percent):
+                chance, by_email = PANEL_READS * customer.engagement, 0.0
             if rng.random() >= chance:
                 continue
             begin = max(note.published_at, customer.first_seen_at)
@@ -1078,7 +1086,7 @@ def _draw_tickets(
         for customer in customers:
             begin = max(note.published_at, customer.first_seen_at)
             end = min(note.published_at + window, customer.last_seen_at + timedelta(days=1), now)
-            if not _exposed(customer, note) or begin >= end:
+            if not _exposed(customer, note, window) or begin >= end:
                 continue
             if (customer.id, note.id) in read:
                 chance = topic.chance * topic.after_reading

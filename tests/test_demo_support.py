@@ -4,6 +4,7 @@ a hold-back that shows its effect, and a note that honestly has too little to sa
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -19,6 +20,7 @@ from announcements.models import (
     Ticket,
 )
 from announcements.support_impact import NOT_ENOUGH_DATA
+from app import demo_data
 
 
 def _count(session, model, *where) -> int:
@@ -83,6 +85,26 @@ def test_demo_has_a_support_history_with_figures(runner, session) -> None:
     assert any(f["verdict"] == NOT_ENOUGH_DATA and f["topics"] for f in notes)
     assert sum(day["tickets"] for day in figures[f"note:{held.id}"]["daily"]) > 0
 
+    # The held-back group reads the note as the widget lets them, in its panel: about as
+    # often as the others read a note that pops up for nobody, and never from an e-mail.
+    reads_by_group = {
+        (control, channel): count
+        for control, channel, count in session.execute(
+            select(HoldbackAssignment.control, ReadReceipt.channel, func.count())
+            .join(
+                ReadReceipt,
+                (ReadReceipt.end_user_id == HoldbackAssignment.end_user_id)
+                & (ReadReceipt.note_id == HoldbackAssignment.note_id),
+            )
+            .where(HoldbackAssignment.note_id == held.id)
+            .group_by(HoldbackAssignment.control, ReadReceipt.channel)
+        )
+    }
+    control_reads = reads_by_group.get((True, "widget"), 0)
+    treated_reads = sum(n for (is_control, _), n in reads_by_group.items() if not is_control)
+    assert (True, "email") not in reads_by_group
+    assert control_reads / control > 0.7 * treated_reads / (assigned - control)
+
 
 def test_loading_the_demo_again_adds_no_tickets_or_users(runner, session) -> None:
     assert runner.invoke(args=["demo"]).exit_code == 0
@@ -90,3 +112,21 @@ def test_loading_the_demo_again_adds_no_tickets_or_users(runner, session) -> Non
     counts = [_count(session, table) for table in tables]
     assert runner.invoke(args=["demo"]).exit_code == 0
     assert [_count(session, table) for table in tables] == counts
+
+
+def test_a_customer_first_seen_after_a_notes_window_was_not_exposed_to_it() -> None:
+    """As Support impact counts it: the note went out to those seen since it was published
+    on a version that includes it, and first seen before its window closed."""
+    published = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    window = timedelta(days=14)
+    note = demo_data._Sent(1, "Export", "2.4.0", published, False, 0, frozenset({"2.4.0"}))
+
+    def first_seen(at: datetime) -> bool:
+        customer = demo_data._Customer(
+            "c-1", None, "2.4.0", at, published + timedelta(days=30), "pro", "en", 1.0
+        )
+        return demo_data._exposed(customer, note, window)
+
+    assert first_seen(published - timedelta(days=100))
+    assert first_seen(published + window - timedelta(seconds=1))
+    assert not first_seen(published + window)
