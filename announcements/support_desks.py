@@ -227,7 +227,7 @@ def verify(
             raise wrong
         signed_at = zendesk_time(timestamp)
         if signed_at is None or abs(now - signed_at) > ZENDESK_TOLERANCE:
-            raise Unauthenticated("This Zendesk delivery was signed more than 5 minutes ago.")
+            raise Unauthenticated("This Zendesk delivery was not signed within 5 minutes of now.")
     elif desk is SupportDesk.INTERCOM:
         given = headers.get("x-hub-signature", "")
         if not _same(given.lower(), intercom_signature(connection.secret, body)):
@@ -509,21 +509,18 @@ def _take(
         return Outcome("ignored", reason=delivery.ignored)
     raw = dict(delivery.ticket)
     desk_id = _desk_id(raw.get("external_id"))
-    if desk_id is not None and (raw.get("created_at") is None or raw.get("tags") is None):
+    if desk_id is not None and raw.get("created_at") is None:
         known = tickets.find(session, connection.product_id, connection.source, desk_id)
-        if raw.get("created_at") is None:
-            if known is not None:
-                raw["created_at"] = known.created_at
-            elif delivery.opens:
-                raw["created_at"] = now
-            else:
-                reason = (
-                    f"{connection.desk.label} ticket {desk_id[:40]} is not stored yet, and "
-                    "this body does not say when it was opened."
-                )
-                return Outcome("ignored", reason=reason)
-        if raw.get("tags") is None and known is not None:
-            raw["tags"] = list(known.tags)
+        if known is not None:
+            raw["created_at"] = known.created_at
+        elif delivery.opens:
+            raw["created_at"] = now
+        else:
+            reason = (
+                f"{connection.desk.label} ticket {desk_id[:40]} is not stored yet, and "
+                "this body does not say when it was opened."
+            )
+            return Outcome("ignored", reason=reason)
     checked = tickets.check_ticket(raw, source=connection.source, now=now, require_requester=False)
     status = tickets.store(
         session, connection.product, checked, secret_key=secret_key, connection=connection, now=now
@@ -559,7 +556,10 @@ def _secret(desk: SupportDesk, secret: str) -> str:
         raise ValidationFailed({"secret": f"Paste the signing secret {desk.label} shows."})
     if len(text) > MAX_SECRET_LENGTH or not text.isprintable() or not reads.is_storable(text):
         raise ValidationFailed(
-            {"secret": f"That is not a signing secret: one line, up to {MAX_SECRET_LENGTH}."}
+            {
+                "secret": "That is not a signing secret: one line, up to "
+                f"{MAX_SECRET_LENGTH} characters."
+            }
         )
     return text
 

@@ -43,7 +43,7 @@ from announcements import reads
 from announcements.errors import ValidationFailed
 from announcements.models import EndUser, Product, SupportConnection, Ticket
 from announcements.queries import like_pattern
-from announcements.subscriptions import normalized_address
+from announcements.subscriptions import MAX_ADDRESS_LENGTH, normalized_address
 
 # The limits of the ticket table's columns.
 MAX_SOURCE_LENGTH = 40
@@ -74,7 +74,7 @@ class TicketInput:
     user_id: str | None = None
     email: str | None = None  # normalised as subscriptions.normalized_address does
     app_version: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] | None = None  # None: not said, so the stored tags stay
     subject: str | None = None
 
 
@@ -160,9 +160,11 @@ def _moment(errors: dict[str, str], value: Any, now: datetime) -> datetime | Non
     return moment
 
 
-def _tags(errors: dict[str, str], value: Any) -> tuple[str, ...]:
+def _tags(errors: dict[str, str], value: Any) -> tuple[str, ...] | None:
+    """The tags folded and kept once each; None when ``value`` says nothing of tags, and
+    an empty tuple for an empty list, which clears the stored ones."""
     if value is None:
-        return ()
+        return None
     if not isinstance(value, list | tuple):
         errors["tags"] = "Send the tags as a list of text."
         return ()
@@ -193,9 +195,11 @@ def check_ticket(
     """The ticket ``raw`` describes, or ValidationFailed naming each field that is wrong.
 
     ``source`` is used when ``raw`` names none (a desk's connection, an import). Tags are
-    folded with :func:`fold_tag` and kept once each. A ticket names its requester by
-    ``user_id`` (the host's id for the user), ``email``, or both; a desk whose event does
-    not name one passes ``require_requester=False`` and the ticket stays unmatched.
+    folded with :func:`fold_tag` and kept once each; no ``tags`` at all (None) leaves
+    the stored tags as they are, and a list, even an empty one, replaces them. A ticket
+    names its requester by ``user_id`` (the host's id for the user), ``email``, or both;
+    a desk whose event does not name one passes ``require_requester=False`` and the
+    ticket stays unmatched.
     """
     now = now or datetime.now(UTC)
     errors: dict[str, str] = {}
@@ -206,7 +210,10 @@ def check_ticket(
     if source_text is not None:
         source_text = source_text.lower()
         if not SOURCE_PATTERN.fullmatch(source_text):
-            errors["source"] = "Name the source with letters, digits and -, such as zendesk."
+            errors["source"] = (
+                "Name the source with letters, digits, - . and _ (starting with a letter or "
+                "digit), such as zendesk."
+            )
     elif "source" not in errors:
         errors["source"] = "Name where the ticket comes from, such as zendesk."
     external_id = _text(
@@ -221,7 +228,7 @@ def check_ticket(
         created_at = _moment(errors, raw.get("created_at"), now)
     user_id = _text(errors, "user_id", raw.get("user_id"), MAX_USER_ID_LENGTH, numbers=True)
     email = None
-    raw_email = _text(errors, "email", raw.get("email"), 320)
+    raw_email = _text(errors, "email", raw.get("email"), MAX_ADDRESS_LENGTH)
     if raw_email is not None:
         try:
             email = normalized_address(raw_email)
@@ -341,10 +348,11 @@ def store(
     """Insert the ticket, or update its row when the desk's view of it changed.
 
     A delivery that changes nothing is "unchanged" and writes nothing. What a delivery
-    does not say (no requester, no app version, no subject) keeps what an earlier one
-    said: desks send partial updates. The requester is matched to an end user by the
-    host's user id, else by the keyed address; the address itself is not kept. Writes
-    in the caller's transaction and commits nothing. It is :func:`store_many` of one.
+    does not say (no requester, no app version, no tags, no subject) keeps what an
+    earlier one said: desks send partial updates. The requester is matched to an end
+    user by the host's user id, else by the keyed address; the address itself is not
+    kept. Writes in the caller's transaction and commits nothing. It is
+    :func:`store_many` of one.
     """
     [status] = store_many(
         session, product, [ticket], secret_key=secret_key, connection=connection, now=now
@@ -361,9 +369,10 @@ def store_many(
     connection: SupportConnection | None = None,
     now: datetime,
 ) -> list[Status]:
-    """Store each ticket as :func:`store` does, as though one after another, and return
-    each one's status in order; a ticket given twice is its two deliveries in turn
-    ("created", then "updated" or "unchanged").
+    """Store each ticket as though one after another: insert it, or update its row when
+    the delivery changes it (what a delivery leaves out keeps what was stored), and
+    return each one's status in order; a ticket given twice is its two deliveries in
+    turn ("created", then "updated" or "unchanged").
 
     Each ``STORE_ROUND`` tickets take a handful of statements, however many they are:
     one select of the rows stored already, a look-up of end users by id and one by
@@ -371,9 +380,10 @@ def store_many(
     update statement run for each changed row. Stored one at a time, a ticket took
     about four statements: 20,000 new tickets took 11 s to import on SQLite and 56 s on
     PostgreSQL, against 2.3 s and 6.3 s now (bench/ticket_import_bench.py). A row
-    another writer inserts between the select and the insert is found by the insert
-    and updated, as in :func:`store`. Writes in the caller's transaction and commits
-    nothing.
+    another writer inserts between the select and the insert is one the insert skips
+    (it does nothing on a conflict and names only the rows it wrote): those tickets'
+    rows are read again and this round's deliveries applied to them as updates. Writes
+    in the caller's transaction and commits nothing.
     """
     statuses: list[Status] = []
     for start in range(0, len(tickets), STORE_ROUND):
@@ -425,7 +435,7 @@ def _store_round(
                 "requester_external_id": ticket.user_id,
                 "requester_key": _keyed(secret_key, ticket.email) if ticket.email else None,
                 "app_version": ticket.app_version,
-                "tags": list(ticket.tags),
+                "tags": list(ticket.tags) if ticket.tags is not None else None,
                 "subject": ticket.subject,
             }
         )
@@ -522,22 +532,23 @@ def _stored(session: Session, product_id: int, names: Collection[_Name]) -> dict
 def _applied(stored: RowMapping | None, deliveries: Sequence[dict[str, Any]]) -> _Plan:
     """Each delivery applied in turn, to the stored row or, for a new ticket, to the first.
 
-    What a delivery does not say (no requester, no app version, no subject) keeps what
-    the row said: desks send partial updates.
+    What a delivery does not say (no requester, no app version, no tags, no subject)
+    keeps what the row said: desks send partial updates. A new ticket delivered without
+    tags has none.
     """
     values = {name: stored[name] for name in _DELIVERED} if stored is not None else None
     statuses: list[Status] = []
     requester_changed = stored is None
     for delivered in deliveries:
         if values is None:
-            values = dict(delivered)
+            values = {**delivered, "tags": delivered["tags"] or []}
             statuses.append("created")
             continue
         merged = dict(delivered)
         if delivered["requester_external_id"] is None and delivered["requester_key"] is None:
             merged["requester_external_id"] = values["requester_external_id"]
             merged["requester_key"] = values["requester_key"]
-        for name in ("app_version", "subject"):
+        for name in ("app_version", "tags", "subject"):
             if merged[name] is None:
                 merged[name] = values[name]
         if merged == values:

@@ -335,15 +335,22 @@ def rebuild_rollups(product_slug: str | None) -> None:
     for product in products:
         slug, started = product.slug, time.perf_counter()
         rows = support_impact.refresh(db.session(), product, now=utcnow(), write_turn=write_turn)
-        click.echo(f"{slug}: {rows} rows in {time.perf_counter() - started:.1f} s")
+        click.echo(f"{slug}: {_counted(rows, 'row')} in {time.perf_counter() - started:.1f} s")
         for release in support_impact.report(db.session(), product):
             figures = release.figures
             tickets = figures["tickets_readers"] + figures["tickets_non_readers"]
             click.echo(
                 f"  {release.version}: {figures['exposed']:,} exposed, "
-                f"{figures['readers']:,} readers, {tickets:,} tickets. {figures['verdict']}"
+                f"{_counted(figures['readers'], 'reader')}, {_counted(tickets, 'ticket')}. "
+                f"{figures['verdict']}"
             )
-    click.echo(f"Recounted {len(products)} products in {time.perf_counter() - began:.1f} s.")
+    took = time.perf_counter() - began
+    click.echo(f"Recounted {_counted(len(products), 'product')} in {took:.1f} s.")
+
+
+def _counted(number: int, noun: str) -> str:
+    """``1 product``, ``2 products``: the recount's summary is read by people."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 support = AppGroup("support", help="Connect help desks.")

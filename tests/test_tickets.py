@@ -73,7 +73,14 @@ def test_a_valid_ticket_is_read_trimmed_and_folded() -> None:
         (
             {"source": "Zen desk"},
             "source",
-            "Name the source with letters, digits and -, such as zendesk.",
+            "Name the source with letters, digits, - . and _ (starting with a letter or digit), "
+            "such as zendesk.",
+        ),
+        (
+            {"source": "_desk"},
+            "source",
+            "Name the source with letters, digits, - . and _ (starting with a letter or digit), "
+            "such as zendesk.",
         ),
         ({"source": "z" * 41}, "source", "Keep it to 40 characters."),
         ({"external_id": ""}, "external_id", "Send the desk's id of the ticket."),
@@ -107,6 +114,7 @@ def test_a_valid_ticket_is_read_trimmed_and_folded() -> None:
         ({"user_id": None}, "user_id", "Send the requester's user_id, email or both."),
         ({"user_id": "u" * 256}, "user_id", "Keep it to 255 characters."),
         ({"email": "not an address"}, "email", None),
+        ({"email": "a" * 243 + "@example.com"}, "email", "Keep it to 254 characters."),
         ({"app_version": "1" * 65}, "app_version", "Keep it to 64 characters."),
         ({"tags": "export"}, "tags", "Send the tags as a list of text."),
         ({"tags": [str(n) for n in range(51)]}, "tags", "Send at most 50 tags."),
@@ -124,6 +132,10 @@ def test_each_broken_rule_names_its_field(overrides, field, message) -> None:
         assert caught.value.errors[field] == message
     else:
         assert caught.value.errors[field].startswith("That is not an email address we can use")
+
+
+def test_a_source_may_hold_dots_and_underscores_as_its_message_says() -> None:
+    assert ticket(source="Help.Desk_2").source == "help.desk_2"
 
 
 def test_a_day_of_clock_skew_is_accepted_and_the_source_can_come_from_the_caller() -> None:
@@ -205,6 +217,22 @@ def test_a_delivery_without_a_requester_keeps_the_stored_one(session) -> None:
     assert store(session, product, partial) == "unchanged"
     [row] = rows(session)
     assert (row.requester_external_id, row.app_version) == ("u-1", "2.0")
+
+
+def test_a_delivery_without_tags_keeps_the_stored_ones_and_an_empty_list_clears_them(
+    session,
+) -> None:
+    product = make_product(session)
+    assert ticket().tags is None and ticket(tags=[]).tags == ()
+    assert store(session, product, ticket(tags=["Export"])) == "created"
+    assert store(session, product, ticket(subject="Export fails")) == "updated"
+    [row] = rows(session)
+    assert (row.tags, row.tag_text, row.subject) == (["export"], "|export|", "Export fails")
+    assert store(session, product, ticket()) == "unchanged"
+    assert store(session, product, ticket(tags=[])) == "updated"
+    session.expire_all()
+    [row] = rows(session)
+    assert (row.tags, row.tag_text) == ([], "|")
 
 
 def test_the_same_desk_id_from_another_source_or_product_is_another_ticket(session) -> None:
@@ -501,6 +529,16 @@ def test_a_batch_larger_than_a_round_is_stored_a_round_at_a_time(session, monkey
         "created",
     ]
     assert [r.tags for r in rows(session)] == [["a"], [], []]
+
+
+def test_a_batch_keeps_tags_a_later_delivery_leaves_out(session) -> None:
+    product = make_product(session)
+    batch = [ticket(), ticket(tags=["a"]), ticket(subject="Sync"), ticket(external_id="2")]
+    assert store_many(session, product, batch) == ["created", "updated", "updated", "created"]
+    assert {r.external_id: (r.tags, r.tag_text, r.subject) for r in rows(session)} == {
+        "5158": (["a"], "|a|", "Sync"),
+        "2": ([], "|", None),
+    }
 
 
 def test_a_batch_matches_requesters_by_id_then_by_keyed_address(session) -> None:

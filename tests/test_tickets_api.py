@@ -81,6 +81,22 @@ def test_a_ticket_is_stored_once_updated_and_never_shows_the_address(
     assert listed.json["tickets"][0]["end_user_external_id"] == "ann-7"
 
 
+def test_a_post_without_tags_keeps_the_stored_ones_and_an_empty_list_clears_them(
+    client, session, product
+) -> None:
+    headers = key_for(session, product)
+    created = client.post(PATH, headers=headers, json=ticket(tags=["Export"]))
+    assert created.json["ticket"]["tags"] == ["export"]
+    again = client.post(PATH, headers=headers, json=ticket(subject="CSV export"))
+    assert again.json["status"] == "updated"
+    assert again.json["ticket"]["tags"] == ["export"]
+    assert client.post(PATH, headers=headers, json=ticket(tags=None)).json["status"] == "unchanged"
+    cleared = client.post(PATH, headers=headers, json=ticket(tags=[]))
+    assert cleared.json["status"] == "updated" and cleared.json["ticket"]["tags"] == []
+    session.expire_all()
+    assert session.scalars(select(Ticket.tag_text)).all() == ["|"]
+
+
 def test_scopes_are_enforced(client, session, product) -> None:
     other = make_product(session, slug="other")
     notes_only = key_for(session, product, ["notes:read", "notes:write"])
@@ -217,6 +233,12 @@ def test_the_openapi_document_describes_the_tickets_endpoints(client) -> None:
     create = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     assert set(create["required"]) == {"source", "external_id", "created_at"}
     assert create["additionalProperties"] is False
+    assert create["properties"]["email"]["anyOf"][0]["maxLength"] == 254
+    assert "the stored tags stay" in create["properties"]["tags"]["description"]
+    impact = spec["components"]["schemas"]["ImpactFigures"]["properties"]
+    assert "first seen before the window ended" in impact["exposed"]["description"]
+    holdback = spec["components"]["schemas"]["NoteCreate"]["properties"]["holdback_percent"]
+    assert "refused (422)" in holdback["description"]
     assert "email" not in spec["components"]["schemas"]["Ticket"]["properties"]
     names = [p["name"] for p in path["get"]["parameters"]]
     assert names == [

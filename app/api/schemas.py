@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from announcements import note_rules, targeting, tickets, versions
+from announcements import note_rules, subscriptions, targeting, tickets, versions
 from announcements.models import Category
 
 StatusName = Literal["draft", "scheduled", "published", "archived"]
@@ -82,8 +82,8 @@ HoldbackPercent = Annotated[
         ge=0,
         le=note_rules.MAX_HOLDBACK_PERCENT,
         description="The share of users held back as a control group: they get no popup, "
-        "badge or email for the note during the product's attribution window. A change "
-        "after publication changes who is held back from then on.",
+        "badge or email for the note during the product's attribution window. Fixed once "
+        "the note is out: a different share for a published note is refused (422).",
     ),
 ]
 
@@ -319,7 +319,10 @@ class ImpactFigures(BaseModel):
     window_end: datetime
     window_open: bool
     topics: list[str] = Field(description="Empty: every ticket counts.")
-    exposed: int = Field(description="Users seen since publication on a version with the note.")
+    exposed: int = Field(
+        description="Users seen since publication and first seen before the window ended, "
+        "on a version that includes the note (or with no version)."
+    )
     readers: int
     non_readers: int
     tickets_readers: int
@@ -369,12 +372,16 @@ class TicketCreate(_Request):
     )
     email: str | None = Field(
         default=None,
-        max_length=254,
+        max_length=subscriptions.MAX_ADDRESS_LENGTH,
         description="The requester's address: kept only as a keyed hash, to find the user. "
         "Send user_id, email or both.",
     )
     app_version: str | None = Field(default=None, max_length=tickets.MAX_APP_VERSION_LENGTH)
-    tags: list[TicketTag] = Field(default_factory=list, max_length=tickets.MAX_TAGS)
+    tags: Annotated[list[TicketTag], Field(max_length=tickets.MAX_TAGS)] | None = Field(
+        default=None,
+        description="Left out or null: the stored tags stay. A list, even an empty one, "
+        "replaces them.",
+    )
     subject: str | None = Field(default=None, max_length=tickets.MAX_SUBJECT_LENGTH)
 
 
