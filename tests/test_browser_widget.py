@@ -17,18 +17,20 @@ from flask import Flask, Response
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from announcements import tickets
+from announcements import holdback, tickets
 from announcements.models import (
     EndUser,
     Note,
     Product,
     Reaction,
+    ReadReceipt,
     Subscriber,
     SubscriberStatus,
 )
 from app.extensions import db
 from app.mail import delivery, transport
 from tests.browser import PHONE, SCREENSHOTS, serve
+from tests.factories import make_note, make_product
 from tests.mailserver import SmtpServer
 
 pytestmark = pytest.mark.browser
@@ -228,7 +230,7 @@ def test_an_address_the_host_did_not_sign_is_sent_a_confirmation_link(
 def test_a_signed_address_reaches_the_server_only_as_its_keyed_hash(
     page, live_app, live_server, host_site
 ) -> None:
-    """The widget posts the host's signed address once per browser session, so the user's
+    """The widget posts the host's signed address once per tab, so the user's
     help-desk tickets can find them, and never puts it in a URL, where access logs and
     proxies would keep it; an unsigned one it keeps to itself."""
     signed_user, unsigned_user = (f"{kind}-{uuid.uuid4().hex[:6]}" for kind in "su")
@@ -252,7 +254,7 @@ def test_a_signed_address_reaches_the_server_only_as_its_keyed_hash(
     assert posted.value.status == 204
     assert posted.value.request.method == "POST"
     assert posted.value.request.post_data_json["email"] == f"{signed_user}@example.com"
-    # A later page view in the same browser session sends nothing: its notes, and a refresh
+    # A later page view in the same tab sends nothing: its notes, and a refresh
     # after them (whose request follows any POST the first load made), bring no other POST.
     with page.expect_response(lambda r: "/notes?" in r.url) as answered:
         page.reload()
@@ -280,6 +282,39 @@ def test_a_signed_address_reaches_the_server_only_as_its_keyed_hash(
         expected = tickets.email_key(live_app.config["SECRET_KEY"], f"{signed_user}@example.com")
     assert keys == {signed_user: expected, unsigned_user: None}
     assert expected is not None and "@" not in expected
+
+
+def test_a_held_back_user_gets_no_badge_or_popup_yet_their_read_is_recorded(
+    page, live_app, live_server, host_site
+) -> None:
+    """The control group of a hold-back finds the note only in the panel; opening it there
+    records the read, as for anyone, so they can count among its readers."""
+    with live_app.app_context():
+        product = make_product(db.session, allowed_origins=(host_site.url,), grace_releases=20)
+        held = make_note(
+            db.session, product, title="Held back", is_important=True, holdback_percent=50
+        )
+        told = make_note(db.session, product, title="Told")
+        product_id, slug, held_id, told_id = product.id, product.slug, held.id, told.id
+    user = next(f"held-{n}" for n in range(1000) if holdback.in_control(held_id, f"held-{n}", 50))
+    page.goto(host_page(host_site, live_server, widget_settings(live_app, slug, user)))
+    launcher = page.locator("tidings-widget .launcher")
+    expect(launcher.locator(".count")).to_have_text("1")  # the other note only
+    expect(page.locator("tidings-widget .modal")).to_have_count(0)  # important, yet quiet
+
+    with page.expect_response(lambda r: r.url.endswith("/reads")) as sent:
+        launcher.click()
+    assert sent.value.status == 204
+    expect(page.locator("tidings-widget .panel")).to_contain_text("Held back")
+    page.wait_for_function("Tidings.unreadCount() === 0")
+    expect(launcher.locator(".count")).to_be_hidden()
+    with live_app.app_context():
+        stored = db.session.execute(
+            select(ReadReceipt.note_id, ReadReceipt.channel)
+            .join(EndUser, EndUser.id == ReadReceipt.end_user_id)
+            .where(EndUser.external_id == user, EndUser.product_id == product_id)
+        ).all()
+    assert sorted(stored) == sorted([(held_id, "widget"), (told_id, "widget")])
 
 
 def test_the_panel_fits_a_phone(browser, live_server) -> None:
