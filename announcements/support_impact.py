@@ -716,31 +716,6 @@ def _assign(
         written += len(rows)
 
 
-def assign_holdbacks(
-    session: Session,
-    product: Product,
-    *,
-    now: datetime,
-    write_turn: WriteTurn = contextlib.nullcontext,
-) -> int:
-    """Record the hold-back group of each exposed user of the product's published notes
-    that have a hold-back, for users not recorded yet; a recorded group never changes.
-    Commits a batch at a time (see :func:`refresh`). Returns how many were recorded."""
-    product_id = product.id
-    notes = [
-        _note_scope(note)
-        for note in _published_notes(session, product_id, now)
-        if note.holdback_percent > 0
-    ]
-    if not notes:
-        return 0
-    present = app_versions(session, product_id)
-    window_days = product.support_window_days
-    return sum(
-        _assign(session, product_id, note, present, window_days, now, write_turn) for note in notes
-    )
-
-
 # The roll-up ---------------------------------------------------------------------------------
 
 
@@ -923,10 +898,11 @@ def user_groups(
                 control=control,
                 recorded_control=None if stored is None else stored[0],
                 assigned_at=None if stored is None else stored[1],
-                holding_back=control
-                and holdback.holding_back(
-                    note.published_at,
+                holding_back=holdback.withholds(
+                    note.id,
+                    external_id,
                     note.holdback_percent,
+                    note.published_at,
                     product.support_window_days,
                     now,
                 ),
