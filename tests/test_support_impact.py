@@ -714,9 +714,10 @@ def test_flask_rollups_rebuild(runner, session, world) -> None:
     assert lines[1].startswith("  2.5.0: ") and lines[2].startswith("  2.4.0: ")
     wanted = expected(world, ["A", "B"], "2.4.0", [])
     assert f"{wanted['exposed']:,} exposed, {wanted['readers']:,} readers" in lines[2]
-    assert lines[-1].startswith("Recounted 1 products in ")
+    assert lines[-1].startswith("Recounted 1 product in ")
     assert rows_by_scope(session, world.other) == {}
     everything = runner.invoke(args=["rollups", "rebuild"])
     assert everything.exit_code == 0 and "other: 2 rows" in everything.output
+    assert "Recounted 2 products in " in everything.output
     missing = runner.invoke(args=["rollups", "rebuild", "--product", "nope"])
     assert missing.exit_code != 0 and "No product with the slug nope" in missing.output

@@ -71,6 +71,9 @@ def _settings_from(form: ProductForm) -> ProductSettings:
         logo_url=(form.logo_url.data or "").strip() or None,
         accent_color=(form.accent_color.data or "").strip(),
         grace_releases=form.grace_releases.data if form.grace_releases.data is not None else 1,
+        support_window_days=(
+            form.support_window_days.data if form.support_window_days.data is not None else 14
+        ),
         noindex=bool(form.noindex.data),
         email_from_name=form.email_from_name.data,
         email_reply_to=form.email_reply_to.data,
