@@ -405,7 +405,7 @@ def test_support_impact_on_the_demo_shows_what_the_tickets_say(
         n(count) for count in export.daily.values()
     ]
     holdback = page.locator("section[aria-labelledby=holdback-title]")
-    assert "No hold-back on this note" in words(holdback)
+    assert "No hold-back was set on this note before it went out." in words(holdback)
 
 
 def assert_effect(sentence: str, treated: Group, control: Group) -> None:
