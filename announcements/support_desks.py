@@ -74,7 +74,8 @@ ZENDESK_TRIGGER_BODY = json.dumps(
             "subject": "{{ticket.title}}",
             "app_version": "",
         }
-    }
+    },
+    indent=2,
 )
 # The body of the Freshdesk rule's webhook: Freshdesk's own field names, no description.
 FRESHDESK_BODY = json.dumps(
@@ -86,68 +87,120 @@ FRESHDESK_BODY = json.dumps(
             "ticket_tags": "{{ticket.tags}}",
             "requester_email": "{{ticket.requester.email}}",
         }
-    }
+    },
+    indent=2,
 )
 
-SETUP_STEPS: dict[SupportDesk, list[str]] = {
+
+@dataclass(frozen=True)
+class Step:
+    """A set-up step: its words, and the JSON body it says to paste, if any."""
+
+    text: str
+    body: str | None = None
+
+
+SETUP_STEPS: dict[SupportDesk, list[Step]] = {
     SupportDesk.ZENDESK: [
-        "In Zendesk Admin Center, open Apps and integrations → Actions and webhooks → "
-        "Webhooks and click Create webhook.",
-        "Choose “Trigger or automation” as the way to connect. Set Endpoint URL to this "
-        "connection's inbound URL, Request method to POST, Request format to JSON and "
-        "Authentication to None, then click Create webhook.",
-        "On the webhook's page, under Signing secret, click Reveal secret, copy it and paste "
-        "it into Tidings as this connection's secret. Zendesk makes the secret; Tidings "
-        "refuses deliveries until it has it.",
-        "Open Objects and rules → Business rules → Triggers and click Create trigger. Name it "
-        "“Tidings” and, under Conditions → Meet ALL of the following conditions, add "
-        "“Ticket | Is | Created”.",
-        "Under Actions, add “Notify by → Active webhook”, choose the webhook, and paste "
-        f"this JSON body: {ZENDESK_TRIGGER_BODY}",
-        "If your tickets have an App version field, put its placeholder, "
-        '{{ticket.ticket_field_<field id>}}, in the empty "app_version" value.',
-        "Click Create. Each new ticket now reaches Tidings within seconds. To keep tags "
-        "current as agents change them, add “Ticket | Is | Updated” under Meet ANY: each "
-        "update is one more delivery, and one that changes nothing is counted as unchanged.",
+        Step(
+            "In Zendesk Admin Center, open Apps and integrations → Actions and webhooks → "
+            "Webhooks and click Create webhook."
+        ),
+        Step(
+            "Choose “Trigger or automation” as the way to connect. Set Endpoint URL to this "
+            "connection's inbound URL, Request method to POST, Request format to JSON and "
+            "Authentication to None, then click Create webhook."
+        ),
+        Step(
+            "On the webhook's page, under Signing secret, click Reveal secret, copy it and paste "
+            "it into Tidings as this connection's secret. Zendesk makes the secret; Tidings "
+            "refuses deliveries until it has it."
+        ),
+        Step(
+            "Open Objects and rules → Business rules → Triggers and click Create trigger. Name it "
+            "“Tidings” and, under Conditions → Meet ALL of the following conditions, add "
+            "“Ticket | Is | Created”."
+        ),
+        Step(
+            "Under Actions, add “Notify by → Active webhook”, choose the webhook, and paste "
+            "this JSON body:",
+            ZENDESK_TRIGGER_BODY,
+        ),
+        Step(
+            "If your tickets have an App version field, put its placeholder, "
+            '{{ticket.ticket_field_<field id>}}, in the empty "app_version" value.'
+        ),
+        Step(
+            "Click Create. Each new ticket now reaches Tidings within seconds. To keep tags "
+            "current as agents change them, add “Ticket | Is | Updated” under Meet ANY: each "
+            "update is one more delivery, and one that changes nothing is counted as unchanged."
+        ),
     ],
     SupportDesk.INTERCOM: [
-        "In Intercom, open Settings → Integrations → Developer Hub and open your app, or "
-        "create one with New app.",
-        "Under Configure → Webhooks, set Endpoint URL to this connection's inbound URL and "
-        "select the topics conversation.user.created, conversation.user.replied and "
-        "conversation.admin.replied (the replies keep tags current). Save.",
-        "Intercom signs notifications with the app's client secret: copy it from "
-        "Configure → Basic information → Client secret and paste it into Tidings as this "
-        "connection's secret. Tidings refuses deliveries until it has it.",
-        "Send a test request from the Webhooks page: Tidings answers Intercom's ping with "
-        "202 and ignores it.",
-        "Conversations are matched to your users by the user_id your product boots the "
-        "Messenger with; a lead, who has none, is matched by address.",
+        Step(
+            "In Intercom, open Settings → Integrations → Developer Hub and open your app, or "
+            "create one with New app."
+        ),
+        Step(
+            "Under Configure → Webhooks, set Endpoint URL to this connection's inbound URL and "
+            "select the topics conversation.user.created, conversation.user.replied and "
+            "conversation.admin.replied (the replies keep tags current). Save."
+        ),
+        Step(
+            "Intercom signs notifications with the app's client secret: copy it from "
+            "Configure → Basic information → Client secret and paste it into Tidings as this "
+            "connection's secret. Tidings refuses deliveries until it has it."
+        ),
+        Step(
+            "Send a test request from the Webhooks page: Tidings answers Intercom's ping with "
+            "202 and ignores it."
+        ),
+        Step(
+            "Conversations are matched to your users by the user_id your product boots the "
+            "Messenger with; a lead, who has none, is matched by address."
+        ),
     ],
     SupportDesk.HELPSCOUT: [
-        "In Help Scout, open Manage → Apps, find Webhooks and click Install App (or open it "
-        "if it is installed).",
-        "Paste this connection's inbound URL as the Callback URL.",
-        "Paste this connection's secret as the Secret Key: Tidings made it, and Help Scout "
-        "signs each delivery with it.",
-        "Under Events, tick Conversation Created; tick the conversation's Tags event too to "
-        "keep tags current. Customer events are not needed: Tidings ignores them.",
-        "Choose the V2 payload if Help Scout asks, and click Save.",
+        Step(
+            "In Help Scout, open Manage → Apps, find Webhooks and click Install App (or open it "
+            "if it is installed)."
+        ),
+        Step("Paste this connection's inbound URL as the Callback URL."),
+        Step(
+            "Paste this connection's secret as the Secret Key: Tidings made it, and Help Scout "
+            "signs each delivery with it."
+        ),
+        Step(
+            "Under Events, tick Conversation Created; tick the conversation's Tags event too to "
+            "keep tags current. Customer events are not needed: Tidings ignores them."
+        ),
+        Step("Choose the V2 payload if Help Scout asks, and click Save."),
     ],
     SupportDesk.FRESHDESK: [
-        "In Freshdesk, open Admin → Workflows → Automations, choose the Ticket Creation tab "
-        "and click New rule. Name it “Tidings”.",
-        "Under “On tickets with these properties”, add a condition every ticket you want "
-        "counted meets, such as “Status is Open”.",
-        "Under “Perform these actions”, choose Trigger webhook: Request type POST, Callback "
-        "URL this connection's inbound URL, Requires authentication off, Encoding JSON, "
-        f"Content Advanced, and paste this body: {FRESHDESK_BODY}",
-        "Click Preview and save, then Save and enable. Freshdesk signs nothing: the long "
-        "token in the URL is the credential, so keep the URL secret (disconnect and connect "
-        "again to change it).",
-        "Freshdesk's body says nothing of when the ticket was opened, so Tidings dates each "
-        "ticket by when its delivery arrives. The same action in a Ticket Updates rule keeps "
-        "tags current; updates of tickets Tidings has not seen are ignored.",
+        Step(
+            "In Freshdesk, open Admin → Workflows → Automations, choose the Ticket Creation tab "
+            "and click New rule. Name it “Tidings”."
+        ),
+        Step(
+            "Under “On tickets with these properties”, add a condition every ticket you want "
+            "counted meets, such as “Status is Open”."
+        ),
+        Step(
+            "Under “Perform these actions”, choose Trigger webhook: Request type POST, Callback "
+            "URL this connection's inbound URL, Requires authentication off, Encoding JSON, "
+            "Content Advanced, and paste this body:",
+            FRESHDESK_BODY,
+        ),
+        Step(
+            "Click Preview and save, then Save and enable. Freshdesk signs nothing: the long "
+            "token in the URL is the credential, so keep the URL secret (disconnect and connect "
+            "again to change it)."
+        ),
+        Step(
+            "Freshdesk's body says nothing of when the ticket was opened, so Tidings dates each "
+            "ticket by when its delivery arrives. The same action in a Ticket Updates rule keeps "
+            "tags current; updates of tickets Tidings has not seen are ignored."
+        ),
     ],
 }
 

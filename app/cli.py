@@ -384,7 +384,9 @@ def connect_desk(product_slug: str, desk: str, secret: str | None, as_json: bool
             f"flask support set-secret {product.slug} {source}"
         )
     for number, step in enumerate(support_desks.SETUP_STEPS[connection.desk], start=1):
-        click.echo(f"{number}. {step}")
+        click.echo(f"{number}. {step.text}")
+        if step.body:
+            click.echo(step.body)
 
 
 @support.command("set-secret")

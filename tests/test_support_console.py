@@ -24,7 +24,6 @@ from announcements.models import (
     SupportImpact,
     utcnow,
 )
-from app.console import support
 from app.mail import jobs
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
@@ -589,7 +588,7 @@ def test_an_owner_connects_zendesk_and_pastes_its_secret(app, client, auth, sess
     assert "Not set: Zendesk deliveries are refused" in text(card)
     steps = [text(li) for li in card.xpath('.//aside[contains(@class, "setup-steps")]//li')]
     assert len(steps) == len(support_desks.SETUP_STEPS[SupportDesk.ZENDESK])
-    assert steps[0] == support_desks.SETUP_STEPS[SupportDesk.ZENDESK][0]
+    assert steps[0] == support_desks.SETUP_STEPS[SupportDesk.ZENDESK][0].text
     assert "0 deliveries · none yet" in text(card)
 
     answer = client.post(
@@ -727,11 +726,21 @@ def test_connection_forms_need_their_csrf_token(client, auth, session, world) ->
     assert audit_count(session) == before
 
 
-def test_set_up_steps_set_the_json_body_apart() -> None:
-    steps = support.steps(SupportDesk.ZENDESK)
-    assert [s.text for s in steps if s.body is None] == [
-        text for text in support_desks.SETUP_STEPS[SupportDesk.ZENDESK] if '{"ticket"' not in text
-    ]
+def test_set_up_steps_show_the_json_body_apart_as_it_is_to_be_pasted(
+    client, auth, session, world
+) -> None:
+    product, _, people = world
+    support_desks.connect(session, product, "zendesk")
+    session.commit()
+    auth.login(people[Role.OWNER].email)
+    _, tree = page(client, "/console/p/acme/support/connections")
+    [aside] = tree.xpath('//aside[contains(@class, "setup-steps")]')
+    steps = support_desks.SETUP_STEPS[SupportDesk.ZENDESK]
+    items = aside.xpath(".//li")
+    assert [" ".join(li.xpath("text()")[0].split()) for li in items] == [s.text for s in steps]
     [with_body] = [s for s in steps if s.body]
     assert with_body.text.endswith("paste this JSON body:")
-    assert json.loads(with_body.body) == json.loads(support_desks.ZENDESK_TRIGGER_BODY)
+    # Laid out to copy: the whole body in one block, its lines kept.
+    [code] = aside.xpath(".//pre/code")
+    assert code.text_content() == with_body.body == support_desks.ZENDESK_TRIGGER_BODY
+    assert json.loads(code.text_content())["ticket"]["id"] == "{{ticket.id}}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -341,35 +340,10 @@ def support_impact_csv(product: Product) -> ResponseReturnValue:
 
 
 @dataclass(frozen=True)
-class Step:
-    """A set-up step: its words, and the JSON body it says to paste, laid out to copy."""
-
-    text: str
-    body: str | None = None
-
-
-def steps(desk: SupportDesk) -> list[Step]:
-    """The desk's set-up steps, each body to paste (a step that ends in a JSON object) set
-    apart from the words so it can be read and copied."""
-    found = []
-    for text in support_desks.SETUP_STEPS[desk]:
-        words, colon, rest = text.partition(": {")
-        try:
-            body = json.loads("{" + rest) if colon and text.endswith("}") else None
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            found.append(Step(words + ":", json.dumps(body, indent=2)))
-        else:
-            found.append(Step(text))
-    return found
-
-
-@dataclass(frozen=True)
 class Connection:
     row: SupportConnection
     url: str
-    steps: list[Step]
+    steps: list[support_desks.Step]
 
 
 def _connections(product: Product) -> list[SupportConnection]:
@@ -394,7 +368,9 @@ def _connections_page(
         product=product,
         form=form,
         connections=[
-            Connection(row, support_desks.inbound_url(base_url, row), steps(row.desk))
+            Connection(
+                row, support_desks.inbound_url(base_url, row), support_desks.SETUP_STEPS[row.desk]
+            )
             for row in _connections(product)
         ],
         desk_makes_secret=support_desks.DESK_MAKES_SECRET,
