@@ -3,7 +3,9 @@
 Everything that queues mail writes its outbox rows in the caller's transaction, so a
 note is never published without its messages, and never has them twice: the outbox
 is unique per note and subscriber, and a note records when its messages were queued.
-The worker (``app.mail``) sends what the outbox holds.
+The worker (``app.mail``) sends what the outbox holds. A note may also reach one
+subscriber on purpose, once of each kind: sent by a support agent, or as the escalation
+of a notice its end user has not acknowledged (:func:`queue_one`).
 
 A note that holds back a control group (:mod:`announcements.holdback`) is queued for no
 subscriber linked to an end user in that group, alone or in a digest, while its window is
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import cast as typing_cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from announcements import holdback, targeting
@@ -97,6 +101,37 @@ def queue_note(session: Session, note: Note, *, now: datetime) -> int:
         session.execute(insert(OutboxMessage), rows)
     note.emailed_at = now
     return len(rows)
+
+
+def queue_one(
+    session: Session, note: Note, subscriber_id: int, kind: OutboxKind, *, now: datetime
+) -> bool:
+    """Queue ``note`` for one subscriber as ``kind`` (:attr:`OutboxKind.AGENT` or
+    :attr:`OutboxKind.ESCALATION`), unless it was queued for them as that kind before;
+    returns whether it was queued now. Runs in the caller's transaction."""
+    outbox = typing_cast(Table, OutboxMessage.__table__)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(outbox)
+        .on_conflict_do_nothing(
+            index_elements=[outbox.c.note_id, outbox.c.subscriber_id, outbox.c.kind]
+        )
+        .returning(outbox.c.id)
+    )
+    queued = session.execute(
+        statement,
+        {
+            "product_id": note.product_id,
+            "subscriber_id": subscriber_id,
+            "note_id": note.id,
+            "kind": kind,
+            "status": OutboxStatus.QUEUED,
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        },
+    ).first()
+    return queued is not None
 
 
 def queue_due_notes(session: Session, *, now: datetime) -> int:

@@ -249,6 +249,9 @@ class Product(Base):
     # Support impact: a ticket counts against a note when it is opened within this many
     # days after the note went out.
     support_window_days: Mapped[int] = mapped_column(Integer, default=14, server_default="14")
+    # Signs the agent sidebar's links (``/support/sidebar``) that help desks open; rotated
+    # by owners under Support → Agent sidebar.
+    sidebar_secret: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_hex(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(
@@ -331,6 +334,13 @@ class Note(Base):
     # during the window.
     support_topics: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     holdback_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A notice end users must acknowledge ("I understand"), not merely be shown; and after
+    # how many days without it a user linked to a subscriber is sent it by e-mail (None:
+    # never).
+    requires_acknowledgement: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    escalate_after_days: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -463,6 +473,111 @@ class Reaction(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Acknowledgement(Base):
+    """That one end user pressed "I understand" on a notice that requires it, and when;
+    kept apart from the read, which showing the notice already records."""
+
+    __tablename__ = "acknowledgement"
+    __table_args__ = (Index(None, "note_id", "end_user_id"),)
+
+    end_user_id: Mapped[int] = mapped_column(
+        ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    note_id: Mapped[int] = mapped_column(
+        ForeignKey("note.id", ondelete="CASCADE"), primary_key=True
+    )
+    acknowledged_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Escalation(Base):
+    """That a notice still unacknowledged after its ``escalate_after_days`` was queued by
+    e-mail to the subscriber linked to this end user: once per note and user."""
+
+    __tablename__ = "escalation"
+
+    note_id: Mapped[int] = mapped_column(
+        ForeignKey("note.id", ondelete="CASCADE"), primary_key=True
+    )
+    end_user_id: Mapped[int] = mapped_column(
+        ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="SET NULL")
+    )
+    escalated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentSend(Base):
+    """A support agent sent one note to one end user: pinned unread in their widget, shown
+    as a popup on their next page view, until they read it (``read_at``)."""
+
+    __tablename__ = "agent_send"
+    __table_args__ = (
+        Index(None, "end_user_id", "read_at"),
+        Index(None, "product_id", "sent_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    note_id: Mapped[int] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"))
+    end_user_id: Mapped[int] = mapped_column(ForeignKey("end_user.id", ondelete="CASCADE"))
+    # A console member; or none, when it came from a help desk's sidebar, whose agent is
+    # known only by the name the signed link carries.
+    sent_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("team_member.id", ondelete="SET NULL")
+    )
+    agent: Mapped[str] = mapped_column(String(254))
+    via: Mapped[str] = mapped_column(String(16))  # "console" or "sidebar"
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Whether an e-mail was queued: the user is linked to a confirmed subscriber.
+    emailed: Mapped[bool] = mapped_column(Boolean, default=False)
+    read_at: Mapped[datetime | None]
+
+    note: Mapped[Note] = relationship()
+    end_user: Mapped[EndUser] = relationship()
+    sent_by: Mapped[TeamMember | None] = relationship()
+
+
+class HelpRequest(Base):
+    """An end user about to contact support was shown the unread notes that match what
+    they typed (``Tidings.beforeSupport``), and what they answered: one of them
+    answered their question, or they still need help (None: they closed it)."""
+
+    __tablename__ = "help_request"
+    __table_args__ = (Index(None, "product_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    # The widget's handle for recording the answer: unguessable, as anonymous users
+    # have no identity to check it against.
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    end_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("end_user.id", ondelete="SET NULL"), index=True
+    )
+    query: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # "answered" or "needs_help"
+    answered_note_id: Mapped[int | None] = mapped_column(
+        ForeignKey("note.id", ondelete="SET NULL"), index=True
+    )
+    decided_at: Mapped[datetime | None]
+
+
+class HelpShown(Base):
+    """One note shown in a :class:`HelpRequest`, at its rank (0 is the best match)."""
+
+    __tablename__ = "help_shown"
+    __table_args__ = (Index(None, "note_id", "help_request_id"),)
+
+    help_request_id: Mapped[int] = mapped_column(
+        ForeignKey("help_request.id", ondelete="CASCADE"), primary_key=True
+    )
+    note_id: Mapped[int] = mapped_column(
+        ForeignKey("note.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+
 class SubscriberStatus(enum.StrEnum):
     """Where a subscriber stands; only confirmed subscribers are sent release notes."""
 
@@ -527,6 +642,8 @@ class OutboxKind(enum.StrEnum):
     CONFIRM = "confirm"  # the double opt-in message; its payload holds the asked preferences
     NOTE = "note"
     DIGEST = "digest"  # its payload lists the notes it covers
+    AGENT = "agent"  # a note a support agent sent this subscriber's end user
+    ESCALATION = "escalation"  # a notice its end user has not acknowledged in time
 
 
 class OutboxStatus(enum.StrEnum):
@@ -542,7 +659,9 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox_message"
     __table_args__ = (
-        UniqueConstraint("note_id", "subscriber_id"),
+        # A note goes to a subscriber once of each kind: as published, from an agent,
+        # as an escalation.
+        UniqueConstraint("note_id", "subscriber_id", "kind"),
         Index(None, "status", "next_attempt_at"),
     )
 
@@ -599,6 +718,7 @@ class ApiScope(enum.StrEnum):
     TICKETS_READ = "tickets:read"
     TICKETS_WRITE = "tickets:write"
     INSIGHTS_READ = "insights:read"
+    SUPPORT_READ = "support:read"
 
 
 class WebhookEvent(enum.StrEnum):
@@ -847,11 +967,11 @@ def move_catalogue_stamps(session: Session, product_ids: Collection[int]) -> Non
     )
 
 
-# Columns no cache shows: the stamp itself, and when a note's emails were queued. The mail
-# worker sets that holding the note's row; moving the stamp too would take the product's
-# row after the note's, the reverse of an editor's order, and on PostgreSQL the two
-# could deadlock.
-_UNSHOWN = frozenset({"catalogue_stamp", "emailed_at"})
+# Columns no cache shows: the stamp itself, the agent sidebar's secret, and when a note's
+# emails were queued. The mail worker sets that holding the note's row; moving the stamp
+# too would take the product's row after the note's, the reverse of an editor's order,
+# and on PostgreSQL the two could deadlock.
+_UNSHOWN = frozenset({"catalogue_stamp", "emailed_at", "sidebar_secret"})
 _CATALOGUE_ROWS = (Note, NoteTranslation, Product)
 
 
