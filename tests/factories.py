@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from announcements import accounts, services
-from announcements.models import Note, Product, Role, TeamMember, utcnow
+from announcements.models import EndUser, Note, Product, Role, TeamMember, utcnow
 from announcements.services import Intent, NoteInput, ProductSettings
 from tests.conftest import PASSWORD
 
@@ -70,3 +70,20 @@ def make_note(
     if status == "archived":
         services.archive(session, note, by=None, now=now)
     return note
+
+
+def make_end_user(
+    session: Session, product: Product, external_id: str, **overrides: Any
+) -> EndUser:
+    """An end user as the widget would have stored them, seen a day ago for the first time."""
+    now = overrides.pop("now", None) or utcnow()
+    user = EndUser(
+        product_id=product.id,
+        external_id=external_id,
+        first_seen_at=overrides.pop("first_seen_at", now - timedelta(days=1)),
+        last_seen_at=overrides.pop("last_seen_at", now),
+        **overrides,
+    )
+    session.add(user)
+    session.commit()
+    return user
