@@ -10,6 +10,11 @@ their limits and categories from here rather than restating them.
 A note's support topics are ticket tags, folded as the tickets' own tags are
 (:func:`announcements.tickets.fold_tag`), so a topic written "Export" matches a ticket
 tagged "export"; its hold-back is at most :data:`announcements.holdback.MAX_HOLDBACK_PERCENT`.
+
+A note may require acknowledgement ("I understand" in the widget): such a notice holds
+nobody back, since users who must not miss it can't be kept from it as a control group;
+and only such a notice may be e-mailed, after :data:`MAX_ESCALATE_AFTER_DAYS` days at most,
+to the users who have not acknowledged it (:mod:`announcements.notices`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ MAX_TOPIC_LENGTH = 40
 TOPIC_PATTERN = re.compile(rf"[\w .:-]{{1,{MAX_TOPIC_LENGTH}}}")
 MAX_HOLDBACK_PERCENT = holdback.MAX_HOLDBACK_PERCENT
 HOLDBACK_RULE = f"Hold back a whole number from 0 to {MAX_HOLDBACK_PERCENT} per cent of users."
+# Past a quarter, a notice nobody acknowledged is better sent again by hand than by a
+# rule its editor has forgotten.
+MAX_ESCALATE_AFTER_DAYS = 90
+ESCALATION_RULE = f"E-mail it after a whole number of days from 1 to {MAX_ESCALATE_AFTER_DAYS}."
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,10 @@ class NoteInput:
     support_topics: Sequence[str] = ()
     # The share of exposed users held back as a control group during the window.
     holdback_percent: int = 0
+    # A notice users must acknowledge, and after how many days without it the users
+    # linked to a subscriber are e-mailed it (None: never).
+    requires_acknowledgement: bool = False
+    escalate_after_days: int | None = None
 
     @classmethod
     def of(cls, note: Note) -> NoteInput:
@@ -74,6 +87,8 @@ class NoteInput:
             email_subscribers=note.email_subscribers,
             support_topics=tuple(note.support_topics or ()),
             holdback_percent=note.holdback_percent or 0,
+            requires_acknowledgement=note.requires_acknowledgement,
+            escalate_after_days=note.escalate_after_days,
         )
 
 
@@ -138,6 +153,31 @@ def holdback_problem(percent: Any) -> str | None:
     return None
 
 
+def acknowledgement_problems(data: NoteInput) -> dict[str, str]:
+    """What is wrong with a notice's acknowledgement and escalation, by field, if anything."""
+    errors: dict[str, str] = {}
+    if data.requires_acknowledgement and data.holdback_percent:
+        errors["requires_acknowledgement"] = (
+            "A notice users must acknowledge holds nobody back: set the hold-back to 0 "
+            "first. Users who must not miss it can't be kept from it as a control group."
+        )
+    days = data.escalate_after_days
+    if days is None:
+        return errors
+    if (
+        not isinstance(days, int)
+        or isinstance(days, bool)
+        or not 1 <= days <= MAX_ESCALATE_AFTER_DAYS
+    ):
+        errors["escalate_after_days"] = ESCALATION_RULE
+    elif not data.requires_acknowledgement:
+        errors["escalate_after_days"] = (
+            "Only a notice that requires acknowledgement is e-mailed to those who have "
+            "not acknowledged it: tick “Requires acknowledgement”, or leave this empty."
+        )
+    return errors
+
+
 def locale_problem(locale: str) -> str | None:
     """What is wrong with a language tag (a product's default language, a translation's)."""
     if not LOCALE_PATTERN.fullmatch(locale):
@@ -171,6 +211,7 @@ def problems(
         "holdback_percent": holdback_problem(data.holdback_percent),
     }
     errors.update({name: problem for name, problem in checks.items() if problem})
+    errors.update(acknowledgement_problems(data))
     if scheduling:
         if publish_at is None:
             errors["publish_at"] = "Pick when to publish."

@@ -403,6 +403,8 @@ def _write(note: Note, data: NoteInput, html: str | None) -> list[str]:
         ),
         "support_topics": note_rules.support_topics(data.support_topics),
         "holdback_percent": data.holdback_percent,
+        "requires_acknowledgement": data.requires_acknowledgement,
+        "escalate_after_days": data.escalate_after_days,
     }
     changed = [name for name, value in values.items() if getattr(note, name) != value]
     for name in changed:
@@ -508,6 +510,8 @@ def create_note(
     summary = f"Created as {note.status_at(now).value}"
     if note.holdback_percent:
         summary += f", holding back {note.holdback_percent} %"
+    if note.requires_acknowledgement:
+        summary += ", " + _edited(note, "requires_acknowledgement")
     record(session, product, by, "note.created", summary, note=note, now=now)
     session.commit()
     return note
@@ -530,7 +534,9 @@ def update_note(
     after = note.status_at(now)
     parts = []
     if saved.changed:
-        parts.append("Edited " + ", ".join(_edited(note, name) for name in saved.changed))
+        # Fields said together (the acknowledgement and its escalation) are said once.
+        edited = dict.fromkeys(_edited(note, name) for name in saved.changed)
+        parts.append("Edited " + ", ".join(edited))
     if saved.before is not after or intent is Intent.SCHEDULE:
         parts.append(_transition_summary(note, after))
     record(session, note.product, by, "note.updated", "; ".join(parts), note=note, now=now)
@@ -540,11 +546,18 @@ def update_note(
 
 def _edited(note: Note, name: str) -> str:
     """A changed field as the audit log names it; an experiment's settings with their new
-    values, as Support impact's figures depend on them."""
+    values, as Support impact's figures depend on them, and a notice's acknowledgement,
+    as who is e-mailed does."""
     if name == "support_topics":
         return "support topics (" + (", ".join(note.support_topics) or "none") + ")"
     if name == "holdback_percent":
         return f"hold-back ({note.holdback_percent} %)"
+    if name in ("requires_acknowledgement", "escalate_after_days"):
+        # Who is e-mailed, and when, follows from the two together.
+        if not note.requires_acknowledgement:
+            return "acknowledgement (not required)"
+        days = note.escalate_after_days
+        return "acknowledgement (required" + (f", e-mailed after {days} days)" if days else ")")
     return name.replace("_md", "")
 
 

@@ -58,6 +58,8 @@ def _note(note: Note, now: datetime) -> schemas.Note:
         email_subscribers=note.email_subscribers,
         support_topics=note.support_topics,
         holdback_percent=note.holdback_percent,
+        requires_acknowledgement=note.requires_acknowledgement,
+        escalate_after_days=note.escalate_after_days,
         status=status.value,
         published_at=note.published_at,
         expires_at=note.expires_at,
@@ -84,6 +86,8 @@ NOTE_FIELDS = {
     "email_subscribers": "email_subscribers",
     "support_topics": "support_topics",
     "holdback_percent": "holdback_percent",
+    "requires_acknowledgement": "requires_acknowledgement",
+    "escalate_after_days": "escalate_after_days",
 }
 # Fields a PATCH may leave out but not clear.
 NOT_NULL = (
@@ -95,6 +99,7 @@ NOT_NULL = (
     "internal",
     "support_topics",
     "holdback_percent",
+    "requires_acknowledgement",
 )
 
 

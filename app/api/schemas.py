@@ -87,6 +87,24 @@ HoldbackPercent = Annotated[
     ),
 ]
 
+RequiresAcknowledgement = Annotated[
+    bool,
+    Field(
+        description="A notice users must acknowledge: the widget shows it as a dialog "
+        "until they choose “I understand”. A note that holds users back can't require it."
+    ),
+]
+EscalateAfterDays = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=note_rules.MAX_ESCALATE_AFTER_DAYS,
+        description="Days after publication after which users linked to a confirmed "
+        "subscriber who have not acknowledged it are e-mailed it, once; null: never. "
+        "Only with requires_acknowledgement.",
+    ),
+]
+
 
 class _Request(_Input):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -130,6 +148,8 @@ class NoteCreate(_Request):
     )
     support_topics: Topics = Field(default_factory=list)
     holdback_percent: HoldbackPercent = 0
+    requires_acknowledgement: RequiresAcknowledgement = False
+    escalate_after_days: EscalateAfterDays | None = None
 
 
 class NoteUpdate(_Request):
@@ -148,6 +168,10 @@ class NoteUpdate(_Request):
     email_subscribers: bool | None = None
     support_topics: Topics | None = None
     holdback_percent: HoldbackPercent | None = None
+    requires_acknowledgement: RequiresAcknowledgement | None = None
+    escalate_after_days: EscalateAfterDays | None = Field(
+        default=None, description="null clears it: never e-mailed."
+    )
 
 
 class NoteQuery(_Input):
@@ -202,6 +226,8 @@ class Note(BaseModel):
     email_subscribers: bool
     support_topics: list[str]
     holdback_percent: int
+    requires_acknowledgement: bool
+    escalate_after_days: int | None
     status: StatusName
     published_at: datetime | None
     expires_at: datetime | None

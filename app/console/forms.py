@@ -169,6 +169,23 @@ class NoteForm(FlaskForm):
             "inputmode": "numeric",
         },
     )
+    requires_acknowledgement = BooleanField(
+        "Requires acknowledgement: users confirm it with “I understand”",
+        description="For breaking changes, security notices and terms: the widget shows it "
+        "as a dialog until the user acknowledges it; closing it does not count.",
+    )
+    # Text, as the hold-back, for the rule's own words; blank: never.
+    escalate_after_days = StringField(
+        "E-mail it after (days) without acknowledgement",
+        render_kw={
+            "type": "number",
+            "min": 1,
+            "max": note_rules.MAX_ESCALATE_AFTER_DAYS,
+            "step": 1,
+            "inputmode": "numeric",
+            "placeholder": "never",
+        },
+    )
     intent = HiddenField(default="save")
 
 

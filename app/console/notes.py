@@ -87,9 +87,16 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
         except ValueError:
             errors[name] = "Enter a date and time, e.g. 2026-12-01 09:00."
             times[name] = None
-    holdback_percent = _posted_holdback(form.holdback_percent.data or "")
-    if holdback_percent is None:
-        errors["holdback_percent"] = note_rules.HOLDBACK_RULE
+    numbers: dict[str, int | None] = {}
+    for name, rule in (
+        ("holdback_percent", note_rules.HOLDBACK_RULE),
+        ("escalate_after_days", note_rules.ESCALATION_RULE),
+    ):
+        try:
+            numbers[name] = _posted_whole(getattr(form, name).data or "")
+        except ValueError:
+            errors[name] = rule
+            numbers[name] = None
     data = NoteInput(
         audience=_posted_audience(form),
         version=form.version.data or "",
@@ -103,22 +110,27 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
         support_topics=[
             topic for topic in (form.support_topics.data or "").split(",") if topic.strip()
         ],
-        holdback_percent=holdback_percent or 0,
+        holdback_percent=numbers["holdback_percent"] or 0,
+        requires_acknowledgement=bool(form.requires_acknowledgement.data),
+        escalate_after_days=numbers["escalate_after_days"],
     )
     return data, times["publish_at"], errors
 
 
-def _posted_holdback(text: str) -> int | None:
-    """The hold-back share as typed, blank for none; None when it is not a whole number
-    (checked as text first: int() takes "²" and numbers of thousands of digits badly)."""
+def _posted_whole(text: str) -> int | None:
+    """A whole number as typed (the hold-back share, the days before escalating), None
+    when blank; ValueError when it is not one (checked as text first: int() takes "²" and
+    numbers of thousands of digits badly)."""
     text = text.strip()
     if not text:
-        return 0
-    return int(text) if HOLDBACK_TEXT.fullmatch(text) else None
+        return None
+    if not WHOLE_TEXT.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
 
 
 AUDIENCE_FIELDS = ("attribute", "op", "value")
-HOLDBACK_TEXT = re.compile(r"[0-9]{1,3}")
+WHOLE_TEXT = re.compile(r"[0-9]{1,3}")
 
 
 def _posted_conditions() -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 from flask import current_app
 from werkzeug.routing import Map, MapAdapter
 
-from announcements.models import Note, OutboxMessage, Product, Subscriber, utcnow
+from announcements.models import Note, OutboxKind, OutboxMessage, Product, Subscriber, utcnow
 from announcements.subscriptions import Preferences
 from app.mail import tokens
 from app.mail.tokens import Purpose
@@ -211,20 +211,45 @@ def confirmation(row: OutboxMessage) -> Composed:
     )
 
 
+# Why one note comes by itself, by the outbox's kind: its subject, and a line above the
+# note saying why it came (None: it is simply news).
+ONE_NOTE = {
+    OutboxKind.NOTE: ("{product} {version}: {title}", None),
+    OutboxKind.AGENT: (
+        "{product}: {title}",
+        "The {product} support team sent you this note, as it concerns you.",
+    ),
+    OutboxKind.ESCALATION: (
+        "Action needed: {title}",
+        "Please confirm you have read this: open {product} and choose “I understand” on "
+        "this notice.",
+    ),
+}
+
+
 def release_note(
-    subscriber: Subscriber, note: Note, message_id: str, *, subject_prefix: str = ""
+    subscriber: Subscriber,
+    note: Note,
+    message_id: str,
+    *,
+    kind: OutboxKind = OutboxKind.NOTE,
+    subject_prefix: str = "",
 ) -> Composed:
-    """One note, as it was published."""
+    """One note: as it was published, sent by a support agent, or as a notice not yet
+    acknowledged (``kind``)."""
     words = localized(note, subscriber)
     product = note.product
+    subject, why = ONE_NOTE[kind]
+    names = {"product": product.name, "version": note.version, "title": words.title}
     return _envelope(
         product,
         subscriber,
-        f"{subject_prefix}{product.name} {note.version}: {words.title}",
+        subject_prefix + subject.format(**names),
         "note",
         message_id,
         listed=True,
         note=words,
+        why=why.format(**names) if why else None,
     )
 
 

@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, joinedload
 
-from announcements import mailing, outbox
+from announcements import mailing, notices, outbox
 from announcements.models import (
     Frequency,
     Note,
@@ -59,6 +59,10 @@ class Report:
     paused: outbox.Pause | None = None
 
 
+# The kinds that carry one note (a digest lists several; a confirmation none).
+ONE_NOTE_KINDS = frozenset({OutboxKind.NOTE, OutboxKind.AGENT, OutboxKind.ESCALATION})
+
+
 def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | None, str]:
     """The message to send for ``row`` now, or None and why it is no longer owed."""
     subscriber = row.subscriber
@@ -69,15 +73,20 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
     if subscriber.status is not SubscriberStatus.CONFIRMED:
         return None, f"the subscriber is {subscriber.status.value}"
     now = utcnow()
-    if row.kind is OutboxKind.NOTE:
+    if row.kind in ONE_NOTE_KINDS:
         note = row.note
         if note is None or note.is_internal or note.status_at(now) is not NoteStatus.PUBLISHED:
             return None, "the note is no longer published"
-        if not Preferences.of(subscriber).wants(note):
-            return None, "the subscriber's preferences changed"
-        if not mailing.unread(session, subscriber, [note]):
-            return None, "already read in the app"
-        return compose.release_note(subscriber, note, compose.message_id_for(row.id)), ""
+        if row.kind is OutboxKind.NOTE:
+            if not Preferences.of(subscriber).wants(note):
+                return None, "the subscriber's preferences changed"
+            if not mailing.unread(session, subscriber, [note]):
+                return None, "already read in the app"
+        # An agent's note is owed as long as it is out: the agent chose this user.
+        if row.kind is OutboxKind.ESCALATION and notices.acknowledged_by(session, note, subscriber):
+            return None, "acknowledged in the app"
+        message_id = compose.message_id_for(row.id)
+        return compose.release_note(subscriber, note, message_id, kind=row.kind), ""
     listed = (row.payload or {}).get("note_ids") or []
     notes = session.scalars(
         select(Note).where(Note.id.in_(listed)).order_by(Note.published_at, Note.id)
@@ -319,12 +328,20 @@ def send_test(note: Note, address: str, sender: Transport) -> None:
 
 
 def housekeeping() -> dict[str, int]:
-    """The worker's minute: reclaim what dead workers held, queue notes that went live
-    and digests whose time came."""
+    """The worker's minute: reclaim what dead workers held, queue notes that went live,
+    digests whose time came and notices left unacknowledged too long."""
     with write_turn():
         released = outbox.release_abandoned(db.session(), now=utcnow())
     with write_turn():
         notes = mailing.queue_due_notes(db.session(), now=utcnow())
     with write_turn():
         digests = mailing.queue_digests(db.session(), now=utcnow())
-    return {"released": released, "note_messages": notes, "digests": digests}
+    with write_turn():
+        escalations = notices.escalate_due(db.session(), now=utcnow())
+        db.session.commit()
+    return {
+        "released": released,
+        "note_messages": notes,
+        "digests": digests,
+        "escalations": escalations,
+    }
