@@ -12,16 +12,22 @@ A note with a hold-back keeps itself from its control group for the product's
 attribution window (:mod:`announcements.holdback`): the catalogue holds the share and
 the window, so telling who is held back costs no query, and a hash only for the notes
 whose window is open.
+
+What is derived from the notes for rarer calls, such as the index that help before a
+ticket ranks with (:mod:`announcements.help`), is built the first time it is asked for
+and kept with the catalogue (:meth:`Catalogue.remembered`), so once per stamp.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeVar
+from typing import cast as typing_cast
 
 from packaging.version import Version
 from sqlalchemy import Connection, select
@@ -44,12 +50,15 @@ class CatalogueNote:
     fields: dict[str, Any]
     # The share of users held back from it during the attribution window.
     holdback_percent: int = 0
+    # The ticket tags it answers, which help before a ticket matches too.
+    support_topics: tuple[str, ...] = ()
 
     def is_live(self, now: datetime) -> bool:
         return self.published_at <= now and (self.expires_at is None or self.expires_at > now)
 
 
 MAX_REMEMBERED = 4096
+_Derived = TypeVar("_Derived")
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,12 @@ class Catalogue:
     # The product's attribution window, and the notes with a hold-back share set.
     support_window_days: int = 14
     with_holdback: tuple[CatalogueNote, ...] = ()
+    # The product's default locale: the language help's words are stemmed in.
+    default_locale: str = "en"
     _visible: dict[Any, tuple[int, tuple[CatalogueNote, ...]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def visible(
         self, app_version: Version | None, attributes: Mapping[str, str], now: datetime
@@ -102,6 +114,20 @@ class Catalogue:
             self._visible.clear()
         self._visible[key] = (epoch, notes)
         return notes
+
+    @cached_property
+    def by_id(self) -> dict[int, CatalogueNote]:
+        """The notes by id."""
+        return {note.id: note for note in self.notes}
+
+    def remembered(self, name: str, build: Callable[[Catalogue], _Derived]) -> _Derived:
+        """What ``build`` makes of this catalogue, made on first use and kept with it.
+
+        Two threads may both build it the first time; either answer is the same.
+        """
+        if name not in self._derived:
+            self._derived[name] = build(self)
+        return typing_cast(_Derived, self._derived[name])
 
     def withheld(self, external_id: str, now: datetime) -> set[int]:
         """The notes that keep themselves from this user at ``now``: the user is in their
@@ -132,6 +158,7 @@ def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
         "published_at": iso(row.published_at),
         "url": note_url(base_url, slug, row.version, row.id),
         "important": row.is_important,
+        "requires_acknowledgement": row.requires_acknowledgement,
     }
     return CatalogueNote(
         id=row.id,
@@ -141,6 +168,7 @@ def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
         audience=row.audience,
         fields=fields,
         holdback_percent=row.holdback_percent,
+        support_topics=tuple(row.support_topics or ()),
     )
 
 
@@ -158,6 +186,7 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
             Product.allowed_origins,
             Product.grace_releases,
             Product.support_window_days,
+            Product.default_locale,
         ).where(Product.widget_key == widget_key)
     ).one_or_none()
     if product is None:
@@ -174,6 +203,8 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
             Note.is_important,
             Note.audience,
             Note.holdback_percent,
+            Note.support_topics,
+            Note.requires_acknowledgement,
         )
         .where(Note.product_id == product.id, outward_clause())
         .order_by(Note.published_at.desc(), Note.id.desc())
@@ -200,6 +231,7 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
         ),
         support_window_days=product.support_window_days,
         with_holdback=tuple(note for note in notes if note.holdback_percent > 0),
+        default_locale=product.default_locale,
     )
 
 

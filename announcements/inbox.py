@@ -1,11 +1,12 @@
 """An end user's inbox: the notes they may see, newest first, which of them are unread,
-and the page of it a widget call asks for."""
+and the page of it a widget call asks for (or, for help before a ticket, all its unread
+notes)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from packaging.version import Version
@@ -29,6 +30,9 @@ class Inbox:
     product: dict[str, str]
     # Unread notes held back from this user: listed, but neither counted nor popped up.
     quiet: frozenset[int]
+    # Notices this user acknowledged, and notes an agent sent them that they have not read.
+    acknowledged: frozenset[int] = frozenset()
+    pinned: frozenset[int] = frozenset()
 
 
 def _cursor_key(note: CatalogueNote) -> tuple[int, int]:
@@ -74,18 +78,23 @@ def inbox(
     Notes that predate the user's first visit (past the grace releases) count as read.
     Unread notes that hold the user back as a control are quiet: listed unread, so that
     reading one in the panel is recorded like any read, but left out of the count and
-    never popped up. An anonymous user has no id to be held back by.
+    never popped up. An anonymous user has no id to be held back by. A note an agent sent
+    the user (pinned) is unread until they read it again, and never quiet.
     """
     visible = catalogue.visible(app_version, attributes, now)
     if state is None:
         read_ids: set[int] = set()
         quiet: frozenset[int] = frozenset()
         reactions: dict[int, str] = {}
+        acknowledged: frozenset[int] = frozenset()
+        pinned: frozenset[int] = frozenset()
     else:
+        pinned = frozenset(state.pinned)
         graced = _graced(visible, state, catalogue.grace_releases)
-        read_ids = state.read_ids | graced
-        quiet = frozenset(catalogue.withheld(state.external_id, now) - read_ids)
+        read_ids = (state.read_ids | graced) - pinned
+        quiet = frozenset(catalogue.withheld(state.external_id, now) - read_ids - pinned)
         reactions = state.reactions
+        acknowledged = frozenset(state.acknowledged)
     uncounted = read_ids | quiet
     unread_count = len(visible) - len(uncounted.intersection(note.id for note in visible))
     if after is not None:
@@ -102,4 +111,29 @@ def inbox(
         stamp=catalogue.stamp,
         product=catalogue.product,
         quiet=quiet,
+        acknowledged=acknowledged,
+        pinned=pinned,
     )
+
+
+def unread(
+    catalogue: Catalogue,
+    state: EndUserState | None,
+    *,
+    attributes: Mapping[str, str],
+    app_version: Version | None,
+    now: datetime,
+) -> Inbox:
+    """Every note of :func:`inbox` that is unread and not quiet, newest first: the notes the
+    widget would still show the user as new."""
+    whole = inbox(
+        catalogue,
+        state,
+        attributes=attributes,
+        app_version=app_version,
+        now=now,
+        limit=max(len(catalogue.notes), 1),
+        after=None,
+    )
+    entries = [entry for entry in whole.entries if not entry[1] and entry[0].id not in whole.quiet]
+    return replace(whole, entries=entries, next_cursor=None)

@@ -1,4 +1,5 @@
-"""What an end user does, written idempotently: being seen, reading notes, reacting.
+"""What an end user does, written idempotently: being seen, reading notes, reacting,
+acknowledging a notice.
 
 These sit on the widget's hot path, so they speak SQLAlchemy Core on a connection
 rather than the ORM.
@@ -18,12 +19,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from announcements.catalogue import Catalogue
 from announcements.errors import ValidationFailed
-from announcements.models import EndUser, Reaction, ReadReceipt
+from announcements.models import Acknowledgement, AgentSend, EndUser, Reaction, ReadReceipt
 from announcements.user_state import EndUserState
 
 MAX_READS_PER_CALL = 100
 MAX_COMMENT_LENGTH = 1000
 REACTIONS = {"👍": "Helpful", "👎": "Not helpful", "😕": "Confusing"}
+# How the widget says it showed a note it reports read: in its panel, or as a modal.
+WIDGET_CHANNELS = ("widget", "popup")
+# The channel of the first read of a note an agent sent, however the widget showed it.
+AGENT_CHANNEL = "agent"
 # "Last seen" is kept to the hour: page views in between change nothing in the
 # database, so a read-only request stays read-only.
 SEEN_GRANULARITY = timedelta(hours=1)
@@ -36,6 +41,8 @@ BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 _users = typing_cast(Table, EndUser.__table__)
 _receipts = typing_cast(Table, ReadReceipt.__table__)
 _reactions = typing_cast(Table, Reaction.__table__)
+_acknowledgements = typing_cast(Table, Acknowledgement.__table__)
+_sends = typing_cast(Table, AgentSend.__table__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,10 @@ def _upserts(dialect: Any) -> dict[str, Any]:
         "reaction": reaction.on_conflict_do_update(
             index_elements=[_reactions.c.end_user_id, _reactions.c.note_id],
             set_={name: reaction.excluded[name] for name in ("reaction", "comment", "updated_at")},
+        ),
+        # Acknowledging twice keeps the first time.
+        "acknowledgement": dialect.insert(_acknowledgements).on_conflict_do_nothing(
+            index_elements=[_acknowledgements.c.end_user_id, _acknowledgements.c.note_id]
         ),
     }
 
@@ -178,6 +189,23 @@ def check_readable(catalogue: Catalogue, note_ids: Iterable[Any], *, now: dateti
     return list(dict.fromkeys(ids))
 
 
+def check_channel(raw: Any) -> str:
+    """How the widget showed the notes it reports read; "widget" when it does not say."""
+    if raw is None:
+        return "widget"
+    if raw not in WIDGET_CHANNELS:
+        raise ValidationFailed({"channel": 'The channel is "widget" or "popup".'})
+    return typing_cast(str, raw)
+
+
+def would_record(state: EndUserState | None, note_ids: Iterable[int]) -> bool:
+    """Whether :func:`mark_read` would write for these notes: one is unread, or pinned."""
+    if state is None:
+        return True
+    ids = set(note_ids)
+    return not state.read_ids.issuperset(ids) or not state.pinned.isdisjoint(ids)
+
+
 def mark_read(
     connection: Connection,
     state: EndUserState,
@@ -186,15 +214,38 @@ def mark_read(
     channel: str,
     now: datetime,
 ) -> int:
-    """Record reads not recorded yet; a repeated read changes nothing. Returns how many were new."""
-    new = [note_id for note_id in note_ids if note_id not in state.read_ids]
+    """Record reads not recorded yet; a repeated read changes nothing. Returns how many were new.
+
+    Reading a note an agent sent the user unpins it (every unread send of it) and, if it
+    is their first read of it, is recorded with the channel "agent"; an earlier read is
+    kept as it was, as the first read is the one attribution counts.
+    """
+    ids = list(note_ids)
+    pinned = state.pinned.intersection(ids)
+    if pinned:
+        connection.execute(
+            update(_sends)
+            .where(
+                _sends.c.end_user_id == state.id,
+                _sends.c.note_id.in_(sorted(pinned)),
+                _sends.c.read_at.is_(None),
+            )
+            .values(read_at=now)
+        )
+        state.pinned.difference_update(pinned)
+    new = [note_id for note_id in ids if note_id not in state.read_ids]
     if not new:
         return 0
     # One statement with many parameter sets: it compiles once, whatever the batch size.
     connection.execute(
         _upsert(connection, "receipt"),
         [
-            {"end_user_id": state.id, "note_id": note_id, "read_at": now, "channel": channel}
+            {
+                "end_user_id": state.id,
+                "note_id": note_id,
+                "read_at": now,
+                "channel": AGENT_CHANNEL if note_id in pinned else channel,
+            }
             for note_id in new
         ],
     )
@@ -246,6 +297,41 @@ def check_reaction(
     if errors:
         raise ValidationFailed(errors)
     return comment.translate(BIDI_CONTROLS).strip() or None if comment else None
+
+
+def check_acknowledgeable(catalogue: Catalogue, note_id: Any, *, now: datetime) -> int:
+    """The id of a published note of the product that asks to be acknowledged;
+    ValidationFailed otherwise."""
+    if (
+        not isinstance(note_id, int)
+        or isinstance(note_id, bool)
+        or _unknown(catalogue, [note_id], now)
+        or not catalogue.by_id[note_id].fields["requires_acknowledgement"]
+    ):
+        raise ValidationFailed({"note_id": "No published notice to acknowledge has that id."})
+    return note_id
+
+
+def would_acknowledge(state: EndUserState | None, note_id: int) -> bool:
+    """Whether :func:`acknowledge` would write: the notice is not acknowledged yet, or
+    not read, or pinned."""
+    return state is None or note_id not in state.acknowledged or would_record(state, [note_id])
+
+
+def acknowledge(
+    connection: Connection, state: EndUserState, note_id: int, *, now: datetime
+) -> None:
+    """Record that the user pressed "I understand" on a notice; the first time is kept.
+
+    The notice was shown as a modal, so it is marked read as a popup if it was not read.
+    """
+    mark_read(connection, state, [note_id], channel="popup", now=now)
+    if note_id not in state.acknowledged:
+        connection.execute(
+            _upsert(connection, "acknowledgement"),
+            {"end_user_id": state.id, "note_id": note_id, "acknowledged_at": now},
+        )
+        state.acknowledged.add(note_id)
 
 
 def react(

@@ -280,6 +280,9 @@ def test_the_response_has_the_documented_shape(
         "read": False,
         "important": True,
         "reaction": None,
+        "requires_acknowledgement": False,
+        "acknowledged": False,
+        "pinned": False,
     }
     assert "<script" not in shown["html"] and "<strong>bold</strong>" in shown["html"]
     assert shown["published_at"].endswith("Z")

@@ -1,5 +1,5 @@
 """The widget's state reader keeps its contract: on generated products, notes, end users,
-reads and reactions it answers exactly as the plain reference reader does, and the notes
+reads, reactions, acknowledgements and notes sent by agents it answers exactly as the plain reference reader does, and the notes
 endpoint says what the reference's answer implies, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
 
 from announcements import catalogue, inbox, reads, serialisation, user_state, versions
-from announcements.models import EndUser, Note, Product, Reaction, ReadReceipt, utcnow
+from announcements.models import (
+    Acknowledgement,
+    AgentSend,
+    EndUser,
+    Note,
+    Product,
+    Reaction,
+    ReadReceipt,
+    utcnow,
+)
 from app.database import widget_engine
 from tests.factories import make_note, make_product
 from tests.test_widget_api import Widget
@@ -56,6 +65,7 @@ def _note(session: Session, product: Product, rng: random.Random, now: datetime)
         "is_important": rng.random() < 0.2,
         "audience": _audience(rng),
         "title": f'Note {rng.randrange(10**6)} "quoted" \\ ünï',
+        "requires_acknowledgement": rng.random() < 0.3,
     }
     if status == "internal":
         fields["is_internal"] = True
@@ -72,7 +82,8 @@ def generate(session: Session, rng: random.Random, now: datetime) -> World:
     """A product with notes of every state, end users, their reads and reactions.
 
     Reads and reactions are written as stored rows, as any path might have left them:
-    reads of notes since archived, reactions of any text, a reaction without a read.
+    reads of notes since archived, reactions of any text, a reaction without a read,
+    acknowledgements of any note, sends read and unread, twice of one note.
     """
     product = make_product(session, grace_releases=rng.randint(1, 3))
     notes = [_note(session, product, rng, now) for _ in range(rng.randint(0, 9))]
@@ -99,6 +110,21 @@ def generate(session: Session, rng: random.Random, now: datetime) -> World:
             if note in read or rng.random() < 0.2:
                 reaction = rng.choice(REACTION_TEXTS)
                 session.add(Reaction(end_user_id=user_id, note_id=note.id, reaction=reaction))
+        for note in rng.sample(notes, rng.randint(0, len(notes))):
+            session.add(Acknowledgement(end_user_id=user_id, note_id=note.id))
+        for note in rng.sample(notes, rng.randint(0, len(notes))):
+            for _ in range(rng.randint(1, 2)):
+                read_at = rng.choice([None, now])
+                session.add(
+                    AgentSend(
+                        product_id=product.id,
+                        note_id=note.id,
+                        end_user_id=user_id,
+                        agent="Ann",
+                        via="console",
+                        read_at=read_at,
+                    )
+                )
     session.commit()
     return World(product, external_ids)
 
@@ -171,8 +197,11 @@ def expected_body(
                     app.config["BASE_URL"], product.slug, note.version, note.id
                 ),
                 "important": note.is_important,
+                "requires_acknowledgement": note.requires_acknowledgement,
                 "read": read,
                 "reaction": reaction,
+                "acknowledged": entry.id in page.acknowledged,
+                "pinned": entry.id in page.pinned,
             }
         )
     return {

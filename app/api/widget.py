@@ -1,4 +1,5 @@
-"""The widget's API: what is new for an end user, what they read, how they reacted.
+"""The widget's API: what is new for an end user, what they read, how they reacted, the
+notices they acknowledged, and the notes that may answer them before they ask support.
 
 Each call reads the product's catalogue stamp, the end user and their reads in one
 query and serves the notes from the catalogue cached in this process; a page view
@@ -20,6 +21,7 @@ from packaging.version import Version
 from sqlalchemy import Connection
 
 from announcements import (
+    help,
     inbox,
     reads,
     serialisation,
@@ -49,6 +51,7 @@ PREFLIGHT_MAX_AGE = "7200"
 # no user id can be it, and no user_hash can pass for an email_hash.
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 LIMIT_PATTERN = re.compile(r"[0-9]{1,3}")
+HELP_LIMIT = 3
 
 
 def _cache() -> CatalogueCache:
@@ -166,11 +169,11 @@ def _sighting(user_id: str) -> tuple[reads.Sighting, Version | None]:
     return sighting, app_version
 
 
-def _limit() -> int:
-    raw = request.args.get("limit", "20")
+def _limit(default: int = 20, most: int = inbox.MAX_PAGE) -> int:
+    raw = request.args.get("limit", str(default))
     # Checked as text first: int() refuses digits such as "²" and numbers of 4,300 digits.
-    if not LIMIT_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= inbox.MAX_PAGE:
-        raise ValidationFailed({"limit": f"Ask for 1 to {inbox.MAX_PAGE} notes per page."})
+    if not LIMIT_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= most:
+        raise ValidationFailed({"limit": f"Ask for 1 to {most} notes per page."})
     return int(raw)
 
 
@@ -249,12 +252,13 @@ def widget_reads(widget_key: str) -> ResponseReturnValue:
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         note_ids = reads.check_readable(catalogue, _as_list(body.get("note_ids")), now=now)
-        if state is None or not state.read_ids.issuperset(note_ids):
+        channel = reads.check_channel(body.get("channel"))
+        if reads.would_record(state, note_ids):
             with writing(connection):
                 state = reads.see(
                     connection, catalogue.product_id, reads.Sighting(user_id), state, now
                 )
-                reads.mark_read(connection, state, note_ids, channel="widget", now=now)
+                reads.mark_read(connection, state, note_ids, channel=channel, now=now)
     return Response(status=204)
 
 
@@ -279,6 +283,108 @@ def widget_reactions(widget_key: str) -> ResponseReturnValue:
             state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
             reads.react(connection, state, note_id, reaction, comment, now=now)
     return {"note_id": note_id, "reaction": reaction, "comment": comment}
+
+
+@bp.post("/widget/<widget_key>/acknowledgements", provide_automatic_options=False)
+def widget_acknowledgements(widget_key: str) -> ResponseReturnValue:
+    """Record that an end user pressed "I understand" on a notice; the second time
+    changes nothing. Anonymous users' acknowledgements stay in their browser."""
+    body = _json_body()
+    now = utcnow()
+    with _widget_connection() as connection:
+        catalogue, state, user_id = _identified(connection, widget_key, body)
+        note_id = reads.check_acknowledgeable(catalogue, body.get("note_id"), now=now)
+        if reads.would_acknowledge(state, note_id):
+            with writing(connection):
+                state = reads.see(
+                    connection, catalogue.product_id, reads.Sighting(user_id), state, now
+                )
+                reads.acknowledge(connection, state, note_id, now=now)
+    return Response(status=204)
+
+
+@bp.get("/widget/<widget_key>/help", provide_automatic_options=False)
+def widget_help(widget_key: str) -> ResponseReturnValue:
+    """The user's unread notes that match what they are about to ask support, best match
+    first; writes nothing."""
+    query = help.check_query(request.args.get("q"), "q")
+    user_id = _user_id(request.args.get("user_id"))
+    sighting, app_version = _sighting(user_id or "")
+    limit = _limit(HELP_LIMIT, help.MAX_SHOWN)
+    now = utcnow()
+    with _widget_connection() as connection:
+        catalogue, state = _load(connection, widget_key, user_id)
+        _check_identity(catalogue, user_id, request.args.get("user_hash"))
+    unread = inbox.unread(
+        catalogue,
+        state,
+        # As the notes endpoint would store them: the ones sent, else the ones kept.
+        attributes=sighting.attributes or (state.attributes if state else {}),
+        app_version=app_version,
+        now=now,
+    )
+    matches = help.rank(catalogue, unread, query, limit=limit)
+    return Response(serialisation.help_body(query, matches), mimetype="application/json")
+
+
+def _asker(
+    connection: Connection, widget_key: str, body: Mapping[str, Any], now: Any
+) -> tuple[Catalogue, user_state.EndUserState | None]:
+    """The catalogue and the end user a help call is about, created if new; None when
+    anonymous (where the product allows it)."""
+    user_id = _user_id(body.get("user_id"))
+    catalogue, state = _load(connection, widget_key, user_id)
+    _check_identity(catalogue, user_id, body.get("user_hash"))
+    if user_id is not None and state is None:
+        with writing(connection):
+            state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
+    return catalogue, state
+
+
+@bp.post("/widget/<widget_key>/help", provide_automatic_options=False)
+@limiter.limit(public_subscriptions.ip_limit)
+def widget_help_shown(widget_key: str) -> ResponseReturnValue:
+    """Record the notes help showed a user for a query; answers the id to record the
+    outcome with. Limited per address like subscriptions, so counts can't be pumped."""
+    body = _json_body()
+    query = help.check_query(body.get("query"), "query")
+    now = utcnow()
+    with _widget_connection() as connection:
+        catalogue, state = _asker(connection, widget_key, body, now)
+        with writing(connection):
+            token = help.record_shown(
+                connection,
+                catalogue,
+                state.id if state else None,
+                query,
+                body.get("note_ids"),
+                now=now,
+            )
+    return {"id": token}, 201
+
+
+@bp.post("/widget/<widget_key>/help/<token>", provide_automatic_options=False)
+@limiter.limit(public_subscriptions.ip_limit)
+def widget_help_outcome(widget_key: str, token: str) -> ResponseReturnValue:
+    """Record what the user chose after help: a note answered them (recorded as read
+    through help), or they still need help. The same choice again changes nothing."""
+    body = _json_body()
+    now = utcnow()
+    with _widget_connection() as connection:
+        catalogue, state = _asker(connection, widget_key, body, now)
+        with writing(connection):
+            answered = help.decide(
+                connection,
+                catalogue.product_id,
+                token,
+                state.id if state else None,
+                body.get("outcome"),
+                body.get("note_id"),
+                now=now,
+            )
+            if answered is not None and state is not None:
+                reads.mark_read(connection, state, [answered], channel="help", now=now)
+    return Response(status=204)
 
 
 def _address(catalogue: Catalogue, user_id: str, given: Mapping[str, Any]) -> tuple[str, bool]:
@@ -401,10 +507,12 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
 
 
 @bp.route(
-    "/widget/<widget_key>/<any(notes, reads, reactions, subscription, identity):_resource>",
+    "/widget/<widget_key>/<any(notes, reads, reactions, subscription, identity, "
+    "acknowledgements, help):_resource>",
     methods=["OPTIONS"],
 )
-def widget_preflight(widget_key: str, _resource: str) -> ResponseReturnValue:
+@bp.route("/widget/<widget_key>/help/<_token>", methods=["OPTIONS"])
+def widget_preflight(widget_key: str, **_resource: str) -> ResponseReturnValue:
     """Answer a browser's CORS preflight for an allowed origin."""
     with _widget_connection() as connection:
         _load(connection, widget_key, None)

@@ -1,0 +1,341 @@
+"""Help before a ticket: the unread notes that answer what an end user is about to ask
+support, best match first, and what came of showing them.
+
+Ranking is BM25 computed in this process over each catalogue note's title (counted
+twice), the plain text of its body and its support topics (counted three times), with
+words stemmed by Snowball in the language of the product's default locale (English
+where Snowball has none) and a short list of stop words left out. A note matches when it
+shares one stem with the query.
+
+Why not the database's full-text search (PostgreSQL ``tsvector``, SQLite FTS5): the
+candidates are one user's unread notes, already in the catalogue this process caches; a
+round trip to the database costs more than ranking a few hundred notes here, the same
+code ranks alike on SQLite and PostgreSQL, and no index has to follow every note write.
+The index is built once per catalogue stamp, on first use (:meth:`Catalogue.remembered`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import secrets
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from typing import cast as typing_cast
+
+import snowballstemmer
+from sqlalchemy import Connection, Table, case, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from announcements import reads
+from announcements.catalogue import Catalogue
+from announcements.errors import InvalidTransition, NotFound, ValidationFailed
+from announcements.inbox import Inbox
+from announcements.models import HelpRequest, HelpShown
+
+MAX_QUERY_LENGTH = 500
+MAX_SHOWN = 10
+OUTCOMES = ("answered", "needs_help")
+# BM25's usual constants: how soon repeats of a word stop adding, and how much a long
+# note's score is scaled down.
+K1 = 1.2
+B = 0.75
+TITLE_WEIGHT = 2
+TOPIC_WEIGHT = 3
+# Snowball's stemmers by the language part of a locale.
+LANGUAGES = {
+    "ar": "arabic",
+    "hy": "armenian",
+    "eu": "basque",
+    "ca": "catalan",
+    "cs": "czech",
+    "da": "danish",
+    "nl": "dutch",
+    "en": "english",
+    "eo": "esperanto",
+    "et": "estonian",
+    "fi": "finnish",
+    "fr": "french",
+    "de": "german",
+    "el": "greek",
+    "hi": "hindi",
+    "hu": "hungarian",
+    "id": "indonesian",
+    "ga": "irish",
+    "it": "italian",
+    "lt": "lithuanian",
+    "ne": "nepali",
+    "no": "norwegian",
+    "nb": "norwegian",
+    "nn": "norwegian",
+    "fa": "persian",
+    "pl": "polish",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sr": "serbian",
+    "es": "spanish",
+    "sv": "swedish",
+    "ta": "tamil",
+    "tr": "turkish",
+    "yi": "yiddish",
+}
+# Words that say nothing about what a note is about. English only: queries in the
+# product's language keep their small words, which match few notes and count for little.
+STOP_WORDS = frozenset(
+    """a an and are as at be but by can do does for from has have how i if in is it its
+    me my no not of on or our so that the their them there this to was we what when where
+    which why will with you your""".split()
+)
+# Letters and digits; an underscore, a hyphen or punctuation separates words, so a topic
+# such as "export-empty" is the two words of "export is empty".
+WORD = re.compile(r"[^\W_]+")
+TAG = re.compile(r"<[^>]*>")
+
+_help_requests = typing_cast(Table, HelpRequest.__table__)
+_help_shown = typing_cast(Table, HelpShown.__table__)
+
+
+def language(locale: str) -> str:
+    """The Snowball stemmer for a locale such as "de" or "pt-BR"; English when there is none."""
+    name = LANGUAGES.get(locale.split("-")[0].lower(), "english")
+    return name if name in snowballstemmer.algorithms() else "english"
+
+
+def plain_text(body_html: str) -> str:
+    """The text of a note's (sanitised) HTML body, without its tags."""
+    return html.unescape(TAG.sub(" ", body_html))
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text``, lower-cased, without stop words and single characters."""
+    return [word for word in WORD.findall(text.lower()) if len(word) > 1 and word not in STOP_WORDS]
+
+
+@dataclass(frozen=True)
+class Index:
+    """Each note's BM25 score for each stem it holds, and the stems of words seen so far."""
+
+    language: str
+    scores: dict[int, dict[str, float]]
+    stems: dict[str, str]
+
+    def terms(self, query: str) -> set[str]:
+        """The stems of the query's words.
+
+        Snowball's stemmers keep state while they work, so one is made per query rather
+        than shared between threads; a word the notes hold is looked up instead.
+        """
+        found = words(query)
+        unknown = [word for word in found if word not in self.stems]
+        stemmed = dict(zip(unknown, _stem(self.language, unknown), strict=True))
+        return {self.stems.get(word) or stemmed[word] for word in found}
+
+
+def _stem(name: str, found: Sequence[str]) -> list[str]:
+    if not found:
+        return []
+    stems: list[str] = snowballstemmer.stemmer(name).stemWords(found)
+    return stems
+
+
+def index(catalogue: Catalogue) -> Index:
+    """The BM25 index of the catalogue's notes (all of them, so that a word's weight does
+    not depend on which notes one user has left unread)."""
+    name = language(catalogue.default_locale)
+    stemmer = snowballstemmer.stemmer(name)
+    stems: dict[str, str] = {}
+
+    def counted(text: str, weight: int) -> Counter[str]:
+        found = words(text)
+        for word in found:
+            if word not in stems:
+                stems[word] = stemmer.stemWord(word)
+        return Counter(
+            {stem: count * weight for stem, count in Counter(stems[w] for w in found).items()}
+        )
+
+    frequencies: dict[int, Counter[str]] = {}
+    for note in catalogue.notes:
+        frequency = counted(note.fields["title"], TITLE_WEIGHT)
+        frequency.update(counted(plain_text(note.fields["html"]), 1))
+        frequency.update(counted(" ".join(note.support_topics), TOPIC_WEIGHT))
+        frequencies[note.id] = frequency
+    total = len(frequencies)
+    lengths = {note_id: sum(frequency.values()) for note_id, frequency in frequencies.items()}
+    average = sum(lengths.values()) / total if total else 0.0
+    documents = Counter(stem for frequency in frequencies.values() for stem in frequency)
+    weights = {
+        stem: math.log(1 + (total - count + 0.5) / (count + 0.5))
+        for stem, count in documents.items()
+    }
+    scores = {
+        note_id: {
+            stem: weights[stem]
+            * count
+            * (K1 + 1)
+            / (count + K1 * (1 - B + B * lengths[note_id] / (average or 1)))
+            for stem, count in frequency.items()
+        }
+        for note_id, frequency in frequencies.items()
+    }
+    return Index(language=name, scores=scores, stems=stems)
+
+
+def rank(catalogue: Catalogue, candidates: Inbox, query: str, *, limit: int) -> Inbox:
+    """The candidates' notes that share a stem with the query, best match first, at most
+    ``limit``; equal scores keep the candidates' order (newest first)."""
+    built = catalogue.remembered("help", index)
+    terms = built.terms(query)
+    scored = []
+    for entry in candidates.entries:
+        note_scores = built.scores.get(entry[0].id, {})
+        score = sum(note_scores.get(term, 0.0) for term in terms)
+        if score > 0:
+            scored.append((score, entry))
+    scored.sort(key=lambda pair: pair[0], reverse=True)
+    return replace(candidates, entries=[entry for _, entry in scored[:limit]])
+
+
+def check_query(raw: Any, name: str) -> str:
+    """The text the user typed, trimmed; ValidationFailed when blank, over 500 characters
+    or not storable."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationFailed({name: "Give the text the user is asking support about."})
+    query = raw.strip()
+    if len(query) > MAX_QUERY_LENGTH:
+        raise ValidationFailed({name: f"Keep the query under {MAX_QUERY_LENGTH} characters."})
+    if not reads.is_storable(query):
+        raise ValidationFailed({name: "The query holds characters that are not text."})
+    return query
+
+
+def record_shown(
+    connection: Connection,
+    catalogue: Catalogue,
+    end_user_id: int | None,
+    query: str,
+    note_ids: Any,
+    *,
+    now: datetime,
+) -> str:
+    """Record that these notes (1 to 10 published notes of the product, best first) were
+    shown for ``query``; returns the token with which the widget records the outcome."""
+    if not isinstance(note_ids, list) or not 1 <= len(note_ids) <= MAX_SHOWN:
+        raise ValidationFailed(
+            {"note_ids": f"List the ids of the 1 to {MAX_SHOWN} notes shown, best first."}
+        )
+    shown = reads.check_readable(catalogue, note_ids, now=now)
+    token = secrets.token_urlsafe(16)
+    request_id: int = connection.execute(
+        insert(_help_requests)
+        .values(
+            product_id=catalogue.product_id,
+            token=token,
+            end_user_id=end_user_id,
+            query=query,
+            created_at=now,
+        )
+        .returning(_help_requests.c.id)
+    ).scalar_one()
+    connection.execute(
+        insert(_help_shown),
+        [
+            {"help_request_id": request_id, "note_id": note_id, "position": position}
+            for position, note_id in enumerate(shown)
+        ],
+    )
+    return token
+
+
+def decide(
+    connection: Connection,
+    product_id: int,
+    token: str,
+    end_user_id: int | None,
+    outcome: Any,
+    note_id: Any,
+    *,
+    now: datetime,
+) -> int | None:
+    """Record what the user chose: a note answered their question, or they still need
+    help. Returns the note that answered, when this call recorded it; the same choice
+    again changes nothing.
+
+    NotFound for a token of another product or another user (``end_user_id``: the caller,
+    None when anonymous); ValidationFailed for an unknown outcome, or "answered" with a
+    note that was not shown; InvalidTransition for another choice after one was made.
+    """
+    request = connection.execute(
+        select(
+            _help_requests.c.id,
+            _help_requests.c.end_user_id,
+            _help_requests.c.outcome,
+            _help_requests.c.answered_note_id,
+        ).where(_help_requests.c.token == token, _help_requests.c.product_id == product_id)
+    ).one_or_none()
+    if request is None or request.end_user_id != end_user_id:
+        raise NotFound("No help was shown with this id.")
+    if outcome not in OUTCOMES:
+        raise ValidationFailed({"outcome": 'The outcome is "answered" or "needs_help".'})
+    answered = None
+    if outcome == "answered":
+        shown: Sequence[int] = connection.scalars(
+            select(_help_shown.c.note_id).where(_help_shown.c.help_request_id == request.id)
+        ).all()
+        if not isinstance(note_id, int) or isinstance(note_id, bool) or note_id not in shown:
+            raise ValidationFailed({"note_id": "Give the id of the shown note that answered."})
+        answered = note_id
+    if request.outcome is not None:
+        if (request.outcome, request.answered_note_id) == (outcome, answered):
+            return None
+        raise InvalidTransition("The user already chose an answer to this help.")
+    connection.execute(
+        update(_help_requests)
+        .where(_help_requests.c.id == request.id)
+        .values(outcome=outcome, answered_note_id=answered, decided_at=now)
+    )
+    return answered
+
+
+@dataclass(frozen=True)
+class HelpCounts:
+    """How often help before a ticket showed a note, and what came of it."""
+
+    shown: int = 0
+    # Requests in which this note answered the question.
+    answered: int = 0
+    # Requests that showed this note and ended with the user still needing help.
+    needs_help: int = 0
+
+
+def note_counts(
+    session: Session, product_id: int, note_ids: Iterable[int] | None = None
+) -> dict[int, HelpCounts]:
+    """Help counts per note of the product, in one grouped query; with ``note_ids``, for
+    those notes only (each present, zeros included), else for every note ever shown."""
+    statement = (
+        select(
+            HelpShown.note_id,
+            func.count(),
+            func.count(case((HelpRequest.answered_note_id == HelpShown.note_id, 1))),
+            func.count(case((HelpRequest.outcome == "needs_help", 1))),
+        )
+        .join(HelpRequest, HelpRequest.id == HelpShown.help_request_id)
+        .where(HelpRequest.product_id == product_id)
+        .group_by(HelpShown.note_id)
+    )
+    wanted = None if note_ids is None else list(note_ids)
+    if wanted is not None:
+        statement = statement.where(HelpShown.note_id.in_(wanted))
+    counts = {
+        note_id: HelpCounts(shown, answered, needs_help)
+        for note_id, shown, answered, needs_help in session.execute(statement)
+    }
+    if wanted is not None:
+        return {note_id: counts.get(note_id, HelpCounts()) for note_id in wanted}
+    return counts
