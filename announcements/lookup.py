@@ -130,11 +130,17 @@ def check_query(text: str) -> str:
     text = text.strip()
     if not text:
         raise ValidationFailed({"q": "Enter the user's id in your app, or their e-mail address."})
-    if len(text) > MAX_QUERY_LENGTH or not reads.is_storable(text):
+    if not is_searchable(text):
         raise ValidationFailed(
             {"q": f"A user id or an address is text of at most {MAX_QUERY_LENGTH} characters."}
         )
     return text
+
+
+def is_searchable(text: str) -> bool:
+    """Whether ``text`` could be a stored external id or address: short enough, and text
+    every database can compare (no NUL, no lone surrogate)."""
+    return 0 < len(text) <= MAX_QUERY_LENGTH and reads.is_storable(text)
 
 
 def by_external_id(session: Session, product: Product, external_id: str) -> EndUser | None:
@@ -213,13 +219,14 @@ def profile(session: Session, product: Product, end_user: EndUser, *, now: datet
             )
         )
     }
-    acknowledged = dict(
-        session.execute(
+    acknowledged = {
+        note_id: acknowledged_at
+        for note_id, acknowledged_at in session.execute(
             select(Acknowledgement.note_id, Acknowledgement.acknowledged_at).where(
                 Acknowledgement.end_user_id == user_id
             )
-        ).tuples()
-    )
+        )
+    }
     sends: dict[int, list[Send]] = defaultdict(list)
     for row in session.execute(
         select(
@@ -234,14 +241,15 @@ def profile(session: Session, product: Product, end_user: EndUser, *, now: datet
         .order_by(AgentSend.sent_at.desc(), AgentSend.id.desc())
     ):
         sends[row.note_id].append(Send(row.agent, row.via, row.sent_at, row.emailed, row.read_at))
-    help_shown = dict(
-        session.execute(
+    help_shown = {
+        note_id: times
+        for note_id, times in session.execute(
             select(HelpShown.note_id, func.count())
             .join(HelpRequest, HelpRequest.id == HelpShown.help_request_id)
             .where(HelpRequest.end_user_id == user_id)
             .group_by(HelpShown.note_id)
-        ).tuples()
-    )
+        )
+    }
     help_answered = set(
         session.scalars(
             select(HelpRequest.answered_note_id).where(

@@ -18,7 +18,7 @@ ERRORS = {
     400: "The body is not JSON, or not an object.",
     401: "No API key, or not a valid one.",
     403: "The key belongs to another product or lacks the scope.",
-    404: "No such note in this product.",
+    404: "No such note, or end user, in this product.",
     409: "Not possible in the note's state, such as publishing an archived note.",
     413: "The file is over 2 MB.",
     422: "A field is not valid; `errors` names each.",
@@ -53,6 +53,16 @@ def _parameters(spec: operations.Operation, schema_of: dict[type[BaseModel], Any
                 "in": "path",
                 "required": True,
                 "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+            }
+        )
+    if "<external_id>" in spec.rule:
+        parameters.append(
+            {
+                "name": "external_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "The end user's id in your app, as the widget is given it.",
             }
         )
     if spec.query is not None:

@@ -12,6 +12,7 @@ from app.console import (  # noqa: E402,F401
     email,
     images,
     integrations,
+    lookup,
     notes,
     products,
     signin,
