@@ -21,13 +21,15 @@ from flask import (
     redirect,
     render_template,
     request,
+    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from announcements import holdback, reads, support_desks, support_impact, tickets
+from announcements import holdback, notices, reads, support_desks, support_impact, tickets
 from announcements.audit import owned
+from announcements.help import note_counts
 from announcements.mailing_list import csv_safe
 from announcements.models import (
     Note,
@@ -102,9 +104,11 @@ def support_refresh(product: Product) -> ResponseReturnValue:
 @role_required(Role.VIEWER)
 def support_note(product: Product, note_id: int) -> ResponseReturnValue:
     """One note's figures: its tickets day by day around publication, readers against
-    non-readers, the hold-back experiment; and which group a given user is in."""
+    non-readers, the hold-back experiment, how often it answered a user about to write
+    in; for a notice, who has acknowledged it; and which group a given user is in."""
     note = owned(db.session(), Note, product, note_id)
     figures = support_impact.note_figures(db.session(), note)
+    now = utcnow()
     lookup = request.args.get("user", "")
     groups, lookup_error = None, None
     if lookup.strip():
@@ -112,11 +116,23 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
         if len(lookup) > tickets.MAX_USER_ID_LENGTH or not reads.is_storable(lookup):
             lookup_error = f"A user id is text of at most {tickets.MAX_USER_ID_LENGTH} characters."
         else:
-            groups = support_impact.user_groups(db.session(), product, lookup, now=utcnow())
+            groups = support_impact.user_groups(db.session(), product, lookup, now=now)
+    # Counting who has not acknowledged reads every exposed user: only for a notice.
+    published = note.published_at
+    asked = note.requires_acknowledgement and published is not None and published <= now
+    can_export = asked and g.role.allows(Role.OWNER)
     return render_template(
         "console/support_note.html",
         product=product,
         note=note,
+        notice=notices.status(db.session(), note) if asked else None,
+        escalated=notices.escalated(db.session(), note) if asked else [],
+        escalates_at=notices.escalates_at(note),
+        now=now,
+        attribute_names=notices.attribute_names(db.session(), note) if can_export else [],
+        can_export=can_export,
+        is_owner=g.role.allows(Role.OWNER),
+        help_counts=note_counts(db.session(), product.id, [note.id])[note.id],
         f=figures,
         daily=daily_figure(figures) if figures else None,
         readers=(
@@ -148,6 +164,30 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
         not_enough=support_impact.NOT_ENOUGH_DATA,
         max_holdback=holdback.MAX_HOLDBACK_PERCENT,
     ), 422 if lookup_error else 200
+
+
+@bp.get("/p/<slug>/support/impact/notes/<id:note_id>/unacknowledged.csv")
+@role_required(Role.OWNER)
+def support_unacknowledged_csv(product: Product, note_id: int) -> ResponseReturnValue:
+    """The users a notice went out to who have not acknowledged it, with the attributes
+    chosen (``?attribute=plan&attribute=team``): the people to follow up with."""
+    note = owned(db.session(), Note, product, note_id)
+    page = url_for("console.support_note", slug=product.slug, note_id=note.id)
+    with refused():
+        lines = notices.export_unacknowledged(
+            db.session(),
+            note,
+            request.args.getlist("attribute"),
+            by=current_member(),
+            now=utcnow(),
+        )
+        filename = f"{product.slug}-note-{note.id}-not-acknowledged-{utcnow():%Y-%m-%d}.csv"
+        return current_app.response_class(
+            stream_with_context(lines),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return redirect(page + "#acknowledgements")
 
 
 # The figures a chart draws, and the same said in words ------------------------------------

@@ -1,0 +1,257 @@
+"""Escalation: a notice still unacknowledged after its days goes by e-mail, once, to the users
+linked to a confirmed subscriber, and to nobody else; with the real worker (`flask worker`)
+and the real SMTP server of the suite. Agent mail goes out the same way. SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import lxml.html
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from announcements import mailing, notices
+from announcements.models import (
+    Acknowledgement,
+    EndUser,
+    Escalation,
+    Frequency,
+    Note,
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
+    Product,
+    ReadReceipt,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from app.mail import delivery, transport
+from tests.conftest import AuthActions
+from tests.factories import make_end_user, make_member, make_note, make_product
+from tests.mailserver import SmtpServer
+from tests.test_mail_worker import start_worker  # noqa: F401 - the real worker, as a fixture
+
+DAYS = 7
+
+
+def _subscriber(
+    session: Session,
+    product: Product,
+    email: str,
+    user: EndUser | None,
+    status: SubscriberStatus = SubscriberStatus.CONFIRMED,
+) -> Subscriber:
+    subscriber = Subscriber(
+        product_id=product.id,
+        email=email,
+        status=status,
+        # Notices go to those who asked for important notes only too: it is not news.
+        frequency=Frequency.IMPORTANT,
+        categories=[],
+        end_user_id=user.id if user else None,
+    )
+    session.add(subscriber)
+    session.commit()
+    return subscriber
+
+
+def _world(session: Session, product: Product, published_at: datetime) -> Note:
+    """A notice published at ``published_at``, and five users seen since: one linked to a
+    confirmed subscriber (ann), one who acknowledged (bob), one linked to nobody (cy), one
+    linked to a subscriber still pending (dee), one linked to a confirmed subscriber but on
+    a version the note is not for (eve)."""
+    note = make_note(
+        session,
+        product,
+        version="2.0.0",
+        title="New terms of service",
+        body_md="Please read the **new terms**.",
+        requires_acknowledgement=True,
+        escalate_after_days=DAYS,
+        now=published_at,
+    )
+    seen = published_at + timedelta(hours=1)
+    users = {
+        name: make_end_user(session, product, name, app_version=version, last_seen_at=seen)
+        for name, version in (
+            ("ann", "2.0.0"),
+            ("bob", "2.1.0"),
+            ("cy", "2.0.0"),
+            ("dee", None),
+            ("eve", "1.9.0"),
+        )
+    }
+    session.add(Acknowledgement(note_id=note.id, end_user_id=users["bob"].id))
+    _subscriber(session, product, "ann@example.com", users["ann"])
+    _subscriber(session, product, "bob@example.com", users["bob"])
+    _subscriber(session, product, "dee@example.com", users["dee"], SubscriberStatus.PENDING)
+    _subscriber(session, product, "eve@example.com", users["eve"])
+    _subscriber(session, product, "nobody@example.com", None)
+    return note
+
+
+def _escalated(session: Session, note: Note) -> list[str]:
+    session.expire_all()
+    return list(
+        session.scalars(
+            select(EndUser.external_id)
+            .join(Escalation, Escalation.end_user_id == EndUser.id)
+            .where(Escalation.note_id == note.id)
+            .order_by(EndUser.external_id)
+        )
+    )
+
+
+def test_a_notice_is_escalated_once_its_days_have_passed_and_once_only(session: Session) -> None:
+    product = make_product(session)
+    published = utcnow() - timedelta(days=30)
+    note = _world(session, product, published)
+    due = published + timedelta(days=DAYS)
+
+    assert notices.escalate_due(session, now=due - timedelta(seconds=1)) == 0
+    session.commit()
+    assert _escalated(session, note) == []
+
+    assert notices.escalate_due(session, now=due) == 1
+    session.commit()
+    assert _escalated(session, note) == ["ann"]
+    assert notices.escalate_due(session, now=due + timedelta(days=3)) == 0
+    session.commit()
+    outbox = session.execute(
+        select(Subscriber.email, OutboxMessage.kind).join(OutboxMessage.subscriber)
+    ).all()
+    assert outbox == [("ann@example.com", OutboxKind.ESCALATION)]
+    assert notices.status(session, note) == notices.NoticeStatus(
+        exposed=4, acknowledged=1, not_yet=3, escalated=1
+    )
+
+
+def test_no_escalation_without_its_days_or_once_the_notice_is_gone(session: Session) -> None:
+    product = make_product(session)
+    now = utcnow()
+    note = _world(session, product, now - timedelta(days=30))
+    note.escalate_after_days = None
+    session.commit()
+    assert notices.escalate_due(session, now=now) == 0
+    note.escalate_after_days = DAYS
+    note.expires_at = now - timedelta(days=1)  # the widget no longer shows it
+    session.commit()
+    assert notices.escalate_due(session, now=now) == 0
+    note.expires_at = None
+    note.is_internal = True
+    session.commit()
+    assert notices.escalate_due(session, now=now) == 0
+    assert _escalated(session, note) == []
+
+
+def test_an_escalation_acknowledged_before_it_goes_is_not_sent(
+    session: Session, smtp_server: SmtpServer
+) -> None:
+    product = make_product(session)
+    note = _world(session, product, utcnow() - timedelta(days=30))
+    assert notices.escalate_due(session, now=utcnow()) == 1
+    session.commit()
+    ann = session.scalar(select(EndUser).where(EndUser.external_id == "ann"))
+    assert ann is not None
+    session.add(Acknowledgement(note_id=note.id, end_user_id=ann.id))
+    session.commit()
+    report = delivery.deliver_due(transport.Smtp(smtp_server.url))
+    assert (report.sent, report.skipped) == (0, 1)
+    assert session.scalar(select(OutboxMessage.last_error)) == "acknowledged in the app"
+    assert smtp_server.recorder.received == []
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _unsent(session: Session) -> int:
+    session.rollback()  # a fresh snapshot
+    waiting = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
+    count = select(func.count()).select_from(OutboxMessage)
+    return int(session.scalar(count.where(OutboxMessage.status.in_(waiting))) or 0)
+
+
+def test_the_worker_escalates_a_notice_by_email_once_and_the_page_lists_who(
+    session: Session,
+    client: FlaskClient,
+    auth: AuthActions,
+    start_worker: Callable[[str], subprocess.Popen],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner=owner, name="Acme", slug="acme")
+    # Its days passed a minute ago: the worker's first minute finds it due.
+    note = _world(session, product, utcnow() - timedelta(days=DAYS, minutes=1))
+    with SmtpServer() as server:
+        first = start_worker(server.url)
+        _wait_for(lambda: len(server.recorder.received) >= 1, 60, "the escalation sent")
+        _wait_for(lambda: _unsent(session) == 0, 60, "the outbox recorded")
+        first.kill()
+        first.wait(timeout=30)
+        # A second worker's first minute finds nothing more to send.
+        second = start_worker(server.url)
+        log = tmp_path / "worker-1.log"
+        _wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the second worker")
+        assert _unsent(session) == 0
+        second.kill()
+        second.wait(timeout=30)
+        received = list(server.recorder.received)
+
+    assert [r.recipients for r in received] == [["ann@example.com"]]
+    message = received[0].message
+    assert message["Subject"] == "Action needed: New terms of service"
+    text = message.get_body(("plain",))
+    assert text is not None
+    assert "Please confirm you have read this: open Acme" in text.get_content()
+    assert "Please read the **new terms**." in text.get_content()
+    assert _escalated(session, note) == ["ann"]
+
+    auth.login(owner.email)
+    page = lxml.html.fromstring(
+        client.get(f"/console/p/acme/support/impact/notes/{note.id}").get_data()
+    )
+    rows = page.xpath('//table[contains(@class, "escalated")]/tbody/tr')
+    assert [[cell.text_content() for cell in row[:2]] for row in rows] == [
+        ["ann", "ann@example.com"]
+    ]
+
+
+def test_the_worker_sends_a_note_an_agent_sent(
+    session: Session,
+    start_worker: Callable[[str], subprocess.Popen],  # noqa: F811
+) -> None:
+    product = make_product(session, name="Acme")
+    note = make_note(session, product, title="Export fixed", body_md="Exports work again.")
+    user = make_end_user(session, product, "ann")
+    subscriber = _subscriber(session, product, "ann@example.com", user)
+    # Read in the app already, and not an important note, which is all this subscriber
+    # asked for: as a release note it would not be owed; the agent chose to send it.
+    session.add(ReadReceipt(note_id=note.id, end_user_id=user.id, channel="widget"))
+    assert mailing.queue_one(session, note, subscriber.id, OutboxKind.AGENT, now=utcnow())
+    session.commit()
+    with SmtpServer() as server:
+        worker = start_worker(server.url)
+        _wait_for(lambda: len(server.recorder.received) >= 1, 60, "the agent's note sent")
+        _wait_for(lambda: _unsent(session) == 0, 60, "the outbox recorded")
+        worker.kill()
+        worker.wait(timeout=30)
+        received = list(server.recorder.received)
+    assert [r.recipients for r in received] == [["ann@example.com"]]
+    message = received[0].message
+    assert message["Subject"] == "Acme: Export fixed"
+    html = message.get_body(("html",))
+    assert html is not None
+    assert "The Acme support team sent you this note" in html.get_content()
+    assert "Exports work again." in html.get_content()
