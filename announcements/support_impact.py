@@ -61,6 +61,13 @@ few rows however many users a product has. Each row's ``figures`` is a JSON obje
     ``{"users", "tickets", "per_1000", "low", "high"}``, the effect shaped as
     ``difference`` (treated against control) and its sentence, "Telling users cut tickets
     about export by 68 % (95 % CI 44–81 %): the causal estimate."
+``help``
+    ``{"shown", "answered", "needs_help"}``: what the notes did when shown to end users
+    about to contact support (``Tidings.beforeSupport``), since they went out: how often
+    they were shown, how many of those people said one answered their question (a ticket
+    deflected) and how many still needed help (:func:`announcements.help.note_counts`).
+    A release's are the sums over its notes: a person answers with one note, so its
+    ``answered`` is exact; one shown two of its notes counts twice in the other two.
 ``daily``
     ``[{"date": "2026-09-17", "tickets": 3}, ...]``: the topic's tickets (all of them,
     matched or not) on each UTC day from ``P - W`` up to the window's end or the time of
@@ -71,7 +78,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -95,7 +102,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from announcements import holdback, tickets, versions
+from announcements import help, holdback, tickets, versions
 from announcements.models import (
     EndUser,
     HoldbackAssignment,
@@ -489,6 +496,16 @@ def _accumulate(grid: list[list[int]]) -> None:
             grid[k][j] += grid[k + 1][j]
 
 
+def _help_figures(counts: Mapping[int, help.HelpCounts], note_ids: Sequence[int]) -> dict[str, int]:
+    """The help figures of a scope's notes, summed (see ``help`` in the module's notes)."""
+    found = [counts[note_id] for note_id in note_ids if note_id in counts]
+    return {
+        "shown": sum(c.shown for c in found),
+        "answered": sum(c.answered for c in found),
+        "needs_help": sum(c.needs_help for c in found),
+    }
+
+
 def _figures(
     session: Session,
     product_id: int,
@@ -496,10 +513,12 @@ def _figures(
     scope: _Scope,
     present: Sequence[str],
     population: _Population,
+    helped: Mapping[int, help.HelpCounts],
     now: datetime,
 ) -> dict[str, Any]:
-    """The figures of one scope: its users from the population, the rest from three or
-    four aggregate queries."""
+    """The figures of one scope: its users from the population, the help its notes gave
+    from ``helped`` (counted once for every scope), the rest from three or four aggregate
+    queries."""
     start = scope.published_at
     window = timedelta(days=window_days)
     end = holdback.window_end(start, window_days)
@@ -600,6 +619,7 @@ def _figures(
             if scope.holdback_percent > 0 and scope.note_id is not None
             else None
         ),
+        "help": _help_figures(helped, scope.note_ids),
         "daily": daily_tickets(session, product_id, topics, start - window, min(end, now)),
     }
 
@@ -738,8 +758,9 @@ def refresh(
     write_turn: WriteTurn = contextlib.nullcontext,
 ) -> int:
     """Match the tickets not matched yet, record hold-back groups, and recompute every
-    roll-up row of the product: one per published outward note and one per release with
-    such notes; rows of notes no longer published go. Returns how many rows it wrote.
+    roll-up row of the product, with the help its notes gave before a ticket: one per
+    published outward note and one per release with such notes; rows of notes no longer
+    published go. Returns how many rows it wrote.
 
     It commits in steps, each write in ``write_turn()`` (the app's SQLite write queue):
     on SQLite one connection writes at a time, and a transaction held open across the
@@ -757,13 +778,16 @@ def refresh(
         if scope.holdback_percent > 0:
             _assign(session, product_id, scope, present, window_days, now, write_turn)
     population = _population(session, product_id, scopes, timedelta(days=window_days))
+    helped = help.note_counts(session, product_id, [note.id for note in notes])
     rows = [
         {
             "product_id": product_id,
             "scope": scope.scope,
             "version": scope.version,
             "note_id": scope.note_id,
-            "figures": _figures(session, product_id, window_days, scope, present, population, now),
+            "figures": _figures(
+                session, product_id, window_days, scope, present, population, helped, now
+            ),
             "computed_at": now,
         }
         for scope in scopes

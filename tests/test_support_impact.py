@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,19 @@ from scipy import stats
 from sqlalchemy import func, insert, select, text, update
 
 from announcements import apikeys, holdback, services, support_impact, tickets, versions
-from announcements.models import EndUser, Note, ReadReceipt, SupportImpact, Ticket
+from announcements.models import (
+    EndUser,
+    HelpRequest,
+    HelpShown,
+    Note,
+    ReadReceipt,
+    Role,
+    SupportImpact,
+    Ticket,
+)
 from app.mail.jobs import JOBS_KEY, Jobs, request_refresh
-from tests.factories import make_note, make_product
+from tests.conftest import AuthActions
+from tests.factories import add_member, make_note, make_product
 
 WINDOW = timedelta(days=14)
 P_A = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)  # "Export to CSV", 2.4.0, topic export
@@ -721,3 +732,111 @@ def test_flask_rollups_rebuild(runner, session, world) -> None:
     assert "Recounted 2 products in " in everything.output
     missing = runner.invoke(args=["rollups", "rebuild", "--product", "nope"])
     assert missing.exit_code != 0 and "No product with the slug nope" in missing.output
+
+
+# Deflections: help shown before a ticket -------------------------------------------------------
+
+
+def _help_requests(session, world: World) -> list[tuple[list[str], str | None, str | None]]:
+    """Known help requests: (notes shown, best first; outcome; the note that answered),
+    stored for the world's product, with some for the other product that must not count."""
+    rng = random.Random(15)
+    user_ids = dict(
+        session.execute(
+            select(EndUser.external_id, EndUser.id).where(EndUser.product_id == world.product.id)
+        ).all()
+    )
+    drawn = []
+    for number in range(300):
+        shown = rng.sample(["A", "B", "C"], rng.randint(1, 3))
+        outcome = rng.choice(["answered", "needs_help", None])
+        answered = rng.choice(shown) if outcome == "answered" else None
+        drawn.append((shown, outcome, answered))
+        user = None if number % 7 == 0 else user_ids[f"u{number}"]  # some were anonymous
+        _store_help(session, world.product.id, user, world.notes, shown, outcome, answered)
+    for _ in range(40):
+        _store_help(
+            session, world.other.id, None, world.notes, ["elsewhere"], "answered", "elsewhere"
+        )
+    session.commit()
+    return drawn
+
+
+def _store_help(session, product_id, user_id, notes, shown, outcome, answered) -> None:
+    request = HelpRequest(
+        product_id=product_id,
+        token=secrets.token_urlsafe(16),
+        end_user_id=user_id,
+        query="export is empty",
+        created_at=NOW - timedelta(hours=1),
+        outcome=outcome,
+        answered_note_id=notes[answered].id if answered else None,
+        decided_at=NOW if outcome else None,
+    )
+    session.add(request)
+    session.flush()
+    session.add_all(
+        HelpShown(help_request_id=request.id, note_id=notes[name].id, position=position)
+        for position, name in enumerate(shown)
+    )
+
+
+def test_deflections_per_note_and_release_are_counted_exactly(session, world) -> None:
+    drawn = _help_requests(session, world)
+    support_impact.refresh(session, world.product, now=NOW)
+    rows = rows_by_scope(session, world.product)
+
+    def wanted(names: list[str]) -> dict[str, int]:
+        """The help figures of these notes, counted over the test's own list: times shown,
+        requests one of them answered, and (per note, summed) needs-help requests that
+        showed it."""
+        return {
+            "shown": sum(name in shown for shown, _, _ in drawn for name in names),
+            "answered": sum(answered in names for _, _, answered in drawn),
+            "needs_help": sum(
+                name in shown
+                for shown, outcome, _ in drawn
+                for name in names
+                if outcome == "needs_help"
+            ),
+        }
+
+    a, b, c = (world.notes[name] for name in "ABC")
+    assert rows[f"note:{a.id}"]["help"] == wanted(["A"])
+    assert rows[f"note:{b.id}"]["help"] == wanted(["B"])
+    assert rows[f"note:{c.id}"]["help"] == wanted(["C"])
+    assert rows["release:2.4.0"]["help"] == wanted(["A", "B"])
+    assert rows["release:2.5.0"]["help"] == wanted(["C"])
+    # Not a figure that sums the others regardless: every request answered with one note.
+    assert sum(rows[f"note:{n.id}"]["help"]["answered"] for n in (a, b, c)) == sum(
+        outcome == "answered" for _, outcome, _ in drawn
+    )
+    # The other product's help counts for its own note only.
+    support_impact.refresh(session, world.other, now=NOW)
+    elsewhere = rows_by_scope(session, world.other)
+    assert elsewhere[f"note:{world.notes['elsewhere'].id}"]["help"] == {
+        "shown": 40,
+        "answered": 40,
+        "needs_help": 0,
+    }
+
+
+def test_a_note_never_shown_as_help_has_none(session, world) -> None:
+    support_impact.refresh(session, world.product, now=NOW)
+    figures = support_impact.note_figures(session, world.notes["A"])
+    assert figures["help"] == {"shown": 0, "answered": 0, "needs_help": 0}
+
+
+def test_the_impact_page_shows_deflections(client, auth: AuthActions, session, world) -> None:
+    drawn = _help_requests(session, world)
+    support_impact.refresh(session, world.product, now=NOW)
+    viewer = add_member(session, world.product, Role.VIEWER)
+    auth.login(viewer.email)
+    page = client.get("/console/p/acme/support/impact")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert '<th scope="col" class="num">Deflected</th>' in html
+    answered_a = sum(answered == "A" for _, _, answered in drawn)
+    shown_a = sum("A" in shown for shown, _, _ in drawn)
+    assert f"<strong>{answered_a:,}</strong>" in html
+    assert f"of {shown_a:,} shown" in html
