@@ -19,6 +19,7 @@ from app import (
     errors,
     public,
     security,
+    sidebar,
 )
 from app.api import inbound as support_inbound
 from app.console import bp as console_bp
@@ -66,4 +67,5 @@ def create_app(
     api.init_app(app)
     support_inbound.init_app(app)
     demo_host.init_app(app)
+    sidebar.init_app(app)
     return app

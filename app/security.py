@@ -1,5 +1,9 @@
 """Response headers that keep console pages from being framed, sniffed or scripted, and a
-guard against form input no database can keep."""
+guard against form input no database can keep.
+
+One page is made to be framed: the agent sidebar, which help desks show beside a ticket
+from origins of their own (and of each account's). Any site may frame it: its signed link,
+not the page around it, is what lets it show anything."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ CONSOLE_CSP = "; ".join(
         "object-src 'none'",
     ]
 )
+# The sidebar's blueprint: the console's policy, but any site may frame it.
+FRAMEABLE_BLUEPRINT = "sidebar"
+SIDEBAR_CSP = CONSOLE_CSP.replace("frame-ancestors 'none'", "frame-ancestors *")
 # Browser features no Tidings page uses: denied, a page cannot be made to ask for them by
 # injected script or a frame. Only names Chromium knows: it warns about any other.
 PERMISSIONS_POLICY = ", ".join(
@@ -43,8 +50,11 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
     if request.blueprint == "console" or response.mimetype == "text/html":
-        response.headers.setdefault("Content-Security-Policy", CONSOLE_CSP)
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.blueprint == FRAMEABLE_BLUEPRINT:
+            response.headers.setdefault("Content-Security-Policy", SIDEBAR_CSP)
+        else:
+            response.headers.setdefault("Content-Security-Policy", CONSOLE_CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         # A page opened from another site cannot reach back into it through window.opener.
         # Only Tidings' own pages: the widget's script runs in the host's page, whose
