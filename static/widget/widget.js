@@ -6,6 +6,10 @@
  * attributes}},
  * or call Tidings.init({...}) yourself. It draws inside a Shadow DOM, talks only to
  * the Tidings server it was loaded from, and never throws into the host page.
+ *
+ * Before opening its support form a host may call Tidings.beforeSupport({query}): the
+ * user's unread notes that match are shown first, and the promise resolves to
+ * {shown, answered} (it never rejects), so the host knows whether to open its form.
  */
 (function () {
   "use strict";
@@ -59,16 +63,62 @@
     ".empty{padding:40px 10px;text-align:center;color:#6b7280}",
     ".mail{display:flex;align-items:center;justify-content:space-between;gap:10px;padding:10px 16px;border-top:1px solid #e5e7eb;font-size:13px;color:#6b7280}",
     ".mail span{overflow-wrap:anywhere}.mail[hidden]{display:none}",
-    ".veil{position:fixed;inset:0;z-index:2147483647;background:rgb(17 24 39/45%);display:flex;align-items:center;justify-content:center;padding:16px}",
-    ".modal{background:#fff;border-radius:14px;max-width:520px;width:100%;max-height:85vh;overflow-y:auto;padding:22px 24px;box-shadow:0 20px 50px rgb(17 24 39/30%)}",
-    ".modal h2{margin:8px 0;font-size:19px;font-weight:700}",
-    ".modal .actions{display:flex;justify-content:flex-end;gap:8px;margin-top:14px}",
-    "@media (max-width:480px){.panel{width:100vw}.launcher{right:14px;bottom:14px}}",
+    ".tag{font-size:11px;font-weight:600;padding:2px 8px;border-radius:999px;background:#f3f4f6;color:#374151}",
+    ".tag.warn{background:#fef3c7;color:#92400e}",
+    ".tw .ack{margin-left:0;padding:5px 12px;border-radius:8px;background:#fef3c7;color:#92400e;font-size:13px;font-weight:600}",
+    ".acked{font-size:13px;font-weight:600;color:#047857}",
+    /* Modals: a notice to confirm, a note from support, an important note, help before a ticket. */
+    ".veil{position:fixed;inset:0;z-index:2147483647;background:rgb(15 23 42/55%);-webkit-backdrop-filter:blur(3px);backdrop-filter:blur(3px);display:flex;align-items:center;justify-content:center;padding:24px;animation:tw-fade .18s ease-out}",
+    ".modal{position:relative;background:#fff;border-radius:16px;max-width:540px;width:100%;max-height:min(86vh,760px);display:flex;flex-direction:column;box-shadow:0 24px 64px rgb(15 23 42/35%),0 0 0 1px rgb(15 23 42/6%);animation:tw-rise .22s cubic-bezier(.2,.8,.2,1)}",
+    ".modal:focus{outline:none}",
+    ".modal.help{max-width:600px}",
+    ".mhead{display:flex;align-items:flex-start;gap:14px;padding:22px 22px 0 24px}",
+    ".mtitle{flex:1;min-width:0}",
+    ".eyebrow{margin:0 0 2px;font-size:12px;font-weight:600;letter-spacing:.05em;text-transform:uppercase;color:#6b7280}",
+    ".modal h2{margin:0;font-size:19px;font-weight:700;line-height:1.3;overflow-wrap:anywhere}",
+    ".lead{margin:4px 0 0;color:#4b5563}",
+    ".icon{flex:none;width:42px;height:42px;border-radius:12px;display:flex;align-items:center;justify-content:center;background:color-mix(in srgb,var(--accent) 12%,#fff);color:var(--accent)}",
+    ".icon svg{width:22px;height:22px;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;stroke-linejoin:round}",
+    ".notice .icon{background:#fef3c7;color:#b45309}",
+    ".mhead .x{flex:none;margin:-4px -6px 0 0}",
+    ".mbody{padding:14px 24px 6px;overflow-y:auto;overscroll-behavior:contain}",
+    ".mbody>.meta{margin-bottom:10px}",
+    ".mfoot{display:flex;align-items:center;justify-content:flex-end;gap:10px;padding:14px 24px 20px;margin-top:8px;border-top:1px solid #f0f1f4}",
+    ".mfoot .hint{margin:0 auto 0 0;font-size:12.5px;color:#6b7280}",
+    ".tw .primary{padding:10px 20px;border-radius:10px;background:var(--accent);color:#fff;font-weight:600;box-shadow:0 1px 2px rgb(15 23 42/15%)}",
+    ".tw .primary:hover{filter:brightness(1.08)}",
+    ".tw .secondary{padding:9px 18px;border:1px solid #d1d5db;border-radius:10px;background:#fff;color:#1f2937;font-weight:600}",
+    ".tw .secondary:hover{background:#f9fafb;border-color:#9ca3af}",
+    ".hnote{padding:14px 16px;margin:0 0 12px;border:1px solid #e5e7eb;border-radius:12px;background:#fcfcfd}",
+    ".hnote h3{margin:6px 0 4px;font-size:15px;font-weight:700;line-height:1.35}",
+    ".tw .answer{display:inline-flex;align-items:center;gap:6px;margin-top:4px;padding:7px 14px;border-radius:9px;background:color-mix(in srgb,var(--accent) 10%,#fff);color:var(--accent);font-weight:600;font-size:13.5px}",
+    ".tw .answer:hover{background:color-mix(in srgb,var(--accent) 18%,#fff)}",
+    ".answer svg{width:16px;height:16px;fill:none;stroke:currentColor;stroke-width:2.4;stroke-linecap:round;stroke-linejoin:round}",
+    "@keyframes tw-fade{from{opacity:0}}",
+    "@keyframes tw-rise{from{opacity:0;transform:translateY(12px) scale(.98)}}",
+    "@media (prefers-reduced-motion:reduce){.veil,.modal{animation:none}}",
+    "@media (max-width:480px){.panel{width:100vw}.launcher{right:14px;bottom:14px}",
+    /* On a phone a modal is a sheet from the bottom, its buttons full width within thumb's reach. */
+    ".veil{align-items:flex-end;padding:0}.modal{max-width:none;max-height:92vh;border-radius:18px 18px 0 0}",
+    ".mhead{padding:20px 16px 0 18px}.mbody{padding:12px 18px 4px}",
+    ".mfoot{flex-direction:column;align-items:stretch;padding:12px 18px 18px}.mfoot .hint{margin:0;text-align:center}",
+    ".tw .mfoot .primary,.tw .mfoot .secondary{width:100%;padding:12px 18px}.mfoot .more{margin:0;text-align:center}",
+    "@keyframes tw-rise{from{transform:translateY(40px)}}}",
   ].join("");
   var BELL = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6 8a6 6 0 1 1 12 0c0 7 3 9 3 9H3s3-2 3-9"/><path d="M10.3 21a1.9 1.9 0 0 0 3.4 0"/></svg>';
+  var ICONS = {
+    notice: '<path d="M12 3l8 3v6c0 4.6-3.4 8.3-8 9-4.6-.7-8-4.4-8-9V6z"/><path d="M12 8.5v4.5M12 16.2v.3"/>',
+    pinned: '<path d="M20.5 12a8.5 8.5 0 0 1-12.3 7.6L3.5 21l1.4-4.6A8.5 8.5 0 1 1 20.5 12z"/><path d="M8.5 12h.01M12 12h.01M15.5 12h.01"/>',
+    important: '<path d="M4 10.5v3a1 1 0 0 0 1 1h2.5L13 19V5L7.5 9.5H5a1 1 0 0 0-1 1z"/><path d="M16.5 9a4.5 4.5 0 0 1 0 6M19 6.5a8 8 0 0 1 0 11"/>',
+    help: '<circle cx="12" cy="12" r="9"/><circle cx="12" cy="12" r="3.8"/><path d="M5.6 5.6l3.7 3.7M14.7 14.7l3.7 3.7M18.4 5.6l-3.7 3.7M9.3 14.7l-3.7 3.7"/>',
+    check: '<path d="M5 12.5l4.5 4.5L19 7.5"/>',
+  };
+  var NOTHING_SHOWN = { shown: 0, answered: false };
 
   var config = null;
-  var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null, mail: null, addressSent: false };
+  /* declined: a notice was closed without "I understand" in this page view; it returns
+     on the next page view, not at the next refresh, and nothing else pops up until then. */
+  var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null, mail: null, addressSent: false, declined: false };
   var ui = {};
 
   function warn(error) {
@@ -97,29 +147,33 @@
     return node;
   }
 
-  /* Anonymous users: read state lives in this browser only. */
-  function storageKey() { return "tidings:" + config.product + ":read"; }
+  /* Anonymous users: what they read ("read") and the notices they confirmed
+     ("acknowledged") live in this browser only. */
+  function storageKey(kind) { return "tidings:" + config.product + ":" + kind; }
 
-  function localReads() {
+  /* The ids kept under kind; null when nothing was ever kept (a first visit). */
+  function storedIds(kind) {
     try {
-      var raw = localStorage.getItem(storageKey());
+      var raw = localStorage.getItem(storageKey(kind));
       return raw === null ? null : JSON.parse(raw);
     } catch (error) {
       return [];
     }
   }
 
-  function saveLocalReads(ids) {
-    try { localStorage.setItem(storageKey(), JSON.stringify(ids.slice(-500))); } catch (error) { warn(error); }
+  function saveIds(kind, ids) {
+    try { localStorage.setItem(storageKey(kind), JSON.stringify(ids.slice(-500))); } catch (error) { warn(error); }
   }
 
   function anonymous() { return !(config.user && config.user.id); }
 
   function api(path) { return (config.apiBase || DEFAULT_BASE) + "/api/v1/widget/" + encodeURIComponent(config.product) + path; }
 
-  function notesUrl(cursor) {
+  /* The query string that says who is asking: the notes and the help endpoints read the
+     same identity, version, locale and attributes. */
+  function userQuery(fields) {
     var user = config.user || {};
-    var query = new URLSearchParams({ limit: String(PAGE) });
+    var query = new URLSearchParams(fields);
     if (user.id) { query.set("user_id", String(user.id)); query.set("user_hash", user.hash || ""); }
     if (user.version) query.set("version", user.version);
     if (user.locale) query.set("locale", user.locale);
@@ -127,6 +181,11 @@
       var value = user.attributes[name];
       if (value !== null && value !== undefined) query.set("attr." + name, String(value));
     });
+    return query;
+  }
+
+  function notesUrl(cursor) {
+    var query = userQuery({ limit: String(PAGE) });
     if (cursor) query.set("cursor", cursor);
     return api("/notes?" + query.toString());
   }
@@ -156,7 +215,7 @@
       state.cursor = data.next_cursor;
       setUnread(data.unread_count);
       render();
-      if (!cursor) popImportant();
+      if (!cursor) popNext();
       sendAddress();
     }));
   }
@@ -189,34 +248,57 @@
   }
 
   function applyLocalReads(data) {
-    var read = localReads();
+    var read = storedIds("read");
     if (read === null) {
       /* First visit: only the newest release starts unread, as for identified users. */
       var newest = data.notes.length ? data.notes[0].version : null;
       read = data.notes.filter(function (n) { return n.version !== newest; }).map(function (n) { return n.id; });
-      saveLocalReads(read);
+      saveIds("read", read);
     }
+    var acknowledged = storedIds("acknowledged") || [];
     data.notes.forEach(function (note) {
       if (read.indexOf(note.id) !== -1 && !note.read) { note.read = true; data.unread_count -= 1; }
+      if (acknowledged.indexOf(note.id) !== -1) note.acknowledged = true;
     });
     data.unread_count = Math.max(0, data.unread_count);
   }
 
   /* A quiet note is held back from this user for a while (a hold-back experiment): it is
-     listed, and reading it is recorded, but it was never in the count and never pops up. */
-  function markRead(notes) {
+     listed, and reading it is recorded, but it was never in the count and never pops up.
+     channel is "popup" for a note shown as a modal; the server records the read of a note
+     an agent sent as theirs whatever the widget says. */
+  function markRead(notes, channel) {
+    var fresh = seen(notes);
+    if (!fresh.length || anonymous()) return;
+    var body = identity();
+    body.note_ids = fresh.map(function (note) { return note.id; });
+    if (channel) body.channel = channel;
+    request(api("/reads"), body).catch(warn);
+  }
+
+  /* Counts notes read here and returns the ones that were not; an anonymous user's reads
+     are kept in this browser, an identified user's are for the caller to send. */
+  function seen(notes) {
     var fresh = notes.filter(function (note) { return !note.read; });
-    if (!fresh.length) return;
-    fresh.forEach(function (note) { note.read = true; });
+    fresh.forEach(function (note) { note.read = true; note.pinned = false; });
     setUnread(state.unread - fresh.filter(function (note) { return !note.quiet; }).length);
-    var ids = fresh.map(function (note) { return note.id; });
+    if (fresh.length && anonymous()) {
+      saveIds("read", (storedIds("read") || []).concat(fresh.map(function (note) { return note.id; })));
+    }
+    return fresh;
+  }
+
+  /* "I understand": kept apart from the read, which showing the notice recorded. */
+  function acknowledge(note) {
+    note.acknowledged = true;
+    seen([note]);
     if (anonymous()) {
-      saveLocalReads((localReads() || []).concat(ids));
+      saveIds("acknowledged", (storedIds("acknowledged") || []).concat([note.id]));
       return;
     }
     var body = identity();
-    body.note_ids = ids;
-    request(api("/reads"), body).catch(warn);
+    body.note_id = note.id;
+    request(api("/acknowledgements"), body).catch(warn);
   }
 
   function react(note, reaction, comment) {
@@ -232,6 +314,9 @@
   }
 
   function identity() { return { user_id: String(config.user.id), user_hash: config.user.hash }; }
+
+  /* The help endpoints take anonymous users too, where the product allows them. */
+  function identityIfKnown() { return anonymous() ? {} : identity(); }
 
   /* Release notes by email, for a user whose address the host gives: user.email, signed by
      user.email_hash for one-click subscription (else a confirmation link is mailed), or an
@@ -375,8 +460,12 @@
       el("span", { class: "pill " + note.category, text: note.category_label }),
       el("span", { text: "v" + note.version.replace(/^v/, "") }),
       el("time", { datetime: note.published_at, text: formatDate(note.published_at) }),
+      note.pinned ? el("span", { class: "tag", text: "From support" }) : null,
+      awaitsAcknowledgement(note) ? el("span", { class: "tag warn", text: "Needs your confirmation" }) : null,
     ]);
   }
+
+  function awaitsAcknowledgement(note) { return Boolean(note.requires_acknowledgement && !note.acknowledged); }
 
   function noteItem(note) {
     var reactions = REACTIONS.map(function (pair) {
@@ -386,7 +475,13 @@
         onclick: function () { react(note, pair[0]); note.commenting = note.reaction !== null; render(); },
       });
     });
-    var foot = el("div", { class: "foot" }, reactions.concat([
+    var confirm = null;
+    if (awaitsAcknowledgement(note)) {
+      confirm = el("button", { class: "ack", type: "button", text: "I understand", onclick: function () { acknowledge(note); render(); } });
+    } else if (note.requires_acknowledgement) {
+      confirm = el("span", { class: "acked", text: "✓ Confirmed" });
+    }
+    var foot = el("div", { class: "foot" }, [confirm].concat(reactions, [
       el("a", { class: "more", href: note.url, target: "_blank", rel: "noopener", text: "Permalink" }),
     ]));
     if (note.commenting && !anonymous()) {
@@ -460,33 +555,174 @@
 
   function toggle() { if (state.open) close(); else open(); }
 
-  /* An important note the user has not read opens once, as a modal. */
-  function popImportant() {
-    if (ui.modal) return;
-    var note = state.notes.filter(function (n) { return n.important && !n.read && !n.quiet; })[0];
-    if (!note) return;
-    markRead([note]);
-    state.lastFocus = document.activeElement;
-    var done = el("button", { class: "btn", type: "button", text: "Got it", onclick: closeModal });
-    var dialog = el("div", { class: "modal", role: "dialog", "aria-modal": "true", "aria-labelledby": "tw-modal-title" }, [
-      meta(note),
-      el("h2", { id: "tw-modal-title", text: note.title }),
-      noteBody(note),
-      el("div", { class: "actions" }, [
-        el("a", { class: "more", href: note.url, target: "_blank", rel: "noopener", text: "Permalink" }),
-        done,
-      ]),
-    ]);
-    ui.modal = el("div", { class: "veil", onclick: function (event) { if (event.target === ui.modal) closeModal(); } }, [dialog]);
-    ui.root.appendChild(ui.modal);
-    done.focus();
+  /* Modals ------------------------------------------------------------- */
+
+  /* On a page view at most one modal is up, in this order: a notice the user must confirm
+     (after "I understand", the next one), a note an agent sent them, an important note
+     they have not read. */
+  function popNext() {
+    if (ui.modal || state.declined) return;
+    var notice = first(awaitsAcknowledgement);
+    if (notice) { showNotice(notice); return; }
+    var pinned = first(function (n) { return n.pinned && !n.read; });
+    if (pinned) { showPopup(pinned, "pinned", "Sent to you by our support team"); return; }
+    var important = first(function (n) { return n.important && !n.read && !n.quiet; });
+    if (important) showPopup(important, "important", "Important update");
   }
 
-  function closeModal() {
+  function first(test) { return state.notes.filter(test)[0]; }
+
+  function icon(kind) {
+    var holder = el("span", { class: "icon", "aria-hidden": "true" });
+    holder.insertAdjacentHTML("afterbegin", '<svg viewBox="0 0 24 24">' + ICONS[kind] + "</svg>");
+    return holder;
+  }
+
+  /* A dialog: icon, eyebrow and title, a scrolling body, and a row of actions. */
+  function dialog(options) {
+    return el("div", {
+      class: "modal " + options.kind, role: options.role || "dialog", "aria-modal": "true",
+      "aria-labelledby": "tw-modal-title", "aria-describedby": "tw-modal-body", tabindex: "-1",
+    }, [
+      el("div", { class: "mhead" }, [
+        icon(options.kind),
+        el("div", { class: "mtitle" }, [
+          el("p", { class: "eyebrow", text: options.eyebrow }),
+          el("h2", { id: "tw-modal-title", text: options.title }),
+          options.lead ? el("p", { class: "lead", text: options.lead }) : null,
+        ]),
+        el("button", { class: "x", type: "button", "aria-label": options.closeLabel || "Close", text: "×", onclick: function () { closeModal(); } }),
+      ]),
+      el("div", { class: "mbody", id: "tw-modal-body" }, options.body),
+      el("div", { class: "mfoot" }, options.actions),
+    ]);
+  }
+
+  /* Shows a dialog over the page; dismissed runs when it is closed without an answer
+     (×, Escape, a click outside it). */
+  function showModal(node, focus, dismissed) {
+    closeModal();
+    state.lastFocus = document.activeElement;
+    ui.modal = el("div", { class: "veil", onclick: function (event) { if (event.target === ui.modal) closeModal(); } }, [node]);
+    ui.dismissed = dismissed || null;
+    ui.root.appendChild(ui.modal);
+    (focus || node).focus();
+  }
+
+  /* answered: closed by the dialog's own answer, not dismissed. */
+  function closeModal(answered) {
     if (!ui.modal) return;
+    var dismissed = ui.dismissed;
     ui.modal.remove();
     ui.modal = null;
+    ui.dismissed = null;
     restoreFocus();
+    if (!answered && dismissed) dismissed();
+  }
+
+  /* A notice the user must confirm: closing it does not count, and it comes back on the
+     next page view. Showing it records the read. */
+  function showNotice(note) {
+    markRead([note], "popup");
+    var understood = el("button", { class: "primary", type: "button", text: "I understand", onclick: function () {
+      acknowledge(note);
+      closeModal(true);
+      render();
+      popNext();
+    } });
+    showModal(dialog({
+      kind: "notice", role: "alertdialog", eyebrow: "Please read and confirm", title: note.title,
+      closeLabel: "Close without confirming",
+      body: [meta(note), noteBody(note)],
+      actions: [el("p", { class: "hint", text: "We'll show this again until you confirm it." }), understood],
+    }), understood, function () { state.declined = true; });
+  }
+
+  /* A note an agent sent this user, or an important note: it opens once, as a modal. */
+  function showPopup(note, kind, eyebrow) {
+    markRead([note], "popup");
+    var done = el("button", { class: "primary", type: "button", text: "Got it", onclick: function () { closeModal(true); popNext(); } });
+    showModal(dialog({
+      kind: kind, eyebrow: eyebrow, title: note.title,
+      body: [meta(note), noteBody(note)],
+      actions: [el("a", { class: "more", href: note.url, target: "_blank", rel: "noopener", text: "Permalink" }), done],
+    }), done);
+  }
+
+  /* Help before a ticket -------------------------------------------------- */
+
+  /* The user is about to contact support about query: show their unread notes that match
+     it. Resolves {shown, answered} once they choose or close; never rejects. */
+  function beforeSupport(options) {
+    return new Promise(function (resolve) {
+      try {
+        var query = options && typeof options.query === "string" ? options.query.trim().slice(0, 500) : "";
+        if (!config || !ui.root || !query) { resolve(NOTHING_SHOWN); return; }
+        request(api("/help?" + userQuery({ q: query }).toString())).then(function (data) {
+          var read = anonymous() ? storedIds("read") || [] : [];
+          var notes = data.notes.filter(function (note) { return read.indexOf(note.id) === -1; });
+          if (notes.length) showHelp(query, notes, resolve); else resolve(NOTHING_SHOWN);
+        }).catch(function (error) { warn(error); resolve(NOTHING_SHOWN); });
+      } catch (error) {
+        warn(error);
+        resolve(NOTHING_SHOWN);
+      }
+    });
+  }
+
+  function showHelp(query, notes, resolve) {
+    var decided = false;
+    var body = identityIfKnown();
+    body.query = query;
+    body.note_ids = notes.map(function (note) { return note.id; });
+    var recorded = null;
+
+    function decide(outcome, note) {
+      if (decided) return;
+      decided = true;
+      closeModal(true);
+      resolve({ shown: notes.length, answered: outcome === "answered" });
+      var answer = identityIfKnown();
+      answer.outcome = outcome;
+      if (note) {
+        answer.note_id = note.id;
+        helped(note);
+      }
+      recorded.then(function (created) {
+        if (created) return request(api("/help/" + encodeURIComponent(created.id)), answer);
+      }).catch(warn);
+    }
+
+    var items = notes.map(function (note) {
+      var answers = el("button", { class: "answer", type: "button", "aria-describedby": "tw-help-" + note.id, onclick: function () { decide("answered", note); } });
+      answers.insertAdjacentHTML("afterbegin", '<svg viewBox="0 0 24 24" aria-hidden="true">' + ICONS.check + "</svg>");
+      answers.appendChild(document.createTextNode("This answers my question"));
+      return el("article", { class: "hnote", "aria-labelledby": "tw-help-" + note.id }, [
+        meta(note), el("h3", { id: "tw-help-" + note.id, text: note.title }), noteBody(note), answers,
+      ]);
+    });
+    var stillNeed = el("button", { class: "secondary", type: "button", text: "I still need help", onclick: function () { decide("needs_help"); } });
+    var node = dialog({
+      kind: "help", eyebrow: state.product ? state.product.name : "Help", title: "Before you contact us",
+      lead: notes.length === 1 ? "This recent update may already answer your question." : "These recent updates may already answer your question.",
+      body: items,
+      actions: [el("p", { class: "hint", text: "Not what you were looking for?" }), stillNeed],
+    });
+    showModal(node, node, function () {
+      if (decided) return;
+      decided = true;
+      resolve({ shown: notes.length, answered: false });
+    });
+    /* Recorded once drawn; the answer waits for its id. */
+    recorded = request(api("/help"), body).catch(function (error) { warn(error); return null; });
+  }
+
+  /* A note that answered the question is read: the server records it for an identified
+     user (channel "help"); this browser keeps it for an anonymous one. */
+  function helped(note) {
+    var listed = first(function (n) { return n.id === note.id; });
+    seen([listed || note]);
+    render();
   }
 
   function focusables(container) {
@@ -533,6 +769,8 @@
     open: guard(open),
     close: guard(close),
     refresh: guard(refresh),
+    /* Not guarded: it catches everything itself, and must always hand back a promise. */
+    beforeSupport: beforeSupport,
     unreadCount: function () { return state.unread; },
   };
   if (window.tidings && typeof window.tidings === "object") window.Tidings.init(window.tidings);
