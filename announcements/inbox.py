@@ -5,9 +5,10 @@ notes)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 
 from packaging.version import Version
 
@@ -63,17 +64,26 @@ def _graced(visible: Sequence[CatalogueNote], state: EndUserState, releases: int
     return {note.id for note in before if note.sort_version not in kept}
 
 
-def inbox(
+@dataclass(frozen=True)
+class _Marks:
+    """What the user's state says of the notes they may see."""
+
+    read_ids: set[int]
+    quiet: frozenset[int]
+    reactions: dict[int, str]
+    acknowledged: frozenset[int]
+    pinned: frozenset[int]
+    unread_count: int
+
+
+def _marks(
     catalogue: Catalogue,
     state: EndUserState | None,
-    *,
-    attributes: Mapping[str, str],
-    app_version: Version | None,
+    visible: Sequence[CatalogueNote],
     now: datetime,
-    limit: int,
-    after: tuple[int, int] | None,
-) -> Inbox:
-    """The notes this user may see, with what they read; ``state`` None is anonymous.
+) -> _Marks:
+    """Which of the ``visible`` notes count as read, which are quiet, and how many are
+    unread; ``state`` None is anonymous.
 
     Notes that predate the user's first visit (past the grace releases) count as read.
     Unread notes that hold the user back as a control are quiet: listed unread, so that
@@ -81,7 +91,6 @@ def inbox(
     never popped up. An anonymous user has no id to be held back by. A note an agent sent
     the user (pinned) is unread until they read it again, and never quiet.
     """
-    visible = catalogue.visible(app_version, attributes, now)
     if state is None:
         read_ids: set[int] = set()
         quiet: frozenset[int] = frozenset()
@@ -97,6 +106,23 @@ def inbox(
         acknowledged = frozenset(state.acknowledged)
     uncounted = read_ids | quiet
     unread_count = len(visible) - len(uncounted.intersection(note.id for note in visible))
+    return _Marks(read_ids, quiet, reactions, acknowledged, pinned, unread_count)
+
+
+def inbox(
+    catalogue: Catalogue,
+    state: EndUserState | None,
+    *,
+    attributes: Mapping[str, str],
+    app_version: Version | None,
+    now: datetime,
+    limit: int,
+    after: tuple[int, int] | None,
+) -> Inbox:
+    """A page of the notes this user may see, with what they read (see :func:`_marks`);
+    ``state`` None is anonymous."""
+    visible = catalogue.visible(app_version, attributes, now)
+    marks = _marks(catalogue, state, visible, now)
     if after is not None:
         visible = tuple(note for note in visible if _cursor_key(note) < after)
     page = visible[:limit]
@@ -105,14 +131,14 @@ def inbox(
         key = _cursor_key(page[-1])
         next_cursor = f"{key[0]}.{key[1]}"
     return Inbox(
-        entries=[(note, note.id in read_ids, reactions.get(note.id)) for note in page],
-        unread_count=unread_count,
+        entries=[(note, note.id in marks.read_ids, marks.reactions.get(note.id)) for note in page],
+        unread_count=marks.unread_count,
         next_cursor=next_cursor,
         stamp=catalogue.stamp,
         product=catalogue.product,
-        quiet=quiet,
-        acknowledged=acknowledged,
-        pinned=pinned,
+        quiet=marks.quiet,
+        acknowledged=marks.acknowledged,
+        pinned=marks.pinned,
     )
 
 
@@ -123,17 +149,25 @@ def unread(
     attributes: Mapping[str, str],
     app_version: Version | None,
     now: datetime,
+    among: Iterable[CatalogueNote],
+    limit: int,
 ) -> Inbox:
-    """Every note of :func:`inbox` that is unread and not quiet, newest first: the notes the
-    widget would still show the user as new."""
-    whole = inbox(
-        catalogue,
-        state,
-        attributes=attributes,
-        app_version=app_version,
-        now=now,
-        limit=max(len(catalogue.notes), 1),
-        after=None,
+    """The first ``limit`` notes of ``among``, in its order, that the widget would show
+    this user as new: ones they may see, unread and not quiet.
+
+    ``among`` is taken only as far as needed, so it may be ranked lazily.
+    """
+    visible = catalogue.visible(app_version, attributes, now)
+    marks = _marks(catalogue, state, visible, now)
+    new = {note.id for note in visible} - marks.read_ids - marks.quiet
+    chosen = (note for note in among if note.id in new)
+    return Inbox(
+        entries=[(note, False, marks.reactions.get(note.id)) for note in islice(chosen, limit)],
+        unread_count=marks.unread_count,
+        next_cursor=None,
+        stamp=catalogue.stamp,
+        product=catalogue.product,
+        quiet=marks.quiet,
+        acknowledged=marks.acknowledged,
+        pinned=marks.pinned,
     )
-    entries = [entry for entry in whole.entries if not entry[1] and entry[0].id not in whole.quiet]
-    return replace(whole, entries=entries, next_cursor=None)

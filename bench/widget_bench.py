@@ -2,7 +2,8 @@
 
 Seeds a product with 200 notes over 40 versions, 1,000,000 end users and 10,000,000
 read receipts, serves the app with gunicorn, and drives it with wrk on loopback:
-GET notes for random users with valid hashes, POST reads of random notes, the
+GET notes for random users with valid hashes, GET help (their unread notes that match
+what they are about to ask support, ranked), POST reads of random notes, the
 product's Atom feed (fresh, and revalidated to a 304), and a bare endpoint
 returning constant JSON under the same server settings (measured
 in rounds with the others). Prints the median req/s, p50 and p99 and the ratio to the bare
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -58,6 +60,16 @@ This release makes **reports faster** and easier to share.
 See the [guide](https://docs.example.com/reports) for details.
 """
 PLANS = ["free", "pro", "team", "enterprise"]
+# What users type before they contact support: every note's body matches some of these
+# words, so help ranks each user's ~190 unread notes, the most it will ever rank here.
+QUERIES = [
+    "export is empty",
+    "csv export of a chart",
+    "schedule a weekly report",
+    "share a link with a client",
+    "reports are slow",
+]
+TOPICS = [["export-csv"], ["scheduled-reports"], ["sharing"], []]
 SAMPLE_USERS = 20_000
 
 
@@ -99,6 +111,7 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
                     body_md=BODY,
                     is_important=number % 25 == 0,
                     audience=audience,
+                    support_topics=TOPICS[number % len(TOPICS)],
                 ),
                 intent=Intent.PUBLISH,
                 by=owner,
@@ -160,26 +173,30 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
     return seeded
 
 
-def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path]:
-    """GET paths and POST bodies for a sample of users, each with a valid hash."""
+def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path, Path]:
+    """GET paths of notes and of help, and POST bodies, for a sample of users, each with
+    a valid hash."""
     rng = random.Random(11)
-    paths, bodies = [], []
+    paths, help_paths, bodies = [], [], []
     for number in rng.sample(range(1, users + 1), min(SAMPLE_USERS, users)):
         user_id = f"user-{number}"
         user_hash = hmac.new(seeded.secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
         plan = PLANS[number % len(PLANS)]
-        paths.append(
-            f"/api/v1/widget/{seeded.widget_key}/notes?user_id={user_id}&user_hash={user_hash}"
-            f"&version={seeded.latest_version}&attr.plan={plan}"
-        )
+        query = f"user_id={user_id}&user_hash={user_hash}"
+        query += f"&version={seeded.latest_version}&attr.plan={plan}"
+        paths.append(f"/api/v1/widget/{seeded.widget_key}/notes?{query}")
+        asked = urllib.parse.quote(rng.choice(QUERIES))
+        help_paths.append(f"/api/v1/widget/{seeded.widget_key}/help?q={asked}&{query}")
         note_ids = rng.sample(seeded.note_ids, 2)
         bodies.append(
             json.dumps({"user_id": user_id, "user_hash": user_hash, "note_ids": note_ids})
         )
     get_file, post_file = folder / "get_paths.txt", folder / "post_bodies.txt"
+    help_file = folder / "help_paths.txt"
     get_file.write_text("\n".join(paths) + "\n")
+    help_file.write_text("\n".join(help_paths) + "\n")
     post_file.write_text("\n".join(bodies) + "\n")
-    return get_file, post_file
+    return get_file, help_file, post_file
 
 
 @dataclass(frozen=True)
@@ -258,7 +275,7 @@ def timed_load(
 
 
 def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, folder: Path) -> None:
-    get_file, post_file = request_files(folder, seeded, users)
+    get_file, help_file, post_file = request_files(folder, seeded, users)
     port = common.free_port()
     server = common.serve(url, port, args.workers, args.threads)
     servers = [server]
@@ -274,6 +291,7 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
             "feed 200": (server, feed_url, None),
             "feed 304": (server, feed_url, ["-H", f"If-None-Match: {feed_etag}"]),
             "GET notes": (server, base, get_notes),
+            "GET help": (server, base, [str(ROOT / "bench/get_notes.lua"), str(help_file)]),
             "POST reads": (
                 server,
                 base,

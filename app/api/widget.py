@@ -315,15 +315,16 @@ def widget_help(widget_key: str) -> ResponseReturnValue:
     with _widget_connection() as connection:
         catalogue, state = _load(connection, widget_key, user_id)
         _check_identity(catalogue, user_id, request.args.get("user_hash"))
-    unread = inbox.unread(
+    matches = inbox.unread(
         catalogue,
         state,
         # As the notes endpoint would store them: the ones sent, else the ones kept.
         attributes=sighting.attributes or (state.attributes if state else {}),
         app_version=app_version,
         now=now,
+        among=help.rank(catalogue, query),
+        limit=limit,
     )
-    matches = help.rank(catalogue, unread, query, limit=limit)
     return Response(serialisation.help_body(query, matches), mimetype="application/json")
 
 
