@@ -205,8 +205,10 @@ def export_unacknowledged(
 ) -> Iterator[str]:
     """:func:`unacknowledged` as CSV, a line at a time. It names users, so the export is
     in the audit log before the first line goes out; raise ValidationFailed on a bad
-    attribute, InvalidTransition for a note that has not gone out."""
+    attribute, InvalidTransition for a note that is no notice or has not gone out."""
     chosen = chosen_attributes(attributes)
+    if not note.requires_acknowledgement:
+        raise InvalidTransition("This note asks nobody to acknowledge it.")
     if note.published_at is None or note.published_at > now:
         raise InvalidTransition("The note has not gone out: nobody has been asked yet.")
     summary = "Downloaded who has not acknowledged it as CSV, with " + (

@@ -417,6 +417,24 @@ def test_an_attribute_that_is_no_name_is_refused_with_a_message(
     assert "is not an attribute name" in page
 
 
+def test_a_note_that_asks_nobody_or_is_not_out_has_no_export(
+    client: FlaskClient, session: Session, product: Product
+) -> None:
+    for note, words in (
+        (make_note(session, product, title="News"), "This note asks nobody to acknowledge it."),
+        (
+            make_note(session, product, status="scheduled", requires_acknowledgement=True),
+            "The note has not gone out",
+        ),
+    ):
+        response = _export(client, note)
+        assert response.status_code == 302
+        assert words in client.get(response.headers["Location"]).get_data(as_text=True)
+    assert session.scalar(select(AuditEvent.action).order_by(AuditEvent.id.desc())) != (
+        "note.unacknowledged_exported"
+    )
+
+
 @pytest.mark.parametrize("role", [Role.EDITOR, Role.VIEWER])
 def test_only_owners_export_while_everyone_sees_the_counts(
     client: FlaskClient, auth: AuthActions, session: Session, product: Product, role: Role
