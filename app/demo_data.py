@@ -19,25 +19,37 @@ from typing import Any, cast
 
 from flask import current_app
 from PIL import Image, ImageDraw, ImageFont
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from announcements import (
     accounts,
+    agent_sends,
+    catalogue,
+    help,
     holdback,
     images,
+    inbox,
+    lookup,
     mailing,
+    notices,
+    reads,
     services,
     subscriptions,
     support_desks,
     support_impact,
     tickets,
+    user_state,
     versions,
 )
 from announcements.models import (
+    Acknowledgement,
+    AgentSend,
     Category,
     EndUser,
     Frequency,
+    HelpRequest,
+    HelpShown,
     Note,
     NoteStatus,
     OutboxKind,
@@ -85,6 +97,8 @@ class DemoNote:
     intent: Intent = Intent.PUBLISH
     support_topics: tuple[str, ...] = ()
     holdback_percent: int = 0
+    requires_acknowledgement: bool = False
+    escalate_after_days: int | None = None
 
 
 LUMEN_NOTES = [
@@ -340,6 +354,26 @@ Workspaces leave the beta and are available on every plan.
         is_important=True,
         intent=Intent.SCHEDULE,
     ),
+    # Last in the list, so the notes before it keep the ids, and the history drawn for them
+    # the random draws, that they had before the demo had a notice.
+    DemoNote(
+        "2.10.0",
+        10,
+        Category.SECURITY,
+        "Replace API tokens created before 2.10",
+        """\
+API tokens created before Lumen 2.10 were written in plain text to a request log that one
+of our contractors could read. The log is deleted and we see no sign that any token was
+used by someone else, but as a precaution those tokens **stop working 30 days after this
+notice**.
+
+Create a new token under **Settings → API** and put it wherever your integrations use
+the old one.
+""",
+        support_topics=("api", "token"),
+        requires_acknowledgement=True,
+        escalate_after_days=7,
+    ),
 ]
 
 LEDGER_NOTES = [
@@ -374,9 +408,21 @@ def load(session: Session, *, password: str, now: datetime) -> dict[str, Any]:
         _product(session, member, "Lumen Analytics", "lumen", "#4f46e5", LUMEN_NOTES, now),
         _product(session, member, "Ledger", "ledger", "#0f766e", LEDGER_NOTES, now),
     ]
-    _readers(session, products[0], now)
-    _subscribers(session, products[0], now)
-    _support_history(session, products[0], member, LUMEN_NOTES, now)
+    lumen = products[0]
+    _readers(session, lumen, now)
+    _subscribers(session, lumen, now)
+    # Each step is made once and says whether it wrote anything; if one did, the roll-up
+    # is counted again, once, so Support impact has figures before any worker runs.
+    wrote = [
+        _support_history(session, lumen, member, LUMEN_NOTES, now),
+        _host_user(session, lumen, now),
+        _notice_history(session, lumen, now),
+        _help_history(session, lumen, now),
+        _agent_sends(session, lumen, member, now),
+    ]
+    if any(wrote):
+        support_impact.refresh(session, lumen, now=now)
+        session.commit()
     return {
         "console": {"email": DEMO_EMAIL, "password": password},
         "products": [_describe(session, product, now) for product in products],
@@ -435,6 +481,8 @@ def _product(
                 is_internal=demo.is_internal,
                 support_topics=demo.support_topics,
                 holdback_percent=demo.holdback_percent,
+                requires_acknowledgement=demo.requires_acknowledgement,
+                escalate_after_days=demo.escalate_after_days,
             ),
             intent=demo.intent,
             publish_at=now + timedelta(days=7) if demo.intent is Intent.SCHEDULE else None,
@@ -567,6 +615,8 @@ def _readers(session: Session, product: Product, now: datetime) -> None:
         published = note.status_at(now) is NoteStatus.PUBLISHED
         if note.published_at is None or not published or note.is_internal:
             continue  # end users never see these
+        if note.requires_acknowledgement:
+            continue  # read as it is acknowledged: see _notice_history
         share = rng.uniform(0.35, 0.8)
         for reader in readers:
             if rng.random() < share:
@@ -805,6 +855,11 @@ EVERYDAY_SUBJECTS = [
 ]
 
 
+def _customer_email(number: int, company: str) -> str:
+    """The address of the demo's customer ``number``, working at ``company``."""
+    return f"customer{number:04d}@{company}.example"
+
+
 @dataclass
 class _Customer:
     """A demo end user as drawn; ``id`` once its row is written."""
@@ -831,17 +886,17 @@ class _Ticket:
 
 def _support_history(
     session: Session, product: Product, member: TeamMember, demos: list[DemoNote], now: datetime
-) -> None:
-    """Customers, their read receipts and their tickets from a Zendesk connection, then the
-    roll-ups, so Support impact has figures before any worker runs. Created once: if the
-    first customer exists, the history is already there."""
+) -> bool:
+    """Customers, their read receipts and their tickets from a Zendesk connection. Created
+    once: if the first customer exists, the history is already there. Returns whether it
+    was made now."""
     first = session.scalar(
         select(EndUser.id).where(
             EndUser.product_id == product.id, EndUser.external_id == CUSTOMER_ID.format(1)
         )
     )
     if first is not None:
-        return
+        return False
     _support_settings(session, product, member, demos, now)
     secret_key = current_app.config["SECRET_KEY"]
     window = timedelta(days=product.support_window_days)
@@ -864,8 +919,7 @@ def _support_history(
     # What the deliveries would have counted, had they come in one by one.
     connection.deliveries, connection.last_delivery_at = len(drawn), drawn[-1].created_at
     session.commit()
-    support_impact.refresh(session, product, now=now)
-    session.commit()
+    return True
 
 
 def _support_settings(
@@ -901,17 +955,12 @@ class _Sent:
     is_important: bool
     holdback_percent: int
     including: frozenset[str]  # the versions, of those the demo's customers run, it is in
+    requires_acknowledgement: bool = False
 
 
 def _sent(session: Session, product: Product, now: datetime) -> list[_Sent]:
     """The notes end users can have seen (published, not internal), oldest first."""
-    notes = [
-        note
-        for note in session.scalars(
-            select(Note).where(Note.product_id == product.id, Note.is_internal.is_(False))
-        )
-        if note.published_at is not None and note.status_at(now) is NoteStatus.PUBLISHED
-    ]
+    notes = _sent_notes(session, product, now)
     present = {note.version for note in notes} | {OLD_VERSION}
     return sorted(
         (
@@ -923,6 +972,7 @@ def _sent(session: Session, product: Product, now: datetime) -> list[_Sent]:
                 is_important=note.is_important,
                 holdback_percent=note.holdback_percent,
                 including=frozenset(support_impact.including(note.version, present)),
+                requires_acknowledgement=note.requires_acknowledgement,
             )
             for note in notes
             if note.published_at is not None
@@ -933,8 +983,12 @@ def _sent(session: Session, product: Product, now: datetime) -> list[_Sent]:
 
 def _draw_customers(rng: random.Random, notes: list[_Sent], now: datetime) -> list[_Customer]:
     """Customers spread over the demo's months: when they were first and last seen, and the
-    release they ran then, most the newest and some a few behind."""
-    releases = sorted({(note.published_at, note.version) for note in notes})
+    release they ran then, most the newest and some a few behind. A release came out when
+    its first note did: a note added to it later (the notice) is no release of its own."""
+    first_out: dict[str, datetime] = {}
+    for note in notes:  # oldest first
+        first_out.setdefault(note.version, note.published_at)
+    releases = sorted((when, version) for version, when in first_out.items())
     stable = [(when, v) for when, v in releases if not versions.parse(v).is_prerelease]
     start = releases[0][0] - timedelta(days=14)
     customers = []
@@ -953,7 +1007,7 @@ def _draw_customers(rng: random.Random, notes: list[_Sent], now: datetime) -> li
         version = running[max(0, len(running) - 1 - behind)] if running else OLD_VERSION
         if last_seen > releases[-1][0] and rng.random() < BETA_SHARE:
             version = releases[-1][1]
-        email = f"customer{number:04d}@{rng.choice(COMPANIES)}.example"
+        email = _customer_email(number, rng.choice(COMPANIES))
         customers.append(
             _Customer(
                 external_id=CUSTOMER_ID.format(number),
@@ -1026,6 +1080,8 @@ def _insert_receipts(
     rows: list[dict[str, Any]] = []
     read: set[tuple[int, int]] = set()
     for note in notes:
+        if note.requires_acknowledgement:
+            continue  # read as it is acknowledged: see _notice_history
         share, by_email = (POPUP_READS, 0.15) if note.is_important else (PANEL_READS, 0.05)
         for customer in customers:
             if not _reaches(customer, note):
@@ -1148,6 +1204,483 @@ def _store_tickets(
     tickets.store_many(
         session, product, checked, secret_key=secret_key, connection=connection, now=now
     )
+
+
+# The demo host's user ----------------------------------------------------------------
+# The user the demo host page signs in (app/demo_host.py) is a customer of long standing:
+# they read most notes, once wrote in about an empty export, and never opened the note
+# that answers it. So the page shows them the notice to acknowledge, help before
+# "Contact support" finds that note for "export is empty", and Support → Look up finds
+# them by their address.
+
+DEMO_HOST_EMAIL = f"{DEMO_HOST_USER}@example.com"  # the address the host page signs
+DEMO_HOST_ATTRIBUTES = {"plan": "pro", "role": "admin"}  # as the host page sends them
+DEMO_HOST_VERSION = "2.10.0"
+# The notes they have not read: the latest release (which the page pops up) and the one
+# their question is about.
+HOST_UNREAD = ("Export any chart as PNG or CSV",)
+HOST_TICKET = ("Export to CSV produces an empty file", ("export", "csv", "bug"))
+
+
+def _host_user(session: Session, product: Product, now: datetime) -> bool:
+    """The demo host's user with their history; created once. A user the host page made
+    before the demo knew them keeps what they have, and gets the address key lookups
+    need. Returns whether the user was made now."""
+    secret_key = current_app.config["SECRET_KEY"]
+    email_key = tickets.email_key(secret_key, DEMO_HOST_EMAIL)
+    user = session.scalar(
+        select(EndUser).where(
+            EndUser.product_id == product.id, EndUser.external_id == DEMO_HOST_USER
+        )
+    )
+    if user is not None:
+        if user.email_key is None:
+            user.email_key = email_key
+            session.commit()
+        return False
+    rng = random.Random(DEMO_HOST_USER)  # noqa: S311 - demo data, the same every time
+    user = EndUser(
+        product_id=product.id,
+        external_id=DEMO_HOST_USER,
+        attributes=DEMO_HOST_ATTRIBUTES,
+        locale="en",
+        app_version=DEMO_HOST_VERSION,
+        first_seen_at=now - timedelta(days=200),
+        last_seen_at=now - timedelta(days=2),
+        email_key=email_key,
+    )
+    session.add(user)
+    session.flush()
+    version = versions.parse(DEMO_HOST_VERSION)
+    latest = now - timedelta(days=12)  # what came out since is the latest release: unread
+    for note in _sent_notes(session, product, now):
+        published = note.published_at
+        assert published is not None  # noqa: S101 - published notes only
+        if (
+            published > latest
+            or note.title in HOST_UNREAD
+            or versions.parse(note.version) > version
+        ):
+            continue
+        read_at = published + timedelta(hours=rng.uniform(1, 72))
+        channel = "email" if note.is_important else "widget"
+        session.add(
+            ReadReceipt(end_user_id=user.id, note_id=note.id, read_at=read_at, channel=channel)
+        )
+    connection = session.scalar(
+        select(SupportConnection).where(SupportConnection.product_id == product.id)
+    )
+    subject, tags = HOST_TICKET
+    ticket = tickets.check_ticket(
+        {
+            "external_id": FIRST_DESK_ID - 1,  # numbered before the drawn history
+            "created_at": now - timedelta(days=40),
+            "subject": subject,
+            "tags": list(tags),
+            "user_id": DEMO_HOST_USER,
+            "email": DEMO_HOST_EMAIL,
+        },
+        source=None if connection is None else connection.source,
+        now=now,
+    )
+    tickets.store_many(
+        session, product, [ticket], secret_key=secret_key, connection=connection, now=now
+    )
+    session.commit()
+    return True
+
+
+def _sent_notes(session: Session, product: Product, now: datetime) -> list[Note]:
+    """The product's notes end users can see now (published, not internal), oldest first."""
+    return [
+        note
+        for note in session.scalars(
+            select(Note)
+            .where(Note.product_id == product.id, outward_clause())
+            .order_by(Note.published_at, Note.id)
+        )
+        if note.published_at is not None and note.status_at(now) is NoteStatus.PUBLISHED
+    ]
+
+
+# The must-acknowledge notice -----------------------------------------------------------
+# Lumen's security notice went out ten days ago. Everyone the widget showed it to since has
+# its read (as a popup: the modal marks it read); most pressed "I understand" at once or on
+# a later page view, some keep closing it. Customers who subscribed to Lumen's notes from
+# the widget are linked to their end user, and those of them still without an
+# acknowledgement after the notice's seven days were e-mailed it, as the worker does it
+# (notices.escalate_due); half of those came back and acknowledged it soon after. The
+# e-mails are marked sent: the demo mails nobody.
+
+NOTICE_SEED = 15
+# Of the users shown the notice: who press "I understand" the first time, and who do on a
+# later page view (some days on, if they come back); the rest close it each time.
+ACK_AT_ONCE, ACK_LATER = 0.55, 0.25
+ACK_AFTER_ESCALATION = 0.5
+# Customers with a known address who also get Lumen's notes by e-mail, linked to their end
+# user as the widget's "Email me" links them; most confirmed, a few left since.
+SUBSCRIBED_SHARE = 0.08
+SUBSCRIBER_LEFT_SHARE = 0.1
+
+
+def _notice_history(session: Session, product: Product, now: datetime) -> bool:
+    """Reads, acknowledgements and escalations of the product's must-acknowledge notices;
+    made once (if the first notice has an acknowledgement, they are there). Returns whether
+    they were made now."""
+    notice = session.scalar(
+        select(Note)
+        .where(Note.product_id == product.id, Note.requires_acknowledgement.is_(True))
+        .order_by(Note.id)
+        .limit(1)
+    )
+    if notice is None or notice.published_at is None or notice.escalate_after_days is None:
+        return False
+    done = select(Acknowledgement.note_id).where(Acknowledgement.note_id == notice.id)
+    if session.scalar(done.limit(1)) is not None:
+        return False
+    rng = random.Random(NOTICE_SEED)  # noqa: S311 - demo data, the same every time
+    linked = _link_subscribers(session, rng, product, now)
+    published = notice.published_at
+    escalate_at = published + timedelta(days=notice.escalate_after_days, minutes=1)
+    on = support_impact.including(notice.version, support_impact.app_versions(session, product.id))
+    shown_to = session.execute(
+        select(EndUser.id, EndUser.first_seen_at, EndUser.last_seen_at)
+        .where(
+            EndUser.product_id == product.id,
+            EndUser.external_id != DEMO_HOST_USER,  # the host page shows it to them first
+            EndUser.last_seen_at >= published,
+            or_(EndUser.app_version.is_(None), EndUser.app_version.in_(on)),
+        )
+        .order_by(EndUser.id)
+    ).all()
+    receipts: list[dict[str, Any]] = []
+    before: list[dict[str, Any]] = []
+    after: list[dict[str, Any]] = []
+    back: list[tuple[int, datetime]] = []  # (user, last seen) for those the e-mail brought back
+    for user_id, first_seen, last_seen in shown_to:
+        back_until = min(last_seen, now)
+        shown = min(max(published, first_seen) + timedelta(days=rng.expovariate(2)), back_until)
+        receipts.append(
+            {"end_user_id": user_id, "note_id": notice.id, "read_at": shown, "channel": "popup"}
+        )
+        roll = rng.random()
+        acked: datetime | None = None
+        if roll < ACK_AT_ONCE:
+            acked = shown + timedelta(seconds=rng.uniform(5, 90))
+        elif roll < ACK_AT_ONCE + ACK_LATER:
+            acked = shown + timedelta(days=rng.expovariate(1 / 3))
+        if acked is not None and acked > back_until:
+            acked = None  # not back since
+        if user_id in linked and (acked is None or acked > escalate_at):
+            acked = None
+            if rng.random() < ACK_AFTER_ESCALATION:
+                # The e-mail brought them back to Lumen, where the widget saw them.
+                answered = escalate_at + timedelta(hours=rng.expovariate(1 / 20))
+                if answered <= now:
+                    acked = answered
+                    back.append((user_id, max(last_seen, answered)))
+        if acked is not None:
+            row = {"end_user_id": user_id, "note_id": notice.id, "acknowledged_at": acked}
+            (before if acked <= escalate_at else after).append(row)
+    acknowledgements = cast(Table, Acknowledgement.__table__)
+    session.execute(insert(cast(Table, ReadReceipt.__table__)), receipts)
+    if before:
+        session.execute(insert(acknowledgements), before)
+    if escalate_at <= now:
+        notices.escalate_due(session, now=escalate_at)
+        _mark_sent(session, notice.id, OutboxKind.ESCALATION, escalate_at)
+    if after:
+        session.execute(insert(acknowledgements), after)
+    for user_id, last_seen in back:
+        session.execute(update(EndUser).where(EndUser.id == user_id).values(last_seen_at=last_seen))
+    session.commit()
+    return True
+
+
+def _link_subscribers(
+    session: Session, rng: random.Random, product: Product, now: datetime
+) -> set[int]:
+    """Subscribe a share of the customers with a known address, linked to their end user;
+    returns the end users linked to a confirmed subscriber. The address is the one the
+    customer was drawn with, found again through its keyed hash."""
+    secret_key = current_app.config["SECRET_KEY"]
+    customers = session.execute(
+        select(EndUser.id, EndUser.external_id, EndUser.email_key, EndUser.first_seen_at)
+        .where(
+            EndUser.product_id == product.id,
+            EndUser.external_id.like(CUSTOMER_ID.format(0)[:-4] + "%"),
+            EndUser.email_key.is_not(None),
+        )
+        .order_by(EndUser.id)
+    ).all()
+    confirmed: set[int] = set()
+    rows = []
+    for user_id, external_id, email_key, first_seen in customers:
+        if rng.random() >= SUBSCRIBED_SHARE:
+            continue
+        number = int(external_id.rsplit("-", 1)[1])
+        candidates = (_customer_email(number, company) for company in COMPANIES)
+        email = next((c for c in candidates if tickets.email_key(secret_key, c) == email_key), None)
+        if email is None:
+            continue  # an address the demo did not draw
+        joined = max(first_seen, now - timedelta(days=180)) + timedelta(days=rng.uniform(0, 20))
+        left = rng.random() < SUBSCRIBER_LEFT_SHARE
+        frequency = rng.choices(
+            [Frequency.EVERY, Frequency.IMPORTANT, Frequency.DIGEST], weights=[50, 35, 15]
+        )[0]
+        rows.append(
+            {
+                "product_id": product.id,
+                "email": email,
+                "status": SubscriberStatus.UNSUBSCRIBED if left else SubscriberStatus.CONFIRMED,
+                "frequency": frequency,
+                "categories": [],
+                "locale": "en",
+                "end_user_id": user_id,
+                "hard_bounces": 0,
+                "link_key": secrets.token_urlsafe(16),
+                "created_at": joined,
+                "confirmed_at": joined,
+                "unsubscribed_at": now - timedelta(days=rng.uniform(1, 60)) if left else None,
+                "last_digest_at": mailing.digest_slot(product, now),
+            }
+        )
+        if not left:
+            confirmed.add(user_id)
+    if rows:
+        session.execute(insert(cast(Table, Subscriber.__table__)), rows)
+    return confirmed
+
+
+def _mark_sent(session: Session, note_id: int, kind: OutboxKind, when: datetime) -> None:
+    """Mark the note's queued messages of ``kind`` sent at ``when``: the demo mails nobody."""
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.note_id == note_id,
+            OutboxMessage.kind == kind,
+            OutboxMessage.status == OutboxStatus.QUEUED,
+        )
+        .values(status=OutboxStatus.SENT, attempts=1, sent_at=when + timedelta(minutes=2))
+    )
+
+
+# Help before a ticket -----------------------------------------------------------------
+# Over the last four weeks, customers about to contact support typed what they would ask;
+# the widget showed the unread notes that match it (the same ranking, on the same
+# catalogue, as GET /help) and recorded what came of it, as the widget's calls would.
+
+HELP_SEED = 16
+HELP_DAYS = 28
+HELP_ASKED = 700  # people who opened the support form; those shown nothing record nothing
+HELP_LIMIT = 3
+# What they typed: (query, weight). Some ask about what no unread note answers.
+HELP_QUERIES = [
+    ("export is empty", 8),
+    ("csv export gives an empty file", 5),
+    ("where is the export button", 3),
+    ("exported png has a black background", 2),
+    ("invoice shows the wrong vat", 5),
+    ("why did our bill go up", 4),
+    ("vat number missing on invoice", 3),
+    ("I keep getting logged out", 6),
+    ("session expires too soon", 3),
+    ("my saved layout is gone", 3),
+    ("bring back the classic dashboard", 2),
+    ("funnel report times out", 3),
+    ("break down a funnel by plan", 2),
+    ("api token stopped working", 3),
+    ("api v1 deprecation warning", 2),
+    ("scheduled report arrived without charts", 1),
+    ("how do I invite a teammate", 3),
+    ("slack alerts stopped arriving", 2),
+]
+# What they chose: one of the notes answered them, or they still needed help; the rest
+# closed the dialog. The best match answers most often.
+HELP_ANSWERED, HELP_NEEDS_HELP = 0.42, 0.38
+BEST_MATCH_ANSWERS = 0.8
+
+
+def _help_history(session: Session, product: Product, now: datetime) -> bool:
+    """Help shown before a ticket over the last weeks and what came of it; made once (if
+    the product has any, it is there). Returns whether it was made now."""
+    if session.scalar(select(HelpRequest.id).where(HelpRequest.product_id == product.id)):
+        return False
+    connection = session.connection()
+    loaded = catalogue.load(connection, product.widget_key, current_app.config["BASE_URL"])
+    assert loaded is not None  # noqa: S101 - the product was just read
+    reader = user_state.CoreStateReader()
+    rng = random.Random(HELP_SEED)  # noqa: S311 - demo data, the same every time
+    start = now - timedelta(days=HELP_DAYS)
+    customers = session.execute(
+        select(EndUser.external_id, EndUser.first_seen_at, EndUser.last_seen_at)
+        .where(
+            EndUser.product_id == product.id,
+            EndUser.external_id.like(CUSTOMER_ID.format(0)[:-4] + "%"),
+            EndUser.last_seen_at >= start,
+        )
+        .order_by(EndUser.id)
+    ).all()
+    queries, weights = zip(*HELP_QUERIES, strict=True)
+    asked = sorted(
+        (
+            start + (now - start) * rng.random(),
+            rng.choice(customers),
+            rng.choices(queries, weights)[0],
+        )
+        for _ in range(HELP_ASKED)
+    )
+    requests: list[dict[str, Any]] = []
+    shown_lists: list[list[int]] = []
+    receipts: list[dict[str, Any]] = []
+    answered_by: dict[str, set[int]] = {}  # reads through help, not written yet
+    for moment, (external_id, first_seen, last_seen), query in asked:
+        if not first_seen <= moment <= last_seen:
+            continue  # they were not using Lumen then
+        _, state = reader.fetch_state(connection, product.widget_key, external_id)
+        if state is None:
+            continue
+        state.read_ids |= answered_by.get(external_id, set())
+        matches = inbox.unread(
+            loaded,
+            state,
+            attributes=state.attributes,
+            app_version=versions.parse(state.app_version) if state.app_version else None,
+            now=moment,
+            among=help.rank(loaded, query),
+            limit=HELP_LIMIT,
+        )
+        shown = [note.id for note, *_ in matches.entries]
+        if not shown:
+            continue  # nothing to show: the widget records nothing
+        roll, decided_at = rng.random(), moment + timedelta(seconds=rng.uniform(10, 120))
+        outcome, answer = None, None
+        if roll < HELP_ANSWERED:
+            outcome = "answered"
+            answer = shown[0] if rng.random() < BEST_MATCH_ANSWERS else rng.choice(shown)
+            answered_by.setdefault(external_id, set()).add(answer)
+            receipts.append(
+                {
+                    "end_user_id": state.id,
+                    "note_id": answer,
+                    "read_at": decided_at,
+                    "channel": "help",
+                }
+            )
+        elif roll < HELP_ANSWERED + HELP_NEEDS_HELP:
+            outcome = "needs_help"
+        requests.append(
+            {
+                "product_id": product.id,
+                "token": secrets.token_urlsafe(16),
+                "end_user_id": state.id,
+                "query": query,
+                "created_at": moment,
+                "outcome": outcome,
+                "answered_note_id": answer,
+                "decided_at": decided_at if outcome else None,
+            }
+        )
+        shown_lists.append(shown)
+    if not requests:
+        return False
+    # Written together, as the rows help.record_shown and help.decide write one at a time:
+    # 460 requests took 1 s through them, a tenth of that so.
+    table = cast(Table, HelpRequest.__table__)
+    ids = session.scalars(
+        insert(table).returning(table.c.id, sort_by_parameter_order=True), requests
+    ).all()
+    session.execute(
+        insert(cast(Table, HelpShown.__table__)),
+        [
+            {"help_request_id": request_id, "note_id": note_id, "position": position}
+            for request_id, shown in zip(ids, shown_lists, strict=True)
+            for position, note_id in enumerate(shown)
+        ],
+    )
+    if receipts:
+        session.execute(insert(cast(Table, ReadReceipt.__table__)), receipts)
+    session.commit()
+    return True
+
+
+# Notes sent by support agents ---------------------------------------------------------
+# A few agents, from the console's lookup page or a help desk's sidebar, sent the note that
+# answers a recent ticket to the customer who opened it, as agent_sends.send does; all but
+# the last were read since. And the demo host's user was sent the API note last month.
+
+AGENT_SIDEBAR = "Tom Becker"
+# (ticket tag, note title, via, read since)
+AGENT_SENDS = [
+    ("export", "Export any chart as PNG or CSV", "console", True),
+    ("invoice", "Billing per seat, and invoices with VAT on every line", "sidebar", True),
+    ("login", "Session cookies now expire after 12 hours", "sidebar", True),
+    ("funnels", "Funnels: see where people drop off", "console", True),
+    ("api", "API v1 will be retired in version 3.0", "console", False),
+]
+HOST_SEND = ("API v1 will be retired in version 3.0", 20)  # (note title, days ago)
+
+
+def _agent_sends(session: Session, product: Product, member: TeamMember, now: datetime) -> bool:
+    """Notes agents sent to customers about their tickets; made once (if the product has a
+    send, they are there). Returns whether they were made now."""
+    if session.scalar(select(AgentSend.id).where(AgentSend.product_id == product.id)):
+        return False
+    titles = {note.title: note for note in _sent_notes(session, product, now)}
+    rng = random.Random(AGENT_SIDEBAR)  # noqa: S311 - demo data, the same every time
+    wanted: list[tuple[EndUser, Note, str, datetime, bool]] = []
+    for tag, title, via, read in AGENT_SENDS:
+        note = titles.get(title)
+        if note is None:
+            continue
+        recent = session.scalars(
+            select(Ticket)
+            .where(
+                Ticket.product_id == product.id,
+                Ticket.end_user_id.is_not(None),
+                Ticket.tag_text.contains(f"|{tag}|"),
+                Ticket.created_at <= now - timedelta(days=1),
+            )
+            .order_by(Ticket.created_at.desc())
+            .limit(20)
+        ).all()
+        for ticket in recent:
+            user = session.get_one(EndUser, ticket.end_user_id)
+            sent_at = ticket.created_at + timedelta(hours=rng.uniform(0.5, 6))
+            if user.external_id != DEMO_HOST_USER and note.id in lookup.visible(
+                session, product, user, now=sent_at
+            ):
+                wanted.append((user, note, via, sent_at, read))
+                break
+    host = session.scalar(
+        select(EndUser).where(
+            EndUser.product_id == product.id, EndUser.external_id == DEMO_HOST_USER
+        )
+    )
+    title, days_ago = HOST_SEND
+    if host is not None and title in titles:
+        wanted.append((host, titles[title], "sidebar", now - timedelta(days=days_ago), True))
+    for user, note, via, sent_at, read in wanted:
+        sent = agent_sends.send(
+            session,
+            product,
+            user,
+            note.id,
+            agent=AGENT_SIDEBAR if via == "sidebar" else member.name or member.email,
+            sent_by=None if via == "sidebar" else member,
+            via=via,
+            now=sent_at,
+        )
+        _mark_sent(session, note.id, OutboxKind.AGENT, sent_at)
+        if read:
+            sent.read_at = sent_at + timedelta(hours=rng.uniform(1, 30))
+            # Recorded as the widget records the read of a pinned note: with the channel
+            # "agent", unless the user had read it before.
+            reads.record_read(
+                session.connection(), user.id, note.id, channel="agent", now=sent.read_at
+            )
+    session.commit()
+    return bool(wanted)
 
 
 def _describe(session: Session, product: Product, now: datetime) -> dict[str, Any]:

@@ -1,26 +1,45 @@
 """The demo's support history: a newcomer opening Support impact on Lumen sees real figures,
-a hold-back that shows its effect, and a note that honestly has too little to say."""
+a hold-back that shows its effect, and a note that honestly has too little to say; a
+security notice most have acknowledged and some were e-mailed; help shown before tickets
+and the deflections it made; notes sent by agents; and a demo host user to try it all as."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
+from announcements import lookup, tickets, versions
 from announcements.models import (
+    Acknowledgement,
+    AgentSend,
+    AuditEvent,
+    Category,
     EndUser,
+    Escalation,
+    HelpRequest,
+    HelpShown,
     HoldbackAssignment,
     Note,
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
     Product,
     ReadReceipt,
+    Subscriber,
+    SubscriberStatus,
     SupportConnection,
     SupportDesk,
     SupportImpact,
     Ticket,
+    utcnow,
 )
 from announcements.support_impact import NOT_ENOUGH_DATA
 from app import demo_data
+from app.api.widget import expected_hash
 
 
 def _count(session, model, *where) -> int:
@@ -108,7 +127,21 @@ def test_demo_has_a_support_history_with_figures(runner, session) -> None:
 
 def test_loading_the_demo_again_adds_no_tickets_or_users(runner, session) -> None:
     assert runner.invoke(args=["demo"]).exit_code == 0
-    tables = (EndUser, ReadReceipt, Ticket, SupportConnection, HoldbackAssignment, Note)
+    tables = (
+        EndUser,
+        ReadReceipt,
+        Ticket,
+        SupportConnection,
+        HoldbackAssignment,
+        Note,
+        Acknowledgement,
+        Escalation,
+        Subscriber,
+        OutboxMessage,
+        HelpRequest,
+        HelpShown,
+        AgentSend,
+    )
     counts = [_count(session, table) for table in tables]
     assert runner.invoke(args=["demo"]).exit_code == 0
     assert [_count(session, table) for table in tables] == counts
@@ -130,3 +163,189 @@ def test_a_customer_first_seen_after_a_notes_window_was_not_exposed_to_it() -> N
     assert first_seen(published - timedelta(days=100))
     assert first_seen(published + window - timedelta(seconds=1))
     assert not first_seen(published + window)
+
+
+@pytest.fixture
+def demo(runner, session) -> Product:
+    """Lumen, with the demo loaded."""
+    result = runner.invoke(args=["demo"])
+    assert result.exit_code == 0, result.output
+    return session.scalar(select(Product).where(Product.slug == "lumen"))
+
+
+def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(session, demo) -> None:
+    notice = session.scalars(
+        select(Note).where(Note.product_id == demo.id, Note.requires_acknowledgement.is_(True))
+    ).one()
+    assert notice.category is Category.SECURITY and notice.escalate_after_days == 7
+    assert abs(utcnow() - notice.published_at - timedelta(days=10)) < timedelta(hours=1)
+    assert notice.holdback_percent == 0
+
+    # Everyone it was shown to has read it as a popup (the modal marks it read).
+    shown = dict(
+        session.execute(
+            select(ReadReceipt.end_user_id, ReadReceipt.read_at).where(
+                ReadReceipt.note_id == notice.id
+            )
+        ).all()
+    )
+    channels = session.scalars(
+        select(ReadReceipt.channel).where(ReadReceipt.note_id == notice.id)
+    ).all()
+    assert set(channels) == {"popup"} and len(shown) > 1_000
+    acknowledged = dict(
+        session.execute(
+            select(Acknowledgement.end_user_id, Acknowledgement.acknowledged_at).where(
+                Acknowledgement.note_id == notice.id
+            )
+        ).all()
+    )
+    assert 0.6 < len(acknowledged) / len(shown) < 0.9
+    assert all(shown[user] <= at for user, at in acknowledged.items())
+
+    # Escalated: exactly the users shown it who are linked to a confirmed subscriber and
+    # had not acknowledged it when its seven days were up; e-mailed once each, marked sent.
+    due = notice.published_at + timedelta(days=7)
+    linked = dict(
+        session.execute(
+            select(Subscriber.end_user_id, Subscriber.id).where(
+                Subscriber.product_id == demo.id,
+                Subscriber.status == SubscriberStatus.CONFIRMED,
+                Subscriber.end_user_id.is_not(None),
+            )
+        ).all()
+    )
+    escalations = session.scalars(select(Escalation).where(Escalation.note_id == notice.id)).all()
+    owed = {
+        user
+        for user in shown
+        if user in linked and (user not in acknowledged or acknowledged[user] > due)
+    }
+    assert {e.end_user_id for e in escalations} == owed
+    assert 5 <= len(owed) < 200
+    assert all(
+        e.escalated_at >= due and e.subscriber_id == linked[e.end_user_id] for e in escalations
+    )
+    acknowledged_after = [e for e in escalations if e.end_user_id in acknowledged]
+    assert 0 < len(acknowledged_after) < len(escalations)
+    mails = session.execute(
+        select(OutboxMessage.subscriber_id, OutboxMessage.status).where(
+            OutboxMessage.note_id == notice.id, OutboxMessage.kind == OutboxKind.ESCALATION
+        )
+    ).all()
+    assert sorted(mails) == sorted((e.subscriber_id, OutboxStatus.SENT) for e in escalations)
+
+    # The demo host's user has not been shown it yet: the page shows it to them first.
+    host = session.scalar(select(EndUser).where(EndUser.external_id == demo_data.DEMO_HOST_USER))
+    assert host.id not in shown and host.id not in acknowledged
+
+
+def test_the_demo_has_help_before_tickets_and_its_deflections(session, demo) -> None:
+    now = utcnow()
+    requests = session.scalars(select(HelpRequest).where(HelpRequest.product_id == demo.id)).all()
+    assert 300 <= len(requests) <= 500
+    assert all(now - timedelta(days=29) < r.created_at <= now for r in requests)
+    shown: dict[int, list[int]] = {}
+    for request_id, note_id, position in session.execute(
+        select(HelpShown.help_request_id, HelpShown.note_id, HelpShown.position).order_by(
+            HelpShown.help_request_id, HelpShown.position
+        )
+    ):
+        assert position == len(shown.setdefault(request_id, []))
+        shown[request_id].append(note_id)
+    assert all(1 <= len(shown[r.id]) <= 3 for r in requests)
+    outcomes = Counter(r.outcome for r in requests)
+    assert 0.3 < outcomes["answered"] / len(requests) < 0.55
+    assert 0.25 < outcomes["needs_help"] / len(requests) < 0.5
+    assert outcomes[None] > 0
+
+    # An answer is one of the notes shown, and is recorded as the user's read through help.
+    answered = [r for r in requests if r.outcome == "answered"]
+    assert all(r.answered_note_id in shown[r.id] for r in answered)
+    help_reads = {
+        (user, note): at
+        for user, note, at in session.execute(
+            select(ReadReceipt.end_user_id, ReadReceipt.note_id, ReadReceipt.read_at).where(
+                ReadReceipt.channel == "help"
+            )
+        )
+    }
+    assert help_reads == {(r.end_user_id, r.answered_note_id): r.decided_at for r in answered}
+
+    # The roll-up holds the deflections as counted here over the rows.
+    notes = set(session.scalars(select(Note.id).where(Note.product_id == demo.id)))
+    per_note: dict[int, Counter[str]] = {}
+    for request in requests:
+        for note_id in shown[request.id]:
+            counts = per_note.setdefault(note_id, Counter())
+            counts["shown"] += 1
+            counts["answered"] += request.answered_note_id == note_id
+            counts["needs_help"] += request.outcome == "needs_help"
+    figures = {
+        row.scope: row.figures
+        for row in session.scalars(select(SupportImpact).where(SupportImpact.product_id == demo.id))
+    }
+    for f in figures.values():
+        wanted: Counter[str] = Counter()
+        for note_id in f["note_ids"]:
+            wanted.update(per_note.get(note_id, Counter()))
+        assert f["help"] == {name: wanted[name] for name in ("shown", "answered", "needs_help")}
+    export = session.scalar(select(Note.id).where(Note.title == "Export any chart as PNG or CSV"))
+    assert figures[f"note:{export}"]["help"]["answered"] >= 20
+    assert (
+        sum(f["help"]["answered"] for s, f in figures.items() if s.startswith("note:"))
+        == (outcomes["answered"])
+    )
+    assert set(per_note) <= set(notes)  # the product's own notes only
+
+
+def test_the_demo_has_notes_sent_by_agents(session, demo) -> None:
+    sends = session.scalars(select(AgentSend).where(AgentSend.product_id == demo.id)).all()
+    assert 3 <= len(sends) <= 10
+    assert {s.via for s in sends} == {"console", "sidebar"}
+    assert any(s.read_at is None for s in sends)  # one still pinned in the user's widget
+    for send in sends:
+        if send.read_at is not None:
+            receipt = session.get(ReadReceipt, (send.end_user_id, send.note_id))
+            assert receipt is not None and receipt.read_at <= send.read_at
+    events = session.scalar(
+        select(func.count()).where(
+            AuditEvent.product_id == demo.id, AuditEvent.action == "note.sent_to_user"
+        )
+    )
+    assert events == len(sends)
+    mails = session.scalars(
+        select(OutboxMessage.status).where(OutboxMessage.kind == OutboxKind.AGENT)
+    ).all()
+    assert len(mails) == sum(s.emailed for s in sends) and set(mails) <= {OutboxStatus.SENT}
+
+
+def test_the_demo_hosts_user_is_found_shown_the_notice_and_helped(
+    app, client, session, demo
+) -> None:
+    user_id = demo_data.DEMO_HOST_USER
+    address = f"{user_id}@example.com"  # as app/demo_host.py signs it
+    host = lookup.find(session, demo, address.upper(), secret_key=app.config["SECRET_KEY"])
+    assert host is not None and host.external_id == user_id
+    assert host.email_key == tickets.email_key(app.config["SECRET_KEY"], address)
+    assert session.scalar(select(func.count()).where(Ticket.end_user_id == host.id)) == 1
+
+    identity = {"user_id": user_id, "user_hash": expected_hash(demo.identity_secret, user_id)}
+    identity["version"] = "2.10.0"
+    notes = client.get(f"/api/v1/widget/{demo.widget_key}/notes", query_string=identity).json
+    by_title = {note["title"]: note for note in notes["notes"]}
+    notice = by_title["Replace API tokens created before 2.10"]
+    assert notice["requires_acknowledgement"] is True and notice["acknowledged"] is False
+    assert by_title["Funnels: see where people drop off"]["read"] is False
+    assert by_title["Single sign-on with SAML and OIDC"]["read"] is True
+
+    helped = client.get(
+        f"/api/v1/widget/{demo.widget_key}/help",
+        query_string={**identity, "q": "export is empty"},
+    )
+    assert helped.status_code == 200
+    titles = [note["title"] for note in helped.json["notes"]]
+    assert titles[0] == "Export any chart as PNG or CSV"
+    assert all(
+        versions.parse(n["version"]) <= versions.parse("2.10.0") for n in helped.json["notes"]
+    )
