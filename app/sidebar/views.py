@@ -47,6 +47,7 @@ def _private(response: Response) -> Response:
 
 
 def _page(link: SidebarLink, user: EndUser, *, error: str = "", status: int = 200) -> Response:
+    """The user's sidebar, with why a send was refused when it was."""
     now = utcnow()
     profile = lookup.profile(db.session(), link.product, user, now=now)
     sent = request.args.get("sent", type=int)
