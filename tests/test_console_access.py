@@ -82,6 +82,8 @@ NEEDS: dict[str, Role | str | None] = {
     "console.support_connections": Role.OWNER,
     "console.support_secret": Role.OWNER,
     "console.support_disconnect": Role.OWNER,
+    "console.support_sidebar": Role.VIEWER,
+    "console.support_sidebar_rotate": Role.OWNER,
 }
 
 

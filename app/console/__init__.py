@@ -18,5 +18,6 @@ from app.console import (  # noqa: E402,F401
     signin,
     support,
     support_import,
+    support_sidebar,
     team,
 )
