@@ -1,6 +1,7 @@
 """The widget's state reader keeps its contract: on generated products, notes, end users,
-reads, reactions, acknowledgements and notes sent by agents it answers exactly as the plain reference reader does, and the notes
-endpoint says what the reference's answer implies, on SQLite and PostgreSQL."""
+reads, reactions, acknowledgements and notes sent by agents it answers exactly as the
+plain reference reader does, and the notes endpoint says what the reference's answer
+implies, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
