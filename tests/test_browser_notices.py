@@ -228,7 +228,9 @@ def test_before_support_on_the_demo_host_shows_the_answer_first(
     title, note_id = EXPORT_NOTE, export_note
     user = f"asker-{uuid.uuid4().hex[:6]}"
     page.goto(f"{live_server}/demo/host?user={user}")
-    expect(page.locator("tidings-widget .modal")).to_be_visible()  # the demo's important note
+    # What pops up first for a new user (the demo's notice to confirm), closed.
+    expect(page.locator("tidings-widget .modal")).to_be_visible()
+    shot(page, "demo-host-first-modal")
     page.keyboard.press("Escape")
 
     page.get_by_role("button", name="Contact support").click()

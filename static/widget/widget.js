@@ -101,7 +101,7 @@
     /* On a phone a modal is a sheet from the bottom, its buttons full width within thumb's reach. */
     ".veil{align-items:flex-end;padding:0}.modal{max-width:none;max-height:92vh;border-radius:18px 18px 0 0}",
     ".mhead{padding:20px 16px 0 18px}.mbody{padding:12px 18px 4px}",
-    ".mfoot{flex-direction:column;align-items:stretch;padding:12px 18px 18px}.mfoot .hint{margin:0;text-align:center}",
+    ".mfoot{flex-direction:column;align-items:stretch;padding:12px 18px max(18px,env(safe-area-inset-bottom))}.mfoot .hint{margin:0;text-align:center}",
     ".tw .mfoot .primary,.tw .mfoot .secondary{width:100%;padding:12px 18px}.mfoot .more{margin:0;text-align:center}",
     "@keyframes tw-rise{from{transform:translateY(40px)}}}",
   ].join("");
