@@ -79,7 +79,7 @@
     ".lead{margin:4px 0 0;color:#4b5563}",
     ".icon{flex:none;width:42px;height:42px;border-radius:12px;display:flex;align-items:center;justify-content:center;background:color-mix(in srgb,var(--accent) 12%,#fff);color:var(--accent)}",
     ".icon svg{width:22px;height:22px;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;stroke-linejoin:round}",
-    ".notice .icon{background:#fef3c7;color:#b45309}",
+    ".notice .icon{background:#fef3c7;color:#b45309}.notice .tag.warn{display:none}",
     ".mhead .x{flex:none;margin:-4px -6px 0 0}",
     ".mbody{padding:14px 24px 6px;overflow-y:auto;overscroll-behavior:contain}",
     ".mbody>.meta{margin-bottom:10px}",
@@ -113,7 +113,6 @@
     help: '<circle cx="12" cy="12" r="9"/><circle cx="12" cy="12" r="3.8"/><path d="M5.6 5.6l3.7 3.7M14.7 14.7l3.7 3.7M18.4 5.6l-3.7 3.7M9.3 14.7l-3.7 3.7"/>',
     check: '<path d="M5 12.5l4.5 4.5L19 7.5"/>',
   };
-  var NOTHING_SHOWN = { shown: 0, answered: false };
 
   var config = null;
   /* declined: a notice was closed without "I understand" in this page view; it returns
@@ -657,18 +656,21 @@
     return new Promise(function (resolve) {
       try {
         var query = options && typeof options.query === "string" ? options.query.trim().slice(0, 500) : "";
-        if (!config || !ui.root || !query) { resolve(NOTHING_SHOWN); return; }
+        if (!config || !ui.root || !query) { resolve(nothingShown()); return; }
         request(api("/help?" + userQuery({ q: query }).toString())).then(function (data) {
           var read = anonymous() ? storedIds("read") || [] : [];
           var notes = data.notes.filter(function (note) { return read.indexOf(note.id) === -1; });
-          if (notes.length) showHelp(query, notes, resolve); else resolve(NOTHING_SHOWN);
-        }).catch(function (error) { warn(error); resolve(NOTHING_SHOWN); });
+          if (notes.length) showHelp(query, notes, resolve); else resolve(nothingShown());
+        }).catch(function (error) { warn(error); resolve(nothingShown()); });
       } catch (error) {
         warn(error);
-        resolve(NOTHING_SHOWN);
+        resolve(nothingShown());
       }
     });
   }
+
+  /* A new object each time: a host may keep or change what it was given. */
+  function nothingShown() { return { shown: 0, answered: false }; }
 
   function showHelp(query, notes, resolve) {
     var decided = false;
