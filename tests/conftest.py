@@ -23,7 +23,7 @@ from announcements.models import Base
 from app import create_app, database
 from app.extensions import db
 
-pytest_plugins = ["tests.browser", "tests.mailserver", "tests.receiver"]
+pytest_plugins = ["tests.browser", "tests.mailserver", "tests.receiver", "tests.worker"]
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"

@@ -6,7 +6,6 @@ PostgreSQL."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,7 +35,7 @@ from app.mail import delivery, transport
 from tests.conftest import AuthActions
 from tests.factories import make_end_user, make_member, make_note, make_product
 from tests.mailserver import SmtpServer
-from tests.test_mail_worker import start_worker  # noqa: F401 - the real worker, as a fixture
+from tests.worker import wait_for
 
 DAYS = 7
 
@@ -168,14 +167,6 @@ def test_an_escalation_acknowledged_before_it_goes_is_not_sent(
     assert smtp_server.recorder.received == []
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _unsent(session: Session) -> int:
     session.rollback()  # a fresh snapshot
     waiting = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
@@ -187,7 +178,7 @@ def test_the_worker_escalates_a_notice_by_email_once_and_the_page_lists_who(
     session: Session,
     client: FlaskClient,
     auth: AuthActions,
-    start_worker: Callable[[str], subprocess.Popen],  # noqa: F811
+    start_worker: Callable[[str], subprocess.Popen],
     tmp_path: Path,
 ) -> None:
     owner = make_member(session, "owner@example.com")
@@ -196,14 +187,14 @@ def test_the_worker_escalates_a_notice_by_email_once_and_the_page_lists_who(
     note = _world(session, product, utcnow() - timedelta(days=DAYS, minutes=1))
     with SmtpServer() as server:
         first = start_worker(server.url)
-        _wait_for(lambda: len(server.recorder.received) >= 1, 60, "the escalation sent")
-        _wait_for(lambda: _unsent(session) == 0, 60, "the outbox recorded")
+        wait_for(lambda: len(server.recorder.received) >= 1, 60, "the escalation sent")
+        wait_for(lambda: _unsent(session) == 0, 60, "the outbox recorded")
         first.kill()
         first.wait(timeout=30)
         # A second worker's first minute finds nothing more to send.
         second = start_worker(server.url)
         log = tmp_path / "worker-1.log"
-        _wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the second worker")
+        wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the second worker")
         assert _unsent(session) == 0
         second.kill()
         second.wait(timeout=30)
@@ -230,7 +221,7 @@ def test_the_worker_escalates_a_notice_by_email_once_and_the_page_lists_who(
 
 def test_the_worker_sends_a_note_an_agent_sent(
     session: Session,
-    start_worker: Callable[[str], subprocess.Popen],  # noqa: F811
+    start_worker: Callable[[str], subprocess.Popen],
 ) -> None:
     product = make_product(session, name="Acme")
     note = make_note(session, product, title="Export fixed", body_md="Exports work again.")
@@ -243,8 +234,8 @@ def test_the_worker_sends_a_note_an_agent_sent(
     session.commit()
     with SmtpServer() as server:
         worker = start_worker(server.url)
-        _wait_for(lambda: len(server.recorder.received) >= 1, 60, "the agent's note sent")
-        _wait_for(lambda: _unsent(session) == 0, 60, "the outbox recorded")
+        wait_for(lambda: len(server.recorder.received) >= 1, 60, "the agent's note sent")
+        wait_for(lambda: _unsent(session) == 0, 60, "the outbox recorded")
         worker.kill()
         worker.wait(timeout=30)
         received = list(server.recorder.received)

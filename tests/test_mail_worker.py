@@ -8,10 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,8 +30,8 @@ from app.mail.delivery import Report
 from app.mail.jobs import JOBS_KEY, Jobs
 from tests.factories import make_note, make_product
 from tests.mailserver import SmtpServer
+from tests.worker import wait_for
 
-FLASK = str(Path(sys.executable).with_name("flask"))
 CONFIRMED = 2_000
 PENDING = 40
 UNSUBSCRIBED = 40
@@ -66,46 +64,6 @@ def _add_subscribers(session: Session, product_id: int) -> set[str]:
     return {f"reader{number}@example.com" for number in range(CONFIRMED)}
 
 
-@pytest.fixture
-def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen]]:
-    """Start `flask worker` processes on the test database; all are stopped after the test."""
-    started: list[subprocess.Popen] = []
-    instance = tmp_path / "worker-instance"
-
-    def start(smtp_url: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "TIDINGS_ENV": "testing",
-            "SECRET_KEY": "test-secret",
-            "DATABASE_URL": database_url,
-            "SMTP_URL": smtp_url,
-            "MAIL_RATE": "0",
-        }
-        with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
-            process = subprocess.Popen(
-                [FLASK, "--app", f"app:create_app(instance_path={str(instance)!r})", "worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _still_to_send(session: Session) -> int:
     session.rollback()  # a fresh snapshot
     return int(
@@ -128,7 +86,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
         assert _still_to_send(session) == CONFIRMED
 
         first = start_worker(server.url)
-        _wait_for(lambda: len(server.recorder.received) >= CONFIRMED // 3, 120, "a third sent")
+        wait_for(lambda: len(server.recorder.received) >= CONFIRMED // 3, 120, "a third sent")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
         at_kill = len(server.recorder.received)
@@ -136,7 +94,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
         assert 0 < left < CONFIRMED, "the kill came in the middle of the batch"
 
         second = start_worker(server.url)
-        _wait_for(lambda: _still_to_send(session) == 0, 180, "the rest sent")
+        wait_for(lambda: _still_to_send(session) == 0, 180, "the rest sent")
         second.send_signal(signal.SIGINT)
         second.wait(timeout=60)
 
@@ -216,7 +174,7 @@ def test_a_restarted_worker_waits_out_the_pause_the_killed_one_began(
         server.recorder.sender_reply = "550 5.7.1 Sender address rejected: not owned by user"
         make_note(session, product, is_important=True)
         first = start_worker(server.url)
-        _wait_for(lambda: bool(_recorded(session)), 60, "the first run recorded")
+        wait_for(lambda: bool(_recorded(session)), 60, "the first run recorded")
         held = _recorded(session)
         assert [(status, attempts) for status, attempts, _, _ in held] == [
             (OutboxStatus.QUEUED, 0)
@@ -227,7 +185,7 @@ def test_a_restarted_worker_waits_out_the_pause_the_killed_one_began(
         second = start_worker(server.url)
         # The consumer says it started once the worker's first sweep is over.
         log = tmp_path / "worker-1.log"
-        _wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the second worker")
+        wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the second worker")
         assert _recorded(session) == held  # nothing tried before the retry time
         assert server.recorder.senders_offered == 1
         second.send_signal(signal.SIGINT)
