@@ -61,6 +61,7 @@ def support_user(product: Product, user_id: int) -> ResponseReturnValue:
         "console/support_user.html",
         product=product,
         profile=lookup.profile(db.session(), product, user, now=utcnow()),
+        sent=request.args.get("sent", type=int),
         reactions=reads.REACTIONS,
         max_tickets=lookup.MAX_TICKETS,
     )
@@ -78,7 +79,7 @@ def support_send(product: Product, user_id: int) -> ResponseReturnValue:
         return redirect(back)
     member = current_member()
     with refused():
-        sent = agent_sends.send(
+        agent_sends.send(
             db.session(),
             product,
             user,
@@ -90,10 +91,10 @@ def support_send(product: Product, user_id: int) -> ResponseReturnValue:
         )
         db.session.commit()
         jobs.wake()
-        mailed = " and e-mailed to their subscription" if sent.emailed else ""
-        flash(
-            f"Sent “{sent.note.title}” to {user.external_id}: it pops up on their next page "
-            f"view{mailed}.",
-            "success",
+        # Back at the note, which says it was sent: a message at the top of a long page
+        # would be out of sight there.
+        return redirect(
+            url_for("console.support_user", slug=product.slug, user_id=user.id, sent=note_id)
+            + f"#note-{note_id}"
         )
-    return redirect(f"{back}#note-{note_id}")
+    return redirect(back)
