@@ -110,6 +110,8 @@ def test_an_uploaded_image_shows_in_the_editor_the_widget_and_the_public_page(
     # In the widget of the demo host, for a new user, beside the demo's own screenshot.
     page.goto(f"{live_server}/demo/host?user=images-{uuid.uuid4().hex[:6]}")
     modal = page.locator("tidings-widget .modal")
+    expect(modal).to_contain_text("Replace API tokens created before 2.10")  # confirmed first
+    modal.get_by_role("button", name="I understand").click()
     expect(modal).to_contain_text("Funnels: see where people drop off")
     assert loaded_width(modal.locator(".body img")) == 960  # the demo ships its pictures
     page.screenshot(path=SCREENSHOTS / "images-demo-modal.png")

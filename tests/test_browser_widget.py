@@ -115,10 +115,13 @@ def shadow_active(page) -> str:
 def test_demo_host_badge_panel_and_reload(page, live_server) -> None:
     user = f"fresh-{uuid.uuid4().hex[:6]}"
     badge = page.locator("#whats-new tidings-badge .count")
+    modal = page.locator("tidings-widget .modal")
+    # A new user on 2.10.0: the latest release is unread; its notice to confirm pops up
+    # first, then, once confirmed, its important note.
+    page.goto(f"{live_server}/demo/host?user={user}")
+    expect(modal).to_contain_text("Replace API tokens created before 2.10")
     with page.expect_response(lambda r: r.url.endswith("/reads")):
-        page.goto(f"{live_server}/demo/host?user={user}")
-        # A new user on 2.10.0: the latest release is unread, and its important note pops up.
-        modal = page.locator("tidings-widget .modal")
+        modal.get_by_role("button", name="I understand").click()
         expect(modal).to_contain_text("Funnels: see where people drop off")
     expect(badge).to_have_text("1")
     assert shadow_active(page) == "modal"
@@ -132,7 +135,7 @@ def test_demo_host_badge_panel_and_reload(page, live_server) -> None:
         page.click("#whats-new")
     panel = page.locator("tidings-widget .panel")
     expect(panel).to_be_visible()
-    expect(panel.locator(".note h3").first).to_have_text("Dates in exported PDFs")
+    expect(panel.locator(".note h3").first).to_have_text("Replace API tokens created before 2.10")
     expect(panel).not_to_contain_text("Try workspaces")  # 3.0 beta is newer than 2.10.0
     expect(badge).to_be_hidden()
     assert page.evaluate("Tidings.unreadCount()") == 0
@@ -195,6 +198,7 @@ def test_email_subscription_with_one_click_from_the_panel(page, live_app, live_s
         assert subscriber is not None and subscriber.status is SubscriberStatus.CONFIRMED
     page.screenshot(path=SCREENSHOTS / "widget-email-subscribed.png")
     page.reload()
+    expect(page.locator("tidings-widget .modal")).to_be_visible()  # the notice, not confirmed
     page.keyboard.press("Escape")
     page.click("#whats-new")
     expect(mail).to_contain_text("Updates also go to")
@@ -380,8 +384,9 @@ def test_a_strict_csp_host_page_still_works(page, live_app, live_server, host_si
     expect(page.locator("tidings-widget .modal")).to_be_visible()
     page.keyboard.press("Escape")
     launcher = page.locator("tidings-widget .launcher")
-    expect(launcher.locator(".count")).to_have_text("1")
-    assert launcher.get_attribute("aria-label") == "What's new, 1 unread"
+    # The notice is read as it pops up; closed unconfirmed, nothing else pops up after it.
+    expect(launcher.locator(".count")).to_have_text("2")
+    assert launcher.get_attribute("aria-label") == "What's new, 2 unread"
     launcher.click()
     expect(page.locator("tidings-widget .panel")).to_be_visible()
     page.wait_for_function("Tidings.unreadCount() === 0")

@@ -67,6 +67,7 @@ def note_figures(note_id: int, version: str, title: str, **changes: Any) -> dict
         "before": {"tickets": 30, "active_users": 4000, "per_1000": 7.5},
         "after": {"tickets": 53, "active_users": 5200, "per_1000": 10.19},
         "unmatched_tickets": 4,
+        "help": {"shown": 40, "answered": 12, "needs_help": 9},
         "holdback": {
             "percent": 20,
             "treated": {"users": 4100, "tickets": 30, "per_1000": 7.32, "low": 4.94, "high": 10.45},
@@ -212,6 +213,7 @@ def test_impact_shows_each_release_newest_first_with_its_notes_figures(
         "2,820",
         "5.22 95 % CI 2.70–9.11 12 tickets",
         "14.54 95 % CI 10.43–19.72 41 tickets",
+        "12 of 40 shown · 9 still needed help",
     ]
     verdicts = [text(p) for p in find(find(note, "tr", "verdict-row")[0], "p")]
     assert verdicts == [
@@ -271,9 +273,9 @@ def test_an_empty_impact_page_tells_an_owner_how_to_start(client, auth, session)
 def test_the_support_link_and_tabs_follow_the_role(client, auth, world) -> None:
     _, _, people = world
     for role, tabs in (
-        (Role.VIEWER, ["Impact"]),
-        (Role.EDITOR, ["Impact", "Import history"]),
-        (Role.OWNER, ["Impact", "Connections", "Import history"]),
+        (Role.VIEWER, ["Impact", "Look up", "Agent sidebar"]),
+        (Role.EDITOR, ["Impact", "Look up", "Import history", "Agent sidebar"]),
+        (Role.OWNER, ["Impact", "Look up", "Connections", "Import history", "Agent sidebar"]),
     ):
         auth.login(people[role].email)
         _, tree = page(client, "/console/p/acme/notes")

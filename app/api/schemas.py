@@ -336,6 +336,14 @@ class ImpactHoldback(BaseModel):
     verdict: str
 
 
+class ImpactHelp(BaseModel):
+    """Help before a ticket (``Tidings.beforeSupport``) since the note went out."""
+
+    shown: int = Field(description="Times the note(s) were offered to someone about to write in.")
+    answered: int = Field(description="Times one answered their question: tickets deflected.")
+    needs_help: int = Field(description="Times someone shown it still needed help.")
+
+
 class ImpactFigures(BaseModel):
     note_id: int | None = Field(description="Null for a whole release.")
     note_ids: list[int] = Field(description="The published notes counted.")
@@ -363,6 +371,7 @@ class ImpactFigures(BaseModel):
     after: ImpactWindow
     unmatched_tickets: int
     holdback: ImpactHoldback | None
+    help: ImpactHelp | None = Field(None, description="Null until the next roll-up counts it.")
 
 
 class SupportImpactReport(BaseModel):
