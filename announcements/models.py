@@ -625,7 +625,10 @@ class Subscriber(Base):
     # Categories to hear about (their names); empty means all of them.
     categories: Mapped[list[str]] = mapped_column(default=list)
     locale: Mapped[str | None] = mapped_column(String(35))
-    end_user_id: Mapped[int | None] = mapped_column(ForeignKey("end_user.id", ondelete="SET NULL"))
+    # Indexed: support looks up the subscriber of one end user.
+    end_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("end_user.id", ondelete="SET NULL"), index=True
+    )
     hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
     # Random and new for every row; the links in mail carry it, so a link made for a
     # deleted subscriber never reaches a later one that is given the same id.

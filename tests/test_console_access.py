@@ -17,6 +17,7 @@ from announcements import accounts, apikeys, support_desks, webhooks
 from announcements.models import (
     ApiKey,
     AuditEvent,
+    EndUser,
     Invitation,
     Role,
     Subscriber,
@@ -82,8 +83,12 @@ NEEDS: dict[str, Role | str | None] = {
     "console.support_connections": Role.OWNER,
     "console.support_secret": Role.OWNER,
     "console.support_disconnect": Role.OWNER,
+    "console.support_lookup": Role.VIEWER,
+    "console.support_user": Role.VIEWER,
+    "console.support_send": Role.VIEWER,
     "console.support_sidebar": Role.VIEWER,
     "console.support_sidebar_rotate": Role.OWNER,
+    "console.support_unacknowledged_csv": Role.OWNER,
 }
 
 
@@ -113,7 +118,12 @@ FORM_POSTS = {
 def permitted_status(endpoint: str, method: str) -> int:
     """What a visitor allowed on ``endpoint`` gets for a bare request."""
     if method == "GET":
-        return 302 if endpoint == "console.product_home" else 200
+        # The export refuses the note here, which is no notice, back to its page.
+        return (
+            302
+            if endpoint in ("console.product_home", "console.support_unacknowledged_csv")
+            else 200
+        )
     if endpoint == "console.preview":
         return 200
     return 422 if endpoint in FORM_POSTS else 302
@@ -154,6 +164,7 @@ def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, 
         "connection_id": db.session.scalar(
             select(SupportConnection.id).where(SupportConnection.product_id == product.id)
         ),
+        "user_id": db.session.scalar(select(EndUser.id).where(EndUser.product_id == product.id)),
     }
     found = []
     for rule in app.url_map.iter_rules():
@@ -177,6 +188,7 @@ def world(session):
     people[Role.OWNER] = owner
     note = make_note(session, product)
     session.add(Subscriber(product_id=product.id, email="reader@example.com"))
+    session.add(EndUser(product_id=product.id, external_id="ana"))
     session.commit()
     apikeys.create(session, product, "ci", ["notes:read"], by=owner, now=utcnow())
     webhooks.create(

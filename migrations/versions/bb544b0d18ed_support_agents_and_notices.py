@@ -2,7 +2,7 @@
 escalations by e-mail, notes agents send to one user, what end users about to write to
 support were shown and answered, the agent sidebar's secret, and outbox messages unique
 per note, subscriber and kind (a note may now reach a subscriber as published, from an
-agent and as an escalation).
+agent and as an escalation); subscribers indexed by their end user.
 
 Revision ID: bb544b0d18ed
 Revises: c5a1d2e3f4b6
@@ -217,6 +217,12 @@ def upgrade():
             ["note_id", "subscriber_id", "kind"],
         )
 
+    # Support looks up the subscriber of one end user.
+    with op.batch_alter_table("subscriber", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscriber_end_user_id"), ["end_user_id"], unique=False
+        )
+
     # Every product gets a random secret of its own for the sidebar's links.
     with op.batch_alter_table("product", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sidebar_secret", sa.String(length=64), nullable=True))
@@ -241,6 +247,9 @@ def downgrade():
         op.execute("PRAGMA foreign_keys=OFF")
     with op.batch_alter_table("product", schema=None) as batch_op:
         batch_op.drop_column("sidebar_secret")
+
+    with op.batch_alter_table("subscriber", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_end_user_id"))
 
     with op.batch_alter_table("outbox_message", table_kwargs=AUTOINCREMENT) as batch_op:
         batch_op.drop_constraint(
