@@ -5,7 +5,9 @@ Ranking is BM25 computed in this process over each catalogue note's title (count
 twice), the plain text of its body and its support topics (counted three times), with
 words stemmed by Snowball in the language of the product's default locale (English
 where Snowball has none) and a short list of stop words left out. A note matches when it
-shares one stem with the query.
+shares one stem with the query. Only the query's first 32 distinct words count, so that a
+long query of new words costs a bounded number of stems (each memoised, as users ask
+about the same words).
 
 Why not the database's full-text search (PostgreSQL ``tsvector``, SQLite FTS5): the
 candidates are one user's unread notes, already in the catalogue this process caches; a
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import functools
 import html
+import itertools
 import math
 import re
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,7 +48,12 @@ MAX_SHOWN = 10
 # Words whose stems are kept: Snowball in pure Python takes some 45 µs a word, more than
 # the rest of a help request, and users ask about the same few words.
 REMEMBERED_STEMS = 65_536
+# Only a query's first distinct words are stemmed and looked up: a 500-character query of
+# words never seen before would otherwise cost some 80 stems (over 2 ms) in one request.
+# A question put to support says what it is about well before its 32nd word.
+MAX_QUERY_WORDS = 32
 OUTCOMES = ("answered", "needs_help")
+NO_SUCH_HELP = "No help was shown with this id."
 # BM25's usual constants: how soon repeats of a word stop adding, and how much a long
 # note's score is scaled down.
 K1 = 1.2
@@ -142,8 +151,9 @@ class Index:
     postings: dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
 
     def terms(self, query: str) -> set[str]:
-        """The stems of the query's words."""
-        return {stem(self.language, word) for word in words(query)}
+        """The stems of the query's first :data:`MAX_QUERY_WORDS` distinct words."""
+        distinct = itertools.islice(dict.fromkeys(words(query)), MAX_QUERY_WORDS)
+        return {stem(self.language, word) for word in distinct}
 
 
 def index(catalogue: Catalogue) -> Index:
@@ -225,15 +235,17 @@ def record_shown(
     query: str,
     note_ids: Any,
     *,
+    listed: AbstractSet[int] | None,
     now: datetime,
 ) -> str:
-    """Record that these notes (1 to 10 published notes of the product, best first) were
-    shown for ``query``; returns the token with which the widget records the outcome."""
+    """Record that these notes (1 to 10 published notes of the product, best first, and
+    of ``listed``: what help may show the user, see :func:`inbox.listed`) were shown for
+    ``query``; returns the token with which the widget records the outcome."""
     if not isinstance(note_ids, list) or not 1 <= len(note_ids) <= MAX_SHOWN:
         raise ValidationFailed(
             {"note_ids": f"List the ids of the 1 to {MAX_SHOWN} notes shown, best first."}
         )
-    shown = reads.check_readable(catalogue, note_ids, now=now)
+    shown = reads.check_readable(catalogue, note_ids, now=now, listed=listed)
     token = secrets.token_urlsafe(16)
     request_id: int = connection.execute(
         insert(_help_requests)
@@ -264,6 +276,7 @@ def decide(
     outcome: Any,
     note_id: Any,
     *,
+    listed: AbstractSet[int] | None,
     now: datetime,
 ) -> int | None:
     """Record what the user chose: a note answered their question, or they still need
@@ -272,18 +285,18 @@ def decide(
 
     NotFound for a token of another product or another user (``end_user_id``: the caller,
     None when anonymous); ValidationFailed for an unknown outcome, or "answered" with a
-    note that was not shown; InvalidTransition for another choice after one was made.
+    note that was not shown or is not in ``listed`` (what help may show the user now, see
+    :func:`inbox.listed`); InvalidTransition for another choice after one was made, here
+    or by a call that raced this one.
     """
     request = connection.execute(
         select(
             _help_requests.c.id,
             _help_requests.c.end_user_id,
-            _help_requests.c.outcome,
-            _help_requests.c.answered_note_id,
         ).where(_help_requests.c.token == token, _help_requests.c.product_id == product_id)
     ).one_or_none()
     if request is None or request.end_user_id != end_user_id:
-        raise NotFound("No help was shown with this id.")
+        raise NotFound(NO_SUCH_HELP)
     if outcome not in OUTCOMES:
         raise ValidationFailed({"outcome": 'The outcome is "answered" or "needs_help".'})
     answered = None
@@ -291,19 +304,31 @@ def decide(
         shown: Sequence[int] = connection.scalars(
             select(_help_shown.c.note_id).where(_help_shown.c.help_request_id == request.id)
         ).all()
-        if not isinstance(note_id, int) or isinstance(note_id, bool) or note_id not in shown:
+        if (
+            not isinstance(note_id, int)
+            or isinstance(note_id, bool)
+            or note_id not in shown
+            or (listed is not None and note_id not in listed)
+        ):
             raise ValidationFailed({"note_id": "Give the id of the shown note that answered."})
         answered = note_id
-    if request.outcome is not None:
-        if (request.outcome, request.answered_note_id) == (outcome, answered):
-            return None
-        raise InvalidTransition("The user already chose an answer to this help.")
-    connection.execute(
+    # Only the first choice is kept, even when two calls race: the second finds the row
+    # decided and is answered by what the first chose.
+    decided = connection.execute(
         update(_help_requests)
-        .where(_help_requests.c.id == request.id)
+        .where(_help_requests.c.id == request.id, _help_requests.c.outcome.is_(None))
         .values(outcome=outcome, answered_note_id=answered, decided_at=now)
     )
-    return answered
+    if decided.rowcount == 1:
+        return answered
+    chosen = connection.execute(
+        select(_help_requests.c.outcome, _help_requests.c.answered_note_id).where(
+            _help_requests.c.id == request.id
+        )
+    ).one()
+    if tuple(chosen) == (outcome, answered):
+        return None
+    raise InvalidTransition("The user already chose an answer to this help.")
 
 
 @dataclass(frozen=True)

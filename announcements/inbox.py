@@ -12,6 +12,7 @@ from itertools import islice
 
 from packaging.version import Version
 
+from announcements import versions
 from announcements.catalogue import Catalogue, CatalogueNote
 from announcements.errors import ValidationFailed
 from announcements.user_state import EndUserState
@@ -171,3 +172,26 @@ def unread(
         acknowledged=marks.acknowledged,
         pinned=marks.pinned,
     )
+
+
+def listed(
+    catalogue: Catalogue, state: EndUserState | None, now: datetime, *, to_help: bool = False
+) -> frozenset[int] | None:
+    """The ids of the notes this user's widget lists at ``now`` for their stored version
+    and attributes, as the notes endpoint lists them; with ``to_help``, less those held
+    back from them, which help never shows. None when nothing is stored of the user
+    (anonymous): then any live note of the product may be theirs.
+
+    What a user records (help shown and answered, an acknowledgement) must be of these,
+    so that no one records what their widget would not show them.
+    """
+    if state is None:
+        return None
+    try:
+        app_version = versions.parse(state.app_version) if state.app_version else None
+    except versions.InvalidVersion:
+        app_version = None  # as the widget treats a user whose host sent no version
+    ids = {note.id for note in catalogue.visible(app_version, state.attributes, now)}
+    if to_help:
+        ids -= catalogue.withheld(state.external_id, now) - state.pinned
+    return frozenset(ids)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from typing import cast as typing_cast
@@ -122,7 +123,6 @@ def see(
     signed address, costs no write. Given attributes replace the stored ones, and a given
     address key the stored one; none given keeps them.
     """
-    attributes = dict(sighting.attributes) if sighting.attributes else None
     if state is not None:
         changes = _changes(sighting, state, now)
         if changes:
@@ -130,44 +130,66 @@ def see(
             for name, value in changes.items():
                 setattr(state, name, value)
         return state
+    new = first_sight(sighting, now)
     row = connection.execute(
         _upsert(connection, "user"),
         {
             "product_id": product_id,
-            "external_id": sighting.external_id,
-            "attributes": attributes or {},
-            "locale": sighting.locale,
-            "app_version": sighting.app_version,
-            "email_key": sighting.email_key,
+            "external_id": new.external_id,
+            "attributes": new.attributes,
+            "locale": new.locale,
+            "app_version": new.app_version,
+            "email_key": new.email_key,
             "first_seen_at": now,
             "last_seen_at": now,
         },
     ).one()
+    return replace(new, id=row.id, first_seen_at=row.first_seen_at)
+
+
+def first_sight(sighting: Sighting, now: datetime) -> EndUserState:
+    """The user :func:`see` would create for a sighting of someone never seen before, not
+    stored (its id is 0): first seen ``now``, so that a call that writes nothing (help)
+    treats them as the notes endpoint will once it has stored them."""
     return EndUserState(
-        id=row.id,
+        id=0,
         external_id=sighting.external_id,
-        first_seen_at=row.first_seen_at,
+        first_seen_at=now,
         last_seen_at=now,
         app_version=sighting.app_version,
         locale=sighting.locale,
-        attributes=attributes or {},
+        attributes=dict(sighting.attributes),
         email_key=sighting.email_key,
     )
 
 
-def _unknown(catalogue: Catalogue, note_ids: Iterable[int], now: datetime) -> list[int]:
-    """The ids that are not of a note end users can see at ``now``, in order.
+def _unknown(
+    catalogue: Catalogue, note_ids: Iterable[int], now: datetime, listed: AbstractSet[int] | None
+) -> list[int]:
+    """The ids that are not of a note the user can see at ``now``, in order: with
+    ``listed`` (what their widget lists), those not in it; with None (a user with no
+    stored version and attributes, such as an anonymous one), those not of a note of the
+    product end users can see.
 
     A scheduled note is as unknown as a draft: that it exists is not for end users to
     know until it goes out. Those are the catalogue's first notes, as it is newest first.
     """
+    if listed is not None:
+        return sorted({i for i in note_ids if i not in listed})
     ahead = itertools.takewhile(lambda note: note.published_at > now, catalogue.notes)
     scheduled = {note.id for note in ahead}
     return sorted({i for i in note_ids if i not in catalogue.ids or i in scheduled})
 
 
-def check_readable(catalogue: Catalogue, note_ids: Iterable[Any], *, now: datetime) -> list[int]:
-    """The ids as a list of the product's published notes; ValidationFailed otherwise."""
+def check_readable(
+    catalogue: Catalogue,
+    note_ids: Iterable[Any],
+    *,
+    now: datetime,
+    listed: AbstractSet[int] | None = None,
+) -> list[int]:
+    """The ids as a list of the product's published notes, and with ``listed``, of those
+    (what the user's widget lists); ValidationFailed otherwise."""
     ids = list(note_ids)
     if not ids:
         raise ValidationFailed({"note_ids": "List the ids of the notes that were read."})
@@ -177,11 +199,12 @@ def check_readable(catalogue: Catalogue, note_ids: Iterable[Any], *, now: dateti
         )
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise ValidationFailed({"note_ids": "Note ids are whole numbers."})
-    unknown = _unknown(catalogue, ids, now)
+    unknown = _unknown(catalogue, ids, now, listed)
     if unknown:
+        where = "of this product" if listed is None else "in this user's widget"
         raise ValidationFailed(
             {
-                "note_ids": "No published note of this product has the id(s) "
+                "note_ids": f"No published note {where} has the id(s) "
                 + ", ".join(str(i) for i in unknown[:10])
                 + "."
             }
@@ -283,7 +306,7 @@ def check_reaction(
     if (
         not isinstance(note_id, int)
         or isinstance(note_id, bool)
-        or _unknown(catalogue, [note_id], now)
+        or _unknown(catalogue, [note_id], now, None)
     ):
         errors["note_id"] = "No published note of this product has that id."
     if reaction is not None and (not isinstance(reaction, str) or reaction not in REACTIONS):
@@ -299,13 +322,15 @@ def check_reaction(
     return comment.translate(BIDI_CONTROLS).strip() or None if comment else None
 
 
-def check_acknowledgeable(catalogue: Catalogue, note_id: Any, *, now: datetime) -> int:
-    """The id of a published note of the product that asks to be acknowledged;
-    ValidationFailed otherwise."""
+def check_acknowledgeable(
+    catalogue: Catalogue, note_id: Any, *, now: datetime, listed: AbstractSet[int] | None
+) -> int:
+    """The id of a published note of the product that asks to be acknowledged, and with
+    ``listed``, one of those (what the user's widget lists); ValidationFailed otherwise."""
     if (
         not isinstance(note_id, int)
         or isinstance(note_id, bool)
-        or _unknown(catalogue, [note_id], now)
+        or _unknown(catalogue, [note_id], now, listed)
         or not catalogue.by_id[note_id].fields["requires_acknowledgement"]
     ):
         raise ValidationFailed({"note_id": "No published notice to acknowledge has that id."})

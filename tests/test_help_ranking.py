@@ -137,6 +137,18 @@ def test_the_index_is_built_once_per_catalogue() -> None:
     assert catalogue(note(1, "Export")).remembered("help", help.index) is not first
 
 
+def test_a_long_query_stems_at_most_its_first_32_distinct_words() -> None:
+    built = help.index(catalogue(note(1, "Export fixed")))
+    query = " ".join(f"word{number}" for number in range(500))
+    help.stem.cache_clear()
+    terms = built.terms(query)
+    info = help.stem.cache_info()
+    assert info.hits + info.misses == help.MAX_QUERY_WORDS == 32
+    assert terms == {f"word{number}" for number in range(32)}
+    # A word repeated counts once: the distinct words are the ones counted.
+    assert built.terms("export " * 40 + "sync") == {"export", "sync"}
+
+
 def state(**fields: Any) -> EndUserState:
     return EndUserState(
         id=1,

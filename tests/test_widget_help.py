@@ -4,14 +4,15 @@ shows, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from announcements import help
+from announcements import help, holdback
 from announcements.models import AgentSend, EndUser, HelpRequest, HelpShown, Product, ReadReceipt
 from app.database import widget_engine
 from app.extensions import db
@@ -134,6 +135,28 @@ def test_bad_questions_are_clear_errors(helper: Helper, params: dict, field: str
     assert set(response.get_json()["errors"]) == {field}
 
 
+def test_a_bad_limit_says_how_many_notes_of_help_may_be_asked_for(helper: Helper) -> None:
+    response = helper.ask("sync", limit="11")
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["limit"] == "Ask for 1 to 10 notes of help."
+
+
+def test_a_user_never_seen_is_offered_only_what_the_notes_endpoint_will_leave_unread(
+    session: Session, client: FlaskClient
+) -> None:
+    product = make_product(session, allowed_origins=(ORIGIN,), grace_releases=1)
+    make_note(session, product, version="1.0.0", title="Export fixed")
+    latest = make_note(session, product, version="2.0.0", title="Export faster")
+    newcomer = Helper(client, product, "newcomer")
+    # The grace releases apply as if they were first seen now: the older release's note
+    # counts as read, as the notes endpoint will say once it has stored them.
+    assert newcomer.found("export") == [latest.id]
+    assert count(session, EndUser) == 0
+    listed = newcomer.notes().get_json()["notes"]
+    assert [n["id"] for n in listed if not n["read"]] == [latest.id]
+    assert newcomer.found("export") == [latest.id]
+
+
 def test_a_query_of_500_characters_is_answered(
     session: Session, product: Product, helper: Helper
 ) -> None:
@@ -220,6 +243,60 @@ def test_an_answer_is_recorded_once_with_a_read_through_help(
     assert count(session, ReadReceipt) == 1
 
 
+@contextmanager
+def another_call_decides_first(request_id: int, outcome: str, note_id: int | None):
+    """Make the next decision on the widget's engine find that another call decided the
+    request between its read and its write: that call's UPDATE runs and is committed
+    just before its own, on the same cursor. Yields the statements it raced (one, once it has)."""
+    raced: list[str] = []
+    answered = "NULL" if note_id is None else str(int(note_id))
+
+    def before(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("UPDATE help_request ") and not raced:
+            raced.append(statement)
+            cursor.execute(
+                f"UPDATE help_request SET outcome = '{outcome}', answered_note_id = {answered}"
+                f" WHERE id = {int(request_id)}"
+            )
+            cursor.connection.commit()  # as that call's own transaction would have
+
+    event.listen(widget_engine(), "before_cursor_execute", before)
+    try:
+        yield raced
+    finally:
+        event.remove(widget_engine(), "before_cursor_execute", before)
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours", "status"),
+    [
+        ("needs_help", "answered", 409),
+        ("answered", "needs_help", 409),
+        ("answered", "answered", 204),
+        ("needs_help", "needs_help", 204),
+    ],
+)
+def test_of_two_racing_choices_the_first_is_kept_and_the_second_told(
+    session: Session, product: Product, helper: Helper, theirs: str, ours: str, status: int
+) -> None:
+    note = make_note(session, product)
+    token = helper.shown("export", [note.id]).get_json()["id"]
+    request_id = session.scalar(select(HelpRequest.id))
+    assert request_id is not None
+
+    def answered(outcome: str) -> int | None:
+        return note.id if outcome == "answered" else None
+
+    with another_call_decides_first(request_id, theirs, answered(theirs)) as raced:
+        assert helper.decide(token, ours, answered(ours)).status_code == status
+    assert len(raced) == 1
+    session.expire_all()
+    kept = session.execute(select(HelpRequest.outcome, HelpRequest.answered_note_id)).one()
+    assert tuple(kept) == (theirs, answered(theirs))
+    # The call that lost records no read: the one that won records its own.
+    assert count(session, ReadReceipt) == 0
+
+
 def test_still_needing_help_reads_nothing(
     session: Session, product: Product, helper: Helper
 ) -> None:
@@ -259,6 +336,87 @@ def test_a_token_of_another_user_or_product_is_not_found(
     assert helper.decide("no-such-token", "needs_help").status_code == 404
     assert helper.decide(token, "needs_help", user_hash="0" * 64).status_code == 401
     assert session.scalar(select(HelpRequest.outcome)) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/widget/a%00b/notes"),
+        ("GET", "/api/v1/widget/a%00b/help?q=export"),
+        ("POST", "/api/v1/widget/a%00b/reads"),
+        ("POST", "/api/v1/widget/a%00b/acknowledgements"),
+        ("POST", "/api/v1/widget/a%00b/help"),
+        ("OPTIONS", "/api/v1/widget/a%00b/notes"),
+        ("POST", "{base}/help/x%00"),
+        ("POST", "{base}/help/" + "x" * 33),
+        ("POST", "{base}/help/x.y"),
+        ("OPTIONS", "{base}/help/x%00"),
+    ],
+)
+def test_a_widget_key_or_help_id_that_names_nothing_is_not_found(
+    helper: Helper, method: str, path: str
+) -> None:
+    """Not a 500 from PostgreSQL, which refuses a NUL in a query."""
+    response = helper.client.open(
+        path.format(base=helper.base), method=method, json=helper.identity()
+    )
+    assert response.status_code == 404
+    assert response.get_json()["error"]
+
+
+def test_help_records_only_notes_the_users_widget_lists(
+    session: Session, product: Product, helper: Helper
+) -> None:
+    everyone = make_note(session, product, version="1.0.0", title="Export fixed")
+    later = make_note(session, product, version="2.0.0", title="Export faster")
+    pro = make_note(
+        session,
+        product,
+        title="Export for teams",
+        audience={
+            "match": "all",
+            "conditions": [{"attribute": "plan", "op": "eq", "value": "pro"}],
+        },
+    )
+    seen_as = {"version": "1.0.0", "attr.plan": "free"}
+    helper.notes(**seen_as)  # what the widget stores of them
+    assert helper.found("export", **seen_as) == [everyone.id]
+    for unseen in (later.id, pro.id):
+        response = helper.shown("export", [everyone.id, unseen])
+        assert response.status_code == 422, unseen
+        assert str(unseen) in response.get_json()["errors"]["note_ids"]
+    assert count(session, HelpRequest) == 0
+
+    # Shown while the user was on 2.0.0, answered once they are back on 1.0.0: the
+    # answer is a note their widget no longer lists.
+    helper.notes(version="2.0.0")
+    token = helper.shown("export", [later.id]).get_json()["id"]
+    helper.notes(version="1.0.0")
+    response = helper.decide(token, "answered", later.id)
+    assert response.status_code == 422
+    assert set(response.get_json()["errors"]) == {"note_id"}
+    assert count(session, ReadReceipt) == 0
+
+
+def test_help_records_no_note_held_back_from_the_user_unless_an_agent_sent_it(
+    session: Session, product: Product, client: FlaskClient
+) -> None:
+    held = make_note(session, product, title="Export fixed", holdback_percent=50)
+    control = next(
+        f"user-{i}" for i in range(1000) if holdback.in_control(held.id, f"user-{i}", 50)
+    )
+    asker = Helper(client, product, control)
+    assert asker.found("export") == []
+    assert asker.shown("export", [held.id]).status_code == 422
+    end_user = session.scalar(select(EndUser.id).where(EndUser.external_id == control))
+    session.add(
+        AgentSend(
+            product_id=product.id, note_id=held.id, end_user_id=end_user, agent="Ann", via="console"
+        )
+    )
+    session.commit()
+    assert asker.found("export") == [held.id]
+    assert asker.shown("export", [held.id]).status_code == 201
 
 
 def test_an_anonymous_users_help_is_recorded_without_a_read(

@@ -135,6 +135,33 @@ def test_only_a_published_outward_notice_of_the_product_can_be_acknowledged(
     assert session.scalar(select(func.count()).select_from(ReadReceipt)) == 0
 
 
+def test_only_a_notice_the_users_widget_lists_can_be_acknowledged(
+    session: Session, product: Product, widget: Widget
+) -> None:
+    listed = make_note(session, product, version="1.0.0", requires_acknowledgement=True)
+    later = make_note(session, product, version="2.0.0", requires_acknowledgement=True)
+    pro = make_note(
+        session,
+        product,
+        requires_acknowledgement=True,
+        audience={
+            "match": "all",
+            "conditions": [{"attribute": "plan", "op": "eq", "value": "pro"}],
+        },
+    )
+    # What the widget stored of them: version 1.0.0 on the free plan.
+    assert widget.ids(version="1.0.0", **{"attr.plan": "free"}) == [listed.id]
+    for unseen in (later, pro):
+        response = acknowledge(widget, unseen.id)
+        assert response.status_code == 422, unseen.version
+        assert set(response.get_json()["errors"]) == {"note_id"}
+    assert acknowledge(widget, listed.id).status_code == 204
+    acknowledged = session.scalars(select(Acknowledgement.note_id)).all()
+    assert acknowledged == [listed.id]
+    # A user never seen has nothing stored to go by: any live notice of the product.
+    assert acknowledge(Widget(widget.client, product, "user-2"), later.id).status_code == 204
+
+
 def test_acknowledging_needs_a_known_user_with_the_right_hash(
     session: Session, product: Product, widget: Widget
 ) -> None:

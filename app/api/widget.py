@@ -51,7 +51,11 @@ PREFLIGHT_MAX_AGE = "7200"
 # no user id can be it, and no user_hash can pass for an email_hash.
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 LIMIT_PATTERN = re.compile(r"[0-9]{1,3}")
+# What secrets.token_urlsafe(16) makes for help, with room to spare: anything else names
+# no help request, and is answered so before it reaches the database.
+HELP_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 HELP_LIMIT = 3
+UNKNOWN_KEY = "No product has this widget key. Copy it again from the settings page."
 
 
 def _cache() -> CatalogueCache:
@@ -104,7 +108,7 @@ def _load(
     stamp, state = _state_reader().fetch_state(connection, widget_key, user_id)
     catalogue = None if stamp is None else _cache().get(connection, widget_key, stamp)
     if catalogue is None:
-        raise NotFound("No product has this widget key. Copy it again from the settings page.")
+        raise NotFound(UNKNOWN_KEY)
     origin = request.headers.get("Origin")
     # Pages Tidings serves itself (the demo host) are always allowed.
     if origin is not None and origin != request.host_url.rstrip("/"):
@@ -169,11 +173,12 @@ def _sighting(user_id: str) -> tuple[reads.Sighting, Version | None]:
     return sighting, app_version
 
 
-def _limit(default: int = 20, most: int = inbox.MAX_PAGE) -> int:
+def _limit(default: int = 20, most: int = inbox.MAX_PAGE, what: str = "notes per page") -> int:
+    """The ``limit`` asked for, 1 to ``most``; the error says what is counted."""
     raw = request.args.get("limit", str(default))
     # Checked as text first: int() refuses digits such as "²" and numbers of 4,300 digits.
     if not LIMIT_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= most:
-        raise ValidationFailed({"limit": f"Ask for 1 to {most} notes per page."})
+        raise ValidationFailed({"limit": f"Ask for 1 to {most} {what}."})
     return int(raw)
 
 
@@ -293,7 +298,9 @@ def widget_acknowledgements(widget_key: str) -> ResponseReturnValue:
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
-        note_id = reads.check_acknowledgeable(catalogue, body.get("note_id"), now=now)
+        note_id = reads.check_acknowledgeable(
+            catalogue, body.get("note_id"), now=now, listed=inbox.listed(catalogue, state, now)
+        )
         if reads.would_acknowledge(state, note_id):
             with writing(connection):
                 state = reads.see(
@@ -310,11 +317,15 @@ def widget_help(widget_key: str) -> ResponseReturnValue:
     query = help.check_query(request.args.get("q"), "q")
     user_id = _user_id(request.args.get("user_id"))
     sighting, app_version = _sighting(user_id or "")
-    limit = _limit(HELP_LIMIT, help.MAX_SHOWN)
+    limit = _limit(HELP_LIMIT, help.MAX_SHOWN, "notes of help")
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state = _load(connection, widget_key, user_id)
         _check_identity(catalogue, user_id, request.args.get("user_hash"))
+    if user_id is not None and state is None:
+        # Never seen: as the notes endpoint will store them, first seen now, so the grace
+        # releases and hold-backs apply here as they will there.
+        state = reads.first_sight(sighting, now)
     matches = inbox.unread(
         catalogue,
         state,
@@ -359,6 +370,7 @@ def widget_help_shown(widget_key: str) -> ResponseReturnValue:
                 state.id if state else None,
                 query,
                 body.get("note_ids"),
+                listed=inbox.listed(catalogue, state, now, to_help=True),
                 now=now,
             )
     return {"id": token}, 201
@@ -381,6 +393,7 @@ def widget_help_outcome(widget_key: str, token: str) -> ResponseReturnValue:
                 state.id if state else None,
                 body.get("outcome"),
                 body.get("note_id"),
+                listed=inbox.listed(catalogue, state, now, to_help=True),
                 now=now,
             )
             if answered is not None and state is not None:
@@ -518,6 +531,22 @@ def widget_preflight(widget_key: str, **_resource: str) -> ResponseReturnValue:
     with _widget_connection() as connection:
         _load(connection, widget_key, None)
     return Response(status=204)
+
+
+@bp.url_value_preprocessor
+def _nameable(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """NotFound for a widget URL whose key or help token can name nothing: a key that is
+    not storable text (a NUL, which PostgreSQL refuses in a query) or a token not of the
+    form help hands out. Checked here once for every widget route, so none passes such a
+    value to the database."""
+    if not endpoint or not endpoint.startswith("api.widget") or not values:
+        return
+    key = values.get("widget_key")
+    if key is not None and not reads.is_storable(key):
+        raise NotFound(UNKNOWN_KEY)
+    token = values.get("token", values.get("_token"))
+    if token is not None and not HELP_TOKEN.fullmatch(token):
+        raise NotFound(help.NO_SUCH_HELP)
 
 
 @bp.before_request
