@@ -5,8 +5,9 @@ The note is pinned unread in the user's widget (an :class:`AgentSend` with no
 ``read_at``), which pops it up on their next page view even if they read it before, and
 their next read of it is recorded with channel ``agent``. A user linked to a confirmed
 subscriber is e-mailed it too, once: the outbox holds a note once per subscriber and kind,
-so sending it again pins it again but mails nothing more. Every send is in the audit log
-with the agent's name.
+so sending it again pins it again but mails nothing more. Every send is in the audit log,
+its summary starting with the agent's name and where they sent from, which the log's
+500 characters always keep (a user's id may be 255).
 """
 
 from __future__ import annotations
@@ -86,13 +87,13 @@ def send(
         emailed=any(queued),
     )
     session.add(sent)
-    mailed = "; e-mailed" if sent.emailed else ""
+    mailed = " and e-mailed" if sent.emailed else ""
     audit.record(
         session,
         product,
         sent_by,
         "note.sent_to_user",
-        f"sent to user {end_user.external_id} by {agent} ({via}){mailed}",
+        f"{agent} ({via}) sent{mailed} it to user {end_user.external_id}",
         note=note,
         now=now,
     )

@@ -34,14 +34,12 @@ from announcements.models import (
     EndUser,
     HelpRequest,
     HelpShown,
-    Note,
     Product,
     Reaction,
     ReadReceipt,
     Subscriber,
     SubscriberStatus,
     Ticket,
-    outward_clause,
 )
 from announcements.user_state import EndUserState
 
@@ -51,6 +49,19 @@ MAX_TICKETS = 50
 # Read through a popup: the widget's modal, or a note an agent sent, which pops up.
 POPUP_CHANNELS = frozenset({"popup", "agent"})
 HELP_ANSWERED = "answered"
+# Where a note was read, in the words the console's user page, the sidebar and the API's
+# description of ``channel`` all use, so that an agent reads the same thing in each.
+CHANNEL_LABELS = {
+    "widget": "in the widget",
+    "popup": "in a popup",
+    "agent": "in a popup an agent sent",
+    "email": "from an e-mail",
+    "help": "before contacting support",
+}
+# How :func:`match` found the user: the text was their id in the host's app, or the
+# address the host signed for them.
+BY_ID = "id"
+BY_ADDRESS = "address"
 # Which linked subscriber a profile names when a user has several.
 SUBSCRIBER_PREFERENCE = (
     SubscriberStatus.CONFIRMED,
@@ -108,6 +119,17 @@ class NoteRecord:
         return self.channel in POPUP_CHANNELS
 
     @property
+    def channel_label(self) -> str | None:
+        """Where they read it, in :data:`CHANNEL_LABELS`' words."""
+        return CHANNEL_LABELS.get(self.channel, self.channel) if self.channel else None
+
+    @property
+    def unread(self) -> bool:
+        """Whether their widget shows it unread: pinned by an agent (even if read before),
+        or neither read nor counted as seen."""
+        return self.pinned or (not self.read and not self.graced)
+
+    @property
     def pinned(self) -> bool:
         """Sent by an agent and not read since: pinned unread in their widget."""
         return any(send.read_at is None for send in self.sends)
@@ -118,10 +140,22 @@ class Profile:
     """An end user, the notes their widget lists (newest first) and their latest tickets."""
 
     user: EndUser
+    # Their attributes as the widget compares them: every value as text.
+    attributes: dict[str, str]
     # The status of the subscriber linked to them (confirmed first when several are).
     subscriber_status: SubscriberStatus | None
     notes: list[NoteRecord]
+    # The count their widget's badge shows: pinned and unread notes, not held-back ones.
+    unread_count: int
     tickets: list[Ticket]
+
+
+@dataclass(frozen=True)
+class Match:
+    """The user a search found, and how: :data:`BY_ID` or :data:`BY_ADDRESS`."""
+
+    user: EndUser
+    by: str
 
 
 def check_query(text: str) -> str:
@@ -150,23 +184,32 @@ def by_external_id(session: Session, product: Product, external_id: str) -> EndU
     )
 
 
-def find(session: Session, product: Product, text: str, *, secret_key: str) -> EndUser | None:
-    """The end user ``text`` names: their external id first (ids may look like addresses),
-    else, for an address, the user whose host signed it, by the same keyed hash tickets
-    are matched with (``secret_key`` is the app's); the most recently seen of several."""
+def match(session: Session, product: Product, text: str, *, secret_key: str) -> Match | None:
+    """The end user ``text`` names, and how it names them. An address is matched first
+    against the address a host signed for its user, by the same keyed hash tickets are
+    matched with (``secret_key`` is the app's), the most recently seen of several; only
+    then, as any other text, against the host's id for them. Ids first would let anyone
+    whom a product without identity verification lets pick their own id take someone's
+    address as their id, and be found in that person's place."""
     text = check_query(text)
-    user = by_external_id(session, product, text)
-    if user is not None:
-        return user
     key = tickets.email_key(secret_key, text)
-    if key is None:
-        return None
-    return session.scalars(
-        select(EndUser)
-        .where(EndUser.product_id == product.id, EndUser.email_key == key)
-        .order_by(EndUser.last_seen_at.desc(), EndUser.id.desc())
-        .limit(1)
-    ).first()
+    if key is not None:
+        user = session.scalars(
+            select(EndUser)
+            .where(EndUser.product_id == product.id, EndUser.email_key == key)
+            .order_by(EndUser.last_seen_at.desc(), EndUser.id.desc())
+            .limit(1)
+        ).first()
+        if user is not None:
+            return Match(user, BY_ADDRESS)
+    user = by_external_id(session, product, text)
+    return Match(user, BY_ID) if user is not None else None
+
+
+def find(session: Session, product: Product, text: str, *, secret_key: str) -> EndUser | None:
+    """The end user ``text`` names (see :func:`match`), if any."""
+    found = match(session, product, text, secret_key=secret_key)
+    return found.user if found is not None else None
 
 
 def visible(session: Session, product: Product, end_user: EndUser, *, now: datetime) -> list[int]:
@@ -257,15 +300,6 @@ def profile(session: Session, product: Product, end_user: EndUser, *, now: datet
             )
         )
     )
-    must_acknowledge = set(
-        session.scalars(
-            select(Note.id).where(
-                Note.product_id == product.id,
-                Note.requires_acknowledgement.is_(True),
-                outward_clause(),
-            )
-        )
-    )
     view = _view(session, product, end_user, now)
     # The widget's answer for them: which notes it shows read, which it holds back.
     shown = inbox.inbox(
@@ -308,7 +342,7 @@ def profile(session: Session, product: Product, end_user: EndUser, *, now: datet
                 held_back=entry.id in shown.quiet,
                 reaction=reaction,
                 comment=comment,
-                requires_acknowledgement=entry.id in must_acknowledge,
+                requires_acknowledgement=fields["requires_acknowledgement"],
                 acknowledged_at=acknowledged.get(entry.id),
                 sends=tuple(sends.get(entry.id, ())),
                 help_shown=help_shown.get(entry.id, 0),
@@ -331,4 +365,11 @@ def profile(session: Session, product: Product, end_user: EndUser, *, now: datet
             .limit(MAX_TICKETS)
         )
     )
-    return Profile(end_user, subscriber_status, notes, latest_tickets)
+    return Profile(
+        end_user,
+        view.attributes,
+        subscriber_status,
+        notes,
+        shown.unread_count,
+        latest_tickets,
+    )

@@ -34,6 +34,7 @@ from announcements.audit import record
 from announcements.errors import Forbidden, NotFound, ValidationFailed
 from announcements.models import Product, TeamMember
 from announcements.reads import is_storable
+from announcements.services import SLUG_PATTERN
 from announcements.tickets import MAX_USER_ID_LENGTH
 
 MAX_AGE = timedelta(minutes=10)
@@ -113,6 +114,9 @@ def verify(session: Session, params: Mapping[str, str], *, now: datetime) -> Sid
         raise Forbidden("This sidebar link holds a user or agent Tidings cannot sign.")
     if not fields["ts"].isascii() or not fields["ts"].isdigit() or len(fields["ts"]) > _TS_DIGITS:
         raise Forbidden("This sidebar link's time (ts) is not a Unix time in seconds.")
+    # Checked before the query: a NUL, say, is an error in PostgreSQL's hands, not a miss.
+    if not SLUG_PATTERN.fullmatch(fields["product"]):
+        raise NotFound("There is no such product.")
     product = session.scalar(select(Product).where(Product.slug == fields["product"]))
     if product is None:
         raise NotFound("There is no such product.")

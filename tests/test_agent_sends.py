@@ -90,8 +90,26 @@ def test_a_send_pins_the_note_and_mails_a_linked_subscriber_once(session) -> Non
         select(AuditEvent).where(AuditEvent.action == "note.sent_to_user").order_by(AuditEvent.id)
     ).all()
     assert [(e.actor_id, e.note_id) for e in events] == [(agent.id, note.id)] * 2
-    assert "ana-1" in events[0].summary and "Dana" in events[0].summary
-    assert "e-mailed" in events[0].summary and "e-mailed" not in events[1].summary
+    assert [e.summary for e in events] == [
+        "“Export moved” (1.0.0): Dana (console) sent and e-mailed it to user ana-1",
+        "“Export moved” (1.0.0): Dana (console) sent it to user ana-1",
+    ]
+
+
+def test_the_audit_summary_keeps_the_agent_and_where_whatever_the_ids_length(session) -> None:
+    product = make_product(session, slug="acme")
+    note = make_note(session, product, version="1.0.0", title="Export moved")
+    user = make_end_user(session, product, "u" * 255)
+    agent = "A" * agent_sends.MAX_AGENT_LENGTH
+    agent_sends.send(
+        session, product, user, note.id, agent=agent, sent_by=None, via="sidebar", now=utcnow()
+    )
+    session.commit()
+    summary = session.scalars(
+        select(AuditEvent.summary).where(AuditEvent.action == "note.sent_to_user")
+    ).one()
+    assert len(summary) == 500  # the log's limit: the user's id is cut, nothing before it
+    assert summary.startswith(f"“Export moved” (1.0.0): {agent} (sidebar) sent it to user uuu")
 
 
 def test_no_mail_unless_a_confirmed_subscriber_is_linked(session) -> None:

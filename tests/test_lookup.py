@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 
 import lxml.html
 import pytest
+from sqlalchemy import delete, event
 
-from announcements import apikeys, lookup, tickets
+from announcements import apikeys, lookup, sidebar_links, tickets
 from announcements.errors import ValidationFailed
 from announcements.models import (
     Acknowledgement,
@@ -167,7 +168,7 @@ def world(session) -> World:
     return World(product, other, ana, notes, now)
 
 
-def test_find_by_external_id_first_then_by_the_address_hash(session, world) -> None:
+def test_find_by_external_id_or_by_the_address_hash(session, world) -> None:
     found = lookup.find(session, world.product, "  ana-1 ", secret_key=SECRET_KEY)
     assert found is not None and found.id == world.ana.id
     by_address = lookup.find(session, world.product, "Ana@Example.com", secret_key=SECRET_KEY)
@@ -181,10 +182,18 @@ def test_find_by_external_id_first_then_by_the_address_hash(session, world) -> N
     assert lookup.find(session, world.product, "nobody", secret_key=SECRET_KEY) is None
 
 
-def test_an_external_id_that_looks_like_an_address_wins(session, world) -> None:
-    make_end_user(session, world.product, "ana@example.com")
-    found = lookup.find(session, world.product, "ana@example.com", secret_key=SECRET_KEY)
-    assert found is not None and found.external_id == "ana@example.com"
+def test_an_id_that_copies_an_address_does_not_shadow_its_user(session, world) -> None:
+    # In a product without identity verification anyone can be "ana@example.com".
+    shadow = make_end_user(session, world.product, "ana@example.com")
+    found = lookup.match(session, world.product, "ana@example.com", secret_key=SECRET_KEY)
+    assert found is not None and (found.user.id, found.by) == (world.ana.id, lookup.BY_ADDRESS)
+    # Where no host signed the address, the id is all there is, and it says so.
+    world.ana.email_key = None
+    session.commit()
+    found = lookup.match(session, world.product, "ana@example.com", secret_key=SECRET_KEY)
+    assert found is not None and (found.user.id, found.by) == (shadow.id, lookup.BY_ID)
+    found = lookup.match(session, world.product, "ana-1", secret_key=SECRET_KEY)
+    assert found is not None and (found.user.id, found.by) == (world.ana.id, lookup.BY_ID)
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "x" * 256, "ana\x00"])
@@ -234,6 +243,25 @@ def test_the_profile_lists_the_notes_her_widget_lists_with_what_she_did(
     assert not old.graced
     assert profile.subscriber_status is SubscriberStatus.CONFIRMED
     assert [t.external_id for t in profile.tickets] == ["T1", "T0"]
+    assert profile.attributes == {"plan": "pro"}
+
+
+def test_the_profile_reads_the_notes_once_from_the_catalogue(session, world) -> None:
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        profile = lookup.profile(session, world.product, world.ana, now=utcnow())
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [n.requires_acknowledgement for n in profile.notes] == [False, True, False, False]
+    # Which notes need acknowledging is in the catalogue: no query of its own.
+    reading_notes = [s for s in statements if re.search(r"\bFROM note\b(?!_)", s)]
+    assert len(reading_notes) == 1, reading_notes
 
 
 def _page(client, path: str, status: int = 200) -> lxml.html.HtmlElement:
@@ -250,10 +278,14 @@ def _text(node) -> str:
 def test_any_role_finds_a_user_by_id_or_address(client, auth, session, world) -> None:
     auth.login(add_member(session, world.product, Role.VIEWER).email)
     user_page = f"/console/p/acme/support/users/{world.ana.id}"
-    for query in ("ana-1", "ANA@example.com"):
+    for query, by in (("ana-1", "id"), ("ANA@example.com", "address")):
         answer = client.get("/console/p/acme/support/lookup", query_string={"q": query})
         assert answer.status_code == 302
-        assert answer.headers["Location"] == user_page
+        assert answer.headers["Location"] == f"{user_page}?by={by}"
+    found = _text(_page(client, f"{user_page}?by=address").find_class("found-by")[0])
+    assert found == "Found by the address your app signed for them"
+    assert "Found by their id" in _text(_page(client, f"{user_page}?by=id"))
+    assert not _page(client, f"{user_page}?by=magic").find_class("found-by")
     page = _page(client, "/console/p/acme/support/lookup?q=nobody")
     assert "No user of Acme has the id or address “nobody”" in _text(page)
 
@@ -285,11 +317,11 @@ def test_the_user_page_shows_what_she_was_told_and_did(client, auth, session, wo
     ]
     pro, ack, old, ancient = (_text(note) for note in notes)
     assert "Pinned by an agent" in pro and "by Dana (console)" in pro and "e-mailed" in pro
-    assert "not read yet" in pro and "Shown 2 times" in pro
+    assert "not read yet" in pro and "Shown before contacting support 2 times" in pro
     assert "Must acknowledge" in ack and re.search(r"Acknowledged \d\d \w{3} \d{4}", ack)
     assert "in a popup" in old and "😕 Confusing" in old and "Where did export go?" in old
     assert "it answered their question" in old
-    assert "Read No; counted as seen: out before their first visit" in ancient
+    assert "Read Counted as seen: out before their first visit" in ancient
     # Each note can be sent, with the form's CSRF token.
     forms = page.find_class("un-send")
     assert len(forms) == 4
@@ -298,6 +330,37 @@ def test_the_user_page_shows_what_she_was_told_and_did(client, auth, session, wo
     assert "Ticket 1" in tickets_text and "Ticket 0" in tickets_text
     assert "Ticket 2" not in tickets_text  # Bob's
     assert tickets_text.index("Ticket 1") < tickets_text.index("Ticket 0")
+
+
+def test_the_user_page_and_the_sidebar_say_the_same_things(client, auth, session, world) -> None:
+    auth.login(add_member(session, world.product, Role.VIEWER).email)
+
+    def both() -> tuple[str, str]:
+        console = _text(_page(client, f"/console/p/acme/support/users/{world.ana.id}"))
+        params = sidebar_links.sign(world.product, "ana-1", now=utcnow())
+        sidebar = _text(
+            _page(client, "/support/sidebar?" + "&".join(f"{k}={v}" for k, v in params.items()))
+        )
+        return console, sidebar
+
+    shared = [
+        lookup.CHANNEL_LABELS["popup"],
+        "Counted as seen: out before their first visit",
+        "Confirmed subscriber",
+        "Shown before contacting support 1 time; it answered their question",
+        "Shown before contacting support 2 times",
+        "Pinned by an agent",
+        "Acknowledged",
+    ]
+    for page in both():
+        missing = [phrase for phrase in shared if phrase not in page]
+        assert not missing, missing
+        assert "Not acknowledged yet" not in page
+    session.execute(delete(Acknowledgement))
+    session.execute(delete(Subscriber))
+    session.commit()
+    for page in both():
+        assert "Not acknowledged yet" in page and "No linked subscriber" in page
 
 
 def test_an_agent_of_another_product_cannot_reach_her(client, auth, session, world) -> None:
@@ -344,6 +407,18 @@ def test_the_api_answers_the_profile_with_support_read(client, session, world) -
     assert "email" not in str(body["tickets"])  # never an address
 
 
+@pytest.mark.parametrize("path", ["team/42", "team%2F42", "t%C3%A9am%2F42%3F"])
+def test_the_api_finds_an_id_with_a_slash_plain_or_percent_encoded(
+    client, session, world, path
+) -> None:
+    external_id = "team/42" if "C3" not in path else "téam/42?"
+    make_end_user(session, world.product, external_id, app_version="1.5.0")
+    headers = _key(session, world.product, [ApiScope.SUPPORT_READ.value])
+    answer = client.get(f"/api/v1/products/acme/end-users/{path}", headers=headers)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["external_id"] == external_id
+
+
 def test_the_api_refuses_other_products_other_scopes_and_bad_ids(client, session, world) -> None:
     support = _key(session, world.product, [ApiScope.SUPPORT_READ.value])
     notes_only = _key(session, world.product, [ApiScope.NOTES_READ.value])
@@ -367,4 +442,9 @@ def test_the_operation_is_in_the_openapi_document(client) -> None:
     operation = document["paths"]["/api/v1/products/{slug}/end-users/{external_id}"]["get"]
     assert "support:read" in operation["description"]
     assert {p["name"] for p in operation["parameters"]} == {"slug", "external_id"}
+    [external_id] = [p for p in operation["parameters"] if p["name"] == "external_id"]
+    assert external_id["in"] == "path" and external_id["schema"]["maxLength"] == 255
+    assert "team%2F42" in external_id["description"]
+    channel = document["components"]["schemas"]["EndUserNote"]["properties"]["channel"]
+    assert all(label in channel["description"] for label in lookup.CHANNEL_LABELS.values())
     assert {"200", "404", "422"} <= set(operation["responses"])

@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from html import unescape
 from urllib.parse import parse_qsl, urlsplit
 
+import lxml.html
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from announcements import sidebar_links, tickets
@@ -29,6 +30,7 @@ from announcements.models import (
     Role,
     utcnow,
 )
+from app.console.support_sidebar import BROWSER_WARNING
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_note, make_product
 from tests.test_widget_api import Widget
@@ -191,6 +193,17 @@ def test_an_unknown_user_or_product_with_a_good_signature_is_404(
     assert_refused(client.get("/support/sidebar", query_string=unknown), 404)
 
 
+@pytest.mark.parametrize("slug", ["%00", "acme%00", "a" * 65, "%ED%A0%80", "Acme"])
+def test_a_product_that_cannot_be_a_slug_is_not_found_without_a_query(
+    client: FlaskClient, product: Product, kim: EndUser, slug: str
+) -> None:
+    # A NUL reaching PostgreSQL was a 500.
+    response = client.get(f"/support/sidebar?product={slug}&user=u&ts=1&sig=ab")
+    assert_refused(response, 404)
+    signed = client.post("/support/sidebar/send", data={**link(product), "product": "a" * 65})
+    assert_refused(signed, 404)
+
+
 def test_a_rotated_secret_refuses_the_links_of_the_old_one(
     session: Session, client: FlaskClient, product: Product, kim: EndUser
 ) -> None:
@@ -208,7 +221,27 @@ def test_a_user_is_found_by_the_address_the_widget_signed(
     session.commit()
     response = client.get("/support/sidebar", query_string=link(product, "Kim@Example.com"))
     assert response.status_code == 200
-    assert USER in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert USER in page and "Found by the address your app signed for them" in page
+    by_id = client.get("/support/sidebar", query_string=link(product)).get_data(as_text=True)
+    assert "Found by their id in your app" in by_id
+
+
+def test_the_unread_count_is_the_widgets_and_a_pinned_note_says_so(
+    client: FlaskClient, product: Product, kim: EndUser
+) -> None:
+    params = link(product, agent="Ann")
+    page = client.get("/support/sidebar", query_string=params).get_data(as_text=True)
+    assert "<strong>1</strong> unread of 2 notes" in page and "Pinned by an agent" not in page
+    # Sent again after she read it: her widget counts it unread until she reads it again.
+    read = Widget(client, product, USER)
+    [read_id] = [n["id"] for n in read.notes(version="2.4.0").get_json()["notes"] if n["read"]]
+    assert send(client, params, read_id).status_code == 303
+    assert read.unread(version="2.4.0") == 2
+    page = client.get("/support/sidebar", query_string=params).get_data(as_text=True)
+    assert "<strong>2</strong> unread of 2 notes" in page
+    assert page.count("Pinned by an agent") == 1
+    assert page.count('class="note is-unread"') == 2
 
 
 # Sending ----------------------------------------------------------------------------------
@@ -261,6 +294,29 @@ def test_an_expired_or_forged_link_sends_nothing(
     assert session.scalars(select(AgentSend)).all() == []
 
 
+def test_sends_are_rate_limited_per_note_and_per_link(
+    app_factory, session: Session, product: Product, kim: EndUser
+) -> None:
+    client = app_factory(RATELIMIT_ENABLED=True).test_client()
+    notes = [make_note(session, product, version="2.3.0", title=f"N{i}").id for i in range(11)]
+    params = link(product, agent="Ann")
+    assert send(client, params, notes[0]).status_code == 303
+    # The same note to the same user again within the minute: refused, saying why.
+    again = send(client, params, notes[0])
+    assert again.status_code == 429
+    assert "sent to this user less than a minute ago" in again.get_data(as_text=True)
+    assert "Send to this user" in again.get_data(as_text=True)  # the page, to go on
+    # A forged form spends nothing: a good link still sends the next note.
+    assert_refused(send(client, {**params, "sig": "0" * 64}, notes[1]))
+    for note_id in notes[1:10]:
+        assert send(client, params, note_id).status_code == 303
+    # Ten sends in a minute from one link: the eleventh note waits too.
+    assert send(client, params, notes[10]).status_code == 429
+    assert session.scalar(select(func.count()).select_from(AgentSend)) == 10
+    # Another link for her (another agent) sends it.
+    assert send(client, link(product, agent="Bo"), notes[10]).status_code == 303
+
+
 def test_only_a_note_their_widget_lists_can_be_sent(
     session: Session, client: FlaskClient, product: Product, kim: EndUser
 ) -> None:
@@ -287,7 +343,7 @@ def test_owners_see_the_secret_and_rotate_it_others_see_the_templates(
     auth.login(viewer.email)
     page = client.get(page_url).get_data(as_text=True)
     assert "ticket.requester.externalId" in page and "contact.external_id" in page
-    assert "customer.emails[0]" in page and "requester.unique_external_id" in page
+    assert "primaryCustomer.email" in page and "requester.unique_external_id" in page
     assert product.sidebar_secret not in page and "Rotate" not in page
     # The try-it link is an owner's: a viewer asking for one gets none.
     asked = client.get(page_url, query_string={"user": USER}).get_data(as_text=True)
@@ -334,6 +390,26 @@ def test_an_owner_makes_a_link_that_opens_the_sidebar(
     assert refused.status_code == 422 and "trial-link" not in refused.get_data(as_text=True)
     too_long = client.get(page_url, query_string={"user": USER, "agent": "x" * 255})
     assert too_long.status_code == 422
+
+
+def test_the_desk_guides_take_the_user_from_the_desk_not_the_browser(
+    session: Session, client: FlaskClient, auth: AuthActions, product: Product
+) -> None:
+    auth.login(add_member(session, product, Role.VIEWER).email)
+    page = lxml.html.fromstring(client.get("/console/p/acme/support/sidebar").get_data())
+    assert " ".join(page.find_class("browser-warning")[0].text_content().split()) == (
+        BROWSER_WARNING
+    )
+    assert "lets any desk agent mint a link for any user" in BROWSER_WARNING
+    code = {
+        desk: page.get_element_by_id(f"desk-code-{desk}").text_content()
+        for desk in ("zendesk", "intercom", "helpscout", "freshdesk")
+    }
+    # Code in the agent's browser sends no user; the signing code takes the desk's.
+    assert "user:" not in code["zendesk"] and '"ticket.id"' in code["zendesk"]
+    assert "user:" not in code["helpscout"] and "window.location.search" in code["helpscout"]
+    assert "args.user" not in code["freshdesk"] and "ticket.requester_id" in code["freshdesk"]
+    assert 'body["contact"]' in code["intercom"]
 
 
 def _signer_code(client: FlaskClient, language: str) -> str:

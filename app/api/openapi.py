@@ -55,14 +55,15 @@ def _parameters(spec: operations.Operation, schema_of: dict[type[BaseModel], Any
                 "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
             }
         )
-    if "<external_id>" in spec.rule:
+    if "external_id>" in spec.rule:
         parameters.append(
             {
                 "name": "external_id",
                 "in": "path",
                 "required": True,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                "description": "The end user's id in your app, as the widget is given it.",
+                "description": "The end user's id in your app, as the widget is given it. "
+                "It may hold a slash (team/42), as it is or percent-encoded (team%2F42).",
             }
         )
     if spec.query is not None:

@@ -45,8 +45,9 @@ class EndUserNote(BaseModel):
     read: bool
     read_at: datetime | None
     channel: str | None = Field(
-        description="Where they read it: widget, popup, agent (a popup an agent sent), "
-        "email or help (before contacting support)."
+        description="Where they read it: "
+        + ", ".join(f"{name} ({label})" for name, label in lookup.CHANNEL_LABELS.items())
+        + "."
     )
     shown_as_popup: bool = Field(description="Read in a popup: channel popup or agent.")
     graced: bool = Field(
@@ -60,7 +61,10 @@ class EndUserNote(BaseModel):
     comment: str | None
     requires_acknowledgement: bool
     acknowledged_at: datetime | None
-    pinned: bool = Field(description="Sent by an agent and not read since.")
+    pinned: bool = Field(
+        description="Pinned by an agent: sent by an agent and not read since, so unread "
+        "in their widget even if they read it before."
+    )
     sends: list[EndUserSend] = Field(description="Newest first.")
     help_shown: int = Field(description="Times it was shown to them before contacting support.")
     help_answered: bool = Field(description="Whether they said it answered their question.")
@@ -98,7 +102,7 @@ class EndUserProfile(BaseModel):
 
 @operations.operation(
     "GET",
-    "/end-users/<external_id>",
+    "/end-users/<path:external_id>",
     summary="One end user: every note their widget lists, what they read, and their tickets",
     scope=ApiScope.SUPPORT_READ,
     answer=EndUserProfile,
@@ -118,7 +122,7 @@ def end_user(product: Product, external_id: str) -> ResponseReturnValue:
             external_id=user.external_id,
             app_version=user.app_version,
             locale=user.locale,
-            attributes={name: str(value) for name, value in (user.attributes or {}).items()},
+            attributes=profile.attributes,
             first_seen_at=user.first_seen_at,
             last_seen_at=user.last_seen_at,
             subscriber_status=profile.subscriber_status,

@@ -3,7 +3,9 @@ address, sees what they were told and what they did with it, and sends them a no
 
 Every role may look up and send: answering users is what support does, and a send is
 recorded in the audit log with who sent it. The user's page is reached by the row's id,
-so an external id never has to fit a URL, and another product's user is a 404.
+so an external id never has to fit a URL, and another product's user is a 404. It says
+how the search found them (``by``: their id, or the address their host signed), as an
+address that is also some user's id finds the user whose address it is.
 """
 
 from __future__ import annotations
@@ -29,18 +31,20 @@ def support_lookup(product: Product) -> ResponseReturnValue:
     if query is None:
         return render_template("console/support_lookup.html", product=product, query="")
     try:
-        user = lookup.find(
+        found = lookup.match(
             db.session(), product, query, secret_key=current_app.config["SECRET_KEY"]
         )
     except ValidationFailed as error:
         return render_template(
             "console/support_lookup.html", product=product, query=query, error=error.errors["q"]
         ), 422
-    if user is None:
+    if found is None:
         return render_template(
             "console/support_lookup.html", product=product, query=query.strip(), missing=True
         )
-    return redirect(url_for("console.support_user", slug=product.slug, user_id=user.id))
+    return redirect(
+        url_for("console.support_user", slug=product.slug, user_id=found.user.id, by=found.by)
+    )
 
 
 def _user(product: Product, user_id: int) -> EndUser:
@@ -62,6 +66,7 @@ def support_user(product: Product, user_id: int) -> ResponseReturnValue:
         product=product,
         profile=lookup.profile(db.session(), product, user, now=utcnow()),
         sent=request.args.get("sent", type=int),
+        found_by=request.args.get("by", ""),
         reactions=reads.REACTIONS,
         max_tickets=lookup.MAX_TICKETS,
     )

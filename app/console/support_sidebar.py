@@ -4,7 +4,9 @@ a signed link for one user to try it with, and the secret that signs the links (
 Every desk needs the link signed where the secret is safe, never in an agent's browser:
 Freshdesk's apps can sign in their own serverless code; Zendesk, Intercom and Help Scout
 ask a small signer on the owner's server, whose code this page shows in Python and
-JavaScript with the product filled in.
+JavaScript with the product filled in. And the signer must sign a user the desk vouches
+for, never one the agent's browser names (:data:`BROWSER_WARNING`): each desk's snippet
+takes it from the desk's signed payload, or from the desk's API for the ticket.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ class DeskGuide:
     language: str
 
 
+# Said on the page, and the reason for the way every guide below takes the user.
+BROWSER_WARNING = (
+    "A signer that signs a user value coming from the agent's browser lets any desk agent "
+    "mint a link for any user of the product: the browser's values are whatever the agent "
+    "makes them. Sign the user your desk vouches for: one in the payload the desk signs "
+    "(Intercom), or the requester your signer reads from the desk's API for the ticket "
+    "or conversation (Zendesk, Help Scout, Freshdesk)."
+)
+
 GUIDES = (
     DeskGuide(
         SupportDesk.ZENDESK,
@@ -43,27 +54,28 @@ GUIDES = (
         "Zendesk Apps framework: its page is an iframe, and it turns into the sidebar.",
         user=(
             "ticket.requester.externalId",
-            "the requester's External ID, set to your user id; else ticket.requester.email",
+            "read by your signer from Zendesk's API (GET /api/v2/tickets/{id}.json?include="
+            "users, with an API token of its own), else the requester's email: the app's page "
+            "sends only the ticket's id, as Zendesk signs nothing of the requester for it",
         ),
-        agent=("currentUser.name", ""),
+        agent=("currentUser.name", "as the agent's browser says: a name in the audit log"),
         signs="Your signer. An app's page runs in the agent's browser, so the secret must "
         "not be in it: the page asks your signer through Zendesk's proxy with a secure "
         "setting (signer_token), which Zendesk inserts on its servers and never shows the "
-        "browser. Your signer accepts only that token.",
+        "browser. Your signer accepts only that token, and signs the requester of the "
+        "ticket it is given, never a user the page names.",
         code="""\
 const client = ZAFClient.init();
 client.invoke("resize", { width: "100%", height: "600px" });
-client.get(["ticket.requester.externalId", "ticket.requester.email", "currentUser.name"])
+// No user from here: your signer reads the ticket's requester from Zendesk's API.
+client.get(["ticket.id", "currentUser.name"])
   .then((data) => client.request({
     url: "https://signer.example.com/tidings-sidebar-link",
     type: "POST",
     secure: true,  // Zendesk's proxy fills in the secure setting below
     headers: { Authorization: "Bearer {{setting.signer_token}}" },
     contentType: "application/json",
-    data: JSON.stringify({
-      user: data["ticket.requester.externalId"] || data["ticket.requester.email"],
-      agent: data["currentUser.name"],
-    }),
+    data: JSON.stringify({ ticket: data["ticket.id"], agent: data["currentUser.name"] }),
   }))
   .then((answer) => window.location.replace(answer.url));""",
         language="JavaScript, in the app's iframe page",
@@ -72,15 +84,19 @@ client.get(["ticket.requester.externalId", "ticket.requester.email", "currentUse
         SupportDesk.INTERCOM,
         where="A Canvas Kit app in the Inbox's conversation details. Intercom shows no "
         "iframes there, so the app is a button that opens the sidebar in a new tab.",
-        user=("contact.external_id", "the contact's user_id in Intercom; else contact.email"),
-        agent=("admin.name", ""),
+        user=(
+            "contact.external_id",
+            "the contact's user_id in Intercom, else contact.email: from the body Intercom "
+            "signs, so the user is the conversation's",
+        ),
+        agent=("admin.name", "from the same signed body"),
         signs="Your signer is the app's initialize URL: Intercom POSTs the contact and the "
         "admin to it, signed in the X-Body-Signature header (hex HMAC-SHA256 of the body "
         "with the app's client secret). Check that, then answer a canvas with the link. "
         "Intercom asks again each time the conversation is opened; a button older than "
         "10 minutes opens a refusal, and reopening the conversation makes a fresh one.",
         code="""\
-# In your initialize handler, after checking X-Body-Signature:
+# In your initialize handler, after checking X-Body-Signature: the signed body's contact.
 contact, admin = body["contact"], body["admin"]
 link = sidebar_link(contact.get("external_id") or contact["email"], admin["name"])
 return {"canvas": {"content": {"components": [
@@ -94,28 +110,30 @@ return {"canvas": {"content": {"components": [
         where="A custom app in the conversation sidebar (Help Scout's app platform): an "
         "iframe of the Content callback URL you give it.",
         user=(
-            "customer.emails[0]",
-            "from HelpScout.getApplicationContext(): Help Scout "
-            "knows your users by address, and the sidebar finds the user whose address "
-            "your widget signed (or sign your own id, if your server looks it up)",
+            "primaryCustomer.email",
+            "of the conversation whose conversation-id Help Scout signs in the callback's "
+            "query parameters, read by your signer from Help Scout's API (GET "
+            "/v2/conversations/{id}); the sidebar finds the user whose address your widget "
+            "signed (or sign your own id, if your server looks it up)",
         ),
-        agent=("user.firstName + user.lastName", "from the same context"),
+        agent=(
+            "user.firstName + user.lastName",
+            "from HelpScout.getApplicationContext(): as the agent's browser says",
+        ),
         signs="Your signer. Point the Content callback URL at it: Help Scout signs each "
         "call in the X-HelpScout-Signature query parameter (base64 HMAC-SHA1 of the other "
         "parameters with the app's secret key). Check it, then serve a small page that "
-        "reads the context and fetches the link from your signer, passing on the signed "
-        "parameters so the signer checks them again.",
+        "fetches the link from your signer, passing on the signed parameters so the "
+        "signer checks them again and takes the conversation from them.",
         code="""\
 import HelpScout from "@helpscout/javascript-sdk";
 
+// Only the agent's name comes from here: the user is the signed conversation's.
 const context = await HelpScout.getApplicationContext();
 const answer = await fetch("/tidings-sidebar-link" + window.location.search, {
   method: "POST",
   headers: { "Content-Type": "application/json" },
-  body: JSON.stringify({
-    user: context.customer.emails[0].value,
-    agent: `${context.user.firstName} ${context.user.lastName}`,
-  }),
+  body: JSON.stringify({ agent: `${context.user.firstName} ${context.user.lastName}` }),
 }).then((response) => response.json());
 window.location.replace(answer.url);""",
         language="JavaScript, in the page your signer serves",
@@ -125,25 +143,39 @@ window.location.replace(answer.url);""",
         where="A custom Freshworks app in the ticket sidebar (placeholder ticket_sidebar).",
         user=(
             "requester.unique_external_id",
-            'from client.data.get("requester"); else requester.email',
+            "else its email: read by the app's serverless function from Freshdesk's API "
+            "for the ticket the page names (request templates getTicket, GET "
+            "/api/v2/tickets/<%= context.ticket_id %>, and getContact, GET "
+            "/api/v2/contacts/<%= context.contact_id %>, with an API key in a secure "
+            "installation parameter), never from the page's arguments",
         ),
         agent=("loggedInUser.contact.name", 'from client.data.get("loggedInUser")'),
         signs="The app itself, with no server of yours: keep the secret in a secure "
         "installation parameter (tidings_sidebar_secret, secure: true) and sign in the "
         "app's serverless function, which the app's page calls with "
-        'client.request.invoke("sidebarLink", {user, agent}); the page then loads the '
-        "link it returns.",
+        'client.request.invoke("sidebarLink", {ticket_id, agent}); the page then loads '
+        "the link it returns. The arguments come from the agent's browser, so the "
+        "function takes the ticket's requester from Freshdesk.",
         code="""\
 // server/server.js
 const crypto = require("crypto");
+
+async function get(template, context) {
+  return JSON.parse((await $request.invokeTemplate(template, { context })).response);
+}
+
 exports = {
-  sidebarLink(args) {
+  async sidebarLink(args) {
+    // The user is the ticket's requester, as Freshdesk says: not one the page names.
+    const ticket = await get("getTicket", { ticket_id: Number(args.ticket_id) });
+    const contact = await get("getContact", { contact_id: ticket.requester_id });
+    const user = contact.unique_external_id || contact.email;
     const ts = String(Math.floor(Date.now() / 1000));
-    const message = ["sidebar", "{slug}", args.user, ts, args.agent].join("\\n");
+    const message = ["sidebar", "{slug}", user, ts, args.agent].join("\\n");
     const sig = crypto.createHmac("sha256", args.iparams.tidings_sidebar_secret)
       .update(message).digest("hex");
     const query = new URLSearchParams({
-      product: "{slug}", user: args.user, ts, agent: args.agent, sig,
+      product: "{slug}", user, ts, agent: args.agent, sig,
     });
     renderData(null, { url: "{sidebar}?" + query });
   },
@@ -241,6 +273,7 @@ def sidebar_page(product: Product) -> ResponseReturnValue:
             for guide in GUIDES
         ],
         signers=signers(product, sidebar),
+        browser_warning=BROWSER_WARNING,
         max_age_minutes=int(sidebar_links.MAX_AGE.total_seconds() // 60),
         is_owner=is_owner,
         user=user,
