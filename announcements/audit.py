@@ -26,6 +26,10 @@ from announcements.models import (
 Owned = TypeVar("Owned", Note, ApiKey, Webhook, SupportConnection)
 
 
+SUMMARY_LENGTH = 500
+SUMMARY_TITLE = 100
+
+
 def record(
     session: Session,
     product: Product,
@@ -38,14 +42,21 @@ def record(
 ) -> None:
     """Add an audit event for a change, to be committed with it."""
     if note is not None:
-        summary = f"“{note.title}” ({note.version}): {summary}"
+        # A long title is shortened here, so that what the summary says after it (who
+        # sent a note, to whom) survives the column's limit.
+        title = (
+            note.title
+            if len(note.title) <= SUMMARY_TITLE
+            else note.title[: SUMMARY_TITLE - 1] + "…"
+        )
+        summary = f"“{title}” ({note.version}): {summary}"
     session.add(
         AuditEvent(
             product_id=product.id,
             actor=actor,
             note=note,
             action=action,
-            summary=summary[:500],
+            summary=summary[:SUMMARY_LENGTH],
             created_at=now,
         )
     )

@@ -96,9 +96,14 @@ def test_a_send_pins_the_note_and_mails_a_linked_subscriber_once(session) -> Non
     ]
 
 
-def test_the_audit_summary_keeps_the_agent_and_where_whatever_the_ids_length(session) -> None:
+@pytest.mark.parametrize(
+    ("title", "shown"), [("Export moved", "Export moved"), ("T" * 200, "T" * 99 + "…")]
+)
+def test_the_audit_summary_keeps_the_agent_and_where_whatever_the_ids_length(
+    session, title: str, shown: str
+) -> None:
     product = make_product(session, slug="acme")
-    note = make_note(session, product, version="1.0.0", title="Export moved")
+    note = make_note(session, product, version="1.0.0", title=title)
     user = make_end_user(session, product, "u" * 255)
     agent = "A" * agent_sends.MAX_AGENT_LENGTH
     agent_sends.send(
@@ -109,7 +114,7 @@ def test_the_audit_summary_keeps_the_agent_and_where_whatever_the_ids_length(ses
         select(AuditEvent.summary).where(AuditEvent.action == "note.sent_to_user")
     ).one()
     assert len(summary) == 500  # the log's limit: the user's id is cut, nothing before it
-    assert summary.startswith(f"“Export moved” (1.0.0): {agent} (sidebar) sent it to user uuu")
+    assert summary.startswith(f"“{shown}” (1.0.0): {agent} (sidebar) sent it to user uuu")
 
 
 def test_no_mail_unless_a_confirmed_subscriber_is_linked(session) -> None:
