@@ -22,7 +22,6 @@ from flask import Flask
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from announcements import agent_sends
 from announcements.models import (
     Acknowledgement,
     AgentSend,
@@ -36,13 +35,12 @@ from announcements.models import (
     ReadReceipt,
     Subscriber,
     SubscriberStatus,
-    utcnow,
 )
 from app.extensions import db
-from app.mail import jobs
 from tests.browser import PHONE, SCREENSHOTS
-from tests.factories import make_note, make_product
+from tests.factories import make_member, make_note, make_product
 from tests.mailserver import SmtpServer
+from tests.test_browser_console import log_in
 from tests.test_browser_widget import host_page, host_site, shadow_active, widget_settings
 
 pytestmark = pytest.mark.browser
@@ -397,11 +395,16 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 def test_a_note_sent_to_a_user_pops_up_and_is_mailed_once(
     page, live_app, live_server, host_site, smtp_server: SmtpServer, worker
 ):
+    title = "Exports now keep your filters"
+    agent = f"agent-{uuid.uuid4().hex[:6]}@example.com"
     with live_app.app_context():
-        product = make_product(db.session, allowed_origins=(host_site.url,), grace_releases=20)
-        note = make_note(
-            db.session, product, title="Exports now keep your filters", email_subscribers=False
+        product = make_product(
+            db.session,
+            owner=make_member(db.session, agent, name="Sam from support"),
+            allowed_origins=(host_site.url,),
+            grace_releases=20,
         )
+        note = make_note(db.session, product, title=title, email_subscribers=False)
         product_id, note_id, slug = product.id, note.id, product.slug
     user = f"sent-{uuid.uuid4().hex[:6]}"
     address = f"{user}@example.com"
@@ -418,42 +421,43 @@ def test_a_note_sent_to_a_user_pops_up_and_is_mailed_once(
 
     worker(smtp_server.url)
     with live_app.app_context():
-        end_user = db.session.scalar(
-            select(EndUser).where(EndUser.product_id == product_id, EndUser.external_id == user)
+        end_user_id = db.session.scalar(
+            select(EndUser.id).where(EndUser.product_id == product_id, EndUser.external_id == user)
         )
         db.session.add(
             Subscriber(
                 product_id=product_id,
                 email=address,
                 status=SubscriberStatus.CONFIRMED,
-                end_user_id=end_user.id,
+                end_user_id=end_user_id,
             )
         )
-        db.session.flush()
-        agent_sends.send(
-            db.session,
-            db.session.get_one(Product, product_id),
-            end_user,
-            note_id,
-            agent="Sam from support",
-            sent_by=None,
-            via="console",
-            now=utcnow(),
-        )
         db.session.commit()
-        jobs.wake()
+
+    # The agent sends it from the user's page in the console.
+    console = page.context.new_page()
+    log_in(console, live_server, agent)
+    console.goto(f"{live_server}/console/p/{slug}/support/users/{end_user_id}")
+    send = console.get_by_role("button", name=f"Send “{title}” to this user")
+    send.click()
+    sent_note = console.locator(f"#note-{note_id}")
+    expect(sent_note.locator(".un-sent")).to_contain_text(
+        "it pops up on their next page view, and it was e-mailed to their subscription"
+    )
 
     # Pinned: it pops up on the next page view, and reading it there is the send's read.
     with page.expect_request(lambda r: r.url.endswith("/reads")) as read:
         page.reload()
-    expect(modal).to_contain_text("Exports now keep your filters")
+    expect(modal).to_contain_text(title)
     expect(modal).to_contain_text("Sent to you by our support team")
     assert read.value.post_data_json["channel"] == "popup"
     shot(page, "widget-sent-by-support")
     modal.get_by_role("button", name="Got it").click()
-    sent = select(AgentSend.read_at, AgentSend.emailed).where(AgentSend.note_id == note_id)
-    wait_until(lambda: rows(live_app, sent)[0][0] is not None, 10, "the send's read")
-    assert rows(live_app, sent)[0][1] is True
+    sends = select(AgentSend.read_at, AgentSend.emailed, AgentSend.agent).where(
+        AgentSend.note_id == note_id
+    )
+    wait_until(lambda: rows(live_app, sends)[0][0] is not None, 10, "the send's read")
+    assert rows(live_app, sends)[0][1:] == (True, "Sam from support")
     page.reload()
     wait_for_notes(page)
     expect(modal).to_have_count(0)
@@ -463,6 +467,26 @@ def test_a_note_sent_to_a_user_pops_up_and_is_mailed_once(
         OutboxMessage.note_id == note_id, OutboxMessage.kind == OutboxKind.AGENT
     )
     wait_until(lambda: rows(live_app, outbox) == [(OutboxStatus.SENT,)], 60, "the e-mail sent")
+    # (The worker also sends what the demo's own products queued, to their addresses.)
     [mail] = smtp_server.recorder.to(address)
-    assert "Exports now keep your filters" in mail["Subject"]
-    assert len(smtp_server.recorder.received) == 1
+    assert title in mail["Subject"]
+
+    # Sent again: it pops up again, but the outbox holds one e-mail of a kind per
+    # subscriber and note, so no second one goes out.
+    console.get_by_role("button", name=f"Send “{title}” to this user").click()
+    expect(sent_note.locator(".un-sent")).to_contain_text("not e-mailed again, as it was before")
+    expect(sent_note.locator(".un-sends li")).to_have_count(2)
+    page.reload()
+    expect(modal).to_contain_text(title)
+    expect(modal).to_contain_text("Sent to you by our support team")
+    modal.get_by_role("button", name="Got it").click()
+    wait_until(
+        lambda: all(read_at is not None for read_at, *_ in rows(live_app, sends)),
+        10,
+        "the second send's read",
+    )
+    assert [emailed for _, emailed, _ in rows(live_app, sends)] == [True, False]
+    assert rows(live_app, outbox) == [(OutboxStatus.SENT,)]
+    time.sleep(2)  # the send woke the worker: time for it to send a second e-mail, were there one
+    assert len(smtp_server.recorder.to(address)) == 1
+    console.close()
