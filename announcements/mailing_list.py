@@ -76,7 +76,9 @@ CSV_COLUMNS = (
 
 
 def csv_safe(value: str) -> str:
-    """Keep a spreadsheet from reading a cell as a formula (CSV injection)."""
+    """Keep a spreadsheet from reading a cell as a formula (CSV injection); the writer
+    must quote every cell too (``csv.QUOTE_ALL``), or a ";" inside one starts a new cell
+    in the locales that separate with it."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
@@ -93,7 +95,9 @@ def export_csv(
 
 def _csv_lines(session: Session, product: Product) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    # Every cell quoted, as csv_safe alone is not enough: in a locale whose separator is
+    # ";" an unquoted "x;=cmd" splits into a cell that starts with "=".
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
 
     def line(values: Sequence[str]) -> str:
         buffer.seek(0)

@@ -6,17 +6,22 @@ user chooses "I understand" (:class:`~announcements.models.Acknowledgement`). It
 **exposed** users are those the widget showed it to or would have: seen since it went
 out (and, for a note that expires, first seen before it did), on a version that includes
 it or on none the host told us of, as Support impact counts exposure
-(:mod:`announcements.support_impact`), whose attributes match its audience; and anyone
-who acknowledged it, who was shown it by definition. **Not yet**: exposed users without
-an acknowledgement.
+(:mod:`announcements.support_impact`), whose attributes match its audience. Only their
+acknowledgements count: one from a user outside its audience (whose attributes changed
+since) is neither exposed nor acknowledged. **Not yet**: exposed users without an
+acknowledgement. Counting them reads every exposed user, so the hourly roll-up does it
+(:func:`count`, into the note's Support impact figures) and the page shows those figures
+with when they were counted (:func:`status`); only the owner's export reads them live.
 
 When ``escalate_after_days`` is set, the worker's minute (:func:`escalate_due`) e-mails
-the notice, once, to each exposed user still without an acknowledgement that many days
-after it went out, if they are linked to a confirmed subscriber: an
+the notice, once, to each exposed user still without an acknowledgement whose own
+exposure began that many days ago (when the widget showed it to them, which records a
+read; for one with no read yet, when it went out or when they were first seen, whichever
+is later), if they are linked to a confirmed subscriber: an
 :class:`~announcements.models.Escalation` row and an outbox message of kind
 :attr:`~announcements.models.OutboxKind.ESCALATION`, in one transaction. Whether the
-message is still owed (still published, still not acknowledged) is decided when it is
-sent (``app.mail.delivery``).
+message is still owed (still published and unexpired, still a notice, still not
+acknowledged) is decided when it is sent (``app.mail.delivery``).
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ from announcements.models import (
     Note,
     NoteStatus,
     OutboxKind,
+    ReadReceipt,
     Subscriber,
     SubscriberStatus,
+    SupportImpact,
     TeamMember,
     outward_clause,
     status_clause,
@@ -59,13 +66,32 @@ MAX_EXPORT_ATTRIBUTES = 20
 
 
 @dataclass(frozen=True)
-class NoticeStatus:
-    """Where a notice stands: ``exposed`` = ``acknowledged`` + ``not_yet``."""
+class Acknowledgements:
+    """Who was shown a notice and who acknowledged it: ``exposed`` = ``acknowledged`` +
+    ``not_yet``."""
 
     exposed: int
     acknowledged: int
     not_yet: int
+
+
+@dataclass(frozen=True)
+class NoticeStatus:
+    """Where a notice stands: its acknowledgements as the roll-up last counted them and
+    when (both None before it has), and how many users it was e-mailed to (now)."""
+
+    counted: Acknowledgements | None
+    counted_at: datetime | None
     escalated: int
+
+
+@dataclass(frozen=True)
+class Due:
+    """An escalation to write: the notice, its user and the subscriber it goes to."""
+
+    note: Note
+    end_user_id: int
+    subscriber_id: int
 
 
 @dataclass(frozen=True)
@@ -87,14 +113,18 @@ def escalates_at(note: Note) -> datetime | None:
     return note.published_at + timedelta(days=days)
 
 
-def _exposed(session: Session, note: Note) -> ColumnElement[bool]:
+def _exposed(
+    session: Session, note: Note, present: Sequence[str] | None = None
+) -> ColumnElement[bool]:
     """The note's product's users it went out to, audience aside (see the module's
-    docstring): Support impact's exposure, with the note's life for its window."""
+    docstring): Support impact's exposure, with the note's life for its window.
+    ``present``: the versions the product's users run, when the caller has them."""
     assert note.published_at is not None  # noqa: S101 - callers take published notes
-    present = support_impact.app_versions(session, note.product_id)
+    if present is None:
+        present = support_impact.app_versions(session, note.product_id)
     return and_(
         EndUser.product_id == note.product_id,
-        support_impact._exposed(
+        support_impact.exposed_clause(
             note.published_at,
             note.expires_at or _NEVER,
             support_impact.including(note.version, present),
@@ -117,25 +147,50 @@ def _concerned(session: Session, note: Note, statement: Select[Any]) -> Iterator
             yield row
 
 
-def status(session: Session, note: Note) -> NoticeStatus:
-    """Exposed, acknowledged, not yet and escalated users of a published notice."""
-    acknowledged = session.scalar(
-        select(func.count()).select_from(Acknowledgement).where(Acknowledgement.note_id == note.id)
+def count(
+    session: Session, note: Note, *, now: datetime, present: Sequence[str] | None = None
+) -> Acknowledgements | None:
+    """Count a notice's exposed users and which of them acknowledged it, reading every
+    exposed user (the hourly roll-up's work, not a page's); None for a note that is no
+    notice or has not gone out by ``now``."""
+    if not note.requires_acknowledgement or note.published_at is None or note.published_at > now:
+        return None
+    acknowledgement = and_(
+        Acknowledgement.note_id == note.id, Acknowledgement.end_user_id == EndUser.id
     )
+    if note.audience is None:
+        exposed, acknowledged = session.execute(
+            select(func.count(), func.count(Acknowledgement.end_user_id))
+            .select_from(EndUser)
+            .outerjoin(Acknowledgement, acknowledgement)
+            .where(_exposed(session, note, present))
+        ).one()
+    else:
+        exposed = acknowledged = 0
+        rows = (
+            select(Acknowledgement.end_user_id, EndUser.attributes)
+            .select_from(EndUser)
+            .outerjoin(Acknowledgement, acknowledgement)
+            .where(_exposed(session, note, present))
+        )
+        for row in _concerned(session, note, rows):
+            exposed += 1
+            acknowledged += row[0] is not None
+    return Acknowledgements(
+        exposed=exposed, acknowledged=acknowledged, not_yet=exposed - acknowledged
+    )
+
+
+def status(session: Session, note: Note, impact: SupportImpact | None) -> NoticeStatus:
+    """Where a published notice stands: its counts from its roll-up row ``impact``
+    (:func:`announcements.support_impact.note_impact`), and how many it was e-mailed to."""
     escalated = session.scalar(
         select(func.count()).select_from(Escalation).where(Escalation.note_id == note.id)
     )
-    waiting = select(EndUser.id, EndUser.attributes).where(
-        _exposed(session, note), _not_acknowledged(note)
-    )
-    if note.audience is None:
-        not_yet = session.scalar(select(func.count()).select_from(waiting.subquery()))
-    else:
-        not_yet = sum(1 for _ in _concerned(session, note, waiting))
+    counted = impact.figures.get("acknowledgement") if impact is not None else None
     return NoticeStatus(
-        exposed=(acknowledged or 0) + (not_yet or 0),
-        acknowledged=acknowledged or 0,
-        not_yet=not_yet or 0,
+        counted=Acknowledgements(**counted) if counted else None,
+        counted_at=impact.computed_at if counted and impact is not None else None,
         escalated=escalated or 0,
     )
 
@@ -204,8 +259,9 @@ def export_unacknowledged(
     now: datetime,
 ) -> Iterator[str]:
     """:func:`unacknowledged` as CSV, a line at a time. It names users, so the export is
-    in the audit log before the first line goes out; raise ValidationFailed on a bad
-    attribute, InvalidTransition for a note that is no notice or has not gone out."""
+    in the audit log before the first line goes out: the caller commits before streaming
+    it. Raise ValidationFailed on a bad attribute, InvalidTransition for a note that is no
+    notice or has not gone out."""
     chosen = chosen_attributes(attributes)
     if not note.requires_acknowledgement:
         raise InvalidTransition("This note asks nobody to acknowledge it.")
@@ -217,13 +273,14 @@ def export_unacknowledged(
     audit.record(
         session, note.product, by, "note.unacknowledged_exported", summary, note=note, now=now
     )
-    session.commit()
     return _csv_lines(unacknowledged(session, note, chosen))
 
 
 def _csv_lines(rows: Iterable[Sequence[str]]) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    # Every cell quoted: in a locale whose separator is ";" an unquoted "x;=cmd" would
+    # split into a cell that starts with "=", past csv_safe.
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
     for row in rows:
         buffer.seek(0)
         buffer.truncate()
@@ -240,9 +297,17 @@ def _insert_escalation(session: Session) -> Any:
 
 
 def escalate_due(session: Session, *, now: datetime) -> int:
-    """E-mail each notice whose days without acknowledgement have passed to its exposed
-    users still without one who are linked to a confirmed subscriber, once per user (the
-    first such subscriber); returns how many were queued. In the caller's transaction."""
+    """E-mail each notice to its users who are due (see :func:`due_escalations`), once per
+    user; returns how many were queued. In the caller's transaction."""
+    return escalate(session, due_escalations(session, now=now), now=now)
+
+
+def due_escalations(session: Session, *, now: datetime) -> list[Due]:
+    """The escalations owed at ``now``: for each published notice with days set, its
+    exposed users still without an acknowledgement or an escalation, exposed for at least
+    those days, who are linked to a confirmed subscriber (the first such, by id). Only
+    reads: the worker reads outside its turn to write, and writes them with
+    :func:`escalate`."""
     notes = session.scalars(
         select(Note)
         .where(
@@ -253,53 +318,67 @@ def escalate_due(session: Session, *, now: datetime) -> int:
         )
         .order_by(Note.id)
     ).all()
-    queued = 0
+    due: list[Due] = []
     for note in notes:
-        due = escalates_at(note)
-        if due is None or due > now:
+        starts = escalates_at(note)
+        if starts is None or starts > now:
             continue
         if note.expires_at is not None and note.expires_at <= now:
             continue  # the widget no longer shows it: nothing to acknowledge
-        queued += _escalate(session, note, now)
-    return queued
+        due.extend(_due_for(session, note, now))
+    return due
 
 
-def _escalate(session: Session, note: Note, now: datetime) -> int:
-    """Escalate one due notice; returns how many messages were queued."""
-    subscriber = (
-        select(func.min(Subscriber.id))
+def _due_for(session: Session, note: Note, now: datetime) -> list[Due]:
+    """One due notice's users to e-mail. Driven from the product's confirmed subscribers
+    linked to an end user (a few, through their index), not from its exposed users (a
+    million, every minute)."""
+    assert note.escalate_after_days is not None  # noqa: S101 - due notices have days
+    exposed_before = now - timedelta(days=note.escalate_after_days)
+    read = and_(ReadReceipt.note_id == note.id, ReadReceipt.end_user_id == EndUser.id)
+    # A user's exposure began when the widget showed them the notice (showing it records
+    # a read), or, with no read yet, when it went out or they were first seen, whichever
+    # is later; it went out before ``exposed_before`` already (the notice is due).
+    began = func.coalesce(ReadReceipt.read_at, EndUser.first_seen_at)
+    statement = (
+        select(EndUser.id, EndUser.attributes, Subscriber.id)
+        .select_from(Subscriber)
+        .join(EndUser, EndUser.id == Subscriber.end_user_id)
+        .outerjoin(ReadReceipt, read)
         .where(
-            Subscriber.end_user_id == EndUser.id,
             Subscriber.product_id == note.product_id,
             Subscriber.status == SubscriberStatus.CONFIRMED,
+            Subscriber.end_user_id.is_not(None),
+            _exposed(session, note),
+            began <= exposed_before,
+            _not_acknowledged(note),
+            ~exists().where(Escalation.note_id == note.id, Escalation.end_user_id == EndUser.id),
         )
-        .scalar_subquery()
+        .order_by(Subscriber.id)
     )
-    statement = select(EndUser.id, EndUser.attributes, subscriber).where(
-        _exposed(session, note),
-        _not_acknowledged(note),
-        ~exists().where(Escalation.note_id == note.id, Escalation.end_user_id == EndUser.id),
-        subscriber.is_not(None),
-    )
-    # Read first, then written: SQLite cannot write while a read is still open.
-    due = [
-        (user_id, subscriber_id)
-        for user_id, _, subscriber_id in _concerned(session, note, statement)
-    ]
+    due: dict[int, Due] = {}
+    for user_id, _, subscriber_id in _concerned(session, note, statement):
+        due.setdefault(user_id, Due(note, user_id, subscriber_id))
+    return list(due.values())
+
+
+def escalate(session: Session, due: Iterable[Due], *, now: datetime) -> int:
+    """Write the escalations ``due`` and queue their messages; one another worker wrote
+    first is left as it is. Returns how many were queued. In the caller's transaction."""
     insert, queued = _insert_escalation(session), 0
-    for user_id, subscriber_id in due:
+    for one in due:
         written = session.execute(
             insert,
             {
-                "note_id": note.id,
-                "end_user_id": user_id,
-                "subscriber_id": subscriber_id,
+                "note_id": one.note.id,
+                "end_user_id": one.end_user_id,
+                "subscriber_id": one.subscriber_id,
                 "escalated_at": now,
             },
         ).first()
         if written is not None:
             queued += mailing.queue_one(
-                session, note, subscriber_id, OutboxKind.ESCALATION, now=now
+                session, one.note, one.subscriber_id, OutboxKind.ESCALATION, now=now
             )
     return queued
 

@@ -68,6 +68,11 @@ few rows however many users a product has. Each row's ``figures`` is a JSON obje
     deflected) and how many still needed help (:func:`announcements.help.note_counts`).
     A release's are the sums over its notes: a person answers with one note, so its
     ``answered`` is exact; one shown two of its notes counts twice in the other two.
+``acknowledgement``
+    For a note that requires acknowledgement, ``{"exposed", "acknowledged", "not_yet"}``
+    (:func:`announcements.notices.count`): its exposed users as the widget showed it,
+    audience included, and which of them pressed "I understand"; null otherwise and for a
+    release. Counted here, hourly, because it reads every exposed user.
 ``daily``
     ``[{"date": "2026-09-17", "tickets": 3}, ...]``: the topic's tickets (all of them,
     matched or not) on each UTC day from ``P - W`` up to the window's end or the time of
@@ -77,6 +82,7 @@ few rows however many users a product has. Each row's ``figures`` is a JSON obje
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -102,9 +108,11 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from announcements import help, holdback, tickets, versions
+from announcements import help, holdback, notices, tickets, versions
 from announcements.models import (
     EndUser,
+    HelpRequest,
+    HelpShown,
     HoldbackAssignment,
     Note,
     NoteStatus,
@@ -119,6 +127,8 @@ from announcements.models import (
 
 CONFIDENCE = 0.95
 NOT_ENOUGH_DATA = "Not enough data yet."
+# What people typed when help showed them a note, listed on the note's page.
+HELP_QUERIES_LISTED = 20
 # Hold-back assignments are written this many users at a time: on SQLite each batch is a
 # short write, so widget calls waiting for the write lock wait for one batch, not for all.
 ASSIGNMENT_BATCH = 20_000
@@ -288,7 +298,7 @@ def including(version: str, present: Iterable[str]) -> list[str]:
     return [text for text in present if versions.is_valid(text) and versions.parse(text) >= wanted]
 
 
-def _exposed(published_at: datetime, end: datetime, on: Sequence[str]) -> ColumnElement[bool]:
+def exposed_clause(published_at: datetime, end: datetime, on: Sequence[str]) -> ColumnElement[bool]:
     """End users a note published at ``published_at`` went out to, on the versions ``on``:
     seen since, and first seen before its window ``end``d. A user who came later was never
     there to open a ticket in the window, and would count as a non-reader who opened none.
@@ -514,16 +524,17 @@ def _figures(
     present: Sequence[str],
     population: _Population,
     helped: Mapping[int, help.HelpCounts],
+    acknowledged: Mapping[int, notices.Acknowledgements],
     now: datetime,
 ) -> dict[str, Any]:
     """The figures of one scope: its users from the population, the help its notes gave
-    from ``helped`` (counted once for every scope), the rest from three or four aggregate
-    queries."""
+    from ``helped`` and a notice's acknowledgements from ``acknowledged`` (both counted
+    once for every scope), the rest from three or four aggregate queries."""
     start = scope.published_at
     window = timedelta(days=window_days)
     end = holdback.window_end(start, window_days)
     on = including(scope.version, present)
-    exposed = _exposed(start, end, on)
+    exposed = exposed_clause(start, end, on)
     topics = list(scope.topics)
     about = tickets.topic_clause(topics)
 
@@ -583,6 +594,7 @@ def _figures(
     non_readers = users - readers
     tickets_non_readers = tickets_exposed - tickets_readers
     ratio = rate_ratio(tickets_readers, readers, tickets_non_readers, non_readers)
+    counted = acknowledged.get(scope.note_id) if scope.note_id is not None else None
     return {
         "scope": scope.scope,
         "note_id": scope.note_id,
@@ -620,6 +632,7 @@ def _figures(
             else None
         ),
         "help": _help_figures(helped, scope.note_ids),
+        "acknowledgement": dataclasses.asdict(counted) if counted is not None else None,
         "daily": daily_tickets(session, product_id, topics, start - window, min(end, now)),
     }
 
@@ -699,7 +712,7 @@ def _assign(
     note_id, percent = scope.note_id, scope.holdback_percent
     exposed = and_(
         EndUser.product_id == product_id,
-        _exposed(
+        exposed_clause(
             scope.published_at,
             holdback.window_end(scope.published_at, window_days),
             including(scope.version, present),
@@ -779,6 +792,12 @@ def refresh(
             _assign(session, product_id, scope, present, window_days, now, write_turn)
     population = _population(session, product_id, scopes, timedelta(days=window_days))
     helped = help.note_counts(session, product_id, [note.id for note in notes])
+    acknowledged = {
+        note.id: counted
+        for note in notes
+        if note.requires_acknowledgement
+        and (counted := notices.count(session, note, now=now, present=present)) is not None
+    }
     rows = [
         {
             "product_id": product_id,
@@ -786,7 +805,15 @@ def refresh(
             "version": scope.version,
             "note_id": scope.note_id,
             "figures": _figures(
-                session, product_id, window_days, scope, present, population, helped, now
+                session,
+                product_id,
+                window_days,
+                scope,
+                present,
+                population,
+                helped,
+                acknowledged,
+                now,
             ),
             "computed_at": now,
         }
@@ -853,13 +880,52 @@ def report(session: Session, product: Product) -> list[ReleaseImpact]:
     ]
 
 
-def note_figures(session: Session, note: Note) -> dict[str, Any] | None:
-    """The note's figures as last rolled up; None before the worker has counted it."""
+def note_impact(session: Session, note: Note) -> SupportImpact | None:
+    """The note's roll-up row (its figures and when they were counted); None before the
+    worker has counted it."""
     return session.scalar(
-        select(SupportImpact.figures).where(
+        select(SupportImpact).where(
             SupportImpact.product_id == note.product_id, SupportImpact.note_id == note.id
         )
     )
+
+
+def note_figures(session: Session, note: Note) -> dict[str, Any] | None:
+    """The note's figures as last rolled up; None before the worker has counted it."""
+    impact = note_impact(session, note)
+    return impact.figures if impact is not None else None
+
+
+@dataclass(frozen=True)
+class HelpQuery:
+    """What a user about to contact support typed when help showed them a note, and how
+    it ended: ``outcome`` "answered" (by ``answered_note_id``), "needs_help", or None
+    (they closed it)."""
+
+    query: str
+    outcome: str | None
+    answered_note_id: int | None
+    asked_at: datetime
+
+
+def help_queries(
+    session: Session, note: Note, *, limit: int = HELP_QUERIES_LISTED
+) -> list[HelpQuery]:
+    """The latest ``limit`` queries for which help showed ``note``, newest first: what
+    users asked, in their words, that the note was offered for."""
+    rows = session.execute(
+        select(
+            HelpRequest.query,
+            HelpRequest.outcome,
+            HelpRequest.answered_note_id,
+            HelpRequest.created_at,
+        )
+        .join(HelpShown, HelpShown.help_request_id == HelpRequest.id)
+        .where(HelpShown.note_id == note.id)
+        .order_by(HelpRequest.created_at.desc(), HelpRequest.id.desc())
+        .limit(limit)
+    )
+    return [HelpQuery(*row) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from tests.conftest import csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 from tests.mailserver import SmtpServer
 from tests.test_console import _settings_form, field_errors
+from tests.test_notices import split_as_semicolon_locale
 
 
 @pytest.fixture
@@ -265,6 +266,19 @@ def test_subscribers_page_counts_searches_exports_and_removes(client, session, a
     assert answer.status_code == 404
     session.expire_all()
     assert session.get(Subscriber, stranger.id) is not None
+
+
+def test_the_subscriber_export_quotes_every_cell_against_a_semicolon_separator(
+    client, session, acme
+) -> None:
+    """Where ";" separates cells, an unquoted ``x;=cmd|...`` would split into a formula."""
+    _subscriber(session, acme, "x;=cmd|' /C calc'!A0@example.com")
+    session.commit()
+    text = client.get("/console/p/acme/subscribers.csv").get_data(as_text=True)
+    assert text.startswith('"email","status",')
+    cells = [cell for line in text.splitlines() for cell in split_as_semicolon_locale(line)]
+    assert any("x;=cmd" in cell for cell in cells)
+    assert not any(cell.startswith("=") for cell in cells)
 
 
 def test_viewers_see_subscribers_but_cannot_export_or_remove(client, session, auth) -> None:

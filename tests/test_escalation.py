@@ -5,10 +5,12 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import lxml.html
 from flask.testing import FlaskClient
@@ -77,8 +79,16 @@ def _world(session: Session, product: Product, published_at: datetime) -> Note:
         now=published_at,
     )
     seen = published_at + timedelta(hours=1)
+    first_seen = published_at - timedelta(days=1)  # exposed from publication on
     users = {
-        name: make_end_user(session, product, name, app_version=version, last_seen_at=seen)
+        name: make_end_user(
+            session,
+            product,
+            name,
+            app_version=version,
+            first_seen_at=first_seen,
+            last_seen_at=seen,
+        )
         for name, version in (
             ("ann", "2.0.0"),
             ("bob", "2.1.0"),
@@ -127,9 +137,72 @@ def test_a_notice_is_escalated_once_its_days_have_passed_and_once_only(session: 
         select(Subscriber.email, OutboxMessage.kind).join(OutboxMessage.subscriber)
     ).all()
     assert outbox == [("ann@example.com", OutboxKind.ESCALATION)]
-    assert notices.status(session, note) == notices.NoticeStatus(
-        exposed=4, acknowledged=1, not_yet=3, escalated=1
+    assert notices.count(session, note, now=due) == notices.Acknowledgements(
+        exposed=4, acknowledged=1, not_yet=3
     )
+    assert notices.status(session, note, None).escalated == 1
+
+
+def test_a_late_user_is_escalated_only_days_after_their_own_exposure(session: Session) -> None:
+    """N days count from when each user was shown the notice, not from its publication:
+    a user first seen yesterday, or shown it (a popup read) only yesterday, waits N days
+    from then."""
+    product = make_product(session)
+    now = utcnow()
+    published = now - timedelta(days=30)
+    note = _world(session, product, published)
+    yesterday = now - timedelta(days=1)
+    late = make_end_user(
+        session, product, "late", app_version="2.0.0", first_seen_at=yesterday, last_seen_at=now
+    )
+    shown = make_end_user(
+        session,
+        product,
+        "shown",
+        app_version="2.0.0",
+        first_seen_at=published - timedelta(days=5),
+        last_seen_at=now,
+    )
+    session.add(
+        ReadReceipt(note_id=note.id, end_user_id=shown.id, channel="popup", read_at=yesterday)
+    )
+    _subscriber(session, product, "late@example.com", late)
+    _subscriber(session, product, "shown@example.com", shown)
+
+    assert notices.escalate_due(session, now=now) == 1
+    session.commit()
+    assert _escalated(session, note) == ["ann"]
+    assert notices.escalate_due(session, now=yesterday + timedelta(days=DAYS, seconds=-1)) == 0
+    session.commit()
+    assert notices.escalate_due(session, now=yesterday + timedelta(days=DAYS)) == 2
+    session.commit()
+    assert _escalated(session, note) == ["ann", "late", "shown"]
+
+
+def test_a_user_with_two_subscribers_is_escalated_once_to_the_first(session: Session) -> None:
+    product = make_product(session)
+    note = _world(session, product, utcnow() - timedelta(days=30))
+    ann = session.scalar(select(EndUser).where(EndUser.external_id == "ann"))
+    _subscriber(session, product, "ann.work@example.com", ann)
+    assert notices.escalate_due(session, now=utcnow()) == 1
+    session.commit()
+    assert session.scalars(select(Subscriber.email).join(OutboxMessage.subscriber)).all() == [
+        "ann@example.com"
+    ]
+    assert _escalated(session, note) == ["ann"]
+
+
+def test_the_minute_reads_who_is_due_then_writes_them(session: Session) -> None:
+    product = make_product(session)
+    note = _world(session, product, utcnow() - timedelta(days=30))
+    ann = session.scalar(select(Subscriber.id).where(Subscriber.email == "ann@example.com"))
+    due = notices.due_escalations(session, now=utcnow())
+    assert [(d.note.id, d.subscriber_id) for d in due] == [(note.id, ann)]
+    assert _escalated(session, note) == []  # reading wrote nothing
+    done = delivery.housekeeping()
+    assert done["escalations"] == 1
+    assert _escalated(session, note) == ["ann"]
+    assert delivery.housekeeping()["escalations"] == 0
 
 
 def test_no_escalation_without_its_days_or_once_the_notice_is_gone(session: Session) -> None:
@@ -167,6 +240,53 @@ def test_an_escalation_acknowledged_before_it_goes_is_not_sent(
     assert smtp_server.recorder.received == []
 
 
+def _deliver_one(
+    session: Session, smtp_server: SmtpServer, note: Note, kind: OutboxKind
+) -> tuple[int, str | None]:
+    """Queue ``note`` as ``kind`` for ann and run the sender: (sent, why it was skipped)."""
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == "ann@example.com"))
+    assert subscriber is not None
+    assert mailing.queue_one(session, note, subscriber.id, kind, now=utcnow())
+    session.commit()
+    report = delivery.deliver_due(transport.Smtp(smtp_server.url))
+    session.expire_all()
+    return report.sent, session.scalar(select(OutboxMessage.last_error))
+
+
+def test_an_escalation_or_agent_note_that_expired_is_not_sent(
+    session: Session, smtp_server: SmtpServer
+) -> None:
+    product = make_product(session)
+    note = _world(session, product, utcnow() - timedelta(days=30))
+    note.expires_at = utcnow() - timedelta(minutes=1)
+    session.commit()
+    assert _deliver_one(session, smtp_server, note, OutboxKind.ESCALATION) == (
+        0,
+        "the note has expired",
+    )
+    session.execute(OutboxMessage.__table__.delete())
+    session.commit()
+    assert _deliver_one(session, smtp_server, note, OutboxKind.AGENT) == (
+        0,
+        "the note has expired",
+    )
+    assert smtp_server.recorder.received == []
+
+
+def test_an_escalation_of_a_note_no_longer_a_notice_is_not_sent(
+    session: Session, smtp_server: SmtpServer
+) -> None:
+    product = make_product(session)
+    note = _world(session, product, utcnow() - timedelta(days=30))
+    note.requires_acknowledgement = False
+    session.commit()
+    assert _deliver_one(session, smtp_server, note, OutboxKind.ESCALATION) == (
+        0,
+        "the note no longer asks to be acknowledged",
+    )
+    assert smtp_server.recorder.received == []
+
+
 def _unsent(session: Session) -> int:
     session.rollback()  # a fresh snapshot
     waiting = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
@@ -191,10 +311,13 @@ def test_the_worker_escalates_a_notice_by_email_once_and_the_page_lists_who(
         wait_for(lambda: _unsent(session) == 0, 60, "the outbox recorded")
         first.kill()
         first.wait(timeout=30)
-        # A second worker's first minute finds nothing more to send.
+        # A second worker's first minute finds nothing more to send: waited for until
+        # Huey says its minute ran (housekeeping, then sending), which it logs even when
+        # the minute did nothing.
         second = start_worker(server.url)
         log = tmp_path / "worker-1.log"
-        wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the second worker")
+        minute = re.compile(rb"tidings\.tick: \S+ executed in")
+        wait_for(lambda: minute.search(log.read_bytes()) is not None, 60, "the second minute")
         assert _unsent(session) == 0
         second.kill()
         second.wait(timeout=30)
@@ -203,6 +326,7 @@ def test_the_worker_escalates_a_notice_by_email_once_and_the_page_lists_who(
     assert [r.recipients for r in received] == [["ann@example.com"]]
     message = received[0].message
     assert message["Subject"] == "Action needed: New terms of service"
+    assert _preheader(message).startswith("Please confirm you have read this: open Acme")
     text = message.get_body(("plain",))
     assert text is not None
     assert "Please confirm you have read this: open Acme" in text.get_content()
@@ -245,4 +369,15 @@ def test_the_worker_sends_a_note_an_agent_sent(
     html = message.get_body(("html",))
     assert html is not None
     assert "The Acme support team sent you this note" in html.get_content()
+    assert _preheader(message) == "The Acme support team sent you this note, as it concerns you."
     assert "Exports work again." in html.get_content()
+
+
+def _preheader(message: Any) -> str:
+    """The hidden line a mail client shows beside the subject in the inbox."""
+    html = message.get_body(("html",))
+    assert html is not None
+    [hidden] = lxml.html.fromstring(html.get_content()).xpath(
+        '//body/div[contains(@style, "display:none")]'
+    )
+    return str(hidden.text_content())

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from announcements import apikeys, note_rules, notices, targeting, versions
+from announcements import apikeys, note_rules, notices, support_impact, targeting, versions
 from announcements.models import (
     Acknowledgement,
     AuditEvent,
@@ -258,7 +258,8 @@ PEOPLE = [
     ("eve", "2.4.0", {"plan": "free"}, True, False),  # outside the audience
     ("fay", "2.4.0", {"plan": "pro"}, False, False),  # not seen since it went out
     ("-gus", "3.0.0", {"plan": "pro", "team": "+ops"}, True, False),
-    ("hal", "2.4.0", {"plan": "free"}, True, True),  # acknowledged: shown it, whatever its plan
+    # Acknowledged, but outside the audience now: neither exposed nor acknowledged.
+    ("hal", "2.4.0", {"plan": "free"}, True, True),
     ("ivy", "2.6.0", {}, True, False),  # no plan: outside the audience
 ]
 AUDIENCE = {"match": "all", "conditions": [{"attribute": "plan", "op": "eq", "value": "pro"}]}
@@ -298,7 +299,6 @@ def _world(session: Session, product: Product) -> Note:
 
 def _expected(note: Note) -> dict[str, set[str]]:
     """Who should count, worked out from PEOPLE without the code under test's queries."""
-    acknowledged = {p[0] for p in PEOPLE if p[4]}
     shown = {
         external_id
         for external_id, version, attributes, seen, _ in PEOPLE
@@ -306,29 +306,61 @@ def _expected(note: Note) -> dict[str, set[str]]:
         and (version is None or versions.parse(version) >= versions.parse(note.version))
         and targeting.matches(note.audience, attributes)
     }
+    acknowledged = {p[0] for p in PEOPLE if p[4]} & shown
     return {"acknowledged": acknowledged, "not_yet": shown - acknowledged}
 
 
 def test_the_counts_match_a_count_made_from_the_data(session: Session, product: Product) -> None:
     note = _world(session, product)
     expected = _expected(note)
-    assert expected["not_yet"] == {"bob", "cy", "-gus"}  # the test's own data, read by hand
-    assert notices.status(session, note) == notices.NoticeStatus(
+    # The test's own data, read by hand: hal acknowledged, but is outside the audience.
+    assert expected == {"acknowledged": {"ann"}, "not_yet": {"bob", "cy", "-gus"}}
+    assert notices.count(session, note, now=utcnow()) == notices.Acknowledgements(
         exposed=len(expected["acknowledged"]) + len(expected["not_yet"]),
         acknowledged=len(expected["acknowledged"]),
         not_yet=len(expected["not_yet"]),
-        escalated=0,
     )
     # Without an audience, the count is made in SQL: everyone on a recent version.
     note.audience = None
     session.commit()
-    assert notices.status(session, note).not_yet == 5  # bob cy eve -gus ivy
+    assert notices.count(session, note, now=utcnow()) == notices.Acknowledgements(
+        exposed=7,
+        acknowledged=2,
+        not_yet=5,  # ann hal; bob cy eve -gus ivy
+    )
+    assert notices.count(session, note, now=note.published_at - timedelta(seconds=1)) is None
+
+
+def test_the_roll_up_stores_the_counts_the_page_shows_with_their_time(
+    client: FlaskClient, session: Session, product: Product
+) -> None:
+    note = _world(session, product)
+    page = client.get(f"/console/p/acme/support/impact/notes/{note.id}").get_data(as_text=True)
+    assert "Not counted yet" in page and 'data-count="not_yet"' not in page
+    counted_at = utcnow() - timedelta(minutes=5)
+    support_impact.refresh(session, product, now=counted_at)
+    figures = support_impact.note_figures(session, note)
+    assert figures is not None
+    assert figures["acknowledgement"] == {"exposed": 4, "acknowledged": 1, "not_yet": 3}
+    # A later acknowledgement shows at the next count, not on the next view.
+    bob = session.scalar(select(EndUser).where(EndUser.external_id == "bob"))
+    assert bob is not None
+    session.add(Acknowledgement(note_id=note.id, end_user_id=bob.id))
+    session.commit()
+    page = lxml.html.fromstring(
+        client.get(f"/console/p/acme/support/impact/notes/{note.id}").get_data()
+    )
+    assert page.xpath('string(//dd[@data-count="acknowledged"])').strip() == "1"
+    said = page.xpath('string(//p[contains(@class, "counted-at")])')
+    assert said.startswith(f"Counted {counted_at:%d %b %Y}")
+    assert f"{counted_at:%H:%M}" in said
 
 
 def test_the_support_page_shows_the_acknowledgement_and_the_help_counts(
     client: FlaskClient, session: Session, product: Product
 ) -> None:
     note = _world(session, product)
+    support_impact.refresh(session, product, now=utcnow())
     ann = session.scalar(select(EndUser).where(EndUser.external_id == "ann"))
     assert ann is not None
     session.add(Escalation(note_id=note.id, end_user_id=ann.id, subscriber_id=None))
@@ -352,9 +384,9 @@ def test_the_support_page_shows_the_acknowledgement_and_the_help_counts(
         dd.get("data-count"): dd.text_content().strip() for dd in page.xpath("//dd[@data-count]")
     }
     assert counts == {
-        "acknowledged": "2",
+        "acknowledged": "1",
         "not_yet": "3",
-        "exposed": "5",
+        "exposed": "4",
         "escalated": "1",
         "shown": "4",
         "answered": "1",
@@ -399,6 +431,8 @@ def test_the_export_lists_who_has_not_acknowledged_formula_safe(
         ["cy", "", "pro"],
     ]
     assert [row[0].lstrip("'") for row in rows[1:]] == sorted(_expected(note)["not_yet"])
+    # The audit event was committed before the file went out.
+    session.rollback()
     audit = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id.desc())).first()
     assert audit == "note.unacknowledged_exported"
 
@@ -440,6 +474,7 @@ def test_only_owners_export_while_everyone_sees_the_counts(
     client: FlaskClient, auth: AuthActions, session: Session, product: Product, role: Role
 ) -> None:
     note = _world(session, product)
+    support_impact.refresh(session, product, now=utcnow())
     member = add_member(session, product, role)
     auth.logout()
     auth.login(member.email)
@@ -457,3 +492,87 @@ def test_another_products_note_is_not_found(
     note = make_note(session, other, requires_acknowledgement=True)
     assert _export(client, note).status_code == 404
     assert client.get(f"/console/p/acme/support/impact/notes/{note.id}").status_code == 404
+
+
+def test_the_export_quotes_every_cell_against_a_semicolon_separator(
+    client: FlaskClient, session: Session, product: Product
+) -> None:
+    """In a locale whose separator is ";", an unquoted ``x;=cmd|...`` would be two cells,
+    the second a formula; quoted, it stays one cell of text."""
+    note = _world(session, product)
+    bob = session.scalar(select(EndUser).where(EndUser.external_id == "bob"))
+    assert bob is not None
+    bob.attributes = {"plan": "pro", "team": "x;=cmd|' /C calc'!A0"}
+    session.commit()
+    text = _export(client, note, "team").get_data(as_text=True)
+    assert '"bob","x;=cmd|\' /C calc\'!A0"\r\n' in text
+    assert text.startswith('"external_id","team"\r\n')
+    cells = [cell for line in text.splitlines() for cell in split_as_semicolon_locale(line)]
+    assert any("x;=cmd" in cell for cell in cells)
+    assert not any(cell.startswith("=") for cell in cells)
+
+
+def split_as_semicolon_locale(line: str) -> list[str]:
+    """A CSV line's cells as a spreadsheet set to ";" reads them: a quote opens or closes
+    a quoted stretch, in which ";" is text; the quotes themselves are not kept."""
+    cells, cell, quoted = [], "", False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            cells.append(cell)
+            cell = ""
+        else:
+            cell += char
+    return [*cells, cell]
+
+
+def _help_request(
+    session: Session, product: Product, note: Note, query: str, outcome: str | None, hours: int
+) -> None:
+    request = HelpRequest(
+        product_id=product.id,
+        token=f"token-{query[:20]}-{hours}",
+        query=query,
+        outcome=outcome,
+        answered_note_id=note.id if outcome == "answered" else None,
+        created_at=utcnow() - timedelta(hours=hours),
+    )
+    session.add(request)
+    session.flush()
+    session.add(HelpShown(help_request_id=request.id, note_id=note.id, position=0))
+    session.commit()
+
+
+def test_owners_see_what_users_typed_when_help_showed_the_note(
+    client: FlaskClient, auth: AuthActions, session: Session, product: Product
+) -> None:
+    note = make_note(session, product, title="Export fixed")
+    other = make_note(session, product, title="Other")
+    _help_request(session, product, note, "<b>export</b> is empty", "answered", 1)
+    _help_request(session, product, note, "csv broken", "needs_help", 2)
+    _help_request(session, product, note, "closed it", None, 3)
+    for hour in range(4, 25):
+        _help_request(session, product, note, f"older {hour}", None, hour)
+    _help_request(session, product, other, "not this note", "answered", 0)
+
+    page = lxml.html.fromstring(
+        client.get(f"/console/p/acme/support/impact/notes/{note.id}").get_data()
+    )
+    rows = page.xpath('//table[contains(@class, "help-queries")]/tbody/tr')
+    assert len(rows) == 20
+    said = [[cell.text_content() for cell in row[:2]] for row in rows[:3]]
+    assert said == [
+        ["<b>export</b> is empty", "This note answered it"],  # as typed: text, not markup
+        ["csv broken", "Still needed help"],
+        ["closed it", "Closed it"],
+    ]
+    assert rows[-1][0].text_content() == "older 20"
+    assert not page.xpath('//table[contains(@class, "help-queries")]//b')
+
+    editor = add_member(session, product, Role.EDITOR)
+    auth.logout()
+    auth.login(editor.email)
+    html = client.get(f"/console/p/acme/support/impact/notes/{note.id}").get_data(as_text=True)
+    assert "help-queries" not in html and "csv broken" not in html
+    assert "Owners see what users typed" in html

@@ -18,7 +18,15 @@ import pytest
 from scipy import stats
 from sqlalchemy import func, insert, select, text, update
 
-from announcements import apikeys, holdback, services, support_impact, tickets, versions
+from announcements import (
+    apikeys,
+    holdback,
+    notices,
+    services,
+    support_impact,
+    tickets,
+    versions,
+)
 from announcements.models import (
     EndUser,
     HelpRequest,
@@ -32,6 +40,7 @@ from announcements.models import (
 from app.mail.jobs import JOBS_KEY, Jobs, request_refresh
 from tests.conftest import AuthActions
 from tests.factories import add_member, make_note, make_product
+from tests.test_notices import split_as_semicolon_locale
 
 WINDOW = timedelta(days=14)
 P_A = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)  # "Export to CSV", 2.4.0, topic export
@@ -840,3 +849,40 @@ def test_the_impact_page_shows_deflections(client, auth: AuthActions, session, w
     shown_a = sum("A" in shown for shown, _, _ in drawn)
     assert f"<strong>{answered_a:,}</strong>" in html
     assert f"of {shown_a:,} shown" in html
+
+
+def test_the_impact_csv_quotes_every_cell_against_a_semicolon_separator(
+    client, auth: AuthActions, session, world
+) -> None:
+    """A title ``x;=cmd|...`` stays one cell of text where ";" separates cells."""
+    world.notes["A"].title = "x;=cmd|' /C calc'!A0"
+    session.commit()
+    support_impact.refresh(session, world.product, now=NOW)
+    viewer = add_member(session, world.product, Role.VIEWER)
+    auth.login(viewer.email)
+    text = client.get("/console/p/acme/support/impact.csv").get_data(as_text=True)
+    assert "\"x;=cmd|' /C calc'!A0\"" in text
+    cells = [cell for line in text.splitlines() for cell in split_as_semicolon_locale(line)]
+    assert any("x;=cmd" in cell for cell in cells)
+    assert not any(cell.startswith("=") for cell in cells)
+
+
+def test_only_a_notice_has_acknowledgement_figures(session, world) -> None:
+    notice = world.notes["A"]
+    notice.requires_acknowledgement = True
+    session.commit()
+    counted = notices.count(session, notice, now=NOW)
+    assert counted is not None and counted.exposed > 0
+    support_impact.refresh(session, world.product, now=NOW)
+    figures = {
+        row.scope: row.figures["acknowledgement"]
+        for row in session.scalars(
+            select(SupportImpact).where(SupportImpact.product_id == world.product.id)
+        )
+    }
+    assert figures.pop(f"note:{notice.id}") == {
+        "exposed": counted.exposed,
+        "acknowledged": 0,
+        "not_yet": counted.exposed,
+    }
+    assert figures and set(figures.values()) == {None}

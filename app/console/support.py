@@ -107,7 +107,8 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
     non-readers, the hold-back experiment, how often it answered a user about to write
     in; for a notice, who has acknowledged it; and which group a given user is in."""
     note = owned(db.session(), Note, product, note_id)
-    figures = support_impact.note_figures(db.session(), note)
+    impact = support_impact.note_impact(db.session(), note)
+    figures = impact.figures if impact is not None else None
     now = utcnow()
     lookup = request.args.get("user", "")
     groups, lookup_error = None, None
@@ -117,22 +118,26 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
             lookup_error = f"A user id is text of at most {tickets.MAX_USER_ID_LENGTH} characters."
         else:
             groups = support_impact.user_groups(db.session(), product, lookup, now=now)
-    # Counting who has not acknowledged reads every exposed user: only for a notice.
+    # The acknowledgements were counted by the roll-up: counting them reads every
+    # exposed user, seconds at a million, too long for a page any member may open.
     published = note.published_at
     asked = note.requires_acknowledgement and published is not None and published <= now
-    can_export = asked and g.role.allows(Role.OWNER)
+    is_owner = g.role.allows(Role.OWNER)
+    can_export = asked and is_owner
     return render_template(
         "console/support_note.html",
         product=product,
         note=note,
-        notice=notices.status(db.session(), note) if asked else None,
+        notice=notices.status(db.session(), note, impact) if asked else None,
         escalated=notices.escalated(db.session(), note) if asked else [],
         escalates_at=notices.escalates_at(note),
         now=now,
         attribute_names=notices.attribute_names(db.session(), note) if can_export else [],
         can_export=can_export,
-        is_owner=g.role.allows(Role.OWNER),
+        is_owner=is_owner,
         help_counts=note_counts(db.session(), product.id, [note.id])[note.id],
+        # What users typed is theirs: owners only, as the list of who has not acknowledged.
+        help_queries=support_impact.help_queries(db.session(), note) if is_owner else [],
         f=figures,
         daily=daily_figure(figures) if figures else None,
         readers=(
@@ -181,6 +186,7 @@ def support_unacknowledged_csv(product: Product, note_id: int) -> ResponseReturn
             by=current_member(),
             now=utcnow(),
         )
+        db.session.commit()  # the export is in the audit log before a line goes out
         filename = f"{product.slug}-note-{note.id}-not-acknowledged-{utcnow():%Y-%m-%d}.csv"
         return current_app.response_class(
             stream_with_context(lines),
@@ -321,6 +327,9 @@ CSV_FIELDS = (
     "help.shown",
     "help.answered",
     "help.needs_help",
+    "acknowledgement.exposed",
+    "acknowledgement.acknowledged",
+    "acknowledgement.not_yet",
     "holdback.percent",
     "holdback.treated.users",
     "holdback.treated.tickets",
@@ -357,7 +366,9 @@ def _cell(figures: dict[str, Any], path: str) -> str:
 def impact_csv(releases: Sequence[support_impact.ReleaseImpact]) -> str:
     """Each release's figures, then each of its notes', one row each."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    # Every cell quoted: with ";" as the separator (some Excel locales) an unquoted title
+    # "x;=cmd" would split into a cell starting with "=", past csv_safe.
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
     writer.writerow([*(path.replace(".", "_") for path in CSV_FIELDS), "computed_at"])
     for release in releases:
         for figures in (release.figures, *release.notes):

@@ -82,9 +82,16 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
                 return None, "the subscriber's preferences changed"
             if not mailing.unread(session, subscriber, [note]):
                 return None, "already read in the app"
-        # An agent's note is owed as long as it is out: the agent chose this user.
-        if row.kind is OutboxKind.ESCALATION and notices.acknowledged_by(session, note, subscriber):
-            return None, "acknowledged in the app"
+        # An agent's note is owed, read or not, while it is out (the agent chose this
+        # user); once it expired the widget no longer shows it, nor a notice.
+        expired = note.expires_at is not None and note.expires_at <= now
+        if expired and row.kind in (OutboxKind.AGENT, OutboxKind.ESCALATION):
+            return None, "the note has expired"
+        if row.kind is OutboxKind.ESCALATION:
+            if not note.requires_acknowledgement:
+                return None, "the note no longer asks to be acknowledged"
+            if notices.acknowledged_by(session, note, subscriber):
+                return None, "acknowledged in the app"
         message_id = compose.message_id_for(row.id)
         return compose.release_note(subscriber, note, message_id, kind=row.kind), ""
     listed = (row.payload or {}).get("note_ids") or []
@@ -336,9 +343,14 @@ def housekeeping() -> dict[str, int]:
         notes = mailing.queue_due_notes(db.session(), now=utcnow())
     with write_turn():
         digests = mailing.queue_digests(db.session(), now=utcnow())
-    with write_turn():
-        escalations = notices.escalate_due(db.session(), now=utcnow())
-        db.session.commit()
+    # Who is due is read outside the turn: other writers need not wait for the read.
+    now = utcnow()
+    due = notices.due_escalations(db.session(), now=now)
+    escalations = 0
+    if due:
+        with write_turn():
+            escalations = notices.escalate(db.session(), due, now=now)
+            db.session.commit()
     return {
         "released": released,
         "note_messages": notes,
