@@ -684,6 +684,9 @@ def test_the_api_answers_the_roll_up_with_its_scope(client, session, world) -> N
         stored["difference"]["percent_fewer"]
     )
     assert shown["verdict"] == stored["verdict"] and shown["holdback"] is None
+    # Help and acknowledgement figures pass through as stored: none shown, no notice here.
+    assert shown["help"] == {"shown": 0, "answered": 0, "needs_help": 0}
+    assert shown["acknowledgement"] is None
     assert shown["version"] == "2.4.0" and shown["title"] == "Export to CSV"
     held = by_id[c.id]["holdback"]
     assert held["percent"] == 20 and set(held) >= {"treated", "control", "effect", "verdict"}

@@ -344,6 +344,14 @@ class ImpactHelp(BaseModel):
     needs_help: int = Field(description="Times someone shown it still needed help.")
 
 
+class ImpactAcknowledgement(BaseModel):
+    """Who of a must-acknowledge note's exposed users pressed "I understand"."""
+
+    exposed: int
+    acknowledged: int
+    not_yet: int
+
+
 class ImpactFigures(BaseModel):
     note_id: int | None = Field(description="Null for a whole release.")
     note_ids: list[int] = Field(description="The published notes counted.")
@@ -372,6 +380,9 @@ class ImpactFigures(BaseModel):
     unmatched_tickets: int
     holdback: ImpactHoldback | None
     help: ImpactHelp | None = Field(None, description="Null until the next roll-up counts it.")
+    acknowledgement: ImpactAcknowledgement | None = Field(
+        None, description="For a note that requires acknowledgement; null otherwise."
+    )
 
 
 class SupportImpactReport(BaseModel):
