@@ -187,10 +187,7 @@ def listed(
     """
     if state is None:
         return None
-    try:
-        app_version = versions.parse(state.app_version) if state.app_version else None
-    except versions.InvalidVersion:
-        app_version = None  # as the widget treats a user whose host sent no version
+    app_version = versions.of_user(state.app_version)
     ids = {note.id for note in catalogue.visible(app_version, state.attributes, now)}
     if to_help:
         ids -= catalogue.withheld(state.external_id, now) - state.pinned

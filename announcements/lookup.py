@@ -234,10 +234,7 @@ def _view(session: Session, product: Product, end_user: EndUser, now: datetime) 
     loaded = catalogue.load(session.connection(), product.widget_key, base_url="")
     if loaded is None:
         raise NotFound("There is no such product.")
-    try:
-        app_version = versions.parse(end_user.app_version) if end_user.app_version else None
-    except versions.InvalidVersion:
-        app_version = None  # as the widget treats a user whose host sent no version
+    app_version = versions.of_user(end_user.app_version)
     attributes = {name: str(value) for name, value in (end_user.attributes or {}).items()}
     return _View(loaded, app_version, attributes, loaded.visible(app_version, attributes, now))
 

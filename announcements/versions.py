@@ -212,6 +212,17 @@ def parse(raw: str) -> ProductVersion:
         raise InvalidVersion(raw) from None
 
 
+def of_user(stored: str | None) -> ProductVersion | None:
+    """The version stored for an end user, as the widget treats it: None when the host
+    sent none, or sent one that does not parse (then the user sees every version's notes)."""
+    if not stored:
+        return None
+    try:
+        return parse(stored)
+    except InvalidVersion:
+        return None
+
+
 def normalise(raw: str) -> str:
     """Return ``raw`` stripped, after checking it parses; the spelling is the team's own."""
     parse(raw)
