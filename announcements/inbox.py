@@ -131,16 +131,8 @@ def inbox(
     if len(visible) > limit:
         key = _cursor_key(page[-1])
         next_cursor = f"{key[0]}.{key[1]}"
-    return Inbox(
-        entries=[(note, note.id in marks.read_ids, marks.reactions.get(note.id)) for note in page],
-        unread_count=marks.unread_count,
-        next_cursor=next_cursor,
-        stamp=catalogue.stamp,
-        product=catalogue.product,
-        quiet=marks.quiet,
-        acknowledged=marks.acknowledged,
-        pinned=marks.pinned,
-    )
+    entries = [(note, note.id in marks.read_ids, marks.reactions.get(note.id)) for note in page]
+    return _page(catalogue, marks, entries, next_cursor)
 
 
 def unread(
@@ -162,10 +154,21 @@ def unread(
     marks = _marks(catalogue, state, visible, now)
     new = {note.id for note in visible} - marks.read_ids - marks.quiet
     chosen = (note for note in among if note.id in new)
+    entries = [(note, False, marks.reactions.get(note.id)) for note in islice(chosen, limit)]
+    return _page(catalogue, marks, entries, None)
+
+
+def _page(
+    catalogue: Catalogue,
+    marks: _Marks,
+    entries: list[tuple[CatalogueNote, bool, str | None]],
+    next_cursor: str | None,
+) -> Inbox:
+    """The answer for ``entries``, with the user's marks and the catalogue's header."""
     return Inbox(
-        entries=[(note, False, marks.reactions.get(note.id)) for note in islice(chosen, limit)],
+        entries=entries,
         unread_count=marks.unread_count,
-        next_cursor=None,
+        next_cursor=next_cursor,
         stamp=catalogue.stamp,
         product=catalogue.product,
         quiet=marks.quiet,
