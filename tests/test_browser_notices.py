@@ -9,9 +9,7 @@ instance/screenshots/ beside the others, to be looked at after a run.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +40,7 @@ from tests.factories import make_member, make_note, make_product
 from tests.mailserver import SmtpServer
 from tests.test_browser_console import log_in
 from tests.test_browser_widget import host_page, host_site, shadow_active, widget_settings
+from tests.worker import launch, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -49,7 +48,6 @@ __all__ = ["host_site"]  # a fixture, used by name
 
 DESKTOP = {"width": 1280, "height": 800}
 SIZES = pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-FLASK = str(Path(sys.executable).with_name("flask"))
 
 
 def wait_for_notes(page) -> None:
@@ -351,45 +349,24 @@ def worker(live_app: Flask, live_server: str, tmp_path: Path) -> Iterator[Callab
     started: list[subprocess.Popen] = []
 
     def start(smtp_url: str) -> None:
-        env = {
-            **os.environ,
-            "TIDINGS_ENV": "testing",
-            "SECRET_KEY": live_app.config["SECRET_KEY"],
-            "DATABASE_URL": live_app.config["SQLALCHEMY_DATABASE_URI"],
-            "BASE_URL": live_server,
-            "SMTP_URL": smtp_url,
-            "MAIL_RATE": "0",
-        }
         log = tmp_path / "worker.log"
-        with log.open("wb") as output:
-            started.append(
-                subprocess.Popen(
-                    [
-                        FLASK,
-                        "--app",
-                        f"app:create_app(instance_path={live_app.instance_path!r})",
-                        "worker",
-                    ],
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
+        started.append(
+            launch(
+                smtp_url,
+                log,
+                database_url=live_app.config["SQLALCHEMY_DATABASE_URI"],
+                instance=Path(live_app.instance_path),
+                SECRET_KEY=live_app.config["SECRET_KEY"],
+                BASE_URL=live_server,
             )
+        )
         # The consumer says it started once the worker's first sweep is over.
-        wait_until(lambda: b"consumer started" in log.read_bytes(), 60, "the worker")
+        wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the worker")
 
     yield start
     for process in started:
         process.terminate()
         process.wait(timeout=30)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_note_sent_to_a_user_pops_up_and_is_mailed_once(
@@ -456,7 +433,7 @@ def test_a_note_sent_to_a_user_pops_up_and_is_mailed_once(
     sends = select(AgentSend.read_at, AgentSend.emailed, AgentSend.agent).where(
         AgentSend.note_id == note_id
     )
-    wait_until(lambda: rows(live_app, sends)[0][0] is not None, 10, "the send's read")
+    wait_for(lambda: rows(live_app, sends)[0][0] is not None, 10, "the send's read")
     assert rows(live_app, sends)[0][1:] == (True, "Sam from support")
     page.reload()
     wait_for_notes(page)
@@ -466,7 +443,7 @@ def test_a_note_sent_to_a_user_pops_up_and_is_mailed_once(
     outbox = select(OutboxMessage.status).where(
         OutboxMessage.note_id == note_id, OutboxMessage.kind == OutboxKind.AGENT
     )
-    wait_until(lambda: rows(live_app, outbox) == [(OutboxStatus.SENT,)], 60, "the e-mail sent")
+    wait_for(lambda: rows(live_app, outbox) == [(OutboxStatus.SENT,)], 60, "the e-mail sent")
     # (The worker also sends what the demo's own products queued, to their addresses.)
     [mail] = smtp_server.recorder.to(address)
     assert title in mail["Subject"]
@@ -480,7 +457,7 @@ def test_a_note_sent_to_a_user_pops_up_and_is_mailed_once(
     expect(modal).to_contain_text(title)
     expect(modal).to_contain_text("Sent to you by our support team")
     modal.get_by_role("button", name="Got it").click()
-    wait_until(
+    wait_for(
         lambda: all(read_at is not None for read_at, *_ in rows(live_app, sends)),
         10,
         "the second send's read",

@@ -18,28 +18,39 @@ import pytest
 FLASK = str(Path(sys.executable).with_name("flask"))
 
 
+def launch(
+    smtp_url: str, log: Path, *, database_url: str, instance: Path, **settings: str
+) -> subprocess.Popen:
+    """Start one `flask worker` on ``database_url`` with the job queue of the app instance
+    at ``instance``, sending to ``smtp_url``, its output in ``log``."""
+    env = {
+        **os.environ,
+        "TIDINGS_ENV": "testing",
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": database_url,
+        "SMTP_URL": smtp_url,
+        "MAIL_RATE": "0",
+        **settings,
+    }
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [FLASK, "--app", f"app:create_app(instance_path={str(instance)!r})", "worker"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
 @pytest.fixture
 def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen]]:
     """Start `flask worker` processes on the test database; all are stopped after the test."""
     started: list[subprocess.Popen] = []
-    instance = tmp_path / "worker-instance"
 
     def start(smtp_url: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "TIDINGS_ENV": "testing",
-            "SECRET_KEY": "test-secret",
-            "DATABASE_URL": database_url,
-            "SMTP_URL": smtp_url,
-            "MAIL_RATE": "0",
-        }
-        with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
-            process = subprocess.Popen(
-                [FLASK, "--app", f"app:create_app(instance_path={str(instance)!r})", "worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        log = tmp_path / f"worker-{len(started)}.log"
+        process = launch(
+            smtp_url, log, database_url=database_url, instance=tmp_path / "worker-instance"
+        )
         started.append(process)
         return process
 
