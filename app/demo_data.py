@@ -1308,9 +1308,9 @@ def _sent_notes(session: Session, product: Product, now: datetime) -> list[Note]
 # its read (as a popup: the modal marks it read); most pressed "I understand" at once or on
 # a later page view, some keep closing it. Customers who subscribed to Lumen's notes from
 # the widget are linked to their end user, and those of them still without an
-# acknowledgement after the notice's seven days were e-mailed it, as the worker does it
-# (notices.escalate_due); half of those came back and acknowledged it soon after. The
-# e-mails are marked sent: the demo mails nobody.
+# acknowledgement seven days after it was first shown to them were e-mailed it, as the
+# worker does it (notices.escalate_due); half of those came back and acknowledged it soon
+# after. The e-mails are marked sent: the demo mails nobody.
 
 NOTICE_SEED = 15
 # Of the users shown the notice: who press "I understand" the first time, and who do on a
@@ -1341,7 +1341,7 @@ def _notice_history(session: Session, product: Product, now: datetime) -> bool:
     rng = random.Random(NOTICE_SEED)  # noqa: S311 - demo data, the same every time
     linked = _link_subscribers(session, rng, product, now)
     published = notice.published_at
-    escalate_at = published + timedelta(days=notice.escalate_after_days, minutes=1)
+    wait = timedelta(days=notice.escalate_after_days, minutes=1)
     on = support_impact.including(notice.version, support_impact.app_versions(session, product.id))
     shown_to = session.execute(
         select(EndUser.id, EndUser.first_seen_at, EndUser.last_seen_at)
@@ -1357,12 +1357,16 @@ def _notice_history(session: Session, product: Product, now: datetime) -> bool:
     before: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
     back: list[tuple[int, datetime]] = []  # (user, last seen) for those the e-mail brought back
+    escalate_at: set[datetime] = set()  # the due times, up to now, of those who are owed one
     for user_id, first_seen, last_seen in shown_to:
         back_until = min(last_seen, now)
         shown = min(max(published, first_seen) + timedelta(days=rng.expovariate(2)), back_until)
         receipts.append(
             {"end_user_id": user_id, "note_id": notice.id, "read_at": shown, "channel": "popup"}
         )
+        # A user is e-mailed the notice once their own exposure (the popup read) is old
+        # enough: the worker's next minute after that finds them due.
+        due = shown + wait
         roll = rng.random()
         acked: datetime | None = None
         if roll < ACK_AT_ONCE:
@@ -1371,24 +1375,28 @@ def _notice_history(session: Session, product: Product, now: datetime) -> bool:
             acked = shown + timedelta(days=rng.expovariate(1 / 3))
         if acked is not None and acked > back_until:
             acked = None  # not back since
-        if user_id in linked and (acked is None or acked > escalate_at):
+        if user_id in linked and due <= now and (acked is None or acked > due):
+            escalate_at.add(due)  # a minute at which nobody else falls due would e-mail none
             acked = None
             if rng.random() < ACK_AFTER_ESCALATION:
                 # The e-mail brought them back to Lumen, where the widget saw them.
-                answered = escalate_at + timedelta(hours=rng.expovariate(1 / 20))
+                answered = due + timedelta(hours=rng.expovariate(1 / 20))
                 if answered <= now:
                     acked = answered
                     back.append((user_id, max(last_seen, answered)))
         if acked is not None:
             row = {"end_user_id": user_id, "note_id": notice.id, "acknowledged_at": acked}
-            (before if acked <= escalate_at else after).append(row)
+            (before if acked <= due else after).append(row)
     acknowledgements = cast(Table, Acknowledgement.__table__)
     session.execute(insert(cast(Table, ReadReceipt.__table__)), receipts)
     if before:
         session.execute(insert(acknowledgements), before)
-    if escalate_at <= now:
-        notices.escalate_due(session, now=escalate_at)
-        _mark_sent(session, notice.id, OutboxKind.ESCALATION, escalate_at)
+    # The worker's minutes at which someone owed an e-mail fell due, in order: each e-mails
+    # the users due then (their own days since it was shown to them are up) who had not
+    # acknowledged it by then; their later acknowledgements go in after.
+    for when in sorted(escalate_at):
+        if notices.escalate_due(session, now=when):
+            _mark_sent(session, notice.id, OutboxKind.ESCALATION, when)
     if after:
         session.execute(insert(acknowledgements), after)
     for user_id, last_seen in back:
