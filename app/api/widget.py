@@ -357,7 +357,7 @@ def _asker(
 @limiter.limit(public_subscriptions.ip_limit)
 def widget_help_shown(widget_key: str) -> ResponseReturnValue:
     """Record the notes help showed a user for a query; answers the id to record the
-    outcome with. Limited per address like subscriptions, so counts can't be pumped."""
+    outcome with. Limited per IP address like subscriptions, so counts can't be pumped."""
     body = _json_body()
     query = help.check_query(body.get("query"), "query")
     now = utcnow()
