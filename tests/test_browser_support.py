@@ -344,7 +344,7 @@ def test_support_impact_on_the_demo_shows_what_the_tickets_say(
     # (1, 3) The hold-back note's own page: its figures, then its daily chart.
     page.get_by_role("link", name=HELD_BACK).click()
     page.get_by_role("heading", name=HELD_BACK, level=1).wait_for()
-    stats_shown = page.locator("section.impact-figures dl.stats dd")
+    stats_shown = page.locator("section[aria-label='Who saw it'] dl.stats dd")
     assert [words(stats_shown.nth(i)) for i in range(4)] == [
         n(held.exposed),
         n(held.readers.users),

@@ -213,7 +213,7 @@ def test_impact_shows_each_release_newest_first_with_its_notes_figures(
         "2,820",
         "5.22 95 % CI 2.70–9.11 12 tickets",
         "14.54 95 % CI 10.43–19.72 41 tickets",
-        "12 of 40 shown · 9 still needed help",
+        "12 of 40 shown 9 still needed help",
     ]
     verdicts = [text(p) for p in find(find(note, "tr", "verdict-row")[0], "p")]
     assert verdicts == [
