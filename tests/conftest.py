@@ -70,13 +70,11 @@ def database_url(
 
 
 def _empty_all_tables() -> None:
-    tables = list(reversed(Base.metadata.sorted_tables))
-    if db.engine.dialect.name == "postgresql":
-        names = ", ".join(f'"{t.name}"' for t in tables)
-        db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    else:
-        for table in tables:
-            db.session.execute(table.delete())
+    """Delete every row, children first. On PostgreSQL a DELETE of a test's few rows took
+    6 ms where TRUNCATE of every table took 110 ms, a third of the suite's PostgreSQL time;
+    ids go on counting, as SQLite's AUTOINCREMENT tables always did here."""
+    for table in reversed(Base.metadata.sorted_tables):
+        db.session.execute(table.delete())
     db.session.commit()
 
 

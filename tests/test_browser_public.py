@@ -51,8 +51,8 @@ def test_a_permalink_lands_on_its_note(page, live_server) -> None:
     assert page.locator("h3", has_text="Funnels").count() == 1
     assert page.locator("article[id^=note-] h3").all_inner_texts() == [
         "Funnels: see where people drop off",
-        "Replace API tokens created before 2.10",
         "Dates in exported PDFs",
+        "Replace API tokens created before 2.10",
     ]
     anchor = page.locator("article", has_text="Funnels").get_attribute("id")
     page.goto(f"{live_server}/changelog/lumen/2.10.0#{anchor}")
