@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Any, TypeVar
 from typing import cast as typing_cast
 
@@ -114,11 +113,6 @@ class Catalogue:
             self._visible.clear()
         self._visible[key] = (epoch, notes)
         return notes
-
-    @cached_property
-    def by_id(self) -> dict[int, CatalogueNote]:
-        """The notes by id."""
-        return {note.id: note for note in self.notes}
 
     def remembered(self, name: str, build: Callable[[Catalogue], _Derived]) -> _Derived:
         """What ``build`` makes of this catalogue, made on first use and kept with it.

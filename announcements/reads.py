@@ -331,7 +331,12 @@ def check_acknowledgeable(
         not isinstance(note_id, int)
         or isinstance(note_id, bool)
         or _unknown(catalogue, [note_id], now, listed)
-        or not catalogue.by_id[note_id].fields["requires_acknowledgement"]
+        # A rare call: a look through the few hundred notes costs less than an index kept
+        # with every catalogue.
+        or not any(
+            note.id == note_id and note.fields["requires_acknowledgement"]
+            for note in catalogue.notes
+        )
     ):
         raise ValidationFailed({"note_id": "No published notice to acknowledge has that id."})
     return note_id
