@@ -13,13 +13,15 @@ import hashlib
 import re
 import secrets
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ColumnElement,
+    Date,
     DateTime,
     Dialect,
     Enum,
@@ -443,8 +445,9 @@ class ReadReceipt(Base):
 
     __tablename__ = "read_receipt"
     # By note, with the reader: counting a note's readers among its exposed users then
-    # reads the index alone (three to four times faster on SQLite).
-    __table_args__ = (Index(None, "note_id", "end_user_id"),)
+    # reads the index alone (three to four times faster on SQLite). By note and time: the
+    # roll-up's new receipts since its watermark, and a note's time-to-read percentiles.
+    __table_args__ = (Index(None, "note_id", "end_user_id"), Index(None, "note_id", "read_at"))
 
     end_user_id: Mapped[int] = mapped_column(
         ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
@@ -647,6 +650,9 @@ class OutboxKind(enum.StrEnum):
     DIGEST = "digest"  # its payload lists the notes it covers
     AGENT = "agent"  # a note a support agent sent this subscriber's end user
     ESCALATION = "escalation"  # a notice its end user has not acknowledged in time
+    # To a team member (``member_id``), not a subscriber: an ``Alert`` began or ended; the
+    # payload holds {"alert_id", "state": "down" | "recovered"}.
+    ALERT = "alert"
 
 
 class OutboxStatus(enum.StrEnum):
@@ -670,7 +676,13 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
+    # Every kind goes to a subscriber but an alert, which goes to a team member.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="CASCADE")
+    )
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("team_member.id", ondelete="CASCADE")
+    )
     note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"))
     kind: Mapped[OutboxKind] = mapped_column(_stored_as_value(OutboxKind))
     status: Mapped[OutboxStatus] = mapped_column(
@@ -690,7 +702,8 @@ class OutboxMessage(Base):
     paused_at: Mapped[datetime | None]
 
     product: Mapped[Product] = relationship()
-    subscriber: Mapped[Subscriber] = relationship()
+    subscriber: Mapped[Subscriber | None] = relationship()
+    member: Mapped[TeamMember | None] = relationship()
     note: Mapped[Note | None] = relationship()
 
 
@@ -924,6 +937,121 @@ class SupportImpact(Base):
     )
     figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EndUserDay(Base):
+    """That the widget saw an end user on a UTC day: raw data, written once per user and
+    day on the widget's first sighting that day, with the day and version it saw them on
+    before. Weekly active users, versions in use and who a note went out to are counted
+    from these rows (see ``announcements.rollups``)."""
+
+    __tablename__ = "end_user_day"
+    __table_args__ = (Index(None, "product_id", "seen_at"),)
+
+    end_user_id: Mapped[int] = mapped_column(
+        ForeignKey("end_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    # The first sighting of the day: what the roll-up's watermark is compared with.
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    app_version: Mapped[str | None] = mapped_column(String(64))
+    # The user's day and version at their previous sighting; None for a new user.
+    previous_day: Mapped[date | None] = mapped_column(Date)
+    previous_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class Rollup(Base):
+    """A daily count kept by the worker for the Insights pages (see
+    ``announcements.rollups``, which says what each metric counts). ``note_id`` 0 is the
+    product as a whole; ``dimension`` "" with ``value`` "" is everyone, "channel" splits
+    reads by channel, "seg:<name>" by an end-user attribute; ``bucket`` is the days since
+    the user's previous visit for "active" rows, 0 otherwise."""
+
+    __tablename__ = "rollup"
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), primary_key=True
+    )
+    note_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(80), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    value: Mapped[str] = mapped_column(String(128), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupState(Base):
+    """How far a product's roll-up has counted: raw rows stamped at or before
+    ``counted_until`` are in the ``rollup`` rows, later ones not yet."""
+
+    __tablename__ = "rollup_state"
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), primary_key=True
+    )
+    counted_until: Mapped[datetime]
+    # The end-user attributes the product's segments are counted by, in the order first
+    # seen, at most ``rollups.MAX_SEGMENTS``.
+    segments: Mapped[list[str]] = mapped_column(default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """A worker process's last sign of life, written every minute by its tick."""
+
+    __tablename__ = "worker_heartbeat"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)  # outbox.worker_name()
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrafficMinute(Base):
+    """One web process's widget traffic for one product in one minute, flushed from
+    memory a minute at a time, so Status sums every process's figures."""
+
+    __tablename__ = "traffic_minute"
+    __table_args__ = (
+        UniqueConstraint("process", "minute", "product_id"),
+        Index(None, "minute"),
+        Index(None, "product_id", "minute"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    process: Mapped[str] = mapped_column(String(128))
+    minute: Mapped[datetime]
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)  # answered with a 5xx
+    # Requests per latency bucket (``monitoring.LATENCY_BUCKETS_MS``).
+    latency: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class Alert(Base):
+    """One episode of trouble the owners are told about: the worker silent, mail failing.
+    Open while ``recovered_at`` is None, at most one per kind; ``alerted_at`` is set when
+    the e-mail went into the outbox, ``recovered_at`` when it ended (with a recovery
+    e-mail only if the first one went)."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        Index(
+            "uq_alert_open_kind",
+            "kind",
+            unique=True,
+            sqlite_where=text("recovered_at IS NULL"),
+            postgresql_where=text("recovered_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    failing_since: Mapped[datetime]
+    detail: Mapped[str] = mapped_column(String(500), default="")
+    alerted_at: Mapped[datetime | None]
+    recovered_at: Mapped[datetime | None]
 
 
 def _ids_never_reused() -> None:
