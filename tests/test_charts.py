@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
+
 import pytest
 
 from app.console.charts import (
+    HBAR_GAP,
+    HBAR_HEIGHT,
+    MAX_DOTS,
     PLOT_BOTTOM,
     PLOT_TOP,
     Interval,
     Span,
     axis,
     bar_chart,
+    day_label,
+    hbar_chart,
     interval_chart,
+    line_chart,
     nice_step,
     number,
+    shorten,
 )
 
 
@@ -104,3 +114,99 @@ def test_a_group_with_no_estimate_has_a_row_and_nothing_drawn() -> None:
     chart = interval_chart([Interval("Control", None, None, None), Interval("Told", 3, 1, 6)])
     assert chart.rows[0].point is None and chart.rows[0].label == "Control"
     assert chart.rows[1].high == pytest.approx(100)
+
+
+def path_points(path: str) -> list[list[tuple[float, float]]]:
+    """The runs of (x, y) points an SVG path of M and implicit-L commands goes through."""
+    return [
+        [(float(x), float(y)) for x, y in re.findall(r"([-\d.]+),([-\d.]+)", run)]
+        for run in path.split("M")[1:]
+    ]
+
+
+def test_a_line_runs_from_edge_to_edge_on_a_shared_axis() -> None:
+    labels = ["1 Oct", "2 Oct", "3 Oct", "4 Oct", "5 Oct"]
+    chart = line_chart(labels, [("Exposed", [0, 10, 20, 30, 35]), ("Readers", [0, 2, 5, 9, 12])])
+    exposed, readers = chart.lines
+    assert (exposed.name, readers.name) == ("Exposed", "Readers")
+    # Across: the first point at the left edge, the last at the right, evenly between.
+    assert [p.x for p in exposed.points] == [0, 25, 50, 75, 100]
+    # Down: one axis for both series, 0 to 40 in steps of 10; 0 on the axis line.
+    assert [t.label for t in chart.y_ticks] == ["0", "10", "20", "30", "40"]
+    plot = PLOT_BOTTOM - PLOT_TOP
+    assert [p.y for p in exposed.points] == pytest.approx(
+        [PLOT_BOTTOM - v / 40 * plot for v in (0, 10, 20, 30, 35)]
+    )
+    assert readers.points[-1].y == pytest.approx(PLOT_BOTTOM - 12 / 40 * plot)
+    assert [(p.label, p.value) for p in readers.points] == list(
+        zip(labels, [0, 2, 5, 9, 12], strict=True)
+    )
+    # The path goes through the points; the area closes on the axis under the first and
+    # last of them.
+    assert path_points(exposed.path) == [[(p.x, p.y) for p in exposed.points]]
+    [area] = path_points(exposed.area)
+    assert area[0] == (0, PLOT_BOTTOM) and area[-1] == (100, PLOT_BOTTOM)
+    assert area[1:-1] == [(p.x, p.y) for p in exposed.points]
+    assert exposed.area.endswith("Z")
+    assert chart.dots
+
+
+def test_a_missing_value_breaks_the_line() -> None:
+    chart = line_chart(["a", "b", "c", "d"], [("Rate", [None, 40.0, None, 20.5])], unit="%")
+    [line] = chart.lines
+    assert [p.label for p in line.points] == ["b", "d"]
+    assert path_points(line.path) == [
+        [(pytest.approx(100 / 3, abs=1e-3), line.points[0].y)],
+        [(100, line.points[1].y)],
+    ]
+    assert len(path_points(line.area)) == 2
+    assert [t.label for t in chart.y_ticks] == ["0 %", "10 %", "20 %", "30 %", "40 %"]
+
+
+def test_one_point_stands_in_the_middle_and_none_draws_an_empty_axis() -> None:
+    [line] = line_chart(["3 Oct"], [("Users", [7])]).lines
+    assert [(p.x, p.value) for p in line.points] == [(50, 7)]
+    empty = line_chart([], [("Users", [])])
+    assert empty.lines[0].points == [] and empty.lines[0].path == "" and empty.x_ticks == []
+    assert [t.label for t in empty.y_ticks] == ["0", "1"]
+    with pytest.raises(ValueError, match="one label per value"):
+        line_chart(["a", "b"], [("Users", [1, 2]), ("Before", [1])])
+
+
+def test_a_long_line_is_labelled_sparsely_and_not_dotted() -> None:
+    labels = [f"day {i}" for i in range(MAX_DOTS + 1)]
+    chart = line_chart(labels, [("Users", [1.5] * len(labels))], max_labels=6)
+    assert not chart.dots
+    assert [t.label for t in chart.x_ticks] == [f"day {i}" for i in range(0, 33, 6)]
+    assert chart.x_ticks[-1].at == pytest.approx(30 / 32 * 100)
+    assert [t.minor for t in chart.x_ticks] == [False, True] * 3
+    assert chart.x_ticks[0].anchor == "start"
+    # Fractions on the axis when the values have them.
+    assert [t.label for t in chart.y_ticks] == ["0", "0.5", "1", "1.5"]
+
+
+def test_horizontal_bars_are_shares_of_the_largest_top_to_bottom() -> None:
+    chart = hbar_chart(
+        ["2.4.0", "2.3.1", "a plan whose name is far too long to draw"],
+        [300, 150, 0],
+        texts=["300 · 67 %", "150 · 33 %", "0"],
+    )
+    assert [b.width for b in chart.bars] == [100, 50, 0]
+    assert [b.y for b in chart.bars] == [0, HBAR_HEIGHT + HBAR_GAP, 2 * (HBAR_HEIGHT + HBAR_GAP)]
+    assert chart.height == 3 * HBAR_HEIGHT + 2 * HBAR_GAP
+    assert [b.text for b in chart.bars] == ["300 · 67 %", "150 · 33 %", "0"]
+    long = chart.bars[2]
+    assert long.name == "a plan whose name is far too long to draw"
+    assert long.label == "a plan whose name is far to…" and len(long.label) == 28
+    assert hbar_chart(["x"], [1234.0]).bars[0].text == "1,234"
+    assert hbar_chart([], []).height == 0
+    assert hbar_chart(["x", "y"], [0, 0]).bars[0].width == 0
+    with pytest.raises(ValueError, match="one label per value"):
+        hbar_chart(["x"], [1, 2])
+
+
+def test_labels_are_shortened_with_an_ellipsis_and_days_written_short() -> None:
+    assert shorten("short", 10) == "short"
+    assert shorten("exactly10!", 10) == "exactly10!"
+    assert shorten("a little too long", 10) == "a little…"
+    assert day_label(date(2026, 11, 2)) == "2 Nov"

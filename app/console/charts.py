@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
 
 # Pixels: room above the plot for the marker's label, and below it for the dates.
 CHART_HEIGHT = 240
@@ -99,6 +101,16 @@ def _anchor(at: float) -> str:
     return "start" if at < 6 else "end" if at > 94 else "middle"
 
 
+def _x_ticks(labels: Sequence[str], positions: Sequence[float], max_labels: int) -> list[Tick]:
+    """Labels under the points at ``positions`` (per cent), thinned to about ``max_labels``
+    and every second one minor, so a phone shows half of them without collisions."""
+    every = max(math.ceil(len(labels) / max(max_labels, 1)), 1)
+    return [
+        Tick(positions[i], labels[i], _anchor(positions[i]), minor=(i // every) % 2 == 1)
+        for i in range(0, len(labels), every)
+    ]
+
+
 def bar_chart(
     labels: Sequence[str],
     values: Sequence[float],
@@ -139,16 +151,10 @@ def bar_chart(
         )
         for i, (label, value) in enumerate(zip(labels, values, strict=True))
     ]
-    every = max(math.ceil(count / max(max_labels, 1)), 1)
-    x_ticks = [
-        Tick(at, labels[i], _anchor(at), minor=(i // every) % 2 == 1)
-        for i in range(0, count, every)
-        for at in [across(i + 0.5)]
-    ]
     return BarChart(
         bars=bars,
         y_ticks=[Tick(down(v), number(v), "start") for v in ticks],
-        x_ticks=x_ticks,
+        x_ticks=_x_ticks(labels, [across(i + 0.5) for i in range(count)], max_labels),
         marker=(
             None if marker is None or count == 0 else Tick(across(marker[0]), marker[1], "start")
         ),
@@ -226,3 +232,182 @@ def interval_chart(intervals: Sequence[Interval], *, count: int = 4) -> Interval
         height=axis_y + AXIS_ROOM,
         axis_y=axis_y,
     )
+
+
+# Lines -------------------------------------------------------------------------------------
+
+# A series' points are marked when they are at least this far apart on a phone's chart
+# (about 330 px): closer, the dots would run into a thick line.
+MAX_DOTS = 32
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str
+    value: float
+    x: float  # per cent
+    y: float  # px
+
+
+@dataclass(frozen=True)
+class Line:
+    """One series: its points, and the same as SVG path data for the line and the area
+    under it. The paths are drawn in a plot that stretches across the chart (x from 0 to
+    100, y in pixels), since path data cannot be written in per cent."""
+
+    name: str
+    points: list[Point]
+    path: str
+    area: str
+
+
+@dataclass(frozen=True)
+class LineChart:
+    lines: list[Line]
+    y_ticks: list[Tick]
+    x_ticks: list[Tick]
+    # Whether the points are far enough apart to mark each one (with its figure on hover).
+    dots: bool
+    height: int = CHART_HEIGHT
+    top: int = PLOT_TOP
+    bottom: int = PLOT_BOTTOM
+
+
+def _path(points: Sequence[Point | None]) -> tuple[str, str]:
+    """The line through ``points`` and the area under it, broken where a point is None
+    (a day with no figure, such as a rate of nobody)."""
+    lines, areas = [], []
+    run: list[Point] = []
+    for point in [*points, None]:
+        if point is not None:
+            run.append(point)
+            continue
+        if run:
+            coordinates = " ".join(f"{p.x:g},{p.y:g}" for p in run)
+            lines.append(f"M{coordinates}")
+            first, last = run[0].x, run[-1].x
+            areas.append(f"M{first:g},{PLOT_BOTTOM} L{coordinates} L{last:g},{PLOT_BOTTOM}Z")
+        run = []
+    return " ".join(lines), " ".join(areas)
+
+
+def line_chart(
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    *,
+    unit: str = "",
+    max_labels: int = 8,
+) -> LineChart:
+    """Geometry of one or more series over the same ``labels`` (days, weeks), on one value
+    axis from 0; a value None leaves a gap. The first point is at the left edge and the
+    last at the right; a single point stands in the middle. ``unit`` follows each value
+    axis label ("%")."""
+    count = len(labels)
+    if any(len(values) != count for _, values in series):
+        raise ValueError("one label per value")
+    known = [v for _, values in series for v in values if v is not None]
+    ticks = axis(max(known, default=0), whole=all(v == int(v) for v in known))
+    top_value = ticks[-1]
+    plot_height = PLOT_BOTTOM - PLOT_TOP
+    positions = [round(i / (count - 1) * 100, 4) if count > 1 else 50.0 for i in range(count)]
+
+    def down(value: float) -> float:
+        return round(PLOT_BOTTOM - value / top_value * plot_height, 2)
+
+    lines = []
+    for name, values in series:
+        points = [
+            None if value is None else Point(label, value, x, down(value))
+            for label, value, x in zip(labels, values, positions, strict=True)
+        ]
+        path, area = _path(points)
+        lines.append(Line(name, [p for p in points if p is not None], path, area))
+    suffix = f" {unit}" if unit else ""
+    return LineChart(
+        lines=lines,
+        y_ticks=[Tick(down(v), number(v) + suffix, "start") for v in ticks],
+        x_ticks=_x_ticks(labels, positions, max_labels),
+        dots=count <= MAX_DOTS,
+    )
+
+
+# Horizontal bars ---------------------------------------------------------------------------
+
+# Pixels per bar and between bars; characters of a label drawn inside its bar (the table
+# beside the chart has it in full).
+HBAR_HEIGHT = 28
+HBAR_GAP = 6
+HBAR_LABEL = 28
+
+
+@dataclass(frozen=True)
+class HBar:
+    label: str  # as drawn: shortened to fit
+    name: str  # in full, for its tooltip
+    value: float
+    text: str  # the figure written at the bar's end
+    width: float  # per cent
+    y: float  # px, the bar's top
+
+
+@dataclass(frozen=True)
+class HBarChart:
+    bars: list[HBar]
+    height: int
+    bar_height: int = HBAR_HEIGHT
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def hbar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    texts: Sequence[str] | None = None,
+    max_label: int = HBAR_LABEL,
+) -> HBarChart:
+    """Geometry of a horizontal bar per value, top to bottom, each as long as its share of
+    the largest (which spans the chart), its label inside it at the left and its figure
+    (``texts``, else the value) at the right: a label gets the chart's whole width, which
+    a phone needs for values such as versions and plans."""
+    if len(labels) != len(values) or (texts is not None and len(texts) != len(values)):
+        raise ValueError("one label per value")
+    largest = max(values, default=0)
+    written = texts if texts is not None else [number(v) for v in values]
+    slot = HBAR_HEIGHT + HBAR_GAP
+    return HBarChart(
+        bars=[
+            HBar(
+                label=shorten(label, max_label),
+                name=label,
+                value=value,
+                text=text,
+                width=round(value / largest * 100, 4) if largest > 0 else 0.0,
+                y=i * slot,
+            )
+            for i, (label, value, text) in enumerate(zip(labels, values, written, strict=True))
+        ],
+        height=max(len(values) * slot - HBAR_GAP, 0),
+    )
+
+
+# Figures -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A chart's geometry, its title, the summary a screen reader announces, and (for a
+    series) its rows for the table beside it."""
+
+    chart: BarChart | IntervalChart | LineChart | HBarChart
+    title: str
+    summary: str
+    rows: list[Any] = field(default_factory=list)
+
+
+def day_label(day: date) -> str:
+    """A day as the charts label it: "2 Nov"."""
+    return f"{day.day} {day:%b}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -41,6 +41,7 @@ from announcements.models import (
 )
 from app.auth import current_member, role_required
 from app.console import bp, charts, timezones
+from app.console.charts import Figure, day_label
 from app.console.common import refused
 from app.console.forms import ConnectForm, SecretForm
 from app.extensions import db, limiter
@@ -206,25 +207,10 @@ class DayRow:
     period: str
 
 
-@dataclass(frozen=True)
-class Figure:
-    """A chart's geometry, its title, the summary a screen reader announces, and (for a
-    series) its rows for the table beside it."""
-
-    chart: charts.BarChart | charts.IntervalChart
-    title: str
-    summary: str
-    rows: list[DayRow] = field(default_factory=list)
-
-
 @bp.app_template_filter("per_1000")
 def per_1000(value: float | None) -> str:
     """A rate per 1,000 as the pages write it: two decimals, a dash for none."""
     return "—" if value is None else f"{value:,.2f}"
-
-
-def _day(day: date) -> str:
-    return f"{day.day} {day:%b}"
 
 
 def daily_figure(f: dict[str, Any]) -> Figure:
@@ -244,14 +230,14 @@ def daily_figure(f: dict[str, Any]) -> Figure:
         return (moment - start) / timedelta(days=1)
 
     chart = charts.bar_chart(
-        [_day(day) for day, _ in days],
+        [day_label(day) for day, _ in days],
         [count for _, count in days],
-        marker=(in_days(published), f"Published {_day(published.date())}"),
+        marker=(in_days(published), f"Published {day_label(published.date())}"),
         band=(in_days(published), in_days(window_end)),
     )
     rows = [
         DayRow(
-            _day(day),
+            day_label(day),
             count,
             "before"
             if day < published.date()
@@ -266,7 +252,7 @@ def daily_figure(f: dict[str, Any]) -> Figure:
     busiest = max(rows, key=lambda r: r.tickets)
     summary = (
         f"{title}, {rows[0].label} to {rows[-1].label} (UTC days): {before:,} tickets "
-        f"before publication on {_day(published.date())}, {after:,} from that day on; "
+        f"before publication on {day_label(published.date())}, {after:,} from that day on; "
         f"the most in one day, {busiest.tickets:,}, on {busiest.label}."
     )
     return Figure(chart, title, summary, rows)
