@@ -1,6 +1,10 @@
 """What an end user does, written idempotently: being seen, reading notes, reacting,
 acknowledging a notice.
 
+Being seen also writes, on a user's first sighting of each UTC day, the day's
+:class:`~announcements.models.EndUserDay` row that the roll-up counts active and exposed
+users from (``announcements.rollups``).
+
 These sit on the widget's hot path, so they speak SQLAlchemy Core on a connection
 rather than the ORM.
 """
@@ -11,7 +15,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from typing import cast as typing_cast
 
@@ -20,7 +24,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from announcements.catalogue import Catalogue
 from announcements.errors import ValidationFailed
-from announcements.models import Acknowledgement, AgentSend, EndUser, Reaction, ReadReceipt
+from announcements.models import (
+    Acknowledgement,
+    AgentSend,
+    EndUser,
+    EndUserDay,
+    Reaction,
+    ReadReceipt,
+)
 from announcements.user_state import EndUserState
 
 MAX_READS_PER_CALL = 100
@@ -44,6 +55,7 @@ _receipts = typing_cast(Table, ReadReceipt.__table__)
 _reactions = typing_cast(Table, Reaction.__table__)
 _acknowledgements = typing_cast(Table, Acknowledgement.__table__)
 _sends = typing_cast(Table, AgentSend.__table__)
+_days = typing_cast(Table, EndUserDay.__table__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,10 @@ def _upserts(dialect: Any) -> dict[str, Any]:
         "acknowledgement": dialect.insert(_acknowledgements).on_conflict_do_nothing(
             index_elements=[_acknowledgements.c.end_user_id, _acknowledgements.c.note_id]
         ),
+        # Two first requests of the day can race too; the first sighting is the one kept.
+        "day": dialect.insert(_days).on_conflict_do_nothing(
+            index_elements=[_days.c.end_user_id, _days.c.day]
+        ),
     }
 
 
@@ -89,8 +105,17 @@ def _upsert(connection: Connection, kind: str) -> Any:
     return _UPSERTS[connection.dialect.name][kind]
 
 
+def _is_new_day(state: EndUserState, now: datetime) -> bool:
+    """Whether ``now`` is on a later UTC day than the user's last sighting (both are UTC)."""
+    return now.date() != state.last_seen_at.date()
+
+
 def _changes(sighting: Sighting, state: EndUserState, now: datetime) -> dict[str, Any]:
-    """What this sighting changes about a known user; nothing within the hour."""
+    """What this sighting changes about a known user; nothing within the hour and the day.
+
+    A new UTC day is a change even within the hour (seen at 23:30, then at 00:10): the
+    day's first sighting writes the user's row for that day, and moves ``last_seen_at``
+    so that the next page view that day writes nothing."""
     changes: dict[str, Any] = {}
     if sighting.app_version and sighting.app_version != state.app_version:
         changes["app_version"] = sighting.app_version
@@ -100,7 +125,7 @@ def _changes(sighting: Sighting, state: EndUserState, now: datetime) -> dict[str
         changes["attributes"] = dict(sighting.attributes)
     if sighting.email_key and sighting.email_key != state.email_key:
         changes["email_key"] = sighting.email_key
-    if changes or now - state.last_seen_at >= SEEN_GRANULARITY:
+    if changes or now - state.last_seen_at >= SEEN_GRANULARITY or _is_new_day(state, now):
         changes["last_seen_at"] = now
     return changes
 
@@ -119,13 +144,27 @@ def see(
 ) -> EndUserState:
     """Record that the host showed us this user: create them, or refresh what changed.
 
-    A user already seen within the hour, on the same version, locale, attributes and
-    signed address, costs no write. Given attributes replace the stored ones, and a given
-    address key the stored one; none given keeps them.
+    A user already seen within the hour and the UTC day, on the same version, locale,
+    attributes and signed address, costs no write. Given attributes replace the stored
+    ones, and a given address key the stored one; none given keeps them. The first
+    sighting of a UTC day also records the day (:func:`_record_day`).
     """
     if state is not None:
         changes = _changes(sighting, state, now)
         if changes:
+            if _is_new_day(state, now):
+                # The day's row first: on PostgreSQL each statement commits alone, and a
+                # call cut off after it is repeated in full, where a user row already
+                # moved to today would never write the day.
+                _record_day(
+                    connection,
+                    product_id,
+                    state.id,
+                    changes.get("app_version", state.app_version),
+                    now,
+                    previous_day=state.last_seen_at.date(),
+                    previous_version=state.app_version,
+                )
             connection.execute(update(_users).where(_users.c.id == state.id).values(**changes))
             for name, value in changes.items():
                 setattr(state, name, value)
@@ -144,7 +183,35 @@ def see(
             "last_seen_at": now,
         },
     ).one()
+    _record_day(connection, product_id, row.id, new.app_version, now)
     return replace(new, id=row.id, first_seen_at=row.first_seen_at)
+
+
+def _record_day(
+    connection: Connection,
+    product_id: int,
+    end_user_id: int,
+    app_version: str | None,
+    now: datetime,
+    *,
+    previous_day: date | None = None,
+    previous_version: str | None = None,
+) -> None:
+    """Record that the widget saw the user on ``now``'s UTC day, on ``app_version``, with
+    the day and version of their previous sighting (None for a new user); a second row
+    for the same day is not written."""
+    connection.execute(
+        _upsert(connection, "day"),
+        {
+            "end_user_id": end_user_id,
+            "day": now.date(),
+            "product_id": product_id,
+            "seen_at": now,
+            "app_version": app_version,
+            "previous_day": previous_day,
+            "previous_version": previous_version,
+        },
+    )
 
 
 def first_sight(sighting: Sighting, now: datetime) -> EndUserState:
