@@ -10,6 +10,8 @@ import pytest
 from app.console.charts import (
     HBAR_GAP,
     HBAR_HEIGHT,
+    LABEL_CHARACTER,
+    LABEL_ROOM,
     MAX_DOTS,
     PLOT_BOTTOM,
     PLOT_TOP,
@@ -62,6 +64,7 @@ def test_bars_fill_their_slots_and_stand_on_the_axis() -> None:
     assert [bar.height for bar in chart.bars] == pytest.approx(
         [0, PLOT_BOTTOM - PLOT_TOP, (PLOT_BOTTOM - PLOT_TOP) / 2, (PLOT_BOTTOM - PLOT_TOP) / 4]
     )
+    assert chart.gutter == LABEL_CHARACTER + LABEL_ROOM  # room for one figure
     assert [(t.label, t.at) for t in chart.y_ticks] == [
         ("0", PLOT_BOTTOM),
         ("1", pytest.approx(PLOT_BOTTOM - 45)),
@@ -161,6 +164,9 @@ def test_a_missing_value_breaks_the_line() -> None:
     ]
     assert len(path_points(line.area)) == 2
     assert [t.label for t in chart.y_ticks] == ["0 %", "10 %", "20 %", "30 %", "40 %"]
+    # The labels stand left of the plot, in room for the longest of them.
+    assert chart.gutter == len("40 %") * LABEL_CHARACTER + LABEL_ROOM
+    assert {t.anchor for t in chart.y_ticks} == {"end"}
 
 
 def test_one_point_stands_in_the_middle_and_none_draws_an_empty_axis() -> None:

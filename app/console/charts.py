@@ -62,6 +62,8 @@ class BarChart:
     marker: Tick | None
     # A shaded stretch, such as the attribution window.
     band: Span | None
+    # Pixels left of the plot for the value labels (see ``gutter``).
+    gutter: int
     height: int = CHART_HEIGHT
     top: int = PLOT_TOP
     bottom: int = PLOT_BOTTOM
@@ -99,6 +101,18 @@ def number(value: float) -> str:
 def _anchor(at: float) -> str:
     """Labels near an edge hang inwards, so they are not cut off."""
     return "start" if at < 6 else "end" if at > 94 else "middle"
+
+
+# Pixels per character of a 12 px axis label (figures and separators), and between the
+# longest label and the plot.
+LABEL_CHARACTER = 7
+LABEL_ROOM = 10
+
+
+def gutter(ticks: Sequence[Tick]) -> int:
+    """Pixels for the value labels left of a plot: drawn inside it, they would sit on the
+    bars or the line that start at its left edge."""
+    return max((len(t.label) for t in ticks), default=0) * LABEL_CHARACTER + LABEL_ROOM
 
 
 def _x_ticks(labels: Sequence[str], positions: Sequence[float], max_labels: int) -> list[Tick]:
@@ -151,10 +165,12 @@ def bar_chart(
         )
         for i, (label, value) in enumerate(zip(labels, values, strict=True))
     ]
+    y_ticks = [Tick(down(v), number(v), "end") for v in ticks]
     return BarChart(
         bars=bars,
-        y_ticks=[Tick(down(v), number(v), "start") for v in ticks],
+        y_ticks=y_ticks,
         x_ticks=_x_ticks(labels, [across(i + 0.5) for i in range(count)], max_labels),
+        gutter=gutter(y_ticks),
         marker=(
             None if marker is None or count == 0 else Tick(across(marker[0]), marker[1], "start")
         ),
@@ -245,6 +261,7 @@ MAX_DOTS = 32
 class Point:
     label: str
     value: float
+    text: str  # the value as its tooltip writes it, to a tenth at most
     x: float  # per cent
     y: float  # px
 
@@ -268,6 +285,9 @@ class LineChart:
     x_ticks: list[Tick]
     # Whether the points are far enough apart to mark each one (with its figure on hover).
     dots: bool
+    # Pixels left of the plot for the value labels: a line runs to the plot's left edge,
+    # where labels drawn inside it would sit on the line.
+    gutter: int
     height: int = CHART_HEIGHT
     top: int = PLOT_TOP
     bottom: int = PLOT_BOTTOM
@@ -317,17 +337,19 @@ def line_chart(
     lines = []
     for name, values in series:
         points = [
-            None if value is None else Point(label, value, x, down(value))
+            None if value is None else Point(label, value, number(round(value, 1)), x, down(value))
             for label, value, x in zip(labels, values, positions, strict=True)
         ]
         path, area = _path(points)
         lines.append(Line(name, [p for p in points if p is not None], path, area))
     suffix = f" {unit}" if unit else ""
+    y_ticks = [Tick(down(v), number(v) + suffix, "end") for v in ticks]
     return LineChart(
         lines=lines,
-        y_ticks=[Tick(down(v), number(v) + suffix, "start") for v in ticks],
+        y_ticks=y_ticks,
         x_ticks=_x_ticks(labels, positions, max_labels),
         dots=count <= MAX_DOTS,
+        gutter=gutter(y_ticks),
     )
 
 
@@ -348,6 +370,7 @@ class HBar:
     text: str  # the figure written at the bar's end
     width: float  # per cent
     y: float  # px, the bar's top
+    middle: float  # px, where its texts are centred
 
 
 @dataclass(frozen=True)
@@ -387,6 +410,7 @@ def hbar_chart(
                 text=text,
                 width=round(value / largest * 100, 4) if largest > 0 else 0.0,
                 y=i * slot,
+                middle=i * slot + HBAR_HEIGHT / 2,
             )
             for i, (label, value, text) in enumerate(zip(labels, values, written, strict=True))
         ],
