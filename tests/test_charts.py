@@ -113,6 +113,11 @@ def test_intervals_share_one_axis_that_covers_every_high_end() -> None:
     assert readers.y < others.y < chart.axis_y < chart.height
 
 
+def test_an_interval_axis_can_name_its_unit() -> None:
+    chart = interval_chart([Interval("pro", 62.1, 58.6, 65.5)], unit="%")
+    assert [t.label for t in chart.x_ticks] == ["0 %", "20 %", "40 %", "60 %", "80 %"]
+
+
 def test_a_group_with_no_estimate_has_a_row_and_nothing_drawn() -> None:
     chart = interval_chart([Interval("Control", None, None, None), Interval("Told", 3, 1, 6)])
     assert chart.rows[0].point is None and chart.rows[0].label == "Control"

@@ -215,9 +215,12 @@ ROW_HEIGHT = 44
 AXIS_ROOM = 30
 
 
-def interval_chart(intervals: Sequence[Interval], *, count: int = 4) -> IntervalChart:
+def interval_chart(
+    intervals: Sequence[Interval], *, count: int = 4, unit: str = ""
+) -> IntervalChart:
     """Geometry of horizontal interval bars (a point and whiskers from low to high), one
-    row each, on one shared axis from 0 that covers every high end."""
+    row each, on one shared axis from 0 that covers every high end; ``unit`` follows each
+    axis label ("%")."""
     reach = max(
         (v for i in intervals for v in (i.point, i.high) if v is not None),
         default=0.0,
@@ -244,7 +247,10 @@ def interval_chart(intervals: Sequence[Interval], *, count: int = 4) -> Interval
     axis_y = ROW_HEIGHT * len(intervals) + 6
     return IntervalChart(
         rows=rows,
-        x_ticks=[Tick(across(v), number(v), _anchor(across(v))) for v in ticks],
+        x_ticks=[
+            Tick(across(v), number(v) + (f" {unit}" if unit else ""), _anchor(across(v)))
+            for v in ticks
+        ],
         height=axis_y + AXIS_ROOM,
         axis_y=axis_y,
     )

@@ -323,3 +323,30 @@ for _name in TICKET_FIELDS:
         f"map_{_name}",
         StringField(FIELD_LABELS[_name], validators=[Length(max=200)]),
     )
+
+
+class InsightsRangeForm(FlaskForm):
+    """The Insights pages' range picker, sent with GET so that a range can be linked to and
+    bookmarked: it changes nothing, so it carries no CSRF token. Dates are text, as the
+    browser's date input sends them, so a bad one gets the page's own words; which
+    segments exist is the domain's to say."""
+
+    class Meta:
+        csrf = False
+
+    start = StringField("From", render_kw={"type": "date"})
+    end = StringField("To", render_kw={"type": "date"})
+    by = SelectField("Break down by", validate_choice=False)
+
+
+class NonReadersForm(FlaskForm):
+    """The export of who has not read a note: which attributes go in it, and whether user
+    ids are replaced by pseudonyms. Any attribute name is passed on, for the domain to
+    accept or refuse."""
+
+    attribute = _Checkboxes("Columns")
+    pseudonymise = BooleanField(
+        "Pseudonymise user ids",
+        description="Each id becomes a code: the same code for the same user in every export "
+        "of this product, and no way back to the id from the file.",
+    )
