@@ -286,6 +286,13 @@ def test_a_viewer_reads_every_insights_page_but_sees_no_export(client, built: Bu
     assert not comments.xpath("//a[contains(@href, 'comments.csv')]")
 
 
+def test_the_note_editors_readership_links_to_the_notes_insights(client, built: Built) -> None:
+    log_in(client, built, "viewer")
+    tree = page(client, f"/console/p/lumen/notes/{built.note.id}")
+    [link] = tree.xpath("//section[@aria-label='Readership']//a[contains(., 'Insights')]")
+    assert link.get("href") == f"/console/p/lumen/notes/{built.note.id}/insights"
+
+
 def test_a_viewer_cannot_export(client, session, built: Built) -> None:
     log_in(client, built, "viewer")
     note = built.note
