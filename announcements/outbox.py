@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from announcements.models import OutboxMessage, OutboxStatus, Subscriber, SubscriberStatus
+from announcements.models import (
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 
 # Transient failures are retried this many times, waiting twice as long each time.
 MAX_ATTEMPTS = 8
@@ -81,18 +87,30 @@ def release_abandoned(session: Session, *, now: datetime) -> int:
 
 
 def claim(
-    session: Session, worker: str, *, now: datetime, limit: int, lease: timedelta
+    session: Session,
+    worker: str,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    kinds: Collection[OutboxKind] | None = None,
 ) -> list[int]:
-    """Claim up to ``limit`` due messages for ``worker`` until ``now + lease``, oldest first.
+    """Claim up to ``limit`` due messages for ``worker`` until ``now + lease``, oldest first;
+    only of ``kinds`` when given.
 
     On PostgreSQL, workers skip each other's locked rows instead of waiting; on SQLite
     the statement runs alone, as SQLite writes one at a time.
     """
     # A CTE, materialised, so the LIMIT holds: PostgreSQL may run an IN (subquery) with
     # FOR UPDATE SKIP LOCKED again for each row and claim far more than asked.
+    of_kinds = [] if kinds is None else [OutboxMessage.kind.in_(kinds)]
     due = (
         select(OutboxMessage.id)
-        .where(OutboxMessage.status == OutboxStatus.QUEUED, OutboxMessage.next_attempt_at <= now)
+        .where(
+            OutboxMessage.status == OutboxStatus.QUEUED,
+            OutboxMessage.next_attempt_at <= now,
+            *of_kinds,
+        )
         .order_by(OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -181,13 +199,15 @@ def mark_permanent(
     session: Session, message: OutboxMessage, worker: str, *, error: str, bounce_limit: int
 ) -> None:
     """The server refused the recipient (5xx to RCPT TO): failed for good, and one more hard
-    bounce for the address; after ``bounce_limit`` in a row it is mailed no more."""
+    bounce for a subscriber's address; after ``bounce_limit`` in a row it is mailed no more.
+    A team member's address (an alert's) keeps no count: their account is theirs to fix."""
     subscriber = message.subscriber
-    subscriber.hard_bounces += 1
-    if subscriber.hard_bounces >= bounce_limit and subscriber.status is not (
-        SubscriberStatus.UNSUBSCRIBED
-    ):
-        subscriber.status = SubscriberStatus.BOUNCED
+    if subscriber is not None:
+        subscriber.hard_bounces += 1
+        if subscriber.hard_bounces >= bounce_limit and subscriber.status is not (
+            SubscriberStatus.UNSUBSCRIBED
+        ):
+            subscriber.status = SubscriberStatus.BOUNCED
     mark_failed(session, message, worker, error=error)
 
 
@@ -275,10 +295,21 @@ def resume(session: Session, *, now: datetime) -> None:
 
 def pause_of(session: Session, note_id: int) -> Pause | None:
     """The pause holding back the note's queued messages, if one does."""
+    return _held(session, OutboxMessage.note_id == note_id)
+
+
+def pause_now(session: Session, product_id: int | None = None) -> Pause | None:
+    """The pause holding back the product's queued messages, or anyone's when
+    ``product_id`` is None, if one does."""
+    return _held(session, *([] if product_id is None else [OutboxMessage.product_id == product_id]))
+
+
+def _held(session: Session, *scope: ColumnElement[bool]) -> Pause | None:
+    """The pause holding back the queued messages within ``scope``, if one does."""
     held = session.execute(
         select(OutboxMessage.paused_at, OutboxMessage.last_error, OutboxMessage.next_attempt_at)
         .where(
-            OutboxMessage.note_id == note_id,
+            *scope,
             OutboxMessage.status == OutboxStatus.QUEUED,
             OutboxMessage.paused_at.is_not(None),
         )

@@ -21,7 +21,17 @@ from urllib.parse import quote, urlsplit
 from flask import current_app
 from werkzeug.routing import Map, MapAdapter
 
-from announcements.models import Note, OutboxKind, OutboxMessage, Product, Subscriber, utcnow
+from announcements import monitoring
+from announcements.models import (
+    Alert,
+    Note,
+    OutboxKind,
+    OutboxMessage,
+    Product,
+    Subscriber,
+    TeamMember,
+    utcnow,
+)
 from announcements.subscriptions import Preferences
 from app.mail import tokens
 from app.mail.tokens import Purpose
@@ -61,6 +71,13 @@ def sender_address() -> str:
 @functools.lru_cache(maxsize=8)
 def _bare_address(mail_from: str) -> str:
     return parseaddr(mail_from)[1]
+
+
+def subscriber_of(row: OutboxMessage) -> Subscriber:
+    """The subscriber a message goes to: every kind has one but an alert."""
+    if row.subscriber is None:
+        raise ValueError(f"outbox message {row.id} ({row.kind.value}) has no subscriber")
+    return row.subscriber
 
 
 def message_id_for(row_id: int) -> str:
@@ -196,7 +213,7 @@ def _envelope(
 
 def confirmation(row: OutboxMessage) -> Composed:
     """The double opt-in message: one link, carrying the preferences that were asked for."""
-    subscriber, product = row.subscriber, row.product
+    subscriber, product = subscriber_of(row), row.product
     preferences = Preferences.from_payload(row.payload or {})
     token = tokens.for_subscriber(Purpose.CONFIRM, subscriber, p=row.payload or {})
     return _envelope(
@@ -255,7 +272,7 @@ def release_note(
 
 def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Composed:
     """The weekly digest: the notes published since the last one, oldest release first."""
-    subscriber = row.subscriber
+    subscriber = subscriber_of(row)
     entries = [localized(note, subscriber) for note in notes]
     first, last = notes[0].version, notes[-1].version
     span = first if first == last else f"{first} to {last}"
@@ -268,4 +285,43 @@ def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Compo
         message_id_for(row.id),
         listed=True,
         notes=entries,
+    )
+
+
+def to_team_member(
+    to: str, subject: str, template: str, message_id: str, **context: Any
+) -> Composed:
+    """A message from Tidings itself to a team member: no list headers, no unsubscribe
+    link (it is about their own account or their products' health)."""
+    headers = [
+        ("From", formataddr(("Tidings", sender_address()))),
+        ("To", to),
+        ("Subject", header_value(subject)),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", message_id),
+        ("Auto-Submitted", "auto-generated"),
+    ]
+    text = render(f"email/{template}.txt", context)
+    html = render(f"email/{template}.html", context)
+    return Composed(message_id, assemble(headers, text, html))
+
+
+def alert(row: OutboxMessage, member: TeamMember, episode: Alert) -> Composed:
+    """An alert to an owner: the trouble began (``state`` "down" in the payload) or ended
+    ("recovered"), with what was seen and a link to the Status page of their product."""
+    state = (row.payload or {}).get("state", "down")
+    kind = monitoring.AlertKind(episode.kind)
+    title = monitoring.TITLES[(kind, state)]
+    ended = episode.recovered_at if state == "recovered" else None
+    return to_team_member(
+        member.email,
+        title,
+        "alert",
+        message_id_for(row.id),
+        title=title,
+        state=state,
+        alert=episode,
+        lasted=monitoring.describe_span(ended - episode.failing_since) if ended else None,
+        product=row.product,
+        action_url=external("console.status", slug=row.product.slug),
     )

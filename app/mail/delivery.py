@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from announcements import mailing, notices, outbox
 from announcements.models import (
+    Alert,
     Frequency,
     Note,
     NoteStatus,
@@ -63,9 +64,22 @@ class Report:
 ONE_NOTE_KINDS = frozenset({OutboxKind.NOTE, OutboxKind.AGENT, OutboxKind.ESCALATION})
 
 
+def _alert_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | None, str]:
+    """An alert is owed to a team member still active, while its alert exists."""
+    member = row.member
+    if member is None or not member.is_active:
+        return None, "the team member is no longer active"
+    episode = session.get(Alert, (row.payload or {}).get("alert_id"))
+    if episode is None:
+        return None, "the alert was removed"
+    return compose.alert(row, member, episode), ""
+
+
 def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | None, str]:
     """The message to send for ``row`` now, or None and why it is no longer owed."""
-    subscriber = row.subscriber
+    if row.kind is OutboxKind.ALERT:
+        return _alert_owed(session, row)
+    subscriber = compose.subscriber_of(row)
     if row.kind is OutboxKind.CONFIRM:
         if subscriber.status is SubscriberStatus.BOUNCED:
             return None, "the address bounced"
@@ -151,10 +165,17 @@ def _record(
         return "retried"
     with writing(marks):
         outbox.mark_sent(marks, row.id, worker, smtp_id=message.message_id, now=utcnow())
-    if row.subscriber.hard_bounces:
+    if row.subscriber is not None and row.subscriber.hard_bounces:
         with write_turn():
             outbox.reset_bounces(session, row.subscriber)
     return "sent"
+
+
+def _recipient(row: OutboxMessage) -> str:
+    """The address a message goes to: a team member's for an alert, else its subscriber's."""
+    if row.kind is OutboxKind.ALERT and row.member is not None:
+        return row.member.email
+    return compose.subscriber_of(row).email
 
 
 @dataclass(frozen=True)
@@ -174,6 +195,7 @@ def _load(session: Session, row_ids: list[int]) -> dict[int, OutboxMessage]:
         .where(OutboxMessage.id.in_(row_ids))
         .options(
             joinedload(OutboxMessage.subscriber),
+            joinedload(OutboxMessage.member),
             joinedload(OutboxMessage.product),
             joinedload(OutboxMessage.note).selectinload(Note.translations),
         )
@@ -182,8 +204,10 @@ def _load(session: Session, row_ids: list[int]) -> dict[int, OutboxMessage]:
     return {row.id: row for row in rows}
 
 
-def deliver_due(transport: Transport) -> Report:
-    """Send everything due, a claimed batch at a time, until the queue is empty."""
+def deliver_due(transport: Transport, *, kinds: Collection[OutboxKind] | None = None) -> Report:
+    """Send everything due, a claimed batch at a time, until the queue is empty; only
+    messages of ``kinds`` when given (the web sends alerts itself, as the worker may be
+    what is down)."""
     config = current_app.config
     batch, rate = config["MAIL_BATCH"], config["MAIL_RATE"]
     lease = max(MIN_LEASE, timedelta(seconds=3 * batch / rate)) if rate else MIN_LEASE
@@ -196,7 +220,15 @@ def deliver_due(transport: Transport) -> Report:
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidings-smtp") as sender,
     ):
         run = _Run(
-            session, marks, transport, sender, Pacer(rate), outbox.worker_name(), lease, batch
+            session,
+            marks,
+            transport,
+            sender,
+            Pacer(rate),
+            outbox.worker_name(),
+            lease,
+            batch,
+            kinds,
         )
         while run.next_batch():
             pass
@@ -232,6 +264,7 @@ class _Run:
     worker: str
     lease: timedelta
     batch: int
+    kinds: Collection[OutboxKind] | None
     report: Report = field(default_factory=Report)
     server_took_mail: bool = False
 
@@ -245,7 +278,7 @@ class _Run:
         session, worker = self.session, self.worker
         with write_turn():
             claimed = outbox.claim(
-                session, worker, now=utcnow(), limit=self.batch, lease=self.lease
+                session, worker, now=utcnow(), limit=self.batch, lease=self.lease, kinds=self.kinds
             )
         if not claimed:
             return False
@@ -274,7 +307,7 @@ class _Run:
                 continue
             self.pacer.wait()
             future = self.sender.submit(
-                self.transport.send, message, compose.sender_address(), row.subscriber.email
+                self.transport.send, message, compose.sender_address(), _recipient(row)
             )
             sending = _Sending(row, message, future)
         return self._settle(sending)

@@ -1,5 +1,6 @@
 """Background jobs on Huey: sending the outbox and the webhook deliveries, the
-worker's minute, and the hourly support-impact roll-up.
+worker's minute (its heartbeat, housekeeping and the watch for trouble), the Insights
+roll-up every ten minutes, and the hourly support-impact roll-up.
 
 Huey only carries wake-up calls; the outbox and webhook_delivery tables are what
 must be sent. A lost task (a killed worker, Redis restarted) therefore loses nothing:
@@ -22,7 +23,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
-from announcements import support_impact
+from announcements import monitoring, outbox, rollups, support_impact
 from announcements.models import Product, utcnow
 from app import webhooks
 from app.database import write_turn
@@ -52,6 +53,11 @@ class Jobs:
             crontab(minute="7"), name="tidings.support_rollup"
         )(self._support_rollup)
         self.refresh_support = self.huey.task(name="tidings.refresh_support")(self._refresh_support)
+        # Insights: every product's roll-up increment, every ten minutes, off the minutes
+        # when digests (the top of the hour) and support impact (:07) run.
+        self.rollup = self.huey.periodic_task(crontab(minute="3-59/10"), name="tidings.rollup")(
+            self._rollup
+        )
 
     @staticmethod
     def _queue(app: Flask) -> Huey:
@@ -97,12 +103,39 @@ class Jobs:
                     report.paused.error,
                 )
 
+    def beat(self) -> None:
+        """Write this worker's heartbeat, and forget heartbeats and widget traffic too old
+        to be shown."""
+        with self.app.app_context(), write_turn():
+            now = utcnow()
+            monitoring.beat(db.session(), outbox.worker_name(), now=now)
+            monitoring.prune(db.session(), now=now)
+            db.session.commit()
+
     def _tick(self) -> None:
+        self.beat()
         with self.app.app_context():
             done = delivery.housekeeping()
+            with write_turn():
+                alerts = monitoring.watch(db.session(), now=utcnow())
+                db.session.commit()
+        if alerts:
+            log.warning("alerts: %d messages to owners queued", len(alerts))
         if any(done.values()):
             log.info("mail: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
         self._deliver()
+
+    def _rollup(self) -> None:
+        started = time.perf_counter()
+        with self.app.app_context():
+            done = rollups.refresh_all(db.session(), now=utcnow(), write_turn=write_turn)
+            db.session.commit()
+        log.info(
+            "insights roll-up: %d rows for %d products in %.1f s",
+            sum(done.values()),
+            len(done),
+            time.perf_counter() - started,
+        )
 
     def _support_rollup(self) -> None:
         started = time.perf_counter()
@@ -133,6 +166,14 @@ class Jobs:
             return False
         return True
 
+    def waiting(self) -> int | None:
+        """Tasks waiting in the queue; None when it cannot be reached."""
+        try:
+            return int(self.huey.pending_count())
+        except Exception:
+            log.warning("could not reach the job queue to count its tasks")
+            return None
+
     def wake(self) -> None:
         """Ask a worker to send what was just queued. If the queue cannot be reached the
         messages and calls wait in their tables for the next minute's sweep; nothing is
@@ -148,6 +189,12 @@ def wake() -> None:
     jobs.wake()
 
 
+def waiting() -> int | None:
+    """Tasks waiting in the job queue (Status, /metrics); None when it cannot be reached."""
+    jobs: Jobs = current_app.extensions[JOBS_KEY]
+    return jobs.waiting()
+
+
 def request_refresh(product_id: int) -> bool:
     jobs: Jobs = current_app.extensions[JOBS_KEY]
     return jobs.request_refresh(product_id)
@@ -158,9 +205,11 @@ def request_refresh(product_id: int) -> bool:
 @with_appcontext
 def worker_command(threads: int) -> None:
     """Run the background worker: sends mail and webhooks, queues scheduled notes and
-    digests."""
+    digests, keeps the roll-ups, and tells owners when the worker or the mail fails."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     jobs: Jobs = current_app.extensions[JOBS_KEY]
+    # Alive from the start, not from the first tick the queue hands over.
+    jobs.beat()
     # Whatever a previous worker left behind goes out now, not at the next minute.
     jobs.tick()
     consumer = jobs.huey.create_consumer(

@@ -1,0 +1,1006 @@
+"""Tidings watching itself: is the worker alive, is mail going out, is data still arriving.
+
+Everything here is read from the database, so every web process and worker sees the same
+state and any of them can raise an alert:
+
+- **Heartbeats.** Each worker's minute tick writes its ``WorkerHeartbeat`` (:func:`beat`);
+  the worker is alive while the newest beat is at most :data:`WORKER_SILENT_AFTER` old.
+- **Widget traffic.** Each web process counts the widget's requests in memory
+  (:class:`TrafficRecorder`) and writes each finished minute as ``TrafficMinute`` rows,
+  one per process, minute and product; figures sum the rows of every process.
+- **Alerts** (:func:`watch`): the worker silent for 5 minutes, mail failing for 15. An
+  ``Alert`` row is opened when the condition first holds; the "down" mail is queued once
+  it has held past its threshold, by whichever process's conditional UPDATE claims it
+  first; a "recovered" mail follows when it ends, only if the first one went. One
+  ``OutboxMessage`` of kind ALERT per owner, sent by the outbox like any other mail.
+- **Status** (:func:`status`): what the console's Status page shows for one product.
+
+Nothing here commits: the caller runs it in its transaction (and, on SQLite, its write
+turn) and commits.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+
+from announcements import outbox
+from announcements.insights import Rate, read_rate
+from announcements.models import (
+    Alert,
+    Membership,
+    Note,
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
+    Product,
+    Role,
+    SupportConnection,
+    TeamMember,
+    Ticket,
+    TrafficMinute,
+    Webhook,
+    WebhookDelivery,
+    WorkerHeartbeat,
+)
+
+# The worker is alive while its newest heartbeat is at most this old: the tick beats every
+# minute, so five missed ticks in a row.
+WORKER_SILENT_AFTER = timedelta(minutes=5)
+# Mail is failing when messages wait after a failed attempt or a pause and none has been
+# sent since: for this long before the owners are told.
+MAIL_FAILING_AFTER = timedelta(minutes=15)
+HEARTBEATS_KEPT = timedelta(days=1)
+# A week of history for "usually has requests at this hour", and a day to spare.
+TRAFFIC_KEPT = timedelta(days=8)
+TRAFFIC_WINDOW = timedelta(minutes=60)
+# Upper bounds, in milliseconds, of the widget's latency buckets; one more bucket holds
+# the requests slower than the last.
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+# A product "usually" has widget requests at this hour when it had some on this many of
+# the previous USUAL_OF_DAYS days.
+USUAL_DAYS = 5
+USUAL_OF_DAYS = 7
+# A help-desk connection is judged on the tickets of the 30 days before its newest one,
+# and only when they were at least this many.
+HELP_DESK_HISTORY = timedelta(days=30)
+HELP_DESK_MIN_TICKETS = 10
+# Failed messages and webhook calls counted on Status: those queued in the last day.
+FAILURES_WITHIN = timedelta(hours=24)
+ALERTS_LISTED = 10
+# The (minute, widget key) counters one process holds until they are written, at most:
+# requests naming further keys (a scan of made-up keys) are not counted, so memory stays
+# bounded.
+MAX_KEYS_PER_MINUTE = 10_000
+
+_WAITING = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
+
+
+class AlertKind(enum.StrEnum):
+    WORKER_SILENT = "worker_silent"
+    MAIL_FAILING = "mail_failing"
+
+
+THRESHOLDS = {
+    AlertKind.WORKER_SILENT: WORKER_SILENT_AFTER,
+    AlertKind.MAIL_FAILING: MAIL_FAILING_AFTER,
+}
+
+
+def _minute(moment: datetime) -> datetime:
+    """The start of the minute ``moment`` falls in."""
+    return moment.replace(second=0, microsecond=0)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def describe_span(span: timedelta) -> str:
+    """A span as people say it: "40 s", "12 min", "3 h 20 min", "5 days"."""
+    seconds = int(span.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"
+
+
+def _insert(session: Session) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT."""
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+
+
+# Heartbeats ---------------------------------------------------------------------------------
+
+
+def beat(session: Session, worker: str, *, now: datetime) -> None:
+    """Record that ``worker`` (``outbox.worker_name()``) is alive at ``now``."""
+    statement = _insert(session)(WorkerHeartbeat).values(name=worker, started_at=now, beat_at=now)
+    session.execute(statement.on_conflict_do_update(index_elements=["name"], set_={"beat_at": now}))
+
+
+def prune(session: Session, *, now: datetime) -> dict[str, int]:
+    """Delete heartbeats and traffic too old to be shown; how many rows of each."""
+    beats = session.execute(
+        delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - HEARTBEATS_KEPT)
+    )
+    minutes = session.execute(
+        delete(TrafficMinute).where(TrafficMinute.minute < now - TRAFFIC_KEPT)
+    )
+    return {
+        "heartbeats": int(getattr(beats, "rowcount", 0) or 0),
+        "traffic_minutes": int(getattr(minutes, "rowcount", 0) or 0),
+    }
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """One worker process as its heartbeat shows it: ``name`` is host:pid:start."""
+
+    name: str
+    started_at: datetime
+    beat_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    """Whether a worker is alive: its newest heartbeat at most WORKER_SILENT_AFTER old.
+
+    ``last_beat_at`` and ``age`` are None when no worker ever beat; ``workers`` lists the
+    heartbeats kept (a day's), newest first, dead processes included.
+    """
+
+    alive: bool
+    last_beat_at: datetime | None
+    age: timedelta | None
+    workers: list[WorkerRow]
+
+
+def worker_health(session: Session, *, now: datetime) -> WorkerHealth:
+    """The workers' heartbeats at ``now``."""
+    rows = [
+        WorkerRow(name, started_at, beat_at)
+        for name, started_at, beat_at in session.execute(
+            select(
+                WorkerHeartbeat.name, WorkerHeartbeat.started_at, WorkerHeartbeat.beat_at
+            ).order_by(WorkerHeartbeat.beat_at.desc(), WorkerHeartbeat.name)
+        )
+    ]
+    if not rows:
+        return WorkerHealth(alive=False, last_beat_at=None, age=None, workers=[])
+    age = max(now - rows[0].beat_at, timedelta(0))
+    return WorkerHealth(
+        alive=age <= WORKER_SILENT_AFTER, last_beat_at=rows[0].beat_at, age=age, workers=rows
+    )
+
+
+# Widget traffic -----------------------------------------------------------------------------
+
+
+def latency_bucket(milliseconds: float) -> int:
+    """The index of the latency bucket a request of ``milliseconds`` falls in."""
+    return bisect.bisect_left(LATENCY_BUCKETS_MS, milliseconds)
+
+
+def p95_ms(histogram: Sequence[int]) -> float | None:
+    """The 95th percentile of a latency histogram, as the upper bound of the bucket it falls
+    in (95 % of the requests took at most this long); ``math.inf`` when it falls in the
+    last bucket (over 5 s), None for no requests."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = math.ceil(0.95 * total)
+    seen = 0
+    for index, count in enumerate(histogram):
+        seen += count
+        if seen >= rank:
+            return float(LATENCY_BUCKETS_MS[index]) if index < len(LATENCY_BUCKETS_MS) else math.inf
+    return math.inf  # not reached: the counts add up to ``total``
+
+
+def merged(histograms: Iterable[Sequence[int]]) -> list[int]:
+    """Latency histograms added bucket by bucket."""
+    total = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    for histogram in histograms:
+        for index, count in enumerate(histogram):
+            total[index] += count
+    return total
+
+
+@dataclass
+class _Counts:
+    requests: int = 0
+    errors: int = 0
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+    def add(self, requests: int, errors: int, latency: Sequence[int]) -> None:
+        self.requests += requests
+        self.errors += errors
+        self.latency = merged([self.latency, latency])
+
+
+class TrafficRecorder:
+    """One process's widget requests, counted in memory per minute and widget key until
+    :meth:`flush` writes the finished minutes.
+
+    Requests are counted by the widget key in their URL and matched to products when
+    flushed: one query a minute rather than one a request. A request recorded after its
+    minute was flushed counts in the first minute not yet flushed, so a process writes
+    each of its minutes once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[datetime, str], _Counts] = {}
+        self._flushed_before: datetime | None = None
+
+    def record(self, widget_key: str, *, status: int, milliseconds: float, at: datetime) -> None:
+        """Count one widget request that ended at ``at`` with ``status`` (5xx is an error)."""
+        minute = _minute(at)
+        bucket = latency_bucket(milliseconds)
+        with self._lock:
+            if self._flushed_before is not None and minute < self._flushed_before:
+                minute = self._flushed_before
+            counts = self._counts.get((minute, widget_key))
+            if counts is None:
+                if len(self._counts) >= MAX_KEYS_PER_MINUTE:
+                    return
+                counts = self._counts[(minute, widget_key)] = _Counts()
+            counts.requests += 1
+            counts.errors += status >= 500
+            counts.latency[bucket] += 1
+
+    def has_finished(self, now: datetime) -> bool:
+        """Whether a minute before ``now``'s has counts waiting to be written."""
+        current = _minute(now)
+        with self._lock:
+            return any(minute < current for minute, _key in self._counts)
+
+    def flush(self, session: Session, process: str, *, now: datetime) -> int:
+        """Add the minutes finished before ``now`` to the ``TrafficMinute`` rows of
+        ``process`` and forget them; returns how many rows were written. Requests for a
+        widget key no product has are dropped here."""
+        current = _minute(now)
+        with self._lock:
+            taken = {key: counts for key, counts in self._counts.items() if key[0] < current}
+            for key in taken:
+                del self._counts[key]
+            self._flushed_before = max(self._flushed_before or current, current)
+        if not taken:
+            return 0
+        keys = {widget_key for _minute_at, widget_key in taken}
+        products = dict(
+            session.execute(
+                select(Product.widget_key, Product.id).where(Product.widget_key.in_(keys))
+            ).all()
+        )
+        rows: dict[tuple[datetime, int], _Counts] = {}
+        for (minute, widget_key), counts in taken.items():
+            product_id = products.get(widget_key)
+            if product_id is not None:
+                rows.setdefault((minute, product_id), _Counts()).add(
+                    counts.requests, counts.errors, counts.latency
+                )
+        if not rows:
+            return 0
+        stored = {
+            (row.minute, row.product_id): row
+            for row in session.scalars(
+                select(TrafficMinute).where(
+                    TrafficMinute.process == process,
+                    TrafficMinute.minute.in_({minute for minute, _product in rows}),
+                )
+            )
+        }
+        for (minute, product_id), counts in rows.items():
+            row = stored.get((minute, product_id))
+            if row is None:
+                session.add(
+                    TrafficMinute(
+                        process=process,
+                        minute=minute,
+                        product_id=product_id,
+                        requests=counts.requests,
+                        errors=counts.errors,
+                        latency=counts.latency,
+                    )
+                )
+            else:  # two apps in one process, as in tests: add to what the other wrote
+                row.requests += counts.requests
+                row.errors += counts.errors
+                row.latency = merged([row.latency, counts.latency])
+        session.flush()
+        return len(rows)
+
+
+@dataclass(frozen=True)
+class MinuteTraffic:
+    """Widget requests in one minute, every process together."""
+
+    minute: datetime
+    requests: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Widget traffic over a window, every process together.
+
+    ``minutes`` has one entry per minute of the window, oldest first, zeros included;
+    ``per_minute`` is the mean requests per minute; ``error_rate`` the share answered
+    with a 5xx; ``p95_ms`` as :func:`p95_ms` gives it.
+    """
+
+    minutes: list[MinuteTraffic]
+    requests: int
+    errors: int
+    per_minute: float
+    error_rate: Rate
+    p95_ms: float | None
+
+
+def _window(now: datetime) -> tuple[datetime, datetime]:
+    """The last TRAFFIC_WINDOW of finished minutes before ``now``: [start, end)."""
+    end = _minute(now)
+    return end - TRAFFIC_WINDOW, end
+
+
+def traffic(session: Session, product_id: int, *, now: datetime) -> Traffic:
+    """The product's widget traffic in the 60 finished minutes before ``now``."""
+    start, end = _window(now)
+    rows = session.execute(
+        select(
+            TrafficMinute.minute,
+            TrafficMinute.requests,
+            TrafficMinute.errors,
+            TrafficMinute.latency,
+        ).where(
+            TrafficMinute.product_id == product_id,
+            TrafficMinute.minute >= start,
+            TrafficMinute.minute < end,
+        )
+    ).all()
+    per_minute: dict[datetime, tuple[int, int]] = {}
+    for minute, requests, errors, _latency in rows:
+        before = per_minute.get(minute, (0, 0))
+        per_minute[minute] = (before[0] + requests, before[1] + errors)
+    minutes = []
+    for step in range(int(TRAFFIC_WINDOW / timedelta(minutes=1))):
+        minute = start + timedelta(minutes=step)
+        requests, errors = per_minute.get(minute, (0, 0))
+        minutes.append(MinuteTraffic(minute, requests, errors))
+    return _traffic(minutes, [(row.requests, row.errors, row.latency) for row in rows])
+
+
+def _traffic(minutes: list[MinuteTraffic], rows: Sequence[tuple[int, int, list[int]]]) -> Traffic:
+    """The totals of ``rows`` (requests, errors, latency histogram) over the window."""
+    requests = sum(row[0] for row in rows)
+    errors = sum(row[1] for row in rows)
+    return Traffic(
+        minutes=minutes,
+        requests=requests,
+        errors=errors,
+        per_minute=requests / (TRAFFIC_WINDOW / timedelta(minutes=1)),
+        error_rate=read_rate(errors, requests),
+        p95_ms=p95_ms(merged(row[2] for row in rows)),
+    )
+
+
+def traffic_by_product(session: Session, *, now: datetime) -> dict[int, Traffic]:
+    """Every product's widget traffic in the last 60 finished minutes, for /metrics; a
+    product without rows is left out, and ``minutes`` is empty: only the totals."""
+    start, end = _window(now)
+    grouped: dict[int, list[tuple[int, int, list[int]]]] = {}
+    for product_id, requests, errors, latency in session.execute(
+        select(
+            TrafficMinute.product_id,
+            TrafficMinute.requests,
+            TrafficMinute.errors,
+            TrafficMinute.latency,
+        ).where(TrafficMinute.minute >= start, TrafficMinute.minute < end)
+    ):
+        grouped.setdefault(product_id, []).append((requests, errors, latency))
+    return {product_id: _traffic([], rows) for product_id, rows in grouped.items()}
+
+
+# Outbox and webhooks --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LastError:
+    """The newest failure: what was answered, when that message or call was queued (the
+    tables keep no time of the failed attempt itself), when it is tried again (None: given
+    up on) and, for a webhook call, the URL it went to."""
+
+    error: str
+    queued_at: datetime
+    retry_at: datetime | None
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxFigures:
+    """Mail waiting and failed, of one product or of every product.
+
+    Waiting messages (queued or being sent) are split three ways: ``pending`` (not tried
+    yet, or due again since a pause ended), ``retrying`` (waiting to be tried again after
+    a failed attempt on their recipient) and ``paused`` (held while the mail server
+    refuses us; ``pause`` says since when, its last answer and the next try). ``failed``
+    counts the messages given up on among those queued in the last 24 hours.
+    ``last_error`` is the newest failure among the retrying, paused and those failed.
+    """
+
+    pending: int
+    retrying: int
+    paused: int
+    failed: int
+    last_error: LastError | None
+    pause: outbox.Pause | None
+
+    @property
+    def waiting(self) -> int:
+        return self.pending + self.retrying + self.paused
+
+
+_PAUSED = OutboxMessage.paused_at.is_not(None)
+_RETRYING = and_(
+    OutboxMessage.paused_at.is_(None),
+    OutboxMessage.attempts > 0,
+    OutboxMessage.last_error.is_not(None),
+)
+
+
+def outbox_figures(session: Session, product_id: int | None, *, now: datetime) -> OutboxFigures:
+    """The outbox of one product, or of all when ``product_id`` is None."""
+    scope = [] if product_id is None else [OutboxMessage.product_id == product_id]
+    waiting, paused, retrying = session.execute(
+        select(func.count(), func.count().filter(_PAUSED), func.count().filter(_RETRYING)).where(
+            OutboxMessage.status.in_(_WAITING), *scope
+        )
+    ).one()
+    recently_failed = and_(
+        OutboxMessage.status == OutboxStatus.FAILED,
+        OutboxMessage.created_at >= now - FAILURES_WITHIN,
+        *scope,
+    )
+    failed = session.scalar(select(func.count()).where(recently_failed)) or 0
+    # The newest of each, in two queries that each keep to the status index.
+    candidates = [
+        session.execute(
+            select(
+                OutboxMessage.id,
+                OutboxMessage.last_error,
+                OutboxMessage.created_at,
+                OutboxMessage.next_attempt_at,
+            )
+            .where(where)
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+        ).first()
+        for where in (
+            and_(
+                OutboxMessage.status.in_(_WAITING),
+                OutboxMessage.last_error.is_not(None),
+                *scope,
+            ),
+            recently_failed,
+        )
+    ]
+    last = None
+    waiting_row, failed_row = candidates
+    if waiting_row is not None and (failed_row is None or waiting_row.id > failed_row.id):
+        last = LastError(
+            waiting_row.last_error, waiting_row.created_at, waiting_row.next_attempt_at
+        )
+    elif failed_row is not None:
+        last = LastError(failed_row.last_error or "", failed_row.created_at, None)
+    return OutboxFigures(
+        pending=waiting - paused - retrying,
+        retrying=retrying,
+        paused=paused,
+        failed=failed,
+        last_error=last,
+        pause=outbox.pause_now(session, product_id),
+    )
+
+
+@dataclass(frozen=True)
+class WebhookFigures:
+    """A product's webhook calls queued in the last 24 hours that are failing: ``retrying``
+    (waiting to be tried again after a failed call) and ``failed`` (given up on), with the
+    newest of their errors."""
+
+    retrying: int
+    failed: int
+    last_error: LastError | None
+
+    @property
+    def failing(self) -> int:
+        return self.retrying + self.failed
+
+
+_CALL_RETRYING = and_(WebhookDelivery.status == OutboxStatus.QUEUED, WebhookDelivery.attempts > 0)
+_CALL_FAILING = or_(_CALL_RETRYING, WebhookDelivery.status == OutboxStatus.FAILED)
+
+
+def webhook_figures(session: Session, product_id: int, *, now: datetime) -> WebhookFigures:
+    """The product's failing webhook calls of the last 24 hours."""
+    failing = (
+        select(WebhookDelivery, Webhook.url)
+        .join(Webhook)
+        .where(
+            Webhook.product_id == product_id,
+            WebhookDelivery.created_at >= now - FAILURES_WITHIN,
+            _CALL_FAILING,
+        )
+    )
+    counts = failing.with_only_columns(func.count(), func.count().filter(_CALL_RETRYING))
+    total, retrying = session.execute(counts).one()
+    newest = session.execute(failing.order_by(WebhookDelivery.id.desc()).limit(1)).first()
+    last = None
+    if newest is not None:
+        call, url = newest
+        retry_at = call.next_attempt_at if call.status is OutboxStatus.QUEUED else None
+        last = LastError(call.last_error or "", call.created_at, retry_at, url)
+    return WebhookFigures(retrying=retrying, failed=total - retrying, last_error=last)
+
+
+def webhook_failures_by_product(session: Session, *, now: datetime) -> dict[int, int]:
+    """Failing webhook calls of the last 24 hours per product, for /metrics."""
+    return dict(
+        session.execute(
+            select(Webhook.product_id, func.count())
+            .join(WebhookDelivery)
+            .where(WebhookDelivery.created_at >= now - FAILURES_WITHIN, _CALL_FAILING)
+            .group_by(Webhook.product_id)
+        ).all()
+    )
+
+
+# Scheduled notes ----------------------------------------------------------------------------
+
+
+class EpochSeconds(FunctionElement[float]):
+    """A timestamp as seconds since 1970, on either database, so two can be subtracted:
+    SQLite stores text, on which ``-`` means nothing."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(EpochSeconds, "sqlite")
+def _sqlite_seconds(element: EpochSeconds, compiler: Any, **kw: Any) -> str:
+    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+
+
+@compiles(EpochSeconds, "postgresql")
+def _postgresql_seconds(element: EpochSeconds, compiler: Any, **kw: Any) -> str:
+    return f"extract(epoch from {compiler.process(element.clauses, **kw)})"
+
+
+# A note published more than this long after it was written went live at a time set in
+# advance; one published on saving has the same time for both, to the millisecond.
+SCHEDULED_AHEAD = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ScheduledNote:
+    """The newest note that went live at a time set in advance, and when; ``emailed_at`` is
+    when its mail was queued (None: it e-mails nobody, or no worker has queued it yet)."""
+
+    note_id: int
+    version: str
+    title: str
+    published_at: datetime
+    email_subscribers: bool
+    emailed_at: datetime | None
+
+
+def last_scheduled(session: Session, product_id: int, *, now: datetime) -> ScheduledNote | None:
+    """The product's newest note that went live at ``now`` or before, at least a minute
+    after it was written (so it was scheduled, not published on saving)."""
+    written_before = EpochSeconds(Note.published_at) - EpochSeconds(Note.created_at)
+    row = session.execute(
+        select(
+            Note.id,
+            Note.version,
+            Note.title,
+            Note.published_at,
+            Note.email_subscribers,
+            Note.emailed_at,
+        )
+        .where(
+            Note.product_id == product_id,
+            Note.published_at <= now,
+            written_before > SCHEDULED_AHEAD.total_seconds(),
+        )
+        .order_by(Note.published_at.desc(), Note.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    note_id, version, title, published_at, email_subscribers, emailed_at = row
+    # Never None: the query compares it with now.
+    return ScheduledNote(
+        note_id, version, title, cast(datetime, published_at), email_subscribers, emailed_at
+    )
+
+
+# Data that stopped arriving -----------------------------------------------------------------
+
+
+def widget_warning(session: Session, product_id: int, *, now: datetime) -> str | None:
+    """A warning when the widget had no request for the product in the last 60 minutes,
+    though it had some in the same 60 minutes of the day on at least 5 of the 7 days
+    before."""
+    start, end = _window(now)
+
+    def had_requests(days_ago: int) -> ColumnElement[bool]:
+        shift = timedelta(days=days_ago)
+        return exists().where(
+            TrafficMinute.product_id == product_id,
+            TrafficMinute.minute >= start - shift,
+            TrafficMinute.minute < end - shift,
+            TrafficMinute.requests > 0,
+        )
+
+    now_and_before = session.execute(
+        select(*(had_requests(days_ago) for days_ago in range(USUAL_OF_DAYS + 1)))
+    ).one()
+    if now_and_before[0]:
+        return None
+    usual = sum(bool(had) for had in now_and_before[1:])
+    if usual < USUAL_DAYS:
+        return None
+    return (
+        f"No widget request in the last {describe_span(TRAFFIC_WINDOW)}, though the widget had "
+        f"requests at this time of day on {usual} of the previous {USUAL_OF_DAYS} days. "
+        "Check that the host app still loads the widget with this product's key."
+    )
+
+
+def help_desk_warnings(session: Session, product_id: int, *, now: datetime) -> list[str]:
+    """A warning for each help-desk connection silent for longer than usual: its newest
+    ticket is older than the longest gap between consecutive tickets in the 30 days before
+    that ticket, which were at least 10."""
+    warnings = []
+    for desk, source in session.execute(
+        select(SupportConnection.desk, SupportConnection.source)
+        .where(SupportConnection.product_id == product_id)
+        .order_by(SupportConnection.id)
+    ):
+        of_source = and_(Ticket.product_id == product_id, Ticket.source == source)
+        newest = session.scalar(select(func.max(Ticket.created_at)).where(of_source))
+        if newest is None or newest >= now:
+            continue
+        seconds = EpochSeconds(Ticket.created_at)
+        gaps = (
+            select(
+                (seconds - func.lag(seconds, type_=Float).over(order_by=Ticket.created_at)).label(
+                    "gap"
+                )
+            )
+            .where(of_source, Ticket.created_at >= newest - HELP_DESK_HISTORY)
+            .subquery()
+        )
+        tickets, longest_seconds = session.execute(
+            select(func.count(), type_coerce(func.max(gaps.c.gap), Float))
+        ).one()
+        longest = timedelta(seconds=longest_seconds or 0)
+        silence = now - newest
+        if tickets < HELP_DESK_MIN_TICKETS or silence <= longest:
+            continue
+        warnings.append(
+            f"No ticket from {desk.label} ({source}) since {_stamp(newest)}: "
+            f"{describe_span(silence)}, longer than any gap between its tickets in the "
+            f"{HELP_DESK_HISTORY.days} days before (at most {describe_span(longest)}). "
+            "Check the connection in the help desk."
+        )
+    return warnings
+
+
+# Alerts -------------------------------------------------------------------------------------
+
+
+TITLES = {
+    (AlertKind.WORKER_SILENT, "down"): "The Tidings worker is silent",
+    (AlertKind.WORKER_SILENT, "recovered"): "The Tidings worker is back",
+    (AlertKind.MAIL_FAILING, "down"): "Tidings mail is failing",
+    (AlertKind.MAIL_FAILING, "recovered"): "Tidings mail is going out again",
+}
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """One episode of trouble: open while ``recovered_at`` is None; ``alerted_at`` is when
+    the owners' mail was queued (None: it ended before its threshold, or has not reached
+    it yet)."""
+
+    id: int
+    kind: str
+    failing_since: datetime
+    detail: str
+    alerted_at: datetime | None
+    recovered_at: datetime | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.recovered_at is None
+
+    @property
+    def title(self) -> str:
+        state = "down" if self.is_open else "recovered"
+        return TITLES.get((AlertKind(self.kind), state), self.kind)
+
+
+_ALERT_COLUMNS = (
+    Alert.id,
+    Alert.kind,
+    Alert.failing_since,
+    Alert.detail,
+    Alert.alerted_at,
+    Alert.recovered_at,
+)
+
+
+def alerts(session: Session, *, limit: int = ALERTS_LISTED) -> list[AlertRow]:
+    """The newest alerts, open or closed, newest first."""
+    rows = session.execute(select(*_ALERT_COLUMNS).order_by(Alert.id.desc()).limit(limit))
+    return [AlertRow(*row) for row in rows]
+
+
+def _open_alerts(session: Session) -> dict[str, AlertRow]:
+    rows = session.execute(select(*_ALERT_COLUMNS).where(Alert.recovered_at.is_(None)))
+    return {row.kind: AlertRow(*row) for row in rows}
+
+
+@dataclass(frozen=True)
+class _Condition:
+    holds: bool
+    since: datetime | None = None
+    detail: str = ""
+
+
+def _worker_silent(session: Session, now: datetime) -> _Condition:
+    """Silent: the newest heartbeat is older than WORKER_SILENT_AFTER; since that beat."""
+    newest = session.scalar(select(func.max(WorkerHeartbeat.beat_at)))
+    if newest is None or now - newest <= WORKER_SILENT_AFTER:
+        return _Condition(False)
+    return _Condition(
+        True,
+        newest,
+        f"No worker has written a heartbeat since {_stamp(newest)}. Until one runs, no mail, "
+        "webhook or scheduled e-mail goes out. Start one with `flask worker`, and look at "
+        "why the last one stopped.",
+    )
+
+
+_ALERT_MAIL = OutboxMessage.kind == OutboxKind.ALERT
+_AFTER_FAILURE = or_(
+    OutboxMessage.paused_at.is_not(None),
+    and_(OutboxMessage.attempts > 0, OutboxMessage.last_error.is_not(None)),
+)
+
+
+def _mail_failing(session: Session, now: datetime, alert: AlertRow | None) -> _Condition:
+    """Failing: messages wait after a failed attempt or a pause, and none has been sent
+    since the condition was first seen (the open alert's start, or now). Alert mail is
+    left out of both: it must not raise, or end, the alert about itself.
+
+    The detail goes to the owners of every product, so it quotes the server only when it
+    refuses us (a pause), never a recipient's refusal, which may name the address."""
+    stuck, paused, pause_error = session.execute(
+        select(
+            func.count(),
+            func.count().filter(OutboxMessage.paused_at.is_not(None)),
+            func.max(OutboxMessage.last_error).filter(OutboxMessage.paused_at.is_not(None)),
+        ).where(OutboxMessage.status.in_(_WAITING), ~_ALERT_MAIL, _AFTER_FAILURE)
+    ).one()
+    if not stuck:
+        return _Condition(False)
+    since = alert.failing_since if alert is not None else now
+    # A sent message's next_attempt_at is the end of the lease it was sent under, never
+    # before its sent_at: the first condition keeps the query to the status index.
+    sent_since = exists().where(
+        OutboxMessage.status == OutboxStatus.SENT,
+        OutboxMessage.next_attempt_at >= since,
+        OutboxMessage.sent_at >= since,
+        ~_ALERT_MAIL,
+    )
+    if session.scalar(select(sent_since)):
+        return _Condition(False)
+    why = (
+        f"The mail server refuses our mail: {' '.join((pause_error or '').split())}"
+        if paused
+        else "Their recipients' mail servers deferred them; each product's Status page "
+        "shows its messages' errors."
+    )
+    return _Condition(
+        True,
+        since,
+        f"{stuck:,} message{'' if stuck == 1 else 's'} wait after failed attempts, and none "
+        f"has been sent since {_stamp(since)}. {why}",
+    )
+
+
+def _queue(session: Session, alert_id: int, state: str, now: datetime) -> list[int]:
+    """One ALERT message to each active owner, under the lowest id of the products they
+    own; returns the messages' ids."""
+    owners = session.execute(
+        select(Membership.member_id, func.min(Membership.product_id))
+        .join(TeamMember, TeamMember.id == Membership.member_id)
+        .where(Membership.role == Role.OWNER, TeamMember.is_active.is_(True))
+        .group_by(Membership.member_id)
+        .order_by(Membership.member_id)
+    ).all()
+    messages = [
+        OutboxMessage(
+            product_id=product_id,
+            member_id=member_id,
+            kind=OutboxKind.ALERT,
+            status=OutboxStatus.QUEUED,
+            payload={"alert_id": alert_id, "state": state},
+            created_at=now,
+            next_attempt_at=now,
+        )
+        for member_id, product_id in owners
+    ]
+    session.add_all(messages)
+    session.flush()
+    return [message.id for message in messages]
+
+
+def _holds(
+    session: Session, kind: AlertKind, alert: AlertRow | None, condition: _Condition, now: datetime
+) -> list[int]:
+    """The condition holds: open the alert if none is, and queue the owners' mail once it
+    has held past its threshold, if no other process did."""
+    if alert is None:
+        session.execute(
+            _insert(session)(Alert)
+            .values(kind=kind, failing_since=condition.since, detail=condition.detail[:500])
+            .on_conflict_do_nothing()  # another process opened it first: theirs stands
+        )
+        alert = _open_alerts(session).get(kind)
+        if alert is None:
+            return []
+    if now - alert.failing_since < THRESHOLDS[kind]:
+        return []
+    claimed = session.execute(
+        update(Alert)
+        .where(Alert.id == alert.id, Alert.alerted_at.is_(None), Alert.recovered_at.is_(None))
+        .values(alerted_at=now, detail=condition.detail[:500])
+        .execution_options(synchronize_session=False)
+    )
+    # The one UPDATE that found alerted_at empty queues the mail; on PostgreSQL a second
+    # process waits on the row until the first commits, then finds it set.
+    if int(getattr(claimed, "rowcount", 0) or 0) != 1:
+        return []
+    return _queue(session, alert.id, "down", now)
+
+
+def _ended(session: Session, alert: AlertRow, now: datetime) -> list[int]:
+    """The condition no longer holds: close the alert, and tell the owners if they were
+    told it began."""
+    closed = session.execute(
+        update(Alert)
+        .where(Alert.id == alert.id, Alert.recovered_at.is_(None))
+        .values(recovered_at=now)
+        .returning(Alert.alerted_at)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if closed is None or closed.alerted_at is None:
+        return []
+    return _queue(session, alert.id, "recovered", now)
+
+
+def watch(session: Session, *, now: datetime) -> list[int]:
+    """Check the worker and the mail: open, announce and close alerts as their conditions
+    begin, last and end; returns the ids of the ALERT messages queued. Safe to run from
+    every process at once: opening, announcing and closing are each decided by one
+    conditional statement, so no mail goes twice. The caller commits (on SQLite, in its
+    write turn)."""
+    opened = _open_alerts(session)
+    conditions = {
+        AlertKind.WORKER_SILENT: _worker_silent(session, now),
+        AlertKind.MAIL_FAILING: _mail_failing(session, now, opened.get(AlertKind.MAIL_FAILING)),
+    }
+    queued: list[int] = []
+    for kind, condition in conditions.items():
+        alert = opened.get(kind)
+        if condition.holds:
+            queued += _holds(session, kind, alert, condition, now)
+        elif alert is not None:
+            queued += _ended(session, alert, now)
+    return queued
+
+
+def alerts_due(session: Session, *, now: datetime) -> bool:
+    """Whether alert mail waits to be sent now (the web sends it when the worker may be
+    the one that is down)."""
+    due = exists().where(
+        OutboxMessage.status == OutboxStatus.QUEUED,
+        OutboxMessage.next_attempt_at <= now,
+        _ALERT_MAIL,
+    )
+    return bool(session.scalar(select(due)))
+
+
+# The Status page ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything the console's Status page shows for one product at ``now``.
+
+    - ``worker``: alive or not, the newest heartbeat, every worker's row;
+    - ``jobs_waiting``: tasks in the job queue (None: the queue could not be reached);
+    - ``outbox``: this product's mail; ``outbox_overall``: every product's (one mail
+      server and one set of workers serve them all);
+    - ``webhooks``: this product's failing webhook calls;
+    - ``last_scheduled``: this product's newest scheduled note that went live;
+    - ``traffic``: this product's widget traffic in the last 60 finished minutes;
+    - ``warnings``: data that stopped arriving (widget, help desks), as sentences;
+    - ``alerts``: the last 10 alerts (every product shares them), newest first.
+    """
+
+    now: datetime
+    worker: WorkerHealth
+    jobs_waiting: int | None
+    outbox: OutboxFigures
+    outbox_overall: OutboxFigures
+    webhooks: WebhookFigures
+    last_scheduled: ScheduledNote | None
+    traffic: Traffic
+    warnings: list[str]
+    alerts: list[AlertRow]
+
+    @property
+    def open_alerts(self) -> list[AlertRow]:
+        return [alert for alert in self.alerts if alert.is_open]
+
+
+def status(session: Session, product: Product, *, now: datetime, pending: int | None) -> Status:
+    """The product's Status figures at ``now``; ``pending`` is the job queue's length as the
+    caller read it (``app.mail.jobs.waiting()``), None when it could not."""
+    warning = widget_warning(session, product.id, now=now)
+    return Status(
+        now=now,
+        worker=worker_health(session, now=now),
+        jobs_waiting=pending,
+        outbox=outbox_figures(session, product.id, now=now),
+        outbox_overall=outbox_figures(session, None, now=now),
+        webhooks=webhook_figures(session, product.id, now=now),
+        last_scheduled=last_scheduled(session, product.id, now=now),
+        traffic=traffic(session, product.id, now=now),
+        warnings=([warning] if warning else []) + help_desk_warnings(session, product.id, now=now),
+        alerts=alerts(session),
+    )
