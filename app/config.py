@@ -99,6 +99,9 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         "RATELIMIT_API": _env("RATELIMIT_API", "120 per minute;5000 per hour"),
         # Help-desk deliveries per connection: enough for a burst of 1,000 new tickets.
         "RATELIMIT_SUPPORT_INBOUND": _env("RATELIMIT_SUPPORT_INBOUND", "1200 per minute"),
+        # The bearer token a Prometheus scraper sends for GET /metrics; unset, /metrics is
+        # not served (404).
+        "METRICS_TOKEN": _env("METRICS_TOKEN", "") or None,
     }
     if overrides:
         config.update(overrides)

@@ -1,0 +1,215 @@
+"""Health for machines: /healthz, /readyz and /metrics, with no login, CSRF check or rate
+limit in their way; /metrics only with the bearer token. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session
+
+from announcements import monitoring
+from announcements.models import (
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
+    Subscriber,
+    SubscriberStatus,
+    TrafficMinute,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+    WorkerHeartbeat,
+    utcnow,
+)
+from tests.factories import make_product
+
+TOKEN = "s3cret-metrics-token"
+
+
+def _beat(session: Session, age: timedelta, name: str = "host:1:1") -> None:
+    at = utcnow() - age
+    session.add(WorkerHeartbeat(name=name, started_at=at, beat_at=at))
+    session.commit()
+
+
+def test_healthz_answers_without_the_database_being_asked(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_readyz_names_the_worker_when_none_ever_beat(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "unavailable"
+    assert body["database"] == "ok"
+    assert body["failing"] == ["worker"]
+    assert body["worker"]["alive"] is False
+    assert body["worker"]["heartbeat_age_seconds"] is None
+    assert "flask worker" in body["worker"]["reason"]
+
+
+def test_readyz_is_ready_while_the_worker_beats_and_not_after_five_minutes(
+    client: FlaskClient, session: Session
+) -> None:
+    _beat(session, timedelta(seconds=40))
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ready",
+        "database": "ok",
+        "worker": {"alive": True, "heartbeat_age_seconds": 40},
+    }
+
+    session.query(WorkerHeartbeat).update({"beat_at": utcnow() - timedelta(minutes=7)})
+    session.commit()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    worker = response.get_json()["worker"]
+    assert worker["alive"] is False
+    assert 7 * 60 <= worker["heartbeat_age_seconds"] < 7 * 60 + 5
+    assert worker["reason"].startswith("The newest worker heartbeat is 7 min old")
+
+
+def test_metrics_are_not_served_without_a_configured_token(client: FlaskClient) -> None:
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 404
+
+
+def test_metrics_need_the_token(app_factory: Callable[..., Flask]) -> None:
+    client = app_factory(METRICS_TOKEN=TOKEN).test_client()
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+        {"Authorization": "Bearer \u00e9"},
+    ):
+        response = client.get("/metrics", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert "error" in response.get_json()
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+
+
+def test_metrics_are_read_from_the_database_in_prometheus_text(
+    app_factory: Callable[..., Flask], session: Session
+) -> None:
+    now = utcnow()
+    make_product(session, slug="quiet")
+    busy = make_product(session, slug="busy")
+    _beat(session, timedelta(seconds=30))
+    states = [
+        (OutboxStatus.QUEUED, 0, None, None),  # pending
+        (OutboxStatus.QUEUED, 0, None, None),  # pending
+        (OutboxStatus.QUEUED, 2, "451 try later", None),  # retrying
+        (OutboxStatus.QUEUED, 0, "421 closing", now),  # paused
+        (OutboxStatus.FAILED, 8, "550 no such user", None),  # failed
+        (OutboxStatus.SENT, 1, None, None),
+    ]
+    for number, (status, attempts, error, paused_at) in enumerate(states):
+        subscriber = Subscriber(
+            product_id=busy.id,
+            email=f"s{number}@example.com",
+            status=SubscriberStatus.CONFIRMED,
+            categories=[],
+        )
+        session.add(subscriber)
+        session.flush()
+        session.add(
+            OutboxMessage(
+                product_id=busy.id,
+                subscriber_id=subscriber.id,
+                kind=OutboxKind.CONFIRM,
+                status=status,
+                attempts=attempts,
+                last_error=error,
+                paused_at=paused_at,
+            )
+        )
+    webhook = Webhook(product_id=busy.id, url="https://hooks.example.com/x", secret="x")
+    session.add(webhook)
+    session.flush()
+    for status, attempts in ((OutboxStatus.FAILED, 8), (OutboxStatus.QUEUED, 3)):
+        session.add(
+            WebhookDelivery(
+                webhook_id=webhook.id,
+                event=WebhookEvent.PUBLISHED,
+                status=status,
+                attempts=attempts,
+                last_error="HTTP 500",
+            )
+        )
+    minute = now.replace(second=0, microsecond=0) - timedelta(minutes=5)
+    histogram = [0] * (len(monitoring.LATENCY_BUCKETS_MS) + 1)
+    histogram[3] = 90  # up to 50 ms
+    histogram[6] = 10  # up to 500 ms
+    for process in ("web-a", "web-b"):
+        session.add(
+            TrafficMinute(
+                process=process,
+                minute=minute,
+                product_id=busy.id,
+                requests=100,
+                errors=2,
+                latency=histogram,
+            )
+        )
+    session.commit()
+
+    response = (
+        app_factory(METRICS_TOKEN=TOKEN)
+        .test_client()
+        .get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    )
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=")
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+
+    def value(name: str, **labels: str) -> float:
+        (sample,) = [s for s in families[name].samples if s.labels == labels]
+        return sample.value
+
+    assert value("tidings_worker_up") == 1
+    assert 30 <= value("tidings_worker_heartbeat_age_seconds") < 40
+    assert value("tidings_outbox_waiting", state="pending") == 2
+    assert value("tidings_outbox_waiting", state="retrying") == 1
+    assert value("tidings_outbox_waiting", state="paused") == 1
+    assert value("tidings_outbox_failed_last_day") == 1
+    assert value("tidings_webhook_calls_failing", product="busy") == 2
+    assert value("tidings_webhook_calls_failing", product="quiet") == 0
+    assert value("tidings_widget_requests_last_hour", product="busy") == 200
+    assert value("tidings_widget_errors_last_hour", product="busy") == 4
+    assert value("tidings_widget_requests_last_hour", product="quiet") == 0
+    # 180 of 200 requests took up to 50 ms: the 95th percentile is in the 500 ms bucket.
+    assert value("tidings_widget_latency_p95_seconds", product="busy") == 0.5
+    assert [s.labels for s in families["tidings_widget_latency_p95_seconds"].samples] == [
+        {"product": "busy"}
+    ]
+    assert value("tidings_alert_open", kind="worker_silent") == 0
+    assert families["tidings_jobs_waiting"].type == "gauge"
+
+
+def test_health_endpoints_take_no_session_no_csrf_and_no_rate_limit(
+    app_factory: Callable[..., Flask],
+) -> None:
+    limited = app_factory(
+        METRICS_TOKEN=TOKEN, RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="2 per minute"
+    )
+    client = limited.test_client()
+    # The default limit is on for the rest of the app...
+    answers = [client.get("/console/login").status_code for _ in range(3)]
+    assert answers[-1] == 429
+    # ...but a scraper polling every few seconds is never refused.
+    for _ in range(10):
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503  # no worker: an answer, not a 429
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert metrics.status_code == 200
