@@ -1,18 +1,20 @@
-"""Insights in the management API: the support-impact figures, per note and per release,
-for teams to put in their own reports.
+"""Insights in the management API, for teams to put in their own reports: the
+support-impact figures, per note and per release, and a note's reach and reading.
 
-They are the worker's roll-up (``announcements.support_impact``), read as stored: a call
-costs a few rows however many users the product has.
+Both are read from the worker's roll-ups (``announcements.support_impact``,
+``announcements.insights``): a call costs a few grouped queries however many users the
+product has.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask.typing import ResponseReturnValue
 
-from announcements import support_impact
-from announcements.models import ApiScope, Product
+from announcements import insights, services, support_impact
+from announcements.models import ApiScope, Product, utcnow
 from app.api import operations, schemas
 from app.extensions import db
 
@@ -51,3 +53,60 @@ def support_impact_report(product: Product) -> ResponseReturnValue:
             releases=[_figures(release.figures) for release in releases],
         )
     )
+
+
+@operations.operation(
+    "GET",
+    "/notes/<id:note_id>/insights",
+    summary="A note's exposed users, readers, read rate, channels, time to read and reactions",
+    scope=ApiScope.INSIGHTS_READ,
+    query=schemas.InsightsQuery,
+    answer=schemas.NoteInsights,
+    errors=(404, 422),
+)
+def note_insights(
+    product: Product, note_id: int, query: schemas.InsightsQuery
+) -> ResponseReturnValue:
+    note = services.get_note(db.session(), product, note_id)
+    found = insights.note_insights(
+        db.session(), note, by=query.by, start=query.start, end=query.end, now=utcnow()
+    )
+    rate = found.rate
+    return operations.answer(
+        schemas.NoteInsights(
+            note_id=found.note_id,
+            exposed=found.exposed,
+            readers=found.readers,
+            read_rate=rate.value,
+            read_rate_ci=None if rate.low is None or rate.high is None else (rate.low, rate.high),
+            reads_by_channel=found.reads_by_channel,
+            daily=[
+                schemas.InsightsDay(date=point.day, exposed=point.exposed, readers=point.readers)
+                for point in found.daily
+            ],
+            time_to_read=schemas.TimeToRead(
+                readers=found.time_to_read.readers,
+                median_seconds=_seconds(found.time_to_read.median),
+                p90_seconds=_seconds(found.time_to_read.p90),
+            ),
+            reactions=found.reactions,
+            segments=(
+                [
+                    schemas.InsightsSegment(
+                        value=row.value,
+                        exposed=row.exposed,
+                        readers=row.readers,
+                        read_rate=row.rate.value,
+                    )
+                    for row in found.segments
+                ]
+                if found.segment is not None
+                else None
+            ),
+            counted_until=found.counted_until,
+        )
+    )
+
+
+def _seconds(span: timedelta | None) -> float | None:
+    return None if span is None else span.total_seconds()

@@ -8,13 +8,13 @@ unknown field is refused rather than ignored.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from announcements import note_rules, subscriptions, targeting, tickets, versions
+from announcements import insights, note_rules, subscriptions, targeting, tickets, versions
 from announcements.models import Category
 
 StatusName = Literal["draft", "scheduled", "published", "archived"]
@@ -470,3 +470,76 @@ class TicketStored(BaseModel):
 class TicketList(BaseModel):
     tickets: list[Ticket] = Field(description="The latest stored first.")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+# Note insights (GET /notes/<id>/insights): the note's reach and reading, from the daily
+# roll-up (``announcements.insights`` says how each figure is counted).
+
+
+class InsightsQuery(_Input):
+    """Which figures of a note (query arguments)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    by: str | None = Field(
+        default=None,
+        max_length=80,
+        description="Break exposed users and readers down by this end-user attribute "
+        "(locale, app_version, or one the host sends, such as plan): the 20 values with "
+        "the most exposed users, the rest as Other.",
+        examples=["plan"],
+    )
+    start: date | None = Field(
+        default=None, description="The first day of the daily series (UTC); publication by default."
+    )
+    end: date | None = Field(
+        default=None,
+        description=f"Count up to the end of this day (UTC); today by default. At most "
+        f"{insights.MAX_RANGE_DAYS} days after start.",
+    )
+
+
+class InsightsDay(BaseModel):
+    """Exposed users and readers up to the end of a day, since publication."""
+
+    date: date
+    exposed: int
+    readers: int
+
+
+class TimeToRead(BaseModel):
+    """The time from publication to each read: the nearest-rank percentiles."""
+
+    readers: int = Field(description="Reads counted, up to the end of the range.")
+    median_seconds: float | None = Field(
+        description="Half the readers read within this; null: none."
+    )
+    p90_seconds: float | None = Field(description="Nine in ten read within this; null: none.")
+
+
+class InsightsSegment(BaseModel):
+    value: str = Field(description="The attribute's value; “(none)” for users without it; “Other”.")
+    exposed: int
+    readers: int
+    read_rate: float | None
+
+
+class NoteInsights(BaseModel):
+    note_id: int
+    exposed: int = Field(
+        description="Users the widget saw since the note's publication day on a version that "
+        "includes it (or with no version)."
+    )
+    readers: int = Field(description="Read receipts, every channel.")
+    read_rate: float | None = Field(
+        description="readers / exposed, at most 1; null: nobody exposed."
+    )
+    read_rate_ci: tuple[float, float] | None = Field(description="The 95 % Wilson interval.")
+    reads_by_channel: dict[str, int] = Field(description="Largest first.")
+    daily: list[InsightsDay] = Field(description="Cumulative, one entry a day.")
+    time_to_read: TimeToRead
+    reactions: dict[str, int] = Field(description="Users who chose each reaction, now.")
+    segments: list[InsightsSegment] | None = Field(description="Only with ?by=; null otherwise.")
+    counted_until: datetime | None = Field(
+        description="The roll-up holds what happened up to then; null: not counted yet."
+    )
