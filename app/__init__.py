@@ -17,6 +17,7 @@ from app import (
     database,
     demo_host,
     errors,
+    health,
     public,
     security,
     sidebar,
@@ -54,6 +55,7 @@ def create_app(
 
     db.init_app(app)
     database.init_app(app)
+    health.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     csrf.init_app(app)
     limiter.init_app(app)

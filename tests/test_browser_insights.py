@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import bindparam, text
 
-import app.console.insights  # noqa: F401 - its routes, until app/console/__init__.py imports it
 from announcements import rollups, versions
 from announcements.models import Product
 from app.extensions import db

@@ -89,13 +89,19 @@ NEEDS: dict[str, Role | str | None] = {
     "console.support_sidebar": Role.VIEWER,
     "console.support_sidebar_rotate": Role.OWNER,
     "console.support_unacknowledged_csv": Role.OWNER,
+    "console.insights": Role.VIEWER,
+    "console.insights_note": Role.VIEWER,
+    "console.insights_comments": Role.VIEWER,
+    "console.insights_comments_csv": Role.EDITOR,
+    "console.insights_non_readers_csv": Role.EDITOR,
+    "console.status": Role.OWNER,
 }
 
 
 # A form posted with nothing but its CSRF token finds its fields missing: 422. Every other
 # permitted POST is an action that redirects (its flash says whether it was done), but
-# the preview, which answers with HTML; every permitted GET is a page, but the product's
-# home, which redirects to its notes.
+# the preview and the non-readers export, which answer at once; every permitted GET is a
+# page, but the product's home, which redirects to its notes.
 FORM_POSTS = {
     "console.account",
     "console.api_keys",
@@ -124,7 +130,8 @@ def permitted_status(endpoint: str, method: str) -> int:
             if endpoint in ("console.product_home", "console.support_unacknowledged_csv")
             else 200
         )
-    if endpoint == "console.preview":
+    # The preview answers with HTML, the export of who has not read the note with its CSV.
+    if endpoint in ("console.preview", "console.insights_non_readers_csv"):
         return 200
     return 422 if endpoint in FORM_POSTS else 302
 

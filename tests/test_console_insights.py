@@ -21,7 +21,6 @@ import lxml.html
 import pytest
 from sqlalchemy import select
 
-import app.console.insights  # noqa: F401 - its routes, until app/console/__init__.py imports it
 from announcements import rollups, versions
 from announcements.models import (
     AuditEvent,
