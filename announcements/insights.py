@@ -63,7 +63,7 @@ from announcements.models import (
     status_clause,
     utcnow,
 )
-from announcements.notices import _csv_lines
+from announcements.notices import csv_lines
 from announcements.queries import like_pattern
 from announcements.reads import REACTIONS
 
@@ -875,7 +875,7 @@ def comments_csv(
                 comment.updated_at.isoformat(),
             ]
 
-    return _csv_lines(rows())
+    return csv_lines(rows())
 
 
 # Who has not read a note ------------------------------------------------------------------------
@@ -934,7 +934,7 @@ def non_readers_csv(
     audit.record(
         session, note.product, by, "note.non_readers_exported", summary, note=note, now=now
     )
-    return _csv_lines(_non_readers(session, note, chosen, key if pseudonymise else None))
+    return csv_lines(_non_readers(session, note, chosen, key if pseudonymise else None))
 
 
 def _non_readers(

@@ -273,10 +273,10 @@ def export_unacknowledged(
     audit.record(
         session, note.product, by, "note.unacknowledged_exported", summary, note=note, now=now
     )
-    return _csv_lines(unacknowledged(session, note, chosen))
+    return csv_lines(unacknowledged(session, note, chosen))
 
 
-def _csv_lines(rows: Iterable[Sequence[str]]) -> Iterator[str]:
+def csv_lines(rows: Iterable[Sequence[str]]) -> Iterator[str]:
     buffer = io.StringIO()
     # Every cell quoted: in a locale whose separator is ";" an unquoted "x;=cmd" would
     # split into a cell that starts with "=", past csv_safe.

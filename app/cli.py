@@ -22,6 +22,7 @@ from announcements import (
     apikeys,
     importing,
     rerender,
+    rollups,
     services,
     support_desks,
     support_impact,
@@ -318,14 +319,17 @@ def import_tickets(
         sys.exit(1)
 
 
-rollups = AppGroup("rollups", help="Recount the figures the worker keeps.")
+rollups_group = AppGroup("rollups", help="Recount the figures the worker keeps.")
 
 
-@rollups.command("rebuild")
+@rollups_group.command("rebuild")
 @click.option("--product", "product_slug", metavar="SLUG", help="Only this product.")
 def rebuild_rollups(product_slug: str | None) -> None:
-    """Recount support impact now, as the worker does hourly: match waiting tickets, record
-    hold-back groups, and rewrite the figures of every published note and release."""
+    """Recount the Insights roll-up from the raw tables (the worker adds to it every ten
+    minutes; after importing notes with past dates, or moving a note's publication, a
+    rebuild counts them again) and support impact, as the worker does hourly: match
+    waiting tickets, record hold-back groups, rewrite the figures of every note and
+    release."""
     products = (
         [_product(product_slug)]
         if product_slug
@@ -334,8 +338,16 @@ def rebuild_rollups(product_slug: str | None) -> None:
     began = time.perf_counter()
     for product in products:
         slug, started = product.slug, time.perf_counter()
+        rows = rollups.rebuild(db.session(), product, now=utcnow(), write_turn=write_turn)
+        click.echo(
+            f"{slug}: insights, {_counted(rows, 'row')} in {time.perf_counter() - started:.1f} s"
+        )
+        started = time.perf_counter()
         rows = support_impact.refresh(db.session(), product, now=utcnow(), write_turn=write_turn)
-        click.echo(f"{slug}: {_counted(rows, 'row')} in {time.perf_counter() - started:.1f} s")
+        click.echo(
+            f"{slug}: support impact, {_counted(rows, 'row')} "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
         for release in support_impact.report(db.session(), product):
             figures = release.figures
             tickets = figures["tickets_readers"] + figures["tickets_non_readers"]
@@ -417,6 +429,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(api_keys)
     app.cli.add_command(import_changelog)
     app.cli.add_command(notes)
-    app.cli.add_command(rollups)
+    app.cli.add_command(rollups_group)
     app.cli.add_command(import_tickets)
     app.cli.add_command(support)

@@ -22,6 +22,7 @@ from announcements import (
     apikeys,
     holdback,
     notices,
+    rollups,
     services,
     support_impact,
     tickets,
@@ -733,14 +734,17 @@ def test_flask_rollups_rebuild(runner, session, world) -> None:
     done = runner.invoke(args=["rollups", "rebuild", "--product", "acme"])
     assert done.exit_code == 0, done.output
     lines = done.output.splitlines()
-    assert lines[0].startswith("acme: 5 rows in ")
-    assert lines[1].startswith("  2.5.0: ") and lines[2].startswith("  2.4.0: ")
+    assert lines[0].startswith("acme: insights, ") and " rows in " in lines[0]
+    assert rollups.counted_until(session, world.product) is not None
+    assert rollups.counted_until(session, world.other) is None
+    assert lines[1].startswith("acme: support impact, 5 rows in ")
+    assert lines[2].startswith("  2.5.0: ") and lines[3].startswith("  2.4.0: ")
     wanted = expected(world, ["A", "B"], "2.4.0", [])
-    assert f"{wanted['exposed']:,} exposed, {wanted['readers']:,} readers" in lines[2]
+    assert f"{wanted['exposed']:,} exposed, {wanted['readers']:,} readers" in lines[3]
     assert lines[-1].startswith("Recounted 1 product in ")
     assert rows_by_scope(session, world.other) == {}
     everything = runner.invoke(args=["rollups", "rebuild"])
-    assert everything.exit_code == 0 and "other: 2 rows" in everything.output
+    assert everything.exit_code == 0 and "other: support impact, 2 rows" in everything.output
     assert "Recounted 2 products in " in everything.output
     missing = runner.invoke(args=["rollups", "rebuild", "--product", "nope"])
     assert missing.exit_code != 0 and "No product with the slug nope" in missing.output

@@ -92,7 +92,8 @@ def test_an_unchanged_address_costs_no_write_and_a_new_one_one_update(
     with writes_on(*engines) as first:
         widget.notes()
         send(widget, **signed(widget))
-    assert first == ["INSERT", "UPDATE"]
+    # The user, the day the widget first saw them, then the address's key.
+    assert first == ["INSERT", "INSERT", "UPDATE"]
     with writes_on(*engines) as again:
         assert send(widget, **signed(widget)).status_code == 204
         # The same address, written so: another signature, the same key.
@@ -106,12 +107,12 @@ def test_an_unchanged_address_costs_no_write_and_a_new_one_one_update(
     assert user is not None and user.email_key == key_of(app, "ann@work.example.com")
 
 
-def test_a_user_not_seen_before_is_stored_with_the_key_in_one_insert(
+def test_a_user_not_seen_before_is_stored_with_the_key_in_one_insert_beside_their_day(
     app: Flask, session: Session, widget: Widget
 ) -> None:
     with writes_on(db.engine, widget_engine()) as writes:
         assert send(widget, **signed(widget)).status_code == 204
-    assert writes == ["INSERT"]
+    assert writes == ["INSERT", "INSERT"]
     user = stored_user(session)
     assert user is not None and user.email_key == key_of(app, ADDRESS)
 
