@@ -680,9 +680,7 @@ class OutboxMessage(Base):
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscriber.id", ondelete="CASCADE")
     )
-    member_id: Mapped[int | None] = mapped_column(
-        ForeignKey("team_member.id", ondelete="CASCADE")
-    )
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("team_member.id", ondelete="CASCADE"))
     note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"))
     kind: Mapped[OutboxKind] = mapped_column(_stored_as_value(OutboxKind))
     status: Mapped[OutboxStatus] = mapped_column(
