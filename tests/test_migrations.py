@@ -101,6 +101,11 @@ def test_upgrading_a_populated_sqlite_database_keeps_every_row(tmp_path) -> None
         keys = db.session.scalars(text("SELECT link_key FROM subscriber")).all()
         assert len(set(keys)) == 2 and all(len(key) >= 16 for key in keys)
         assert db.session.execute(text("PRAGMA foreign_key_check")).all() == []
+        # The user seen before the widget kept days has the day it last saw them.
+        days = db.session.execute(text("SELECT * FROM end_user_day")).all()
+        assert [tuple(day) for day in days] == [
+            (1, "2026-11-01", 1, "2026-11-01 10:00:00", None, None, None)
+        ]
         db.session.execute(text("DELETE FROM subscriber WHERE id = 2"))
         db.session.execute(
             text(

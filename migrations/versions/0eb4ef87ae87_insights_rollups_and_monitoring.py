@@ -25,7 +25,8 @@ depends_on = None
 
 
 def upgrade():
-    if op.get_bind().dialect.name == "sqlite":
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
         # Rebuilding outbox_message drops the old table; with foreign keys on, that would
         # first delete its rows. The first statement, before SQLite opens a transaction.
         op.execute("PRAGMA foreign_keys=OFF")
@@ -158,6 +159,15 @@ def upgrade():
             ["product_id", "seen_at"],
             unique=False,
         )
+
+    # Users seen before this release have no days yet: each gets the day the widget last
+    # saw them, as a first sighting, so notes already out count them as exposed (as
+    # Support impact does, from last_seen_at) rather than never.
+    day = "date(last_seen_at)" if sqlite else "(last_seen_at AT TIME ZONE 'UTC')::date"
+    op.execute(
+        "INSERT INTO end_user_day (end_user_id, day, product_id, seen_at, app_version)"
+        f" SELECT id, {day}, product_id, last_seen_at, app_version FROM end_user"
+    )
 
     with op.batch_alter_table("outbox_message", table_kwargs=AUTOINCREMENT) as batch_op:
         batch_op.add_column(sa.Column("member_id", sa.Integer(), nullable=True))
