@@ -5,26 +5,32 @@ their natural keys and only what is missing is created. The set includes a
 draft, a scheduled note and an internal note, so every public view can be
 checked for leaks, and half a year of Lumen's support tickets from a Zendesk
 connection, with a note held back from a fifth of its users, so Support impact
-opens on real figures.
+opens on real figures. Eight weeks of the days the widget saw Lumen's users, the
+reactions, note e-mails and subscribers of those weeks and the last hour of widget
+traffic, with the Insights roll-up counted from them, do the same for Insights and
+Status.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import random
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
 from flask import current_app
 from PIL import Image, ImageDraw, ImageFont
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Table, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from announcements import (
     accounts,
     agent_sends,
+    audit,
     catalogue,
     help,
     holdback,
@@ -32,8 +38,10 @@ from announcements import (
     inbox,
     lookup,
     mailing,
+    monitoring,
     notices,
     reads,
+    rollups,
     services,
     subscriptions,
     support_desks,
@@ -47,6 +55,7 @@ from announcements.models import (
     AgentSend,
     Category,
     EndUser,
+    EndUserDay,
     Frequency,
     HelpRequest,
     HelpShown,
@@ -65,15 +74,18 @@ from announcements.models import (
     SupportDesk,
     TeamMember,
     Ticket,
+    TrafficMinute,
     outward_clause,
 )
 from announcements.services import Intent, NoteInput, ProductSettings
+from app.database import write_turn
 from app.public import media
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_HOST_PRODUCT = "lumen"  # the product the demo host page embeds
 DEMO_HOST_USER = "demo-user"
 DEMO_READERS = 80
+READERS_VERSION = "2.10.0"
 # What some demo readers said, by note title: so a note's page in the console has
 # reactions and comments to show.
 DEMO_COMMENTS: dict[str, list[tuple[str, str | None]]] = {
@@ -99,6 +111,9 @@ class DemoNote:
     holdback_percent: int = 0
     requires_acknowledgement: bool = False
     escalate_after_days: int | None = None
+    # Written this long before it went live, and scheduled for then: Status shows the
+    # last scheduled note that went live.
+    scheduled_ahead: timedelta | None = None
 
 
 LUMEN_NOTES = [
@@ -332,6 +347,7 @@ Point customers to the date-range picker.
 Beta testers can now group dashboards into **workspaces** with their own members and
 permissions. Tell us what you think with the reactions below.
 """,
+        scheduled_ahead=timedelta(days=3),
     ),
     DemoNote(
         "3.0.0",
@@ -419,9 +435,17 @@ def load(session: Session, *, password: str, now: datetime) -> dict[str, Any]:
         _notice_history(session, lumen, now),
         _help_history(session, lumen, now),
         _agent_sends(session, lumen, member, now),
+        _activity_history(session, lumen, now),
+        _reaction_history(session, lumen, now),
+        _mail_history(session, lumen, member, now),
     ]
     if any(wrote):
         support_impact.refresh(session, lumen, now=now)
+        session.commit()
+    _traffic(session, lumen, now)
+    # The Insights roll-up, counted from all of it, so its pages have figures at once.
+    if any(wrote) or rollups.counted_until(session, lumen) is None:
+        rollups.rebuild(session, lumen, now=now, write_turn=write_turn)
         session.commit()
     return {
         "console": {"email": DEMO_EMAIL, "password": password},
@@ -464,6 +488,11 @@ def _product(
         if (demo.version, demo.title) in existing:
             continue
         when = now - timedelta(days=demo.days_ago) if demo.days_ago is not None else now
+        intent, publish_at = demo.intent, None
+        if demo.scheduled_ahead is not None:
+            intent, publish_at, when = Intent.SCHEDULE, when, when - demo.scheduled_ahead
+        elif demo.intent is Intent.SCHEDULE:
+            publish_at = now + timedelta(days=7)
         body_md = demo.body_md
         if "{img}/" in body_md:
             screenshots = screenshots or _screenshots(product, accent)
@@ -484,8 +513,8 @@ def _product(
                 requires_acknowledgement=demo.requires_acknowledgement,
                 escalate_after_days=demo.escalate_after_days,
             ),
-            intent=demo.intent,
-            publish_at=now + timedelta(days=7) if demo.intent is Intent.SCHEDULE else None,
+            intent=intent,
+            publish_at=publish_at,
             by=member,
             now=when,
         )
@@ -602,7 +631,7 @@ def _readers(session: Session, product: Product, now: datetime) -> None:
             external_id=f"demo-reader-{number:02d}",
             attributes={"plan": rng.choice(["free", "pro", "team"])},
             locale="en",
-            app_version="2.10.0",
+            app_version=READERS_VERSION,
             first_seen_at=now - timedelta(days=190),
             last_seen_at=now - timedelta(hours=rng.randint(1, 72)),
         )
@@ -617,18 +646,22 @@ def _readers(session: Session, product: Product, now: datetime) -> None:
             continue  # end users never see these
         if note.requires_acknowledgement:
             continue  # read as it is acknowledged: see _notice_history
+        if versions.parse(note.version) > versions.parse(READERS_VERSION):
+            continue  # the widget does not show it to them
         share = rng.uniform(0.35, 0.8)
         for reader in readers:
             if rng.random() < share:
                 read_at = note.published_at + timedelta(hours=rng.randint(1, 96))
-                session.add(
-                    ReadReceipt(
-                        end_user_id=reader.id,
-                        note_id=note.id,
-                        read_at=min(read_at, now),
-                        channel="widget",
+                # Read on a visit: by the last one, and not if that was before the note.
+                if note.published_at < reader.last_seen_at:
+                    session.add(
+                        ReadReceipt(
+                            end_user_id=reader.id,
+                            note_id=note.id,
+                            read_at=min(read_at, reader.last_seen_at),
+                            channel="widget",
+                        )
                     )
-                )
         for position, (reaction, comment) in enumerate(DEMO_COMMENTS.get(note.title, [])):
             when = note.published_at + timedelta(days=1)
             session.add(
@@ -1736,3 +1769,576 @@ def _support_summary(session: Session, product: Product) -> str | None:
     if held is not None:
         line += f"; “{held.title}” held back from {held.holdback_percent} % of them"
     return line + ": see Support impact in the console."
+
+
+# Daily sightings ------------------------------------------------------------------------
+# What the widget's notes endpoint wrote, as reads.see does, on each UTC day it first saw
+# one of Lumen's users: their version then, and the day and version it had seen them on
+# before. People come on working days far more than at weekends, each at their own rate
+# and a little more often as the weeks go on; they move to each release some days after it
+# comes out, each at their own pace, up to the version they run now; and the widget saw
+# them on every day they read a note, acknowledged one or asked for help, on a version
+# with that note. Weekly active users, versions in use and who each note went out to are
+# counted from these rows.
+
+ACTIVITY_SEED = 17
+HISTORY_DAYS = 56
+# Days drawn before the history, so that its first rows know the user's day before (a
+# gap of over a week counts as a week).
+LEAD_IN_DAYS = 14
+WEEKEND_VISITS = 0.2  # a weekend day's chance of a visit, of a working day's
+UPGRADE_DAYS = 4.0  # how long users take to install a release, on average
+
+
+def _activity_history(session: Session, product: Product, now: datetime) -> bool:
+    """The days the widget saw the product's users over the last weeks; made once (if a
+    demo customer has one, they are there). Returns whether they were made now."""
+    drawn = select(EndUserDay.end_user_id).join(EndUser, EndUser.id == EndUserDay.end_user_id)
+    customers = EndUser.external_id.like(CUSTOMER_ID.format(0)[:-4] + "%")
+    if session.scalar(drawn.where(EndUser.product_id == product.id, customers).limit(1)):
+        return False
+    first_out: dict[str, datetime] = {}
+    for note in _sent(session, product, now):  # oldest first
+        first_out.setdefault(note.version, note.published_at)
+    releases = sorted(
+        (when, version, versions.parse(version)) for version, when in first_out.items()
+    )
+    calendar = _Calendar.of(now)
+    events = _user_events(session, product)
+    users = session.execute(
+        select(
+            EndUser.id,
+            EndUser.product_id,
+            EndUser.first_seen_at,
+            EndUser.last_seen_at,
+            EndUser.app_version,
+        )
+        .where(
+            EndUser.product_id == product.id,
+            EndUser.last_seen_at >= calendar.midnights[calendar.lead_in],
+        )
+        .order_by(EndUser.id)
+    ).all()
+    rng = random.Random(ACTIVITY_SEED)  # noqa: S311 - demo data, the same every time
+    rows: list[dict[str, Any]] = []
+    for user in users:
+        moves = _upgrades(rng, user, releases, events.get(user.id, []))
+        rows.extend(_sightings(rng, user, moves, events.get(user.id, []), calendar, now))
+    if not rows:
+        return False
+    table = cast(Table, EndUserDay.__table__)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # A day the widget already wrote for the demo host's user stays as it was.
+    session.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+    session.commit()
+    return True
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    """The days drawn, from the lead-in to today, by their position: their midnights, and
+    how likely a visit is on each, as a share of a user's chance on a working day."""
+
+    days: list[date]
+    midnights: list[datetime]
+    busy: list[float]
+    lead_in: int  # the position of the history's first day
+
+    @classmethod
+    def of(cls, now: datetime) -> _Calendar:
+        """From the lead-in to ``now``'s day: rarer at weekends, a little commoner as the
+        weeks go on."""
+        today = now.date()
+        first = today - timedelta(days=HISTORY_DAYS + LEAD_IN_DAYS)
+        days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
+        busy = [
+            (WEEKEND_VISITS if day.weekday() >= 5 else 1.0)
+            * (0.85 + 0.3 * max(0, n - LEAD_IN_DAYS) / HISTORY_DAYS)
+            for n, day in enumerate(days)
+        ]
+        midnights = [datetime.combine(day, time(), UTC) for day in days]
+        return cls(days, midnights, busy, LEAD_IN_DAYS)
+
+    def position(self, moment: datetime) -> int:
+        """The position of ``moment``'s day, negative before the first."""
+        return (moment.date() - self.days[0]).days
+
+
+def _user_events(session: Session, product: Product) -> dict[int, list[tuple[datetime, str]]]:
+    """For each user, when the widget must have seen them, with the version of the note
+    they read or acknowledged then (the version they ran held it); "" for a help request,
+    which needs none."""
+    events: dict[int, list[tuple[datetime, str]]] = {}
+    reads = (
+        select(ReadReceipt.end_user_id, ReadReceipt.read_at, Note.version)
+        .join(Note, Note.id == ReadReceipt.note_id)
+        .where(Note.product_id == product.id)
+    )
+    acknowledged = (
+        select(Acknowledgement.end_user_id, Acknowledgement.acknowledged_at, Note.version)
+        .join(Note, Note.id == Acknowledgement.note_id)
+        .where(Note.product_id == product.id)
+    )
+    asked = select(HelpRequest.end_user_id, HelpRequest.created_at, literal("")).where(
+        HelpRequest.product_id == product.id, HelpRequest.end_user_id.is_not(None)
+    )
+    for query in (reads, acknowledged, asked):
+        for user_id, moment, version in session.execute(query):
+            events.setdefault(cast(int, user_id), []).append((moment, version))
+    return events
+
+
+def _upgrades(
+    rng: random.Random,
+    user: Any,
+    releases: list[tuple[datetime, str, versions.ProductVersion]],
+    events: list[tuple[datetime, str]],
+) -> list[tuple[datetime, str]]:
+    """When the user moved to each release up to the one they run now, in the order of
+    the releases: some days after it came out, at their own pace; at once if it was out
+    when they came; by the time they read a note of it; and onto the version they run now
+    by the time they were last seen. Empty for a user on no version, or on one from
+    before the demo's releases."""
+    if not any(user.app_version == version for _, version, _ in releases):
+        return []
+    mine = versions.parse(user.app_version)
+    needed: dict[str, datetime] = {}
+    for moment, version in events:
+        if version and (version not in needed or moment < needed[version]):
+            needed[version] = moment
+    pace = 0.25 + rng.expovariate(1 / UPGRADE_DAYS)
+    moves = []
+    for out, version, parsed in releases:
+        if parsed > mine:
+            continue
+        at = out + timedelta(days=rng.expovariate(1 / pace))
+        if out < user.first_seen_at:
+            at = min(at, user.first_seen_at)
+        at = min(at, needed.get(version, at))
+        if version == user.app_version:
+            at = min(at, user.last_seen_at)
+        moves.append((at, version))
+    return moves
+
+
+def _sightings(
+    rng: random.Random,
+    user: Any,
+    moves: list[tuple[datetime, str]],
+    events: list[tuple[datetime, str]],
+    calendar: _Calendar,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The user's rows in the history: a day with something they did, their first and
+    last day, and on other days a visit at their own rate. A day's version is the newest
+    release they had moved to by the day's end (a move counts from the day's first
+    sighting), or, before any, the version from before the releases."""
+    first, last = calendar.position(user.first_seen_at), calendar.position(user.last_seen_at)
+    earliest: dict[int, datetime] = {last: user.last_seen_at}
+    for moment, _ in events:
+        position = calendar.position(moment)
+        earliest[position] = min(earliest.get(position, moment), moment)
+    pending = sorted((calendar.position(at), rank) for rank, (at, _) in enumerate(moves))
+    base = OLD_VERSION if moves else user.app_version
+    keen = rng.betavariate(1.3, 2.7)  # this user's chance of a visit on a working day
+    previous: tuple[date, str | None] | None = None
+    if first < 0:  # seen before the days drawn here: when, and on what
+        before = calendar.days[0] - timedelta(days=rng.randint(1, 14))
+        ranks = [rank for rank, (at, _) in enumerate(moves) if at.date() <= before]
+        previous = (before, moves[max(ranks)][1] if ranks else base)
+    rank, rows = -1, []
+    for position in range(max(first, 0), last + 1):
+        while pending and pending[0][0] <= position:
+            rank = max(rank, pending.pop(0)[1])
+        if not (
+            position in earliest
+            or position == first
+            or rng.random() < keen * calendar.busy[position]
+        ):
+            continue
+        day, version = calendar.days[position], moves[rank][1] if rank >= 0 else base
+        if position >= calendar.lead_in:
+            rows.append(
+                {
+                    "end_user_id": user.id,
+                    "day": day,
+                    "product_id": user.product_id,
+                    "seen_at": _first_sighting(
+                        rng, user, calendar.midnights[position], earliest.get(position), now
+                    ),
+                    "app_version": version,
+                    "previous_day": None if previous is None else previous[0],
+                    "previous_version": None if previous is None else previous[1],
+                }
+            )
+        previous = (day, version)
+    return rows
+
+
+def _first_sighting(
+    rng: random.Random, user: Any, midnight: datetime, before: datetime | None, now: datetime
+) -> datetime:
+    """When the widget first saw the user on the day from ``midnight``: when it first saw
+    them at all on their first day; else in working hours, before anything they did then."""
+    if user.first_seen_at >= midnight:
+        return cast(datetime, user.first_seen_at)
+    seen = midnight + timedelta(hours=rng.uniform(6, 20))
+    latest = now if before is None else min(before, now)
+    if seen > latest:
+        seen = midnight + (latest - midnight) * rng.random()
+    return seen
+
+
+# Reactions over time ------------------------------------------------------------------
+# Some customers reacted to a note as they read it in the widget, and some of them said
+# why: each note's page has reactions day by day, and the liveliest notes more comments
+# than one page holds, to page through and search.
+
+REACTION_SEED = 18
+# Of a note's readers in the widget, who react, and how: weights of 👍, 👎 and 😕.
+REACTING = 0.05
+MOOD = (75, 8, 17)
+# Notes people felt more about, by title: (share who react, weights).
+MOODS = {
+    "Funnels: see where people drop off": (0.2, (82, 5, 13)),
+    "The classic dashboard is gone": (0.12, (30, 35, 35)),
+    "Billing per seat, and invoices with VAT on every line": (0.12, (30, 45, 25)),
+    "Session cookies now expire after 12 hours": (0.14, (20, 60, 20)),
+    "A calmer, more readable chart palette": (0.09, (62, 18, 20)),
+    "Replace API tokens created before 2.10": (0.03, (40, 30, 30)),
+}
+COMMENTING = 0.4  # of those who react, who write something
+# What they wrote, by note title and reaction; the rest say one of the everyday lines.
+NOTE_COMMENTS: dict[str, dict[str, list[str]]] = {
+    "Funnels: see where people drop off": {
+        "👍": [
+            "Breaking down by plan is exactly what we needed.",
+            "Love seeing the drop-off between each step.",
+            "Can a funnel be pinned to a dashboard?",
+            "Would love more than 10 steps for our onboarding flow.",
+            "Comparing two date ranges side by side is brilliant.",
+        ],
+        "😕": [
+            "How long is the conversion window between steps?",
+            "Why do these numbers differ from our old custom report?",
+        ],
+        "👎": ["Our 90-day funnel times out on the Free plan."],
+    },
+    "The classic dashboard is gone": {
+        "😕": ["How do I reset the layout?", "Some of my cards are in a different order now."],
+        "👎": ["The old one was faster for us.", "Please bring back the compact view."],
+        "👍": ["The new one is much nicer on a laptop."],
+    },
+    "Billing per seat, and invoices with VAT on every line": {
+        "👎": [
+            "Our bill went up by a third.",
+            "Paying per seat hurts teams with occasional users.",
+        ],
+        "😕": ["Who counts as an active seat?", "Is the VAT number taken from our settings?"],
+        "👍": ["Invoices finally pass our accountants' checks."],
+    },
+    "Session cookies now expire after 12 hours": {
+        "👎": [
+            "Logged out in the middle of writing a report.",
+            "12 hours is too short for our night shift.",
+            "Please bring back 'remember me'.",
+        ],
+        "😕": ["Does this apply to single sign-on users too?", "Where is Settings → Security?"],
+        "👍": ["Good call for security."],
+    },
+    "A calmer, more readable chart palette": {
+        "👍": ["Much easier on the eyes.", "Thank you for thinking of colour-blind readers."],
+        "👎": ["Our brand colours look off now."],
+        "😕": ["Can I switch back to the old palette?"],
+    },
+}
+EVERYDAY_COMMENTS = {
+    "👍": [
+        "Nice!",
+        "Exactly what we needed.",
+        "Great update, thanks.",
+        "Saves me time every week.",
+    ],
+    "👎": ["Not useful for us.", "Please make this optional."],
+    "😕": ["Not sure what changed for me.", "Is this on every plan?", "A screenshot would help."],
+}
+
+
+def _reaction_history(session: Session, product: Product, now: datetime) -> bool:
+    """Customers' reactions to the notes they read in the widget, as they read them; made
+    once (if a customer reacted, they are there). Returns whether they were made now."""
+    customers = EndUser.external_id.like(CUSTOMER_ID.format(0)[:-4] + "%")
+    reacted = select(Reaction.end_user_id).join(EndUser, EndUser.id == Reaction.end_user_id)
+    if session.scalar(reacted.where(EndUser.product_id == product.id, customers).limit(1)):
+        return False
+    read = session.execute(
+        select(ReadReceipt.end_user_id, ReadReceipt.note_id, ReadReceipt.read_at, Note.title)
+        .join(Note, Note.id == ReadReceipt.note_id)
+        .join(EndUser, EndUser.id == ReadReceipt.end_user_id)
+        .where(
+            Note.product_id == product.id,
+            Note.id.in_([note.id for note in _sent(session, product, now)]),
+            ReadReceipt.channel.in_(reads.WIDGET_CHANNELS),
+            customers,
+        )
+        .order_by(ReadReceipt.note_id, ReadReceipt.end_user_id)
+    ).all()
+    rng = random.Random(REACTION_SEED)  # noqa: S311 - demo data, the same every time
+    rows = []
+    for user_id, note_id, read_at, title in read:
+        share, weights = MOODS.get(title, (REACTING, MOOD))
+        if rng.random() >= share:
+            continue
+        reaction = rng.choices(list(reads.REACTIONS), weights)[0]
+        comment = None
+        if rng.random() < COMMENTING:
+            said = NOTE_COMMENTS.get(title, {}).get(reaction) or EVERYDAY_COMMENTS[reaction]
+            comment = rng.choice(said)
+        # Within the minutes after reading, on the same day.
+        day_end = datetime.combine(read_at.date(), time.max, UTC)
+        when = min(read_at + timedelta(seconds=rng.uniform(5, 300)), day_end, now)
+        rows.append(
+            {
+                "end_user_id": user_id,
+                "note_id": note_id,
+                "reaction": reaction,
+                "comment": comment,
+                "created_at": when,
+                "updated_at": when,
+            }
+        )
+    if not rows:
+        return False
+    session.execute(insert(cast(Table, Reaction.__table__)), rows)
+    session.commit()
+    return True
+
+
+# Subscribers over the weeks, and the notes they were e-mailed ---------------------------
+# Over the last weeks people who found Lumen's changelog signed up for its notes by e-mail,
+# more of them in the days after a release, and a few addresses bounce. Lumen e-mails its
+# important notes as they go out, and the team e-mailed a few more from the console. Of
+# each mailing most messages were sent; those to a bouncing address failed (after
+# MAIL_BOUNCE_LIMIT in a row it is mailed no more); one to a linked customer who had read
+# the note in the app by then was skipped; and some newcomers unsubscribed in the days
+# after a mail. Left as the worker would have left them: the demo mails nobody. (No demo
+# note has an audience, so none is left out by one.)
+
+MAIL_SEED = 19
+NEW_SUBSCRIBERS = 180
+NEW_SUBSCRIBER_EMAIL = "reader{:03d}@{}.example"
+AFTER_A_RELEASE = 0.5  # of newcomers, who sign up in the days after a release
+# What newcomers asked for: most the important notes only or a weekly digest, the others
+# new features, and some security notices too, as they come out.
+NEWCOMERS_ASKED: list[tuple[tuple[Frequency, tuple[Category, ...]], int]] = [
+    ((Frequency.IMPORTANT, ()), 45),
+    ((Frequency.DIGEST, ()), 20),
+    ((Frequency.EVERY, (Category.ADDED,)), 20),
+    ((Frequency.EVERY, (Category.ADDED, Category.SECURITY)), 15),
+]
+BOUNCING_SHARE = 0.03
+PENDING_NEWCOMERS = 6  # signed up in the last days, not confirmed yet
+LEAVING_AFTER_MAIL = 0.03  # of newcomers sent a mail, who unsubscribe in the days after
+# Notes the team e-mailed from the console, by title, and how long after they went out.
+EMAILED_LATER = {
+    "Scheduled reports by email": timedelta(hours=2),
+    "A calmer, more readable chart palette": timedelta(hours=1),
+    "Session cookies now expire after 12 hours": timedelta(days=1),
+}
+BOUNCE_ERROR = "550 5.1.1 <{}>: Recipient address rejected: User unknown"
+
+
+def _mail_history(session: Session, product: Product, member: TeamMember, now: datetime) -> bool:
+    """Newcomers subscribing over the last weeks and the note e-mails of those weeks; made
+    once (if the first newcomer exists, they are there). Returns whether made now."""
+    first = NEW_SUBSCRIBER_EMAIL.format(1, "%")
+    if session.scalar(
+        select(Subscriber.id).where(
+            Subscriber.product_id == product.id, Subscriber.email.like(first)
+        )
+    ):
+        return False
+    rng = random.Random(MAIL_SEED)  # noqa: S311 - demo data, the same every time
+    start = now - timedelta(days=HISTORY_DAYS)
+    recent = [
+        note
+        for note in _sent_notes(session, product, now)
+        if note.published_at is not None and note.published_at >= start
+    ]
+    newcomers = _newcomers(session, rng, product, recent, start, now)
+    mailed: list[tuple[datetime, Note]] = []
+    for note in recent:
+        assert note.published_at is not None  # noqa: S101 - published notes only
+        if note.title in EMAILED_LATER:
+            sent = note.published_at + EMAILED_LATER[note.title]
+            note.email_subscribers, note.emailed_at = True, sent
+            mailed.append((sent, note))
+        elif note.email_subscribers and note.emailed_at is not None:
+            mailed.append((note.emailed_at, note))
+    subscribers = session.scalars(
+        select(Subscriber).where(Subscriber.product_id == product.id).order_by(Subscriber.id)
+    ).all()
+    had = {
+        (note_id, subscriber_id)
+        for note_id, subscriber_id in session.execute(
+            select(OutboxMessage.note_id, OutboxMessage.subscriber_id).where(
+                OutboxMessage.product_id == product.id, OutboxMessage.kind == OutboxKind.NOTE
+            )
+        )
+    }
+    read_at = {
+        (user_id, note_id): at
+        for user_id, note_id, at in session.execute(
+            select(ReadReceipt.end_user_id, ReadReceipt.note_id, ReadReceipt.read_at)
+            .join(Subscriber, Subscriber.end_user_id == ReadReceipt.end_user_id)
+            .where(Subscriber.product_id == product.id)
+        )
+    }
+    bounce_limit = current_app.config["MAIL_BOUNCE_LIMIT"]
+    rows = []
+    for sent, note in sorted(mailed, key=lambda pair: (pair[0], pair[1].id)):
+        queued = 0
+        for subscriber in subscribers:
+            if (note.id, subscriber.id) in had or not _mailable(subscriber, note, product, sent):
+                continue
+            queued += 1
+            delivered = sent + timedelta(minutes=rng.uniform(1, 15))
+            row = {
+                "product_id": product.id,
+                "subscriber_id": subscriber.id,
+                "note_id": note.id,
+                "kind": OutboxKind.NOTE,
+                "status": OutboxStatus.SENT,
+                "attempts": 1,
+                "created_at": sent,
+                "next_attempt_at": sent,
+                "sent_at": delivered,
+            }
+            seen = read_at.get((subscriber.end_user_id or 0, note.id))  # 0: no end user
+            if newcomers.get(subscriber.id):  # the address bounces
+                row.update(status=OutboxStatus.FAILED, sent_at=None)
+                row["last_error"] = BOUNCE_ERROR.format(subscriber.email)
+                subscriber.hard_bounces += 1
+                if subscriber.hard_bounces >= bounce_limit:
+                    subscriber.status = SubscriberStatus.BOUNCED
+            elif seen is not None and seen <= delivered:
+                row.update(status=OutboxStatus.SKIPPED, sent_at=None)
+                row["last_error"] = "already read in the app"
+            elif subscriber.id in newcomers and rng.random() < LEAVING_AFTER_MAIL:
+                left = delivered + timedelta(days=rng.expovariate(1 / 1.5))
+                if left <= now:
+                    subscriber.status = SubscriberStatus.UNSUBSCRIBED
+                    subscriber.unsubscribed_at = left
+            rows.append(row)
+        if note.title in EMAILED_LATER:  # as the console's "Email it" records it
+            summary = f"Queued {queued} email(s)"
+            audit.record(session, product, member, "note.emailed", summary, note=note, now=sent)
+    if rows:
+        session.execute(insert(cast(Table, OutboxMessage.__table__)), rows)
+    session.commit()
+    return True
+
+
+def _newcomers(
+    session: Session,
+    rng: random.Random,
+    product: Product,
+    notes: list[Note],
+    start: datetime,
+    now: datetime,
+) -> dict[int, bool]:
+    """Subscribe the newcomers, confirmed over the weeks from ``start``; returns their ids,
+    each with whether their address bounces."""
+    releases = sorted({note.published_at for note in notes if note.published_at is not None})
+    newcomers: list[tuple[Subscriber, bool]] = []
+    for number in range(1, NEW_SUBSCRIBERS + PENDING_NEWCOMERS + 1):
+        joined = start + (now - start) * rng.random()
+        if releases and rng.random() < AFTER_A_RELEASE:
+            told = rng.choice(releases) + timedelta(days=rng.expovariate(1 / 1.5))
+            joined = told if told < now else joined
+        pending = number > NEW_SUBSCRIBERS
+        if pending:
+            joined = now - timedelta(days=rng.uniform(0, 3))
+        choices, weights = zip(*NEWCOMERS_ASKED, strict=True)
+        frequency, categories = rng.choices(choices, weights)[0]
+        subscriber = Subscriber(
+            product_id=product.id,
+            email=NEW_SUBSCRIBER_EMAIL.format(number, rng.choice(COMPANIES)),
+            status=SubscriberStatus.PENDING if pending else SubscriberStatus.CONFIRMED,
+            frequency=frequency,
+            categories=[category.value for category in categories],
+            locale=rng.choice(LOCALES),
+            created_at=joined - timedelta(minutes=rng.uniform(1, 40)),
+            confirmed_at=None if pending else joined,
+            last_digest_at=mailing.digest_slot(product, now),
+        )
+        newcomers.append((subscriber, rng.random() < BOUNCING_SHARE))
+    session.add_all(subscriber for subscriber, _ in newcomers)
+    session.flush()
+    return {subscriber.id: bounces for subscriber, bounces in newcomers}
+
+
+def _mailable(subscriber: Subscriber, note: Note, product: Product, sent: datetime) -> bool:
+    """Whether the note, e-mailed at ``sent``, was queued for the subscriber: confirmed by
+    then and not gone, wanting it, and not held back from their end user."""
+    if subscriber.confirmed_at is None or subscriber.confirmed_at > sent:
+        return False
+    if subscriber.status is SubscriberStatus.BOUNCED:
+        return False
+    if subscriber.unsubscribed_at is not None and subscriber.unsubscribed_at <= sent:
+        return False
+    if not subscriptions.Preferences.of(subscriber).wants(note):
+        return False
+    user = subscriber.end_user
+    return user is None or not holdback.withholds(
+        note.id,
+        user.external_id,
+        note.holdback_percent,
+        note.published_at,
+        product.support_window_days,
+        sent,
+    )
+
+
+# Widget traffic -----------------------------------------------------------------------
+# The last hour of the widget's requests for Lumen, as two web processes counted them and
+# wrote them minute by minute: so Status has requests per minute, an error now and then
+# and a latency to show. Each load writes the minutes of the hour before it that have none.
+
+TRAFFIC_SEED = 20
+TRAFFIC_MINUTES = 60
+TRAFFIC_PROCESSES = ("demo-web-1", "demo-web-2")
+REQUESTS_PER_MINUTE = 40  # per process, on average
+ERROR_SHARE = 0.002
+LATENCY_MEDIAN_MS, LATENCY_SIGMA = 16.0, 0.8  # log-normal, as response times are
+
+
+def _traffic(session: Session, product: Product, now: datetime) -> None:
+    """The widget's traffic of the hour before ``now``, per process and minute, where the
+    minute has none yet."""
+    rng = random.Random(f"{TRAFFIC_SEED}-{now:%Y%m%d%H%M}")  # noqa: S311 - demo data
+    this_minute = now.replace(second=0, microsecond=0)
+    rows = []
+    for ago in range(TRAFFIC_MINUTES, 0, -1):
+        # Busier and quieter stretches, as visitors come and go.
+        level = REQUESTS_PER_MINUTE * (1 + 0.3 * math.sin(ago / 9)) * rng.uniform(0.8, 1.2)
+        for process in TRAFFIC_PROCESSES:
+            requests = max(0, round(rng.gauss(level, math.sqrt(level))))
+            latency = [0] * (len(monitoring.LATENCY_BUCKETS_MS) + 1)
+            for _ in range(requests):
+                took = rng.lognormvariate(math.log(LATENCY_MEDIAN_MS), LATENCY_SIGMA)
+                latency[monitoring.latency_bucket(took)] += 1
+            rows.append(
+                {
+                    "process": process,
+                    "minute": this_minute - timedelta(minutes=ago),
+                    "product_id": product.id,
+                    "requests": requests,
+                    "errors": sum(rng.random() < ERROR_SHARE for _ in range(requests)),
+                    "latency": latency,
+                }
+            )
+    table = cast(Table, TrafficMinute.__table__)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+    session.commit()
