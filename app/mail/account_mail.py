@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from email.utils import format_datetime, formataddr
 from typing import Any
 
 from flask import Flask, current_app
 
-from announcements.models import utcnow
 from app.mail import compose, transport
 
 log = logging.getLogger(__name__)
@@ -26,25 +24,15 @@ class NotSent(Exception):
     """The mail server would not take the message; the text says why."""
 
 
-def _composed(to: str, subject: str, template: str, context: dict[str, Any]) -> compose.Composed:
+def _message_id() -> str:
+    """A Message-ID of its own: account mail has no outbox row to derive one from."""
     domain = compose.sender_address().rpartition("@")[2] or "localhost"
-    message_id = f"<tidings.account.{secrets.token_hex(8)}@{domain}>"
-    headers = [
-        ("From", formataddr(("Tidings", compose.sender_address()))),
-        ("To", to),
-        ("Subject", compose.header_value(subject)),
-        ("Date", format_datetime(utcnow())),
-        ("Message-ID", message_id),
-        ("Auto-Submitted", "auto-generated"),
-    ]
-    text = compose.render(f"email/{template}.txt", context)
-    html = compose.render(f"email/{template}.html", context)
-    return compose.Composed(message_id, compose.assemble(headers, text, html))
+    return f"<tidings.account.{secrets.token_hex(8)}@{domain}>"
 
 
 def send(to: str, subject: str, template: str, **context: Any) -> None:
     """Compose and send one message now; raise NotSent when the server refuses it."""
-    message = _composed(to, subject, template, context)
+    message = compose.to_team_member(to, subject, template, _message_id(), **context)
     sender = transport.from_config(current_app.config["SMTP_URL"], current_app.instance_path)
     try:
         sender.send(message, compose.sender_address(), to)

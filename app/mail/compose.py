@@ -289,10 +289,11 @@ def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Compo
 
 
 def to_team_member(
-    to: str, subject: str, template: str, message_id: str, **context: Any
+    to: str, subject: str, template: str, message_id: str, /, **context: Any
 ) -> Composed:
     """A message from Tidings itself to a team member: no list headers, no unsubscribe
-    link (it is about their own account or their products' health)."""
+    link (it is about their own account or their products' health). Account mail and
+    alerts both come this way; the template's ``context`` may use any name."""
     headers = [
         ("From", formataddr(("Tidings", sender_address()))),
         ("To", to),
