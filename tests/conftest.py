@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,27 @@ from app.extensions import db
 pytest_plugins = ["tests.browser", "tests.mailserver", "tests.receiver", "tests.worker"]
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
+# The web's own threads (app/health.py): the alert mail it sends and the minute's chores.
+WEB_THREADS = ("tidings-alerts", "tidings-minute")
+WEB_THREADS_WAIT = 30.0  # seconds; the slowest thread writes one minute and watches
 SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 PASSWORD = "correct horse battery"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Before any fixture of a test is torn down, wait for the threads the web started in
+    it to end. They run as in production (after a request, on their own), but a thread
+    that outlived its test would hold a connection to a database the ``app`` fixture is
+    emptying or dropping, and leak it: so for every test, whichever fixture made its app.
+    One still running after the wait is an error of the test that started it."""
+    web_threads = [thread for thread in threading.enumerate() if thread.name in WEB_THREADS]
+    for thread in web_threads:
+        thread.join(timeout=WEB_THREADS_WAIT)
+    stuck = [thread.name for thread in web_threads if thread.is_alive()]
+    yield
+    if stuck:
+        pytest.fail(f"{item.nodeid}: {', '.join(stuck)} still ran after {WEB_THREADS_WAIT:g} s")
 
 
 def create_postgres_database(prefix: str) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -47,17 +45,6 @@ from tests.factories import add_member, make_member, make_note, make_product
 # The latency buckets' upper bounds (ms) as the design names them; one more for slower.
 BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 Z_95 = 1.959963984540054
-
-
-@pytest.fixture(autouse=True)
-def settled(app) -> Iterator[None]:
-    """After each test, wait for the threads the web started (the alert mail it sends, the
-    minute's chores) to end, before the app's database goes: a thread still holding a
-    connection then would leak it."""
-    yield
-    for thread in threading.enumerate():
-        if thread.name.startswith("tidings-"):
-            thread.join(timeout=30)
 
 
 @dataclass(frozen=True)

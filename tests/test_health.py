@@ -3,9 +3,12 @@ limit in their way; /metrics only with the bearer token. SQLite and PostgreSQL."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +28,8 @@ from announcements.models import (
     WorkerHeartbeat,
     utcnow,
 )
+from app import health
+from tests.conftest import WEB_THREADS
 from tests.factories import make_product
 
 TOKEN = "s3cret-metrics-token"
@@ -213,3 +218,36 @@ def test_health_endpoints_take_no_session_no_csrf_and_no_rate_limit(
         assert client.get("/readyz").status_code == 503  # no worker: an answer, not a 429
         metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert metrics.status_code == 200
+
+
+# The web's threads in the suite ----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_web_thread_left() -> Iterator[None]:
+    """Asks, as the test's fixtures are torn down, whether a thread of the web still runs."""
+    yield
+    running = [thread.name for thread in threading.enumerate() if thread.name in WEB_THREADS]
+    assert running == [], "a thread of the web outlived its test"
+
+
+def test_the_webs_threads_end_before_the_tests_app_goes(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, no_web_thread_left: None
+) -> None:
+    """After a request the web starts the minute's chores in a thread, as in production;
+    the suite waits for it (tests/conftest.py) before any fixture is torn down, so no
+    thread is left holding a connection to the app's database as it is emptied.
+    ``no_web_thread_left``, asked last, is torn down first: it would see the thread."""
+    started = threading.Event()
+
+    def slow_flush(now: datetime) -> int:
+        started.set()
+        time.sleep(1)
+        return 0
+
+    # A new clock: this process's chores may have run this minute already.
+    monkeypatch.setattr(health, "_chores", health._EveryMinute())
+    monkeypatch.setattr(health, "flush_traffic", slow_flush)
+    assert client.get("/healthz").status_code == 200
+    assert started.wait(timeout=10)
+    assert [t.name for t in threading.enumerate() if t.name in WEB_THREADS] == ["tidings-minute"]
