@@ -97,6 +97,7 @@ ALERTS_LISTED = 10
 MAX_KEYS_PER_MINUTE = 10_000
 
 _WAITING = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
+_ALERT_MAIL = OutboxMessage.kind == OutboxKind.ALERT
 
 
 class AlertKind(enum.StrEnum):
@@ -447,27 +448,62 @@ class LastError:
 
 
 @dataclass(frozen=True)
-class OutboxFigures:
-    """Mail waiting and failed, of one product or of every product.
+class MailCounts:
+    """Mail waiting and failed.
 
     Waiting messages (queued or being sent) are split three ways: ``pending`` (not tried
     yet, or due again since a pause ended), ``retrying`` (waiting to be tried again after
     a failed attempt on their recipient) and ``paused`` (held while the mail server
-    refuses us; ``pause`` says since when, its last answer and the next try). ``failed``
-    counts the messages given up on among those queued in the last 24 hours.
-    ``last_error`` is the newest failure among the retrying, paused and those failed.
+    refuses us). ``failed`` counts the messages given up on among those queued in the
+    last 24 hours.
     """
 
-    pending: int
-    retrying: int
-    paused: int
-    failed: int
-    last_error: LastError | None
-    pause: outbox.Pause | None
+    pending: int = 0
+    retrying: int = 0
+    paused: int = 0
+    failed: int = 0
 
     @property
     def waiting(self) -> int:
         return self.pending + self.retrying + self.paused
+
+    def __add__(self, other: MailCounts) -> MailCounts:
+        return MailCounts(
+            self.pending + other.pending,
+            self.retrying + other.retrying,
+            self.paused + other.paused,
+            self.failed + other.failed,
+        )
+
+
+@dataclass(frozen=True)
+class OutboxFigures:
+    """The outbox: the counts of one product, of every product and of the alert mail,
+    read in one statement so that they agree (a page never shows a product with more
+    mail waiting than every product together).
+
+    - ``product``: the mail of the product asked about to its subscribers (zeros when
+      none was asked about);
+    - ``products``: every product's mail to its subscribers;
+    - ``team``: alert mail to team members, which is no product's: its product id only
+      picks the Status page its link opens;
+    - ``last_error``: the newest failure among the retrying, paused and failed mail of the
+      product asked about, or of every product; alert mail is left out, as its errors
+      name team members;
+    - ``pause``: since when the mail server has refused us, its last answer and the next
+      try; it holds everyone's mail.
+    """
+
+    product: MailCounts
+    products: MailCounts
+    team: MailCounts
+    last_error: LastError | None
+    pause: outbox.Pause | None
+
+    @property
+    def everything(self) -> MailCounts:
+        """Every message in the outbox, alert mail included."""
+        return self.products + self.team
 
 
 _PAUSED = OutboxMessage.paused_at.is_not(None)
@@ -478,21 +514,42 @@ _RETRYING = and_(
 )
 
 
-def outbox_figures(session: Session, product_id: int | None, *, now: datetime) -> OutboxFigures:
-    """The outbox of one product, or of all when ``product_id`` is None."""
-    scope = [] if product_id is None else [OutboxMessage.product_id == product_id]
-    waiting, paused, retrying = session.execute(
-        select(func.count(), func.count().filter(_PAUSED), func.count().filter(_RETRYING)).where(
-            OutboxMessage.status.in_(_WAITING), *scope
-        )
-    ).one()
+def outbox_figures(
+    session: Session, product_id: int | None = None, *, now: datetime
+) -> OutboxFigures:
+    """The outbox at ``now``, with the figures of ``product_id`` apart when given."""
+    waiting = OutboxMessage.status.in_(_WAITING)
     recently_failed = and_(
         OutboxMessage.status == OutboxStatus.FAILED,
         OutboxMessage.created_at >= now - FAILURES_WITHIN,
-        *scope,
     )
-    failed = session.scalar(select(func.count()).where(recently_failed)) or 0
-    # The newest of each, in two queries that each keep to the status index.
+    # Grouped by product and kind, a few rows a product, and added up here: one
+    # statement, one snapshot, for the product's counts and everyone's.
+    grouped = session.execute(
+        select(
+            OutboxMessage.product_id,
+            OutboxMessage.kind,
+            func.count().filter(waiting),
+            func.count().filter(waiting, _RETRYING),
+            func.count().filter(waiting, _PAUSED),
+            func.count().filter(recently_failed),
+        )
+        .where(or_(waiting, recently_failed))
+        .group_by(OutboxMessage.product_id, OutboxMessage.kind)
+    )
+    product = products = team = MailCounts()
+    for of_product, kind, waits, retrying, paused, failed in grouped:
+        counts = MailCounts(waits - retrying - paused, retrying, paused, failed)
+        if kind is OutboxKind.ALERT:
+            team += counts
+        else:
+            products += counts
+            if of_product == product_id:
+                product += counts
+    scope = [~_ALERT_MAIL] + (
+        [] if product_id is None else [OutboxMessage.product_id == product_id]
+    )
+    # The newest failure of each sort, in two queries that each keep to the status index.
     candidates = [
         session.execute(
             select(
@@ -501,18 +558,11 @@ def outbox_figures(session: Session, product_id: int | None, *, now: datetime) -
                 OutboxMessage.created_at,
                 OutboxMessage.next_attempt_at,
             )
-            .where(where)
+            .where(where, *scope)
             .order_by(OutboxMessage.id.desc())
             .limit(1)
         ).first()
-        for where in (
-            and_(
-                OutboxMessage.status.in_(_WAITING),
-                OutboxMessage.last_error.is_not(None),
-                *scope,
-            ),
-            recently_failed,
-        )
+        for where in (and_(waiting, OutboxMessage.last_error.is_not(None)), recently_failed)
     ]
     last = None
     waiting_row, failed_row = candidates
@@ -523,12 +573,11 @@ def outbox_figures(session: Session, product_id: int | None, *, now: datetime) -
     elif failed_row is not None:
         last = LastError(failed_row.last_error or "", failed_row.created_at, None)
     return OutboxFigures(
-        pending=waiting - paused - retrying,
-        retrying=retrying,
-        paused=paused,
-        failed=failed,
+        product=product,
+        products=products,
+        team=team,
         last_error=last,
-        pause=outbox.pause_now(session, product_id),
+        pause=outbox.pause_now(session),
     )
 
 
@@ -553,23 +602,30 @@ _CALL_FAILING = or_(_CALL_RETRYING, WebhookDelivery.status == OutboxStatus.FAILE
 
 def webhook_figures(session: Session, product_id: int, *, now: datetime) -> WebhookFigures:
     """The product's failing webhook calls of the last 24 hours."""
-    failing = (
-        select(WebhookDelivery, Webhook.url)
+    # The newest failing call carries the counts of all of them (window aggregates over
+    # a day's failures of one product): one statement, so the counts and the error shown
+    # beside them agree.
+    newest = session.execute(
+        select(
+            WebhookDelivery,
+            Webhook.url,
+            func.count().over(),
+            func.count().filter(_CALL_RETRYING).over(),
+        )
         .join(Webhook)
         .where(
             Webhook.product_id == product_id,
             WebhookDelivery.created_at >= now - FAILURES_WITHIN,
             _CALL_FAILING,
         )
-    )
-    counts = failing.with_only_columns(func.count(), func.count().filter(_CALL_RETRYING))
-    total, retrying = session.execute(counts).one()
-    newest = session.execute(failing.order_by(WebhookDelivery.id.desc()).limit(1)).first()
-    last = None
-    if newest is not None:
-        call, url = newest
-        retry_at = call.next_attempt_at if call.status is OutboxStatus.QUEUED else None
-        last = LastError(call.last_error or "", call.created_at, retry_at, url)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(1)
+    ).first()
+    if newest is None:
+        return WebhookFigures(retrying=0, failed=0, last_error=None)
+    call, url, total, retrying = newest
+    retry_at = call.next_attempt_at if call.status is OutboxStatus.QUEUED else None
+    last = LastError(call.last_error or "", call.created_at, retry_at, url)
     return WebhookFigures(retrying=retrying, failed=total - retrying, last_error=last)
 
 
@@ -657,7 +713,36 @@ def last_scheduled(session: Session, product_id: int, *, now: datetime) -> Sched
 # Data that stopped arriving -----------------------------------------------------------------
 
 
-def widget_warning(session: Session, product_id: int, *, now: datetime) -> str | None:
+@dataclass(frozen=True)
+class WidgetSilent:
+    """No widget request for the product in the last ``window``, though the widget had
+    some in the same minutes of the day on ``usual_days`` of the ``of_days`` days before.
+
+    The warnings are facts, not sentences: the page words them, with times in the
+    member's zone."""
+
+    window: timedelta
+    usual_days: int
+    of_days: int
+
+
+@dataclass(frozen=True)
+class HelpDeskSilent:
+    """A help-desk connection with no ticket since ``last_ticket_at``: longer than
+    ``longest_gap``, the longest between its tickets in the ``history`` before that one.
+    ``desk`` is the help desk's name, ``source`` the connection's."""
+
+    desk: str
+    source: str
+    last_ticket_at: datetime
+    longest_gap: timedelta
+    history: timedelta
+
+
+DataWarning = WidgetSilent | HelpDeskSilent
+
+
+def widget_warning(session: Session, product_id: int, *, now: datetime) -> WidgetSilent | None:
     """A warning when the widget had no request for the product in the last 60 minutes,
     though it had some in the same 60 minutes of the day on at least 5 of the 7 days
     before."""
@@ -680,14 +765,10 @@ def widget_warning(session: Session, product_id: int, *, now: datetime) -> str |
     usual = sum(bool(had) for had in now_and_before[1:])
     if usual < USUAL_DAYS:
         return None
-    return (
-        f"No widget request in the last {describe_span(TRAFFIC_WINDOW)}, though the widget had "
-        f"requests at this time of day on {usual} of the previous {USUAL_OF_DAYS} days. "
-        "Check that the host app still loads the widget with this product's key."
-    )
+    return WidgetSilent(window=TRAFFIC_WINDOW, usual_days=usual, of_days=USUAL_OF_DAYS)
 
 
-def help_desk_warnings(session: Session, product_id: int, *, now: datetime) -> list[str]:
+def help_desk_warnings(session: Session, product_id: int, *, now: datetime) -> list[HelpDeskSilent]:
     """A warning for each help-desk connection silent for longer than usual: its newest
     ticket is older than the longest gap between consecutive tickets in the 30 days before
     that ticket, which were at least 10."""
@@ -715,15 +796,9 @@ def help_desk_warnings(session: Session, product_id: int, *, now: datetime) -> l
             select(func.count(), type_coerce(func.max(gaps.c.gap), Float))
         ).one()
         longest = timedelta(seconds=longest_seconds or 0)
-        silence = now - newest
-        if tickets < HELP_DESK_MIN_TICKETS or silence <= longest:
+        if tickets < HELP_DESK_MIN_TICKETS or now - newest <= longest:
             continue
-        warnings.append(
-            f"No ticket from {desk.label} ({source}) since {_stamp(newest)}: "
-            f"{describe_span(silence)}, longer than any gap between its tickets in the "
-            f"{HELP_DESK_HISTORY.days} days before (at most {describe_span(longest)}). "
-            "Check the connection in the help desk."
-        )
+        warnings.append(HelpDeskSilent(desk.label, source, newest, longest, HELP_DESK_HISTORY))
     return warnings
 
 
@@ -803,7 +878,6 @@ def _worker_silent(session: Session, now: datetime) -> _Condition:
     )
 
 
-_ALERT_MAIL = OutboxMessage.kind == OutboxKind.ALERT
 _AFTER_FAILURE = or_(
     OutboxMessage.paused_at.is_not(None),
     and_(OutboxMessage.attempts > 0, OutboxMessage.last_error.is_not(None)),
@@ -963,12 +1037,12 @@ class Status:
 
     - ``worker``: alive or not, the newest heartbeat, every worker's row;
     - ``jobs_waiting``: tasks in the job queue (None: the queue could not be reached);
-    - ``outbox``: this product's mail; ``outbox_overall``: every product's (one mail
-      server and one set of workers serve them all);
+    - ``outbox``: this product's mail, every product's (one mail server and one set of
+      workers serve them all) and the alert mail to the team;
     - ``webhooks``: this product's failing webhook calls;
     - ``last_scheduled``: this product's newest scheduled note that went live;
     - ``traffic``: this product's widget traffic in the last 60 finished minutes;
-    - ``warnings``: data that stopped arriving (widget, help desks), as sentences;
+    - ``warnings``: data that stopped arriving (widget, help desks);
     - ``alerts``: the last 10 alerts (every product shares them), newest first.
     """
 
@@ -976,11 +1050,10 @@ class Status:
     worker: WorkerHealth
     jobs_waiting: int | None
     outbox: OutboxFigures
-    outbox_overall: OutboxFigures
     webhooks: WebhookFigures
     last_scheduled: ScheduledNote | None
     traffic: Traffic
-    warnings: list[str]
+    warnings: list[DataWarning]
     alerts: list[AlertRow]
 
     @property
@@ -991,16 +1064,17 @@ class Status:
 def status(session: Session, product: Product, *, now: datetime, pending: int | None) -> Status:
     """The product's Status figures at ``now``; ``pending`` is the job queue's length as the
     caller read it (``app.mail.jobs.waiting()``), None when it could not."""
-    warning = widget_warning(session, product.id, now=now)
+    widget = widget_warning(session, product.id, now=now)
+    warnings: list[DataWarning] = [widget] if widget else []
+    warnings += help_desk_warnings(session, product.id, now=now)
     return Status(
         now=now,
         worker=worker_health(session, now=now),
         jobs_waiting=pending,
         outbox=outbox_figures(session, product.id, now=now),
-        outbox_overall=outbox_figures(session, None, now=now),
         webhooks=webhook_figures(session, product.id, now=now),
         last_scheduled=last_scheduled(session, product.id, now=now),
         traffic=traffic(session, product.id, now=now),
-        warnings=([warning] if warning else []) + help_desk_warnings(session, product.id, now=now),
+        warnings=warnings,
         alerts=alerts(session),
     )

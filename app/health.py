@@ -74,7 +74,7 @@ def readyz() -> ResponseReturnValue:
         return _no_store(
             {"status": "unavailable", "database": "unreachable", "failing": ["database"]}, 503
         )
-    _watch_logged()
+    watch_logged()
     age = None if worker.age is None else round(worker.age.total_seconds())
     body: dict[str, object] = {
         "status": "ready" if worker.alive else "unavailable",
@@ -141,11 +141,12 @@ class _Figures(Collector):
             yield GaugeMetricFamily(
                 "tidings_jobs_waiting", "Tasks waiting in the job queue.", value=self.jobs_waiting
             )
-        mail = monitoring.outbox_figures(session, None, now=now)
+        mail = monitoring.outbox_figures(session, now=now).everything
         waiting = GaugeMetricFamily(
             "tidings_outbox_waiting",
-            "Messages waiting in the outbox: pending (not tried yet), retrying (after a failed "
-            "attempt), paused (held while the mail server refuses us).",
+            "Messages waiting in the outbox, alert mail to the team included: pending (not "
+            "tried yet), retrying (after a failed attempt), paused (held while the mail server "
+            "refuses us).",
             labels=["state"],
         )
         for state, count in (
@@ -229,8 +230,9 @@ def watch() -> list[int]:
     return queued
 
 
-def _watch_logged() -> None:
-    """Watch, logging rather than raising: an answer about health must not fail on it."""
+def watch_logged() -> None:
+    """Watch, logging rather than raising: an answer about health (readyz, the Status
+    page) must not fail on it, as it is how people learn that something is wrong."""
     try:
         watch()
     except Exception:
@@ -293,7 +295,7 @@ def _minute_chores(app: Flask) -> None:
             flush_traffic(utcnow())
         except Exception:
             log.exception("widget traffic could not be written")
-        _watch_logged()
+        watch_logged()
 
 
 def _start_clock() -> None:

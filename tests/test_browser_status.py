@@ -55,6 +55,7 @@ def count_lumen(live_app, now: datetime) -> dict[str, Any]:
             text(
                 "SELECT COUNT(*) FROM outbox_message"
                 " WHERE product_id = :p AND status IN ('queued', 'sending')"
+                " AND kind != 'alert'"  # alert mail is the team's, no product's
             ),
             {"p": lumen},
         )

@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 
 import lxml.html
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
+from announcements import monitoring
 from announcements.models import (
     Alert,
     OutboxKind,
@@ -38,6 +39,7 @@ from announcements.models import (
     WorkerHeartbeat,
     utcnow,
 )
+from app.extensions import db
 from app.mail import jobs
 from tests.conftest import AuthActions
 from tests.factories import add_member, make_member, make_note, make_product
@@ -593,6 +595,133 @@ def test_a_help_desk_silent_for_longer_than_usual_is_warned_of(
         )
     session.commit()
     auth.login(world.owner.email)
+    client.set_cookie("tz", "Asia/Kolkata")
     _, tree = page(client)
     said = warnings(tree)["Data stopped arriving"]
-    assert "No ticket from Zendesk (zendesk)" in said
+    # The newest ticket's time in the member's zone, as every time on the page.
+    newest = (now - timedelta(days=1)).astimezone(ZoneInfo("Asia/Kolkata"))
+    assert said.startswith(
+        f"No ticket from Zendesk (zendesk) since {newest:%d %b, %H:%M}, 24 h ago"
+    )
+    # Two hours between tickets, give or take SQLite's julianday rounding.
+    assert re.search(r"\(at most (2 h|1 h 59 min)\)", said) and "UTC" not in said
+
+
+# The page holds up -------------------------------------------------------------------------------
+
+
+def test_the_page_is_drawn_when_the_watch_fails(
+    client, auth: AuthActions, session, world: World, monkeypatch, caplog
+) -> None:
+    """The page is how an owner finds out that something is wrong: a watch that fails (the
+    database refusing the alert's write, say) is logged, and the figures shown."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the watch broke")
+
+    monkeypatch.setattr(monitoring, "watch", broken)
+    beat(session, "worker-host:1:1", utcnow() - timedelta(minutes=12))
+    mail(session, world.product, OutboxStatus.QUEUED)
+    auth.login(world.owner.email)
+    answer, tree = page(client)
+    assert answer.status_code == 200
+    assert figure(tree, "worker") == "Silent"
+    assert row_cells(tree, "outbox-table")[0] == ["Pending", "1", "1"]
+    assert "watching from the web failed" in caplog.text
+    assert "the watch broke" in caplog.text
+
+
+# Alert mail -------------------------------------------------------------------------------------
+
+
+def test_alert_mail_to_the_team_is_no_products_mail(
+    client, auth: AuthActions, session, world: World
+) -> None:
+    """Alert mail is queued under the lowest id of the products its owner owns, but it
+    belongs to none: the product's and every product's figures leave it out, its errors
+    (which name owners) are not the product's, and a line beside the table counts it."""
+    now = utcnow()
+    beat(session, "worker-host:1:1", now - timedelta(seconds=10))
+    mail(session, world.product, OutboxStatus.QUEUED)
+    # To Acme's owner (Acme is their lowest product) and Elsewhere's; none due now, so the
+    # page's watch sends nothing while the test reads it.
+    alert_rows = [
+        (world.owner, OutboxStatus.QUEUED, 0, None, "pending"),
+        (world.owner, OutboxStatus.QUEUED, 1, "421 <owner@example.com> busy", "retrying"),
+        (world.other_owner, OutboxStatus.QUEUED, 0, None, "pending"),
+        (world.owner, OutboxStatus.FAILED, 8, "550 <owner@example.com> gone", "failed"),
+    ]
+    for member, status, attempts, error, _sort in alert_rows:
+        lowest = world.product if member is world.owner else world.other
+        session.add(
+            OutboxMessage(
+                product_id=lowest.id,
+                member_id=member.id,
+                kind=OutboxKind.ALERT,
+                status=status,
+                attempts=attempts,
+                last_error=error,
+                payload={"alert_id": 1, "state": "down"},
+                next_attempt_at=now + timedelta(hours=1),
+            )
+        )
+    session.commit()
+    auth.login(world.owner.email)
+    _, tree = page(client)
+    assert row_cells(tree, "outbox-table") == [
+        ["Pending", "1", "1"],
+        ["Retrying", "0", "0"],
+        ["Paused", "0", "0"],
+        ["Failed", "0", "0"],
+    ]
+    assert figure(tree, "mail") == "1"
+    sorts = [row[4] for row in alert_rows]
+    [team] = tree.xpath('//p[contains(@class, "outbox-team")]')
+    assert text(team) == (
+        f"Alert mail to the owners, in neither column: {sorts.count('pending')} pending, "
+        f"{sorts.count('retrying')} retrying, 0 paused, {sorts.count('failed')} failed."
+    )
+    assert not tree.xpath('//div[contains(@class, "mail-error")]')
+    assert "<owner@example.com>" not in text(tree)
+    assert "Mail is failing" not in warnings(tree)
+
+
+# Figures from one moment ----------------------------------------------------------------------
+
+
+def test_a_products_mail_and_every_products_are_counted_at_one_moment(
+    app, client, auth: AuthActions, session, world: World
+) -> None:
+    """A message sent while the page counts is in both columns or in neither: Acme's
+    figures are never more than every product's together. The message is sent (from
+    another connection) right after the page's first count of mail by product."""
+    beat(session, "worker-host:1:1", utcnow() - timedelta(seconds=10))
+    message = mail(session, world.product, OutboxStatus.QUEUED)
+    engine = db.engine
+    sent: list[str] = []
+
+    def send_it(conn, cursor, statement: str, *args) -> None:
+        if sent or not statement.lstrip().upper().startswith("SELECT"):
+            return
+        if "outbox_message.product_id" not in statement:
+            return
+        sent.append(statement)
+        with engine.connect() as other:
+            other.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message.id)
+                .values(status=OutboxStatus.SENT, sent_at=utcnow())
+            )
+            other.commit()
+
+    auth.login(world.owner.email)
+    event.listen(engine, "after_cursor_execute", send_it)
+    try:
+        _, tree = page(client)
+    finally:
+        event.remove(engine, "after_cursor_execute", send_it)
+    assert sent, "the page counted mail by product"
+    [pending] = [cells for cells in row_cells(tree, "outbox-table") if cells[0] == "Pending"]
+    acme, everyone = int(pending[1]), int(pending[2])
+    assert acme <= everyone
+    assert (acme, everyone) == (1, 1)  # the one statement ran before the message went

@@ -23,6 +23,7 @@ from announcements.models import (
     SubscriberStatus,
     SupportConnection,
     SupportDesk,
+    TeamMember,
     Ticket,
     TrafficMinute,
     Webhook,
@@ -30,7 +31,7 @@ from announcements.models import (
     WebhookEvent,
     WorkerHeartbeat,
 )
-from tests.factories import make_note, make_product
+from tests.factories import make_member, make_note, make_product
 
 NOW = datetime(2030, 5, 6, 14, 30, 20, tzinfo=UTC)
 
@@ -86,19 +87,25 @@ def _message(
     error: str | None = None,
     paused_at: datetime | None = None,
     created_at: datetime = NOW,
+    to_member: TeamMember | None = None,
 ) -> OutboxMessage:
-    subscriber = Subscriber(
-        product_id=product.id,
-        email=f"s{session.scalar(select(func.count()).select_from(Subscriber))}@example.com",
-        status=SubscriberStatus.CONFIRMED,
-        categories=[],
-    )
-    session.add(subscriber)
-    session.flush()
+    """A confirmation to a new subscriber of ``product``; with ``to_member``, an alert to
+    that team member, queued under ``product`` as the alerts are."""
+    subscriber = None
+    if to_member is None:
+        subscriber = Subscriber(
+            product_id=product.id,
+            email=f"s{session.scalar(select(func.count()).select_from(Subscriber))}@example.com",
+            status=SubscriberStatus.CONFIRMED,
+            categories=[],
+        )
+        session.add(subscriber)
+        session.flush()
     message = OutboxMessage(
         product_id=product.id,
-        subscriber_id=subscriber.id,
-        kind=OutboxKind.CONFIRM,
+        subscriber_id=subscriber.id if subscriber else None,
+        member_id=to_member.id if to_member else None,
+        kind=OutboxKind.ALERT if to_member else OutboxKind.CONFIRM,
         status=status,
         attempts=attempts,
         last_error=error,
@@ -115,22 +122,40 @@ def test_outbox_figures_split_waiting_mail_and_count_the_last_days_failures(
     session: Session,
 ) -> None:
     rng = random.Random(7)
-    products = [make_product(session), make_product(session)]
-    made: list[tuple[int, str]] = []  # (product id, what the test calls it)
+    owner = make_member(session)
+    products = [make_product(session, owner), make_product(session)]
+    # (product id, what the test calls it, whether it is alert mail to the owner)
+    made: list[tuple[int, str, bool]] = []
     kinds = ["pending", "in flight", "retrying", "paused", "failed", "old failure", "sent"]
-    for _ in range(60):
+    for _ in range(80):
         product = rng.choice(products)
         kind = rng.choice(kinds)
+        # Alert mail is queued under the owner's lowest product, as the watch queues it.
+        to_team = rng.random() < 0.25
+        member = owner if to_team else None
+        if to_team:
+            product = products[0]
         if kind == "pending":
-            _message(session, product, OutboxStatus.QUEUED)
+            _message(session, product, OutboxStatus.QUEUED, to_member=member)
         elif kind == "in flight":
-            _message(session, product, OutboxStatus.SENDING)
+            _message(session, product, OutboxStatus.SENDING, to_member=member)
         elif kind == "retrying":
-            _message(session, product, OutboxStatus.QUEUED, attempts=2, error="451 later")
+            _message(
+                session, product, OutboxStatus.QUEUED, attempts=2, error="451", to_member=member
+            )
         elif kind == "paused":
-            _message(session, product, OutboxStatus.QUEUED, error="421 bye", paused_at=NOW)
+            _message(
+                session,
+                product,
+                OutboxStatus.QUEUED,
+                error="421 bye",
+                paused_at=NOW,
+                to_member=member,
+            )
         elif kind == "failed":
-            _message(session, product, OutboxStatus.FAILED, attempts=8, error="550 nobody")
+            _message(
+                session, product, OutboxStatus.FAILED, attempts=8, error="550", to_member=member
+            )
         elif kind == "old failure":
             _message(
                 session,
@@ -139,29 +164,48 @@ def test_outbox_figures_split_waiting_mail_and_count_the_last_days_failures(
                 attempts=8,
                 error="550 gone",
                 created_at=NOW - timedelta(days=2),
+                to_member=member,
             )
         else:
-            _message(session, product, OutboxStatus.SENT, attempts=1)
-        made.append((product.id, kind))
+            _message(session, product, OutboxStatus.SENT, attempts=1, to_member=member)
+        made.append((product.id, kind, to_team))
     newest = _message(session, products[0], OutboxStatus.QUEUED, attempts=1, error="452 full")
-    made.append((products[0].id, "retrying"))
+    made.append((products[0].id, "retrying", False))
+    # Newer still, but alert mail: its error names an owner, and is no product's.
+    _message(
+        session,
+        products[0],
+        OutboxStatus.QUEUED,
+        attempts=1,
+        error="452 <owner> full",
+        to_member=owner,
+    )
+    made.append((products[0].id, "retrying", True))
     session.commit()
+    assert {to_team for _p, _k, to_team in made} == {True, False}
 
-    def expected(product_id: int | None) -> tuple[int, int, int, int]:
-        mine = [kind for owner, kind in made if product_id in (None, owner)]
-        return (
-            mine.count("pending") + mine.count("in flight"),
-            mine.count("retrying"),
-            mine.count("paused"),
-            mine.count("failed"),
+    def counted(sorts: list[str]) -> monitoring.MailCounts:
+        return monitoring.MailCounts(
+            pending=sorts.count("pending") + sorts.count("in flight"),
+            retrying=sorts.count("retrying"),
+            paused=sorts.count("paused"),
+            failed=sorts.count("failed"),
         )
 
-    for product_id in (products[0].id, products[1].id, None):
-        figures = monitoring.outbox_figures(session, product_id, now=NOW)
-        counted = (figures.pending, figures.retrying, figures.paused, figures.failed)
-        assert counted == expected(product_id), product_id
-    overall = monitoring.outbox_figures(session, None, now=NOW)
-    assert overall.last_error == monitoring.LastError("452 full", NOW, newest.next_attempt_at, None)
+    every_products = counted([kind for _p, kind, to_team in made if not to_team])
+    team = counted([kind for _p, kind, to_team in made if to_team])
+    for product in products:
+        figures = monitoring.outbox_figures(session, product.id, now=NOW)
+        mine = [kind for of, kind, to_team in made if of == product.id and not to_team]
+        assert figures.product == counted(mine), product.id
+        assert figures.products == every_products
+        assert figures.team == team
+    first = monitoring.outbox_figures(session, products[0].id, now=NOW)
+    assert first.last_error == monitoring.LastError("452 full", NOW, newest.next_attempt_at, None)
+    overall = monitoring.outbox_figures(session, now=NOW)
+    assert overall.product == monitoring.MailCounts()
+    assert overall.everything == counted([kind for _p, kind, _t in made])
+    assert overall.last_error == first.last_error
     assert overall.pause is not None and overall.pause.error == "421 bye"
     assert overall.pause.since == NOW
 
@@ -259,9 +303,9 @@ def test_a_widget_silent_for_an_hour_that_usually_has_requests_is_a_warning(
         _requests(session, product, NOW - timedelta(days=days_ago, hours=3))
     session.commit()
     warning = monitoring.widget_warning(session, product.id, now=NOW)
-    assert (warning is not None) is warned
-    if warned:
-        assert f"on {usual_days} of the previous 7 days" in warning
+    assert warning == (
+        monitoring.WidgetSilent(timedelta(minutes=60), usual_days, 7) if warned else None
+    )
 
     # One request in the last hour and all is well.
     _requests(session, product, NOW - timedelta(minutes=59))
@@ -311,10 +355,15 @@ def test_a_help_desk_silent_for_longer_than_its_longest_gap_is_a_warning(
     session.commit()
     assert longest < timedelta(hours=30)
 
-    warnings = monitoring.help_desk_warnings(session, product.id, now=NOW)
-    assert len(warnings) == 1
-    assert warnings[0].startswith("No ticket from Zendesk (zendesk) since 2030-05-05 08:30 UTC")
-    assert f"at most {monitoring.describe_span(longest)}" in warnings[0]
+    [warning] = monitoring.help_desk_warnings(session, product.id, now=NOW)
+    assert (warning.desk, warning.source, warning.last_ticket_at, warning.history) == (
+        "Zendesk",
+        "zendesk",
+        last,
+        timedelta(days=30),
+    )
+    # SQLite subtracts julian days, exact to the millisecond or so.
+    assert abs(warning.longest_gap - longest) < timedelta(milliseconds=50)
 
     # A ticket now ends it.
     _ticket(session, product, "zendesk", NOW - timedelta(minutes=1))
@@ -347,7 +396,7 @@ def test_status_gathers_one_products_figures_and_every_alert(session: Session) -
     status = monitoring.status(session, product, now=NOW, pending=4)
     assert status.worker.alive is True
     assert status.jobs_waiting == 4
-    assert (status.outbox.pending, status.outbox_overall.pending) == (1, 3)
+    assert (status.outbox.product.pending, status.outbox.products.pending) == (1, 3)
     assert status.webhooks.failing == 0
     assert status.last_scheduled is None
     assert status.traffic.requests == 12

@@ -2,9 +2,10 @@
 job queue, the mail, the webhooks, the last scheduled note, the widget's traffic of the
 last hour, and the alerts the owners were sent; what needs attention first.
 
-Opening the page runs the web's watch once (``health.watch``): an owner who comes to look
-because something seems wrong sees the alert, and sets off its mail, even when the worker
-that would have is the thing that died.
+Opening the page runs the web's watch once (``health.watch_logged``): an owner who comes
+to look because something seems wrong sees the alert, and sets off its mail, even when the
+worker that would have is the thing that died. A watch that fails is logged and the page
+drawn all the same: it is where the owner finds out what is wrong.
 
 Mail and webhook errors are this product's only: an error names its recipient, and the
 counts of every product are all the page says about the others. For the same reason an
@@ -130,7 +131,7 @@ def attention(status: monitoring.Status) -> list[Attention]:
                 f"runs, no mail or webhook goes out.{told}",
             )
         )
-    pause = status.outbox_overall.pause
+    pause = status.outbox.pause
     if pause is not None:
         items.append(
             Attention(
@@ -164,8 +165,29 @@ def attention(status: monitoring.Status) -> list[Attention]:
                 f"{webhooks.retrying:,} to be tried again, {webhooks.failed:,} given up on.",
             )
         )
-    items += [Attention("warning", "Data stopped arriving", text) for text in status.warnings]
+    items += [
+        Attention("warning", "Data stopped arriving", data_warning(status, warning))
+        for warning in status.warnings
+    ]
     return items
+
+
+def data_warning(status: monitoring.Status, warning: monitoring.DataWarning) -> str:
+    """What a warning that data stopped arriving says, its times in the member's zone."""
+    if isinstance(warning, monitoring.WidgetSilent):
+        return (
+            f"No widget request in the last {monitoring.describe_span(warning.window)}, "
+            f"though the widget had requests at this time of day on {warning.usual_days} of "
+            f"the previous {warning.of_days} days. Check that the host app still loads the "
+            "widget with this product's key."
+        )
+    return (
+        f"No ticket from {warning.desk} ({warning.source}) since "
+        f"{when(status, warning.last_ticket_at)}, {ago(status, warning.last_ticket_at)}: "
+        f"longer than any gap between its tickets in the {warning.history.days} days before "
+        f"(at most {monitoring.describe_span(warning.longest_gap)}). Check the connection "
+        "in the help desk."
+    )
 
 
 def _told(status: monitoring.Status, alert: monitoring.AlertRow | None) -> str:
@@ -182,9 +204,9 @@ def tiles(status: monitoring.Status) -> dict[str, str]:
     """The state of each tile at the top, drawn as its dot: "ok", "warning", "error", or
     "unknown" where there is nothing to judge by."""
     worker = "ok" if status.worker.alive else "error"
-    mail = status.outbox
+    mail = status.outbox.product
     traffic = status.traffic
-    if status.outbox_overall.pause is not None:
+    if status.outbox.pause is not None:
         mail_state = "error"
     else:
         mail_state = "warning" if mail.failed or mail.retrying else "ok"
@@ -224,7 +246,7 @@ def traffic_figure(traffic: monitoring.Traffic) -> Figure:
 @role_required(Role.OWNER)
 def status(product: Product) -> ResponseReturnValue:
     """Is Tidings working for the product: what needs attention, then each part's figures."""
-    health.watch()
+    health.watch_logged()
     figures = monitoring.status(db.session(), product, now=utcnow(), pending=jobs.waiting())
     return render_template(
         "console/status.html",
