@@ -28,8 +28,9 @@ but its reactions.
 
 Days are UTC calendar days. A note's figures are cumulative since its publication, up to
 the end of the range asked (or today); a product's describe its range: the notes
-published in it, counted up to the range's end, so two ranges compare like with like.
-Figures are as of the roll-up's last run (``counted_until``), minutes behind the widget.
+published in it, counted up to the range's end, so two ranges compare like with like;
+its totals are over every such note, its rankings show the top 20. Figures are as of
+the roll-up's last run (``counted_until``), minutes behind the widget.
 """
 
 from __future__ import annotations
@@ -168,6 +169,23 @@ class NoteRank:
 
 
 @dataclass(frozen=True)
+class Totals:
+    """Every note published in a product page's range, together, up to the range's end:
+    how many, the users they went out to and their readers (a user counted once per
+    note), the read rate with its 95 % Wilson interval, and the reactions given.
+
+    The rate is each note's capped readers (at most its exposed users) over all exposed
+    users: the mean of the notes' own rates, weighted by their reach, so a note read
+    mostly by e-mail cannot lift the others'."""
+
+    notes: int
+    exposed: int
+    readers: int
+    rate: Rate
+    reactions: int
+
+
+@dataclass(frozen=True)
 class WeekPoint:
     """Weekly active users of the 7 days ending ``week_end``."""
 
@@ -234,8 +252,9 @@ class ProductInsights:
     """A product's figures over a range; see the module's notes for what each counts."""
 
     range: Range
-    by_rate: list[NoteRank]  # notes published in the range, highest read rate first
-    by_reactions: list[NoteRank]  # the same notes, most reactions first
+    totals: Totals  # every note published in the range, not only those ranked
+    by_rate: list[NoteRank]  # notes published in the range, highest read rate first: top 20
+    by_reactions: list[NoteRank]  # the same notes, most reactions first: top 20
     weekly_active: list[WeekPoint]  # each day of the range up to today
     versions: list[VersionShare]  # top 20 + "Other"
     email: list[EmailRow]  # notes published in the range that were e-mailed, newest first
@@ -277,7 +296,9 @@ def read_rate(readers: int, exposed: int) -> Rate:
     spread = _Z * _Z / n
     centre = (share + spread / 2) / (1 + spread)
     margin = _Z * math.sqrt(share * (1 - share) / n + spread / (4 * n)) / (1 + spread)
-    return Rate(share, max(0.0, centre - margin), min(1.0, centre + margin))
+    # The interval holds the share; in floating point its ends miss 0 and 1 by a hair
+    # (1 - 1e-16 for everyone read it), which would put a rate of 100 % outside its own.
+    return Rate(share, max(0.0, min(share, centre - margin)), min(1.0, max(share, centre + margin)))
 
 
 # Ranges and segments --------------------------------------------------------------------------
@@ -443,6 +464,7 @@ def note_insights(
         else:
             values[value][metric] += int(count)
     ranked = _top({value: (c["exposed"], c["read"]) for value, c in values.items()})
+    reactions, reactions_daily = _reactions(session, note, first, last)
     return NoteInsights(
         note_id=note.id,
         exposed=exposed,
@@ -451,8 +473,8 @@ def note_insights(
         reads_by_channel={c: n for c, n in channels.most_common() if n},
         daily=daily,
         time_to_read=time_to_read(session, note, until=_midnight(last + timedelta(days=1))),
-        reactions=_reaction_counts(session, note),
-        reactions_daily=_reactions_daily(session, note, first, last),
+        reactions=reactions,
+        reactions_daily=reactions_daily,
         segment=segment,
         segments=[SegmentRow(v, e, r, read_rate(r, e)) for v, (e, r) in ranked],
         counted_until=counted_until,
@@ -507,40 +529,25 @@ def time_to_read(session: Session, note: Note, *, until: datetime) -> TimeToRead
     return TimeToRead(readers, percentile(50), percentile(90))
 
 
-def _reaction_counts(session: Session, note: Note) -> dict[str, int]:
-    """How many users chose each reaction, every reaction named (0 for none)."""
-    counts = dict.fromkeys(REACTIONS, 0)
-    for reaction, count in session.execute(
-        select(Reaction.reaction, func.count())
-        .where(Reaction.note_id == note.id)
-        .group_by(Reaction.reaction)
-    ):
-        counts[reaction] = count
-    return counts
-
-
-def _reactions_daily(
+def _reactions(
     session: Session, note: Note, first: date, last: date
-) -> list[tuple[date, dict[str, int]]]:
-    """Reactions first given on each day from ``first`` to ``last`` (as chosen now), days
-    without any included."""
-    if last < first:
-        return []
+) -> tuple[dict[str, int], list[tuple[date, dict[str, int]]]]:
+    """How many users chose each reaction now (every reaction named, 0 for none), and the
+    reactions first given on each day from ``first`` to ``last`` (as chosen now), days
+    without any included. One grouped query: the note's reactions grow with its readers,
+    and are read once, not once for each figure."""
     day = support_impact.UtcDay(Reaction.created_at)
-    counts: dict[date, dict[str, int]] = {
-        d: dict.fromkeys(REACTIONS, 0) for d in _days(first, last)
-    }
+    totals = dict.fromkeys(REACTIONS, 0)
+    daily: dict[date, dict[str, int]] = {d: dict.fromkeys(REACTIONS, 0) for d in _days(first, last)}
     for on, reaction, count in session.execute(
         select(day, Reaction.reaction, func.count())
-        .where(
-            Reaction.note_id == note.id,
-            Reaction.created_at >= _midnight(first),
-            Reaction.created_at < _midnight(last + timedelta(days=1)),
-        )
+        .where(Reaction.note_id == note.id)
         .group_by(day, Reaction.reaction)
     ):
-        counts[date.fromisoformat(on)][reaction] = count
-    return list(counts.items())
+        totals[reaction] = totals.get(reaction, 0) + count
+        if (given_on := date.fromisoformat(on)) in daily:
+            daily[given_on][reaction] = count
+    return totals, list(daily.items())
 
 
 # A product --------------------------------------------------------------------------------
@@ -576,6 +583,7 @@ def product_insights(
     )
     return ProductInsights(
         range=_range(start, end),
+        totals=_totals(ranks),
         by_rate=by_rate[:TOP_NOTES],
         by_reactions=by_reactions[:TOP_NOTES],
         weekly_active=weekly_active(session, product, start, last),
@@ -654,6 +662,20 @@ def _ranks(session: Session, product: Product, notes: Sequence[Note], last: date
             )
         )
     return ranks
+
+
+def _totals(ranks: Sequence[NoteRank]) -> Totals:
+    """Every ranked note's figures together (see :class:`Totals`): the ranking read them
+    all, in one grouped query over their roll-up rows, before keeping the top 20."""
+    exposed = sum(rank.exposed for rank in ranks)
+    capped = sum(min(rank.readers, rank.exposed) for rank in ranks)
+    return Totals(
+        notes=len(ranks),
+        exposed=exposed,
+        readers=sum(rank.readers for rank in ranks),
+        rate=read_rate(capped, exposed),
+        reactions=sum(rank.reactions for rank in ranks),
+    )
 
 
 def weekly_active(session: Session, product: Product, first: date, last: date) -> list[WeekPoint]:

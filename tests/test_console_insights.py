@@ -35,6 +35,7 @@ from announcements.models import (
 )
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
+from tests.test_insights import Many, many_notes, many_segments
 
 # Insights ----------------------------------------------------------------------------------
 
@@ -104,7 +105,8 @@ def visit(session, product: Product, user: User) -> None:
 def built(session) -> Built:
     """A product with an owner, an editor and a viewer; note 2.0.0 published ten days ago
     and 2.1.0 three days ago; ten end users seen on some of the days since, on several
-    versions and plans; reads through several channels; reactions with comments."""
+    versions and plans, and twenty on an older version; reads through several channels;
+    reactions with comments."""
     now = utcnow()
     today = now.date()
     owner = make_member(session, "owner@example.com")
@@ -131,6 +133,11 @@ def built(session) -> Built:
         User("u8", "2.1.0", "free", [ago(15), ago(12)]),  # gone before 2.0.0
         User("u9", None, None, [ago(8)]),  # no version: exposed to every note
         User("u10", "2.0.0", "=cmd()", [ago(3)]),  # an attribute that looks like a formula
+    ]
+    # Users still on 1.9.0, never exposed, who make "plan" an attribute enough users have
+    # for the roll-up to count it as a segment.
+    users += [
+        User(f"b{n:02d}", "1.9.0", ("pro", "free")[n % 2], [ago(6 + n % 9)]) for n in range(20)
     ]
     for user in users:
         visit(session, product, user)
@@ -503,6 +510,61 @@ def test_the_product_page_shows_active_users_versions_and_notes(client, built: B
     reached = sum(e for _, _, e in figures)
     assert stat("readers") == str(readers)
     assert stat("rate") == rate(readers, reached)
+
+
+@pytest.fixture
+def many(session) -> Many:
+    """Twenty-four notes in the last 28 days, more than a ranking shows (see
+    ``tests.test_insights.many_notes``), for the owner of "many"."""
+    owner = make_member(session, "owner@example.com")
+    return many_notes(session, make_product(session, owner, slug="many"), now=utcnow())
+
+
+def test_the_product_pages_totals_count_every_note_not_the_top_20(client, many: Many) -> None:
+    AuthActions(client).login("owner@example.com")
+    tree = page(client, "/console/p/many/insights")
+    today = utcnow().date()
+    counted = [
+        minor
+        for minor, note in enumerate(many.notes)
+        if today - timedelta(days=27) <= note.published_at.date() <= today
+    ]
+    assert len(counted) == 24
+    exposed = [len(many.exposed(minor, today)) for minor in counted]
+    readers = [len(many.readers(minor, today)) for minor in counted]
+    capped = sum(min(r, e) for r, e in zip(readers, exposed, strict=True))
+
+    def stat(name: str) -> list[str]:
+        return [words(dd) for dd in tree.xpath(f"//div[@data-stat='{name}']/dd")]
+
+    assert stat("notes") == ["24"]
+    assert stat("readers") == [f"{sum(readers):,}"]
+    low, high = wilson(capped, sum(exposed))
+    assert stat("rate") == [rate(capped, sum(exposed)), f"95 % CI {low}–{high}"]
+    # The rankings still show the top 20.
+    assert len(tree.xpath("//*[@id='by-rate-title']/..//table/tbody/tr")) == 20
+
+
+def test_a_value_with_more_readers_than_users_reached_shows_100_percent(client, many: Many) -> None:
+    AuthActions(client).login("owner@example.com")
+    minor = len(many.notes) - 8
+    tree = page(client, f"/console/p/many/notes/{many.notes[minor].id}/insights?by=app_version")
+    wanted = many_segments(many, minor, utcnow().date())
+    assert any(0 < e < r for _, e, r in wanted)  # the data is what this test means it to be
+
+    def shown(e: int, r: int) -> str:
+        if e == 0:
+            return "—"
+        low, high = wilson(min(r, e), e)
+        return f"{rate(r, e)} 95 % CI {low}–{high}"
+
+    assert table_rows(tree, "Read rate by App version") == [
+        [value, f"{r} of {e} exposed", shown(e, r)] for value, e, r in wanted
+    ]
+    # Why a value can have more readers than users reached is said once, not per row.
+    said = "A user is counted under the value they had when counted"
+    assert words(tree).count(said) == 1
+    assert said in words(tree.xpath("//*[@id='segment']//p[@class='hint']")[0])
 
 
 def test_comparing_shows_the_other_range_beside_each_total(client, built: Built) -> None:

@@ -1090,6 +1090,16 @@ def test_a_page_costs_a_handful_of_queries(session: Session, world: World) -> No
         session.expire_all()
         insights.note_insights(session, note, by="team", now=NOW)
         on_note = len(statements)
+        # What grows with the note's readers is read from the raw tables as little as
+        # the exact figures allow: its reactions once, its receipts for the time to read
+        # only (a count and a walk from the nearer end to each percentile).
+        raw = Counter(
+            table
+            for statement in statements
+            for table in ("reaction", "read_receipt")
+            if f"FROM {table} " in statement
+        )
+        assert raw == {"reaction": 1, "read_receipt": 3}, raw
         statements.clear()
         insights.product_insights(
             session, world.product, start=date(2026, 9, 1), end=TODAY, by="plan", now=NOW
@@ -1098,3 +1108,264 @@ def test_a_page_costs_a_handful_of_queries(session: Session, world: World) -> No
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert on_note <= 12 and on_product <= 12, (on_note, on_product)
+
+
+# More notes than a ranking shows --------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Runner:
+    """An end user of :func:`many_notes`: the days the widget saw them, with the time and
+    the minor version seen (3.<minor>.0; -1 is 2.9.0, which includes no note; None, no
+    version, includes every note)."""
+
+    external_id: str
+    seen: list[tuple[date, datetime, int | None]]
+    id: int = 0
+
+    @property
+    def version(self) -> str:
+        """The version now, as a segment's value."""
+        return many_version(self.seen[-1][2])
+
+
+@dataclass
+class Many:
+    """What :func:`many_notes` wrote, to count from."""
+
+    product: Product
+    notes: list[Note]  # the minor version of notes[i] is i
+    users: list[Runner]
+    reads: list[tuple[Runner, int, datetime]]  # user, note (its minor), read_at
+    reactions: list[tuple[int, datetime]]  # note (its minor), created_at
+
+    def exposed(self, minor: int, last: date) -> list[tuple[Runner, date, int | None]]:
+        """The users note ``minor`` went out to by the end of ``last``: seen on or after its
+        publication day on a version that includes it, with that first day and version."""
+        published_on = self.notes[minor].published_at.date()
+        found = []
+        for user in self.users:
+            first = next(
+                (
+                    (day, version)
+                    for day, _, version in user.seen
+                    if day >= published_on and (version is None or version >= minor)
+                ),
+                None,
+            )
+            if first is not None and first[0] <= last:
+                found.append((user, *first))
+        return found
+
+    def readers(self, minor: int, last: date) -> list[Runner]:
+        return [user for user, n, read_at in self.reads if n == minor and read_at.date() <= last]
+
+
+def many_version(minor: int | None) -> str:
+    return "(none)" if minor is None else "2.9.0" if minor < 0 else f"3.{minor}.0"
+
+
+def many_notes(session: Session, product: Product, *, now: datetime, count: int = 25) -> Many:
+    """``count`` notes of ``product``, 3.0.0 forty days before ``now`` and 3.1.0 onwards one
+    a day up to yesterday; 90 users seen on some days of the last 45, each moving to the
+    newest version some days after it came out (one in ten with no version, one in five
+    stuck on 2.9.0); half of those each note went out to read it, the stuck users read
+    the newest note by e-mail (more readers than it reached), a third of the readers
+    react. Everything happens before 23:00 yesterday, so the roll-up built at ``now`` has
+    counted it. Commits and rebuilds the product's roll-up."""
+    rng = random.Random(2016)
+    today = now.astimezone(UTC).date()
+    latest = datetime.combine(today, datetime.min.time(), UTC) - timedelta(hours=1)
+    published = [today - timedelta(days=40)] + [
+        today - timedelta(days=count - minor) for minor in range(1, count)
+    ]
+    notes = [
+        make_note(
+            session,
+            product,
+            version=f"3.{minor}.0",
+            title=f"Change {minor}",
+            now=datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=9),
+        )
+        for minor, day in enumerate(published)
+    ]
+    users = []
+    for number in range(90):
+        lag, chance = rng.randrange(4), rng.choice([0.3, 0.6, 0.9])
+        seen = []
+        for day in days(today - timedelta(days=45), today - timedelta(days=1)):
+            if rng.random() >= chance:
+                continue
+            out = [minor for minor, on in enumerate(published) if on <= day - timedelta(days=lag)]
+            minor = None if number % 10 == 0 else -1 if number % 5 == 1 else max(out, default=-1)
+            hour = rng.randrange(0, 23)
+            seen.append(
+                (day, datetime.combine(day, datetime.min.time(), UTC).replace(hour=hour), minor)
+            )
+        if seen:
+            users.append(Runner(f"runner-{number:02d}", seen))
+    for user in users:
+        user.id = session.scalar(
+            insert(EndUser)
+            .values(
+                product_id=product.id,
+                external_id=user.external_id,
+                app_version=None if user.seen[-1][2] is None else user.version,
+                attributes={"plan": rng.choice(["free", "pro"])},
+                first_seen_at=user.seen[0][1],
+                last_seen_at=user.seen[-1][1],
+            )
+            .returning(EndUser.id)
+        )
+        rows, previous = [], None
+        for day, seen_at, minor in user.seen:
+            rows.append(
+                {
+                    "end_user_id": user.id,
+                    "day": day,
+                    "product_id": product.id,
+                    "seen_at": seen_at,
+                    "app_version": None if minor is None else many_version(minor),
+                    "previous_day": previous[0] if previous else None,
+                    "previous_version": (
+                        None
+                        if previous is None or previous[2] is None
+                        else many_version(previous[2])
+                    ),
+                }
+            )
+            previous = (day, seen_at, minor)
+        session.execute(insert(EndUserDay), rows)
+    many = Many(product, notes, users, [], [])
+    for minor, note in enumerate(notes):
+        for user, day, _ in many.exposed(minor, today):
+            seen_at = next(at for on, at, _ in user.seen if on == day)
+            read_at = max(note.published_at, seen_at) + timedelta(minutes=rng.randrange(1, 3000))
+            if rng.random() < 0.5 and read_at <= latest:
+                many.reads.append((user, minor, read_at))
+    newest = len(notes) - 1
+    for user in users:
+        if user.seen[-1][2] == -1:
+            many.reads.append((user, newest, notes[newest].published_at + timedelta(hours=1)))
+    session.execute(
+        insert(ReadReceipt),
+        [
+            {
+                "end_user_id": user.id,
+                "note_id": notes[minor].id,
+                "read_at": read_at,
+                "channel": "email" if user.seen[-1][2] == -1 else rng.choice(CHANNELS),
+            }
+            for user, minor, read_at in many.reads
+        ],
+    )
+    reacted = []
+    for user, minor, read_at in many.reads:
+        when = read_at + timedelta(minutes=30)
+        if rng.random() < 0.35 and when <= latest:
+            reacted.append(
+                {
+                    "end_user_id": user.id,
+                    "note_id": notes[minor].id,
+                    "reaction": rng.choice(["👍", "👎", "😕"]),
+                    "comment": None,
+                    "created_at": when,
+                    "updated_at": when,
+                }
+            )
+            many.reactions.append((minor, when))
+    session.execute(insert(Reaction), reacted)
+    session.commit()
+    rollups.rebuild(session, product, now=now, write_turn=write_turn)
+    session.commit()
+    return many
+
+
+@pytest.fixture
+def many(app, session: Session) -> Many:
+    return many_notes(session, make_product(session, slug="many"), now=NOW)
+
+
+def test_the_totals_count_every_note_in_the_range_not_only_the_ranked(
+    session: Session, many: Many
+) -> None:
+    """More notes than the rankings show: the headline figures count all of them, each
+    up to the range's end, the rate capping each note's readers at its reach."""
+    newest = len(many.notes) - 1
+    assert len(many.readers(newest, TODAY)) > len(many.exposed(newest, TODAY))
+    for start, end in (
+        (TODAY - timedelta(days=27), TODAY),
+        (TODAY - timedelta(days=40), TODAY - timedelta(days=3)),
+    ):
+        found = insights.product_insights(
+            session, many.product, start=start, end=end, by=None, now=NOW
+        )
+        counted = [
+            minor
+            for minor, note in enumerate(many.notes)
+            if start <= note.published_at.date() <= end
+        ]
+        assert len(counted) > insights.TOP_NOTES
+        assert len(found.by_rate) == len(found.by_reactions) == insights.TOP_NOTES
+        exposed = [len(many.exposed(minor, end)) for minor in counted]
+        readers = [len(many.readers(minor, end)) for minor in counted]
+        capped = sum(min(r, e) for r, e in zip(readers, exposed, strict=True))
+        totals = found.totals
+        assert (totals.notes, totals.exposed, totals.readers) == (
+            len(counted),
+            sum(exposed),
+            sum(readers),
+        )
+        assert totals.reactions == sum(
+            1 for minor, when in many.reactions if minor in counted and when.date() <= end
+        )
+        assert totals.rate.value == pytest.approx(capped / sum(exposed))
+        assert (totals.rate.low, totals.rate.high) == pytest.approx(wilson(capped, sum(exposed)))
+        # What the ranked 20 alone would have said.
+        assert totals.exposed > sum(rank.exposed for rank in found.by_rate)
+
+
+def test_a_rate_lies_within_its_interval_at_nobody_and_at_everyone() -> None:
+    """The interval holds its rate, 0 and 100 % included, where floating point would put
+    its ends a hair inside; readers past the users reached read as 100 %."""
+    for exposed in range(1, 2_000):
+        for readers in (0, 1, exposed // 2, exposed, exposed + 3):
+            rate = insights.read_rate(readers, exposed)
+            assert 0 <= rate.low <= rate.value <= rate.high <= 1, (readers, exposed, rate)
+            low, high = wilson(min(readers, exposed), exposed)
+            assert (rate.low, rate.high) == pytest.approx((low, high), abs=1e-12)
+        assert insights.read_rate(exposed + 3, exposed).value == 1.0
+        assert insights.read_rate(exposed, exposed).high == 1.0
+        assert insights.read_rate(0, exposed).low == 0.0
+
+
+def many_segments(many: Many, minor: int, last: date = TODAY) -> list[tuple[str, int, int]]:
+    """Note ``minor``'s app_version breakdown up to the end of ``last``, counted here: a
+    user reached under the version the widget saw that day, a reader under the version
+    they run now."""
+    exposed = Counter(many_version(version) for _, _, version in many.exposed(minor, last))
+    read = Counter(many_version(user.seen[-1][2]) for user in many.readers(minor, last))
+    return [
+        (v, e, r) for v, (e, r) in top_and_other({v: (exposed[v], read[v]) for v in exposed | read})
+    ]
+
+
+def test_a_value_with_more_readers_than_users_reached_reads_100_percent(
+    session: Session, many: Many
+) -> None:
+    """Users move to newer versions between being reached and reading: under the newer
+    version there are more readers than users reached, a rate capped at 100 % whose
+    interval still holds it."""
+    minor = len(many.notes) - 8
+    found = insights.note_insights(session, many.notes[minor], by="app_version", now=NOW)
+    wanted = many_segments(many, minor)
+    assert [(row.value, row.exposed, row.readers) for row in found.segments] == wanted
+    assert any(0 < e < r for _, e, r in wanted)
+    for row in found.segments:
+        if row.exposed == 0:
+            assert row.rate == insights.Rate(None, None, None)
+            continue
+        assert row.rate.value == min(row.readers, row.exposed) / row.exposed
+        assert row.rate.low <= row.rate.value <= row.rate.high <= 1
+        if row.readers >= row.exposed:
+            assert row.rate.value == row.rate.high == 1.0

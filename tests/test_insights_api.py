@@ -18,6 +18,7 @@ from announcements import apikeys, rollups
 from announcements.models import EndUser, EndUserDay, Reaction, ReadReceipt
 from app.database import write_turn
 from tests.factories import make_note, make_product
+from tests.test_insights import many_notes, many_segments
 
 PUBLISHED = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 10, 8, 12, 0, tzinfo=UTC)
@@ -164,6 +165,34 @@ def test_a_segment_and_a_range(client: FlaskClient, acme, frozen) -> None:
         }
         for plan in ("pro", "free")
     ]
+
+
+def test_a_read_rate_is_never_above_one(client: FlaskClient, session: Session, frozen) -> None:
+    """Users move to newer versions between being reached and reading, and some read by
+    e-mail without the widget seeing them: a value, or a note, can have more readers than
+    users reached; its read rate is 1, inside its interval, never more."""
+    many = many_notes(session, make_product(session, slug="many"), now=NOW)
+    _, raw = apikeys.create(session, many.product, "bi", ["insights:read"], by=None, now=NOW)
+    key = {"Authorization": f"Bearer {raw}"}
+    url = "/api/v1/products/many/notes/{}/insights"
+    minor = len(many.notes) - 8
+    body = client.get(url.format(many.notes[minor].id) + "?by=app_version", headers=key).json
+    wanted = many_segments(many, minor, NOW.date())
+    assert any(0 < e < r for _, e, r in wanted)
+    assert body["segments"] == [
+        {
+            "value": value,
+            "exposed": e,
+            "readers": r,
+            "read_rate": min(r, e) / e if e else None,
+        }
+        for value, e, r in wanted
+    ]
+    newest = len(many.notes) - 1
+    body = client.get(url.format(many.notes[newest].id), headers=key).json
+    assert body["readers"] == len(many.readers(newest, NOW.date())) > body["exposed"] > 0
+    low, high = body["read_rate_ci"]
+    assert low <= body["read_rate"] == high == 1.0
 
 
 def test_a_draft_has_zeros(client: FlaskClient, session: Session, acme, frozen) -> None:

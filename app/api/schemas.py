@@ -518,10 +518,16 @@ class TimeToRead(BaseModel):
 
 
 class InsightsSegment(BaseModel):
+    """A value of the attribute asked for. A user is counted under the value they had
+    when counted, once as exposed and again as a reader: where values change (an upgrade
+    from 2.10.0 to 2.10.1), a value's readers can outnumber its exposed users."""
+
     value: str = Field(description="The attribute's value; “(none)” for users without it; “Other”.")
     exposed: int
     readers: int
-    read_rate: float | None
+    read_rate: float | None = Field(
+        description="readers / exposed, at most 1; null: nobody exposed under this value."
+    )
 
 
 class NoteInsights(BaseModel):

@@ -66,7 +66,10 @@ def rate_percent(value: float | None) -> str:
 @bp.app_template_filter("time_to_read")
 def time_to_read(value: timedelta | None) -> str:
     """A time to read in the two largest units that matter: "45 s", "3 min", "2 h 5 min",
-    "3 d 4 h"; a dash for none."""
+    "3 d 4 h"; a dash for none.
+
+    Not ``monitoring.describe_span``, which says "3 days" for 3 days and 23 hours: the page
+    says "9 in 10 read within" it, which would then be false by most of a day."""
     if value is None:
         return "—"
     seconds = int(value.total_seconds())
@@ -161,22 +164,30 @@ class Stat:
     change: str | None = None
     # "up", "down" or "same": how the change is coloured.
     direction: str | None = None
+    # A rate whose 95 % interval is written under the figure.
+    interval: insights.Rate | None = None
 
 
 def _stat(
-    key: str, label: str, value: float | None, *other: float | None, fraction: bool = False
+    key: str,
+    label: str,
+    value: float | None,
+    *other: float | None,
+    fraction: bool = False,
+    interval: insights.Rate | None = None,
 ) -> Stat:
     """A figure and, when comparing, the other range's (``other``) and the change: counts
-    written whole, fractions as rates; a rate's change in points, a count's in per cent."""
+    written whole, fractions as rates; a rate's change in points, a count's in per cent;
+    ``interval``'s ends are written under it."""
 
     def written(v: float | None) -> str:
         return rate_percent(v) if fraction else "—" if v is None else f"{v:,.0f}"
 
     if not other:
-        return Stat(key, label, written(value))
+        return Stat(key, label, written(value), interval=interval)
     [previous] = other
     if previous is None or value is None:
-        return Stat(key, label, written(value), written(previous))
+        return Stat(key, label, written(value), written(previous), interval=interval)
     difference = value - previous
     direction = "up" if difference > 0 else "down" if difference < 0 else "same"
     if direction == "same":
@@ -187,7 +198,7 @@ def _stat(
         change = f"{difference / previous * 100:+.0f} %"
     else:
         change = "up from none"
-    return Stat(key, label, written(value), written(previous), change, direction)
+    return Stat(key, label, written(value), written(previous), change, direction, interval)
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -305,15 +316,13 @@ class ProductPage:
 
 def _totals(figures: insights.ProductInsights) -> dict[str, float | None]:
     """The figures of a range that the page compares: weekly active users at its end, the
-    notes it ranks (those published in it, the top 20) with their readers among those
-    exposed, e-mails, subscribers at its end."""
-    exposed = sum(n.exposed for n in figures.by_rate)
-    readers = sum(n.readers for n in figures.by_rate)
+    notes published in it (every one, not only the 20 ranked) with their readers and read
+    rate, e-mails, subscribers at its end."""
     return {
         "weekly": figures.weekly_active[-1].users if figures.weekly_active else None,
-        "notes": len(figures.by_rate),
-        "readers": readers,
-        "rate": min(readers / exposed, 1.0) if exposed else None,
+        "notes": figures.totals.notes,
+        "readers": figures.totals.readers,
+        "rate": figures.totals.rate.value,
         "sent": sum(e.sent for e in figures.email),
         "subscribers": figures.subscribers[-1].total if figures.subscribers else None,
     }
@@ -325,15 +334,17 @@ def product_page(period: Period, other: Period | None) -> ProductPage:
     now = _totals(shown)
     before = _totals(previous) if previous else None
 
-    def stat(label: str, key: str, *, fraction: bool = False) -> Stat:
+    def stat(
+        label: str, key: str, *, fraction: bool = False, interval: insights.Rate | None = None
+    ) -> Stat:
         compared = () if before is None else (before[key],)
-        return _stat(key, label, now[key], *compared, fraction=fraction)
+        return _stat(key, label, now[key], *compared, fraction=fraction, interval=interval)
 
     stats = [
         stat("Weekly active", "weekly"),
         stat("Notes published", "notes"),
         stat("Their readers", "readers"),
-        stat("Read rate", "rate", fraction=True),
+        stat("Read rate", "rate", fraction=True, interval=shown.totals.rate),
         stat("E-mails sent", "sent"),
         stat("Subscribers", "subscribers"),
     ]
