@@ -6,8 +6,9 @@ state and any of them can raise an alert:
 - **Heartbeats.** Each worker's minute tick writes its ``WorkerHeartbeat`` (:func:`beat`);
   the worker is alive while the newest beat is at most :data:`WORKER_SILENT_AFTER` old.
 - **Widget traffic.** Each web process counts the widget's requests in memory
-  (:class:`TrafficRecorder`) and writes each finished minute as ``TrafficMinute`` rows,
-  one per process, minute and product; figures sum the rows of every process.
+  (:class:`TrafficRecorder`) per product the request's widget key named, and writes each
+  finished minute as ``TrafficMinute`` rows, one per process, minute and product; figures
+  sum the rows of every process.
 - **Alerts** (:func:`watch`): the worker silent for 5 minutes, mail failing for 15. An
   ``Alert`` row is opened when the condition first holds; the "down" mail is queued once
   it has held past its threshold, by whichever process's conditional UPDATE claims it
@@ -15,13 +16,15 @@ state and any of them can raise an alert:
   ``OutboxMessage`` of kind ALERT per owner, sent by the outbox like any other mail.
 - **Status** (:func:`status`): what the console's Status page shows for one product.
 
-Nothing here commits: the caller runs it in its transaction (and, on SQLite, its write
-turn) and commits.
+Nothing here commits but :meth:`TrafficRecorder.flush`, which writes in the caller's
+write turn (on SQLite the one writer at a time) and commits: the rest runs in the
+caller's transaction (and, for the watch, its write turn), and the caller commits.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import enum
 import math
 import threading
@@ -66,6 +69,7 @@ from announcements.models import (
     WebhookDelivery,
     WorkerHeartbeat,
 )
+from announcements.support_impact import WriteTurn
 
 # The worker is alive while its newest heartbeat is at most this old: the tick beats every
 # minute, so five missed ticks in a row.
@@ -91,10 +95,11 @@ HELP_DESK_MIN_TICKETS = 10
 # Failed messages and webhook calls counted on Status: those queued in the last day.
 FAILURES_WITHIN = timedelta(hours=24)
 ALERTS_LISTED = 10
-# The (minute, widget key) counters one process holds until they are written, at most:
-# requests naming further keys (a scan of made-up keys) are not counted, so memory stays
-# bounded.
-MAX_KEYS_PER_MINUTE = 10_000
+# The (minute, product) counters one process holds until they are written, at most. Only
+# requests whose widget key named a product are counted, so made-up keys cannot fill it;
+# it binds only when writing keeps failing and the minutes wait: later ones are then not
+# counted, and memory stays bounded.
+MAX_COUNTERS = 10_000
 
 _WAITING = (OutboxStatus.QUEUED, OutboxStatus.SENDING)
 _ALERT_MAIL = OutboxMessage.kind == OutboxKind.ALERT
@@ -249,32 +254,34 @@ class _Counts:
 
 
 class TrafficRecorder:
-    """One process's widget requests, counted in memory per minute and widget key until
+    """One process's widget requests, counted in memory per minute and product until
     :meth:`flush` writes the finished minutes.
 
-    Requests are counted by the widget key in their URL and matched to products when
-    flushed: one query a minute rather than one a request. A request recorded after its
+    A request is counted under the product its widget key named, once the widget's view
+    found it (``app.api.widget`` says so on ``g``): a key no product has is not counted,
+    so no client can fill the counters with made-up keys. A request recorded after its
     minute was flushed counts in the first minute not yet flushed, so a process writes
     each of its minutes once.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[datetime, str], _Counts] = {}
+        self._counts: dict[tuple[datetime, int], _Counts] = {}
         self._flushed_before: datetime | None = None
 
-    def record(self, widget_key: str, *, status: int, milliseconds: float, at: datetime) -> None:
-        """Count one widget request that ended at ``at`` with ``status`` (5xx is an error)."""
+    def record(self, product_id: int, *, status: int, milliseconds: float, at: datetime) -> None:
+        """Count one widget request for the product that ended at ``at`` with ``status``
+        (5xx is an error)."""
         minute = _minute(at)
         bucket = latency_bucket(milliseconds)
         with self._lock:
             if self._flushed_before is not None and minute < self._flushed_before:
                 minute = self._flushed_before
-            counts = self._counts.get((minute, widget_key))
+            counts = self._counts.get((minute, product_id))
             if counts is None:
-                if len(self._counts) >= MAX_KEYS_PER_MINUTE:
+                if len(self._counts) >= MAX_COUNTERS:
                     return
-                counts = self._counts[(minute, widget_key)] = _Counts()
+                counts = self._counts[(minute, product_id)] = _Counts()
             counts.requests += 1
             counts.errors += status >= 500
             counts.latency[bucket] += 1
@@ -283,12 +290,20 @@ class TrafficRecorder:
         """Whether a minute before ``now``'s has counts waiting to be written."""
         current = _minute(now)
         with self._lock:
-            return any(minute < current for minute, _key in self._counts)
+            return any(minute < current for minute, _product in self._counts)
 
-    def flush(self, session: Session, process: str, *, now: datetime) -> int:
+    def flush(
+        self,
+        session: Session,
+        process: str,
+        *,
+        now: datetime,
+        write_turn: WriteTurn = contextlib.nullcontext,
+    ) -> int:
         """Add the minutes finished before ``now`` to the ``TrafficMinute`` rows of
-        ``process`` and forget them; returns how many rows were written. Requests for a
-        widget key no product has are dropped here."""
+        ``process`` and commit, in ``write_turn``; returns how many rows were written.
+        When the write fails the counts are put back, to be written by the next flush,
+        and the error raised. Requests of a product deleted since are dropped."""
         current = _minute(now)
         with self._lock:
             taken = {key: counts for key, counts in self._counts.items() if key[0] < current}
@@ -297,19 +312,29 @@ class TrafficRecorder:
             self._flushed_before = max(self._flushed_before or current, current)
         if not taken:
             return 0
-        keys = {widget_key for _minute_at, widget_key in taken}
-        products = dict(
-            session.execute(
-                select(Product.widget_key, Product.id).where(Product.widget_key.in_(keys))
-            ).all()
-        )
-        rows: dict[tuple[datetime, int], _Counts] = {}
-        for (minute, widget_key), counts in taken.items():
-            product_id = products.get(widget_key)
-            if product_id is not None:
-                rows.setdefault((minute, product_id), _Counts()).add(
-                    counts.requests, counts.errors, counts.latency
-                )
+        try:
+            with write_turn():
+                written = self._write(session, process, taken)
+                session.commit()
+        except BaseException:
+            session.rollback()
+            self._put_back(taken)
+            raise
+        return written
+
+    def _put_back(self, taken: dict[tuple[datetime, int], _Counts]) -> None:
+        """Hold again the counts a failed flush took, adding any counted since."""
+        with self._lock:
+            for key, counts in taken.items():
+                held = self._counts.setdefault(key, _Counts())
+                held.add(counts.requests, counts.errors, counts.latency)
+
+    @staticmethod
+    def _write(session: Session, process: str, taken: dict[tuple[datetime, int], _Counts]) -> int:
+        """Add ``taken`` to the rows of ``process``; how many rows were written."""
+        products = {product_id for _minute_at, product_id in taken}
+        existing = set(session.scalars(select(Product.id).where(Product.id.in_(products))))
+        rows = {key: counts for key, counts in taken.items() if key[1] in existing}
         if not rows:
             return 0
         stored = {

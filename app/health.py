@@ -11,9 +11,10 @@ No login, CSRF check or rate limit applies to them: scrapers and load balancers 
 often and carry no session.
 
 :func:`init_app` also times the widget's requests into this process's
-:class:`~announcements.monitoring.TrafficRecorder`, and after any request, at most once a
-minute per process, starts a thread that writes the finished minutes of traffic and runs
-the watch: the dead worker cannot tell anyone it died, so the web does.
+:class:`~announcements.monitoring.TrafficRecorder` (those whose widget key named a
+product), and after any request, at most once a minute per process, starts a thread that
+writes the finished minutes of traffic and runs the watch: the dead worker cannot tell
+anyone it died, so the web does.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
-from flask import Blueprint, Flask, Response, abort, current_app, request
+from flask import Blueprint, Flask, Response, abort, current_app, g, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -49,7 +50,6 @@ RECORDER_KEY = "tidings.traffic"
 # Where the widget request's start time waits for its end: the WSGI environ, which no
 # hook clears.
 _STARTED = "tidings.started"
-WIDGET_ENDPOINTS = "api.widget"
 
 
 def _no_store(body: dict[str, object], status: int = 200) -> ResponseReturnValue:
@@ -263,10 +263,8 @@ def flush_traffic(now: datetime) -> int:
     recorder: monitoring.TrafficRecorder = current_app.extensions[RECORDER_KEY]
     if not recorder.has_finished(now):
         return 0
-    with Session(db.engine) as session, write_turn():
-        written = recorder.flush(session, outbox.worker_name(), now=now)
-        session.commit()
-    return written
+    with Session(db.engine) as session:
+        return recorder.flush(session, outbox.worker_name(), now=now, write_turn=write_turn)
 
 
 class _EveryMinute:
@@ -303,15 +301,16 @@ def _start_clock() -> None:
 
 
 def _after_request(response: Response) -> Response:
-    """Count a widget request; once a minute, start the minute's chores in a thread."""
+    """Count a widget request whose key named a product (the widget's view puts the
+    product's id on ``g`` once it found it: a made-up key counts nowhere); once a minute,
+    start the minute's chores in a thread."""
     now = utcnow()
     started = request.environ.get(_STARTED)
-    widget_key = (request.view_args or {}).get("widget_key")
-    endpoint = request.endpoint or ""
-    if started is not None and widget_key is not None and endpoint.startswith(WIDGET_ENDPOINTS):
+    product_id = g.get("widget_product_id")
+    if started is not None and product_id is not None:
         recorder: monitoring.TrafficRecorder = current_app.extensions[RECORDER_KEY]
         recorder.record(
-            widget_key,
+            product_id,
             status=response.status_code,
             milliseconds=(time.perf_counter() - started) * 1000,
             at=now,

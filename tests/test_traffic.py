@@ -9,9 +9,11 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from announcements import monitoring
@@ -42,17 +44,19 @@ def _nearest_rank_p95(latencies: list[float]) -> float:
     return ordered[math.ceil(0.95 * len(ordered)) - 1]
 
 
-def test_a_minute_is_written_once_it_is_over_and_unknown_keys_are_dropped(
+def test_a_minute_is_written_once_it_is_over_and_a_deleted_products_requests_are_dropped(
     session: Session,
 ) -> None:
-    first, second = make_product(session), make_product(session)
+    first, second, gone = make_product(session), make_product(session), make_product(session)
     recorder = monitoring.TrafficRecorder()
     statuses = [200, 200, 304, 401, 500, 503, 200]
     for number, status in enumerate(statuses):
-        recorder.record(first.widget_key, status=status, milliseconds=number * 7.0, at=T0)
-    recorder.record(second.widget_key, status=200, milliseconds=3.0, at=T0)
-    recorder.record("no-such-key", status=404, milliseconds=1.0, at=T0)
-    recorder.record(first.widget_key, status=200, milliseconds=1.0, at=T0 + MINUTE)
+        recorder.record(first.id, status=status, milliseconds=number * 7.0, at=T0)
+    recorder.record(second.id, status=200, milliseconds=3.0, at=T0)
+    recorder.record(gone.id, status=200, milliseconds=1.0, at=T0)
+    recorder.record(first.id, status=200, milliseconds=1.0, at=T0 + MINUTE)
+    session.delete(gone)
+    session.commit()
 
     # The minute is not over: nothing is written.
     assert recorder.flush(session, "web-1", now=T0 + timedelta(seconds=30)) == 0
@@ -86,10 +90,10 @@ def test_a_request_recorded_after_its_minute_was_written_counts_in_the_next(
 ) -> None:
     product = make_product(session)
     recorder = monitoring.TrafficRecorder()
-    recorder.record(product.widget_key, status=200, milliseconds=2.0, at=T0)
+    recorder.record(product.id, status=200, milliseconds=2.0, at=T0)
     recorder.flush(session, "web-1", now=T0 + MINUTE)
     # A request that ended in the first minute, counted after the flush took it.
-    recorder.record(product.widget_key, status=200, milliseconds=2.0, at=T0)
+    recorder.record(product.id, status=200, milliseconds=2.0, at=T0)
     recorder.flush(session, "web-1", now=T0 + 2 * MINUTE)
     session.commit()
     minute = T0.replace(second=0)
@@ -114,12 +118,12 @@ def test_two_processes_sum_to_the_requests_errors_and_p95_the_test_recorded(
             for _request in range(rng.randint(0, 12) if name == "web-a" else rng.randint(0, 4)):
                 milliseconds = rng.lognormvariate(3.5 if name == "web-a" else 5.0, 0.9)
                 status = 500 if rng.random() < 0.03 else 200
-                recorder.record(product.widget_key, status=status, milliseconds=milliseconds, at=at)
+                recorder.record(product.id, status=status, milliseconds=milliseconds, at=at)
                 recorded.append(milliseconds)
                 errors += status >= 500
                 per_minute[at.replace(second=0)] = per_minute.get(at.replace(second=0), 0) + 1
         # Another product's traffic is not this one's.
-        processes["web-a"].record(other.widget_key, status=500, milliseconds=9000.0, at=at)
+        processes["web-a"].record(other.id, status=500, milliseconds=9000.0, at=at)
     for name, recorder in processes.items():
         recorder.flush(session, name, now=now)
     session.commit()
@@ -185,3 +189,48 @@ def test_the_widget_routes_are_timed_and_written_by_the_web(
     rows = _rows(session)
     assert [(row[2], row[3], row[4]) for row in rows] == [(product.id, 4, 0)]
     assert sum(rows[0][5]) == 4
+
+
+def test_made_up_widget_keys_do_not_stop_a_real_keys_requests_being_counted(
+    app: Flask, client: FlaskClient, session: Session
+) -> None:
+    """A client sending more made-up keys than the counters hold, long ones too: none is
+    counted, and the product's requests after them all are."""
+    product = make_product(session)
+    for number in range(monitoring.MAX_COUNTERS + 1):
+        key = f"made-up-{number}-" + "k" * (number % 3) * 1000
+        assert client.get(f"/api/v1/widget/{key}/notes").status_code == 404
+    if datetime.now(UTC).second >= 55:  # the product's requests in one minute
+        time.sleep(60 - datetime.now(UTC).second)
+    base = f"/api/v1/widget/{product.widget_key}"
+    identity = {"user_id": "u-1", "user_hash": user_hash(product, "u-1")}
+    answers = [client.get(f"{base}/notes", query_string=identity).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    assert health.flush_traffic(datetime.now(UTC) + MINUTE) == 1
+    assert [(row[2], row[3]) for row in _rows(session)] == [(product.id, 3)]
+
+
+def test_a_minute_whose_write_failed_is_written_by_the_next_flush(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    product = make_product(session)
+    recorder = monitoring.TrafficRecorder()
+    for _ in range(4):
+        recorder.record(product.id, status=200, milliseconds=2.0, at=T0)
+
+    def refused() -> None:
+        raise OperationalError("COMMIT", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(session, "commit", refused)
+        with pytest.raises(OperationalError):
+            recorder.flush(session, "web-1", now=T0 + MINUTE)
+    assert _rows(session) == []
+    # A request of that minute counted meanwhile joins it.
+    recorder.record(product.id, status=500, milliseconds=2.0, at=T0)
+    assert recorder.has_finished(T0 + 2 * MINUTE)
+    assert recorder.flush(session, "web-1", now=T0 + 2 * MINUTE) == 2
+    assert [(row[1], row[3], row[4]) for row in _rows(session)] == [
+        (T0.replace(second=0), 4, 0),
+        (T0.replace(second=0) + MINUTE, 1, 1),
+    ]

@@ -109,6 +109,7 @@ def _load(
     catalogue = None if stamp is None else _cache().get(connection, widget_key, stamp)
     if catalogue is None:
         raise NotFound(UNKNOWN_KEY)
+    g.widget_product_id = catalogue.product_id  # app.health counts the request for it
     origin = request.headers.get("Origin")
     # Pages Tidings serves itself (the demo host) are always allowed.
     if origin is not None and origin != request.host_url.rstrip("/"):
