@@ -12,13 +12,18 @@ state and any of them can raise an alert:
 - **Alerts** (:func:`watch`): the worker silent for 5 minutes, mail failing for 15. An
   ``Alert`` row is opened when the condition first holds; the "down" mail is queued once
   it has held past its threshold, by whichever process's conditional UPDATE claims it
-  first; a "recovered" mail follows when it ends, only if the first one went. One
-  ``OutboxMessage`` of kind ALERT per owner, sent by the outbox like any other mail.
+  first; the alert closes once the condition has been clear for
+  :data:`ALERT_SETTLES_AFTER`, and a "recovered" mail follows, only if the first one
+  went. Trouble that comes back before then keeps the alert open, with no new mail: a
+  worker in a crash loop or mail that sends one message and fails again is one alert,
+  not a storm. One ``OutboxMessage`` of kind ALERT per owner, sent by the outbox like any
+  other mail.
 - **Status** (:func:`status`): what the console's Status page shows for one product.
 
-Nothing here commits but :meth:`TrafficRecorder.flush`, which writes in the caller's
-write turn (on SQLite the one writer at a time) and commits: the rest runs in the
-caller's transaction (and, for the watch, its write turn), and the caller commits.
+The readers commit nothing: the caller runs them in its transaction. :func:`watch` and
+:meth:`TrafficRecorder.flush` write, each in the caller's write turn (on SQLite the one
+writer at a time), and commit; the watch reads outside it, as most of its runs write
+nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import contextlib
 import enum
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -40,6 +45,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal,
     or_,
     select,
     type_coerce,
@@ -74,9 +80,18 @@ from announcements.support_impact import WriteTurn
 # The worker is alive while its newest heartbeat is at most this old: the tick beats every
 # minute, so five missed ticks in a row.
 WORKER_SILENT_AFTER = timedelta(minutes=5)
-# Mail is failing when messages wait after a failed attempt or a pause and none has been
-# sent since: for this long before the owners are told.
+# Mail is failing when messages wait after a failed attempt or a pause and none has gone
+# out for MAIL_SENT_WITHIN: for this long before the owners are told.
 MAIL_FAILING_AFTER = timedelta(minutes=15)
+# Mail is going out while a message was sent at most this long ago: one message through
+# keeps the condition clear this long, then it holds again if nothing follows.
+MAIL_SENT_WITHIN = timedelta(minutes=5)
+# An alert closes, and its "recovered" mail goes, once its condition has been clear this
+# long; trouble that comes back before then is the same episode, with no new mail.
+ALERT_SETTLES_AFTER = timedelta(minutes=10)
+# The alert's text counts the messages stuck up to this many ("over 10,000"): the watch
+# reads the outbox every minute, and a count of a large queue is all of it.
+MAIL_COUNTED_UP_TO = 10_000
 HEARTBEATS_KEPT = timedelta(days=1)
 # A week of history for "usually has requests at this hour", and a day to spare.
 TRAFFIC_KEPT = timedelta(days=8)
@@ -840,9 +855,11 @@ TITLES = {
 
 @dataclass(frozen=True)
 class AlertRow:
-    """One episode of trouble: open while ``recovered_at`` is None; ``alerted_at`` is when
-    the owners' mail was queued (None: it ended before its threshold, or has not reached
-    it yet)."""
+    """One episode of trouble. ``recovered_at`` is when its condition was last seen to end
+    (None: it holds); the episode stays open (``is_open``) until the condition has been
+    clear for ALERT_SETTLES_AFTER since, and trouble that comes back before then carries
+    on the same episode. ``alerted_at`` is when the owners' mail was queued (None: it
+    ended before its threshold, or has not reached it yet)."""
 
     id: int
     kind: str
@@ -850,14 +867,21 @@ class AlertRow:
     detail: str
     alerted_at: datetime | None
     recovered_at: datetime | None
+    is_open: bool
 
     @property
-    def is_open(self) -> bool:
+    def is_failing(self) -> bool:
+        """Whether the trouble holds, as last seen (an open alert may be settling)."""
         return self.recovered_at is None
 
     @property
+    def closes_at(self) -> datetime | None:
+        """When the alert closes if the trouble stays away, and the recovery mail goes."""
+        return None if self.recovered_at is None else self.recovered_at + ALERT_SETTLES_AFTER
+
+    @property
     def title(self) -> str:
-        state = "down" if self.is_open else "recovered"
+        state = "down" if self.is_failing else "recovered"
         return TITLES.get((AlertKind(self.kind), state), self.kind)
 
 
@@ -871,35 +895,49 @@ _ALERT_COLUMNS = (
 )
 
 
-def alerts(session: Session, *, limit: int = ALERTS_LISTED) -> list[AlertRow]:
-    """The newest alerts, open or closed, newest first."""
-    rows = session.execute(select(*_ALERT_COLUMNS).order_by(Alert.id.desc()).limit(limit))
-    return [AlertRow(*row) for row in rows]
+def _alert_rows(
+    session: Session, now: datetime, *where: ColumnElement[bool], limit: int | None = None
+) -> list[AlertRow]:
+    """Alerts as they stand at ``now``, newest first."""
+    rows = session.execute(
+        select(*_ALERT_COLUMNS).where(*where).order_by(Alert.id.desc()).limit(limit)
+    )
+    settled = now - ALERT_SETTLES_AFTER
+    return [
+        AlertRow(*row, is_open=row.recovered_at is None or row.recovered_at > settled)
+        for row in rows
+    ]
 
 
-def _open_alerts(session: Session) -> dict[str, AlertRow]:
-    rows = session.execute(select(*_ALERT_COLUMNS).where(Alert.recovered_at.is_(None)))
-    return {row.kind: AlertRow(*row) for row in rows}
+def alerts(session: Session, *, now: datetime, limit: int = ALERTS_LISTED) -> list[AlertRow]:
+    """The newest alerts, open or closed at ``now``, newest first."""
+    return _alert_rows(session, now, limit=limit)
 
 
-@dataclass(frozen=True)
-class _Condition:
-    holds: bool
-    since: datetime | None = None
-    detail: str = ""
+def _open_alerts(session: Session, now: datetime) -> dict[str, AlertRow]:
+    """Each kind's open alert: its trouble holds, or ended less than ALERT_SETTLES_AFTER
+    ago. The unique index keeps one of a kind whose trouble holds; a watch reopens a
+    settling alert rather than opening another, so there is one of either."""
+    opened: dict[str, AlertRow] = {}
+    for row in _alert_rows(
+        session,
+        now,
+        or_(Alert.recovered_at.is_(None), Alert.recovered_at > now - ALERT_SETTLES_AFTER),
+    ):
+        opened.setdefault(row.kind, row)  # newest first: the newest of its kind
+    return opened
 
 
-def _worker_silent(session: Session, now: datetime) -> _Condition:
-    """Silent: the newest heartbeat is older than WORKER_SILENT_AFTER; since that beat."""
-    newest = session.scalar(select(func.max(WorkerHeartbeat.beat_at)))
-    if newest is None or now - newest <= WORKER_SILENT_AFTER:
-        return _Condition(False)
-    return _Condition(
-        True,
-        newest,
-        f"No worker has written a heartbeat since {_stamp(newest)}. Until one runs, no mail, "
-        "webhook or scheduled e-mail goes out. Start one with `flask worker`, and look at "
-        "why the last one stopped.",
+# The conditions, as SQL: read once by the watch, then repeated inside each statement that
+# acts on them, so that what changed in between (a beat, a message sent) is not acted on.
+
+
+def _worker_silent(now: datetime) -> ColumnElement[bool]:
+    """Silent: a worker has beaten once, and none in the last WORKER_SILENT_AFTER."""
+    beats = select(WorkerHeartbeat.name)
+    return and_(
+        beats.exists(),
+        ~beats.where(WorkerHeartbeat.beat_at >= now - WORKER_SILENT_AFTER).exists(),
     )
 
 
@@ -907,52 +945,78 @@ _AFTER_FAILURE = or_(
     OutboxMessage.paused_at.is_not(None),
     and_(OutboxMessage.attempts > 0, OutboxMessage.last_error.is_not(None)),
 )
+# Messages waiting after a failed attempt or a pause. Alert mail is left out, here and of
+# the mail sent: it must not raise, or end, the alert about itself.
+_STUCK = select(OutboxMessage.id).where(
+    OutboxMessage.status.in_(_WAITING), ~_ALERT_MAIL, _AFTER_FAILURE
+)
 
 
-def _mail_failing(session: Session, now: datetime, alert: AlertRow | None) -> _Condition:
-    """Failing: messages wait after a failed attempt or a pause, and none has been sent
-    since the condition was first seen (the open alert's start, or now). Alert mail is
-    left out of both: it must not raise, or end, the alert about itself.
+def _mail_failing(now: datetime) -> ColumnElement[bool]:
+    """Failing: no message was sent in the last MAIL_SENT_WITHIN, and messages wait after
+    a failed attempt or a pause. Existence only: the watch asks every minute, and a count
+    of a large queue reads all of it.
 
-    The detail goes to the owners of every product, so it quotes the server only when it
-    refuses us (a pause), never a recipient's refusal, which may name the address."""
-    stuck, paused, pause_error = session.execute(
-        select(
-            func.count(),
-            func.count().filter(OutboxMessage.paused_at.is_not(None)),
-            func.max(OutboxMessage.last_error).filter(OutboxMessage.paused_at.is_not(None)),
-        ).where(OutboxMessage.status.in_(_WAITING), ~_ALERT_MAIL, _AFTER_FAILURE)
-    ).one()
-    if not stuck:
-        return _Condition(False)
-    since = alert.failing_since if alert is not None else now
+    The mail sent is asked first: it keeps to a few index entries, and when mail goes out
+    it spares the walk through the waiting messages."""
+    cutoff = now - MAIL_SENT_WITHIN
     # A sent message's next_attempt_at is the end of the lease it was sent under, never
     # before its sent_at: the first condition keeps the query to the status index.
-    sent_since = exists().where(
+    sent = select(OutboxMessage.id).where(
         OutboxMessage.status == OutboxStatus.SENT,
-        OutboxMessage.next_attempt_at >= since,
-        OutboxMessage.sent_at >= since,
+        OutboxMessage.next_attempt_at >= cutoff,
+        OutboxMessage.sent_at >= cutoff,
         ~_ALERT_MAIL,
     )
-    if session.scalar(select(sent_since)):
-        return _Condition(False)
+    return and_(~sent.exists(), _STUCK.exists())
+
+
+def _describe(
+    session: Session, kind: AlertKind, alert: AlertRow | None, now: datetime
+) -> tuple[datetime, str]:
+    """Since when the trouble of ``kind`` holds (the open alert's start, else the last beat
+    or now) and what the owners are told of it.
+
+    The text goes to the owners of every product, so of mail it quotes the server only
+    when it refuses us (a pause), never a recipient's refusal, which may name the
+    address."""
+    if kind is AlertKind.WORKER_SILENT:
+        newest = session.scalar(select(func.max(WorkerHeartbeat.beat_at))) or now
+        return alert.failing_since if alert else newest, (
+            f"No worker has written a heartbeat since {_stamp(newest)}. Until one runs, no "
+            "mail, webhook or scheduled e-mail goes out. Start one with `flask worker`, and "
+            "look at why the last one stopped."
+        )
+    since = alert.failing_since if alert else now
+    stuck = (
+        session.scalar(
+            select(func.count()).select_from(_STUCK.limit(MAIL_COUNTED_UP_TO + 1).subquery())
+        )
+        or 0
+    )
+    waiting = (
+        f"Over {MAIL_COUNTED_UP_TO:,} messages wait"
+        if stuck > MAIL_COUNTED_UP_TO
+        else f"{stuck:,} message{'' if stuck == 1 else 's'} wait"
+    )
+    pause = outbox.pause_now(session)  # the newest pause, and the server's last answer
     why = (
-        f"The mail server refuses our mail: {' '.join((pause_error or '').split())}"
-        if paused
+        f"The mail server refuses our mail: {' '.join(pause.error.split())}"
+        if pause
         else "Their recipients' mail servers deferred them; each product's Status page "
         "shows its messages' errors."
     )
-    return _Condition(
-        True,
-        since,
-        f"{stuck:,} message{'' if stuck == 1 else 's'} wait after failed attempts, and none "
-        f"has been sent since {_stamp(since)}. {why}",
+    return since, (
+        f"{waiting} after failed attempts, and none has been sent in the last "
+        f"{describe_span(MAIL_SENT_WITHIN)} (failing since {_stamp(since)}). {why}"
     )
 
 
-def _queue(session: Session, alert_id: int, state: str, now: datetime) -> list[int]:
+def _queue(
+    session: Session, alert_id: int, state: str, now: datetime, *, due: datetime | None = None
+) -> list[int]:
     """One ALERT message to each active owner, under the lowest id of the products they
-    own; returns the messages' ids."""
+    own, to be sent at ``due`` (now when not given); returns the messages' ids."""
     owners = session.execute(
         select(Membership.member_id, func.min(Membership.product_id))
         .join(TeamMember, TeamMember.id == Membership.member_id)
@@ -968,7 +1032,7 @@ def _queue(session: Session, alert_id: int, state: str, now: datetime) -> list[i
             status=OutboxStatus.QUEUED,
             payload={"alert_id": alert_id, "state": state},
             created_at=now,
-            next_attempt_at=now,
+            next_attempt_at=due or now,
         )
         for member_id, product_id in owners
     ]
@@ -977,68 +1041,161 @@ def _queue(session: Session, alert_id: int, state: str, now: datetime) -> list[i
     return [message.id for message in messages]
 
 
-def _holds(
-    session: Session, kind: AlertKind, alert: AlertRow | None, condition: _Condition, now: datetime
-) -> list[int]:
-    """The condition holds: open the alert if none is, and queue the owners' mail once it
-    has held past its threshold, if no other process did."""
-    if alert is None:
-        session.execute(
-            _insert(session)(Alert)
-            .values(kind=kind, failing_since=condition.since, detail=condition.detail[:500])
-            .on_conflict_do_nothing()  # another process opened it first: theirs stands
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _open(
+    session: Session,
+    kind: AlertKind,
+    since: datetime,
+    detail: str,
+    holds: ColumnElement[bool],
+    now: datetime,
+) -> AlertRow | None:
+    """Open an alert of ``kind`` if its trouble still holds and no other process opened
+    one first; the open alert of that kind after it, if any."""
+    failing_since = Alert.__table__.c.failing_since
+    session.execute(
+        _insert(session)(Alert)
+        .from_select(
+            ["kind", "failing_since", "detail"],
+            select(
+                literal(kind.value), literal(since, failing_since.type), literal(detail[:500])
+            ).where(holds),
         )
-        alert = _open_alerts(session).get(kind)
-        if alert is None:
-            return []
-    if now - alert.failing_since < THRESHOLDS[kind]:
-        return []
+        .on_conflict_do_nothing()  # another process opened it first: theirs stands
+    )
+    return _open_alerts(session, now).get(kind)
+
+
+def _reopen(
+    session: Session, alert: AlertRow, detail: str, holds: ColumnElement[bool], now: datetime
+) -> None:
+    """The trouble is back before the alert closed: it holds again, and the recovery mail
+    waiting for the close is withdrawn, by whichever process reopens it."""
+    reopened = session.execute(
+        update(Alert)
+        .where(Alert.id == alert.id, Alert.recovered_at > now - ALERT_SETTLES_AFTER, holds)
+        .values(recovered_at=None, detail=detail[:500])
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(reopened) == 1 and alert.alerted_at is not None:
+        # Due when the alert would have closed: the index on (status, next_attempt_at)
+        # finds it among any number of waiting messages.
+        session.execute(
+            delete(OutboxMessage)
+            .where(
+                OutboxMessage.status == OutboxStatus.QUEUED,
+                OutboxMessage.next_attempt_at == alert.closes_at,
+                _ALERT_MAIL,
+                OutboxMessage.payload["alert_id"].as_integer() == alert.id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _claim(
+    session: Session, alert: AlertRow, detail: str, holds: ColumnElement[bool], now: datetime
+) -> list[int]:
+    """Queue the owners' "down" mail if no other process did and the trouble still holds."""
     claimed = session.execute(
         update(Alert)
-        .where(Alert.id == alert.id, Alert.alerted_at.is_(None), Alert.recovered_at.is_(None))
-        .values(alerted_at=now, detail=condition.detail[:500])
+        .where(
+            Alert.id == alert.id,
+            Alert.alerted_at.is_(None),
+            Alert.recovered_at.is_(None),
+            holds,
+        )
+        .values(alerted_at=now, detail=detail[:500])
         .execution_options(synchronize_session=False)
     )
     # The one UPDATE that found alerted_at empty queues the mail; on PostgreSQL a second
     # process waits on the row until the first commits, then finds it set.
-    if int(getattr(claimed, "rowcount", 0) or 0) != 1:
+    if _rowcount(claimed) != 1:
         return []
     return _queue(session, alert.id, "down", now)
 
 
-def _ended(session: Session, alert: AlertRow, now: datetime) -> list[int]:
-    """The condition no longer holds: close the alert, and tell the owners if they were
-    told it began."""
-    closed = session.execute(
+def _settle(
+    session: Session, alert: AlertRow, holds: ColumnElement[bool], now: datetime
+) -> list[int]:
+    """The trouble ended: the alert closes ALERT_SETTLES_AFTER from now unless it comes
+    back, and the owners' recovery mail, if they were told it began, waits until then."""
+    settled = session.execute(
         update(Alert)
-        .where(Alert.id == alert.id, Alert.recovered_at.is_(None))
+        .where(Alert.id == alert.id, Alert.recovered_at.is_(None), ~holds)
         .values(recovered_at=now)
         .returning(Alert.alerted_at)
         .execution_options(synchronize_session=False)
     ).first()
-    if closed is None or closed.alerted_at is None:
+    if settled is None or settled.alerted_at is None:
         return []
-    return _queue(session, alert.id, "recovered", now)
+    return _queue(session, alert.id, "recovered", now, due=now + ALERT_SETTLES_AFTER)
 
 
-def watch(session: Session, *, now: datetime) -> list[int]:
-    """Check the worker and the mail: open, announce and close alerts as their conditions
-    begin, last and end; returns the ids of the ALERT messages queued. Safe to run from
-    every process at once: opening, announcing and closing are each decided by one
-    conditional statement, so no mail goes twice. The caller commits (on SQLite, in its
-    write turn)."""
-    opened = _open_alerts(session)
+def _step(
+    session: Session,
+    kind: AlertKind,
+    holds: ColumnElement[bool],
+    holding: bool,
+    alert: AlertRow | None,
+    now: datetime,
+) -> Callable[[], list[int]] | None:
+    """What the watch does about ``kind``, read now and done in the write turn; None when
+    nothing is to be done, as on most runs."""
+    if not holding:
+        if alert is None or not alert.is_failing:
+            return None  # all clear, or settling: it closes by the clock
+        return lambda: _settle(session, alert, holds, now)
+    due = alert is None or now - alert.failing_since >= THRESHOLDS[kind]
+    if alert is not None and alert.is_failing and (alert.alerted_at is not None or not due):
+        return None  # told already, or not yet due
+    since, detail = _describe(session, kind, alert, now)
+
+    def act() -> list[int]:
+        current = alert or _open(session, kind, since, detail, holds, now)
+        if current is None:
+            return []  # it ended before the turn came
+        if not current.is_failing:
+            _reopen(session, current, detail, holds, now)
+        if current.alerted_at is None and now - current.failing_since >= THRESHOLDS[kind]:
+            return _claim(session, current, detail, holds, now)
+        return []
+
+    return act
+
+
+def watch(
+    session: Session, *, now: datetime, write_turn: WriteTurn = contextlib.nullcontext
+) -> list[int]:
+    """Check the worker and the mail: open, announce, settle and close alerts as their
+    conditions begin, last and end; returns the ids of the ALERT messages queued (a
+    recovery's waits until its alert closes).
+
+    The conditions and the alerts are read outside ``write_turn``, which is taken only
+    when something is to change, and each statement that changes it repeats its
+    condition. Safe to run from every process at once: opening, announcing, settling and
+    reopening are each one conditional statement whose row count decides who queues or
+    withdraws the mail, so none goes twice. Commits what it writes."""
     conditions = {
-        AlertKind.WORKER_SILENT: _worker_silent(session, now),
-        AlertKind.MAIL_FAILING: _mail_failing(session, now, opened.get(AlertKind.MAIL_FAILING)),
+        AlertKind.WORKER_SILENT: _worker_silent(now),
+        AlertKind.MAIL_FAILING: _mail_failing(now),
     }
+    holding = session.execute(select(*conditions.values())).one()
+    opened = _open_alerts(session, now)
+    steps = [
+        step
+        for (kind, holds), held in zip(conditions.items(), holding, strict=True)
+        if (step := _step(session, kind, holds, bool(held), opened.get(kind), now))
+    ]
+    if not steps:
+        return []
     queued: list[int] = []
-    for kind, condition in conditions.items():
-        alert = opened.get(kind)
-        if condition.holds:
-            queued += _holds(session, kind, alert, condition, now)
-        elif alert is not None:
-            queued += _ended(session, alert, now)
+    with write_turn():
+        for step in steps:
+            queued += step()
+        session.commit()
     return queued
 
 
@@ -1101,5 +1258,5 @@ def status(session: Session, product: Product, *, now: datetime, pending: int | 
         last_scheduled=last_scheduled(session, product.id, now=now),
         traffic=traffic(session, product.id, now=now),
         warnings=warnings,
-        alerts=alerts(session),
+        alerts=alerts(session, now=now),
     )

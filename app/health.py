@@ -2,7 +2,10 @@
 
 - ``GET /healthz``: the process answers; nothing else is checked.
 - ``GET /readyz``: the database answers and a worker is alive (its heartbeat at most five
-  minutes old); 503 naming the part that fails. Each call also runs the watch.
+  minutes old); 503 naming the part that fails. It only reads: anyone may call it, as
+  often as they like, so it never takes the write turn that the widget's writes wait for.
+  It is for monitoring, not a load balancer's probe: it is 503 while the worker is down,
+  which the web being up does not mend.
 - ``GET /metrics``: Prometheus text, read from the database at scrape time, so every
   process answers alike; only with ``Authorization: Bearer $METRICS_TOKEN``, and not at
   all (404) when no token is configured.
@@ -14,7 +17,7 @@ often and carry no session.
 :class:`~announcements.monitoring.TrafficRecorder` (those whose widget key named a
 product), and after any request, at most once a minute per process, starts a thread that
 writes the finished minutes of traffic and runs the watch: the dead worker cannot tell
-anyone it died, so the web does.
+anyone it died, so the web does. The Status page runs the watch too.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """Readiness: the database answers and a worker is alive; 503 naming what fails."""
+    """Readiness: the database answers and a worker is alive; 503 naming what fails.
+    Reads the heartbeats and nothing else: the minute's chores and the worker's tick
+    watch, whoever asks here and however often."""
     now = utcnow()
     try:
         worker = monitoring.worker_health(db.session(), now=now)
@@ -74,7 +79,6 @@ def readyz() -> ResponseReturnValue:
         return _no_store(
             {"status": "unavailable", "database": "unreachable", "failing": ["database"]}, 503
         )
-    watch_logged()
     age = None if worker.age is None else round(worker.age.total_seconds())
     body: dict[str, object] = {
         "status": "ready" if worker.alive else "unavailable",
@@ -175,7 +179,7 @@ class _Figures(Collector):
         alerts = GaugeMetricFamily(
             "tidings_alert_open", "1 while an alert of this kind is open.", labels=["kind"]
         )
-        open_kinds = {alert.kind for alert in monitoring.alerts(session) if alert.is_open}
+        open_kinds = {alert.kind for alert in monitoring.alerts(session, now=now) if alert.is_open}
         for kind in monitoring.AlertKind:
             alerts.add_metric([kind.value], int(kind.value in open_kinds))
         yield alerts
@@ -212,37 +216,51 @@ class _Figures(Collector):
 
 
 def watch() -> list[int]:
-    """Watch from the web (``/readyz``, the Status page, the minute's thread): open,
-    announce and close alerts, in a session and transaction of its own; when alert mail is
-    due, send it at once from a thread, as the worker may be what is down. Returns the ids
-    of the alert messages queued."""
+    """Watch from the web (the Status page, the minute's thread): open, announce, settle
+    and close alerts, in a session of its own, taking the write turn only when something
+    changes; when alert mail is due, send it from a thread, as the worker may be what is
+    down. Returns the ids of the alert messages queued."""
     now = utcnow()
     with Session(db.engine) as session:
-        with write_turn():
-            queued = monitoring.watch(session, now=now)
-            session.commit()
-        due = bool(queued) or monitoring.alerts_due(session, now=now)
+        queued = monitoring.watch(session, now=now, write_turn=write_turn)
+        due = monitoring.alerts_due(session, now=now)
     if due:
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        threading.Thread(
-            target=_send_alerts, args=(app,), name="tidings-alerts", daemon=True
-        ).start()
+        _start_sending(current_app._get_current_object())  # type: ignore[attr-defined]
     return queued
 
 
 def watch_logged() -> None:
-    """Watch, logging rather than raising: an answer about health (readyz, the Status
-    page) must not fail on it, as it is how people learn that something is wrong."""
+    """Watch, logging rather than raising: an answer about health (the Status page) must
+    not fail on it, as it is how people learn that something is wrong."""
     try:
         watch()
     except Exception:
         log.exception("watching from the web failed")
 
 
+# Held while a thread of this process sends alert mail: one sends what is due until none
+# is, so a second would only wait on the outbox's claims, and watches one after another
+# would pile threads up.
+_sending = threading.Lock()
+
+
+def _start_sending(app: Flask) -> None:
+    """Send the alert mail that is due in a thread, unless one of this process does."""
+    if not _sending.acquire(blocking=False):
+        return
+    try:
+        threading.Thread(
+            target=_send_alerts, args=(app,), name="tidings-alerts", daemon=True
+        ).start()
+    except BaseException:
+        _sending.release()
+        raise
+
+
 def _send_alerts(app: Flask) -> None:
-    """Send the alert mail that is due, and nothing else."""
-    with app.app_context():
-        try:
+    """Send the alert mail that is due, and nothing else; then let another thread start."""
+    try:
+        with app.app_context():
             sender = transport.from_config(app.config["SMTP_URL"], app.instance_path)
             try:
                 report = delivery.deliver_due(sender, kinds=[OutboxKind.ALERT])
@@ -254,8 +272,10 @@ def _send_alerts(app: Flask) -> None:
                 report.retried,
                 report.failed,
             )
-        except Exception:
-            log.exception("alert mail could not be sent from the web")
+    except Exception:
+        log.exception("alert mail could not be sent from the web")
+    finally:
+        _sending.release()
 
 
 def flush_traffic(now: datetime) -> int:

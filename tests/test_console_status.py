@@ -515,6 +515,33 @@ def test_mail_failing_is_warned_of_and_the_owners_told_after_15_minutes(
     assert alert[0] == "Mail failing Open" and re.fullmatch(r"\d\d:\d\d", alert[2])
 
 
+def test_an_alert_fine_again_stays_open_until_ten_minutes_have_passed(
+    client, auth: AuthActions, session, world: World
+) -> None:
+    """Mail went out again 3 minutes ago: the alert is open until it has been fine for 10,
+    when the owners hear it recovered; nothing says mail is failing meanwhile."""
+    now = utcnow()
+    beat(session, "worker-host:1:1", now - timedelta(seconds=10))
+    mail(session, world.product, OutboxStatus.SENT, sent_at=now - timedelta(minutes=3))
+    session.add(
+        Alert(
+            kind="mail_failing",
+            failing_since=now - timedelta(minutes=40),
+            alerted_at=now - timedelta(minutes=25),
+            recovered_at=now - timedelta(minutes=3),
+        )
+    )
+    session.commit()
+    auth.login(world.owner.email)
+    _, tree = page(client)
+    assert "Mail is failing" not in warnings(tree)
+    [alert] = row_cells(tree, "alerts-table")
+    assert alert[0] == "Mail failing Open"
+    # Times in UTC: the owner set no zone.
+    ended, closes = now - timedelta(minutes=3), now + timedelta(minutes=7)
+    assert alert[3] == f"{ended:%H:%M} (closes at {closes:%H:%M} if it stays so)"
+
+
 def test_a_pause_is_said_with_the_servers_answer(
     client, auth: AuthActions, session, world: World
 ) -> None:

@@ -6,16 +6,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from announcements import monitoring
 from announcements.models import (
+    Alert,
     OutboxKind,
     OutboxMessage,
     OutboxStatus,
@@ -29,8 +32,10 @@ from announcements.models import (
     utcnow,
 )
 from app import health
+from app.database import write_turn
+from app.mail import delivery
 from tests.conftest import WEB_THREADS
-from tests.factories import make_product
+from tests.factories import make_member, make_product
 
 TOKEN = "s3cret-metrics-token"
 
@@ -251,3 +256,77 @@ def test_the_webs_threads_end_before_the_tests_app_goes(
     assert client.get("/healthz").status_code == 200
     assert started.wait(timeout=10)
     assert [t.name for t in threading.enumerate() if t.name in WEB_THREADS] == ["tidings-minute"]
+
+
+# The web's watch ------------------------------------------------------------------------------
+
+
+def test_readyz_only_reads(
+    client: FlaskClient, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone may ask /readyz as often as they like: it says the worker is silent and
+    writes nothing (no alert opened, no turn to write taken from the widget), while the
+    minute's chores and the worker's tick do the watching."""
+    make_product(session)
+    _beat(session, timedelta(minutes=8))
+    monkeypatch.setattr(health, "_chores", _NeverDue())
+
+    turns: list[int] = []
+
+    def counted_turn() -> AbstractContextManager[None]:
+        turns.append(1)
+        return write_turn()
+
+    monkeypatch.setattr(health, "write_turn", counted_turn)
+    for _ in range(3):
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.get_json()["failing"] == ["worker"]
+    assert turns == []
+    session.rollback()
+    assert session.scalars(select(Alert)).all() == []
+    assert [t.name for t in threading.enumerate() if t.name in WEB_THREADS] == []
+
+
+class _NeverDue(health._EveryMinute):
+    """The minute's chores never due: a test's requests start no thread."""
+
+    def due(self, now: datetime) -> bool:
+        return False
+
+
+def test_watches_one_after_another_start_one_thread_to_send_alerts(
+    app: Flask, session: Session, monkeypatch: pytest.MonkeyPatch, no_web_thread_left: None
+) -> None:
+    """While a thread of the web sends alert mail, further watches that find mail due
+    (the Status page opened again and again) start no other."""
+    owner = make_member(session)
+    make_product(session, owner)
+    _beat(session, timedelta(minutes=8))
+    sending = threading.Event()
+    release = threading.Event()
+    runs: list[int] = []
+
+    def slow_delivery(sender: object, *, kinds: object = None) -> delivery.Report:
+        runs.append(1)
+        sending.set()
+        release.wait(timeout=10)
+        return delivery.Report()
+
+    monkeypatch.setattr(delivery, "deliver_due", slow_delivery)
+    assert len(health.watch()) == 1  # the owner's mail, due now
+    assert sending.wait(timeout=10)
+    for _ in range(5):
+        assert health.watch() == []  # the mail is still due: the sender is slow
+    assert [t.name for t in threading.enumerate() if t.name in WEB_THREADS] == ["tidings-alerts"]
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "tidings-alerts":
+            thread.join(timeout=10)
+    assert runs == [1]
+    # Once it ended, the next watch that finds mail due sends it again.
+    assert health.watch() == []
+    for thread in threading.enumerate():
+        if thread.name == "tidings-alerts":
+            thread.join(timeout=10)
+    assert runs == [1, 1]

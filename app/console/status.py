@@ -144,7 +144,7 @@ def attention(status: monitoring.Status) -> list[Attention]:
             )
         )
     failing = open_alerts.get(monitoring.AlertKind.MAIL_FAILING)
-    if failing is not None:
+    if failing is not None and failing.is_failing:
         items.append(
             Attention(
                 "error" if failing.alerted_at else "warning",
@@ -259,4 +259,5 @@ def status(product: Product) -> ResponseReturnValue:
         when=lambda moment: when(figures, moment),
         alert_names=ALERT_NAMES,
         silent_after=monitoring.describe_span(monitoring.WORKER_SILENT_AFTER),
+        settles_after=monitoring.describe_span(monitoring.ALERT_SETTLES_AFTER),
     )
