@@ -1029,9 +1029,10 @@ class TrafficMinute(Base):
 
 class Alert(Base):
     """One episode of trouble the owners are told about: the worker silent, mail failing.
-    Open while ``recovered_at`` is None, at most one per kind; ``alerted_at`` is set when
-    the e-mail went into the outbox, ``recovered_at`` when it ended (with a recovery
-    e-mail only if the first one went)."""
+    ``alerted_at`` is set when the e-mail went into the outbox; ``recovered_at`` when the
+    trouble was last seen to end. The episode closes once it has stayed over for
+    ``monitoring.ALERT_SETTLES_AFTER`` (with a recovery e-mail only if the first one went);
+    trouble back before that reopens it. At most one per kind has no ``recovered_at``."""
 
     __tablename__ = "alert"
     __table_args__ = (
