@@ -5,13 +5,20 @@ however many users and receipts a product has. The raw tables stay the source of
 
 Days are UTC calendar days. ``note_id`` 0 is the product as a whole; ``bucket`` is 0
 except for "active". Every count of users is also split by **segment**: the built-ins
-``locale`` and ``app_version`` and each attribute the host sends for its users (in the
-order first seen, keys first seen in the same run the commonest first, at most
-:data:`MAX_SEGMENTS`), as dimension ``"seg:<name>"``, the value being the attribute's
-text cut to 128 characters, or :data:`NONE` for a user without it (or with it empty). At
-most :data:`MAX_VALUES` values of a (note, metric, dimension, day) get a row of their
-own; the others are summed into :data:`OTHER`. Which ones is decided when a value first
+``locale`` and ``app_version`` and each attribute the host sends for its users once at
+least :data:`SEGMENT_MIN_USERS` of the product's users have it (attributes are not
+signed: one caller could otherwise fill the slots with names it made up), in the order
+adopted, those adopted in the same run the commonest first, at most
+:data:`MAX_SEGMENTS`; a rebuild chooses them afresh from the users, the built-ins first.
+A segment's dimension is ``"seg:<name>"``, the value the attribute's text cut to 128
+characters, or :data:`NONE` for a user without it (or with it empty). At most
+:data:`MAX_VALUES` values of a (note, metric, dimension, day) get a row of their own;
+the others are summed into :data:`OTHER`. Which ones is decided when a value first
 comes: those already stored keep their rows, then the commonest of the new ones.
+
+The notes counted are those published (at or before the run's end, and before any
+archiving) that are not internal, archived or not; every metric of a note is of these
+only, and an internal note has no row.
 
 ``active`` (note 0)
     Users the widget saw on the day (:class:`~announcements.models.EndUserDay` rows), by
@@ -20,15 +27,17 @@ comes: those already stored keep their rows, then the commonest of the new ones.
     the 7 days ending on d, the sum over e in d-6..d of the rows on e whose bucket is
     over e - (d-6).
 ``exposed`` (note n)
-    Users newly exposed to the note on the day: seen on a day on or after its
-    publication day, on a version that includes it
+    Users newly exposed to the note on the day: seen on a day from its publication day
+    to the day it was archived (the widget shows it no more after; the day of archiving
+    counts whole), on a version that includes it
     (:func:`announcements.support_impact.including`; a user on no version is included),
     counted on the first such day. From a day row (day d, version v, previous day p,
     previous version pv) that is when v includes the note and not both p is on or after
     its publication day and pv includes it. This is exact while users' versions only go
     up: one who went back to an older version and up again counts twice. Audience rules
-    and expiry play no part, as in Support impact. Only outward notes are counted (not
-    internal ones); an archived note is counted no more, its rows kept.
+    and expiry play no part, as in Support impact. An archived note keeps the exposure
+    counted up to its archive day, its readers and its e-mail; a note restored from the
+    archive needs a rebuild to count those first seen while it was archived.
 ``read`` (note n)
     Read receipts by the day of ``read_at`` (one per user and note, so new readers), by
     dimension "" and "channel" (``ReadReceipt.channel``) besides the segments.
@@ -39,10 +48,14 @@ comes: those already stored keep their rows, then the commonest of the new ones.
     Statuses change, so the notes e-mailed in the last 30 days are recounted in full on
     every run.
 ``subscribers`` (note 0)
-    Dimension "event": "confirmed" on the day of ``confirmed_at``, "unsubscribed" on the
-    day of ``unsubscribed_at`` (not of those that bounced), "bounced" (status bounced) on
-    the day of ``unsubscribed_at`` or else ``created_at``; recounted in full on every
-    run, a product's list being short.
+    Dimension "event", of the subscribers who confirmed (one pending that bounced or
+    unsubscribed never joined, so never left): "confirmed" on the day of
+    ``confirmed_at``, "unsubscribed" (status unsubscribed) on the day of
+    ``unsubscribed_at``, "bounced" (status bounced) on the day of ``unsubscribed_at``,
+    else of their newest failed message's ``created_at``, else of ``confirmed_at``. So
+    confirmed less unsubscribed less bounced, summed over the days, never goes below
+    zero and ends at the subscribers confirmed now. Recounted in full on every run, a
+    product's list being short.
 
 The segment value of a user is their attribute when counted, their locale likewise; the
 ``app_version`` of "active" and "exposed" is the version of the day's row (the version
@@ -52,20 +65,27 @@ when counted.
 **Increments.** :class:`~announcements.models.RollupState` ``counted_until`` is the
 watermark: day rows and receipts stamped (``seen_at``, ``read_at``) at or before it are
 counted. A run counts ``(counted_until, now - LAG]`` and adds it to the stored rows; the
-lag leaves time for a write whose transaction is still open. A note counted for the
+lag leaves time for a write whose transaction is still open, and for the clocks of the
+web processes that stamp the rows and of the worker that counts them to disagree, but
+only by up to :data:`LAG` (30 s): a row stamped further behind the worker's clock than
+that is never counted by an increment, only by a rebuild. A note counted for the
 first time (it went out since the last run, or was published with an earlier date) is
 also counted over the day rows counted before it was there: a user seen in the morning
 of its publication day is exposed to it by the rule above, and the next run would never
 see them again that day. Every note counted has an "exposed" row on its publication day
 (dimension "", count 0 if need be), which is how a run tells a note it counted before
 (one whose publication moved to another day is counted again from there, until a
-rebuild). A segment first seen is counted from then on; a rebuild counts it over the
-past too.
+rebuild). Exposure as counted depends on a note's version and publication day, so
+editing a note's version or moving its publication needs ``flask rollups rebuild`` for
+the figures to follow. A segment adopted is counted from then on; a rebuild counts it
+over the past too.
 
 Each product's run reads outside ``write_turn`` (SQLite's one writer) and writes inside
 it in one transaction, with the watermark: a run that fails leaves the previous roll-up
-and watermark as they were, and of two runs at once, the second finds the watermark
-moved and writes nothing.
+and watermark as they were (:func:`refresh_all` goes on with the other products), and of
+two runs at once, the second finds the watermark moved, or the first's state of a
+product counted for the first time, and writes nothing; of two rebuilds the second
+replaces the first's rows.
 """
 
 from __future__ import annotations
@@ -88,8 +108,8 @@ from sqlalchemy import (
     case,
     delete,
     func,
-    insert,
     literal_column,
+    or_,
     select,
     true,
     union_all,
@@ -112,12 +132,13 @@ from announcements.models import (
     RollupState,
     Subscriber,
     SubscriberStatus,
-    outward_clause,
 )
 from announcements.support_impact import UtcDay, WriteTurn
 
 LAG = timedelta(seconds=30)
 MAX_SEGMENTS = 12
+# Users of the product who must have an attribute before it is a segment.
+SEGMENT_MIN_USERS = 20
 MAX_VALUES = 100
 OTHER = "(other)"
 NONE = "(none)"
@@ -131,6 +152,7 @@ UNSUBSCRIBED_WITHIN = timedelta(days=7)
 WRITE_BATCH = 5_000
 
 _rollups = typing_cast(Table, Rollup.__table__)
+_states = typing_cast(Table, RollupState.__table__)
 _KEY = ("product_id", "note_id", "metric", "dimension", "day", "value", "bucket")
 
 
@@ -144,6 +166,7 @@ class _Note:
     id: int
     version: str
     day: date  # its publication day
+    archived_day: date | None  # the day it was archived: exposure ends with it
 
 
 # (note id, metric, dimension, day) -> (value, bucket) -> count
@@ -185,10 +208,15 @@ def _user_value(segment: str) -> ColumnElement[str]:
     return _value(EndUser.attributes[segment].as_string())
 
 
-def _attribute_keys(session: Session, product_id: int, since: datetime | None) -> Counter[str]:
+def _attribute_keys(
+    session: Session,
+    product_id: int,
+    since: datetime | None,
+    among: Sequence[str] | None = None,
+) -> Counter[str]:
     """The attribute names of the product's users seen after ``since`` (all with None),
-    with how many users have each. Attributes change only when a user is seen, which
-    moves ``last_seen_at``."""
+    with how many users have each; only the names ``among`` when given. Attributes change
+    only when a user is seen, which moves ``last_seen_at``."""
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
         keys = func.json_object_keys(EndUser.attributes).table_valued("key").render_derived()
@@ -206,6 +234,8 @@ def _attribute_keys(session: Session, product_id: int, since: datetime | None) -
         query = query.where(func.json_typeof(EndUser.attributes) == "object")
     if since is not None:
         query = query.where(EndUser.last_seen_at > since)
+    if among is not None:
+        query = query.where(keys.c.key.in_(among))
     rows: Iterable[Any] = session.execute(query)
     return Counter({key: users for key, users in rows if key is not None})
 
@@ -213,9 +243,10 @@ def _attribute_keys(session: Session, product_id: int, since: datetime | None) -
 def _segments(
     session: Session, product_id: int, known: Sequence[str], since: datetime | None
 ) -> list[str]:
-    """The segments to count by: the built-ins, the known ones, then attribute names
-    first seen among users seen after ``since``, commonest first, up to MAX_SEGMENTS. A
-    name must be one the widget accepts (a built-in's name is the built-in)."""
+    """The segments to count by: the built-ins, the known ones, then the attribute names
+    of users seen after ``since`` (everyone's with None) that at least SEGMENT_MIN_USERS
+    of the product's users have, commonest first, up to MAX_SEGMENTS. A name must be one
+    the widget accepts (a built-in's name is the built-in)."""
     names = list(dict.fromkeys([*BUILT_IN_SEGMENTS, *known]))
     if len(names) >= MAX_SEGMENTS:
         return names[:MAX_SEGMENTS]
@@ -223,18 +254,33 @@ def _segments(
     new = [
         name for name in found if name not in names and targeting.ATTRIBUTE_PATTERN.fullmatch(name)
     ]
-    new.sort(key=lambda name: (-found[name], name))
-    return (names + new)[:MAX_SEGMENTS]
+    if not new:
+        return names
+    # Attributes are not signed: any caller of the widget could fill the slots with names
+    # of its own. So a name counts once enough users have it, counted over the product's
+    # users (those seen now and those known before), which an increment reads only while
+    # such a name is about.
+    users = found if since is None else _attribute_keys(session, product_id, None, new)
+    adopted = [name for name in new if users[name] >= SEGMENT_MIN_USERS]
+    adopted.sort(key=lambda name: (-users[name], name))
+    return (names + adopted)[:MAX_SEGMENTS]
 
 
 def _notes(session: Session, product_id: int, until: datetime) -> list[_Note]:
-    """The product's outward notes published at or before ``until``."""
+    """The product's notes that are counted: published at or before ``until`` (and
+    before any archiving), not internal; archived or not."""
     rows: Iterable[Any] = session.execute(
-        select(Note.id, Note.version, Note.published_at).where(
-            Note.product_id == product_id, outward_clause(), Note.published_at <= until
+        select(Note.id, Note.version, Note.published_at, Note.archived_at).where(
+            Note.product_id == product_id,
+            Note.is_internal.is_(False),
+            Note.published_at <= until,
+            or_(Note.archived_at.is_(None), Note.archived_at >= Note.published_at),
         )
     )
-    return [_Note(note_id, version, published.date()) for note_id, version, published in rows]
+    return [
+        _Note(note_id, version, published.date(), archived.date() if archived else None)
+        for note_id, version, published, archived in rows
+    ]
 
 
 def _uncounted(session: Session, product_id: int, notes: Sequence[_Note]) -> list[_Note]:
@@ -305,6 +351,7 @@ class _Exposure:
             (
                 note.id,
                 note.day,
+                note.archived_day or date.max,
                 bisect.bisect_right(edges, note.day),
                 frozenset(support_impact.including(note.version, present)),
             )
@@ -322,8 +369,8 @@ class _Exposure:
         if found is None:
             found = self._known[key] = tuple(
                 note_id
-                for note_id, published, published_rank, including in self._notes
-                if published <= day
+                for note_id, published, archived, published_rank, including in self._notes
+                if published <= day <= archived
                 and (version is None or version in including)
                 # Not exposed already at the previous visit: that was before publication
                 # day, or on a version that did not include it.
@@ -399,15 +446,14 @@ def _count_days(
 
 def _count_reads(
     session: Session,
-    product_id: int,
     tally: Tally,
     segments: Sequence[str],
+    notes: Sequence[_Note],
     since: datetime | None,
     until: datetime,
 ) -> None:
-    """Add the receipts of the product's notes read in ``(since, until]``, by channel and
-    by each segment of their readers as they are now: one pass."""
-    notes = list(session.scalars(select(Note.id).where(Note.product_id == product_id)))
+    """Add the receipts of ``notes`` read in ``(since, until]``, by channel and by each
+    segment of their readers as they are now: one pass."""
     if not notes:
         return
     window = ReadReceipt.read_at <= until
@@ -423,7 +469,7 @@ def _count_reads(
         .join(EndUser, EndUser.id == ReadReceipt.end_user_id)
         # The ids themselves, not a subquery: each note's new receipts are then a range
         # of the (note, read_at) index.
-        .where(ReadReceipt.note_id.in_(notes), window)
+        .where(ReadReceipt.note_id.in_([note.id for note in notes]), window)
         .cte("receipts")
     )
     # Receipts barely group all at once: their notes and channels multiply the segments'
@@ -453,8 +499,8 @@ def _count_reads(
 # E-mail and subscribers, recounted ---------------------------------------------------------
 
 
-def _count_email(session: Session, product_id: int, note_ids: Sequence[int] | None) -> Tally:
-    """The note e-mail of ``note_ids`` (all the product's with None), counted in full."""
+def _count_email(session: Session, product_id: int, note_ids: Sequence[int]) -> Tally:
+    """The note e-mail of ``note_ids``, counted in full."""
     tally = _tally()
     status = case(
         (OutboxMessage.status == OutboxStatus.SENT, "sent"),
@@ -462,15 +508,10 @@ def _count_email(session: Session, product_id: int, note_ids: Sequence[int] | No
         (OutboxMessage.status == OutboxStatus.SKIPPED, "skipped"),
         else_="waiting",
     )
-    notes = (
-        OutboxMessage.note_id.is_not(None)
-        if note_ids is None
-        else OutboxMessage.note_id.in_(note_ids)
-    )
     mine = (
         OutboxMessage.product_id == product_id,
         OutboxMessage.kind == OutboxKind.NOTE,
-        notes,
+        OutboxMessage.note_id.in_(note_ids),
     )
     messages_by_status = select(
         OutboxMessage.note_id.label("note_id"),
@@ -501,23 +542,40 @@ def _count_email(session: Session, product_id: int, note_ids: Sequence[int] | No
 
 
 def _count_subscribers(session: Session, product_id: int) -> Tally:
-    """The product's subscribers' confirmations, unsubscriptions and bounces by day."""
+    """The product's subscribers' confirmations, unsubscriptions and bounces by day. Only
+    subscribers who confirmed can leave: one pending that bounced or unsubscribed never
+    joined, so confirmed less unsubscribed less bounced, summed over the days, is never
+    below zero and ends at the subscribers confirmed now."""
     tally = _tally()
-    mine = Subscriber.product_id == product_id
-    bounced = Subscriber.status == SubscriberStatus.BOUNCED
+    joined = (Subscriber.product_id == product_id) & Subscriber.confirmed_at.is_not(None)
+    last_failure = (
+        select(func.max(OutboxMessage.created_at))
+        .where(
+            OutboxMessage.subscriber_id == Subscriber.id,
+            OutboxMessage.status == OutboxStatus.FAILED,
+        )
+        .scalar_subquery()
+    )
     events = [
-        ("confirmed", Subscriber.confirmed_at, Subscriber.confirmed_at.is_not(None)),
+        ("confirmed", Subscriber.confirmed_at, None),
         (
             "unsubscribed",
-            Subscriber.unsubscribed_at,
-            Subscriber.unsubscribed_at.is_not(None) & ~bounced,
+            func.coalesce(Subscriber.unsubscribed_at, Subscriber.confirmed_at),
+            SubscriberStatus.UNSUBSCRIBED,
         ),
-        ("bounced", func.coalesce(Subscriber.unsubscribed_at, Subscriber.created_at), bounced),
+        # A bounce is recorded on no column of its own: the last message that failed
+        # tells when.
+        (
+            "bounced",
+            func.coalesce(Subscriber.unsubscribed_at, last_failure, Subscriber.confirmed_at),
+            SubscriberStatus.BOUNCED,
+        ),
     ]
-    for event, moment, which in events:
+    for event, moment, status in events:
         day = UtcDay(moment)
+        which = joined if status is None else joined & (Subscriber.status == status)
         for text, subscribers in session.execute(
-            select(day, func.count()).where(mine, which).group_by(day)
+            select(day, func.count()).where(which).group_by(day)
         ):
             tally[(0, "subscribers", "event", _day_of(text))][(event, 0)] += subscribers
     return tally
@@ -616,13 +674,17 @@ def _rows(product_id: int, tally: Tally, stored: Mapping[Any, set[str]]) -> list
 # Writing ----------------------------------------------------------------------------------
 
 
+def _insert(session: Session, table: Table) -> Any:
+    """The dialect's INSERT into ``table``, which has ON CONFLICT."""
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert(table)
+
+
 def _adding(session: Session) -> Any:
     """An INSERT of roll-up rows that adds to a row already there."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(_rollups)
-    return insert.on_conflict_do_update(
+    adding = _insert(session, _rollups)
+    return adding.on_conflict_do_update(
         index_elements=[_rollups.c[name] for name in _KEY],
-        set_={"count": _rollups.c.count + insert.excluded.count},
+        set_={"count": _rollups.c.count + adding.excluded.count},
     )
 
 
@@ -638,11 +700,12 @@ class _Run:
     """What one run counted, ready to write."""
 
     product_id: int
+    first: bool  # the product had no state when the run began
     since: datetime | None  # None: a rebuild
     until: datetime
     segments: list[str]
     rows: list[dict[str, Any]]
-    recounted_email: list[int] | None  # notes whose e-mail rows are replaced; None: all
+    recounted_email: list[int]  # notes whose e-mail is counted in full (a rebuild's: all)
 
 
 def _count(
@@ -652,24 +715,28 @@ def _count(
     since: datetime | None,
     until: datetime,
     now: datetime,
+    *,
+    first: bool = False,
 ) -> _Run:
-    """Count ``(since, until]`` (everything up to ``until`` with None), reading only."""
+    """Count ``(since, until]`` (everything up to ``until`` with None), reading only;
+    ``first`` when the product has no state yet."""
     segments = _segments(session, product_id, known, since)
     notes = _notes(session, product_id, until)
     uncounted = notes if since is None else _uncounted(session, product_id, notes)
     tally = _tally()
     _count_days(session, product_id, tally, segments, notes, uncounted, since, until)
-    _count_reads(session, product_id, tally, segments, since, until)
+    _count_reads(session, tally, segments, notes, since, until)
     stored = {} if since is None else _stored_values(session, product_id, tally)
-    recounted: list[int] | None = None
+    recounted = [note.id for note in notes]
     if since is not None:
-        recounted = list(
+        recent = set(
             session.scalars(
                 select(Note.id).where(
                     Note.product_id == product_id, Note.emailed_at >= now - EMAIL_RECOUNTED_FOR
                 )
             )
         )
+        recounted = [note_id for note_id in recounted if note_id in recent]
     email = _count_email(session, product_id, recounted)
     subscribers = _count_subscribers(session, product_id)
     rows = (
@@ -677,42 +744,45 @@ def _count(
         + _rows(product_id, email, {})
         + _rows(product_id, subscribers, {})
     )
-    return _Run(product_id, since, until, segments, rows, recounted)
+    return _Run(product_id, first, since, until, segments, rows, recounted)
 
 
-def _moved(session: Session, run: _Run, now: datetime) -> bool:
-    """Move the watermark from where the run started counting; False when another run
-    moved it meanwhile. First in the transaction, so that it holds the state's row: a
-    second run waits here, then finds the watermark moved."""
-    moved = session.execute(
-        update(RollupState)
-        .where(
-            RollupState.product_id == run.product_id,
-            RollupState.counted_until == run.since,
+def _claimed(session: Session, run: _Run, now: datetime) -> bool:
+    """Move the watermark to where the run counted; False when another run got there
+    first. First in the transaction, so that it holds the state's row until the commit.
+
+    An increment moves it only from where it began counting: of two at once, the second
+    waits here, then finds it moved. A rebuild replaces whatever is there: the second of
+    two waits, then replaces the first's rows with its own. A product's first run inserts
+    the state, leaving one another run inserted meanwhile as it is (on PostgreSQL the
+    second waits for the first's commit): the second then writes nothing rather than
+    failing on the duplicate.
+    """
+    values = {"counted_until": run.until, "segments": run.segments, "updated_at": now}
+    if run.first:
+        # Whether it inserted, by the row it returns: for an INSERT … ON CONFLICT the
+        # row count came back -1 from psycopg.
+        inserted = session.execute(
+            _insert(session, _states)
+            .values(product_id=run.product_id, **values)
+            .on_conflict_do_nothing()
+            .returning(_states.c.product_id)
         )
-        .values(counted_until=run.until, segments=run.segments, updated_at=now)
-    )
+        return inserted.first() is not None
+    statement = update(RollupState).where(RollupState.product_id == run.product_id)
+    if run.since is not None:
+        statement = statement.where(RollupState.counted_until == run.since)
+    moved = session.execute(statement.values(**values))
     return int(getattr(moved, "rowcount", 0) or 0) == 1
 
 
-def _replace(session: Session, run: _Run, now: datetime) -> None:
-    """Delete the product's roll-up and watermark, and write the new watermark."""
-    session.execute(delete(Rollup).where(Rollup.product_id == run.product_id))
-    session.execute(delete(RollupState).where(RollupState.product_id == run.product_id))
-    session.execute(
-        insert(RollupState).values(
-            product_id=run.product_id,
-            counted_until=run.until,
-            segments=run.segments,
-            updated_at=now,
-        )
-    )
-
-
-def _drop_recounted(session: Session, run: _Run) -> None:
-    """Delete the rows a run counts again in full: the recent notes' e-mail, and the
-    subscribers."""
+def _drop(session: Session, run: _Run) -> None:
+    """Delete the rows a run counts again in full: all the product's for a rebuild; for
+    an increment, the recent notes' e-mail and the subscribers."""
     mine = Rollup.product_id == run.product_id
+    if run.since is None:
+        session.execute(delete(Rollup).where(mine))
+        return
     if run.recounted_email:
         session.execute(
             delete(Rollup).where(
@@ -728,13 +798,10 @@ def _commit(session: Session, run: _Run, now: datetime, write_turn: WriteTurn) -
     meanwhile."""
     with write_turn():
         try:
-            if run.since is None:
-                _replace(session, run, now)
-            elif not _moved(session, run, now):
+            if not _claimed(session, run, now):
                 session.rollback()
                 return 0
-            else:
-                _drop_recounted(session, run)
+            _drop(session, run)
             _add(session, run.rows)
         except BaseException:
             session.rollback()
@@ -769,14 +836,10 @@ def refresh(
 def refresh_all(
     session: Session, *, now: datetime, write_turn: WriteTurn = contextlib.nullcontext
 ) -> dict[str, int]:
-    """Refresh every product's roll-up; returns the rows written per product slug."""
-    products = [(product.id, product.slug) for product in session.scalars(select(Product))]
-    done = {}
-    for product_id, slug in products:
-        product = session.get(Product, product_id)
-        if product is not None:  # deleted meanwhile
-            done[slug] = refresh(session, product, now=now, write_turn=write_turn)
-    return done
+    """Refresh every product's roll-up (a product that fails is logged and left as it
+    was, the others still counted: see :func:`support_impact.for_each_product`); returns
+    the rows written per product slug, of the products counted."""
+    return support_impact.for_each_product(session, refresh, now=now, write_turn=write_turn)
 
 
 def rebuild(
@@ -787,11 +850,13 @@ def rebuild(
     write_turn: WriteTurn = contextlib.nullcontext,
 ) -> int:
     """Count the product's roll-up again from the raw tables, everything up to
-    ``now - LAG``, replacing its rows and watermark in one transaction; the segments
-    known are kept, in their order. Returns the rows written."""
-    state = session.get(RollupState, product.id)
-    known = state.segments if state is not None else []
-    run = _count(session, product.id, known, None, now - LAG, now)
+    ``now - LAG``, replacing its rows and watermark in one transaction; the segments are
+    chosen afresh from the users (the built-ins, then the commonest attributes at least
+    SEGMENT_MIN_USERS users have). Returns the rows written (0 if another run counted
+    the product's first roll-up meanwhile)."""
+    first = session.get(RollupState, product.id) is None
+    # No segment known: they are chosen afresh.
+    run = _count(session, product.id, [], None, now - LAG, now, first=first)
     return _commit(session, run, now, write_turn)
 
 

@@ -83,12 +83,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from typing import cast as typing_cast
 
 from sqlalchemy import (
@@ -124,6 +125,8 @@ from announcements.models import (
     status_clause,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 CONFIDENCE = 0.95
 NOT_ENOUGH_DATA = "Not enough data yet."
@@ -832,17 +835,44 @@ def refresh(
     return len(rows)
 
 
-def rebuild(
-    session: Session, *, now: datetime, write_turn: WriteTurn = contextlib.nullcontext
+class ProductStep(Protocol):
+    """One product's roll-up run, as :func:`refresh` here and ``rollups.refresh`` are."""
+
+    def __call__(
+        self, session: Session, product: Product, *, now: datetime, write_turn: WriteTurn
+    ) -> int: ...
+
+
+def for_each_product(
+    session: Session,
+    step: ProductStep,
+    *,
+    now: datetime,
+    write_turn: WriteTurn = contextlib.nullcontext,
 ) -> dict[str, int]:
-    """Refresh every product's roll-up; returns the rows written per product slug."""
+    """Run ``step`` for every product; returns its answer (rows written) per product slug,
+    for the products it succeeded on. A product that fails is logged and rolled back, and
+    the others still run: one product's odd data must not stop every product's figures."""
     products = [(product.id, product.slug) for product in session.scalars(select(Product))]
     done = {}
     for product_id, slug in products:
-        product = session.get(Product, product_id)
-        if product is not None:  # deleted meanwhile
-            done[slug] = refresh(session, product, now=now, write_turn=write_turn)
+        try:
+            product = session.get(Product, product_id)
+            if product is not None:  # deleted meanwhile
+                done[slug] = step(session, product, now=now, write_turn=write_turn)
+        except Exception:
+            # The step's module names the roll-up: announcements.rollups, ….support_impact.
+            log.exception("%s: the product %s failed; the others go on", step.__module__, slug)
+            session.rollback()
     return done
+
+
+def rebuild(
+    session: Session, *, now: datetime, write_turn: WriteTurn = contextlib.nullcontext
+) -> dict[str, int]:
+    """Refresh every product's roll-up (see :func:`for_each_product`); returns the rows
+    written per product slug."""
+    return for_each_product(session, refresh, now=now, write_turn=write_turn)
 
 
 # Reading the roll-up ---------------------------------------------------------------------------

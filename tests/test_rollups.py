@@ -1,11 +1,15 @@
 """The daily roll-up against counts made here, in plain Python, from the rows each test
-wrote: after a rebuild, after a day-by-day sequence of increments, and the two against
-each other; the cap on values; products kept apart; a run that fails leaves the last
-roll-up as it was. On SQLite and PostgreSQL."""
+wrote: after a rebuild, after a day-by-day sequence of increments (a note archived on
+the way), and the two against each other; the cap on values; which attributes become
+segments; subscribers over time; products kept apart; a run that fails leaves the last
+roll-up as it was, and a product that fails leaves the others counted; two first runs at
+once count once. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +18,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from announcements import rollups
@@ -112,12 +116,13 @@ class Message:
     unsubscribed_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Signup:
     status: SubscriberStatus
     created_at: datetime
     confirmed_at: datetime | None
     unsubscribed_at: datetime | None
+    last_failure: datetime | None = None  # its newest message that failed
 
 
 @dataclass
@@ -126,19 +131,28 @@ class World:
 
     product: Product
     notes: dict[int, tuple[str, datetime]]  # counted notes: id -> (version, published_at)
+    internal: int  # an internal note, read by some: never counted
     users: list[User]
     reads: list[Read]
     messages: list[Message]
     signups: list[Signup]
     segments: list[str]
+    archived: dict[int, datetime] = field(default_factory=dict)  # note id -> archived_at
+
+    def archive(self, session: Session, note_id: int, moment: datetime) -> None:
+        """Archive one of the counted notes at ``moment``."""
+        session.get_one(Note, note_id).archived_at = moment
+        session.commit()
+        self.archived[note_id] = moment
 
 
 # Building a world ------------------------------------------------------------------------
 
 
-def _notes(session: Session, product: Product) -> dict[int, tuple[str, datetime]]:
+def _notes(session: Session, product: Product) -> tuple[dict[int, tuple[str, datetime]], int]:
     """Releases over the fortnight (one in the afternoon, after the day's first visits),
-    an older version's note published late, and notes that are never counted."""
+    an older version's note published late, and notes that are never counted; with the
+    internal one's id."""
     counted = {}
     for version, day, hour in [
         ("1.0.0", 0, 8),
@@ -149,18 +163,20 @@ def _notes(session: Session, product: Product) -> dict[int, tuple[str, datetime]
     ]:
         note = make_note(session, product, version=version, now=at(day, hour))
         counted[note.id] = (version, at(day, hour))
-    make_note(session, product, version="1.0.0", is_internal=True, now=at(5, 10))
+    internal = make_note(session, product, version="1.0.0", is_internal=True, now=at(5, 10))
     make_note(session, product, version="1.0.0", status="draft", now=at(5, 10))
     make_note(session, product, version="3.0.0", status="scheduled", now=END)
-    return counted
+    return counted, internal.id
 
 
 def _attributes(rng: random.Random) -> dict[str, str]:
     attributes = {"country": rng.choice(COUNTRIES)}
     if rng.random() < 0.7:
         attributes["plan"] = rng.choice(PLANS)
-    if rng.random() < 0.3:
+    if rng.random() < 0.75:
         attributes["team.size"] = str(rng.randint(1, 3))
+    if rng.random() < 0.1:
+        attributes["beta"] = "yes"  # too few users have it to be a segment
     if rng.random() < 0.2:
         attributes["locale"] = "xx"  # the built-in's name: the built-in is counted
     if rng.random() < 0.2:
@@ -206,7 +222,7 @@ def build(session: Session, seed: int, *, users: int = 40) -> World:
     notes' e-mail, every row stamped before END."""
     rng = random.Random(seed)
     product = make_product(session)
-    notes = _notes(session, product)
+    notes, internal = _notes(session, product)
     people: list[User] = []
     for number in range(users):
         user = User(0, rng.choice(["en", "de", "pt-BR", None]), _attributes(rng))
@@ -242,7 +258,7 @@ def build(session: Session, seed: int, *, users: int = 40) -> World:
         people.append(user)
     reads = []
     for user in people:
-        for note_id, (_, published_at) in notes.items():
+        for note_id, (_, published_at) in [*notes.items(), (internal, (None, at(5, 10)))]:
             if rng.random() < 0.4:
                 read_at = published_at + (END - timedelta(hours=1) - published_at) * rng.random()
                 if rng.random() < 0.1 and read_at.date() < END.date():
@@ -262,8 +278,22 @@ def build(session: Session, seed: int, *, users: int = 40) -> World:
     )
     signups, messages = _mail(session, rng, product, notes)
     session.commit()
-    segments = ["locale", "app_version", "country", "plan", "team.size"]
-    return World(product, notes, people, reads, messages, signups, segments)
+    return World(product, notes, internal, people, reads, messages, signups, segments_of(people))
+
+
+def segments_of(users: list[User]) -> list[str]:
+    """The built-ins, then the attributes (names the widget accepts, not a built-in's)
+    that at least SEGMENT_MIN_USERS users have, the commonest first."""
+    having = Counter(name for user in users for name in user.attributes)
+    names = [
+        name
+        for name, count in having.items()
+        if count >= rollups.SEGMENT_MIN_USERS
+        and name not in ("locale", "app_version")
+        and " " not in name
+    ]
+    names.sort(key=lambda name: (-having[name], name))
+    return ["locale", "app_version", *names][: rollups.MAX_SEGMENTS]
 
 
 def _mail(
@@ -272,7 +302,7 @@ def _mail(
     """Subscribers of every status, and the e-mail of three notes to them: sent (some
     unsubscribing within the week after, some later), bounced, skipped and waiting."""
     signups: list[Signup] = []
-    subscribers: list[tuple[int, datetime | None]] = []
+    subscribers: list[tuple[int, Signup]] = []
     for number in range(16):
         created = at(rng.randrange(3), rng.randrange(24))
         status = rng.choice(list(SubscriberStatus))
@@ -295,17 +325,20 @@ def _mail(
             )
             .returning(Subscriber.id)
         ).scalar_one()
-        signups.append(Signup(status, created, confirmed, unsubscribed))
-        subscribers.append((subscriber_id, unsubscribed))
+        signup = Signup(status, created, confirmed, unsubscribed)
+        signups.append(signup)
+        subscribers.append((subscriber_id, signup))
     messages: list[Message] = []
     ids = list(notes)
     for note_id in (ids[0], ids[2], ids[3]):
         published_at = notes[note_id][1]
         session.get_one(Note, note_id).emailed_at = published_at
-        for subscriber_id, unsubscribed in subscribers:
+        for subscriber_id, signup in subscribers:
             created = published_at + timedelta(hours=rng.choice([0, 0, 10]))
             status = rng.choice(list(OutboxStatus))
             sent = created + timedelta(hours=2) if status is OutboxStatus.SENT else None
+            if status is OutboxStatus.FAILED:
+                signup.last_failure = max(created, signup.last_failure or created)
             session.add(
                 OutboxMessage(
                     product_id=product.id,
@@ -318,7 +351,7 @@ def _mail(
                     sent_at=sent,
                 )
             )
-            messages.append(Message(note_id, status, created, sent, unsubscribed))
+            messages.append(Message(note_id, status, created, sent, signup.unsubscribed_at))
             # Mail of other kinds is not the note's e-mail.
             session.add(
                 OutboxMessage(
@@ -339,7 +372,8 @@ def _mail(
 
 def expected(world: World, until: datetime) -> Counter[Key]:
     """Every roll-up count for raw rows stamped at or before ``until``, from the rows as
-    built; e-mail and subscribers as they are (they are recounted in full)."""
+    built; e-mail (of the notes published by then) and subscribers as they are (they are
+    recounted in full)."""
     counts: Counter[Key] = Counter()
     dimensions = [("", None)] + [(f"seg:{name}", name) for name in world.segments]
 
@@ -366,13 +400,16 @@ def expected(world: World, until: datetime) -> Counter[Key]:
         for note_id, (version, published_at) in world.notes.items():
             if published_at > until:
                 continue
-            # Exposed on the first day, on or after publication day, on a version that
-            # includes the note.
+            # Exposed on the first day, from publication day to the day it was archived,
+            # on a version that includes the note.
+            archived = world.archived.get(note_id)
+            last_day = archived.date() if archived else date.max
             first = next(
                 (
                     visit
                     for visit in visits
-                    if visit.day >= published_at.date() and includes(visit.version, version)
+                    if published_at.date() <= visit.day <= last_day
+                    and includes(visit.version, version)
                 ),
                 None,
             )
@@ -380,12 +417,14 @@ def expected(world: World, until: datetime) -> Counter[Key]:
                 for key in keys(note_id, "exposed", first.day, user, first.version):
                     counts[(*key, 0)] += 1
     for read in world.reads:
-        if read.read_at <= until:
+        if read.read_at <= until and read.note_id in world.notes:
             read_on = read.read_at.date()
             counts[(read.note_id, "read", "channel", read_on, read.channel, 0)] += 1
             for key in keys(read.note_id, "read", read_on, read.user, read.user.version):
                 counts[(*key, 0)] += 1
     for message in world.messages:
+        if world.notes[message.note_id][1] > until:
+            continue  # its note is not counted yet (mail goes after publication)
         status = {
             OutboxStatus.SENT: "sent",
             OutboxStatus.FAILED: "bounced",
@@ -400,14 +439,15 @@ def expected(world: World, until: datetime) -> Counter[Key]:
         ):
             counts[(message.note_id, "email", "status", day, "unsubscribed", 0)] += 1
     for signup in world.signups:
-        if signup.confirmed_at is not None:
-            counts[(0, "subscribers", "event", signup.confirmed_at.date(), "confirmed", 0)] += 1
+        if signup.confirmed_at is None:
+            continue  # never joined, so never left
+        counts[(0, "subscribers", "event", signup.confirmed_at.date(), "confirmed", 0)] += 1
         if signup.status is SubscriberStatus.BOUNCED:
-            when = signup.unsubscribed_at or signup.created_at
+            when = signup.unsubscribed_at or signup.last_failure or signup.confirmed_at
             counts[(0, "subscribers", "event", when.date(), "bounced", 0)] += 1
-        elif signup.unsubscribed_at is not None:
-            day = signup.unsubscribed_at.date()
-            counts[(0, "subscribers", "event", day, "unsubscribed", 0)] += 1
+        elif signup.status is SubscriberStatus.UNSUBSCRIBED:
+            when = signup.unsubscribed_at or signup.confirmed_at
+            counts[(0, "subscribers", "event", when.date(), "unsubscribed", 0)] += 1
     return counts
 
 
@@ -463,12 +503,27 @@ def world(app: Flask, session: Session) -> World:
     return build(session, 7)
 
 
+def counted_notes(session: Session, product: Product) -> set[int]:
+    """The notes the product's roll-up has rows for, zeros too."""
+    return {note_id for note_id, *_ in stored(session, product, zeros=True)} - {0}
+
+
 def test_a_rebuild_counts_every_metric_as_the_raw_rows_say(session: Session, world: World) -> None:
+    archived = list(world.notes)[1]  # published on day 3, exposed until day 8
+    world.archive(session, archived, at(8, 13))
     written = rollups.rebuild(session, world.product, now=END, write_turn=write_turn)
     want = expected(world, END - rollups.LAG)
     got = stored(session, world.product)
     assert differences(got, want) == {}
     assert written == len(stored(session, world.product, zeros=True))
+    # The archived note keeps its exposure, which stops after its archive day; the
+    # internal one, read by some, has no row at all.
+    exposed_on = {
+        day for note_id, metric, _, day, _, _ in got if (note_id, metric) == (archived, "exposed")
+    }
+    assert exposed_on and max(exposed_on) <= at(8).date()
+    assert counted_notes(session, world.product) == set(world.notes)
+    assert any(read.note_id == world.internal for read in world.reads)
     assert {metric for _, metric, *_ in want} == {
         "active",
         "exposed",
@@ -485,8 +540,12 @@ def test_a_rebuild_counts_every_metric_as_the_raw_rows_say(session: Session, wor
 
 def test_increments_day_by_day_count_what_a_rebuild_counts(session: Session, world: World) -> None:
     other = build(session, 8)
+    # Archived in the middle of a day, between two runs: exposed until that day's end.
+    archived, archived_at = list(world.notes)[1], at(8, 13)
     ran = []
     for now in increments():
+        if now > archived_at and archived not in world.archived:
+            world.archive(session, archived, archived_at)
         ran.append(refresh_all(session, now))
         # Each run counts up to its watermark, and only that.
         want = expected(world, now - rollups.LAG)
@@ -500,6 +559,19 @@ def test_increments_day_by_day_count_what_a_rebuild_counts(session: Session, wor
     rollups.rebuild(session, world.product, now=END, write_turn=write_turn)
     assert stored(session, world.product, zeros=True) == after_increments
     assert watermark(session, world.product) == (END - rollups.LAG, world.segments)
+    # The archived note had users exposed after it was archived, and after its day.
+    exposed_on = {
+        day
+        for note_id, metric, _, day, _, _ in after_increments
+        if (note_id, metric) == (archived, "exposed")
+    }
+    assert exposed_on and max(exposed_on) == archived_at.date()
+    assert any(
+        visit.seen_at > archived_at and visit.day > archived_at.date()
+        for user in world.users
+        for visit in user.visits
+    )
+    assert counted_notes(session, world.product) == set(world.notes)
 
 
 def test_a_run_again_at_the_same_time_adds_nothing(session: Session, world: World) -> None:
@@ -652,3 +724,222 @@ def test_a_run_that_finds_the_watermark_moved_writes_nothing(
     assert rollups.refresh(session, world.product, now=END, write_turn=write_turn) == 0
     monkeypatch.undo()
     assert differences(stored(session, world.product), expected(world, END - rollups.LAG)) == {}
+
+
+def test_a_product_that_fails_leaves_the_others_counted(
+    session: Session, app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = build(session, 10, users=10)  # made first, so counted first
+    world = build(session, 11, users=10)
+    real_count = rollups._count_subscribers
+
+    def failing_for_one(session: Session, product_id: int) -> Any:
+        if product_id == broken.product.id:
+            # A database error: on PostgreSQL the transaction is aborted with it.
+            session.execute(text("SELECT no_such_column FROM rollup"))
+        return real_count(session, product_id)
+
+    monkeypatch.setattr(rollups, "_count_subscribers", failing_for_one)
+    with caplog.at_level(logging.ERROR):
+        done = refresh_all(session, END)
+    assert done == {world.product.slug: len(stored(session, world.product, zeros=True))}
+    assert differences(stored(session, world.product), expected(world, END - rollups.LAG)) == {}
+    assert stored(session, broken.product, zeros=True) == Counter()
+    assert watermark(session, broken.product) is None
+    (failed,) = [record for record in caplog.records if record.exc_info]
+    assert broken.product.slug in failed.getMessage()
+
+    # Mended, the next run counts it.
+    monkeypatch.undo()
+    assert set(refresh_all(session, END)) == {broken.product.slug, world.product.slug}
+    assert differences(stored(session, broken.product), expected(broken, END - rollups.LAG)) == {}
+
+
+def test_two_first_runs_at_once_count_once(
+    session: Session, world: World, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers counting a product that has no roll-up yet, at the same time: the
+    first holds its new watermark uncommitted while the second comes to write its own.
+    The second then writes nothing, rather than failing on the duplicate (PostgreSQL) or
+    counting the product a second time."""
+    real_add, real_commit = rollups._add, rollups._commit
+    holding, second_writes, release = threading.Event(), threading.Event(), threading.Event()
+
+    def add_then_hold(session: Session, rows: list[dict[str, Any]]) -> None:
+        real_add(session, rows)
+        if threading.current_thread().name == "first":
+            holding.set()
+            assert release.wait(30)
+
+    def commit(session: Session, run: Any, now: datetime, turn: Any) -> int:
+        if threading.current_thread().name == "second":
+            second_writes.set()
+        return real_commit(session, run, now, turn)
+
+    monkeypatch.setattr(rollups, "_add", add_then_hold)
+    monkeypatch.setattr(rollups, "_commit", commit)
+    written: dict[str, int | BaseException] = {}
+
+    def run() -> None:
+        name = threading.current_thread().name
+        try:
+            with app.app_context(), Session(db.engine) as own:
+                product = own.get_one(Product, world.product.id)
+                written[name] = rollups.refresh(own, product, now=END, write_turn=write_turn)
+        except BaseException as error:  # reported by the assertions below
+            written[name] = error
+
+    first = threading.Thread(target=run, name="first")
+    second = threading.Thread(target=run, name="second")
+    first.start()
+    assert holding.wait(30)
+    second.start()
+    assert second_writes.wait(30)
+    # Let it reach the write and wait there for the first's turn (SQLite) or row
+    # (PostgreSQL); it would find the state either way.
+    second.join(timeout=0.5)
+    release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert written["second"] == 0, written
+    assert written["first"] == len(stored(session, world.product, zeros=True))
+    assert differences(stored(session, world.product), expected(world, END - rollups.LAG)) == {}
+    assert watermark(session, world.product) == (END - rollups.LAG, world.segments)
+
+
+def _seen(
+    session: Session,
+    product: Product,
+    external_id: str,
+    attributes: dict[str, str],
+    moment: datetime,
+) -> None:
+    """An end user the widget saw for the first time at ``moment``, with its day row."""
+    user = session.execute(
+        insert(EndUser)
+        .values(
+            product_id=product.id,
+            external_id=external_id,
+            attributes=attributes,
+            first_seen_at=moment,
+            last_seen_at=moment,
+        )
+        .returning(EndUser.id)
+    ).scalar_one()
+    session.execute(
+        insert(EndUserDay).values(
+            end_user_id=user, product_id=product.id, day=moment.date(), seen_at=moment
+        )
+    )
+    session.commit()
+
+
+def test_an_attribute_becomes_a_segment_once_enough_users_have_it(
+    session: Session, app: Flask
+) -> None:
+    product = make_product(session)
+    built_ins = ["locale", "app_version"]
+    # One caller makes up 50 attribute names: none becomes a segment.
+    _seen(session, product, "junk", {f"junk{number}": "x" for number in range(50)}, at(0, 8))
+    for number in range(rollups.SEGMENT_MIN_USERS - 1):
+        _seen(session, product, f"user-{number}", {"plan": "pro"}, at(0, 9))
+    rollups.refresh(session, product, now=at(0, 10), write_turn=write_turn)  # the first: a rebuild
+    assert rollups.segments(session, product) == built_ins
+
+    # The next run sees one more user with the plan: with those known, enough.
+    _seen(session, product, "last", {"plan": "free"}, at(0, 11))
+    _seen(session, product, "junk-again", {f"junk{number}": "y" for number in range(50)}, at(0, 11))
+    rollups.refresh(session, product, now=at(0, 12), write_turn=write_turn)
+    assert rollups.segments(session, product) == [*built_ins, "plan"]
+
+    def plans() -> dict[str, int]:
+        return {
+            value: count
+            for (_, metric, dimension, _, value, _), count in stored(session, product).items()
+            if (metric, dimension) == ("active", "seg:plan")
+        }
+
+    # Counted from then on; a rebuild counts it over the past too.
+    assert plans() == {"free": 1, rollups.NONE: 1}
+    rollups.rebuild(session, product, now=at(0, 12), write_turn=write_turn)
+    assert plans() == {"pro": 19, "free": 1, rollups.NONE: 2}
+
+    # A rebuild chooses afresh: segments a roll-up once kept without enough users go.
+    session.get_one(RollupState, product.id).segments = [*built_ins, "junk1", "junk2"]
+    session.commit()
+    rollups.rebuild(session, product, now=at(0, 12), write_turn=write_turn)
+    assert rollups.segments(session, product) == [*built_ins, "plan"]
+    assert not any(
+        dimension.startswith("seg:junk") for _, _, dimension, *_ in stored(session, product)
+    )
+
+
+def test_subscribers_who_never_confirmed_never_leave_the_total(
+    session: Session, app: Flask
+) -> None:
+    """Summed day by day as the Insights page sums them (confirmed less unsubscribed less
+    bounced), the subscribers never go below zero and end at those confirmed now."""
+    product = make_product(session)
+    confirmed, pending = SubscriberStatus.CONFIRMED, SubscriberStatus.PENDING
+    bounced, left = SubscriberStatus.BOUNCED, SubscriberStatus.UNSUBSCRIBED
+    # name, status, created, confirmed, unsubscribed, days of failed messages (days)
+    people: list[tuple[str, SubscriberStatus, int, int | None, int | None, list[int]]] = [
+        ("pending-then-bounced", bounced, 0, None, None, [0, 1]),
+        ("pending-then-left", left, 0, None, 1, []),
+        ("bounced-later", bounced, 1, 1, None, [2, 4]),
+        ("bounced-long-ago", bounced, 1, 2, None, []),  # its failed mail since deleted
+        ("left", left, 2, 2, 3, []),
+        ("stays", confirmed, 0, 1, None, [1]),  # one failure did not stop them
+        ("stays-too", confirmed, 3, 3, None, []),
+        ("pending", pending, 4, None, None, []),
+    ]
+    want: Counter[tuple[date, str]] = Counter()
+    for number, (name, status, created, joined, unsubscribed, failures) in enumerate(people):
+        subscriber = Subscriber(
+            product_id=product.id,
+            email=f"{name}@example.com",
+            status=status,
+            created_at=at(created, 8),
+            confirmed_at=None if joined is None else at(joined, 9),
+            unsubscribed_at=None if unsubscribed is None else at(unsubscribed, 10),
+            link_key=f"key-{number}",
+        )
+        session.add(subscriber)
+        session.flush()
+        for day in failures:
+            session.add(
+                OutboxMessage(
+                    product_id=product.id,
+                    subscriber_id=subscriber.id,
+                    kind=OutboxKind.CONFIRM if joined is None else OutboxKind.DIGEST,
+                    status=OutboxStatus.FAILED,
+                    created_at=at(day, 12),
+                    next_attempt_at=at(day, 12),
+                )
+            )
+        if joined is None:
+            continue  # never joined: neither in nor out
+        want[(at(joined).date(), "confirmed")] += 1
+        if status is bounced:
+            when = at(unsubscribed) if unsubscribed is not None else at(max(failures or [joined]))
+            want[(when.date(), "bounced")] += 1
+        elif status is left:
+            assert unsubscribed is not None
+            want[(at(unsubscribed).date(), "unsubscribed")] += 1
+    session.commit()
+    rollups.rebuild(session, product, now=at(6), write_turn=write_turn)
+
+    got = Counter(
+        {
+            (day, value): count
+            for (_, metric, _, day, value, _), count in stored(session, product).items()
+            if metric == "subscribers"
+        }
+    )
+    assert got == want
+    total, totals = 0, []
+    for day in sorted({day for day, _ in got}):
+        total += got[(day, "confirmed")] - got[(day, "unsubscribed")] - got[(day, "bounced")]
+        totals.append(total)
+    assert min(totals) >= 0
+    assert totals[-1] == sum(status is confirmed for _, status, *_ in people) == 2

@@ -7,6 +7,7 @@ distributions used directly and against published values."""
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import secrets
@@ -546,6 +547,27 @@ def test_the_report_reads_the_roll_up_newest_release_first(session, world) -> No
     assert report[0].computed_at == NOW
     # rebuild did every product.
     assert [r.version for r in support_impact.report(session, world.other)] == ["2.4.0"]
+
+
+def test_a_product_that_fails_leaves_the_others_rolled_up(
+    session, world, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_population = support_impact._population
+
+    def failing_for_acme(session, product_id, *args):
+        if product_id == world.product.id:  # made first, so rolled up first
+            # A database error: on PostgreSQL the transaction is aborted with it.
+            session.execute(text("SELECT no_such_column FROM support_impact"))
+        return real_population(session, product_id, *args)
+
+    monkeypatch.setattr(support_impact, "_population", failing_for_acme)
+    with caplog.at_level(logging.ERROR):
+        done = support_impact.rebuild(session, now=NOW)
+    assert done == {"other": 2}
+    assert rows_by_scope(session, world.product) == {}
+    assert len(rows_by_scope(session, world.other)) == 2
+    (failed,) = [record for record in caplog.records if record.exc_info]
+    assert "acme" in failed.getMessage()
 
 
 def test_the_daily_chart_counts_utc_days_whatever_the_session_zone(session, world) -> None:
