@@ -1,7 +1,8 @@
 """The real worker (`flask worker`, Huey's consumer) against a real SMTP server: killed with
 SIGKILL in the middle of a batch, restarted, it loses no message and doubles none but
 the one that may have been in flight; killed while the server refuses us, restarted, it
-waits out the pause the last one began."""
+waits out the pause the last one began. Its heartbeat comes from a thread of its own,
+on time while every job thread is busy."""
 
 from __future__ import annotations
 
@@ -9,28 +10,32 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from announcements import rollups
 from announcements.models import (
     Frequency,
     OutboxMessage,
     OutboxStatus,
+    RollupState,
     Subscriber,
     SubscriberStatus,
+    WorkerHeartbeat,
     utcnow,
 )
+from app.extensions import db
 from app.mail import delivery
 from app.mail.delivery import Report
 from app.mail.jobs import JOBS_KEY, Jobs
 from tests.factories import make_note, make_product
 from tests.mailserver import SmtpServer
-from tests.worker import wait_for
+from tests.worker import launch, wait_for
 
 CONFIRMED = 2_000
 PENDING = 40
@@ -193,3 +198,106 @@ def test_a_restarted_worker_waits_out_the_pause_the_killed_one_began(
     session.rollback()
     bounced = select(func.count()).where(Subscriber.status == SubscriberStatus.BOUNCED)
     assert session.scalar(bounced) == 0
+
+
+# The heartbeat --------------------------------------------------------------------------
+
+BEAT_EVERY = 0.25  # seconds, rather than the minute a worker waits between beats
+
+
+@pytest.fixture
+def beating_worker(
+    app: Flask, database_url: str, tmp_path: Path
+) -> Iterator[Callable[[], subprocess.Popen]]:
+    """Start `flask worker` beating every BEAT_EVERY seconds, on the test app's database
+    and job queue (so the test can queue jobs for it); stopped after the test."""
+    started: list[subprocess.Popen] = []
+    server = SmtpServer()
+
+    def start() -> subprocess.Popen:
+        log = tmp_path / "beating-worker.log"
+        started.append(
+            launch(
+                server.url,
+                log,
+                database_url=database_url,
+                instance=Path(app.instance_path),
+                FLASK_WORKER_HEARTBEAT_EVERY=str(BEAT_EVERY),
+            )
+        )
+        wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the worker")
+        return started[-1]
+
+    with server:
+        yield start
+        for process in started:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def _beats(session: Session) -> list[object]:
+    session.rollback()  # a fresh snapshot
+    return list(session.scalars(select(WorkerHeartbeat.beat_at)))
+
+
+def _beats_seen(session: Session, seen: set[object], wanted: int) -> Callable[[], bool]:
+    """A condition for wait_for: ``wanted`` distinct heartbeats seen, counting those
+    already in ``seen``."""
+
+    def moved() -> bool:
+        seen.update(_beats(session))
+        return len(seen) >= wanted
+
+    return moved
+
+
+def test_the_worker_beats_on_its_own_clock(
+    session: Session, beating_worker: Callable[[], subprocess.Popen]
+) -> None:
+    """Beats come every BEAT_EVERY seconds, far more often than the queue's minute
+    ticks, which would give at most two in these few seconds."""
+    beating_worker()
+    seen: set[object] = set()
+    wait_for(_beats_seen(session, seen, 5), 15, "five heartbeats")
+    assert len(_beats(session)) == 1  # one row per worker process
+
+
+def test_the_heartbeat_goes_on_while_every_job_thread_is_busy(
+    app: Flask,
+    session: Session,
+    database_url: str,
+    beating_worker: Callable[[], subprocess.Popen],
+) -> None:
+    """Both of the worker's threads are held by roll-ups waiting for a lock (as long jobs
+    hold them), so the minute's tick waits in the queue; the heartbeat still moves."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("on SQLite a job held by a lock would hold the one writer, heartbeat too")
+    product = make_product(session)
+    rollups.refresh(session, product, now=utcnow())
+    beating_worker()
+    jobs: Jobs = app.extensions[JOBS_KEY]
+
+    def waiting_for_locks() -> int:
+        with db.engine.connect() as connection:
+            return int(
+                connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+                or 0
+            )
+
+    with db.engine.connect() as holder:
+        # The roll-ups' watermark, held: both runs wait for it to move theirs.
+        holder.execute(
+            select(RollupState).where(RollupState.product_id == product.id).with_for_update()
+        )
+        jobs.rollup()
+        jobs.rollup()
+        wait_for(lambda: waiting_for_locks() == 2, 30, "both job threads to wait")
+        seen = set(_beats(session))
+        wait_for(_beats_seen(session, seen, len(seen) + 3), 15, "three more heartbeats")
+        assert waiting_for_locks() == 2, "the job threads were still busy"
+        holder.rollback()

@@ -1,6 +1,7 @@
 """Background jobs on Huey: sending the outbox and the webhook deliveries, the
-worker's minute (its heartbeat, housekeeping and the watch for trouble), the Insights
-roll-up every ten minutes, and the hourly support-impact roll-up.
+worker's minute (housekeeping and the watch for trouble), the Insights roll-up every ten
+minutes, and the hourly support-impact roll-up. The worker's heartbeat is not a job: a
+thread of its own writes it, whatever the jobs are doing.
 
 Huey only carries wake-up calls; the outbox and webhook_delivery tables are what
 must be sent. A lost task (a killed worker, Redis restarted) therefore loses nothing:
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -33,6 +35,11 @@ from app.mail import delivery, transport
 log = logging.getLogger(__name__)
 
 JOBS_KEY = "tidings.jobs"
+# Seconds between a worker's heartbeats; it is called silent after five minutes.
+HEARTBEAT_EVERY = 60.0
+
+# A roll-up of every product: support_impact.rebuild, rollups.refresh_all.
+RollUp = Callable[..., dict[str, int]]
 
 
 class Jobs:
@@ -104,17 +111,36 @@ class Jobs:
                 )
 
     def beat(self) -> None:
-        """Write this worker's heartbeat, and forget heartbeats and widget traffic too old
-        to be shown."""
+        """Write this worker's heartbeat, in an app context (and so a session) of its own."""
         with self.app.app_context(), write_turn():
-            now = utcnow()
-            monitoring.beat(db.session(), outbox.worker_name(), now=now)
-            monitoring.prune(db.session(), now=now)
+            monitoring.beat(db.session(), outbox.worker_name(), now=utcnow())
             db.session.commit()
 
+    def keep_beating(self, every: float) -> threading.Event:
+        """Beat every ``every`` seconds from a daemon thread until the event returned is
+        set. Not a periodic task: the queue hands those to the worker's threads only when
+        one is free, and two busy with a long roll-up and a big newsletter would leave
+        the heartbeat waiting behind them, and owners told that a working worker is
+        silent."""
+        stop = threading.Event()
+        threading.Thread(
+            target=self._beat_until, args=(stop, every), name="tidings-heartbeat", daemon=True
+        ).start()
+        return stop
+
+    def _beat_until(self, stop: threading.Event, every: float) -> None:
+        while not stop.wait(every):
+            try:
+                self.beat()
+            except Exception:  # the database away for a moment: the next beat may do
+                log.exception("could not write the heartbeat")
+
     def _tick(self) -> None:
-        self.beat()
         with self.app.app_context():
+            with write_turn():
+                # Heartbeats and widget traffic too old to be shown.
+                monitoring.prune(db.session(), now=utcnow())
+                db.session.commit()
             done = delivery.housekeeping()
             with write_turn():
                 alerts = monitoring.watch(db.session(), now=utcnow())
@@ -126,24 +152,21 @@ class Jobs:
         self._deliver()
 
     def _rollup(self) -> None:
-        started = time.perf_counter()
-        with self.app.app_context():
-            done = rollups.refresh_all(db.session(), now=utcnow(), write_turn=write_turn)
-            db.session.commit()
-        log.info(
-            "insights roll-up: %d rows for %d products in %.1f s",
-            sum(done.values()),
-            len(done),
-            time.perf_counter() - started,
-        )
+        self._roll_up("insights roll-up", rollups.refresh_all)
 
     def _support_rollup(self) -> None:
+        self._roll_up("support impact", support_impact.rebuild)
+
+    def _roll_up(self, what: str, every_product: RollUp) -> None:
+        """Run a roll-up of every product and log what it wrote (a product that failed
+        is logged by the roll-up and missing from the count)."""
         started = time.perf_counter()
         with self.app.app_context():
-            done = support_impact.rebuild(db.session(), now=utcnow(), write_turn=write_turn)
+            done = every_product(db.session(), now=utcnow(), write_turn=write_turn)
             db.session.commit()
         log.info(
-            "support impact: %d rows for %d products in %.1f s",
+            "%s: %d rows for %d products in %.1f s",
+            what,
             sum(done.values()),
             len(done),
             time.perf_counter() - started,
@@ -202,20 +225,31 @@ def request_refresh(product_id: int) -> bool:
 
 @click.command("worker")
 @click.option("--threads", default=2, show_default=True, help="Jobs run at once.")
+@click.option(
+    "--heartbeat-every",
+    default=HEARTBEAT_EVERY,
+    type=click.FloatRange(min=0.1),
+    show_default=True,
+    help="Seconds between heartbeats (FLASK_WORKER_HEARTBEAT_EVERY).",
+)
 @with_appcontext
-def worker_command(threads: int) -> None:
+def worker_command(threads: int, heartbeat_every: float) -> None:
     """Run the background worker: sends mail and webhooks, queues scheduled notes and
     digests, keeps the roll-ups, and tells owners when the worker or the mail fails."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     jobs: Jobs = current_app.extensions[JOBS_KEY]
-    # Alive from the start, not from the first tick the queue hands over.
+    # Alive from the start, and every minute after whatever the jobs are doing.
     jobs.beat()
+    beating = jobs.keep_beating(heartbeat_every)
     # Whatever a previous worker left behind goes out now, not at the next minute.
     jobs.tick()
     consumer = jobs.huey.create_consumer(
         workers=threads, worker_type="thread", periodic=True, max_delay=2.0
     )
-    consumer.run()
+    try:
+        consumer.run()
+    finally:
+        beating.set()
 
 
 def init_app(app: Flask) -> None:
