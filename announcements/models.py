@@ -997,7 +997,7 @@ class RollupState(Base):
 
 
 class WorkerHeartbeat(Base):
-    """A worker process's last sign of life, written every minute by its tick."""
+    """A worker process's last sign of life, written every minute by its heartbeat thread."""
 
     __tablename__ = "worker_heartbeat"
 

@@ -142,9 +142,8 @@ class Jobs:
                 monitoring.prune(db.session(), now=utcnow())
                 db.session.commit()
             done = delivery.housekeeping()
-            with write_turn():
-                alerts = monitoring.watch(db.session(), now=utcnow())
-                db.session.commit()
+            # The watch reads outside the turn, takes it only to write, and commits.
+            alerts = monitoring.watch(db.session(), now=utcnow(), write_turn=write_turn)
         if alerts:
             log.warning("alerts: %d messages to owners queued", len(alerts))
         if any(done.values()):
