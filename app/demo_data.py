@@ -782,8 +782,10 @@ FIRST_DESK_ID = 10_001
 # "before" figure counts.
 EVERYDAY_TICKETS = 0.0038
 TOPIC_SHARE = 0.12
-# The share of an engaged customer who reads a note that pops up, and one that does not.
+# The share of an engaged customer who reads a note that pops up, and one that does not;
+# of the readers of one that pops up, who read it from its e-mail, and in its popup.
 POPUP_READS, PANEL_READS = 0.6, 0.35
+EMAIL_READS, IN_THE_POPUP = 0.03, 0.7
 COMPANIES = ["acme", "globex", "initech", "hooli", "umbrella", "wonka", "tyrell", "stark"]
 PLANS = ["free", "pro", "team", "business"]
 LOCALES = ["en"] * 8 + ["fr", "ar"]
@@ -1107,34 +1109,40 @@ def _insert_receipts(
     window: timedelta,
     now: datetime,
 ) -> set[tuple[int, int]]:
-    """What each customer read, mostly in the widget and some from the e-mail; popups the
-    most. A note held back from them is read as one that pops up for nobody, and only in
+    """What each customer read: popups the most, mostly in the popup and a few from the
+    e-mail (only important notes are e-mailed as they go out), the others in the widget's
+    panel. A note held back from them is read as one that pops up for nobody, and only in
     the panel: it is not mailed to them. Returns the (customer id, note id) pairs read."""
     rows: list[dict[str, Any]] = []
     read: set[tuple[int, int]] = set()
     for note in notes:
         if note.requires_acknowledgement:
             continue  # read as it is acknowledged: see _notice_history
-        share, by_email = (POPUP_READS, 0.15) if note.is_important else (PANEL_READS, 0.05)
+        share, by_email = (POPUP_READS, EMAIL_READS) if note.is_important else (PANEL_READS, 0.0)
         for customer in customers:
             if not _reaches(customer, note):
                 continue
-            chance = share * customer.engagement
+            chance, emailed = share * customer.engagement, by_email
             if not _exposed(customer, note, window):
                 chance *= 0.1  # a newcomer is not shown old notes as new
             elif holdback.in_control(note.id, customer.external_id, note.holdback_percent):
-                chance, by_email = PANEL_READS * customer.engagement, 0.0
+                chance, emailed = PANEL_READS * customer.engagement, 0.0
             if rng.random() >= chance:
                 continue
             begin = max(note.published_at, customer.first_seen_at)
             read_at = begin + timedelta(days=rng.expovariate(1 / 1.5))
             read.add((customer.id, note.id))
+            how, channel = rng.random(), "widget"
+            if how < emailed:
+                channel = "email"
+            elif emailed and how < emailed + IN_THE_POPUP:  # it popped up for them
+                channel = "popup"
             rows.append(
                 {
                     "end_user_id": customer.id,
                     "note_id": note.id,
                     "read_at": min(read_at, customer.last_seen_at, now),
-                    "channel": "email" if rng.random() < by_email else "widget",
+                    "channel": channel,
                 }
             )
     session.execute(insert(cast(Table, ReadReceipt.__table__)), rows)
@@ -2017,12 +2025,22 @@ NOTE_COMMENTS: dict[str, dict[str, list[str]]] = {
             "Can a funnel be pinned to a dashboard?",
             "Would love more than 10 steps for our onboarding flow.",
             "Comparing two date ranges side by side is brilliant.",
+            "We replaced a whole spreadsheet with this.",
+            "Found a leak in our checkout within an hour.",
+            "Please add funnels to scheduled reports too.",
+            "Can we export the step counts as CSV?",
+            "Our growth team is very happy.",
         ],
         "😕": [
             "How long is the conversion window between steps?",
             "Why do these numbers differ from our old custom report?",
+            "Does a step count unique users or events?",
+            "Can a step match two events?",
         ],
-        "👎": ["Our 90-day funnel times out on the Free plan."],
+        "👎": [
+            "Our 90-day funnel times out on the Free plan.",
+            "No way to exclude internal users yet.",
+        ],
     },
     "The classic dashboard is gone": {
         "😕": ["How do I reset the layout?", "Some of my cards are in a different order now."],
@@ -2058,9 +2076,16 @@ EVERYDAY_COMMENTS = {
         "Exactly what we needed.",
         "Great update, thanks.",
         "Saves me time every week.",
+        "Small change, big difference.",
+        "Thanks for listening to feedback.",
     ],
-    "👎": ["Not useful for us.", "Please make this optional."],
-    "😕": ["Not sure what changed for me.", "Is this on every plan?", "A screenshot would help."],
+    "👎": ["Not useful for us.", "Please make this optional.", "This broke our usual workflow."],
+    "😕": [
+        "Not sure what changed for me.",
+        "Is this on every plan?",
+        "A screenshot would help.",
+        "Where do I find this?",
+    ],
 }
 
 
