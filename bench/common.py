@@ -12,6 +12,7 @@ import argparse
 import os
 import secrets
 import socket
+import statistics
 import subprocess
 import time
 import urllib.request
@@ -32,6 +33,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RECEIPT_COLUMNS = "end_user_id, note_id, read_at, channel"
 # The test-client app's key (make_app), for scripts that sign or hash with it beforehand.
 SECRET_KEY = "bench"  # noqa: S105 - a throw-away key
+
+
+def timed(work: Callable[[], object]) -> tuple[float, Any]:
+    """How long ``work()`` took, in seconds, and what it returned."""
+    started = time.perf_counter()
+    outcome = work()
+    return time.perf_counter() - started, outcome
+
+
+def median_of(work: Callable[[], object], calls: int) -> float:
+    """The median of ``calls`` timings of ``work()``, in seconds."""
+    return statistics.median(timed(work)[0] for _ in range(calls))
 
 
 def free_port() -> int:

@@ -167,12 +167,6 @@ def seed_support(url: str, seeded: widget_bench.Seeded, args: argparse.Namespace
     )
 
 
-def timed(work: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
-
-
 def measure(url: str, seeded: widget_bench.Seeded, args: argparse.Namespace, folder: Path) -> None:
     app = common.make_app(url, folder)
     client = app.test_client()
@@ -232,7 +226,7 @@ def measure(url: str, seeded: widget_bench.Seeded, args: argparse.Namespace, fol
     for _ in range(args.rounds):
         for number in numbers:
             for name, work in scenarios.items():
-                times[name].append(timed(lambda: work(number)))  # noqa: B023 - called at once
+                times[name].append(common.timed(lambda: work(number))[0])  # noqa: B023 - called at once
     baseline = statistics.median(times["baseline: widget GET notes"])
     print(
         f"\n  {len(numbers)} random users x {args.rounds} rounds"

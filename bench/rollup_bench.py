@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -228,15 +227,14 @@ def measure(url: str, folder: Path, day: date) -> None:
         if session.get_bind().dialect.name == "sqlite":
             window = {name: common.stamp(moment, "sqlite") for name, moment in window.items()}
 
-        def baseline() -> float:
-            started = time.perf_counter()
-            session.execute(text(BASELINE), window).all()
-            return time.perf_counter() - started
-
-        baseline_seconds = statistics.median(baseline() for _ in range(BASELINE_CALLS))
-        started = time.perf_counter()
-        rows = rollups.refresh(session, product, now=until + rollups.LAG, write_turn=write_turn)
-        refresh_seconds = time.perf_counter() - started
+        baseline_seconds = common.median_of(
+            lambda: session.execute(text(BASELINE), window).all(), BASELINE_CALLS
+        )
+        refresh_seconds, rows = common.timed(
+            lambda: rollups.refresh(
+                session, product, now=until + rollups.LAG, write_turn=write_turn
+            )
+        )
         read = session.scalar(
             select(func.sum(Rollup.count)).where(
                 Rollup.product_id == product.id,

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -185,14 +184,8 @@ def seed(url: str, args: argparse.Namespace, now: datetime) -> None:
     engine.dispose()
 
 
-def timed(work: Callable[[], object]) -> tuple[float, object]:
-    started = time.perf_counter()
-    outcome = work()
-    return time.perf_counter() - started, outcome
-
-
-def median_of(work: Callable[[], object], calls: int = READ_CALLS) -> float:
-    return statistics.median(timed(work)[0] for _ in range(calls))
+def median_of(work: Callable[[], object]) -> float:
+    return common.median_of(work, READ_CALLS)
 
 
 def measure(url: str, folder: Path, now: datetime) -> None:
@@ -203,10 +196,10 @@ def measure(url: str, folder: Path, now: datetime) -> None:
         product = session.scalars(select(Product).where(Product.slug == "bench")).one()
         _, key = apikeys.create(session, product, "bench", ["insights:read"], by=None, now=now)
         baseline = median_of(lambda: session.execute(text(BASELINE)).scalar())
-        cold, rows = timed(
+        cold, rows = common.timed(
             lambda: support_impact.refresh(session, product, now=now, write_turn=write_turn)
         )
-        warm, _ = timed(
+        warm, _ = common.timed(
             lambda: support_impact.refresh(session, product, now=now, write_turn=write_turn)
         )
         read = median_of(lambda: support_impact.report(session, product))

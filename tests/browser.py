@@ -71,6 +71,26 @@ def live_server(live_app: Flask, live_listener: BaseWSGIServer) -> Iterator[str]
     live_listener.shutdown()
 
 
+def assert_fits(page, name: str, *, boxes: bool = True) -> None:
+    """Nothing on ``page`` wider than its screen; with ``boxes``, nothing in ``main``
+    scrolling sideways inside its box or cut off by it either (a box of 1 px is text kept
+    for screen readers only). ``name`` says which page failed."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    width = page.viewport_size["width"]
+    assert overflow <= 0, f"{name} is {overflow}px wider than a {width}px screen"
+    if not boxes:
+        return
+    scrolled = page.evaluate(
+        "[...document.querySelectorAll('main *')].filter(e => e.clientWidth > 1"
+        " && e.scrollWidth > e.clientWidth + 1"
+        " && getComputedStyle(e).overflowX != 'visible')"
+        ".map(e => `${e.className} ${e.firstElementChild?.className ?? ''}"
+        " in ${e.closest('section')?.getAttribute('aria-labelledby')}"
+        " ${e.scrollWidth}px in ${e.clientWidth}px`)"
+    )
+    assert scrolled == [], f"{name} scrolls sideways inside {scrolled}"
+
+
 def serve(app: Flask) -> Iterator[str]:
     """Serve a WSGI app on a free loopback port in a thread; yield its URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)

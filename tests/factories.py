@@ -9,7 +9,19 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from announcements import accounts, services
-from announcements.models import EndUser, Note, Product, Role, TeamMember, utcnow
+from announcements.models import (
+    EndUser,
+    Note,
+    OutboxKind,
+    OutboxMessage,
+    OutboxStatus,
+    Product,
+    Role,
+    Subscriber,
+    SubscriberStatus,
+    TeamMember,
+    utcnow,
+)
 from announcements.services import Intent, NoteInput, ProductSettings
 from tests.conftest import PASSWORD
 
@@ -87,3 +99,39 @@ def make_end_user(
     session.add(user)
     session.commit()
     return user
+
+
+def make_outbox_message(
+    session: Session,
+    product: Product,
+    status: OutboxStatus = OutboxStatus.QUEUED,
+    *,
+    email: str | None = None,
+    subscriber_status: SubscriberStatus = SubscriberStatus.PENDING,
+    member: TeamMember | None = None,
+    **fields: Any,
+) -> OutboxMessage:
+    """A message in ``product``'s outbox, its other columns from ``fields``: a confirmation
+    to a new subscriber (``email``, in ``subscriber_status``), or with ``member`` an alert to
+    that team member, queued under ``product`` as the alerts are."""
+    subscriber = None
+    if member is None:
+        subscriber = Subscriber(
+            product_id=product.id,
+            email=email or f"subscriber{next(_sequence)}@example.com",
+            status=subscriber_status,
+            categories=[],
+        )
+        session.add(subscriber)
+        session.flush()
+    message = OutboxMessage(
+        product_id=product.id,
+        subscriber_id=subscriber.id if subscriber else None,
+        member_id=member.id if member else None,
+        kind=OutboxKind.ALERT if member else OutboxKind.CONFIRM,
+        status=status,
+        **fields,
+    )
+    session.add(message)
+    session.commit()
+    return message

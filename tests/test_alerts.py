@@ -29,8 +29,6 @@ from announcements.models import (
     OutboxStatus,
     Product,
     Role,
-    Subscriber,
-    SubscriberStatus,
     TeamMember,
     WorkerHeartbeat,
     utcnow,
@@ -39,7 +37,7 @@ from app.database import write_turn
 from app.extensions import db
 from app.mail import delivery, transport
 from tests.conftest import AuthActions
-from tests.factories import add_member, make_member, make_product
+from tests.factories import add_member, make_member, make_outbox_message, make_product
 from tests.mailserver import SmtpServer
 from tests.worker import wait_for
 
@@ -191,20 +189,7 @@ def _lowest_product(session: Session, member: TeamMember) -> Product:
 
 def _stuck_mail(session: Session, product: Product, server: SmtpServer) -> None:
     """A confirmation the server defers (451), so it waits to be tried again."""
-    subscriber = Subscriber(
-        product_id=product.id,
-        email="reader@example.com",
-        status=SubscriberStatus.PENDING,
-        categories=[],
-    )
-    session.add(subscriber)
-    session.flush()
-    session.add(
-        OutboxMessage(
-            product_id=product.id, subscriber_id=subscriber.id, kind=OutboxKind.CONFIRM, payload={}
-        )
-    )
-    session.commit()
+    make_outbox_message(session, product, email="reader@example.com", payload={})
     server.recorder.replies["reader@example.com"] = "451 4.3.0 Try again later"
     assert _deliver(server).retried == 1
 
@@ -418,25 +403,15 @@ def test_a_worker_in_a_crash_loop_brings_one_alert_and_one_recovery_per_owner(
 
 def _sent_mail(session: Session, product: Product, at: datetime) -> None:
     """A confirmation sent at ``at``: mail went out then."""
-    subscriber = Subscriber(
-        product_id=product.id,
+    make_outbox_message(
+        session,
+        product,
+        OutboxStatus.SENT,
         email=f"sent-{at.timestamp():.0f}@example.com",
-        status=SubscriberStatus.PENDING,
-        categories=[],
-    )
-    session.add(subscriber)
-    session.flush()
-    session.add(
-        OutboxMessage(
-            product_id=product.id,
-            subscriber_id=subscriber.id,
-            kind=OutboxKind.CONFIRM,
-            status=OutboxStatus.SENT,
-            attempts=1,
-            created_at=at,
-            sent_at=at,
-            next_attempt_at=at + timedelta(minutes=1),
-        )
+        attempts=1,
+        created_at=at,
+        sent_at=at,
+        next_attempt_at=at + timedelta(minutes=1),
     )
     session.commit()
 
@@ -568,25 +543,14 @@ def test_a_watch_with_nothing_to_change_takes_no_write_turn(app: Flask, session:
 
 def _paused(session: Session, product: Product, error: str, paused_at: datetime) -> None:
     """A confirmation held by a pause that began at ``paused_at``, with the server's answer."""
-    subscriber = Subscriber(
-        product_id=product.id,
+    make_outbox_message(
+        session,
+        product,
         email=f"held-{paused_at.timestamp():.0f}@example.com",
-        status=SubscriberStatus.PENDING,
-        categories=[],
+        last_error=error,
+        paused_at=paused_at,
+        next_attempt_at=paused_at + timedelta(minutes=5),
     )
-    session.add(subscriber)
-    session.flush()
-    session.add(
-        OutboxMessage(
-            product_id=product.id,
-            subscriber_id=subscriber.id,
-            kind=OutboxKind.CONFIRM,
-            last_error=error,
-            paused_at=paused_at,
-            next_attempt_at=paused_at + timedelta(minutes=5),
-        )
-    )
-    session.commit()
 
 
 def test_the_alerts_text_counts_up_to_a_bound_and_quotes_the_newest_refusal(

@@ -28,7 +28,7 @@ from announcements.models import (
     utcnow,
 )
 from app.extensions import db
-from tests.browser import DESKTOP, PHONE, SCREENSHOTS
+from tests.browser import DESKTOP, PHONE, SCREENSHOTS, assert_fits
 from tests.test_browser_console import log_in
 from tests.test_browser_support import shoot, stored, words
 
@@ -80,16 +80,7 @@ def test_status_on_the_demo(page, live_app, live_server, viewport) -> None:
     def fits_and_shoot(name: str) -> None:
         # Taken first, so a page that does not fit can be looked at.
         shoot(page, f"status-{name}-{label}.png")
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"{name} is {overflow}px wider than a {viewport['width']}px screen"
-        scrolled = page.evaluate(
-            "[...document.querySelectorAll('main *')].filter(e => e.clientWidth > 1"
-            " && e.scrollWidth > e.clientWidth + 1"
-            " && getComputedStyle(e).overflowX != 'visible')"
-            ".map(e => `${e.className} ${e.firstElementChild?.className}`"
-            " + ` ${e.scrollWidth}px in ${e.clientWidth}px`)"
-        )
-        assert scrolled == [], f"{name} scrolls sideways inside {scrolled}"
+        assert_fits(page, name)
 
     def figure(name: str) -> str:
         return words(page.locator(f"[data-figure='{name}']"))

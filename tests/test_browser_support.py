@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from announcements import versions
 from app.extensions import db
-from tests.browser import DESKTOP, PHONE, SCREENSHOTS
+from tests.browser import DESKTOP, PHONE, SCREENSHOTS, assert_fits
 from tests.test_browser_console import log_in
 
 pytestmark = pytest.mark.browser
@@ -261,17 +261,7 @@ def test_support_impact_on_the_demo_shows_what_the_tickets_say(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def fits_and_shoot(name: str) -> None:
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"{name} is {overflow}px wider than a {viewport['width']}px screen"
-        # Nor does anything scroll sideways inside its box, or get cut off by it (a box of
-        # 1 px is text kept for screen readers only).
-        scrolled = page.evaluate(
-            "[...document.querySelectorAll('main *')].filter(e => e.clientWidth > 1"
-            " && e.scrollWidth > e.clientWidth + 1"
-            " && getComputedStyle(e).overflowX != 'visible')"
-            ".map(e => `${e.className} ${e.scrollWidth}px in ${e.clientWidth}px`)"
-        )
-        assert scrolled == [], f"{name} scrolls sideways inside {scrolled}"
+        assert_fits(page, name)
         shoot(page, f"support-{name}-{label}.png")
 
     log_in(page, live_server, "demo@example.com")
@@ -452,6 +442,5 @@ def test_an_owner_connects_a_help_desk(page, live_server, viewport) -> None:
     assert not code.is_visible()
     zendesk.locator("details.secret summary").click()
     assert code.inner_text() == "pasted-from-zendesk"
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"connections is {overflow}px wider than the screen"
+    assert_fits(page, "connections", boxes=False)
     shoot(page, f"support-connections-{label}.png")

@@ -27,7 +27,6 @@ from announcements.models import (
     OutboxStatus,
     Product,
     Role,
-    Subscriber,
     SupportConnection,
     SupportDesk,
     TeamMember,
@@ -42,7 +41,13 @@ from announcements.models import (
 from app.extensions import db
 from app.mail import jobs
 from tests.conftest import AuthActions
-from tests.factories import add_member, make_member, make_note, make_product
+from tests.factories import (
+    add_member,
+    make_member,
+    make_note,
+    make_outbox_message,
+    make_product,
+)
 
 # The latency buckets' upper bounds (ms) as the design names them; one more for slower.
 BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -90,20 +95,8 @@ _numbers = iter(range(1, 1_000_000))
 
 def mail(session, product: Product, status: OutboxStatus, **fields) -> OutboxMessage:
     """A confirmation mail to a new subscriber of ``product``."""
-    domain = f"{product.slug}.test"
-    subscriber = Subscriber(product_id=product.id, email=f"s{next(_numbers)}@{domain}")
-    session.add(subscriber)
-    session.flush()
-    message = OutboxMessage(
-        product_id=product.id,
-        subscriber_id=subscriber.id,
-        kind=OutboxKind.CONFIRM,
-        status=status,
-        **fields,
-    )
-    session.add(message)
-    session.commit()
-    return message
+    email = f"s{next(_numbers)}@{product.slug}.test"
+    return make_outbox_message(session, product, status, email=email, **fields)
 
 
 def call(session, hook: Webhook, status: OutboxStatus, **fields) -> WebhookDelivery:
@@ -680,19 +673,16 @@ def test_alert_mail_to_the_team_is_no_products_mail(
     ]
     for member, status, attempts, error, _sort in alert_rows:
         lowest = world.product if member is world.owner else world.other
-        session.add(
-            OutboxMessage(
-                product_id=lowest.id,
-                member_id=member.id,
-                kind=OutboxKind.ALERT,
-                status=status,
-                attempts=attempts,
-                last_error=error,
-                payload={"alert_id": 1, "state": "down"},
-                next_attempt_at=now + timedelta(hours=1),
-            )
+        make_outbox_message(
+            session,
+            lowest,
+            status,
+            member=member,
+            attempts=attempts,
+            last_error=error,
+            payload={"alert_id": 1, "state": "down"},
+            next_attempt_at=now + timedelta(hours=1),
         )
-    session.commit()
     auth.login(world.owner.email)
     _, tree = page(client)
     assert row_cells(tree, "outbox-table") == [

@@ -19,10 +19,7 @@ from sqlalchemy.orm import Session
 from announcements import monitoring
 from announcements.models import (
     Alert,
-    OutboxKind,
-    OutboxMessage,
     OutboxStatus,
-    Subscriber,
     SubscriberStatus,
     TrafficMinute,
     Webhook,
@@ -35,7 +32,7 @@ from app import health
 from app.database import write_turn
 from app.mail import delivery
 from tests.conftest import WEB_THREADS
-from tests.factories import make_member, make_product
+from tests.factories import make_member, make_outbox_message, make_product
 
 TOKEN = "s3cret-metrics-token"
 
@@ -124,25 +121,15 @@ def test_metrics_are_read_from_the_database_in_prometheus_text(
         (OutboxStatus.FAILED, 8, "550 no such user", None),  # failed
         (OutboxStatus.SENT, 1, None, None),
     ]
-    for number, (status, attempts, error, paused_at) in enumerate(states):
-        subscriber = Subscriber(
-            product_id=busy.id,
-            email=f"s{number}@example.com",
-            status=SubscriberStatus.CONFIRMED,
-            categories=[],
-        )
-        session.add(subscriber)
-        session.flush()
-        session.add(
-            OutboxMessage(
-                product_id=busy.id,
-                subscriber_id=subscriber.id,
-                kind=OutboxKind.CONFIRM,
-                status=status,
-                attempts=attempts,
-                last_error=error,
-                paused_at=paused_at,
-            )
+    for status, attempts, error, paused_at in states:
+        make_outbox_message(
+            session,
+            busy,
+            status,
+            subscriber_status=SubscriberStatus.CONFIRMED,
+            attempts=attempts,
+            last_error=error,
+            paused_at=paused_at,
         )
     webhook = Webhook(product_id=busy.id, url="https://hooks.example.com/x", secret="x")
     session.add(webhook)

@@ -15,11 +15,9 @@ from sqlalchemy.orm import Session
 from announcements import monitoring
 from announcements.models import (
     Alert,
-    OutboxKind,
     OutboxMessage,
     OutboxStatus,
     Product,
-    Subscriber,
     SubscriberStatus,
     SupportConnection,
     SupportDesk,
@@ -31,7 +29,7 @@ from announcements.models import (
     WebhookEvent,
     WorkerHeartbeat,
 )
-from tests.factories import make_member, make_note, make_product
+from tests.factories import make_member, make_note, make_outbox_message, make_product
 
 NOW = datetime(2030, 5, 6, 14, 30, 20, tzinfo=UTC)
 
@@ -91,31 +89,18 @@ def _message(
 ) -> OutboxMessage:
     """A confirmation to a new subscriber of ``product``; with ``to_member``, an alert to
     that team member, queued under ``product`` as the alerts are."""
-    subscriber = None
-    if to_member is None:
-        subscriber = Subscriber(
-            product_id=product.id,
-            email=f"s{session.scalar(select(func.count()).select_from(Subscriber))}@example.com",
-            status=SubscriberStatus.CONFIRMED,
-            categories=[],
-        )
-        session.add(subscriber)
-        session.flush()
-    message = OutboxMessage(
-        product_id=product.id,
-        subscriber_id=subscriber.id if subscriber else None,
-        member_id=to_member.id if to_member else None,
-        kind=OutboxKind.ALERT if to_member else OutboxKind.CONFIRM,
-        status=status,
+    return make_outbox_message(
+        session,
+        product,
+        status,
+        subscriber_status=SubscriberStatus.CONFIRMED,
+        member=to_member,
         attempts=attempts,
         last_error=error,
         paused_at=paused_at,
         created_at=created_at,
         next_attempt_at=NOW + timedelta(minutes=attempts),
     )
-    session.add(message)
-    session.flush()
-    return message
 
 
 def test_outbox_figures_split_waiting_mail_and_count_the_last_days_failures(
