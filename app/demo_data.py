@@ -1950,10 +1950,6 @@ def _sightings(
     base = OLD_VERSION if moves else user.app_version
     keen = rng.betavariate(1.3, 2.7)  # this user's chance of a visit on a working day
     previous: tuple[date, str | None] | None = None
-    if first < 0:  # seen before the days drawn here: when, and on what
-        before = calendar.days[0] - timedelta(days=rng.randint(1, 14))
-        ranks = [rank for rank, (at, _) in enumerate(moves) if at.date() <= before]
-        previous = (before, moves[max(ranks)][1] if ranks else base)
     rank, rows = -1, []
     for position in range(max(first, 0), last + 1):
         while pending and pending[0][0] <= position:
@@ -1975,8 +1971,11 @@ def _sightings(
                         rng, user, calendar.midnights[position], earliest.get(position), now
                     ),
                     "app_version": version,
-                    "previous_day": None if previous is None else previous[0],
-                    "previous_version": None if previous is None else previous[1],
+                    # A user's first row names no day before it, as the upgrade that
+                    # began keeping days wrote for users seen before: notes out then
+                    # count them as reached on it, not at some visit left undrawn.
+                    "previous_day": previous[0] if previous and rows else None,
+                    "previous_version": previous[1] if previous and rows else None,
                 }
             )
         previous = (day, version)

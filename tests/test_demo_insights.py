@@ -91,16 +91,18 @@ def test_the_demo_days_are_as_the_widget_writes_them(runner, session, demo) -> N
 
     # Each user's rows chain as reads.see writes them: each names the day and version of
     # the one before; the last is the day they were last seen, on the version they run
-    # now; a new user's first is the day they were first seen.
+    # now.
     for user_id, chain in by_user.items():
         user = users[user_id]
         assert chain[-1].day == user.last_seen_at.date()
         assert chain[-1].app_version == user.app_version
-        if chain[0].previous_day is None:
-            assert chain[0].day == user.first_seen_at.date()
-            assert chain[0].seen_at == user.first_seen_at and chain[0].previous_version is None
+        # The first names no day before it: a new user's is the day they were first seen;
+        # one seen before the history has it as the upgrade that began keeping days does.
+        assert chain[0].previous_day is None and chain[0].previous_version is None
+        if chain[0].day == user.first_seen_at.date():
+            assert chain[0].seen_at == user.first_seen_at
         else:
-            assert chain[0].previous_day < chain[0].day
+            assert user.first_seen_at.date() < chain[0].day
         for before, after in zip(chain, chain[1:], strict=False):
             assert (after.previous_day, after.previous_version) == (before.day, before.app_version)
         for row in chain:
