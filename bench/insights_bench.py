@@ -42,7 +42,6 @@ import math
 import os
 import random
 import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -524,14 +523,8 @@ def load_subscribers(
     return len(messages)
 
 
-def timed(work: Callable[[], object]) -> tuple[float, object]:
-    started = time.perf_counter()
-    outcome = work()
-    return time.perf_counter() - started, outcome
-
-
-def median_of(work: Callable[[], object], calls: int = READ_CALLS) -> float:
-    return statistics.median(timed(work)[0] for _ in range(calls))
+def median_of(work: Callable[[], object]) -> float:
+    return common.median_of(work, READ_CALLS)
 
 
 def measure(url: str, folder: Path, now: datetime) -> None:
@@ -541,7 +534,7 @@ def measure(url: str, folder: Path, now: datetime) -> None:
     with app.app_context():
         session = db.session()
         product = session.scalars(select(Product).where(Product.slug == "bench")).one()
-        took, rows = timed(
+        took, rows = common.timed(
             lambda: rollups.rebuild(session, product, now=now, write_turn=write_turn)
         )
         session.commit()
