@@ -21,13 +21,16 @@ What the roll-up counts, and so what the figures mean (see :mod:`announcements.r
   ``app_version`` and the host's own, such as plan); its values are the attribute's text,
   "(none)" for users without it: the user's value when counted, but for ``app_version``
   of active and exposed users the version the widget saw that day. A breakdown shows the
-  20 values with the most users and sums the rest as "Other".
+  20 values with the most users and sums the rest as "Other", and with them every value
+  fewer than 5 users have, so that no row singles anyone out (versions in use, which
+  name no one, show every version).
 
 The roll-up counts outward notes (not internal ones): an internal note has no figures
 but its reactions.
 
 Days are UTC calendar days. A note's figures are cumulative since its publication, up to
-the end of the range asked (or today); a product's describe its range: the notes
+the end of the range asked (or today), its daily series at most the range's last 366
+days of them; a product's describe its range: the notes
 published in it, counted up to the range's end, so two ranges compare like with like;
 its totals are over every such note, its rankings show the top 20. Figures are as of
 the roll-up's last run (``counted_until``), minutes behind the widget.
@@ -35,9 +38,12 @@ the roll-up's last run (``counted_until``), minutes behind the widget.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
 import hmac
 import math
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,7 +68,6 @@ from announcements.models import (
     TeamMember,
     outward_clause,
     status_clause,
-    utcnow,
 )
 from announcements.notices import csv_lines
 from announcements.queries import like_pattern
@@ -73,6 +78,10 @@ CONFIDENCE = 0.95
 TOP_VALUES = 20
 TOP_NOTES = 20
 OTHER = "Other"
+# A segment's value held by fewer users than this (exposed to a note, or active in the
+# week) is counted in OTHER, never shown on its own: broken down by an attribute such as
+# an e-mail address, a row would be one user, and whether they read the note.
+MIN_SEGMENT_USERS = 5
 # The longest range a page or the API is asked for, in days (a leap year).
 MAX_RANGE_DAYS = 366
 # No product has data from before this day; it also keeps date arithmetic off the
@@ -86,6 +95,8 @@ MAX_SEARCH_LENGTH = 200
 POSITIVE = "👍"
 # Users read at a time by the non-readers' export.
 _BATCH = 2_000
+# The temporary files a pseudonymised export is sorted through: one per hex digit.
+_SORT_FILES = 16
 # The end of an exposure that never ends: a note is shown until it is archived.
 _NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 _Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
@@ -312,9 +323,11 @@ def _range(start: date, end: date) -> Range:
     return Range(start, end, f"{_day_label(start)} – {_day_label(end)}")
 
 
-def _check_range(start: date | None, end: date | None) -> None:
+def check_range(start: date | None, end: date | None) -> None:
     """Raise ValidationFailed for a range that ends before it starts, is longer than
-    :data:`MAX_RANGE_DAYS`, or starts before :data:`FIRST_DAY`."""
+    :data:`MAX_RANGE_DAYS`, or has a day before :data:`FIRST_DAY`: callers check a range
+    asked for with it before they count days from it, which a day in year 1 would take
+    off the calendar."""
     if start is not None and start < FIRST_DAY:
         raise ValidationFailed({"start": f"Pick a day from {FIRST_DAY.year} on."})
     if end is not None and end < FIRST_DAY:
@@ -347,17 +360,21 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
-def _top(counts: Mapping[str, tuple[int, ...]]) -> list[tuple[str, tuple[int, ...]]]:
+def _top(
+    counts: Mapping[str, tuple[int, ...]], *, fewest: int = MIN_SEGMENT_USERS
+) -> list[tuple[str, tuple[int, ...]]]:
     """The :data:`TOP_VALUES` values with the largest first figure (then second, then by
-    name), and the rest, with the roll-up's own "(other)" (values past the ones it
+    name) of those whose first figure, their users, is at least ``fewest``; the rest, the
+    values with fewer users and the roll-up's own "(other)" (values past the ones it
     keeps), summed as :data:`OTHER`: a row only when something was summed into it."""
-    ranked = sorted(
-        ((value, figures) for value, figures in counts.items() if value != rollups.OTHER),
-        key=lambda item: (*(-n for n in item[1]), item[0]),
-    )
+    shown_alone = {
+        value: figures
+        for value, figures in counts.items()
+        if value != rollups.OTHER and figures[0] >= fewest
+    }
+    ranked = sorted(shown_alone.items(), key=lambda item: (*(-n for n in item[1]), item[0]))
     rest = [figures for _, figures in ranked[TOP_VALUES:]]
-    if rollups.OTHER in counts:
-        rest.append(counts[rollups.OTHER])
+    rest += [figures for value, figures in counts.items() if value not in shown_alone]
     shown = ranked[:TOP_VALUES]
     if rest:
         shown.append((OTHER, tuple(map(sum, zip(*rest, strict=True)))))
@@ -401,9 +418,10 @@ def _weekly_by_value(
     return {value: int(users) for value, users in rows}
 
 
-def _shares(counts: Mapping[str, int]) -> list[tuple[str, int, float]]:
+def _shares(counts: Mapping[str, int], *, fewest: int) -> list[tuple[str, int, float]]:
+    """Each value's users and their share of all, ranked and summed as :func:`_top`."""
     total = sum(counts.values())
-    ranked = _top({value: (users,) for value, users in counts.items()})
+    ranked = _top({value: (users,) for value, users in counts.items()}, fewest=fewest)
     return [(value, users, users / total if total else 0.0) for value, (users,) in ranked]
 
 
@@ -420,21 +438,26 @@ def note_insights(
     now: datetime,
 ) -> NoteInsights:
     """A note's figures, cumulative since its publication up to the end of ``end`` (or
-    today); the daily series runs from publication (or ``start``, if later) to then.
-    ``by`` breaks exposed users and readers down by a segment. Raise ValidationFailed
+    today); the daily series runs from publication (or ``start``, if later) to then, at
+    most its last :data:`MAX_RANGE_DAYS` days. ``by`` breaks exposed users and readers
+    down by a segment (values fewer than :data:`MIN_SEGMENT_USERS` were exposed to are
+    counted in Other). Raise ValidationFailed
     for a segment the product does not have or a range that is not one (see
-    :func:`_check_range`). A note not published by ``now`` has zeros and empty series.
+    :func:`check_range`). A note not published by ``now`` has zeros and empty series.
     """
     product = note.product
     segment = _segment(session, product, by)
-    _check_range(start, end)
+    check_range(start, end)
     counted_until = rollups.counted_until(session, product)
     if note.published_at is None or note.published_at > now:
         return _nothing_yet(note, segment, counted_until)
     published_on = note.published_at.astimezone(UTC).date()
     today = now.astimezone(UTC).date()
     last = min(today, end) if end is not None else today
-    first = max(published_on, start or published_on)
+    # A note published long ago (an import dated year 1) would draw a point for each day
+    # since, and cost a page seconds: the series keeps the last days of the range. Its
+    # first point still counts everything since publication.
+    first = max(published_on, start or published_on, last - timedelta(days=MAX_RANGE_DAYS - 1))
     where = and_(_rows(product.id, note.id, ("exposed", "read")), Rollup.day <= last)
 
     before: Counter[str] = Counter()
@@ -472,7 +495,7 @@ def note_insights(
         rate=read_rate(readers, exposed),
         reads_by_channel={c: n for c, n in channels.most_common() if n},
         daily=daily,
-        time_to_read=time_to_read(session, note, until=_midnight(last + timedelta(days=1))),
+        time_to_read=time_to_read(session, note, last=last, counted_until=counted_until),
         reactions=reactions,
         reactions_daily=reactions_daily,
         segment=segment,
@@ -498,18 +521,23 @@ def _nothing_yet(note: Note, segment: str | None, counted_until: datetime | None
     )
 
 
-def time_to_read(session: Session, note: Note, *, until: datetime) -> TimeToRead:
-    """The exact median and 90th percentile of the time from publication to each read
-    before ``until``, from the receipts through their (note, read_at) index: a count, then
-    the k-th read in time order. A read before publication (of a note published again
-    later) is left out."""
-    if note.published_at is None:
+def time_to_read(
+    session: Session, note: Note, *, last: date, counted_until: datetime | None
+) -> TimeToRead:
+    """The exact median and 90th percentile of the time from publication to each read up
+    to the end of ``last`` that the roll-up has counted (at or before ``counted_until``:
+    the page says how many readers these are beside the roll-up's readers, which must
+    agree; none before its first run), from the receipts through their (note, read_at)
+    index: a count, then the k-th read in time order. A read before publication (of a
+    note published again later) is left out."""
+    if note.published_at is None or counted_until is None:
         return TimeToRead(0, None, None)
     published_at = note.published_at
     reads = select(ReadReceipt.read_at).where(
         ReadReceipt.note_id == note.id,
         ReadReceipt.read_at >= published_at,
-        ReadReceipt.read_at < until,
+        ReadReceipt.read_at < _midnight(last + timedelta(days=1)),
+        ReadReceipt.read_at <= counted_until,
     )
     readers = session.scalar(reads.with_only_columns(func.count())) or 0
     if readers == 0:
@@ -567,7 +595,7 @@ def product_insights(
     ValidationFailed for a segment the product does not have or a range that is not one.
     """
     segment = _segment(session, product, by)
-    _check_range(start, end)
+    check_range(start, end)
     today = now.astimezone(UTC).date()
     last = min(end, today)
     notes = _published_in(session, product, start, last, now)
@@ -577,9 +605,16 @@ def product_insights(
         key=lambda r: (r.rate.value is None, -(r.rate.value or 0), -r.exposed, -r.note_id),
     )
     by_reactions = sorted(ranks, key=lambda r: (-r.reactions, -r.positive, -r.note_id))
-    versions = _shares(_weekly_by_value(session, product.id, "seg:app_version", last))
+    # Every version in use, however few run it: a version names no one, and a team
+    # deprecating one wants to know of the last three users on it.
+    versions = _shares(_weekly_by_value(session, product.id, "seg:app_version", last), fewest=1)
     by_value = (
-        _shares(_weekly_by_value(session, product.id, f"seg:{segment}", last)) if segment else []
+        _shares(
+            _weekly_by_value(session, product.id, f"seg:{segment}", last),
+            fewest=MIN_SEGMENT_USERS,
+        )
+        if segment
+        else []
     )
     return ProductInsights(
         range=_range(start, end),
@@ -777,12 +812,12 @@ def _subscribers(
 # Ranges to compare ------------------------------------------------------------------------
 
 
-def releases(session: Session, product: Product, *, now: datetime | None = None) -> list[Range]:
+def releases(session: Session, product: Product, *, now: datetime) -> list[Range]:
     """Each release's window, newest first: from the day its first note went out to the
     day before the next release's did (the newest: to today), labelled "Release 2.4.0".
     Releases are the versions of the product's published outward notes; two that went
-    out on the same day share it."""
-    now = now or utcnow()
+    out on the same day share it. A window longer than :data:`MAX_RANGE_DAYS` keeps its
+    last days, and its label says so, so that any two can be shown and compared."""
     firsts = session.execute(
         select(Note.version, func.min(Note.published_at))
         .where(_published(product, now))
@@ -793,8 +828,17 @@ def releases(session: Session, product: Product, *, now: datetime | None = None)
     for version, published_at in sorted(firsts, key=lambda row: (row[1], row[0]), reverse=True):
         assert published_at is not None  # noqa: S101 - published notes only
         start = published_at.astimezone(UTC).date()
-        ranges.append(Range(start, max(start, end), f"Release {version}"))
-        end = start - timedelta(days=1)
+        window = Range(start, max(start, end), f"Release {version}")
+        if (window.end - window.start).days >= MAX_RANGE_DAYS:
+            window = Range(
+                window.end - timedelta(days=MAX_RANGE_DAYS - 1),
+                window.end,
+                f"Release {version}, its last {MAX_RANGE_DAYS} days",
+            )
+        ranges.append(window)
+        # The day before this release's; the calendar's first day has none (an import
+        # dated year 1), and any release before it went out that day too.
+        end = start - timedelta(days=1) if start > date.min else start
     return ranges
 
 
@@ -931,9 +975,9 @@ def non_readers_csv(
     now: datetime,
 ) -> Iterator[str]:
     """The users the note went out to who have not read it, as CSV a line at a time: their
-    id (or, pseudonymised, :func:`pseudonym` of it), when the widget last saw them, then
-    the ``attributes`` chosen (blank where a user has none); most recently seen first, no
-    cell read as a formula.
+    id and when the widget last saw them, most recently seen first, or pseudonymised:
+    :func:`pseudonym` of the id and the day last seen, in the pseudonyms' order; then the
+    ``attributes`` chosen (blank where a user has none); no cell read as a formula.
 
     Exposed, as the roll-up counts them but from the users' own rows: seen since the note
     went out, on a version that includes it or on none; audience rules aside. In the
@@ -956,17 +1000,23 @@ def non_readers_csv(
     audit.record(
         session, note.product, by, "note.non_readers_exported", summary, note=note, now=now
     )
-    return csv_lines(_non_readers(session, note, chosen, key if pseudonymise else None))
+    if not pseudonymise:
+        return csv_lines(_non_readers(session, note, chosen, None))
+    return csv_lines(_by_pseudonym(_non_readers(session, note, chosen, key)))
 
 
 def _non_readers(
     session: Session, note: Note, attributes: Sequence[str], key: bytes | None
 ) -> Iterator[list[str]]:
-    """The rows of :func:`non_readers_csv`, a batch of users at a time. They come most
-    recently seen first, an order the file shows anyway: ordered by id, pseudonyms would
-    give away which ids they stand for."""
+    """The rows of :func:`non_readers_csv`, a batch of users at a time, most recently seen
+    first; with a ``key``, pseudonymised and the day last seen only: the moment to the
+    microsecond is one user's alone, and would lead from a pseudonym to the same user's
+    row in a plain export."""
     assert note.published_at is not None  # noqa: S101 - checked by the caller
-    yield ["pseudonym" if key is not None else "external_id", "last_seen_at", *attributes]
+    if key is None:
+        yield ["external_id", "last_seen_at", *attributes]
+    else:
+        yield ["pseudonym", "last_seen_on", *attributes]
     on = support_impact.including(
         note.version, support_impact.app_versions(session, note.product_id)
     )
@@ -990,7 +1040,27 @@ def _non_readers(
         own = {**(values or {}), "locale": locale, "app_version": app_version}
         cells = [own.get(name) for name in attributes]
         yield [
-            pseudonym(external_id, key) if key is not None else csv_safe(external_id),
-            last_seen_at.isoformat(),
+            csv_safe(external_id) if key is None else pseudonym(external_id, key),
+            last_seen_at.isoformat() if key is None else last_seen_at.date().isoformat(),
             *("" if value is None else csv_safe(str(value)) for value in cells),
         ]
+
+
+def _by_pseudonym(rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The header row, then the others in the order of their first cell, a pseudonym:
+    ordered by when users were seen, or by their ids, the rows would match a plain
+    export's one for one. Sorted through temporary files, one per first hex digit of
+    the pseudonym, each read back and sorted in turn: a million users are never in
+    memory at once."""
+    yield next(rows)
+    with contextlib.ExitStack() as files:
+        buckets = [
+            files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", newline=""))
+            for _ in range(_SORT_FILES)
+        ]
+        writers = [csv.writer(bucket) for bucket in buckets]
+        for row in rows:
+            writers[int(row[0][0], 16)].writerow(row)
+        for bucket in buckets:
+            bucket.seek(0)
+            yield from sorted(csv.reader(bucket))

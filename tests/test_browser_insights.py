@@ -1,8 +1,9 @@
 """Insights in headless Chromium on the demo as ``flask demo`` loads it: the product's page
 with a segment breakdown and a comparison, a note's page broken down by a segment, its
-comments and the export of who has not read it; the figures counted again here in SQL
-over the demo's raw tables; the tables behind the charts; nothing wider than the screen
-at desktop and phone widths; no script or CSP error (the ``page`` fixture).
+comments and the exports of who has not read it and of the comments; the figures counted
+again here in SQL over the demo's raw tables; the tables behind the charts; nothing wider
+than the screen at desktop and phone widths; no script or CSP error (the ``page``
+fixture).
 
 Screenshots go to instance/screenshots/ (insights-*.png), to be looked at after a run.
 """
@@ -209,3 +210,8 @@ def test_insights_on_the_demo(page, live_server, counted: Counted, viewport) -> 
     page.get_by_role("heading", name="Comments", level=1).wait_for()
     assert page.locator("li.comment").count() == min(counted.comments, 50)
     fits(page, "comments", viewport)
+    # Their export is a form posted with the page's CSRF token, as it is audited.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    rows = list(csv.reader(io.StringIO(download.value.path().read_text(encoding="utf-8"))))
+    assert rows[0][:2] == ["reaction", "comment"] and len(rows) - 1 == counted.comments

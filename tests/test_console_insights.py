@@ -33,6 +33,7 @@ from announcements.models import (
     Role,
     utcnow,
 )
+from app.console import insights as insights_views
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 from tests.test_insights import Many, many_notes, many_segments
@@ -260,6 +261,13 @@ def post_export(client, b: Built, note: Note, **form):
     )
 
 
+def post_comments_export(client, note: Note, **form):
+    return client.post(
+        f"/console/p/lumen/notes/{note.id}/comments.csv",
+        data={"csrf_token": csrf_token(client), **form},
+    )
+
+
 def read_csv(response) -> list[list[str]]:
     return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
 
@@ -303,7 +311,7 @@ def test_a_viewer_cannot_export(client, session, built: Built) -> None:
     log_in(client, built, "viewer")
     note = built.note
     assert post_export(client, built, note, attribute="plan").status_code == 403
-    assert client.get(f"/console/p/lumen/notes/{note.id}/comments.csv").status_code == 403
+    assert post_comments_export(client, note).status_code == 403
     assert audit_actions(session, built.product) == []
 
 
@@ -317,16 +325,17 @@ def test_editors_and_owners_export(client, built: Built, role: str) -> None:
     offered = form.xpath(".//input[@name='attribute']/@value")
     assert {"plan", "locale", "app_version"} <= set(offered)
     assert post_export(client, built, note, attribute="plan").status_code == 200
-    assert client.get(f"/console/p/lumen/notes/{note.id}/comments.csv").status_code == 200
+    assert post_comments_export(client, note).status_code == 200
 
 
 def test_another_products_note_is_not_found(client, session, built: Built) -> None:
     other = make_product(session, name="Other", slug="other")
     theirs = make_note(session, other, title="Not yours")
     log_in(client, built, "owner")
-    for path in ("insights", "comments", "comments.csv"):
+    for path in ("insights", "comments"):
         assert client.get(f"/console/p/lumen/notes/{theirs.id}/{path}").status_code == 404
     assert post_export(client, built, theirs).status_code == 404
+    assert post_comments_export(client, theirs).status_code == 404
     # Nor can the other product's pages be reached by a member of Lumen only.
     assert client.get("/console/p/other/insights").status_code == 404
     assert audit_actions(session, other) == []
@@ -342,6 +351,10 @@ def test_another_products_note_is_not_found(client, session, built: Built) -> No
         ("end=yesterday", "Enter a day such as 2026-10-01."),
         ("start=2026-10-09&end=2026-10-01", "The range ends before it starts."),
         ("start=2024-01-01&end=2026-01-01", "Pick at most 366 days."),
+        # A day off the calendar's edge for the default range's 28 days back from it.
+        ("end=0001-01-05", "Pick a day from 1970 on."),
+        ("start=0001-01-05", "Pick a day from 1970 on."),
+        ("end=0001-01-05&compare=previous", "Pick a day from 1970 on."),
         ("by=shoe-size", "“shoe-size” is not an attribute"),
         ("compare=yesterday", "Compare with the previous period or with the previous release."),
     ],
@@ -371,6 +384,46 @@ def test_there_is_no_release_to_compare_with_until_there_are_two(client, session
     assert not tree.xpath("//a[contains(@href, 'compare=release')]")
     tree = page(client, "/console/p/solo/insights?compare=release", 422)
     assert "There is no earlier release to compare with." in words(tree)
+
+
+def test_releases_longer_than_366_days_compare_in_their_last_days(client, session) -> None:
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner, slug="slow")
+    now = utcnow()
+    make_note(session, product, version="1.0.0", now=now - timedelta(days=900))
+    make_note(session, product, version="2.0.0", now=now - timedelta(days=400))
+    AuthActions(client).login("owner@example.com")
+    tree = page(client, "/console/p/slow/insights")
+    [link] = tree.xpath("//a[normalize-space()='This release vs the previous one']")
+    tree = page(client, link.get("href"))
+    lede = words(tree.xpath("//p[contains(@class, 'lede')]")[0])
+    assert lede.startswith("Release 2.0.0, its last 366 days (")
+    assert "compared with Release 1.0.0, its last 366 days (" in lede
+    start = now.date() - timedelta(days=365)
+    assert tree.xpath("//input[@name='start']/@value") == [start.isoformat()]
+
+
+def test_a_note_dated_year_1_opens_its_pages(client, session) -> None:
+    """An import dated 1 January of year 1: the product's page (its releases reach back
+    to the calendar's first day) and the note's, whose series draws the last 366 days."""
+    owner = make_member(session, "owner@example.com")
+    product = make_product(session, owner, slug="old")
+    note = make_note(session, product, version="1.0.0", now=datetime(1, 1, 1, 9, tzinfo=UTC))
+    make_note(session, product, version="1.1.0", now=datetime(1, 1, 1, 10, tzinfo=UTC))
+    rollups.rebuild(session, product, now=utcnow())
+    session.commit()
+    AuthActions(client).login("owner@example.com")
+    page(client, "/console/p/old/insights")
+    page(client, "/console/p/old/insights?compare=release", 422)
+    tree = page(client, f"/console/p/old/notes/{note.id}/insights")
+    rows = table_rows(tree, "Exposed users and readers since publication")
+    today = utcnow().date()
+    first = today - timedelta(days=365)
+    assert [row[0] for row in (rows[0], rows[-1])] == [
+        f"{first.day} {first:%b}",
+        f"{today.day} {today:%b}",
+    ]
+    assert len(rows) == 366
 
 
 def test_a_bad_comment_filter_or_export_column_is_refused(client, session, built: Built) -> None:
@@ -449,7 +502,29 @@ def test_the_note_page_shows_its_reach_and_reading(client, built: Built) -> None
     assert sorted(listed) == sorted(c for _, _, c in built.reactions if c)
 
 
-def test_the_note_page_breaks_reading_down_by_a_segment(client, built: Built) -> None:
+def folded(counts: dict[str, list[int]]) -> list[tuple[str, list[int]]]:
+    """A breakdown as the pages show it: the values at least 5 users have, most users
+    first, then every other value summed as Other."""
+    alone = sorted(
+        ((v, c) for v, c in counts.items() if c[0] >= 5), key=lambda item: (-item[1][0], item[0])
+    )
+    rest = [c for v, c in counts.items() if c[0] < 5]
+    return alone + (
+        [("Other", [sum(column) for column in zip(*rest, strict=True)])] if rest else []
+    )
+
+
+def test_the_note_page_breaks_reading_down_by_a_segment(client, session, built: Built) -> None:
+    # Five more users reached with u10's plan, which a spreadsheet would take for a
+    # formula: six users have it, enough for it to be shown on its own.
+    yesterday = built.now.date() - timedelta(days=1)
+    more = [User(f"c{n}", "2.0.0", "=cmd()", [yesterday]) for n in range(5)]
+    for user in more:
+        visit(session, built.product, user)
+    built.users.extend(more)
+    session.commit()
+    rollups.rebuild(session, built.product, now=utcnow())
+    session.commit()
     log_in(client, built, "viewer")
     note = built.note
     tree = page(client, f"/console/p/lumen/notes/{note.id}/insights?by=plan")
@@ -459,15 +534,17 @@ def test_the_note_page_breaks_reading_down_by_a_segment(client, built: Built) ->
         counts = by_plan.setdefault(user.plan if user.plan is not None else "(none)", [0, 0])
         counts[0] += 1
         counts[1] += user.external_id in built.reads
-    ordered = sorted(by_plan.items(), key=lambda item: -item[1][0])
+    assert by_plan["pro"][0] == 4 and by_plan["=cmd()"][0] == 6  # as this test means
     rows = table_rows(tree, "Read rate by plan")
-    assert sorted(rows) == sorted(
+    assert rows == [
         [value, f"{r} of {e} exposed", f"{rate(r, e)} 95 % CI {'–'.join(wilson(r, e))}"]
-        for value, (e, r) in ordered
-    )
-    assert [row[0] for row in rows][0] == ordered[0][0]  # most exposed first
-    # The formula-like value is shown as text, not run.
-    assert "=cmd()" in [row[0] for row in rows]
+        for value, (e, r) in folded(by_plan)
+    ]
+    # The formula-like value is shown as text, not run; "pro", which 4 users have, and
+    # the others fewer have, only within Other; the page says why.
+    assert [row[0] for row in rows] == ["=cmd()", "Other"]
+    hint = words(tree.xpath("//*[@id='segment']//p[@class='hint']")[0])
+    assert "every value it went out to fewer than 5 users under" in hint
 
 
 def test_the_product_page_shows_active_users_versions_and_notes(client, built: Built) -> None:
@@ -490,10 +567,15 @@ def test_the_product_page_shows_active_users_versions_and_notes(client, built: B
     assert sorted(
         table_rows(tree, f"Versions in use, the 7 days to {today.day} {today:%b}")
     ) == sorted([version, str(n), rate(n, len(active))] for version, n in in_use.items())
-    plans = Counter(u.plan if u.plan is not None else "(none)" for u in active)
-    assert sorted(
-        table_rows(tree, f"Active users by plan, the 7 days to {today.day} {today:%b}")
-    ) == sorted([plan, str(n), rate(n, len(active))] for plan, n in plans.items())
+    plans: dict[str, list[int]] = {}
+    for user in active:
+        plans.setdefault(user.plan if user.plan is not None else "(none)", [0])[0] += 1
+    assert plans["pro"] == [7] and 0 < plans["free"][0] < 5  # as this test means
+    assert table_rows(tree, f"Active users by plan, the 7 days to {today.day} {today:%b}") == [
+        [plan, str(n), rate(n, len(active))] for plan, (n,) in folded(plans)
+    ]
+    hint = words(tree.xpath("//*[@id='segment']//p[@class='hint']")[0])
+    assert "every value fewer than 5 users have, so that no row singles anyone out" in hint
 
     # Both notes went out in the range: ranked by read rate, with their readers.
     figures = [
@@ -644,20 +726,44 @@ def test_pseudonyms_are_stable_keyed_and_not_the_ids(client, app, session, built
     note = built.note
     first = read_csv(post_export(client, built, note, pseudonymise="y"))
     second = read_csv(post_export(client, built, note, pseudonymise="y", attribute="plan"))
-    assert first[0][0] == "pseudonym"
+    assert first[0] == ["pseudonym", "last_seen_on"]
     assert [row[0] for row in first[1:]] == [row[0] for row in second[1:]]
     ids = {u.external_id for u in built.users}
     assert not ids & {row[0] for row in first[1:]}
-    # The design's key: HMAC of the app's secret and the product; HMAC-SHA256 of the id.
+    # The key: HMAC of the app's secret and the product's id; HMAC-SHA256 of the user's.
     key = hmac.new(
-        app.config["SECRET_KEY"].encode(), b"tidings-pseudonym:lumen", hashlib.sha256
+        app.config["SECRET_KEY"].encode(),
+        f"tidings-pseudonym:{built.product.id}".encode(),
+        hashlib.sha256,
     ).digest()
-    non_readers = [u.external_id for u in exposed(built, note) if u.external_id not in built.reads]
-    assert sorted(row[0] for row in first[1:]) == sorted(
-        hmac.new(key, i.encode(), hashlib.sha256).hexdigest() for i in non_readers
+    non_readers = [u for u in exposed(built, note) if u.external_id not in built.reads]
+    # In the pseudonyms' order, with the day each user was last seen and not the moment:
+    # neither the order nor the time leads back to a user's row in a plain export.
+    assert first[1:] == sorted(
+        [hmac.new(key, u.external_id.encode(), hashlib.sha256).hexdigest(), u.days[-1].isoformat()]
+        for u in non_readers
     )
     summaries = [summary for _, summary, _ in audit_actions(session, built.product)]
     assert len(summaries) == 2 and all("pseudonymised" in s for s in summaries)
+
+
+def test_pseudonyms_follow_the_product_not_its_address(client, app, session, built: Built) -> None:
+    """A product keeps its pseudonyms when its slug changes; a new product given the old
+    slug gets pseudonyms of its own, never the first product's."""
+    log_in(client, built, "owner")
+    before = read_csv(post_export(client, built, built.note, pseudonymise="y"))
+    built.product.slug = "lumen-app"
+    session.commit()
+    after = read_csv(
+        client.post(
+            f"/console/p/lumen-app/notes/{built.note.id}/non-readers.csv",
+            data={"csrf_token": csrf_token(client), "pseudonymise": "y"},
+        )
+    )
+    assert after == before and len(before) > 2
+    newcomer = make_product(session, make_member(session, "new@example.com"), slug="lumen")
+    with app.test_request_context():
+        assert insights_views.pseudonym_key(newcomer) != insights_views.pseudonym_key(built.product)
 
 
 def test_the_comments_export_is_quoted_formula_safe_and_audited(
@@ -665,7 +771,7 @@ def test_the_comments_export_is_quoted_formula_safe_and_audited(
 ) -> None:
     log_in(client, built, "editor")
     note = built.note
-    response = client.get(f"/console/p/lumen/notes/{note.id}/comments.csv?q=http")
+    response = post_comments_export(client, note, q="http")
     assert response.status_code == 200 and response.mimetype == "text/csv"
     header, *rows = read_csv(response)
     assert header[:2] == ["reaction", "comment"]
@@ -675,3 +781,31 @@ def test_the_comments_export_is_quoted_formula_safe_and_audited(
     [(action, summary, who)] = audit_actions(session, built.product)
     assert (action, who) == ("note.comments_exported", "editor@example.com")
     assert "http" in summary
+
+
+def test_the_comments_export_is_a_post_a_link_from_elsewhere_cannot_make(
+    client, session, built: Built
+) -> None:
+    """The export writes to the audit log: a link or a form on another site, which has no
+    CSRF token, cannot put one there in an editor's name. The page's button posts the
+    search and reaction shown, with the token."""
+    log_in(client, built, "editor")
+    note = built.note
+    url = f"/console/p/lumen/notes/{note.id}/comments.csv"
+    assert client.get(url + "?q=http").status_code == 405
+    assert client.post(url, data={"q": "http"}).status_code == 400
+    assert audit_actions(session, built.product) == []
+
+    tree = page(client, f"/console/p/lumen/notes/{note.id}/comments?q=revert&reaction=%F0%9F%91%8E")
+    [form] = tree.xpath("//form[@action=$url]", url=url)
+    assert form.get("method") == "post"
+    fields = {i.get("name"): i.get("value") for i in form.xpath(".//input[@type='hidden']")}
+    assert fields.pop("csrf_token") and fields == {"q": "revert", "reaction": "👎"}
+    fields["csrf_token"] = form.xpath(".//input[@name='csrf_token']/@value")[0]
+    response = client.post(url, data=fields)
+    assert [row[:2] for row in read_csv(response)[1:]] == [
+        ["👎", "Please revert; it broke our export"]
+    ]
+    [(action, summary, who)] = audit_actions(session, built.product)
+    assert (action, who) == ("note.comments_exported", "editor@example.com")
+    assert summary.endswith("reaction 👎, holding “revert”")

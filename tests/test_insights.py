@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from scipy import stats
-from sqlalchemy import event, insert, select
+from sqlalchemy import delete, event, insert, select
 from sqlalchemy.orm import Session
 
 from announcements import insights, rollups
@@ -446,13 +446,17 @@ def active(world: World, first: date, last: date) -> dict[User, date]:
     }
 
 
-def top_and_other(counts: dict[str, tuple[int, ...]]) -> list[tuple[str, tuple[int, ...]]]:
-    ranked = sorted(counts.items(), key=lambda item: (*(-n for n in item[1]), item[0]))
+def top_and_other(
+    counts: dict[str, tuple[int, ...]], fewest: int = 5
+) -> list[tuple[str, tuple[int, ...]]]:
+    """The 20 values with the most users (the first figure) of those with at least
+    ``fewest``, and the rest, with every value fewer users have, summed as "Other"."""
+    alone = {value: figures for value, figures in counts.items() if figures[0] >= fewest}
+    ranked = sorted(alone.items(), key=lambda item: (*(-n for n in item[1]), item[0]))
+    rest = [f for _, f in ranked[20:]] + [f for v, f in counts.items() if v not in alone]
     shown = ranked[:20]
-    if ranked[20:]:
-        shown.append(
-            ("Other", tuple(sum(f[i] for _, f in ranked[20:]) for i in range(len(ranked[0][1]))))
-        )
+    if rest:
+        shown.append(("Other", tuple(sum(f[i] for f in rest) for i in range(len(rest[0])))))
     return shown
 
 
@@ -572,8 +576,10 @@ def test_a_segment_breakdown_has_the_top_20_values_and_other(
         assert row.rate.value == pytest.approx(min(1, row.readers / row.exposed))
         wanted_interval = wilson(min(row.readers, row.exposed), row.exposed)
         assert (row.rate.low, row.rate.high) == pytest.approx(wanted_interval)
-    if segment == "team":  # 30 teams: 20 shown, 10 summed
-        assert len(found.segments) == 21 and found.segments[-1].value == "Other"
+    assert all(row.exposed >= 5 for row in found.segments if row.value != "Other")
+    if segment == "team":  # 30 teams, some of fewer than 5 users: those summed
+        assert found.segments[-1].value == "Other"
+        assert any(0 < exposed[v] < 5 for v in exposed)
 
 
 def test_a_note_not_published_has_zeros_and_empty_series(session: Session, world: World) -> None:
@@ -646,9 +652,10 @@ def expected_ranks(world: World, names: list[str], last: date) -> list[tuple]:
     return ranks
 
 
-def shares(counts: Counter[str]) -> list[tuple[str, int, float]]:
+def shares(counts: Counter[str], fewest: int) -> list[tuple[str, int, float]]:
     total = sum(counts.values())
-    return [(v, n, n / total) for v, (n,) in top_and_other({v: (n,) for v, n in counts.items()})]
+    ranked = top_and_other({v: (n,) for v, n in counts.items()}, fewest)
+    return [(v, n, n / total) for v, (n,) in ranked]
 
 
 def test_the_product_page_over_a_range(session: Session, world: World) -> None:
@@ -668,10 +675,11 @@ def test_the_product_page_over_a_range(session: Session, world: World) -> None:
         user: next(version for day, _, version in user.seen if day == first)
         for user, first in week.items()
     }
-    wanted = shares(Counter("(none)" if v is None else v for v in version_on.values()))
+    # Every version, however few run it; a plan fewer than 5 users have is in Other.
+    wanted = shares(Counter("(none)" if v is None else v for v in version_on.values()), 1)
     assert [(v.version, v.users, v.share) for v in found.versions] == pytest.approx(wanted)
     assert found.segment == "plan"
-    wanted = shares(Counter(user.value("plan") for user in week))
+    wanted = shares(Counter(user.value("plan") for user in week), 5)
     assert [(row.value, row.users, row.share) for row in found.active_by_segment] == pytest.approx(
         wanted
     )
@@ -950,14 +958,17 @@ def test_the_non_readers_export_can_pseudonymise_ids(session: Session, world: Wo
     assert audit.summary.endswith("with no attributes; ids pseudonymised")
     rows = list(csv.reader(io.StringIO("".join(lines))))
     wanted = expected_non_readers(world, "A")
-    assert rows[0] == ["pseudonym", "last_seen_at"]
-    assert rows[1:] == [
+    # The day last seen, not the moment, which is one user's alone; in the pseudonyms'
+    # order, not by when users were seen, which would match a plain export's rows.
+    assert rows[0] == ["pseudonym", "last_seen_on"]
+    assert rows[1:] == sorted(
         [
             hmac.new(KEY, u.external_id.encode(), hashlib.sha256).hexdigest(),
-            u.last_seen_at.isoformat(),
+            u.last_seen_at.date().isoformat(),
         ]
         for u in wanted
-    ]
+    )
+    assert len(wanted) > 40 and len({u.last_seen_at.date() for u in wanted}) > 5
     assert not {u.external_id for u in world.users} & {cell for row in rows for cell in row}
     # Another key, another product's pseudonyms: nothing in common.
     again = list(
@@ -972,6 +983,48 @@ def test_the_non_readers_export_can_pseudonymise_ids(session: Session, world: Wo
         )
     )
     assert not {row[0] for row in rows[1:]} & {row[0] for row in again[1:]}
+
+
+def test_a_pseudonymised_export_keeps_each_users_cells_together(
+    session: Session, world: World
+) -> None:
+    """Sorted by pseudonym, every row still holds its own user's attributes, however
+    awkward: a value with a comma, quotes and a line break."""
+    note = world.notes["A"]
+    awkward = User(
+        "awkward",
+        "de",
+        {"team": "t01", "plan": 'big, "very"\nbig'},
+        [(TODAY, NOW - timedelta(hours=1), "2.5.0")],
+    )
+    session.add(
+        EndUser(
+            product_id=world.product.id,
+            external_id=awkward.external_id,
+            locale=awkward.locale,
+            app_version=awkward.version,
+            attributes=awkward.attributes,
+            first_seen_at=awkward.first_seen_at,
+            last_seen_at=awkward.last_seen_at,
+        )
+    )
+    session.commit()
+    lines = insights.non_readers_csv(
+        session, note, ["plan", "locale"], pseudonymise=True, key=KEY, by=None, now=NOW
+    )
+    rows = list(csv.reader(io.StringIO("".join(lines))))
+    wanted = [*expected_non_readers(world, "A"), awkward]
+    assert rows[0] == ["pseudonym", "last_seen_on", "plan", "locale"]
+    assert rows[1:] == sorted(
+        [
+            hmac.new(KEY, u.external_id.encode(), hashlib.sha256).hexdigest(),
+            u.last_seen_at.date().isoformat(),
+            safe(u.attributes.get("plan", "")),
+            u.locale or "",
+        ]
+        for u in wanted
+    )
+    assert 'big, "very"\nbig' in {row[2] for row in rows}
 
 
 @pytest.mark.parametrize(
@@ -1064,14 +1117,16 @@ def test_the_roll_up_rows_are_read_as_they_are_defined(app, session: Session) ->
     # Each week counts the 7 users of d - 1 and d once; from d + 3, the one back after a
     # week too, but not the four seen on d again.
     assert [p.users for p in found.weekly_active] == [7, 7, 7, 8, 8]
+    # Versions in use name every version; the breakdown by a segment sums a value of
+    # fewer than 5 users into Other, as it does the roll-up's own "(other)".
     wanted = [("1.0.0", 5, 0.5), ("0.9.0", 2, 0.2), ("Other", 3, 0.3)]
     assert [(v.version, v.users, v.share) for v in found.versions] == pytest.approx(wanted)
+    wanted = [("1.0.0", 5, 0.5), ("Other", 5, 0.5)]
     assert [(v.value, v.users, v.share) for v in found.active_by_segment] == pytest.approx(wanted)
     broken = insights.note_insights(session, note, by="app_version", now=NOW)
     assert [(s.value, s.exposed, s.readers) for s in broken.segments] == [
         ("b", 5, 0),
-        ("a", 3, 1),
-        ("Other", 4, 2),
+        ("Other", 7, 3),
     ]
 
 
@@ -1369,3 +1424,201 @@ def test_a_value_with_more_readers_than_users_reached_reads_100_percent(
         assert row.rate.low <= row.rate.value <= row.rate.high <= 1
         if row.readers >= row.exposed:
             assert row.rate.value == row.rate.high == 1.0
+
+
+# What a page never shows, and what it bounds --------------------------------------------------
+
+
+def seen_and_read(
+    session: Session,
+    product: Product,
+    note: Note,
+    people: list[tuple[str, dict[str, str], datetime, datetime | None]],
+) -> None:
+    """End users of ``product``, each (id, attributes, seen at, read ``note`` at or None)
+    seen once on the note's version, with the day row the widget writes, and a receipt
+    if they read it."""
+    for external_id, attributes, seen_at, read_at in people:
+        user_id = session.scalar(
+            insert(EndUser)
+            .values(
+                product_id=product.id,
+                external_id=external_id,
+                app_version=note.version,
+                attributes=attributes,
+                first_seen_at=seen_at,
+                last_seen_at=seen_at,
+            )
+            .returning(EndUser.id)
+        )
+        session.execute(
+            insert(EndUserDay).values(
+                end_user_id=user_id,
+                day=seen_at.date(),
+                product_id=product.id,
+                seen_at=seen_at,
+                app_version=note.version,
+            )
+        )
+        if read_at is not None:
+            session.execute(
+                insert(ReadReceipt).values(
+                    end_user_id=user_id, note_id=note.id, read_at=read_at, channel="widget"
+                )
+            )
+    session.commit()
+
+
+def test_no_breakdown_shows_a_value_fewer_than_5_users_have(app, session: Session) -> None:
+    """Broken down by an attribute each user has alone (an e-mail address), a row would
+    be one user and whether they read: a value fewer than 5 users were exposed under (a
+    note's breakdown) or active under (the product's) is summed into Other, beside the
+    values past the top 20; values of 5 users or more are shown."""
+    product = make_product(session, slug="crowd")
+    note = make_note(session, product, version="1.0.0", now=P_A)
+    # 24 teams of 5 to 8 users, and 6 of 1 to 4: more teams of 5 than a breakdown shows.
+    sizes = [5 + n % 4 for n in range(24)] + [1 + n % 4 for n in range(6)]
+    people, number = [], 0
+    for team, size in enumerate(sizes):
+        for _ in range(size):
+            seen_at = at(2026, 10, 8 + number % 7, 8)  # in the week to TODAY
+            read_at = seen_at + timedelta(hours=1) if number % 3 == 0 else None
+            attributes = {"email": f"user-{number}@corp.example", "team": f"team-{team:02d}"}
+            people.append((f"user-{number}", attributes, seen_at, read_at))
+            number += 1
+    seen_and_read(session, product, note, people)
+    rollups.rebuild(session, product, now=NOW, write_turn=write_turn)
+    session.commit()
+    everyone, readers = len(people), sum(read_at is not None for *_, read_at in people)
+
+    by_email = insights.note_insights(session, note, by="email", now=NOW)
+    assert [(r.value, r.exposed, r.readers) for r in by_email.segments] == [
+        ("Other", everyone, readers)
+    ]
+    teams: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for _, attributes, _, read_at in people:
+        teams[attributes["team"]][0] += 1
+        teams[attributes["team"]][1] += read_at is not None
+    large = sorted(
+        ((team, e, r) for team, (e, r) in teams.items() if e >= 5),
+        key=lambda row: (-row[1], -row[2], row[0]),
+    )
+    assert len(large) == 24
+    shown = large[:20]
+    rest = [(e, r) for team, (e, r) in teams.items() if (team, e, r) not in shown]
+    by_team = insights.note_insights(session, note, by="team", now=NOW)
+    assert [(r.value, r.exposed, r.readers) for r in by_team.segments] == [
+        *shown,
+        ("Other", sum(e for e, _ in rest), sum(r for _, r in rest)),
+    ]
+
+    found = insights.product_insights(
+        session, product, start=date(2026, 10, 8), end=TODAY, by="email", now=NOW
+    )
+    assert [(r.value, r.users, r.share) for r in found.active_by_segment] == [
+        ("Other", everyone, 1.0)
+    ]
+    # Versions in use name versions, never users: every one is shown.
+    assert [(v.version, v.users) for v in found.versions] == [("1.0.0", everyone)]
+
+
+def test_a_note_published_long_ago_draws_its_last_366_days_and_counts_from_publication(
+    app, session: Session
+) -> None:
+    """An import dated year 1 would draw a point for each of 740,000 days: the series
+    keeps the last 366 days of the range, its first point counting everything since
+    publication."""
+    product = make_product(session, slug="old")
+    note = make_note(session, product, version="1.0.0", now=at(1, 1, 1, 9))
+    seen_and_read(
+        session,
+        product,
+        note,
+        [
+            ("early", {}, at(2020, 5, 1, 8), at(2020, 5, 1, 9)),
+            ("late", {}, at(2026, 10, 2, 8), at(2026, 10, 3, 8)),
+            ("unread", {}, at(2026, 10, 12, 8), None),
+        ],
+    )
+    rollups.rebuild(session, product, now=NOW, write_turn=write_turn)
+    session.commit()
+    found = insights.note_insights(session, note, now=NOW)
+    first = TODAY - timedelta(days=insights.MAX_RANGE_DAYS - 1)
+    assert [p.day for p in found.daily] == days(first, TODAY)
+    assert (found.daily[0].exposed, found.daily[0].readers) == (1, 1)  # 2020's
+    assert (found.daily[-1].exposed, found.daily[-1].readers) == (3, 2)
+    assert (found.exposed, found.readers) == (3, 2)
+    assert [day for day, _ in found.reactions_daily] == days(first, TODAY)
+    # A range of its own is capped the same way; a short one is drawn whole.
+    ended = insights.note_insights(session, note, end=date(2025, 1, 31), now=NOW)
+    end = date(2025, 1, 31)
+    assert [p.day for p in ended.daily] == days(end - timedelta(days=365), end)
+    assert (ended.exposed, ended.readers) == (1, 1)
+    week = insights.note_insights(
+        session, note, start=date(2026, 10, 1), end=date(2026, 10, 7), now=NOW
+    )
+    assert [(p.day, p.exposed, p.readers) for p in week.daily][1:3] == [
+        (date(2026, 10, 2), 2, 1),
+        (date(2026, 10, 3), 2, 2),
+    ]
+    # Its release reaches back to year 1: the window keeps its last 366 days.
+    assert insights.releases(session, product, now=NOW) == [
+        insights.Range(first, TODAY, "Release 1.0.0, its last 366 days")
+    ]
+
+
+def test_time_to_read_counts_the_readers_the_roll_up_has_counted(
+    session: Session, world: World
+) -> None:
+    """Readers come from the roll-up, up to its last run: the time to read counts the
+    same receipts, not one read since, and none before the roll-up's first run."""
+    note = world.notes["A"]
+    readers = {r.user.id for r in reads_of(world, "A")}
+    late = next(u for u in world.users if u.id not in readers and u.version in INCLUDING["A"])
+    session.add(
+        ReadReceipt(
+            end_user_id=late.id,
+            note_id=note.id,
+            read_at=NOW - timedelta(seconds=5),
+            channel="popup",
+        )
+    )
+    session.commit()
+    found = insights.note_insights(session, note, now=NOW)
+    waits = [read.read_at - note.published_at for read in reads_of(world, "A")]
+    assert found.readers == len(waits)
+    assert found.time_to_read == insights.TimeToRead(
+        len(waits), nearest_rank(waits, 50), nearest_rank(waits, 90)
+    )
+    session.execute(delete(RollupState).where(RollupState.product_id == world.product.id))
+    session.execute(delete(Rollup).where(Rollup.product_id == world.product.id))
+    session.commit()
+    found = insights.note_insights(session, note, now=NOW)
+    assert (found.readers, found.counted_until) == (0, None)
+    assert found.time_to_read == insights.TimeToRead(0, None, None)
+
+
+def test_a_release_longer_than_366_days_keeps_its_last_days(app, session: Session) -> None:
+    """Two releases over two years: each window keeps its last 366 days, and says so, so
+    that comparing them is one click, not a refusal."""
+    product = make_product(session, slug="slow")
+    make_note(session, product, version="1.0.0", now=at(2024, 3, 1, 9))
+    make_note(session, product, version="2.0.0", now=at(2025, 6, 1, 9))
+    make_note(session, product, version="2.1.0", now=at(2026, 10, 10, 9))
+    latest, slow, older = insights.releases(session, product, now=NOW)
+    assert latest == insights.Range(date(2026, 10, 10), TODAY, "Release 2.1.0")
+    assert slow == insights.Range(
+        date(2026, 10, 9) - timedelta(days=365),
+        date(2026, 10, 9),
+        "Release 2.0.0, its last 366 days",
+    )
+    assert older == insights.Range(
+        date(2025, 5, 31) - timedelta(days=365),
+        date(2025, 5, 31),
+        "Release 1.0.0, its last 366 days",
+    )
+    for window in (slow, older):
+        assert (window.end - window.start).days + 1 == insights.MAX_RANGE_DAYS
+        insights.product_insights(
+            session, product, start=window.start, end=window.end, by=None, now=NOW
+        )

@@ -29,7 +29,8 @@ URL = "/api/v1/products/acme/notes/{}/insights"
 def acme(app, session: Session):
     """Acme's note 2.4.0 and its users: user i is seen on day i % 7 after publication on
     2.4.0 (every third on 2.3.0, which does not include it); every other exposed user read
-    it (i % 4 hours after, by channel i % 3); a few reacted. Another product has a note
+    it (i % 4 hours after, by channel i % 3); a few reacted. Each has a plan and an
+    e-mail address of their own. Another product has a note
     and a reader of its own. Returns the note, the other product's note and a key."""
     product = make_product(session, slug="acme")
     other = make_product(session, slug="other")
@@ -44,7 +45,10 @@ def acme(app, session: Session):
                 product_id=product.id,
                 external_id=f"user-{number}",
                 app_version=version,
-                attributes={"plan": "pro" if number % 2 else "free"},
+                attributes={
+                    "plan": "pro" if number % 2 else "free",
+                    "email": f"user-{number}@acme.example",
+                },
                 first_seen_at=seen_at,
                 last_seen_at=seen_at,
             )
@@ -167,6 +171,36 @@ def test_a_segment_and_a_range(client: FlaskClient, acme, frozen) -> None:
     ]
 
 
+def test_a_value_fewer_than_5_users_have_is_never_shown(client: FlaskClient, acme, frozen) -> None:
+    """By an attribute each user has alone, a value would be one user and whether they
+    read the note: every value fewer than 5 users were exposed under is in Other."""
+    note, _, key = acme
+    body = client.get(URL.format(note.id) + "?by=email", headers=key).json
+    wanted = expected()
+    exposed, readers = len(wanted["exposed"]), len(wanted["readers"])
+    assert body["segments"] == [
+        {"value": "Other", "exposed": exposed, "readers": readers, "read_rate": readers / exposed}
+    ]
+
+
+def test_a_note_dated_year_1_answers_its_last_366_days(
+    client: FlaskClient, session: Session, acme, frozen
+) -> None:
+    """An import dated year 1 would answer a day for each of 740,000: the series keeps
+    the last 366 days, counted since publication; a range wholly in the future has none."""
+    note, _, key = acme
+    old = make_note(session, note.product, version="0.1.0", now=datetime(1, 1, 1, 9, tzinfo=UTC))
+    rollups.rebuild(session, note.product, now=NOW, write_turn=write_turn)
+    session.commit()
+    body = client.get(URL.format(old.id), headers=key).json
+    first = NOW.date() - timedelta(days=365)
+    assert [day["date"] for day in body["daily"]] == [
+        (first + timedelta(days=n)).isoformat() for n in range(366)
+    ]
+    far = client.get(URL.format(note.id) + "?start=9999-12-31&end=9999-12-31", headers=key)
+    assert far.status_code == 200 and far.json["daily"] == []
+
+
 def test_a_read_rate_is_never_above_one(client: FlaskClient, session: Session, frozen) -> None:
     """Users move to newer versions between being reached and reading, and some read by
     e-mail without the widget seeing them: a value, or a note, can have more readers than
@@ -234,6 +268,8 @@ def test_another_products_note_is_not_found(client: FlaskClient, acme) -> None:
         ("?start=2026-10-05&end=2026-10-04", "end"),
         ("?start=2025-01-01&end=2026-10-04", "start"),
         ("?start=0001-01-01&end=0001-01-02", "start"),
+        ("?end=0001-01-05", "end"),
+        ("?start=0001-01-05", "start"),
         ("?start=2026-13-01", "start"),
         ("?end=yesterday", "end"),
         ("?start=2026-10-01T25:00", "start"),

@@ -486,7 +486,9 @@ class InsightsQuery(_Input):
         max_length=80,
         description="Break exposed users and readers down by this end-user attribute "
         "(locale, app_version, or one the host sends, such as plan): the 20 values with "
-        "the most exposed users, the rest as Other.",
+        "the most exposed users, the rest as Other, and with them every value fewer than "
+        f"{insights.MIN_SEGMENT_USERS} users were exposed under, so that no value tells "
+        "whether one user read the note.",
         examples=["plan"],
     )
     start: date | None = Field(
@@ -510,7 +512,10 @@ class InsightsDay(BaseModel):
 class TimeToRead(BaseModel):
     """The time from publication to each read: the nearest-rank percentiles."""
 
-    readers: int = Field(description="Reads counted, up to the end of the range.")
+    readers: int = Field(
+        description="Reads counted, up to the end of the range and the roll-up's last run "
+        "(counted_until), as readers are; 0 before its first."
+    )
     median_seconds: float | None = Field(
         description="Half the readers read within this; null: none."
     )
@@ -522,7 +527,11 @@ class InsightsSegment(BaseModel):
     when counted, once as exposed and again as a reader: where values change (an upgrade
     from 2.10.0 to 2.10.1), a value's readers can outnumber its exposed users."""
 
-    value: str = Field(description="The attribute's value; “(none)” for users without it; “Other”.")
+    value: str = Field(
+        description="The attribute's value; “(none)” for users without it; “Other”: the "
+        f"values past the top 20 and those fewer than {insights.MIN_SEGMENT_USERS} users "
+        "were exposed under."
+    )
     exposed: int
     readers: int
     read_rate: float | None = Field(
@@ -542,7 +551,10 @@ class NoteInsights(BaseModel):
     )
     read_rate_ci: tuple[float, float] | None = Field(description="The 95 % Wilson interval.")
     reads_by_channel: dict[str, int] = Field(description="Largest first.")
-    daily: list[InsightsDay] = Field(description="Cumulative, one entry a day.")
+    daily: list[InsightsDay] = Field(
+        description=f"Cumulative since publication, one entry a day: at most the last "
+        f"{insights.MAX_RANGE_DAYS} days of the range."
+    )
     time_to_read: TimeToRead
     reactions: dict[str, int] = Field(description="Users who chose each reaction, now.")
     segments: list[InsightsSegment] | None = Field(description="Only with ?by=; null otherwise.")

@@ -348,5 +348,7 @@ class NonReadersForm(FlaskForm):
     pseudonymise = BooleanField(
         "Pseudonymise user ids",
         description="Each id becomes a code: the same code for the same user in every export "
-        "of this product, and no way back to the id from the file.",
+        "of this product, even after its address changes, and no way back to the id from "
+        "the file. Rows come in the codes' order, and when each user was last seen is "
+        "given as the day only.",
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -95,8 +95,13 @@ def channel_label(name: str) -> str:
 
 @bp.app_context_processor
 def _insights_helpers() -> dict[str, Any]:
-    """The names and day labels the Insights templates write."""
-    return {"segment_label": segment_label, "channel_label": channel_label, "day_label": day_label}
+    """The names, day labels and rules the Insights templates write."""
+    return {
+        "segment_label": segment_label,
+        "channel_label": channel_label,
+        "day_label": day_label,
+        "fewest_users": insights.MIN_SEGMENT_USERS,
+    }
 
 
 # The range picker ---------------------------------------------------------------------------
@@ -133,7 +138,9 @@ class Asked:
 
 
 def _asked(form: InsightsRangeForm) -> Asked:
-    """The picker's dates and segment; ValidationFailed naming a date that is none."""
+    """The picker's dates and segment; ValidationFailed naming a date that is none, or a
+    range the domain would refuse: checked here, before a default range is counted back
+    from its end (from 5 January of year 1, 27 days back is off the calendar)."""
     days, errors = {}, {}
     for name in ("start", "end"):
         try:
@@ -142,6 +149,7 @@ def _asked(form: InsightsRangeForm) -> Asked:
             errors[name] = "Enter a day such as 2026-10-01."
     if errors:
         raise ValidationFailed(errors)
+    insights.check_range(days["start"], days["end"])
     return Asked(days["start"], days["end"], form.by.data or None)
 
 
@@ -226,16 +234,29 @@ class Period:
         return dates if self.name == dates else f"{self.name} ({dates})"
 
 
+def compared_line(
+    current: Period,
+    previous: Period | None,
+    series: Callable[[insights.ProductInsights], Sequence[tuple[date, int]]],
+) -> charts.LineChart:
+    """A line of a range's ``series`` (each day with its figure) and, when comparing, the
+    other range's beside it, day for day from the start."""
+    shown = series(current.figures)
+    lines: list[tuple[str, Sequence[float | None]]] = [(current.name, [n for _, n in shown])]
+    if previous is not None:
+        before = [n for _, n in series(previous.figures)]
+        lines.append((previous.name, _aligned(before, len(shown))))
+    return charts.line_chart([day_label(day) for day, _ in shown], lines)
+
+
 def weekly_figure(current: Period, previous: Period | None) -> Figure:
     """Weekly active users, with the other range's beside them, day for day, when
     comparing."""
     points = current.figures.weekly_active
     title = "Weekly active users"
-    series: list[tuple[str, Sequence[float | None]]] = [(current.name, [p.users for p in points])]
-    if previous is not None:
-        before = [p.users for p in previous.figures.weekly_active]
-        series.append((previous.name, _aligned(before, len(points))))
-    chart = charts.line_chart([day_label(p.week_end) for p in points], series)
+    chart = compared_line(
+        current, previous, lambda figures: [(p.week_end, p.users) for p in figures.weekly_active]
+    )
     if not points:
         return Figure(chart, title, f"{title}: no users seen in the range.")
     peak = max(points, key=lambda p: p.users)
@@ -253,11 +274,9 @@ def subscribers_figure(current: Period, previous: Period | None) -> Figure:
     """Confirmed subscribers over the range, with the other range's when comparing."""
     points = current.figures.subscribers
     title = "Subscribers"
-    series: list[tuple[str, Sequence[float | None]]] = [(current.name, [p.total for p in points])]
-    if previous is not None:
-        before = [p.total for p in previous.figures.subscribers]
-        series.append((previous.name, _aligned(before, len(points))))
-    chart = charts.line_chart([day_label(p.day) for p in points], series)
+    chart = compared_line(
+        current, previous, lambda figures: [(p.day, p.total) for p in figures.subscribers]
+    )
     if not points:
         return Figure(chart, title, f"{title}: none in the range.")
     joined = sum(p.confirmed for p in points)
@@ -281,18 +300,26 @@ def share_figure(title: str, rows: Sequence[tuple[str, int, float | None]]) -> F
 
 @dataclass(frozen=True)
 class Ranked:
-    """A note in a ranking, with how long its bar is (per cent of the column)."""
+    """A note in a ranking, with how long its bar is (per cent of the column) and the
+    figure written beside it."""
 
     note: insights.NoteRank
     bar: float
+    figure: str
 
 
 def _ranked(notes: Sequence[insights.NoteRank], measure: str) -> list[Ranked]:
     """Notes with bars: a read rate's is the rate itself; reactions', a share of the most."""
     if measure == "rate":
-        return [Ranked(n, round(min(n.rate.value or 0, 1) * 100, 2)) for n in notes]
+        return [
+            Ranked(n, round(min(n.rate.value or 0, 1) * 100, 2), rate_percent(n.rate.value))
+            for n in notes
+        ]
     most = max((n.reactions for n in notes), default=0)
-    return [Ranked(n, round(n.reactions / most * 100, 2) if most else 0) for n in notes]
+    return [
+        Ranked(n, round(n.reactions / most * 100, 2) if most else 0, f"{n.reactions:,}")
+        for n in notes
+    ]
 
 
 @dataclass(frozen=True)
@@ -380,7 +407,7 @@ def product_page(period: Period, other: Period | None) -> ProductPage:
 
 
 def _ranges(
-    product: Product, asked: Asked, compare: str, today: date
+    product: Product, asked: Asked, compare: str, now: datetime
 ) -> tuple[insights.Range, insights.Range | None]:
     """The range to show and, for "release", the one to compare it with, each named after
     its release; a range of dates is left unnamed (""), for the domain's label. The
@@ -390,11 +417,11 @@ def _ranges(
             {"compare": "Compare with the previous period or with the previous release."}
         )
     if compare == "release":
-        windows = insights.releases(db.session(), product)
+        windows = insights.releases(db.session(), product, now=now)
         if len(windows) < 2:
             raise ValidationFailed({"compare": "There is no earlier release to compare with."})
         return windows[0], windows[1]
-    span = timedelta(days=DEFAULT_DAYS - 1)
+    span, today = timedelta(days=DEFAULT_DAYS - 1), now.date()
     if asked.start is None:
         end = asked.end or today
         return insights.Range(end - span, end, ""), None
@@ -420,7 +447,7 @@ def product_insights(product: Product) -> ResponseReturnValue:
     page = None
     with refused(form):
         asked = _asked(form)
-        window, other = _ranges(product, asked, compare, now.date())
+        window, other = _ranges(product, asked, compare, now)
         shown = _period(product, window, asked.by, now)
         if compare == "previous":
             other = insights.previous_range(shown.figures.range)
@@ -428,7 +455,7 @@ def product_insights(product: Product) -> ResponseReturnValue:
         previous = _period(product, other, None, now) if other is not None else None
         _show_range(form, shown.figures.range)
         page = product_page(shown, previous)
-    releases = insights.releases(db.session(), product)
+    releases = insights.releases(db.session(), product, now=now)
     return render_template(
         "console/insights.html",
         product=product,
@@ -610,10 +637,12 @@ def note_insights(product: Product, note_id: int) -> ResponseReturnValue:
 def pseudonym_key(product: Product) -> bytes:
     """The key the export's pseudonyms are made with: one per product, from the app's
     secret, so a user keeps their pseudonym across exports of one product, and cannot be
-    followed from one product's exports to another's."""
+    followed from one product's exports to another's. Made from the product's id, never
+    used again: a slug can change, and a new product can take the old one, and with it
+    the pseudonyms of the first product's users."""
     secret = current_app.config["SECRET_KEY"]
     secret = secret if isinstance(secret, bytes) else str(secret).encode()
-    message = f"tidings-pseudonym:{product.slug}".encode()
+    message = f"tidings-pseudonym:{product.id}".encode()
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
@@ -655,10 +684,11 @@ def non_readers_csv(product: Product, note_id: int) -> ResponseReturnValue:
 # Comments -------------------------------------------------------------------------------------
 
 
-def _comment_filters() -> tuple[str, str | None]:
-    """The comments' search text and reaction, as asked: the domain refuses a search too
-    long or a reaction that is none."""
-    return request.args.get("q", ""), request.args.get("reaction") or None
+def _comment_filters(values: Mapping[str, str]) -> tuple[str, str | None]:
+    """The comments' search text and reaction, as asked in ``values`` (the query string,
+    or the export's form): the domain refuses a search too long or a reaction that is
+    none."""
+    return values.get("q", ""), values.get("reaction") or None
 
 
 @bp.get("/p/<slug>/notes/<id:note_id>/comments", endpoint="insights_comments")
@@ -666,7 +696,7 @@ def _comment_filters() -> tuple[str, str | None]:
 def note_comments(product: Product, note_id: int) -> ResponseReturnValue:
     """Every comment left on the note with a reaction, newest first, searched and filtered."""
     note = owned(db.session(), Note, product, note_id)
-    query, reaction = _comment_filters()
+    query, reaction = _comment_filters(request.args)
     listing = None
     with refused():
         listing = insights.comments(
@@ -683,12 +713,14 @@ def note_comments(product: Product, note_id: int) -> ResponseReturnValue:
     ), (200 if listing else 422)
 
 
-@bp.get("/p/<slug>/notes/<id:note_id>/comments.csv", endpoint="insights_comments_csv")
+@bp.post("/p/<slug>/notes/<id:note_id>/comments.csv", endpoint="insights_comments_csv")
 @role_required(Role.EDITOR)
 def note_comments_csv(product: Product, note_id: int) -> ResponseReturnValue:
-    """The comments as the page lists them (search and reaction applied), as CSV."""
+    """The comments as the page lists them (search and reaction applied), as CSV. A POST
+    with the form's CSRF token, as it writes to the audit log: a link on another site
+    could otherwise put an export there in an editor's name."""
     note = owned(db.session(), Note, product, note_id)
-    query, reaction = _comment_filters()
+    query, reaction = _comment_filters(request.form)
     now = utcnow()
     lines = insights.comments_csv(
         db.session(), note, query=query, reaction=reaction, by=current_member(), now=now
