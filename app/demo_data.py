@@ -1950,7 +1950,8 @@ def _sightings(
     base = OLD_VERSION if moves else user.app_version
     keen = rng.betavariate(1.3, 2.7)  # this user's chance of a visit on a working day
     previous: tuple[date, str | None] | None = None
-    rank, rows = -1, []
+    rows: list[dict[str, Any]] = []
+    rank = -1
     for position in range(max(first, 0), last + 1):
         while pending and pending[0][0] <= position:
             rank = max(rank, pending.pop(0)[1])

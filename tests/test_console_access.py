@@ -100,7 +100,7 @@ NEEDS: dict[str, Role | str | None] = {
 
 # A form posted with nothing but its CSRF token finds its fields missing: 422. Every other
 # permitted POST is an action that redirects (its flash says whether it was done), but
-# the preview and the non-readers export, which answer at once; every permitted GET is a
+# the preview and the two Insights exports, which answer at once; every permitted GET is a
 # page, but the product's home, which redirects to its notes.
 FORM_POSTS = {
     "console.account",
@@ -130,8 +130,13 @@ def permitted_status(endpoint: str, method: str) -> int:
             if endpoint in ("console.product_home", "console.support_unacknowledged_csv")
             else 200
         )
-    # The preview answers with HTML, the export of who has not read the note with its CSV.
-    if endpoint in ("console.preview", "console.insights_non_readers_csv"):
+    # The preview answers with HTML, the two Insights exports (who has not read the
+    # note, its comments) with their CSV.
+    if endpoint in (
+        "console.preview",
+        "console.insights_non_readers_csv",
+        "console.insights_comments_csv",
+    ):
         return 200
     return 422 if endpoint in FORM_POSTS else 302
 
