@@ -106,7 +106,7 @@ def _upsert(connection: Connection, kind: str) -> Any:
 
 
 def _is_new_day(state: EndUserState, now: datetime) -> bool:
-    """Whether ``now`` is on a later UTC day than the user's last sighting (both are UTC)."""
+    """Whether ``now`` is on another UTC day than the user's last sighting (both are UTC)."""
     return now.date() != state.last_seen_at.date()
 
 
