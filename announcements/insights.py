@@ -47,7 +47,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
@@ -356,10 +356,6 @@ def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), UTC)
-
-
 def _top(
     counts: Mapping[str, tuple[int, ...]], *, fewest: int = MIN_SEGMENT_USERS
 ) -> list[tuple[str, tuple[int, ...]]]:
@@ -536,7 +532,7 @@ def time_to_read(
     reads = select(ReadReceipt.read_at).where(
         ReadReceipt.note_id == note.id,
         ReadReceipt.read_at >= published_at,
-        ReadReceipt.read_at < _midnight(last + timedelta(days=1)),
+        ReadReceipt.read_at < rollups.start_of(last + timedelta(days=1)),
         ReadReceipt.read_at <= counted_until,
     )
     readers = session.scalar(reads.with_only_columns(func.count())) or 0
@@ -649,8 +645,8 @@ def _published_in(
             select(Note)
             .where(
                 _published(product, now),
-                Note.published_at >= _midnight(start),
-                Note.published_at < _midnight(last + timedelta(days=1)),
+                Note.published_at >= rollups.start_of(start),
+                Note.published_at < rollups.start_of(last + timedelta(days=1)),
             )
             .order_by(Note.published_at.desc(), Note.id.desc())
         )
@@ -675,7 +671,10 @@ def _ranks(session: Session, product: Product, notes: Sequence[Note], last: date
     reacted: dict[int, Counter[str]] = defaultdict(Counter)
     for note_id, reaction, count in session.execute(
         select(Reaction.note_id, Reaction.reaction, func.count())
-        .where(Reaction.note_id.in_(ids), Reaction.created_at < _midnight(last + timedelta(days=1)))
+        .where(
+            Reaction.note_id.in_(ids),
+            Reaction.created_at < rollups.start_of(last + timedelta(days=1)),
+        )
         .group_by(Reaction.note_id, Reaction.reaction)
     ):
         reacted[note_id][reaction] = count

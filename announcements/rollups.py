@@ -191,7 +191,8 @@ def _grouped(session: Session, inner: Select[*tuple[Any, ...]]) -> Sequence[Any]
     return session.connection().execute(select(*rows.c, func.count()).group_by(*rows.c)).all()
 
 
-def _start_of(day: date) -> datetime:
+def start_of(day: date) -> datetime:
+    """The first instant of a UTC day."""
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
@@ -406,7 +407,7 @@ def _count_days(
     groups = _day_groups(session, product_id, window, segments)
     earlier: Sequence[Any] = []
     if uncounted and since is not None:
-        first = _start_of(min(note.day for note in uncounted))
+        first = start_of(min(note.day for note in uncounted))
         before = (EndUserDay.seen_at >= first) & (EndUserDay.seen_at <= since)
         earlier = _day_groups(session, product_id, before, segments)
     edges = sorted({note.day for note in notes})

@@ -8,8 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import (
+    current_app,
     flash,
+    stream_with_context,
 )
+from flask.typing import ResponseReturnValue
 from flask_wtf import FlaskForm
 
 from announcements.errors import InvalidTransition, ValidationFailed
@@ -18,6 +21,17 @@ from announcements.models import (
 )
 from app.console import bp, timezones
 from app.extensions import db
+
+
+def csv_download(lines: Iterator[str] | str, filename: str) -> ResponseReturnValue:
+    """A CSV file to save as ``filename``: streamed a line at a time when given lines
+    (the request's context kept for them), or whole."""
+    body = lines if isinstance(lines, str) else stream_with_context(lines)
+    return current_app.response_class(
+        body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @contextlib.contextmanager

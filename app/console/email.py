@@ -10,7 +10,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -28,7 +27,7 @@ from announcements.models import (
 )
 from app.auth import current_member, role_required
 from app.console import bp
-from app.console.common import refused
+from app.console.common import csv_download, refused
 from app.converters import page_arg
 from app.extensions import db
 from app.mail import delivery, jobs, transport
@@ -114,11 +113,7 @@ def subscribers_csv(product: Product) -> ResponseReturnValue:
     """Every subscriber of the product as CSV."""
     rows = mailing_list.export_csv(db.session(), product, by=current_member(), now=utcnow())
     filename = f"{product.slug}-subscribers-{utcnow():%Y-%m-%d}.csv"
-    return current_app.response_class(
-        stream_with_context(rows),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return csv_download(rows, filename)
 
 
 @bp.post("/p/<slug>/subscribers/<id:subscriber_id>/remove")

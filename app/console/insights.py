@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -22,7 +22,6 @@ from flask import (
     g,
     render_template,
     request,
-    stream_with_context,
 )
 from flask.typing import ResponseReturnValue
 from wtforms.fields.choices import SelectChoice
@@ -34,7 +33,7 @@ from announcements.models import Note, Product, Role, utcnow
 from app.auth import current_member, role_required
 from app.console import bp, charts
 from app.console.charts import Figure, day_label
-from app.console.common import refused
+from app.console.common import csv_download, refused
 from app.console.forms import InsightsRangeForm, NonReadersForm
 from app.converters import page_arg
 from app.extensions import db
@@ -646,15 +645,6 @@ def pseudonym_key(product: Product) -> bytes:
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
-def _csv_response(lines: Iterator[str], filename: str) -> ResponseReturnValue:
-    """A CSV download, streamed a line at a time."""
-    return current_app.response_class(
-        stream_with_context(lines),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
-
-
 @bp.post("/p/<slug>/notes/<id:note_id>/non-readers.csv", endpoint="insights_non_readers_csv")
 @role_required(Role.EDITOR)
 def non_readers_csv(product: Product, note_id: int) -> ResponseReturnValue:
@@ -675,9 +665,7 @@ def non_readers_csv(product: Product, note_id: int) -> ResponseReturnValue:
                 now=now,
             )
             db.session.commit()  # the export is in the audit log before a line goes out
-            return _csv_response(
-                lines, f"{product.slug}-note-{note.id}-not-read-{now:%Y-%m-%d}.csv"
-            )
+            return csv_download(lines, f"{product.slug}-note-{note.id}-not-read-{now:%Y-%m-%d}.csv")
     return _render_note(product, note, _range_form(product), export, refused_export=True)
 
 
@@ -726,4 +714,4 @@ def note_comments_csv(product: Product, note_id: int) -> ResponseReturnValue:
         db.session(), note, query=query, reaction=reaction, by=current_member(), now=now
     )
     db.session.commit()  # the export is in the audit log before a line goes out
-    return _csv_response(lines, f"{product.slug}-note-{note.id}-comments-{now:%Y-%m-%d}.csv")
+    return csv_download(lines, f"{product.slug}-note-{note.id}-comments-{now:%Y-%m-%d}.csv")

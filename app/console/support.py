@@ -21,7 +21,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -42,7 +41,7 @@ from announcements.models import (
 from app.auth import current_member, role_required
 from app.console import bp, charts, timezones
 from app.console.charts import Figure, day_label
-from app.console.common import refused
+from app.console.common import csv_download, refused
 from app.console.forms import ConnectForm, SecretForm
 from app.extensions import db, limiter
 from app.mail import jobs
@@ -189,11 +188,7 @@ def support_unacknowledged_csv(product: Product, note_id: int) -> ResponseReturn
         )
         db.session.commit()  # the export is in the audit log before a line goes out
         filename = f"{product.slug}-note-{note.id}-not-acknowledged-{utcnow():%Y-%m-%d}.csv"
-        return current_app.response_class(
-            stream_with_context(lines),
-            mimetype="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
+        return csv_download(lines, filename)
     return redirect(page + "#acknowledgements")
 
 
@@ -369,11 +364,7 @@ def support_impact_csv(product: Product) -> ResponseReturnValue:
     """The impact figures, per release and per note, for a team's own reports."""
     releases = support_impact.report(db.session(), product)
     filename = f"{product.slug}-support-impact-{utcnow():%Y-%m-%d}.csv"
-    return current_app.response_class(
-        impact_csv(releases),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return csv_download(impact_csv(releases), filename)
 
 
 # Connections -------------------------------------------------------------------------------
