@@ -30,6 +30,7 @@ from announcements.models import (
 )
 from app import health
 from app.database import write_turn
+from app.extensions import limiter
 from app.mail import delivery
 from tests.conftest import WEB_THREADS
 from tests.factories import make_member, make_outbox_message, make_product
@@ -201,15 +202,20 @@ def test_health_endpoints_take_no_session_no_csrf_and_no_rate_limit(
         METRICS_TOKEN=TOKEN, RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="2 per minute"
     )
     client = limited.test_client()
-    # The default limit is on for the rest of the app...
-    answers = [client.get("/console/login").status_code for _ in range(3)]
-    assert answers[-1] == 429
-    # ...but a scraper polling every few seconds is never refused.
-    for _ in range(10):
-        assert client.get("/healthz").status_code == 200
-        assert client.get("/readyz").status_code == 503  # no worker: an answer, not a 429
-        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert metrics.status_code == 200
+    try:
+        # The default limit is on for the rest of the app...
+        answers = [client.get("/console/login").status_code for _ in range(3)]
+        assert answers[-1] == 429
+        # ...but a scraper polling every few seconds is never refused.
+        for _ in range(10):
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/readyz").status_code == 503  # no worker: an answer, not a 429
+            metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert metrics.status_code == 200
+    finally:
+        # Flask-Limiter keeps a default limit on its one Limiter once any app set it, and
+        # every later app in this process would count each page against it.
+        limiter.limit_manager.set_default_limits([])
 
 
 # The web's threads in the suite ----------------------------------------------------------------
