@@ -5,7 +5,7 @@ PORT ?= 5000
 BASE_URL ?= http://127.0.0.1:$(PORT)
 FLASK = TIDINGS_ENV=development BASE_URL=$(BASE_URL) $(VENV)/bin/flask --app wsgi
 
-.PHONY: run test lint format install install-dev bench bench-mail clean
+.PHONY: run test lint format install install-dev bench bench-mail clean translations catalogues
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,20 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+# The interface's catalogues: each .po compiled to the .mo that Flask-Babel reads.
+CATALOGUES := $(wildcard translations/*/LC_MESSAGES/messages.po)
+translations: $(CATALOGUES:.po=.mo)
+translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.installed
+	$(VENV)/bin/pybabel compile --statistics -i $< -o $@ -l $*
+
+# After changing the interface's wording: extract it again and merge it into every .po.
+catalogues: $(VENV)/.installed
+	$(VENV)/bin/pybabel extract --no-wrap --sort-by-file -F babel.cfg -k lazy_gettext \
+	  -o translations/messages.pot app announcements templates
+	$(VENV)/bin/pybabel update --no-wrap -i translations/messages.pot -d translations
+
+install: $(VENV)/.installed translations
+install-dev: $(VENV)/.installed-dev translations
 
 run: install
 	$(FLASK) db upgrade

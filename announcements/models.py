@@ -166,6 +166,9 @@ class TeamMember(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    # The console's language (one of ``languages.CONSOLE_LOCALES``); None follows the
+    # browser's Accept-Language.
+    locale: Mapped[str | None] = mapped_column(String(35))
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="member", cascade="all, delete-orphan"
@@ -231,6 +234,9 @@ class Product(Base):
     require_identity: Mapped[bool] = mapped_column(Boolean, default=True)
     allowed_origins: Mapped[list[str]] = mapped_column(default=list)
     default_locale: Mapped[str] = mapped_column(String(35), default="en")
+    # The product's other languages (BCP 47 tags, normalised by ``languages.normalise``),
+    # in the order the settings page lists them; the default is never among them.
+    languages: Mapped[list[str]] = mapped_column(default=list)
     logo_url: Mapped[str | None] = mapped_column(String(500))
     accent_color: Mapped[str] = mapped_column(String(7), default="#4f46e5")
     # How many of the newest releases a user seen for the first time finds unread;
@@ -400,8 +406,20 @@ def outward_clause() -> ColumnElement[bool]:
     )
 
 
+class TranslationStatus(enum.StrEnum):
+    """Where a translation stands; only a published one is shown to anyone."""
+
+    DRAFT = "draft"
+    PUBLISHED = "published"
+
+
 class NoteTranslation(Base):
-    """A note's title and body in another locale."""
+    """A note's title and body in another of its product's languages.
+
+    A published translation keeps the default text it was made from (``source_title``,
+    ``source_body_md``): when the note's default text differs from it, the translation is
+    outdated, and the editor shows what changed since.
+    """
 
     __tablename__ = "note_translation"
     __table_args__ = (UniqueConstraint("note_id", "locale"),)
@@ -412,6 +430,14 @@ class NoteTranslation(Base):
     title: Mapped[str] = mapped_column(String(200))
     body_md: Mapped[str] = mapped_column(Text, default="")
     body_html: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[TranslationStatus] = mapped_column(
+        _stored_as_value(TranslationStatus),
+        default=TranslationStatus.DRAFT,
+        server_default=TranslationStatus.PUBLISHED.value,
+    )
+    source_title: Mapped[str | None] = mapped_column(String(200))
+    source_body_md: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     note: Mapped[Note] = relationship(back_populates="translations")

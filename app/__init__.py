@@ -18,6 +18,7 @@ from app import (
     demo_host,
     errors,
     health,
+    i18n,
     public,
     security,
     sidebar,
@@ -52,6 +53,7 @@ def create_app(
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
     converters.init_app(app)
+    i18n.init_app(app, str(PROJECT_ROOT / "translations"))
 
     db.init_app(app)
     database.init_app(app)
