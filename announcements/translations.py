@@ -1,0 +1,397 @@
+"""A note's translations, and a product's languages: what the editor, the API and the
+imports change, and what each channel asks to know which text a reader sees.
+
+A product speaks its default language (the note's own title and body) and the others in
+``Product.languages``. A note in another of them is missing (no row), a draft (never
+shown to end users), published, or outdated: published, but the default text changed
+since (``source_title`` and ``source_body_md`` keep the default text it was made from).
+An outdated translation is still shown, a whole text only older; the editor and the API
+flag it and show what changed (:func:`changes_since`). Publishing again clears it.
+
+A reader sees the first language of their chain (:func:`announcements.languages.chain`)
+that has a published translation, title and body from the same row, else the default
+text; channels pick with ``languages.pick(published_texts(note), chain)``.
+
+Removing a language from a product deletes nothing: its translations are hidden (not
+listed, not shown) and come back if the language is added again. The default language
+cannot be removed, only changed, and only to a language no note has a translation in.
+
+Each service works in the caller's transaction and leaves the commit to the view,
+command or import that called it, so an import of many translations, or a dry run, is
+one transaction; each writes an audit event beside its change. A translation body is
+rendered by the same renderer and sanitiser as a note's (``rendering.render``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from announcements import languages, note_rules, rendering
+from announcements.audit import record
+from announcements.errors import InvalidTransition, ValidationFailed
+from announcements.models import (
+    Note,
+    NoteTranslation,
+    Product,
+    TeamMember,
+    TranslationStatus,
+)
+
+Status = Literal["missing", "draft", "published", "outdated"]
+# A product's languages, its default included: more is a mistake, not a changelog.
+MAX_LANGUAGES = 40
+
+
+# Reading --------------------------------------------------------------------------------
+
+
+def product_languages(product: Product) -> list[str]:
+    """The product's languages, its default first."""
+    return [product.default_locale, *product.languages]
+
+
+def is_outdated(note: Note, translation: NoteTranslation) -> bool:
+    """Whether the default text changed since ``translation`` was published."""
+    return translation.status is TranslationStatus.PUBLISHED and (
+        translation.source_title,
+        translation.source_body_md,
+    ) != (note.title, note.body_md)
+
+
+def status(note: Note, translation: NoteTranslation | None) -> Status:
+    """Where ``note`` stands in the translation's language (None: it has none)."""
+    if translation is None:
+        return "missing"
+    if translation.status is TranslationStatus.DRAFT:
+        return "draft"
+    return "outdated" if is_outdated(note, translation) else "published"
+
+
+def find(note: Note, tag: str) -> NoteTranslation | None:
+    """The note's translation in ``tag`` (normalised), if it has one."""
+    return next((row for row in note.translations if row.locale == tag), None)
+
+
+def statuses(note: Note) -> dict[str, Status]:
+    """The note's status in each of its product's languages, the default (always
+    published: it is the note) first."""
+    product = note.product
+    found: dict[str, Status] = {product.default_locale: "published"}
+    for tag in product.languages:
+        found[tag] = status(note, find(note, tag))
+    return found
+
+
+def published_texts(note: Note) -> dict[str, NoteTranslation]:
+    """The note's translations that readers may see (published, outdated or not), by
+    language; those of languages the product no longer has are left out."""
+    shown = set(note.product.languages)
+    return {
+        row.locale: row
+        for row in note.translations
+        if row.status is TranslationStatus.PUBLISHED and row.locale in shown
+    }
+
+
+@dataclass(frozen=True)
+class Change:
+    """A part of the default text that changed since a translation was published."""
+
+    field: Literal["title", "body_md"]
+    before: str  # the default text the translation was made from
+    after: str  # the default text now
+    diff: tuple[str, ...]  # a unified diff of the two, line by line, without its header
+
+
+def changes_since(translation: NoteTranslation, note: Note) -> list[Change]:
+    """What the default text changed since ``translation`` was published; nothing unless
+    it is outdated."""
+    if not is_outdated(note, translation):
+        return []
+    pairs: tuple[tuple[Literal["title", "body_md"], str, str], ...] = (
+        ("title", translation.source_title or "", note.title),
+        ("body_md", translation.source_body_md or "", note.body_md),
+    )
+    return [
+        Change(field, before, after, _diff(before, after))
+        for field, before, after in pairs
+        if before != after
+    ]
+
+
+def _diff(before: str, after: str) -> tuple[str, ...]:
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=2)
+    return tuple(line for line in lines if not line.startswith(("---", "+++")))
+
+
+# Writing --------------------------------------------------------------------------------
+
+
+def check_locale(product: Product, raw: str) -> str:
+    """``raw`` normalised, if a note of ``product`` can be translated into it; else
+    ValidationFailed on ``locale``: not a tag, the default language (that text is the
+    note's own), or a language the product does not have."""
+    try:
+        tag = languages.normalise(raw)
+    except languages.BadTag as error:
+        raise ValidationFailed({"locale": str(error)}) from None
+    if tag == product.default_locale:
+        raise ValidationFailed(
+            {"locale": f"{tag} is the product's default language: edit the note itself."}
+        )
+    if tag not in product.languages:
+        raise ValidationFailed(
+            {"locale": f"{product.name} has no {tag}; add the language in Settings first."}
+        )
+    return tag
+
+
+def save(
+    session: Session,
+    note: Note,
+    locale: str,
+    *,
+    title: str,
+    body_md: str,
+    publish: bool,
+    announce: bool = False,
+    by: TeamMember | None,
+    now: datetime,
+) -> NoteTranslation:
+    """Write the note's translation into ``locale`` (new or changed) as a draft, or
+    published when ``publish``; with ``announce`` also e-mail it to the subscribers of
+    that language who have not read the note. Saving what is stored already changes
+    nothing. Raise ValidationFailed (``locale``, ``title``, ``body_md``, ``announce``)
+    before changing anything, or InvalidTransition for an archived note."""
+    tag = check_locale(note.product, locale)
+    if note.archived_at is not None:
+        raise InvalidTransition("Archived notes cannot be translated. Restore it first.")
+    title = title.strip()
+    checks = {
+        "title": note_rules.title_problem(title),
+        "body_md": note_rules.body_problem(body_md),
+        "announce": "Only a published translation is announced."
+        if announce and not publish
+        else None,
+    }
+    errors = {field: problem for field, problem in checks.items() if problem}
+    if errors:
+        raise ValidationFailed(errors)
+    translation = find(note, tag)
+    if translation is None:
+        translation = NoteTranslation(
+            note=note,
+            locale=tag,
+            title=title,
+            body_md=body_md,
+            body_html=rendering.render(body_md),
+            status=TranslationStatus.DRAFT,
+            updated_at=now,
+        )
+        session.add(translation)
+        edited = ["created"]
+    else:
+        edited = _edit(translation, title, body_md)
+        if edited:
+            translation.updated_at = now
+    if publish:
+        return _publish(session, translation, edited, announce=announce, by=by, now=now)
+    if translation.status is TranslationStatus.PUBLISHED:
+        translation.status = TranslationStatus.DRAFT
+        translation.published_at = None
+        edited.append("moved back to draft")
+    if edited:
+        _flush(session, translation)
+        _record(session, translation, by, "translation.saved", edited, now)
+    return translation
+
+
+def _edit(translation: NoteTranslation, title: str, body_md: str) -> list[str]:
+    """Write the text onto ``translation``; what changed, as the audit log says it."""
+    edited = []
+    if translation.title != title:
+        translation.title = title
+        edited.append("edited title")
+    if translation.body_md != body_md:
+        translation.body_html = rendering.render(body_md)
+        translation.body_md = body_md
+        edited.append("edited body")
+    return edited
+
+
+def publish(
+    session: Session,
+    translation: NoteTranslation,
+    *,
+    announce: bool = False,
+    by: TeamMember | None,
+    now: datetime,
+) -> NoteTranslation:
+    """Publish the translation as made from the note's current default text (which clears
+    outdated); with ``announce`` e-mail it as :func:`save` does. Read receipts stay."""
+    check_locale(translation.note.product, translation.locale)
+    return _publish(session, translation, [], announce=announce, by=by, now=now)
+
+
+def _publish(
+    session: Session,
+    translation: NoteTranslation,
+    edited: list[str],
+    *,
+    announce: bool,
+    by: TeamMember | None,
+    now: datetime,
+) -> NoteTranslation:
+    note = translation.note
+    if status(note, translation) != "published":
+        was_draft = translation.status is TranslationStatus.DRAFT
+        edited.append("published" if was_draft else "published again for the new default text")
+        translation.status = TranslationStatus.PUBLISHED
+        translation.source_title = note.title
+        translation.source_body_md = note.body_md
+        translation.published_at = now
+    if edited:
+        translation.updated_at = now
+        _flush(session, translation)
+    if announce:
+        # The mail is e-mail's to write (announcements.translation_mail imports this module).
+        import announcements.translation_mail as translation_mail
+
+        sent = translation_mail.announce(session, translation, now=now)
+        edited.append(f"announced to {sent} subscriber(s)")
+    if edited:
+        _record(session, translation, by, "translation.published", edited, now)
+    return translation
+
+
+def unpublish(
+    session: Session, translation: NoteTranslation, *, by: TeamMember | None, now: datetime
+) -> NoteTranslation:
+    """Take the translation back to a draft: readers of its language see the next text of
+    their chain. A draft stays as it is."""
+    if translation.status is TranslationStatus.DRAFT:
+        return translation
+    translation.status = TranslationStatus.DRAFT
+    translation.published_at = None
+    translation.updated_at = now
+    _record(session, translation, by, "translation.unpublished", ["moved back to draft"], now)
+    return translation
+
+
+def delete(
+    session: Session, translation: NoteTranslation, *, by: TeamMember | None, now: datetime
+) -> None:
+    """Delete the translation; readers of its language see the next text of their chain."""
+    note = translation.note
+    record(
+        session,
+        note.product,
+        by,
+        "translation.deleted",
+        f"Deleted the {translation.locale} translation",
+        note=note,
+        now=now,
+    )
+    note.translations.remove(translation)
+    session.delete(translation)
+
+
+def _flush(session: Session, translation: NoteTranslation) -> None:
+    """Write the row now: a writer that added the same language at the same moment makes
+    the unique constraint refuse it, and the caller gets a conflict, not a server error."""
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise InvalidTransition(
+            f"The {translation.locale} translation was written by someone else at the same "
+            "moment. Load it again and retry."
+        ) from None
+
+
+def _record(
+    session: Session,
+    translation: NoteTranslation,
+    by: TeamMember | None,
+    action: str,
+    edited: list[str],
+    now: datetime,
+) -> None:
+    note = translation.note
+    summary = f"{translation.locale} translation: " + ", ".join(edited)
+    record(session, note.product, by, action, summary, note=note, now=now)
+
+
+# A product's languages -----------------------------------------------------------------
+
+
+def set_languages(
+    session: Session,
+    product: Product,
+    default: str,
+    others: Sequence[str],
+    *,
+    by: TeamMember | None,
+    now: datetime,
+) -> Product:
+    """Give the product ``default`` and ``others`` as its languages (each normalised; the
+    default and repeats dropped from ``others``, whose order is kept). Raise
+    ValidationFailed on ``default_locale`` (not a tag; empty, as the default cannot be
+    removed; or a language notes already have translations in) or ``languages``."""
+    errors: dict[str, str] = {}
+    new_default = ""
+    if not default.strip():
+        errors["default_locale"] = "A product needs a default language: its notes' own."
+    else:
+        try:
+            new_default = languages.normalise(default)
+        except languages.BadTag as error:
+            errors["default_locale"] = str(error)
+    tags: list[str] = []
+    for raw in others:
+        if not raw.strip():
+            continue
+        try:
+            tags.append(languages.normalise(raw))
+        except languages.BadTag as error:
+            errors.setdefault("languages", str(error))
+    tags = [tag for tag in dict.fromkeys(tags) if tag != new_default]
+    if len(tags) + 1 > MAX_LANGUAGES:
+        errors.setdefault(
+            "languages", f"Give at most {MAX_LANGUAGES} languages, the default included."
+        )
+    moved = new_default and new_default != product.default_locale
+    if moved and _has_translations(session, product, new_default):
+        errors["default_locale"] = (
+            f"Notes have {new_default} translations: a default language is the notes' own "
+            "text. Delete those translations first, or keep the default."
+        )
+    if errors:
+        raise ValidationFailed(errors)
+    if (new_default, tags) == (product.default_locale, list(product.languages)):
+        return product
+    product.default_locale = new_default
+    product.languages = tags
+    summary = "Languages: " + ", ".join([f"{new_default} (default)", *tags])
+    record(session, product, by, "product.languages", summary, now=now)
+    return product
+
+
+def _has_translations(session: Session, product: Product, tag: str) -> bool:
+    return bool(
+        session.scalar(
+            select(
+                exists()
+                .where(NoteTranslation.note_id == Note.id)
+                .where(Note.product_id == product.id, NoteTranslation.locale == tag)
+            )
+        )
+    )
