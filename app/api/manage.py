@@ -1,5 +1,6 @@
-"""The management API under /api/v1/products/<slug>/: notes, versions, subscribers and
-changelog imports, for pipelines and scripts holding a scoped API key.
+"""The management API under /api/v1/products/<slug>/: notes and their translations,
+versions, subscribers and changelog imports, for pipelines and scripts holding a scoped
+API key.
 
 Each route is declared once with :func:`operations.operation`, which registers the view,
 checks the key and its scope, validates the request with the pydantic model it names,
@@ -18,12 +19,13 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from announcements import importing, services, tickets, versions
-from announcements.errors import ValidationFailed
+from announcements import importing, services, tickets, translations, versions
+from announcements.errors import NotFound, ValidationFailed
 from announcements.models import (
     ApiScope,
     Note,
     NoteStatus,
+    NoteTranslation,
     Product,
     Subscriber,
     SubscriberStatus,
@@ -259,6 +261,133 @@ def _move(product: Product, note_id: int, service: Callable[..., Note]) -> Respo
 def delete_note(product: Product, note_id: int) -> ResponseReturnValue:
     note = services.get_note(db.session(), product, note_id)
     services.delete_draft(db.session(), note, by=operations.actor(), now=utcnow())
+    return "", 204
+
+
+# Translations -------------------------------------------------------------------------
+
+
+def _translation(note: Note, row: NoteTranslation) -> schemas.Translation:
+    state = translations.status(note, row)
+    assert state != "missing"  # noqa: S101 - a row is never missing; for mypy
+    changes = translations.changes_since(row, note)
+    return schemas.Translation(
+        locale=row.locale,
+        title=row.title,
+        body_md=row.body_md,
+        html=row.body_html,
+        status=state,
+        source_changed=(
+            [
+                schemas.SourceChange(
+                    field=change.field,
+                    before=change.before,
+                    after=change.after,
+                    diff=list(change.diff),
+                )
+                for change in changes
+            ]
+            if state == "outdated"
+            else None
+        ),
+        updated_at=row.updated_at,
+        published_at=row.published_at,
+    )
+
+
+def _stored_translation(note: Note, locale: str) -> NoteTranslation:
+    """The note's translation into ``locale``; 422 for a language it cannot have, 404 for
+    one it has not got yet."""
+    tag = translations.check_locale(note.product, locale)
+    row = translations.find(note, tag)
+    if row is None:
+        raise NotFound(f"This note has no {tag} translation yet.")
+    return row
+
+
+@operations.operation(
+    "GET",
+    "/notes/<id:note_id>/translations",
+    summary="Where a note stands in each of the product's languages",
+    scope=ApiScope.NOTES_READ,
+    answer=schemas.TranslationList,
+    errors=(404,),
+)
+def list_translations(product: Product, note_id: int) -> ResponseReturnValue:
+    note = services.get_note(db.session(), product, note_id)
+    states = []
+    for tag, state in translations.statuses(note).items():
+        default = tag == product.default_locale
+        row = note if default else translations.find(note, tag)
+        states.append(
+            schemas.TranslationState(
+                locale=tag,
+                default=default,
+                status=state,
+                title=row.title if row else None,
+                updated_at=row.updated_at if row else None,
+                published_at=row.published_at if row else None,
+            )
+        )
+    return operations.answer(schemas.TranslationList(note_id=note.id, translations=states))
+
+
+@operations.operation(
+    "GET",
+    "/notes/<id:note_id>/translations/<locale>",
+    summary="Read a note's translation into one language",
+    scope=ApiScope.NOTES_READ,
+    answer=schemas.Translation,
+    errors=(404, 422),
+)
+def get_translation(product: Product, note_id: int, locale: str) -> ResponseReturnValue:
+    note = services.get_note(db.session(), product, note_id)
+    return operations.answer(_translation(note, _stored_translation(note, locale)))
+
+
+@operations.operation(
+    "PUT",
+    "/notes/<id:note_id>/translations/<locale>",
+    summary="Write a note's translation into one of the product's other languages",
+    scope=ApiScope.NOTES_WRITE,
+    body=schemas.TranslationWrite,
+    answer=schemas.Translation,
+    errors=(400, 404, 409, 422),
+)
+def put_translation(
+    product: Product, note_id: int, locale: str, body: schemas.TranslationWrite
+) -> ResponseReturnValue:
+    note = services.get_note(db.session(), product, note_id)
+    row = translations.save(
+        db.session(),
+        note,
+        locale,
+        title=body.title,
+        body_md=body.body_md,
+        publish=body.status == "published",
+        announce=body.announce,
+        by=operations.actor(),
+        now=utcnow(),
+    )
+    db.session.commit()
+    if body.announce:
+        jobs.wake()
+    return operations.answer(_translation(note, row))
+
+
+@operations.operation(
+    "DELETE",
+    "/notes/<id:note_id>/translations/<locale>",
+    summary="Delete a note's translation: its readers see the next language of their chain",
+    scope=ApiScope.NOTES_WRITE,
+    status=204,
+    errors=(404, 422),
+)
+def delete_translation(product: Product, note_id: int, locale: str) -> ResponseReturnValue:
+    note = services.get_note(db.session(), product, note_id)
+    row = _stored_translation(note, locale)
+    translations.delete(db.session(), row, by=operations.actor(), now=utcnow())
+    db.session.commit()
     return "", 204
 
 

@@ -18,7 +18,7 @@ ERRORS = {
     400: "The body is not JSON, or not an object.",
     401: "No API key, or not a valid one.",
     403: "The key belongs to another product or lacks the scope.",
-    404: "No such note, or end user, in this product.",
+    404: "No such note, translation or end user in this product.",
     409: "Not possible in the note's state, such as publishing an archived note.",
     413: "The file is over 2 MB.",
     422: "A field is not valid; `errors` names each.",
@@ -53,6 +53,17 @@ def _parameters(spec: operations.Operation, schema_of: dict[type[BaseModel], Any
                 "in": "path",
                 "required": True,
                 "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+            }
+        )
+    if "<locale>" in spec.rule:
+        parameters.append(
+            {
+                "name": "locale",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,35}$"},
+                "description": "A language of the product other than its default, as a "
+                "BCP 47 tag (fr, fr-CA, pt-BR; fr_CA is read as fr-CA).",
             }
         )
     if "external_id>" in spec.rule:

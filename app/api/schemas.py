@@ -241,6 +241,69 @@ class NoteList(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
 
 
+# Translations (GET/PUT/DELETE /notes/<id>/translations/<locale>): a note's title and body
+# in another of its product's languages; ``announcements.translations`` says how each is
+# kept.
+
+
+class TranslationWrite(_Request):
+    """A note's translation, a draft unless ``status`` is published."""
+
+    title: Title = Field(examples=["Exporter des rapports en PDF"])
+    body_md: Body = ""
+    status: Literal["draft", "published"] = Field(
+        default="draft",
+        description="A draft is never shown to end users; published (again) means made "
+        "from the note's current text, which clears outdated.",
+    )
+    announce: bool = Field(
+        default=False,
+        description="With published: also e-mail it to confirmed subscribers of this "
+        "language who have not read the note. Readers who read it are not told again.",
+    )
+
+
+class SourceChange(BaseModel):
+    """A part of the note's own text that changed since the translation was published."""
+
+    field: Literal["title", "body_md"]
+    before: str = Field(description="The note's text the translation was made from.")
+    after: str = Field(description="The note's text now.")
+    diff: list[str] = Field(description="A unified diff of the two, one line each.")
+
+
+class Translation(BaseModel):
+    locale: str = Field(examples=["fr-CA"])
+    title: str
+    body_md: str
+    html: str = Field(description="The body as sanitised HTML.")
+    status: Literal["draft", "published", "outdated"] = Field(
+        description="outdated: published, but the note's own text changed since; it is "
+        "still shown to readers of its language."
+    )
+    source_changed: list[SourceChange] | None = Field(
+        description="What changed in the note's text; null unless outdated."
+    )
+    updated_at: datetime
+    published_at: datetime | None
+
+
+class TranslationState(BaseModel):
+    locale: str
+    default: bool = Field(description="The product's default language: the note itself.")
+    status: Literal["missing", "draft", "published", "outdated"]
+    title: str | None = Field(description="Null when missing.")
+    updated_at: datetime | None
+    published_at: datetime | None
+
+
+class TranslationList(BaseModel):
+    note_id: int
+    translations: list[TranslationState] = Field(
+        description="Every language of the product, its default first."
+    )
+
+
 class Version(BaseModel):
     version: str
     notes: int
