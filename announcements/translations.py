@@ -217,13 +217,14 @@ def save(
 def _edit(translation: NoteTranslation, title: str, body_md: str) -> list[str]:
     """Write the text onto ``translation``; what changed, as the audit log says it."""
     edited = []
-    if translation.title != title:
-        translation.title = title
-        edited.append("edited title")
     if translation.body_md != body_md:
+        # Rendered first: a body too intricate to render leaves the row as it was.
         translation.body_html = rendering.render(body_md)
         translation.body_md = body_md
         edited.append("edited body")
+    if translation.title != title:
+        translation.title = title
+        edited.insert(0, "edited title")
     return edited
 
 
