@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,7 @@ from announcements.models import (
     Reaction,
     ReadReceipt,
     TeamMember,
+    TranslationStatus,
     status_clause,
 )
 
@@ -59,11 +61,14 @@ def notes_by_version(
     versions_per_page: int = 15,
     public: bool = False,
     version: str | None = None,
+    text_languages: Sequence[str] = (),
 ) -> NotesPage:
     """The product's notes grouped by version, newest version first, a page of versions at once.
 
-    ``public`` keeps only what anyone may read: published, not internal, not archived;
-    ``version`` keeps one version.
+    ``public`` keeps only what anyone may read: published, not internal, not archived,
+    and loads each note's translations with it; ``version`` keeps one version; ``text``
+    is looked for in the default text and in the published translations into
+    ``text_languages`` (the languages a reader of the public page is shown).
     """
     query = select(Note).where(Note.product_id == product.id)
     if public:
@@ -78,20 +83,30 @@ def notes_by_version(
     text = text.replace("\x00", "").strip()
     if text:
         pattern = like_pattern(text.lower())
-        query = query.where(
-            or_(
-                func.lower(Note.title).like(pattern, escape="\\"),
-                func.lower(Note.body_md).like(pattern, escape="\\"),
+        matches = [
+            func.lower(Note.title).like(pattern, escape="\\"),
+            func.lower(Note.body_md).like(pattern, escape="\\"),
+        ]
+        if text_languages:
+            translated = select(NoteTranslation.note_id).where(
+                NoteTranslation.locale.in_(text_languages),
+                NoteTranslation.status == TranslationStatus.PUBLISHED,
+                or_(
+                    func.lower(NoteTranslation.title).like(pattern, escape="\\"),
+                    func.lower(NoteTranslation.body_md).like(pattern, escape="\\"),
+                ),
             )
-        )
+            matches.append(Note.id.in_(translated))
+        query = query.where(or_(*matches))
     found_versions = session.scalars(query.with_only_columns(Note.version).distinct()).all()
     ordered = versions.newest_first(found_versions)
     pages = max(1, -(-len(ordered) // versions_per_page))
     page = min(max(page, 1), pages)
     shown = ordered[(page - 1) * versions_per_page : page * versions_per_page]
-    notes = session.scalars(
-        query.where(Note.version.in_(shown)).options(selectinload(Note.author))
-    ).all()
+    loaded = [selectinload(Note.author)]
+    if public:
+        loaded.append(selectinload(Note.translations))
+    notes = session.scalars(query.where(Note.version.in_(shown)).options(*loaded)).all()
     by_version: dict[str, list[Note]] = {version: [] for version in shown}
     for note in notes:
         by_version[note.version].append(note)
