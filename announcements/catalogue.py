@@ -13,6 +13,13 @@ attribution window (:mod:`announcements.holdback`): the catalogue holds the shar
 the window, so telling who is held back costs no query, and a hash only for the notes
 whose window is open.
 
+Notes are shown in the reader's language: the catalogue loads the published
+translations in the product's languages with the notes (one more query per load, none
+when the product has one language) and keeps each note's fields in each of them, whole,
+so a request picks a prepared dict per note whatever language it asks for. Which
+languages a requested tag reaches (its fallback chain, :func:`languages.chain`) is
+worked out once per tag and kept with the catalogue.
+
 What is derived from the notes for rarer calls, such as the index that help before a
 ticket ranks with (:mod:`announcements.help`), is built the first time it is asked for
 and kept with the catalogue (:meth:`Catalogue.remembered`), so once per stamp.
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,8 +38,14 @@ from typing import cast as typing_cast
 from packaging.version import Version
 from sqlalchemy import Connection, select
 
-from announcements import holdback, targeting, versions
-from announcements.models import Note, Product, outward_clause
+from announcements import holdback, languages, targeting, versions
+from announcements.models import (
+    Note,
+    NoteTranslation,
+    Product,
+    TranslationStatus,
+    outward_clause,
+)
 from announcements.serialisation import iso, note_url
 
 
@@ -51,9 +64,21 @@ class CatalogueNote:
     holdback_percent: int = 0
     # The ticket tags it answers, which help before a ticket matches too.
     support_topics: tuple[str, ...] = ()
+    # The note's fields in each language it has a published translation in: ``fields``
+    # with that translation's title and html (both from the one row) and its locale.
+    translated: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
     def is_live(self, now: datetime) -> bool:
         return self.published_at <= now and (self.expires_at is None or self.expires_at > now)
+
+    def shown_in(self, chain: Sequence[str]) -> dict[str, Any]:
+        """The fields in the first language of ``chain`` the note has a published
+        translation in, else in the product's default language (``fields``)."""
+        for tag in chain:
+            found = self.translated.get(tag)
+            if found is not None:
+                return found
+        return self.fields
 
 
 MAX_REMEMBERED = 4096
@@ -81,9 +106,13 @@ class Catalogue:
     # The product's attribution window, and the notes with a hold-back share set.
     support_window_days: int = 14
     with_holdback: tuple[CatalogueNote, ...] = ()
-    # The product's default locale: the language help's words are stemmed in.
+    # The product's default locale (the notes' own text), and its other languages.
     default_locale: str = "en"
+    languages: tuple[str, ...] = ()
     _visible: dict[Any, tuple[int, tuple[CatalogueNote, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _chains: dict[str | None, tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
     _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -114,6 +143,23 @@ class Catalogue:
         self._visible[key] = (epoch, notes)
         return notes
 
+    def chain(self, requested: str | None) -> tuple[str, ...]:
+        """The product's languages a reader who asked for ``requested`` reads, best first,
+        ending with the default (:func:`languages.chain`).
+
+        Kept per tag: working a chain out takes some 20 µs (langcodes parses and
+        validates the tag), which every widget call in another language would pay.
+        """
+        if requested is not None and len(requested) > languages.MAX_TAG_LENGTH:
+            requested = None  # no language: kept once, not once per such text
+        found = self._chains.get(requested)
+        if found is None:
+            found = languages.chain(requested, self.languages, self.default_locale)
+            if len(self._chains) >= MAX_REMEMBERED:
+                self._chains.clear()
+            self._chains[requested] = found
+        return found
+
     def remembered(self, name: str, build: Callable[[Catalogue], _Derived]) -> _Derived:
         """What ``build`` makes of this catalogue, made on first use and kept with it.
 
@@ -141,7 +187,11 @@ class Catalogue:
         }
 
 
-def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
+def _entry(
+    row: Any, base_url: str, slug: str, default_locale: str, texts: Sequence[Any]
+) -> CatalogueNote:
+    """The note of ``row`` with its fields in the default language and in each of
+    ``texts`` (its published translations)."""
     fields = {
         "id": row.id,
         "version": row.version,
@@ -153,6 +203,11 @@ def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
         "url": note_url(base_url, slug, row.version, row.id),
         "important": row.is_important,
         "requires_acknowledgement": row.requires_acknowledgement,
+        "locale": default_locale,
+    }
+    translated = {
+        text.locale: {**fields, "title": text.title, "html": text.body_html, "locale": text.locale}
+        for text in texts
     }
     return CatalogueNote(
         id=row.id,
@@ -163,6 +218,7 @@ def _entry(row: Any, base_url: str, slug: str) -> CatalogueNote:
         fields=fields,
         holdback_percent=row.holdback_percent,
         support_topics=tuple(row.support_topics or ()),
+        translated=translated,
     )
 
 
@@ -181,6 +237,7 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
             Product.grace_releases,
             Product.support_window_days,
             Product.default_locale,
+            Product.languages,
         ).where(Product.widget_key == widget_key)
     ).one_or_none()
     if product is None:
@@ -203,7 +260,11 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
         .where(Note.product_id == product.id, outward_clause())
         .order_by(Note.published_at.desc(), Note.id.desc())
     ).all()
-    notes = tuple(_entry(row, base_url, product.slug) for row in rows)
+    texts = _published_translations(connection, product.id, product.languages or ())
+    notes = tuple(
+        _entry(row, base_url, product.slug, product.default_locale, texts.get(row.id, ()))
+        for row in rows
+    )
     return Catalogue(
         product_id=product.id,
         stamp=product.catalogue_stamp,
@@ -226,7 +287,37 @@ def load(connection: Connection, widget_key: str, base_url: str) -> Catalogue | 
         support_window_days=product.support_window_days,
         with_holdback=tuple(note for note in notes if note.holdback_percent > 0),
         default_locale=product.default_locale,
+        languages=tuple(product.languages or ()),
     )
+
+
+def _published_translations(
+    connection: Connection, product_id: int, tags: Sequence[str]
+) -> dict[int, list[Any]]:
+    """The published translations of the product's outward notes in ``tags`` (the
+    product's other languages: a translation in a language it no longer has is hidden),
+    by note; drafts are never read. No query when the product has one language."""
+    if not tags:
+        return {}
+    rows = connection.execute(
+        select(
+            NoteTranslation.note_id,
+            NoteTranslation.locale,
+            NoteTranslation.title,
+            NoteTranslation.body_html,
+        )
+        .join(Note, Note.id == NoteTranslation.note_id)
+        .where(
+            Note.product_id == product_id,
+            outward_clause(),
+            NoteTranslation.status == TranslationStatus.PUBLISHED,
+            NoteTranslation.locale.in_(tags),
+        )
+    ).all()
+    texts: dict[int, list[Any]] = {}
+    for row in rows:
+        texts.setdefault(row.note_id, []).append(row)
+    return texts
 
 
 class CatalogueCache:

@@ -3,17 +3,22 @@ support, best match first, and what came of showing them.
 
 Ranking is BM25 computed in this process over each catalogue note's title (counted
 twice), the plain text of its body and its support topics (counted three times), with
-words stemmed by Snowball in the language of the product's default locale (English
-where Snowball has none) and a short list of stop words left out. A note matches when it
-shares one stem with the query. Only the query's first 32 distinct words count, so that a
-long query of new words costs a bounded number of stems (each memoised, as users ask
-about the same words).
+words stemmed by Snowball in the language of the text (English where Snowball has none)
+and a short list of stop words left out. A note matches when it shares one stem with the
+query. Only the query's first 32 distinct words count, so that a long query of new words
+costs a bounded number of stems (each memoised, as users ask about the same words).
+
+A reader is answered in their language: the notes are ranked by the text they are shown
+in (the first language of their chain a note has a published translation in, else the
+default text), each text's words stemmed in its own language and the query's in each of
+those languages. Support topics are tags, stemmed in the product's default language.
 
 Why not the database's full-text search (PostgreSQL ``tsvector``, SQLite FTS5): the
 candidates are one user's unread notes, already in the catalogue this process caches; a
 round trip to the database costs more than ranking a few hundred notes here, the same
 code ranks alike on SQLite and PostgreSQL, and no index has to follow every note write.
-The index is built once per catalogue stamp, on first use (:meth:`Catalogue.remembered`).
+The index is built once per catalogue stamp and chain of languages, on first use
+(:meth:`Catalogue.remembered`): a product with a few languages keeps a few indexes.
 """
 
 from __future__ import annotations
@@ -144,32 +149,38 @@ def stem(name: str, word: str) -> str:
 @dataclass(frozen=True)
 class Index:
     """For each stem, the positions in the catalogue of the notes that hold it and their
-    BM25 scores for it."""
+    BM25 scores for it; ``languages`` are the stemmers its texts were stemmed by."""
 
-    language: str
+    languages: tuple[str, ...]
     size: int
     postings: dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
 
     def terms(self, query: str) -> set[str]:
-        """The stems of the query's first :data:`MAX_QUERY_WORDS` distinct words."""
-        distinct = itertools.islice(dict.fromkeys(words(query)), MAX_QUERY_WORDS)
-        return {stem(self.language, word) for word in distinct}
+        """The stems, in each of the index's languages, of the query's first
+        :data:`MAX_QUERY_WORDS` distinct words."""
+        distinct = list(itertools.islice(dict.fromkeys(words(query)), MAX_QUERY_WORDS))
+        return {stem(name, word) for name in self.languages for word in distinct}
 
 
-def index(catalogue: Catalogue) -> Index:
+def index(catalogue: Catalogue, chain: Sequence[str] = ()) -> Index:
     """The BM25 index of the catalogue's notes (all of them, so that a word's weight does
-    not depend on which notes one user has left unread)."""
-    name = language(catalogue.default_locale)
+    not depend on which notes one user has left unread), each in the text a reader of
+    ``chain`` is shown (none: the default text)."""
+    topics = language(catalogue.default_locale)
 
-    def counted(text: str, weight: int) -> Counter[str]:
+    def counted(text: str, weight: int, name: str) -> Counter[str]:
         stems = Counter(stem(name, word) for word in words(text))
         return Counter({found: count * weight for found, count in stems.items()})
 
     frequencies = []
+    used = {topics}
     for note in catalogue.notes:
-        frequency = counted(note.fields["title"], TITLE_WEIGHT)
-        frequency.update(counted(plain_text(note.fields["html"]), 1))
-        frequency.update(counted(" ".join(note.support_topics), TOPIC_WEIGHT))
+        shown = note.shown_in(chain)
+        name = language(shown.get("locale", catalogue.default_locale))
+        used.add(name)
+        frequency = counted(shown["title"], TITLE_WEIGHT, name)
+        frequency.update(counted(plain_text(shown["html"]), 1, name))
+        frequency.update(counted(" ".join(note.support_topics), TOPIC_WEIGHT, topics))
         frequencies.append(frequency)
     total = len(frequencies)
     lengths = [sum(frequency.values()) for frequency in frequencies]
@@ -187,7 +198,7 @@ def index(catalogue: Catalogue) -> Index:
             positions.append(position)
             scores.append(weights[found] * count * (K1 + 1) / (count + scale))
     return Index(
-        language=name,
+        languages=tuple(sorted(used)),
         size=total,
         postings={
             found: (np.array(positions, dtype=np.intp), np.array(scores))
@@ -196,14 +207,20 @@ def index(catalogue: Catalogue) -> Index:
     )
 
 
-def rank(catalogue: Catalogue, query: str) -> Iterator[CatalogueNote]:
-    """The catalogue's notes that share a stem with the query, best match first; equal
-    scores keep the catalogue's order (newest first). Lazy: the caller takes what it keeps.
+def rank(catalogue: Catalogue, query: str, chain: Sequence[str] = ()) -> Iterator[CatalogueNote]:
+    """The catalogue's notes that share a stem with the query, best match first, each by
+    the text a reader of ``chain`` is shown; equal scores keep the catalogue's order
+    (newest first). Lazy: the caller takes what it keeps.
 
     Scores are summed with numpy over the postings of the query's stems: a loop in Python
     over a few hundred notes cost more than the rest of the request.
     """
-    built = catalogue.remembered("help", index)
+    if tuple(chain) in {(), (catalogue.default_locale,)}:
+        built = catalogue.remembered("help", index)
+    else:
+        built = catalogue.remembered(
+            "help:" + " ".join(chain), functools.partial(index, chain=chain)
+        )
     totals = np.zeros(built.size)
     for term in built.terms(query):
         found = built.postings.get(term)

@@ -35,6 +35,8 @@ class Inbox:
     # Notices this user acknowledged, and notes an agent sent them that they have not read.
     acknowledged: frozenset[int] = frozenset()
     pinned: frozenset[int] = frozenset()
+    # The reader's languages, best first (Catalogue.chain); none: the default text.
+    chain: tuple[str, ...] = ()
 
 
 def _cursor_key(note: CatalogueNote) -> tuple[int, int]:
@@ -119,9 +121,10 @@ def inbox(
     now: datetime,
     limit: int,
     after: tuple[int, int] | None,
+    chain: tuple[str, ...] = (),
 ) -> Inbox:
-    """A page of the notes this user may see, with what they read (see :func:`_marks`);
-    ``state`` None is anonymous."""
+    """A page of the notes this user may see, with what they read (see :func:`_marks`),
+    to be shown in the languages of ``chain``; ``state`` None is anonymous."""
     visible = catalogue.visible(app_version, attributes, now)
     marks = _marks(catalogue, state, visible, now)
     if after is not None:
@@ -132,7 +135,7 @@ def inbox(
         key = _cursor_key(page[-1])
         next_cursor = f"{key[0]}.{key[1]}"
     entries = [(note, note.id in marks.read_ids, marks.reactions.get(note.id)) for note in page]
-    return _page(catalogue, marks, entries, next_cursor)
+    return _page(catalogue, marks, entries, next_cursor, chain)
 
 
 def unread(
@@ -144,9 +147,11 @@ def unread(
     now: datetime,
     among: Iterable[CatalogueNote],
     limit: int,
+    chain: tuple[str, ...] = (),
 ) -> Inbox:
     """The first ``limit`` notes of ``among``, in its order, that the widget would show
-    this user as new: ones they may see, unread and not quiet.
+    this user as new: ones they may see, unread and not quiet; in the languages of
+    ``chain``.
 
     ``among`` is taken only as far as needed, so it may be ranked lazily.
     """
@@ -155,7 +160,7 @@ def unread(
     new = {note.id for note in visible} - marks.read_ids - marks.quiet
     chosen = (note for note in among if note.id in new)
     entries = [(note, False, marks.reactions.get(note.id)) for note in islice(chosen, limit)]
-    return _page(catalogue, marks, entries, None)
+    return _page(catalogue, marks, entries, None, chain)
 
 
 def _page(
@@ -163,6 +168,7 @@ def _page(
     marks: _Marks,
     entries: list[tuple[CatalogueNote, bool, str | None]],
     next_cursor: str | None,
+    chain: tuple[str, ...],
 ) -> Inbox:
     """The answer for ``entries``, with the user's marks and the catalogue's header."""
     return Inbox(
@@ -174,6 +180,7 @@ def _page(
         quiet=marks.quiet,
         acknowledged=marks.acknowledged,
         pinned=marks.pinned,
+        chain=chain,
     )
 
 

@@ -30,8 +30,10 @@ def note_url(base_url: str, slug: str, version: str, note_id: int) -> str:
 
 
 def inbox_etag(inbox: Inbox) -> str:
-    """A strong validator of everything the widget's answer for ``inbox`` says."""
-    said: list[Any] = [inbox.stamp, inbox.unread_count, inbox.next_cursor]
+    """A strong validator of everything the widget's answer for ``inbox`` says. The stamp
+    moves with every translation the catalogue holds, so the stamp and the reader's chain
+    of languages tell which text of each note is shown."""
+    said: list[Any] = [inbox.stamp, inbox.chain, inbox.unread_count, inbox.next_cursor]
     said += [
         [note.id, read, reaction, note.id in inbox.quiet, *_own(inbox, note)]
         for note, read, reaction in inbox.entries
@@ -45,7 +47,8 @@ def _own(inbox: Inbox, note: CatalogueNote) -> tuple[bool, bool]:
 
 
 def _notes(inbox: Inbox) -> list[dict[str, Any]]:
-    """The notes of ``inbox`` as the widget's JSON shows them, with the user's own fields.
+    """The notes of ``inbox`` as the widget's JSON shows them, each in the first language
+    of the reader's chain it has a published text in, with the user's own fields.
 
     A note held back from the user (hold-back experiment) also says ``"quiet": true``: the
     widget lists it unread but leaves it out of its badge and pops it up for nobody.
@@ -54,7 +57,7 @@ def _notes(inbox: Inbox) -> list[dict[str, Any]]:
     for note, read, reaction in inbox.entries:
         acknowledged, pinned = _own(inbox, note)
         shown = {
-            **note.fields,
+            **note.shown_in(inbox.chain),
             "read": read,
             "reaction": reaction,
             "acknowledged": acknowledged,

@@ -3,7 +3,8 @@
 It exists only while the demo data is loaded. Like a real host, it computes the
 user's hash, and the hash that vouches for their address, on the server and hands them
 to the widget; its own Content-Security-Policy allows no inline script, which the widget
-does not need.
+does not need. ``?locale=fr`` (or ar, or any tag) is the user's language as the host
+passes it; without it the widget reads the browser's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flask import Blueprint, Flask, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from announcements import languages
 from announcements.models import Product
 from app.api.widget import expected_email_hash, expected_hash
 from app.demo_data import DEMO_HOST_PRODUCT, DEMO_HOST_USER
@@ -32,6 +34,11 @@ def host() -> ResponseReturnValue:
     user_id = request.args.get("user", DEMO_HOST_USER)
     if not USER_PATTERN.fullmatch(user_id):
         abort(404)
+    locale = request.args.get("locale") or None
+    if locale is not None:
+        if not languages.is_valid(locale):
+            abort(404)
+        locale = languages.normalise(locale)
     email = f"{user_id}@example.com"
     config = {
         "product": product.widget_key,
@@ -42,11 +49,13 @@ def host() -> ResponseReturnValue:
             "email": email,
             "email_hash": expected_email_hash(product.identity_secret, user_id, email),
             "version": "2.10.0",
-            "locale": "en",
+            "locale": locale,
             "attributes": {"plan": "pro", "role": "admin"},
         },
     }
-    return render_template("demo/host.html", product=product, config=config, user_id=user_id)
+    return render_template(
+        "demo/host.html", product=product, config=config, user_id=user_id, locale=locale
+    )
 
 
 def init_app(app: Flask) -> None:

@@ -5,6 +5,12 @@ Each call reads the product's catalogue stamp, the end user and their reads in o
 query and serves the notes from the catalogue cached in this process; a page view
 of a known user writes nothing (see ``reads.see``). The views parse, call the
 domain, and answer; CORS is limited to the product's allowed origins.
+
+Notes come in the reader's language: the ``locale`` the host passes (the widget sends
+the browser's when the host passes none), else the one stored for the user, picks each
+note's text by the fallback chain (``Catalogue.chain``). The widget's own wording is
+not in these answers but in :func:`widget_strings`, the same for everyone and cached
+by browsers.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from flask import Response, current_app, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from packaging.version import Version
@@ -23,6 +30,7 @@ from sqlalchemy import Connection
 from announcements import (
     help,
     inbox,
+    languages,
     reads,
     serialisation,
     subscriptions,
@@ -34,6 +42,7 @@ from announcements import (
 from announcements.catalogue import Catalogue, CatalogueCache
 from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from announcements.models import LOCALE_PATTERN, Product, SubscriberStatus, utcnow
+from app import widget_strings
 from app.api import bp
 from app.database import widget_engine, writing
 from app.extensions import db, limiter
@@ -41,6 +50,10 @@ from app.mail import jobs
 from app.public import subscriptions as public_subscriptions
 
 CACHE_KEY = "tidings.catalogues"
+WORDING_KEY = "tidings.widget_wording"
+# The widget's wording changes only with a release; a day in the browser's cache, and any
+# shared cache's, keeps it off every page view.
+WORDING_MAX_AGE = 86_400
 # Where an app may put another user_state.StateReader: the benchmark serves the reference too.
 STATE_READER_KEY = "tidings.state_reader"
 MAX_USER_ID_LENGTH = 255
@@ -174,6 +187,13 @@ def _sighting(user_id: str) -> tuple[reads.Sighting, Version | None]:
     return sighting, app_version
 
 
+def _chain(
+    catalogue: Catalogue, sighting: reads.Sighting, state: user_state.EndUserState | None
+) -> tuple[str, ...]:
+    """The languages the reader reads, best first: by the locale sent, else the stored one."""
+    return catalogue.chain(sighting.locale or (state.locale if state else None))
+
+
 def _limit(default: int = 20, most: int = inbox.MAX_PAGE, what: str = "notes per page") -> int:
     """The ``limit`` asked for, 1 to ``most``; the error says what is counted."""
     raw = request.args.get("limit", str(default))
@@ -205,6 +225,7 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         now=now,
         limit=limit,
         after=after,
+        chain=_chain(catalogue, sighting, state),
     )
     etag = serialisation.inbox_etag(shown)
     if etag in request.if_none_match:
@@ -327,6 +348,7 @@ def widget_help(widget_key: str) -> ResponseReturnValue:
         # Never seen: as the notes endpoint will store them, first seen now, so the grace
         # releases and hold-backs apply here as they will there.
         state = reads.first_sight(sighting, now)
+    chain = _chain(catalogue, sighting, state)
     matches = inbox.unread(
         catalogue,
         state,
@@ -334,8 +356,9 @@ def widget_help(widget_key: str) -> ResponseReturnValue:
         attributes=sighting.attributes or (state.attributes if state else {}),
         app_version=app_version,
         now=now,
-        among=help.rank(catalogue, query),
+        among=help.rank(catalogue, query, chain),
         limit=limit,
+        chain=chain,
     )
     return Response(serialisation.help_body(query, matches), mimetype="application/json")
 
@@ -521,6 +544,27 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
     return {"email": subscriber.email, "status": "pending"}, 202
 
 
+@bp.get("/widget/strings/<locale>.json", provide_automatic_options=False)
+def widget_strings_json(locale: str) -> ResponseReturnValue:
+    """The widget's wording in the interface language nearest ``locale``: the same for
+    every product and user, so any origin may read it and any cache keep it."""
+    try:
+        tag = languages.interface_locale([languages.normalise(locale)])
+    except languages.BadTag as exc:
+        raise ValidationFailed({"locale": str(exc)}) from None
+    worded: dict[str, tuple[bytes, str]] = current_app.extensions.setdefault(WORDING_KEY, {})
+    if tag not in worded:
+        body = orjson.dumps(widget_strings.wording(tag))
+        worded[tag] = body, hashlib.blake2b(body, digest_size=12).hexdigest()
+    body, etag = worded[tag]
+    response = Response(body, mimetype="application/json")
+    response.set_etag(etag)
+    response.cache_control.public = True
+    response.cache_control.max_age = WORDING_MAX_AGE
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response.make_conditional(request)
+
+
 @bp.route(
     "/widget/<widget_key>/<any(notes, reads, reactions, subscription, identity, "
     "acknowledgements, help):_resource>",
@@ -561,7 +605,8 @@ def _cors(response: Response) -> Response:
     origin = g.get("widget_origin")
     response.vary.add("Origin")
     if request.endpoint and request.endpoint.startswith("api.widget"):
-        response.headers["Cache-Control"] = "private, no-cache"
+        # Unless the view said how long its answer keeps (the wording does).
+        response.headers.setdefault("Cache-Control", "private, no-cache")
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Methods"] = "GET, POST"

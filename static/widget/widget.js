@@ -10,6 +10,11 @@
  * Before opening its support form a host may call Tidings.beforeSupport({query}): the
  * user's unread notes that match are shown first, and the promise resolves to
  * {shown, answered} (it never rejects), so the host knows whether to open its form.
+ *
+ * It speaks user.locale, else the browser's language: each note comes in its best
+ * translation (the server picks it), and the widget's own wording, fetched once per
+ * language from /api/v1/widget/strings/<locale>.json (English is built in), lays the
+ * panel out right to left for Arabic, Hebrew, Persian...; dates are the browser's Intl.
  */
 (function () {
   "use strict";
@@ -19,17 +24,49 @@
   var DEFAULT_BASE = SCRIPT && SCRIPT.src ? new URL(SCRIPT.src, location.href).origin : "";
   var REFRESH_MS = 5 * 60 * 1000;
   var PAGE = 20;
-  var REACTIONS = [["👍", "Helpful"], ["👎", "Not helpful"], ["😕", "Confusing"]];
+  var REACTIONS = [["👍", "helpful"], ["👎", "not_helpful"], ["😕", "confusing"]];
+  /* The wording in English, by the keys of app/widget_strings.py; another language comes
+     from the server (loadWording) and falls back on these key by key. */
+  var ENGLISH = {
+    locale: "en",
+    dir: "ltr",
+    strings: {
+      whats_new: "What's new", unread: "Unread", close: "Close",
+      empty: "Nothing new yet. Updates will show up here.", older: "Show older updates",
+      version: "v%(version)s", permalink: "Permalink",
+      helpful: "Helpful", not_helpful: "Not helpful", confusing: "Confusing",
+      tell_more: "Tell us more (optional)", send: "Send",
+      from_support: "From support", needs_confirmation: "Needs your confirmation",
+      understand: "I understand", confirmed: "Confirmed", read_and_confirm: "Please read and confirm",
+      close_unconfirmed: "Close without confirming", shown_again: "We'll show this again until you confirm it.",
+      sent_by_support: "Sent to you by our support team", important: "Important update", got_it: "Got it",
+      help: "Help", before_contact: "Before you contact us", answers: "This answers my question",
+      still_need_help: "I still need help", not_looking_for: "Not what you were looking for?",
+      mail_confirmed: "Updates also go to %(email)s by email.", mail_pending: "Check %(email)s for a link to confirm.",
+      mail_offer: "Get these updates by email too.", email_me: "Email me", subscribing: "Subscribing…",
+      "category.Added": "New", "category.Changed": "Improved", "category.Deprecated": "Deprecated",
+      "category.Removed": "Removed", "category.Fixed": "Fixed", "category.Security": "Security",
+    },
+    plurals: {
+      whats_new_unread: { one: "What's new, %(num)d unread", other: "What's new, %(num)d unread" },
+      may_answer: { one: "This recent update may already answer your question.", other: "These recent updates may already answer your question." },
+    },
+  };
+  /* What the API takes as a language tag; anything else the browser says is left out. */
+  var TAG = /^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$/;
+  var RTL = /^(ar|arc|ckb|dv|fa|he|iw|ks|ps|sd|ug|ur|yi)(-|$)/;
+  var WEEK_MS = 7 * 24 * 3600 * 1000;
   var CSS = [
     ".tw{all:initial;font:14px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;color:#111827;--accent:#4f46e5}",
     ".tw *{box-sizing:border-box;font:inherit;color:inherit}",
     ".tw button{cursor:pointer;border:0;background:none;margin:0;padding:0}",
     ".tw :focus-visible{outline:3px solid color-mix(in srgb,var(--accent) 50%,transparent);outline-offset:2px}",
-    ".launcher{position:fixed;right:20px;bottom:20px;z-index:2147483647;width:52px;height:52px;border-radius:50%;background:var(--accent)!important;color:#fff;display:flex;align-items:center;justify-content:center;box-shadow:0 6px 20px rgb(17 24 39/25%)}",
+    ".launcher{position:fixed;inset-inline-end:20px;bottom:20px;z-index:2147483647;width:52px;height:52px;border-radius:50%;background:var(--accent)!important;color:#fff;display:flex;align-items:center;justify-content:center;box-shadow:0 6px 20px rgb(17 24 39/25%)}",
     ".launcher svg{width:24px;height:24px;fill:none;stroke:#fff;stroke-width:2}",
-    ".count{position:absolute;top:-4px;right:-4px;min-width:22px;height:22px;padding:0 6px;border-radius:11px;background:#dc2626;color:#fff!important;font-size:12px;font-weight:700;line-height:22px;text-align:center;border:2px solid #fff}",
+    ".count{position:absolute;top:-4px;inset-inline-end:-4px;min-width:22px;height:22px;padding:0 6px;border-radius:11px;background:#dc2626;color:#fff!important;font-size:12px;font-weight:700;line-height:22px;text-align:center;border:2px solid #fff}",
     ".count[hidden],[hidden]{display:none!important}",
-    ".panel{position:fixed;top:0;right:0;bottom:0;z-index:2147483647;width:400px;max-width:100vw;background:#fff;box-shadow:-8px 0 30px rgb(17 24 39/18%);display:flex;flex-direction:column}",
+    ".panel{position:fixed;top:0;inset-inline-end:0;bottom:0;z-index:2147483647;width:400px;max-width:100vw;background:#fff;box-shadow:-8px 0 30px rgb(17 24 39/18%);display:flex;flex-direction:column}",
+    ".tw[dir=rtl] .panel{box-shadow:8px 0 30px rgb(17 24 39/18%)}",
     ".head{display:flex;align-items:center;gap:10px;padding:16px 18px;border-bottom:1px solid #e5e7eb}",
     ".head h2{margin:0;font-size:17px;font-weight:700;flex:1}",
     ".head small{display:block;font-size:12px;color:#6b7280;font-weight:500}",
@@ -45,17 +82,17 @@
     ".note h3{margin:8px 0 6px;font-size:15px;font-weight:700;line-height:1.35}",
     ".body{color:#374151;overflow-wrap:anywhere}",
     ".body p,.body ul,.body ol,.body pre,.body table,.body blockquote{margin:0 0 8px}",
-    ".body ul,.body ol{padding-left:20px}",
+    ".body ul,.body ol{padding-inline-start:20px}",
     ".body a,.more{color:var(--accent)!important;text-decoration:underline}",
     ".body img{max-width:100%;height:auto;border-radius:6px}",
     ".body code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;background:#f3f4f6;padding:1px 4px;border-radius:4px}",
     ".body pre{background:#f3f4f6;padding:8px;border-radius:6px;overflow-x:auto}.body pre code{padding:0}",
     ".body table{border-collapse:collapse;display:block;overflow-x:auto}.body th,.body td{border:1px solid #e5e7eb;padding:4px 8px}",
-    ".body blockquote{border-left:3px solid #e5e7eb;padding-left:10px;color:#6b7280}",
+    ".body blockquote{border-inline-start:3px solid #e5e7eb;padding-inline-start:10px;color:#6b7280}",
     ".foot{display:flex;flex-wrap:wrap;align-items:center;gap:6px;margin-top:8px}",
     ".react{padding:3px 9px!important;border:1px solid #e5e7eb!important;border-radius:999px;font-size:14px}",
     ".react[aria-pressed=true]{border-color:var(--accent)!important;background:#eef2ff!important}",
-    ".more{margin-left:auto;font-size:12px}",
+    ".more{margin-inline-start:auto;font-size:12px}",
     ".comment{display:flex;gap:6px;width:100%;margin-top:6px}",
     ".comment textarea{flex:1;min-height:38px;resize:vertical;border:1px solid #d1d5db;border-radius:8px;padding:6px 8px}",
     ".btn{padding:7px 14px!important;border-radius:8px;background:var(--accent)!important;color:#fff!important;font-weight:600}",
@@ -65,14 +102,14 @@
     ".mail span{overflow-wrap:anywhere}.mail[hidden]{display:none}",
     ".tag{font-size:11px;font-weight:600;padding:2px 8px;border-radius:999px;background:#f3f4f6;color:#374151}",
     ".tag.warn{background:#fef3c7;color:#92400e}",
-    ".tw .ack{margin-left:0;padding:5px 12px;border-radius:8px;background:#fef3c7;color:#92400e;font-size:13px;font-weight:600}",
+    ".tw .ack{margin-inline-start:0;padding:5px 12px;border-radius:8px;background:#fef3c7;color:#92400e;font-size:13px;font-weight:600}",
     ".acked{font-size:13px;font-weight:600;color:#047857}",
     /* Modals: a notice to confirm, a note from support, an important note, help before a ticket. */
     ".veil{position:fixed;inset:0;z-index:2147483647;background:rgb(15 23 42/55%);-webkit-backdrop-filter:blur(3px);backdrop-filter:blur(3px);display:flex;align-items:center;justify-content:center;padding:24px;animation:tw-fade .18s ease-out}",
     ".modal{position:relative;background:#fff;border-radius:16px;max-width:540px;width:100%;max-height:min(86vh,760px);display:flex;flex-direction:column;box-shadow:0 24px 64px rgb(15 23 42/35%),0 0 0 1px rgb(15 23 42/6%);animation:tw-rise .22s cubic-bezier(.2,.8,.2,1)}",
     ".modal:focus{outline:none}",
     ".modal.help{max-width:600px}",
-    ".mhead{display:flex;align-items:flex-start;gap:14px;padding:22px 22px 0 24px}",
+    ".mhead{display:flex;align-items:flex-start;gap:14px;padding-block:22px 0;padding-inline:24px 22px}",
     ".mtitle{flex:1;min-width:0}",
     ".eyebrow{margin:0 0 2px;font-size:12px;font-weight:600;letter-spacing:.05em;text-transform:uppercase;color:#6b7280}",
     ".modal h2{margin:0;font-size:19px;font-weight:700;line-height:1.3;overflow-wrap:anywhere}",
@@ -80,11 +117,11 @@
     ".icon{flex:none;width:42px;height:42px;border-radius:12px;display:flex;align-items:center;justify-content:center;background:color-mix(in srgb,var(--accent) 12%,#fff);color:var(--accent)}",
     ".icon svg{width:22px;height:22px;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;stroke-linejoin:round}",
     ".notice .icon{background:#fef3c7;color:#b45309}.notice .tag.warn{display:none}",
-    ".mhead .x{flex:none;margin:-4px -6px 0 0}",
+    ".mhead .x{flex:none;margin-block:-4px 0;margin-inline:0 -6px}",
     ".mbody{padding:14px 24px 6px;overflow-y:auto;overscroll-behavior:contain}",
     ".mbody>.meta{margin-bottom:10px}",
     ".mfoot{display:flex;align-items:center;justify-content:flex-end;gap:10px;padding:14px 24px 20px;margin-top:8px;border-top:1px solid #f0f1f4}",
-    ".mfoot .hint{margin:0 auto 0 0;font-size:12.5px;color:#6b7280}",
+    ".mfoot .hint{margin-block:0;margin-inline:0 auto;font-size:12.5px;color:#6b7280}",
     ".tw .primary{padding:10px 20px;border-radius:10px;background:var(--accent);color:#fff;font-weight:600;box-shadow:0 1px 2px rgb(15 23 42/15%)}",
     ".tw .primary:hover{filter:brightness(1.08)}",
     ".tw .secondary{padding:9px 18px;border:1px solid #d1d5db;border-radius:10px;background:#fff;color:#1f2937;font-weight:600}",
@@ -97,10 +134,10 @@
     "@keyframes tw-fade{from{opacity:0}}",
     "@keyframes tw-rise{from{opacity:0;transform:translateY(12px) scale(.98)}}",
     "@media (prefers-reduced-motion:reduce){.veil,.modal{animation:none}}",
-    "@media (max-width:480px){.panel{width:100vw}.launcher{right:14px;bottom:14px}",
+    "@media (max-width:480px){.panel{width:100vw}.launcher{inset-inline-end:14px;bottom:14px}",
     /* On a phone a modal is a sheet from the bottom, its buttons full width within thumb's reach. */
     ".veil{align-items:flex-end;padding:0}.modal{max-width:none;max-height:92vh;border-radius:18px 18px 0 0}",
-    ".mhead{padding:20px 16px 0 18px}.mbody{padding:12px 18px 4px}",
+    ".mhead{padding-block:20px 0;padding-inline:18px 16px}.mbody{padding:12px 18px 4px}",
     ".mfoot{flex-direction:column;align-items:stretch;padding:12px 18px max(18px,env(safe-area-inset-bottom))}.mfoot .hint{margin:0;text-align:center}",
     ".tw .mfoot .primary,.tw .mfoot .secondary{width:100%;padding:12px 18px}.mfoot .more{margin:0;text-align:center}",
     "@keyframes tw-rise{from{transform:translateY(40px)}}}",
@@ -118,6 +155,9 @@
   /* declined: a notice was closed without "I understand" in this page view; it returns
      on the next page view, not at the next refresh, and nothing else pops up until then. */
   var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null, mail: null, addressSent: false, declined: false };
+  /* The reader's language tag, the widget's wording (ENGLISH until another language's
+     arrives) and the promise of it, and the date formats for the language. */
+  var speech = { tag: null, wording: ENGLISH, loading: null, dates: null, relative: null, plural: null };
   var ui = {};
 
   function warn(error) {
@@ -175,7 +215,7 @@
     var query = new URLSearchParams(fields);
     if (user.id) { query.set("user_id", String(user.id)); query.set("user_hash", user.hash || ""); }
     if (user.version) query.set("version", user.version);
-    if (user.locale) query.set("locale", user.locale);
+    if (speech.tag) query.set("locale", speech.tag);
     Object.keys(user.attributes || {}).forEach(function (name) {
       var value = user.attributes[name];
       if (value !== null && value !== undefined) query.set("attr." + name, String(value));
@@ -207,7 +247,8 @@
   }
 
   function load(cursor) {
-    return request(notesUrl(cursor)).then(guard(function (data) {
+    return Promise.all([request(notesUrl(cursor)), speech.loading]).then(guard(function (answers) {
+      var data = answers[0];
       state.product = data.product;
       if (anonymous()) applyLocalReads(data);
       state.notes = cursor ? state.notes.concat(data.notes) : data.notes;
@@ -361,13 +402,13 @@
     ui.mail.textContent = "";
     ui.mail.hidden = false;
     if (mail.status === "confirmed") {
-      ui.mail.appendChild(el("span", { text: "Updates also go to " + mail.email + " by email." }));
+      ui.mail.appendChild(el("span", { text: t("mail_confirmed", { email: mail.email }) }));
     } else if (mail.status === "pending") {
-      ui.mail.appendChild(el("span", { text: "Check " + mail.email + " for a link to confirm." }));
+      ui.mail.appendChild(el("span", { text: t("mail_pending", { email: mail.email }) }));
     } else {
-      ui.mail.appendChild(el("span", { text: "Get these updates by email too." }));
+      ui.mail.appendChild(el("span", { text: t("mail_offer") }));
       ui.mail.appendChild(el("button", {
-        class: "btn", type: "button", text: mail.status === "sending" ? "Subscribing…" : "Email me",
+        class: "btn", type: "button", text: t(mail.status === "sending" ? "subscribing" : "email_me"),
         disabled: mail.status === "sending" ? "" : null, onclick: subscribe,
       }));
     }
@@ -381,9 +422,74 @@
       node.textContent = label;
       node.hidden = !state.unread;
     });
-    var name = "What's new" + (state.unread ? ", " + state.unread + " unread" : "");
+    var name = state.unread ? tn("whats_new_unread", state.unread) : t("whats_new");
     if (ui.launcher) ui.launcher.setAttribute("aria-label", name);
     if (config.onUnreadCount) guard(config.onUnreadCount)(state.unread);
+  }
+
+  /* Language ------------------------------------------------------------- */
+
+  /* The tag the reader reads: the host's user.locale, else the browser's language; a tag
+     the API would refuse ("fr_FR", say) is mended or left out, so the widget still works. */
+  function readerTag() {
+    var given = (config.user && config.user.locale) || navigator.language || "";
+    var parts = String(given).replace(/_/g, "-").split("-");
+    parts[0] = parts[0].toLowerCase();
+    var tag = parts.join("-");
+    return TAG.test(tag) ? tag : null;
+  }
+
+  /* The wording in the reader's language: built in for English, else fetched once (the
+     browser keeps it for a day); on failure, English. Never rejects. */
+  function loadWording() {
+    if (!speech.tag || speech.tag.split("-")[0] === "en") return Promise.resolve(speak(ENGLISH));
+    var url = (config.apiBase || DEFAULT_BASE) + "/api/v1/widget/strings/" + encodeURIComponent(speech.tag) + ".json";
+    return fetch(url, { credentials: "omit", mode: "cors" }).then(function (response) {
+      if (!response.ok) throw new Error(response.status + " " + response.statusText);
+      return response.json();
+    }).then(guard(speak)).catch(function (error) { warn(error); speak(ENGLISH); });
+  }
+
+  /* Speak ``wording``: its direction on the widget, dates in its language (in the reader's
+     own variant of it, fr-CA say, when that is the language). */
+  function speak(wording) {
+    speech.wording = wording;
+    var dateTag = speech.tag && speech.tag.split("-")[0] === wording.locale ? speech.tag : wording.locale;
+    try {
+      speech.dates = new Intl.DateTimeFormat(dateTag, { year: "numeric", month: "short", day: "numeric" });
+      speech.relative = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(dateTag, { numeric: "auto" }) : null;
+      speech.plural = new Intl.PluralRules(wording.locale);
+    } catch (error) {
+      speech.dates = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });
+      speech.relative = null;
+      speech.plural = null;
+    }
+    if (ui.root) {
+      ui.root.setAttribute("lang", wording.locale);
+      ui.root.setAttribute("dir", wording.dir === "rtl" ? "rtl" : "ltr");
+    }
+    return wording;
+  }
+
+  /* The message ``key`` with its %(name)s placeholders filled; English if the language
+     lacks it, else ``fallback``. */
+  function t(key, values, fallback) {
+    var text = speech.wording.strings[key] || ENGLISH.strings[key] || fallback || key;
+    return fill(text, values);
+  }
+
+  /* The message ``key`` for the number ``count``, in the language's plural form for it. */
+  function tn(key, count) {
+    var forms = speech.wording.plurals[key] || ENGLISH.plurals[key];
+    var category = speech.plural ? speech.plural.select(count) : "other";
+    var text = forms[category] || forms.other || ENGLISH.plurals[key].other;
+    return fill(text, { num: count });
+  }
+
+  function fill(text, values) {
+    return text.replace(/%\((\w+)\)[sd]/g, function (whole, name) {
+      return values && values[name] !== undefined ? String(values[name]) : whole;
+    });
   }
 
   /* Drawing ------------------------------------------------------------- */
@@ -392,7 +498,7 @@
     var host = document.createElement("tidings-widget");
     var shadow = host.attachShadow({ mode: "open" });
     style(shadow, CSS);
-    ui.root = el("div", { class: "tw" });
+    ui.root = el("div", { class: "tw", lang: speech.wording.locale, dir: speech.wording.dir });
     shadow.appendChild(ui.root);
     document.body.appendChild(host);
     ui.host = host;
@@ -404,7 +510,7 @@
       ui.opener = target;
     } else {
       ui.count = el("span", { class: "count", hidden: "" });
-      ui.launcher = el("button", { class: "launcher", type: "button", "aria-label": "What's new", "aria-haspopup": "dialog", onclick: toggle }, [ui.count]);
+      ui.launcher = el("button", { class: "launcher", type: "button", "aria-label": t("whats_new"), "aria-haspopup": "dialog", onclick: toggle }, [ui.count]);
       ui.launcher.insertAdjacentHTML("afterbegin", BELL);
       ui.root.appendChild(ui.launcher);
       ui.opener = ui.launcher;
@@ -427,24 +533,56 @@
     var holder = document.createElement("tidings-badge");
     var shadow = holder.attachShadow({ mode: "open" });
     var badge = el("span", { class: "count", hidden: "" });
-    style(shadow, ":host{all:initial}.count{display:inline-block;margin-left:6px;min-width:20px;height:20px;padding:0 6px;border-radius:10px;background:#dc2626;color:#fff;font:700 12px/20px system-ui,sans-serif;text-align:center;vertical-align:middle}[hidden]{display:none}");
+    style(shadow, ":host{all:initial}.count{display:inline-block;margin-inline-start:6px;min-width:20px;height:20px;padding:0 6px;border-radius:10px;background:#dc2626;color:#fff;font:700 12px/20px system-ui,sans-serif;text-align:center;vertical-align:middle}[hidden]{display:none}");
     shadow.appendChild(badge);
     target.appendChild(holder);
     target.setAttribute("aria-haspopup", "dialog");
     return badge;
   }
 
+  /* A date within the last week reads as "3 days ago", an older one as a date, both as
+     the reader's language writes them; the exact date is the element's title. */
   function formatDate(iso) {
     try {
-      return new Date(iso).toLocaleDateString((config.user && config.user.locale) || undefined, { year: "numeric", month: "short", day: "numeric" });
+      var date = new Date(iso);
+      var absolute = speech.dates.format(date);
+      var ago = Date.now() - date.getTime();
+      if (ago < 0 || ago >= WEEK_MS || !speech.relative) return [absolute, absolute];
+      var days = Math.floor(ago / 86400000);
+      var hours = Math.floor(ago / 3600000);
+      var text = days ? speech.relative.format(-days, "day")
+        : hours ? speech.relative.format(-hours, "hour")
+        : speech.relative.format(-Math.floor(ago / 60000), "minute");
+      return [text, absolute];
     } catch (error) {
-      return iso.slice(0, 10);
+      return [iso.slice(0, 10), iso.slice(0, 10)];
     }
+  }
+
+  /* The note's own language on the elements that hold its text: a note may be in another
+     language than the widget's wording (a translation missing: the default text). */
+  function noteLanguage(note) {
+    return note.locale ? { lang: note.locale, dir: directionOf(note.locale) } : {};
+  }
+
+  function directionOf(tag) {
+    try {
+      var locale = new Intl.Locale(tag);
+      var info = locale.getTextInfo ? locale.getTextInfo() : locale.textInfo;
+      if (info && info.direction) return info.direction;
+    } catch (error) { /* an older browser: the list below */ }
+    return RTL.test(tag) ? "rtl" : "ltr";
+  }
+
+  function withLanguage(attrs, note) {
+    var language = noteLanguage(note);
+    Object.keys(language).forEach(function (name) { attrs[name] = language[name]; });
+    return attrs;
   }
 
   function noteBody(note) {
     /* The HTML was sanitised by the Tidings server; links open outside the host app. */
-    var body = el("div", { class: "body" });
+    var body = el("div", withLanguage({ class: "body" }, note));
     body.innerHTML = note.html;
     Array.prototype.forEach.call(body.querySelectorAll("a"), function (link) {
       link.setAttribute("target", "_blank");
@@ -454,13 +592,14 @@
   }
 
   function meta(note) {
+    var when = formatDate(note.published_at);
     return el("div", { class: "meta" }, [
-      note.read || note.quiet ? null : el("span", { class: "new", role: "img", "aria-label": "Unread" }),
-      el("span", { class: "pill " + note.category, text: note.category_label }),
-      el("span", { text: "v" + note.version.replace(/^v/, "") }),
-      el("time", { datetime: note.published_at, text: formatDate(note.published_at) }),
-      note.pinned ? el("span", { class: "tag", text: "From support" }) : null,
-      awaitsAcknowledgement(note) ? el("span", { class: "tag warn", text: "Needs your confirmation" }) : null,
+      note.read || note.quiet ? null : el("span", { class: "new", role: "img", "aria-label": t("unread") }),
+      el("span", { class: "pill " + note.category, text: t("category." + note.category, null, note.category_label) }),
+      el("bdi", { text: t("version", { version: note.version.replace(/^v/, "") }) }),
+      el("time", { datetime: note.published_at, title: when[1], text: when[0] }),
+      note.pinned ? el("span", { class: "tag", text: t("from_support") }) : null,
+      awaitsAcknowledgement(note) ? el("span", { class: "tag warn", text: t("needs_confirmation") }) : null,
     ]);
   }
 
@@ -470,29 +609,29 @@
     var reactions = REACTIONS.map(function (pair) {
       return el("button", {
         class: "react", type: "button", "aria-pressed": String(note.reaction === pair[0]),
-        "aria-label": pair[1], title: pair[1], text: pair[0],
+        "aria-label": t(pair[1]), title: t(pair[1]), text: pair[0],
         onclick: function () { react(note, pair[0]); note.commenting = note.reaction !== null; render(); },
       });
     });
     var confirm = null;
     if (awaitsAcknowledgement(note)) {
-      confirm = el("button", { class: "ack", type: "button", text: "I understand", onclick: function () { acknowledge(note); render(); } });
+      confirm = el("button", { class: "ack", type: "button", text: t("understand"), onclick: function () { acknowledge(note); render(); } });
     } else if (note.requires_acknowledgement) {
-      confirm = el("span", { class: "acked", text: "✓ Confirmed" });
+      confirm = el("span", { class: "acked", text: "✓ " + t("confirmed") });
     }
     var foot = el("div", { class: "foot" }, [confirm].concat(reactions, [
-      el("a", { class: "more", href: note.url, target: "_blank", rel: "noopener", text: "Permalink" }),
+      el("a", { class: "more", href: note.url, target: "_blank", rel: "noopener", text: t("permalink") }),
     ]));
     if (note.commenting && !anonymous()) {
-      var box = el("textarea", { "aria-label": "Tell us more (optional)", maxlength: "1000", placeholder: "Tell us more (optional)" });
+      var box = el("textarea", { "aria-label": t("tell_more"), maxlength: "1000", placeholder: t("tell_more") });
       foot.appendChild(el("form", { class: "comment", onsubmit: function (event) {
         event.preventDefault();
         note.commenting = false;
         react(note, note.reaction, box.value);
-      } }, [box, el("button", { class: "btn", type: "submit", text: "Send" })]));
+      } }, [box, el("button", { class: "btn", type: "submit", text: t("send") })]));
     }
     return el("article", { class: "note", "aria-labelledby": "t" + note.id }, [
-      meta(note), el("h3", { id: "t" + note.id, text: note.title }), noteBody(note), foot,
+      meta(note), el("h3", withLanguage({ id: "t" + note.id, text: note.title }, note)), noteBody(note), foot,
     ]);
   }
 
@@ -502,9 +641,9 @@
     var list = ui.list;
     var scroll = list.scrollTop;
     list.textContent = "";
-    if (!state.notes.length) list.appendChild(el("p", { class: "empty", text: "Nothing new yet. Updates will show up here." }));
+    if (!state.notes.length) list.appendChild(el("p", { class: "empty", text: t("empty") }));
     state.notes.forEach(function (note) { list.appendChild(noteItem(note)); });
-    if (state.cursor) list.appendChild(el("button", { class: "load", type: "button", text: "Show older updates", onclick: loadMore }));
+    if (state.cursor) list.appendChild(el("button", { class: "load", type: "button", text: t("older"), onclick: loadMore }));
     list.scrollTop = scroll;
   }
 
@@ -519,12 +658,12 @@
     state.lastFocus = document.activeElement;
     var title = el("h2", { id: "tw-title" }, [
       el("small", { text: state.product ? state.product.name : "" }),
-      document.createTextNode("What's new"),
+      document.createTextNode(t("whats_new")),
     ]);
     ui.list = el("div", { class: "list" });
     ui.mail = el("div", { class: "mail", "aria-live": "polite", hidden: "" });
     ui.panel = el("section", { class: "panel", role: "dialog", "aria-modal": "false", "aria-labelledby": "tw-title", tabindex: "-1" }, [
-      el("div", { class: "head" }, [title, el("button", { class: "x", type: "button", "aria-label": "Close", text: "×", onclick: close })]),
+      el("div", { class: "head" }, [title, el("button", { class: "x", type: "button", "aria-label": t("close"), text: "×", onclick: close })]),
       ui.list,
       ui.mail,
     ]);
@@ -564,9 +703,9 @@
     var notice = first(awaitsAcknowledgement);
     if (notice) { showNotice(notice); return; }
     var pinned = first(function (n) { return n.pinned && !n.read; });
-    if (pinned) { showPopup(pinned, "pinned", "Sent to you by our support team"); return; }
+    if (pinned) { showPopup(pinned, "pinned", t("sent_by_support")); return; }
     var important = first(function (n) { return n.important && !n.read && !n.quiet; });
-    if (important) showPopup(important, "important", "Important update");
+    if (important) showPopup(important, "important", t("important"));
   }
 
   function first(test) { return state.notes.filter(test)[0]; }
@@ -587,10 +726,10 @@
         icon(options.kind),
         el("div", { class: "mtitle" }, [
           el("p", { class: "eyebrow", text: options.eyebrow }),
-          el("h2", { id: "tw-modal-title", text: options.title }),
+          el("h2", withLanguage({ id: "tw-modal-title", text: options.title }, options.note || {})),
           options.lead ? el("p", { class: "lead", text: options.lead }) : null,
         ]),
-        el("button", { class: "x", type: "button", "aria-label": options.closeLabel || "Close", text: "×", onclick: function () { closeModal(); } }),
+        el("button", { class: "x", type: "button", "aria-label": options.closeLabel || t("close"), text: "×", onclick: function () { closeModal(); } }),
       ]),
       el("div", { class: "mbody", id: "tw-modal-body" }, options.body),
       el("div", { class: "mfoot" }, options.actions),
@@ -623,28 +762,28 @@
      next page view. Showing it records the read. */
   function showNotice(note) {
     markRead([note], "popup");
-    var understood = el("button", { class: "primary", type: "button", text: "I understand", onclick: function () {
+    var understood = el("button", { class: "primary", type: "button", text: t("understand"), onclick: function () {
       acknowledge(note);
       closeModal(true);
       render();
       popNext();
     } });
     showModal(dialog({
-      kind: "notice", role: "alertdialog", eyebrow: "Please read and confirm", title: note.title,
-      closeLabel: "Close without confirming",
+      kind: "notice", role: "alertdialog", eyebrow: t("read_and_confirm"), title: note.title, note: note,
+      closeLabel: t("close_unconfirmed"),
       body: [meta(note), noteBody(note)],
-      actions: [el("p", { class: "hint", text: "We'll show this again until you confirm it." }), understood],
+      actions: [el("p", { class: "hint", text: t("shown_again") }), understood],
     }), understood, function () { state.declined = true; });
   }
 
   /* A note an agent sent this user, or an important note: it opens once, as a modal. */
   function showPopup(note, kind, eyebrow) {
     markRead([note], "popup");
-    var done = el("button", { class: "primary", type: "button", text: "Got it", onclick: function () { closeModal(true); popNext(); } });
+    var done = el("button", { class: "primary", type: "button", text: t("got_it"), onclick: function () { closeModal(true); popNext(); } });
     showModal(dialog({
-      kind: kind, eyebrow: eyebrow, title: note.title,
+      kind: kind, eyebrow: eyebrow, title: note.title, note: note,
       body: [meta(note), noteBody(note)],
-      actions: [el("a", { class: "more", href: note.url, target: "_blank", rel: "noopener", text: "Permalink" }), done],
+      actions: [el("a", { class: "more", href: note.url, target: "_blank", rel: "noopener", text: t("permalink") }), done],
     }), done);
   }
 
@@ -657,7 +796,8 @@
       try {
         var query = options && typeof options.query === "string" ? options.query.trim().slice(0, 500) : "";
         if (!config || !ui.root || !query) { resolve(nothingShown()); return; }
-        request(api("/help?" + userQuery({ q: query }).toString())).then(function (data) {
+        Promise.all([request(api("/help?" + userQuery({ q: query }).toString())), speech.loading]).then(function (answers) {
+          var data = answers[0];
           var read = anonymous() ? storedIds("read") || [] : [];
           var notes = data.notes.filter(function (note) { return read.indexOf(note.id) === -1; });
           if (notes.length) showHelp(query, notes, resolve); else resolve(nothingShown());
@@ -698,17 +838,17 @@
     var items = notes.map(function (note) {
       var answers = el("button", { class: "answer", type: "button", "aria-describedby": "tw-help-" + note.id, onclick: function () { decide("answered", note); } });
       answers.insertAdjacentHTML("afterbegin", '<svg viewBox="0 0 24 24" aria-hidden="true">' + ICONS.check + "</svg>");
-      answers.appendChild(document.createTextNode("This answers my question"));
+      answers.appendChild(document.createTextNode(t("answers")));
       return el("article", { class: "hnote", "aria-labelledby": "tw-help-" + note.id }, [
-        meta(note), el("h3", { id: "tw-help-" + note.id, text: note.title }), noteBody(note), answers,
+        meta(note), el("h3", withLanguage({ id: "tw-help-" + note.id, text: note.title }, note)), noteBody(note), answers,
       ]);
     });
-    var stillNeed = el("button", { class: "secondary", type: "button", text: "I still need help", onclick: function () { decide("needs_help"); } });
+    var stillNeed = el("button", { class: "secondary", type: "button", text: t("still_need_help"), onclick: function () { decide("needs_help"); } });
     var node = dialog({
-      kind: "help", eyebrow: state.product ? state.product.name : "Help", title: "Before you contact us",
-      lead: notes.length === 1 ? "This recent update may already answer your question." : "These recent updates may already answer your question.",
+      kind: "help", eyebrow: state.product ? state.product.name : t("help"), title: t("before_contact"),
+      lead: tn("may_answer", notes.length),
       body: items,
-      actions: [el("p", { class: "hint", text: "Not what you were looking for?" }), stillNeed],
+      actions: [el("p", { class: "hint", text: t("not_looking_for") }), stillNeed],
     });
     showModal(node, node, function () {
       if (decided) return;
@@ -757,6 +897,9 @@
     if (config) return;
     if (!options || !options.product) throw new Error("Tidings.init needs {product: '<widget key>'}");
     config = options;
+    speech.tag = readerTag();
+    speak(ENGLISH);
+    speech.loading = loadWording();
     var start = guard(function () {
       mount();
       refresh();
