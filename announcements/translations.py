@@ -176,8 +176,8 @@ def save(
         raise InvalidTransition("Archived notes cannot be translated. Restore it first.")
     title = title.strip()
     checks = {
-        "title": note_rules.title_problem(title),
-        "body_md": note_rules.body_problem(body_md),
+        "title": _nul_problem(title) or note_rules.title_problem(title),
+        "body_md": _nul_problem(body_md) or note_rules.body_problem(body_md),
         "announce": "Only a published translation is announced."
         if announce and not publish
         else None,
@@ -212,6 +212,12 @@ def save(
         _flush(session, translation)
         _record(session, translation, by, "translation.saved", edited, now)
     return translation
+
+
+def _nul_problem(text: str) -> str | None:
+    # Never something a person wrote (a file read as text may hold it), and PostgreSQL
+    # cannot store it.
+    return "Holds a character that is not text." if "\x00" in text else None
 
 
 def _edit(translation: NoteTranslation, title: str, body_md: str) -> list[str]:
