@@ -25,7 +25,7 @@ from flask import current_app
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import Table, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from announcements import (
     accounts,
@@ -47,6 +47,7 @@ from announcements import (
     support_desks,
     support_impact,
     tickets,
+    translations,
     user_state,
     versions,
 )
@@ -85,6 +86,9 @@ DEMO_EMAIL = "demo@example.com"
 DEMO_HOST_PRODUCT = "lumen"  # the product the demo host page embeds
 DEMO_HOST_USER = "demo-user"
 DEMO_READERS = 80
+# Lumen speaks English (its default) and these: most notes in all three, one French text
+# outdated, one note in English only.
+LUMEN_LANGUAGES = ("fr", "ar")
 READERS_VERSION = "2.10.0"
 # What some demo readers said, by note title: so a note's page in the console has
 # reactions and comments to show.
@@ -95,6 +99,16 @@ DEMO_COMMENTS: dict[str, list[tuple[str, str | None]]] = {
     ],
     "Dates in exported PDFs": [("👍", None)],
 }
+
+
+@dataclass(frozen=True)
+class DemoText:
+    """A note's title and body in another of its product's languages."""
+
+    locale: str
+    title: str
+    body_md: str
+    published: bool = True  # else a draft
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,13 @@ class DemoNote:
     # Written this long before it went live, and scheduled for then: Status shows the
     # last scheduled note that went live.
     scheduled_ahead: timedelta | None = None
+    # The note in the product's other languages, each translated a day after it was
+    # written (a day later again for those translated before an edit).
+    translations: tuple[DemoText, ...] = ()
+    # The body it went out with before an edit two days later, and the languages translated
+    # from that body: their translations are outdated since.
+    first_body_md: str | None = None
+    outdated: tuple[str, ...] = ()
 
 
 LUMEN_NOTES = [
@@ -132,6 +153,35 @@ Lumen 2.0 brings a dashboard that loads **three times faster** and works on any 
 ![The new dashboard]({img}/dashboard.png)
 """,
         is_important=True,
+        translations=(
+            DemoText(
+                "fr",
+                "Un nouveau tableau de bord, entièrement repensé",
+                """\
+Lumen 2.0 apporte un tableau de bord qui se charge **trois fois plus vite** et s'adapte à
+tous les écrans.
+
+- Faites glisser les cartes pour composer votre propre disposition
+- Épinglez les rapports que vous ouvrez chaque matin
+- Le mode sombre suit le réglage de votre système
+
+![Le nouveau tableau de bord]({img}/dashboard.png)
+""",
+            ),
+            DemoText(
+                "ar",
+                "لوحة معلومات جديدة أُعيد بناؤها من الأساس",
+                """\
+يقدّم Lumen 2.0 لوحة معلومات تُحمَّل **أسرع بثلاث مرات** وتعمل على أي شاشة.
+
+- اسحب البطاقات لترتيب لوحتك كما تريد
+- ثبّت التقارير التي تفتحها كل صباح
+- يتبع الوضع الداكن إعدادات نظامك
+
+![لوحة المعلومات الجديدة]({img}/dashboard.png)
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.0.0",
@@ -143,6 +193,25 @@ The classic dashboard from 1.x has been retired. Saved layouts were carried over
 automatically; if something looks off, *Reset layout* in the card menu restores the default.
 """,
         support_topics=("layout",),
+        translations=(
+            DemoText(
+                "fr",
+                "L'ancien tableau de bord disparaît",
+                """\
+L'ancien tableau de bord de la version 1.x a été retiré. Vos dispositions enregistrées ont
+été reprises automatiquement ; si quelque chose vous semble décalé, *Réinitialiser la
+disposition* dans le menu de la carte rétablit la disposition par défaut.
+""",
+            ),
+            DemoText(
+                "ar",
+                "وداعًا للوحة المعلومات الكلاسيكية",
+                """\
+أُوقفت لوحة المعلومات الكلاسيكية من الإصدار 1.x. نُقلت تخطيطاتك المحفوظة تلقائيًا، وإن بدا
+لك شيء في غير مكانه فاختر *إعادة ضبط التخطيط* من قائمة البطاقة لاستعادة التخطيط الافتراضي.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.1.0",
@@ -154,6 +223,27 @@ Every chart now has an **Export** button. PNG exports keep your theme; CSV expor
 the raw numbers behind each point.
 """,
         support_topics=("export",),
+        translations=(
+            DemoText(
+                "fr",
+                "Exportez n'importe quel graphique en PNG ou en CSV",
+                """\
+Chaque graphique dispose désormais d'un bouton **Exporter** pour les fichiers PNG et CSV.
+""",
+            ),
+            DemoText(
+                "ar",
+                "صدّر أي مخطط بصيغة PNG أو CSV",
+                """\
+أصبح لكل مخطط الآن زر **تصدير**. تحتفظ صور PNG المصدَّرة بسمة الألوان التي تستخدمها، وتتضمن
+ملفات CSV الأرقام الأولية وراء كل نقطة.
+""",
+            ),
+        ),
+        first_body_md="""\
+Every chart now has an **Export** button for PNG and CSV files.
+""",
+        outdated=("fr",),
     ),
     DemoNote(
         "2.1.0",
@@ -163,6 +253,24 @@ the raw numbers behind each point.
         """\
 Weekly reports now start on Monday *in your workspace's time zone* instead of UTC.
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Fuseaux horaires dans les rapports hebdomadaires",
+                """\
+Les rapports hebdomadaires commencent désormais le lundi *dans le fuseau horaire de votre
+espace de travail*, et non plus en UTC.
+""",
+            ),
+            DemoText(
+                "ar",
+                "المناطق الزمنية في التقارير الأسبوعية",
+                """\
+تبدأ التقارير الأسبوعية الآن يوم الاثنين *وفق المنطقة الزمنية لمساحة عملك* بدلًا من التوقيت
+العالمي (UTC).
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.2.0",
@@ -173,6 +281,24 @@ Weekly reports now start on Monday *in your workspace's time zone* instead of UT
 Search now matches report names, descriptions and the names of the metrics inside them.
 Results appear as you type.
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Une recherche plus rapide dans tous les rapports",
+                """\
+La recherche porte désormais sur le nom des rapports, leur description et le nom des
+indicateurs qu'ils contiennent. Les résultats s'affichent pendant la saisie.
+""",
+            ),
+            DemoText(
+                "ar",
+                "بحث أسرع في جميع التقارير",
+                """\
+يبحث Lumen الآن في أسماء التقارير وأوصافها وأسماء المقاييس التي تحتويها، وتظهر النتائج
+أثناء الكتابة.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.2.0",
@@ -192,6 +318,38 @@ See the [migration guide](https://docs.lumen.example/api/v2-migration).
 """,
         is_important=True,
         support_topics=("api",),
+        translations=(
+            DemoText(
+                "fr",
+                "L'API v1 sera retirée dans la version 3.0",
+                """\
+L'API REST v1 est obsolète et cessera de répondre avec **Lumen 3.0**. Passez à la v2 : les
+requêtes sont les mêmes, avec des curseurs à la place des numéros de page :
+
+```bash
+curl -H "Authorization: Bearer $LUMEN_TOKEN" \\
+  "https://api.lumen.example/v2/reports?cursor=…"
+```
+
+Consultez le [guide de migration](https://docs.lumen.example/api/v2-migration).
+""",
+            ),
+            DemoText(
+                "ar",
+                "إيقاف واجهة API v1 في الإصدار 3.0",
+                """\
+أصبحت واجهة REST API v1 قديمة وستتوقف عن الاستجابة في **Lumen 3.0**. انتقل إلى v2، فالطلبات
+هي نفسها مع مؤشرات (cursors) بدلًا من أرقام الصفحات:
+
+```bash
+curl -H "Authorization: Bearer $LUMEN_TOKEN" \\
+  "https://api.lumen.example/v2/reports?cursor=…"
+```
+
+راجع [دليل الانتقال](https://docs.lumen.example/api/v2-migration).
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.3.0",
@@ -205,6 +363,31 @@ Set an alert on any metric and Lumen tells you by email or Slack when it crosses
 2. Choose **Alert me** in the chart menu
 3. Pick the threshold and where to be told
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Des alertes quand un indicateur franchit un seuil",
+                """\
+Définissez une alerte sur n'importe quel indicateur : Lumen vous prévient par e-mail ou sur
+Slack dès qu'il franchit la limite.
+
+1. Ouvrez un graphique
+2. Choisissez **M'alerter** dans le menu du graphique
+3. Indiquez le seuil et où être prévenu
+""",
+            ),
+            DemoText(
+                "ar",
+                "تنبيهات عندما يتجاوز مقياسٌ حدًّا تختاره",
+                """\
+اضبط تنبيهًا على أي مقياس، وسيُعلمك Lumen عبر البريد الإلكتروني أو Slack حين يتجاوز الحد.
+
+1. افتح مخططًا
+2. اختر **نبّهني** من قائمة المخطط
+3. حدّد العتبة والمكان الذي تريد أن يصلك التنبيه فيه
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.4.0",
@@ -215,6 +398,25 @@ Set an alert on any metric and Lumen tells you by email or Slack when it crosses
 Workspaces on the Business plan can now require single sign-on. Okta, Azure AD and Google
 Workspace are supported out of the box; any SAML 2.0 or OpenID Connect provider works.
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Authentification unique avec SAML et OIDC",
+                """\
+Les espaces de travail de l'offre Business peuvent désormais exiger l'authentification
+unique. Okta, Azure AD et Google Workspace sont pris en charge d'emblée ; tout fournisseur
+SAML 2.0 ou OpenID Connect fonctionne.
+""",
+            ),
+            DemoText(
+                "ar",
+                "تسجيل الدخول الموحّد عبر SAML وOIDC",
+                """\
+يمكن لمساحات العمل في خطة Business الآن أن تشترط تسجيل الدخول الموحّد. تعمل Okta وAzure AD
+وGoogle Workspace مباشرةً، كما يعمل أي موفّر هوية يدعم SAML 2.0 أو OpenID Connect.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.4.0",
@@ -225,6 +427,24 @@ Workspace are supported out of the box; any SAML 2.0 or OpenID Connect provider 
 CSV files that use `;` as the separator (common in Europe) are detected and imported
 correctly.
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Import de fichiers CSV séparés par des points-virgules",
+                """\
+Les fichiers CSV qui utilisent `;` comme séparateur (courant en Europe) sont détectés et
+importés correctement.
+""",
+            ),
+            DemoText(
+                "ar",
+                "استيراد ملفات CSV المفصولة بفاصلة منقوطة",
+                """\
+يتعرّف Lumen الآن على ملفات CSV التي تستخدم `;` فاصلًا (وهو شائع في أوروبا) ويستوردها
+بشكل صحيح.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.5.0",
@@ -238,6 +458,30 @@ correctly.
 | Editor | ✓ | ✓ | |
 | Admin | ✓ | ✓ | ✓ |
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Des droits plus clairs pour les lecteurs",
+                """\
+| Rôle | Voir les rapports | Modifier les rapports | Inviter des personnes |
+|------|:---:|:---:|:---:|
+| Lecteur | ✓ | | |
+| Éditeur | ✓ | ✓ | |
+| Administrateur | ✓ | ✓ | ✓ |
+""",
+            ),
+            DemoText(
+                "ar",
+                "صلاحيات أوضح للمشاهدين",
+                """\
+| الدور | عرض التقارير | تعديل التقارير | دعوة الأشخاص |
+|------|:---:|:---:|:---:|
+| مشاهد | ✓ | | |
+| محرّر | ✓ | ✓ | |
+| مسؤول | ✓ | ✓ | ✓ |
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.6.0",
@@ -248,6 +492,25 @@ correctly.
 Mark a launch, an outage or a campaign right on the chart. Annotations are shared with your
 team and appear on every chart of the same metric.
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Des annotations sur les graphiques",
+                """\
+Signalez un lancement, une panne ou une campagne directement sur le graphique. Les
+annotations sont partagées avec votre équipe et apparaissent sur tous les graphiques du même
+indicateur.
+""",
+            ),
+            DemoText(
+                "ar",
+                "ملاحظات توضيحية على المخططات",
+                """\
+ضع علامة على إطلاق أو انقطاع في الخدمة أو حملة تسويقية مباشرةً على المخطط. يراها فريقك كله،
+وتظهر على كل مخطط للمقياس نفسه.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.6.0",
@@ -259,6 +522,25 @@ Plans are now billed per active seat instead of per workspace, so you pay only f
 who use Lumen. Invoices show VAT on every line and your company's VAT number.
 """,
         support_topics=("billing", "invoice"),
+        translations=(
+            DemoText(
+                "fr",
+                "Facturation par siège, et la TVA sur chaque ligne des factures",
+                """\
+Les offres sont désormais facturées par siège actif et non plus par espace de travail : vous
+ne payez que pour les personnes qui utilisent Lumen. Les factures indiquent la TVA sur
+chaque ligne ainsi que le numéro de TVA de votre entreprise.
+""",
+            ),
+            DemoText(
+                "ar",
+                "الفوترة حسب المقعد، وضريبة القيمة المضافة في كل سطر من الفاتورة",
+                """\
+أصبحت الخطط تُحتسب لكل مقعد نشط بدلًا من كل مساحة عمل، فلا تدفع إلا مقابل الأشخاص الذين
+يستخدمون Lumen. وتُظهر الفواتير ضريبة القيمة المضافة في كل سطر والرقم الضريبي لشركتك.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.7.0",
@@ -268,6 +550,23 @@ who use Lumen. Invoices show VAT on every line and your company's VAT number.
         """\
 Auto-refresh now updates cards in place instead of redrawing the whole page.
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Les tableaux de bord ne clignotent plus à l'actualisation",
+                """\
+L'actualisation automatique met désormais à jour les cartes sur place au lieu de redessiner
+toute la page.
+""",
+            ),
+            DemoText(
+                "ar",
+                "لم تعد لوحات المعلومات تومض عند التحديث",
+                """\
+يحدّث التحديث التلقائي البطاقات الآن في مكانها بدلًا من إعادة رسم الصفحة بأكملها.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.8.0",
@@ -278,6 +577,23 @@ Auto-refresh now updates cards in place instead of redrawing the whole page.
 Send any report to your team every day, week or month. Recipients don't need a Lumen account.
 """,
         support_topics=("scheduled-reports",),
+        translations=(
+            DemoText(
+                "fr",
+                "Des rapports programmés par e-mail",
+                """\
+Envoyez n'importe quel rapport à votre équipe chaque jour, chaque semaine ou chaque mois.
+Les destinataires n'ont pas besoin d'un compte Lumen.
+""",
+            ),
+            DemoText(
+                "ar",
+                "تقارير مجدولة عبر البريد الإلكتروني",
+                """\
+أرسل أي تقرير إلى فريقك كل يوم أو كل أسبوع أو كل شهر، دون أن يحتاج المستلمون إلى حساب في Lumen.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.9.0",
@@ -288,6 +604,24 @@ Send any report to your team every day, week or month. Recipients don't need a L
 Charts use a new colour palette designed for contrast and for colour-blind readers.
 Your custom colours are unchanged.
 """,
+        translations=(
+            DemoText(
+                "fr",
+                "Une palette de graphiques plus sobre et plus lisible",
+                """\
+Les graphiques utilisent une nouvelle palette de couleurs, pensée pour le contraste et pour
+les personnes daltoniennes. Vos couleurs personnalisées ne changent pas.
+""",
+            ),
+            DemoText(
+                "ar",
+                "ألوان أهدأ وأوضح للمخططات",
+                """\
+تستخدم المخططات لوحة ألوان جديدة صُممت لتباين أوضح ولتناسب المصابين بعمى الألوان. أما
+ألوانك المخصصة فتبقى كما هي.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.9.1",
@@ -300,6 +634,25 @@ workspaces can change this in **Settings → Security**.
 """,
         support_topics=("login", "session"),
         holdback_percent=20,
+        translations=(
+            DemoText(
+                "fr",
+                "Les cookies de session expirent désormais après 12 heures",
+                """\
+Pour votre sécurité, les sessions expirent désormais après 12 heures d'inactivité. Les
+espaces de travail avec authentification unique peuvent modifier ce délai dans
+**Paramètres → Sécurité**.
+""",
+            ),
+            DemoText(
+                "ar",
+                "تنتهي صلاحية ملفات تعريف الارتباط للجلسات الآن بعد 12 ساعة",
+                """\
+حرصًا على أمانك، تنتهي صلاحية الجلسات الآن بعد 12 ساعة من عدم النشاط. ويمكن لمساحات العمل
+التي تستخدم تسجيل الدخول الموحّد تغيير ذلك من **الإعدادات ← الأمان**.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.10.0",
@@ -317,6 +670,36 @@ The new **Funnels** report shows, step by step, how many people move from one ev
 """,
         is_important=True,
         support_topics=("funnels",),
+        translations=(
+            DemoText(
+                "fr",
+                "Entonnoirs : voyez où les utilisateurs décrochent",
+                """\
+Le nouveau rapport **Entonnoirs** montre, étape par étape, combien de personnes passent d'un
+événement au suivant.
+
+- Jusqu'à 10 étapes par entonnoir
+- Ventilation selon n'importe quelle propriété
+- Deux périodes comparées côte à côte
+
+![Un rapport en entonnoir]({img}/funnels.png)
+""",
+            ),
+            DemoText(
+                "ar",
+                "مسارات التحويل: اعرف أين يتوقف المستخدمون",
+                """\
+يُظهر تقرير **مسارات التحويل** الجديد، خطوةً بخطوة، عدد الأشخاص الذين ينتقلون من حدث إلى
+الحدث التالي.
+
+- حتى 10 خطوات في كل مسار
+- تقسيم النتائج حسب أي خاصية
+- مقارنة فترتين زمنيتين جنبًا إلى جنب
+
+![تقرير مسار تحويل]({img}/funnels.png)
+""",
+            ),
+        ),
     ),
     DemoNote(
         "2.10.0",
@@ -348,6 +731,25 @@ Beta testers can now group dashboards into **workspaces** with their own members
 permissions. Tell us what you think with the reactions below.
 """,
         scheduled_ahead=timedelta(days=3),
+        translations=(
+            DemoText(
+                "fr",
+                "Essayez les espaces de travail dans la bêta 3.0",
+                """\
+Les testeurs de la bêta peuvent désormais regrouper leurs tableaux de bord dans des
+**espaces de travail**, avec leurs propres membres et leurs propres droits. Dites-nous ce
+que vous en pensez avec les réactions ci-dessous.
+""",
+            ),
+            DemoText(
+                "ar",
+                "جرّب مساحات العمل في الإصدار التجريبي 3.0",
+                """\
+يمكن لمختبري الإصدار التجريبي الآن جمع لوحات المعلومات في **مساحات عمل** لكل منها أعضاؤها
+وصلاحياتها. أخبرنا برأيك عبر التفاعلات أدناه.
+""",
+            ),
+        ),
     ),
     DemoNote(
         "3.0.0",
@@ -358,6 +760,25 @@ permissions. Tell us what you think with the reactions below.
 As announced in 2.2.0, the v1 API no longer answers. Every v1 call returns `410 Gone`.
 """,
         intent=Intent.SAVE,
+        translations=(
+            DemoText(
+                "fr",
+                "L'API v1 est retirée",
+                """\
+Comme annoncé dans la version 2.2.0, l'API v1 ne répond plus. Chaque appel à la v1 renvoie
+`410 Gone`.
+""",
+                published=False,
+            ),
+            DemoText(
+                "ar",
+                "توقّف واجهة API v1",
+                """\
+كما أعلنّا في الإصدار 2.2.0، لم تعد واجهة API v1 تستجيب، وكل استدعاء لها يُرجع `410 Gone`.
+""",
+                published=False,
+            ),
+        ),
     ),
     DemoNote(
         "3.0.0",
@@ -369,6 +790,22 @@ Workspaces leave the beta and are available on every plan.
 """,
         is_important=True,
         intent=Intent.SCHEDULE,
+        translations=(
+            DemoText(
+                "fr",
+                "Des espaces de travail pour toutes les équipes",
+                """\
+Les espaces de travail sortent de la bêta et sont disponibles dans toutes les offres.
+""",
+            ),
+            DemoText(
+                "ar",
+                "مساحات عمل لكل الفرق",
+                """\
+تخرج مساحات العمل من المرحلة التجريبية وتصبح متاحة في جميع الخطط.
+""",
+            ),
+        ),
     ),
     # Last in the list, so the notes before it keep the ids, and the history drawn for them
     # the random draws, that they had before the demo had a notice.
@@ -389,6 +826,32 @@ the old one.
         support_topics=("api", "token"),
         requires_acknowledgement=True,
         escalate_after_days=7,
+        translations=(
+            DemoText(
+                "fr",
+                "Remplacez les jetons d'API créés avant la version 2.10",
+                """\
+Les jetons d'API créés avant Lumen 2.10 étaient écrits en clair dans un journal de requêtes
+auquel l'un de nos prestataires avait accès. Ce journal a été supprimé et rien n'indique
+qu'un jeton ait été utilisé par quelqu'un d'autre, mais par précaution ces jetons
+**cesseront de fonctionner 30 jours après cet avis**.
+
+Créez un nouveau jeton dans **Paramètres → API** et remplacez l'ancien partout où vos
+intégrations l'utilisent.
+""",
+            ),
+            DemoText(
+                "ar",
+                "استبدل رموز API التي أُنشئت قبل الإصدار 2.10",
+                """\
+كانت رموز API التي أُنشئت قبل Lumen 2.10 تُكتب كنص مقروء في سجل طلبات كان بإمكان أحد
+المتعاقدين معنا الاطلاع عليه. حذفنا السجل ولا نرى ما يدل على أن أحدًا آخر استخدم أيًّا من
+هذه الرموز، لكن على سبيل الاحتياط **ستتوقف هذه الرموز عن العمل بعد 30 يومًا من هذا الإشعار**.
+
+أنشئ رمزًا جديدًا من **الإعدادات ← API** وضعه مكان الرمز القديم حيثما تستخدمه تكاملاتك.
+""",
+            ),
+        ),
     ),
 ]
 
@@ -421,7 +884,16 @@ def load(session: Session, *, password: str, now: datetime) -> dict[str, Any]:
         accounts.set_password(session, member, password)
         session.commit()
     products = [
-        _product(session, member, "Lumen Analytics", "lumen", "#4f46e5", LUMEN_NOTES, now),
+        _product(
+            session,
+            member,
+            "Lumen Analytics",
+            "lumen",
+            "#4f46e5",
+            LUMEN_NOTES,
+            now,
+            other_languages=LUMEN_LANGUAGES,
+        ),
         _product(session, member, "Ledger", "ledger", "#0f766e", LEDGER_NOTES, now),
     ]
     lumen = products[0]
@@ -461,6 +933,7 @@ def _product(
     accent: str,
     notes: list[DemoNote],
     now: datetime,
+    other_languages: tuple[str, ...] = (),
 ) -> Product:
     product = session.scalar(select(Product).where(Product.slug == slug))
     if product is None:
@@ -477,48 +950,133 @@ def _product(
         )
     else:
         services.set_role(session, product, member, Role.OWNER, by=None, now=now)
+    added = [tag for tag in other_languages if tag not in product.languages]
+    if added:
+        translations.set_languages(
+            session,
+            product,
+            product.default_locale,
+            [*product.languages, *added],
+            by=member,
+            now=product.created_at,
+        )
+        session.commit()
     existing = {
-        (version, title)
-        for version, title in session.execute(
-            select(Note.version, Note.title).where(Note.product_id == product.id)
+        (note.version, note.title): note
+        for note in session.scalars(
+            select(Note)
+            .where(Note.product_id == product.id)
+            .options(selectinload(Note.translations))
         )
     }
-    screenshots: dict[str, str] = {}
+    pictures = _Pictures(product, accent)
     for demo in notes:
-        if (demo.version, demo.title) in existing:
-            continue
         when = now - timedelta(days=demo.days_ago) if demo.days_ago is not None else now
         intent, publish_at = demo.intent, None
         if demo.scheduled_ahead is not None:
             intent, publish_at, when = Intent.SCHEDULE, when, when - demo.scheduled_ahead
         elif demo.intent is Intent.SCHEDULE:
             publish_at = now + timedelta(days=7)
-        body_md = demo.body_md
-        if "{img}/" in body_md:
-            screenshots = screenshots or _screenshots(product, accent)
-            for name, path in screenshots.items():
-                body_md = body_md.replace("{img}/" + name, path)
-        services.create_note(
-            session,
-            product,
-            NoteInput(
-                version=demo.version,
-                title=demo.title,
-                category=demo.category.value,
-                body_md=body_md,
-                is_important=demo.is_important,
-                is_internal=demo.is_internal,
-                support_topics=demo.support_topics,
-                holdback_percent=demo.holdback_percent,
-                requires_acknowledgement=demo.requires_acknowledgement,
-                escalate_after_days=demo.escalate_after_days,
-            ),
-            intent=intent,
-            publish_at=publish_at,
-            by=member,
-            now=when,
-        )
+        note = existing.get((demo.version, demo.title))
+        if note is None:
+            note = services.create_note(
+                session,
+                product,
+                NoteInput(
+                    version=demo.version,
+                    title=demo.title,
+                    category=demo.category.value,
+                    body_md=pictures.shown_in(demo.first_body_md or demo.body_md),
+                    is_important=demo.is_important,
+                    is_internal=demo.is_internal,
+                    support_topics=demo.support_topics,
+                    holdback_percent=demo.holdback_percent,
+                    requires_acknowledgement=demo.requires_acknowledgement,
+                    escalate_after_days=demo.escalate_after_days,
+                ),
+                intent=intent,
+                publish_at=publish_at,
+                by=member,
+                now=when,
+            )
+        _translate(session, note, demo, pictures, member, when, now)
     return product
+
+
+def _translate(
+    session: Session,
+    note: Note,
+    demo: DemoNote,
+    pictures: _Pictures,
+    member: TeamMember,
+    when: datetime,
+    now: datetime,
+) -> None:
+    """Add the translations the note lacks. A note still as it first went out is edited
+    now, after its ``outdated`` languages were translated and before the others."""
+    missing = [text for text in demo.translations if translations.find(note, text.locale) is None]
+    if not missing:
+        return
+    day = timedelta(days=1)
+    first_body = demo.first_body_md and pictures.shown_in(demo.first_body_md)
+    if note.body_md == first_body:
+        _write_texts(
+            session,
+            note,
+            [t for t in missing if t.locale in demo.outdated],
+            pictures,
+            member,
+            min(when + day, now),
+        )
+        services.update_note(
+            session,
+            note,
+            replace(NoteInput.of(note), body_md=pictures.shown_in(demo.body_md)),
+            by=member,
+            now=min(when + 2 * day, now),
+        )
+        missing = [t for t in missing if t.locale not in demo.outdated]
+        when += 2 * day
+    _write_texts(session, note, missing, pictures, member, min(when + day, now))
+    session.commit()
+
+
+def _write_texts(
+    session: Session,
+    note: Note,
+    texts: list[DemoText],
+    pictures: _Pictures,
+    member: TeamMember,
+    at: datetime,
+) -> None:
+    for text in texts:
+        translations.save(
+            session,
+            note,
+            text.locale,
+            title=text.title,
+            body_md=pictures.shown_in(text.body_md),
+            publish=text.published,
+            by=member,
+            now=at,
+        )
+
+
+class _Pictures:
+    """The demo's screenshots of a product, stored the first time a text shows one."""
+
+    def __init__(self, product: Product, accent: str) -> None:
+        self.product, self.accent = product, accent
+        self.paths: dict[str, str] = {}
+
+    def shown_in(self, body_md: str) -> str:
+        """``body_md`` with each ``{img}/<name>`` replaced by the stored picture's path."""
+        if "{img}/" not in body_md:
+            return body_md
+        self.paths = self.paths or _screenshots(self.product, self.accent)
+        for name, path in self.paths.items():
+            body_md = body_md.replace("{img}/" + name, path)
+        return body_md
 
 
 # Screenshots ------------------------------------------------------------------------
