@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 
 from flask import render_template
 from flask.typing import ResponseReturnValue
+from flask_babel import format_decimal, lazy_gettext, ngettext
+from flask_babel import gettext as _
 
 from announcements import monitoring
 from announcements.models import Product, Role, utcnow
@@ -33,8 +35,8 @@ from app.mail import jobs
 
 # What each kind of alert is called in the history (its mail's subject says more).
 ALERT_NAMES = {
-    monitoring.AlertKind.WORKER_SILENT: "Worker silent",
-    monitoring.AlertKind.MAIL_FAILING: "Mail failing",
+    monitoring.AlertKind.WORKER_SILENT: lazy_gettext("Worker silent"),
+    monitoring.AlertKind.MAIL_FAILING: lazy_gettext("Mail failing"),
 }
 
 
@@ -67,10 +69,15 @@ def latency(milliseconds: float | None) -> str:
     if milliseconds is None:
         return "—"
     if math.isinf(milliseconds):
-        return f"over {monitoring.LATENCY_BUCKETS_MS[-1] / 1000:g} s"
+        return _("over %(seconds)s s", seconds=_number(monitoring.LATENCY_BUCKETS_MS[-1] / 1000))
     if milliseconds >= 1000:
-        return f"≤ {milliseconds / 1000:g} s"
-    return f"≤ {milliseconds:g} ms"
+        return f"≤ {_number(milliseconds / 1000)} s"
+    return f"≤ {_number(milliseconds)} ms"
+
+
+def _number(value: float) -> str:
+    """A bucket's bound as few digits as it needs (as ``:g``), in the member's language."""
+    return format_decimal(value, "#,##0.###")
 
 
 @bp.app_template_filter("error_percent")
@@ -81,7 +88,7 @@ def error_percent(value: float | None, unit: bool = True) -> str:
     if value is None:
         return "—"
     percent = value * 100
-    written = f"{percent:.2g}" if percent < 1 else f"{percent:.1f}"
+    written = format_decimal(percent, "@#" if percent < 1 else "0.0")
     return f"{written} %" if unit else written
 
 
@@ -89,19 +96,29 @@ def error_percent(value: float | None, unit: bool = True) -> str:
 def worker_process(name: str) -> tuple[str, str]:
     """A worker's name (``outbox.worker_name()``: host, pid and start) as its host and
     "pid N", the two an operator looks for; another name whole, with nothing beside."""
-    host, _, rest = name.rpartition(":")
-    host, _, pid = host.rpartition(":")
-    return (host, f"pid {pid}") if host and pid.isdigit() and rest.isdigit() else (name, "")
+    host, _colon, rest = name.rpartition(":")
+    host, _colon, pid = host.rpartition(":")
+    if host and pid.isdigit() and rest.isdigit():
+        return host, _("pid %(pid)s", pid=pid)
+    return name, ""
+
+
+def span(length: timedelta) -> str:
+    """``monitoring.describe_span`` in the member's language: its "s", "min" and "h" are
+    symbols every language writes so; the days it gives from 48 hours on are words."""
+    if length >= timedelta(hours=48):
+        return ngettext("%(num)s day", "%(num)s days", length.days)
+    return monitoring.describe_span(length)
 
 
 def ago(status: monitoring.Status, moment: datetime) -> str:
     """How long before the page's ``now`` a time was, in words: "40 s ago"."""
-    return f"{monitoring.describe_span(max(status.now - moment, timedelta(0)))} ago"
+    return _("%(span)s ago", span=span(max(status.now - moment, timedelta(0))))
 
 
 def when(status: monitoring.Status, moment: datetime) -> str:
     """A time in the member's zone: the time alone on the page's day, the day too before."""
-    same_day = timezones.local(moment, "%Y-%m-%d") == timezones.local(status.now, "%Y-%m-%d")
+    same_day = timezones.same_day(moment, status.now)
     return timezones.local(moment, "%H:%M" if same_day else "%d %b, %H:%M")
 
 
@@ -116,19 +133,25 @@ def attention(status: monitoring.Status) -> list[Attention]:
         items.append(
             Attention(
                 "error",
-                "No worker has run yet",
-                "Nothing is e-mailed, no webhook is called and scheduled e-mails wait until "
-                "one runs: start it with flask worker.",
+                _("No worker has run yet"),
+                _(
+                    "Nothing is e-mailed, no webhook is called and scheduled e-mails wait "
+                    "until one runs: start it with flask worker."
+                ),
             )
         )
     elif not worker.alive:
         items.append(
             Attention(
                 "error",
-                "The worker is silent",
-                f"Its last heartbeat was {ago(status, worker.last_beat_at)}, at "
-                f"{when(status, worker.last_beat_at)}. Until a worker "
-                f"runs, no mail or webhook goes out.{told}",
+                _("The worker is silent"),
+                _(
+                    "Its last heartbeat was %(ago)s, at %(time)s. Until a worker runs, no mail "
+                    "or webhook goes out.",
+                    ago=ago(status, worker.last_beat_at),
+                    time=when(status, worker.last_beat_at),
+                )
+                + told,
             )
         )
     pause = status.outbox.pause
@@ -136,11 +159,15 @@ def attention(status: monitoring.Status) -> list[Attention]:
         items.append(
             Attention(
                 "error",
-                "Sending is paused",
-                f"The mail server has refused us since "
-                f"{when(status, pause.since)}: {pause.error}. The next try "
-                f"is at {when(status, pause.retry_at)}; the messages wait, and no "
-                "subscriber is counted as bounced for it.",
+                _("Sending is paused"),
+                _(
+                    "The mail server has refused us since %(since)s: %(error)s. The next try "
+                    "is at %(retry)s; the messages wait, and no subscriber is counted as "
+                    "bounced for it.",
+                    since=when(status, pause.since),
+                    error=pause.error,
+                    retry=when(status, pause.retry_at),
+                ),
             )
         )
     failing = open_alerts.get(monitoring.AlertKind.MAIL_FAILING)
@@ -148,10 +175,13 @@ def attention(status: monitoring.Status) -> list[Attention]:
         items.append(
             Attention(
                 "error" if failing.alerted_at else "warning",
-                "Mail is failing",
-                f"Messages have waited after failed attempts, and none has been sent, since "
-                f"{when(status, failing.failing_since)}."
-                f"{_told(status, failing)}",
+                _("Mail is failing"),
+                _(
+                    "Messages have waited after failed attempts, and none has been sent, "
+                    "since %(time)s.",
+                    time=when(status, failing.failing_since),
+                )
+                + _told(status, failing),
             )
         )
     webhooks = status.webhooks
@@ -159,14 +189,21 @@ def attention(status: monitoring.Status) -> list[Attention]:
         items.append(
             Attention(
                 "warning",
-                "Webhook calls are failing",
-                f"{webhooks.failing:,} call{'s' if webhooks.failing != 1 else ''} of the last "
-                f"24 hours {'is' if webhooks.failing == 1 else 'are'} failing: "
-                f"{webhooks.retrying:,} to be tried again, {webhooks.failed:,} given up on.",
+                _("Webhook calls are failing"),
+                ngettext(
+                    "%(count)s call of the last 24 hours is failing: %(retrying)s to be tried "
+                    "again, %(failed)s given up on.",
+                    "%(count)s calls of the last 24 hours are failing: %(retrying)s to be "
+                    "tried again, %(failed)s given up on.",
+                    webhooks.failing,
+                    count=format_decimal(webhooks.failing),
+                    retrying=format_decimal(webhooks.retrying),
+                    failed=format_decimal(webhooks.failed),
+                ),
             )
         )
     items += [
-        Attention("warning", "Data stopped arriving", data_warning(status, warning))
+        Attention("warning", _("Data stopped arriving"), data_warning(status, warning))
         for warning in status.warnings
     ]
     return items
@@ -175,18 +212,24 @@ def attention(status: monitoring.Status) -> list[Attention]:
 def data_warning(status: monitoring.Status, warning: monitoring.DataWarning) -> str:
     """What a warning that data stopped arriving says, its times in the member's zone."""
     if isinstance(warning, monitoring.WidgetSilent):
-        return (
-            f"No widget request in the last {monitoring.describe_span(warning.window)}, "
-            f"though the widget had requests at this time of day on {warning.usual_days} of "
-            f"the previous {warning.of_days} days. Check that the host app still loads the "
-            "widget with this product's key."
+        return _(
+            "No widget request in the last %(span)s, though the widget had requests at this "
+            "time of day on %(usual)s of the previous %(days)s days. Check that the host app "
+            "still loads the widget with this product's key.",
+            span=span(warning.window),
+            usual=warning.usual_days,
+            days=warning.of_days,
         )
-    return (
-        f"No ticket from {warning.desk} ({warning.source}) since "
-        f"{when(status, warning.last_ticket_at)}, {ago(status, warning.last_ticket_at)}: "
-        f"longer than any gap between its tickets in the {warning.history.days} days before "
-        f"(at most {monitoring.describe_span(warning.longest_gap)}). Check the connection "
-        "in the help desk."
+    return _(
+        "No ticket from %(desk)s (%(source)s) since %(time)s, %(ago)s: longer than any gap "
+        "between its tickets in the %(days)s days before (at most %(gap)s). Check the "
+        "connection in the help desk.",
+        desk=warning.desk,
+        source=warning.source,
+        time=when(status, warning.last_ticket_at),
+        ago=ago(status, warning.last_ticket_at),
+        days=warning.history.days,
+        gap=span(warning.longest_gap),
     )
 
 
@@ -195,9 +238,9 @@ def _told(status: monitoring.Status, alert: monitoring.AlertRow | None) -> str:
     if alert is None:
         return ""
     if alert.alerted_at is not None:
-        return f" The owners were e-mailed at {when(status, alert.alerted_at)}."
+        return " " + _("The owners were e-mailed at %(time)s.", time=when(status, alert.alerted_at))
     due = alert.failing_since + monitoring.THRESHOLDS[monitoring.AlertKind(alert.kind)]
-    return f" The owners are e-mailed at {when(status, due)} if it lasts."
+    return " " + _("The owners are e-mailed at %(time)s if it lasts.", time=when(status, due))
 
 
 def tiles(status: monitoring.Status) -> dict[str, str]:
@@ -229,15 +272,22 @@ def traffic_figure(traffic: monitoring.Traffic) -> Figure:
     rows = [
         MinuteRow(timezones.local(m.minute, "%H:%M"), m.requests, m.errors) for m in traffic.minutes
     ]
-    title = "Widget requests per minute, last hour"
+    title = _("Widget requests per minute, last hour")
     chart = charts.bar_chart([r.label for r in rows], [r.requests for r in rows], max_labels=6)
     if not traffic.requests:
-        return Figure(chart, title, f"{title}: no requests.", rows)
+        return Figure(chart, title, _("%(title)s: no requests.", title=title), rows)
     busiest = max(rows, key=lambda r: r.requests)
-    summary = (
-        f"{title}, {rows[0].label} to {rows[-1].label} ({timezones.zone_name()}): "
-        f"{traffic.requests:,} requests, {traffic.errors:,} answered with an error; the most "
-        f"in one minute, {busiest.requests:,}, at {busiest.label}."
+    summary = _(
+        "%(title)s, %(first)s to %(last)s (%(zone)s): %(requests)s requests, %(errors)s "
+        "answered with an error; the most in one minute, %(most)s, at %(busiest)s.",
+        title=title,
+        first=rows[0].label,
+        last=rows[-1].label,
+        zone=timezones.zone_name(),
+        requests=format_decimal(traffic.requests),
+        errors=format_decimal(traffic.errors),
+        most=format_decimal(busiest.requests),
+        busiest=busiest.label,
     )
     return Figure(chart, title, summary, rows)
 
@@ -258,6 +308,6 @@ def status(product: Product) -> ResponseReturnValue:
         ago=lambda moment: ago(figures, moment),
         when=lambda moment: when(figures, moment),
         alert_names=ALERT_NAMES,
-        silent_after=monitoring.describe_span(monitoring.WORKER_SILENT_AFTER),
-        settles_after=monitoring.describe_span(monitoring.ALERT_SETTLES_AFTER),
+        silent_after=span(monitoring.WORKER_SILENT_AFTER),
+        settles_after=span(monitoring.ALERT_SETTLES_AFTER),
     )

@@ -24,6 +24,8 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import format_decimal
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from announcements import holdback, notices, reads, support_desks, support_impact, tickets
@@ -53,11 +55,6 @@ def _iso_local(value: str | None, fmt: str = "%d %b %Y, %H:%M") -> str:
     return timezones.local(datetime.fromisoformat(value), fmt) if value else ""
 
 
-def _same_day(one: datetime, other: datetime) -> bool:
-    """Whether two times fall on one day in the member's zone."""
-    return timezones.local(one, "%Y-%m-%d") == timezones.local(other, "%Y-%m-%d")
-
-
 # Impact ------------------------------------------------------------------------------------
 
 
@@ -74,7 +71,7 @@ def impact_page(product: Product) -> ResponseReturnValue:
         releases=releases,
         # The stalest figure on the page says how fresh the page is.
         computed_at=computed_at,
-        computed_today=computed_at is not None and _same_day(computed_at, utcnow()),
+        computed_today=computed_at is not None and timezones.same_day(computed_at, utcnow()),
         connected=bool(_connections(product)),
         can_refresh=g.role.allows(Role.EDITOR),
         not_enough=support_impact.NOT_ENOUGH_DATA,
@@ -94,9 +91,11 @@ def _product_key() -> str:
 def support_refresh(product: Product) -> ResponseReturnValue:
     """Ask the worker to count the product's figures again now, not at the next hour."""
     if jobs.request_refresh(product.id):
-        flash("Counting again: the new figures show here in a minute or two.", "success")
+        flash(_("Counting again: the new figures show here in a minute or two."), "success")
     else:
-        flash("The worker cannot be reached: the figures are recounted within the hour.", "error")
+        flash(
+            _("The worker cannot be reached: the figures are recounted within the hour."), "error"
+        )
     return redirect(url_for("console.support_impact", slug=product.slug))
 
 
@@ -115,7 +114,10 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
     if lookup.strip():
         lookup = lookup.strip()
         if len(lookup) > tickets.MAX_USER_ID_LENGTH or not reads.is_storable(lookup):
-            lookup_error = f"A user id is text of at most {tickets.MAX_USER_ID_LENGTH} characters."
+            lookup_error = _(
+                "A user id is text of at most %(length)s characters.",
+                length=tickets.MAX_USER_ID_LENGTH,
+            )
         else:
             groups = support_impact.user_groups(db.session(), product, lookup, now=now)
     # The acknowledgements were counted by the roll-up: counting them reads every
@@ -142,10 +144,10 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
         daily=daily_figure(figures) if figures else None,
         readers=(
             interval_figure(
-                "Tickets per 1,000 readers and non-readers",
+                _("Tickets per 1,000 readers and non-readers"),
                 [
-                    ("Readers", figures["rate_readers"]),
-                    ("Non-readers", figures["rate_non_readers"]),
+                    (_("Readers"), figures["rate_readers"]),
+                    (_("Non-readers"), figures["rate_non_readers"]),
                 ],
             )
             if figures
@@ -153,10 +155,10 @@ def support_note(product: Product, note_id: int) -> ResponseReturnValue:
         ),
         holdback=(
             interval_figure(
-                "Tickets per 1,000 users told and held back",
+                _("Tickets per 1,000 users told and held back"),
                 [
-                    ("Told", figures["holdback"]["treated"]),
-                    ("Held back", figures["holdback"]["control"]),
+                    (_("Told"), figures["holdback"]["treated"]),
+                    (_("Held back"), figures["holdback"]["control"]),
                 ],
             )
             if figures and figures["holdback"]
@@ -205,7 +207,7 @@ class DayRow:
 @bp.app_template_filter("per_1000")
 def per_1000(value: float | None) -> str:
     """A rate per 1,000 as the pages write it: two decimals, a dash for none."""
-    return "—" if value is None else f"{value:,.2f}"
+    return "—" if value is None else format_decimal(value, "#,##0.00")
 
 
 def daily_figure(f: dict[str, Any]) -> Figure:
@@ -214,11 +216,11 @@ def daily_figure(f: dict[str, Any]) -> Figure:
     days = [(date.fromisoformat(d["date"]), int(d["tickets"])) for d in f["daily"]]
     published = datetime.fromisoformat(f["published_at"]).astimezone(UTC)
     window_end = datetime.fromisoformat(f["window_end"]).astimezone(UTC)
-    about = f" about {', '.join(f['topics'])}" if f["topics"] else ""
-    span = "before publication to today" if f["window_open"] else "either side of publication"
-    title = f"Tickets per day{about}, {f['window_days']} days {span}"
+    title = _daily_title(f)
     if not days:
-        return Figure(charts.bar_chart([], []), title, f"{title}: no days counted yet.")
+        return Figure(
+            charts.bar_chart([], []), title, _("%(title)s: no days counted yet.", title=title)
+        )
     start = datetime.combine(days[0][0], time.min, UTC)
 
     def in_days(moment: datetime) -> float:
@@ -227,7 +229,7 @@ def daily_figure(f: dict[str, Any]) -> Figure:
     chart = charts.bar_chart(
         [day_label(day) for day, _ in days],
         [count for _, count in days],
-        marker=(in_days(published), f"Published {day_label(published.date())}"),
+        marker=(in_days(published), _("Published %(day)s", day=day_label(published.date()))),
         band=(in_days(published), in_days(window_end)),
     )
     rows = [
@@ -245,12 +247,40 @@ def daily_figure(f: dict[str, Any]) -> Figure:
     before = sum(r.tickets for r in rows if r.period == "before")
     after = sum(r.tickets for r in rows if r.period != "before")
     busiest = max(rows, key=lambda r: r.tickets)
-    summary = (
-        f"{title}, {rows[0].label} to {rows[-1].label} (UTC days): {before:,} tickets "
-        f"before publication on {day_label(published.date())}, {after:,} from that day on; "
-        f"the most in one day, {busiest.tickets:,}, on {busiest.label}."
+    summary = _(
+        "%(title)s, %(first)s to %(last)s (UTC days): %(before)s tickets before publication "
+        "on %(published)s, %(after)s from that day on; the most in one day, %(most)s, on "
+        "%(busiest)s.",
+        title=title,
+        first=rows[0].label,
+        last=rows[-1].label,
+        before=format_decimal(before),
+        published=day_label(published.date()),
+        after=format_decimal(after),
+        most=format_decimal(busiest.tickets),
+        busiest=busiest.label,
     )
     return Figure(chart, title, summary, rows)
+
+
+def _daily_title(f: dict[str, Any]) -> str:
+    """The daily chart's title: its topics, and how far after publication it goes."""
+    days, topics = f["window_days"], ", ".join(f["topics"])
+    if f["window_open"]:
+        if topics:
+            return _(
+                "Tickets per day about %(topics)s, %(days)s days before publication to today",
+                topics=topics,
+                days=days,
+            )
+        return _("Tickets per day, %(days)s days before publication to today", days=days)
+    if topics:
+        return _(
+            "Tickets per day about %(topics)s, %(days)s days either side of publication",
+            topics=topics,
+            days=days,
+        )
+    return _("Tickets per day, %(days)s days either side of publication", days=days)
 
 
 def interval_figure(title: str, groups: Sequence[tuple[str, dict[str, Any]]]) -> Figure:
@@ -260,11 +290,19 @@ def interval_figure(title: str, groups: Sequence[tuple[str, dict[str, Any]]]) ->
     intervals = []
     for label, r in groups:
         if r["per_1000"] is None:
-            short = text = f"{label}: no users"
+            short = text = _("%(group)s: no users", group=label)
         else:
-            bounds = f"{per_1000(r['low'])}–{per_1000(r['high'])}"
-            short = f"{label}: {per_1000(r['per_1000'])} ({bounds})"
-            text = f"{label}: {per_1000(r['per_1000'])} per 1,000 (95 % CI {bounds})"
+            rate, low, high = per_1000(r["per_1000"]), per_1000(r["low"]), per_1000(r["high"])
+            short = _(
+                "%(group)s: %(rate)s (%(low)s–%(high)s)", group=label, rate=rate, low=low, high=high
+            )
+            text = _(
+                "%(group)s: %(rate)s per 1,000 (95 %% CI %(low)s–%(high)s)",
+                group=label,
+                rate=rate,
+                low=low,
+                high=high,
+            )
         said.append(text)
         intervals.append(charts.Interval(short, r["per_1000"], r["low"], r["high"]))
     return Figure(charts.interval_chart(intervals), title, f"{title}. {'. '.join(said)}.")
@@ -422,8 +460,10 @@ def support_connections(product: Product) -> ResponseReturnValue:
             )
             db.session.commit()
             flash(
-                f"{connection.desk.label} connected. Follow the steps beside it to start "
-                "its deliveries.",
+                _(
+                    "%(desk)s connected. Follow the steps beside it to start its deliveries.",
+                    desk=connection.desk.label,
+                ),
                 "success",
             )
             return redirect(
@@ -447,7 +487,10 @@ def support_secret(product: Product, connection_id: int) -> ResponseReturnValue:
             )
             db.session.commit()
             flash(
-                f"Signing secret saved: {connection.desk.label} deliveries are checked with it.",
+                _(
+                    "Signing secret saved: %(desk)s deliveries are checked with it.",
+                    desk=connection.desk.label,
+                ),
                 "success",
             )
             return redirect(
@@ -466,5 +509,12 @@ def support_disconnect(product: Product, connection_id: int) -> ResponseReturnVa
     label, source = connection.desk.label, connection.source
     support_desks.disconnect(db.session(), connection, actor=current_member(), now=utcnow())
     db.session.commit()
-    flash(f"{label} ({source}) disconnected. Its tickets stay and keep counting.", "success")
+    flash(
+        _(
+            "%(desk)s (%(source)s) disconnected. Its tickets stay and keep counting.",
+            desk=label,
+            source=source,
+        ),
+        "success",
+    )
     return redirect(url_for("console.support_connections", slug=product.slug))

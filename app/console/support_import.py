@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import abort, current_app, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from announcements import ticket_import
@@ -41,9 +42,9 @@ def _room_for_a_csv(endpoint: str | None, values: dict[str, Any] | None) -> None
 
 
 def _too_big() -> str:
-    return (
-        f"The file is over {ticket_import.MAX_BYTES // 1024 // 1024} MB. Split it in parts, "
-        "or import it with flask import-tickets."
+    return _(
+        "The file is over %(size)s MB. Split it in parts, or import it with flask import-tickets.",
+        size=ticket_import.MAX_BYTES // 1024 // 1024,
     )
 
 
@@ -60,7 +61,7 @@ def support_import(product: Product) -> ResponseReturnValue:
         with refused(form):
             upload = form.file.data
             if upload is None or not getattr(upload, "filename", ""):
-                raise ValidationFailed({"file": "Choose the CSV file to upload."})
+                raise ValidationFailed({"file": _("Choose the CSV file to upload.")})
             csv_file = ticket_import.read_csv(upload.read(ticket_import.MAX_BYTES + 1))
             headers = csv_file.headers
             detected = ticket_import.columns(headers, form.mapping())

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 
 from announcements import lookup, sidebar_links
 from announcements.errors import ValidationFailed
@@ -39,7 +41,7 @@ class DeskGuide:
 
 
 # Said on the page, and the reason for the way every guide below takes the user.
-BROWSER_WARNING = (
+BROWSER_WARNING = lazy_gettext(
     "A signer that signs a user value coming from the agent's browser lets any desk agent "
     "mint a link for any user of the product: the browser's values are whatever the agent "
     "makes them. Sign the user your desk vouches for: one in the payload the desk signs "
@@ -50,20 +52,30 @@ BROWSER_WARNING = (
 GUIDES = (
     DeskGuide(
         SupportDesk.ZENDESK,
-        where="A private app in the ticket sidebar (location ticket_sidebar), made with the "
-        "Zendesk Apps framework: its page is an iframe, and it turns into the sidebar.",
+        where=lazy_gettext(
+            "A private app in the ticket sidebar (location ticket_sidebar), made with the "
+            "Zendesk Apps framework: its page is an iframe, and it turns into the sidebar."
+        ),
         user=(
             "ticket.requester.externalId",
-            "read by your signer from Zendesk's API (GET /api/v2/tickets/{id}.json?include="
-            "users, with an API token of its own), else the requester's email: the app's page "
-            "sends only the ticket's id, as Zendesk signs nothing of the requester for it",
+            lazy_gettext(
+                "read by your signer from Zendesk's API (GET /api/v2/tickets/{id}.json?include="
+                "users, with an API token of its own), else the requester's email: the app's "
+                "page sends only the ticket's id, as Zendesk signs nothing of the requester "
+                "for it"
+            ),
         ),
-        agent=("currentUser.name", "as the agent's browser says: a name in the audit log"),
-        signs="Your signer. An app's page runs in the agent's browser, so the secret must "
-        "not be in it: the page asks your signer through Zendesk's proxy with a secure "
-        "setting (signer_token), which Zendesk inserts on its servers and never shows the "
-        "browser. Your signer accepts only that token, and signs the requester of the "
-        "ticket it is given, never a user the page names.",
+        agent=(
+            "currentUser.name",
+            lazy_gettext("as the agent's browser says: a name in the audit log"),
+        ),
+        signs=lazy_gettext(
+            "Your signer. An app's page runs in the agent's browser, so the secret must "
+            "not be in it: the page asks your signer through Zendesk's proxy with a secure "
+            "setting (signer_token), which Zendesk inserts on its servers and never shows the "
+            "browser. Your signer accepts only that token, and signs the requester of the "
+            "ticket it is given, never a user the page names."
+        ),
         code="""\
 const client = ZAFClient.init();
 client.invoke("resize", { width: "100%", height: "600px" });
@@ -78,23 +90,29 @@ client.get(["ticket.id", "currentUser.name"])
     data: JSON.stringify({ ticket: data["ticket.id"], agent: data["currentUser.name"] }),
   }))
   .then((answer) => window.location.replace(answer.url));""",
-        language="JavaScript, in the app's iframe page",
+        language=lazy_gettext("JavaScript, in the app's iframe page"),
     ),
     DeskGuide(
         SupportDesk.INTERCOM,
-        where="A Canvas Kit app in the Inbox's conversation details. Intercom shows no "
-        "iframes there, so the app is a button that opens the sidebar in a new tab.",
+        where=lazy_gettext(
+            "A Canvas Kit app in the Inbox's conversation details. Intercom shows no "
+            "iframes there, so the app is a button that opens the sidebar in a new tab."
+        ),
         user=(
             "contact.external_id",
-            "the contact's user_id in Intercom, else contact.email: from the body Intercom "
-            "signs, so the user is the conversation's",
+            lazy_gettext(
+                "the contact's user_id in Intercom, else contact.email: from the body Intercom "
+                "signs, so the user is the conversation's"
+            ),
         ),
-        agent=("admin.name", "from the same signed body"),
-        signs="Your signer is the app's initialize URL: Intercom POSTs the contact and the "
-        "admin to it, signed in the X-Body-Signature header (hex HMAC-SHA256 of the body "
-        "with the app's client secret). Check that, then answer a canvas with the link. "
-        "Intercom asks again each time the conversation is opened; a button older than "
-        "10 minutes opens a refusal, and reopening the conversation makes a fresh one.",
+        agent=("admin.name", lazy_gettext("from the same signed body")),
+        signs=lazy_gettext(
+            "Your signer is the app's initialize URL: Intercom POSTs the contact and the "
+            "admin to it, signed in the X-Body-Signature header (hex HMAC-SHA256 of the body "
+            "with the app's client secret). Check that, then answer a canvas with the link. "
+            "Intercom asks again each time the conversation is opened; a button older than "
+            "10 minutes opens a refusal, and reopening the conversation makes a fresh one."
+        ),
         code="""\
 # In your initialize handler, after checking X-Body-Signature: the signed body's contact.
 contact, admin = body["contact"], body["admin"]
@@ -103,28 +121,34 @@ return {"canvas": {"content": {"components": [
     {"type": "button", "id": "tidings", "label": "Open in Tidings",
      "action": {"type": "url", "url": link}},
 ]}}}""",
-        language="Python, on your server",
+        language=lazy_gettext("Python, on your server"),
     ),
     DeskGuide(
         SupportDesk.HELPSCOUT,
-        where="A custom app in the conversation sidebar (Help Scout's app platform): an "
-        "iframe of the Content callback URL you give it.",
+        where=lazy_gettext(
+            "A custom app in the conversation sidebar (Help Scout's app platform): an "
+            "iframe of the Content callback URL you give it."
+        ),
         user=(
             "primaryCustomer.email",
-            "of the conversation whose conversation-id Help Scout signs in the callback's "
-            "query parameters, read by your signer from Help Scout's API (GET "
-            "/v2/conversations/{id}); the sidebar finds the user whose address your widget "
-            "signed (or sign your own id, if your server looks it up)",
+            lazy_gettext(
+                "of the conversation whose conversation-id Help Scout signs in the callback's "
+                "query parameters, read by your signer from Help Scout's API (GET "
+                "/v2/conversations/{id}); the sidebar finds the user whose address your "
+                "widget signed (or sign your own id, if your server looks it up)"
+            ),
         ),
         agent=(
             "user.firstName + user.lastName",
-            "from HelpScout.getApplicationContext(): as the agent's browser says",
+            lazy_gettext("from HelpScout.getApplicationContext(): as the agent's browser says"),
         ),
-        signs="Your signer. Point the Content callback URL at it: Help Scout signs each "
-        "call in the X-HelpScout-Signature query parameter (base64 HMAC-SHA1 of the other "
-        "parameters with the app's secret key). Check it, then serve a small page that "
-        "fetches the link from your signer, passing on the signed parameters so the "
-        "signer checks them again and takes the conversation from them.",
+        signs=lazy_gettext(
+            "Your signer. Point the Content callback URL at it: Help Scout signs each "
+            "call in the X-HelpScout-Signature query parameter (base64 HMAC-SHA1 of the other "
+            "parameters with the app's secret key). Check it, then serve a small page that "
+            "fetches the link from your signer, passing on the signed parameters so the "
+            "signer checks them again and takes the conversation from them."
+        ),
         code="""\
 import HelpScout from "@helpscout/javascript-sdk";
 
@@ -136,26 +160,32 @@ const answer = await fetch("/tidings-sidebar-link" + window.location.search, {
   body: JSON.stringify({ agent: `${context.user.firstName} ${context.user.lastName}` }),
 }).then((response) => response.json());
 window.location.replace(answer.url);""",
-        language="JavaScript, in the page your signer serves",
+        language=lazy_gettext("JavaScript, in the page your signer serves"),
     ),
     DeskGuide(
         SupportDesk.FRESHDESK,
-        where="A custom Freshworks app in the ticket sidebar (placeholder ticket_sidebar).",
+        where=lazy_gettext(
+            "A custom Freshworks app in the ticket sidebar (placeholder ticket_sidebar)."
+        ),
         user=(
             "requester.unique_external_id",
-            "else its email: read by the app's serverless function from Freshdesk's API "
-            "for the ticket the page names (request templates getTicket, GET "
-            "/api/v2/tickets/<%= context.ticket_id %>, and getContact, GET "
-            "/api/v2/contacts/<%= context.contact_id %>, with an API key in a secure "
-            "installation parameter), never from the page's arguments",
+            lazy_gettext(
+                "else its email: read by the app's serverless function from Freshdesk's API "
+                "for the ticket the page names (request templates getTicket, GET "
+                "/api/v2/tickets/<%= context.ticket_id %>, and getContact, GET "
+                "/api/v2/contacts/<%= context.contact_id %>, with an API key in a secure "
+                "installation parameter), never from the page's arguments"
+            ),
         ),
-        agent=("loggedInUser.contact.name", 'from client.data.get("loggedInUser")'),
-        signs="The app itself, with no server of yours: keep the secret in a secure "
-        "installation parameter (tidings_sidebar_secret, secure: true) and sign in the "
-        "app's serverless function, which the app's page calls with "
-        'client.request.invoke("sidebarLink", {ticket_id, agent}); the page then loads '
-        "the link it returns. The arguments come from the agent's browser, so the "
-        "function takes the ticket's requester from Freshdesk.",
+        agent=("loggedInUser.contact.name", lazy_gettext('from client.data.get("loggedInUser")')),
+        signs=lazy_gettext(
+            "The app itself, with no server of yours: keep the secret in a secure "
+            "installation parameter (tidings_sidebar_secret, secure: true) and sign in the "
+            "app's serverless function, which the app's page calls with "
+            'client.request.invoke("sidebarLink", {ticket_id, agent}); the page then loads '
+            "the link it returns. The arguments come from the agent's browser, so the "
+            "function takes the ticket's requester from Freshdesk."
+        ),
         code="""\
 // server/server.js
 const crypto = require("crypto");
@@ -180,7 +210,7 @@ exports = {
     renderData(null, { url: "{sidebar}?" + query });
   },
 };""",
-        language="JavaScript, in the Freshworks app",
+        language=lazy_gettext("JavaScript, in the Freshworks app"),
     ),
 )
 
@@ -290,8 +320,10 @@ def support_sidebar_rotate(product: Product) -> ResponseReturnValue:
     sidebar_links.rotate(db.session(), product, by=current_member(), now=utcnow())
     db.session.commit()
     flash(
-        "New sidebar secret made. Put it in your signer (or your Freshdesk app's settings): "
-        "links signed with the old one are refused from now on.",
+        _(
+            "New sidebar secret made. Put it in your signer (or your Freshdesk app's "
+            "settings): links signed with the old one are refused from now on."
+        ),
         "warning",
     )
     return redirect(url_for("console.support_sidebar", slug=product.slug))

@@ -9,6 +9,8 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
 
 from announcements import (
@@ -31,6 +33,20 @@ from app.console.forms import (
 from app.converters import page_arg
 from app.extensions import db
 from app.mail import account_mail, compose
+
+# A role as people read it, lower case as in a sentence ("you are editor").
+ROLE_NAMES = {
+    Role.OWNER: lazy_gettext("owner"),
+    Role.EDITOR: lazy_gettext("editor"),
+    Role.VIEWER: lazy_gettext("viewer"),
+}
+
+
+@bp.app_template_filter("role_name")
+def role_name(role: Role | str) -> str:
+    """A role (or its value) in the member's language."""
+    return str(ROLE_NAMES[Role(role)])
+
 
 # Team and audit -------------------------------------------------------------
 
@@ -66,7 +82,7 @@ def _invitation_sent(product: Product, email: str, role: Role, form: FlaskForm |
         try:
             account_mail.send(
                 invited.invitation.email,
-                f"Join {product.name} on Tidings",
+                lazy_gettext("Join %(product)s on Tidings", product=product.name),
                 "invitation",
                 product_name=product.name,
                 inviter=current_member().display_name,
@@ -75,11 +91,17 @@ def _invitation_sent(product: Product, email: str, role: Role, form: FlaskForm |
             )
         except account_mail.NotSent as error:
             db.session.rollback()
-            flash(f"The invitation could not be e-mailed, so none was made: {error}", "error")
+            flash(
+                _("The invitation could not be e-mailed, so none was made: %(error)s", error=error),
+                "error",
+            )
             return False
         db.session.commit()
         flash(
-            f"Invitation sent to {invited.invitation.email}. The link works for 48 hours.",
+            _(
+                "Invitation sent to %(email)s. The link works for 48 hours.",
+                email=invited.invitation.email,
+            ),
             "success",
         )
         return True
@@ -98,7 +120,7 @@ def team_invitation(product: Product, invitation_id: int, step: str) -> Response
             db.session(), product, invited, by=current_member(), now=utcnow()
         )
         db.session.commit()
-        flash(f"The invitation to {invited.email} is withdrawn.", "success")
+        flash(_("The invitation to %(email)s is withdrawn.", email=invited.email), "success")
     return redirect(url_for("console.team", slug=product.slug))
 
 
@@ -117,7 +139,10 @@ def team_active(product: Product, member_id: int, activity: str) -> ResponseRetu
             now=utcnow(),
         )
         db.session.commit()
-        flash(f"{member.email} is {activity}d.", "success")
+        if activity == "reactivate":
+            flash(_("%(email)s is reactivated.", email=member.email), "success")
+        else:
+            flash(_("%(email)s is deactivated.", email=member.email), "success")
     return redirect(url_for("console.team", slug=product.slug))
 
 
@@ -137,9 +162,12 @@ def team_role(product: Product, member_id: int) -> ResponseReturnValue:
                 by=current_member(),
                 now=utcnow(),
             )
-            flash(f"{member.email} is now {form.role.data}.", "success")
+            flash(
+                _("%(email)s is now %(role)s.", email=member.email, role=role_name(form.role.data)),
+                "success",
+            )
     else:
-        flash("Choose a role from the list.", "error")
+        flash(_("Choose a role from the list."), "error")
     return redirect(url_for("console.team", slug=product.slug))
 
 
@@ -150,7 +178,14 @@ def team_remove(product: Product, member_id: int) -> ResponseReturnValue:
     member = services.get_team_member(db.session(), product, member_id)
     with refused():
         services.remove_member(db.session(), product, member, by=current_member(), now=utcnow())
-        flash(f"{member.email} no longer has access to {product.name}.", "success")
+        flash(
+            _(
+                "%(email)s no longer has access to %(product)s.",
+                email=member.email,
+                product=product.name,
+            ),
+            "success",
+        )
     return redirect(url_for("console.team", slug=product.slug))
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from flask import current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from announcements import agent_sends, lookup, sidebar_links
@@ -33,7 +35,7 @@ from app.sidebar import bp
 VIA = "sidebar"
 SENDS_PER_LINK = "10 per minute"
 SENDS_PER_NOTE = "1 per minute"
-TOO_MANY = (
+TOO_MANY = lazy_gettext(
     "Not sent: this note was sent to this user less than a minute ago, or this link has "
     "sent 10 notes in the last minute. Wait a minute before sending again."
 )
@@ -46,7 +48,7 @@ def _user(link: SidebarLink) -> Match:
         db.session(), link.product, link.user, secret_key=current_app.config["SECRET_KEY"]
     )
     if found is None:
-        raise NotFound("The widget has not seen this user in this product yet.")
+        raise NotFound(_("The widget has not seen this user in this product yet."))
     return found
 
 
@@ -117,7 +119,7 @@ def send() -> ResponseReturnValue:
     note_id = request.form.get("note_id", type=int)
     try:
         if note_id is None:
-            raise ValidationFailed({"note_id": "Choose a note to send."})
+            raise ValidationFailed({"note_id": _("Choose a note to send.")})
         agent_sends.send(
             db.session(),
             link.product,
@@ -146,7 +148,7 @@ def _too_many(_error: Exception) -> ResponseReturnValue:
         found = _user(link)
     except DomainError as error:  # expired since its last send
         return _refused(error)
-    return _page(link, found, error=TOO_MANY, status=429)
+    return _page(link, found, error=str(TOO_MANY), status=429)
 
 
 @bp.errorhandler(DomainError)
