@@ -15,8 +15,9 @@ to no end user are outside the experiment and get it as usual.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 from typing import cast as typing_cast
 
 from sqlalchemy import Table, insert, select
@@ -63,21 +64,48 @@ def _held_back(note: Note, end_user: EndUser | None, now: datetime) -> bool:
     )
 
 
-def queue_note(session: Session, note: Note, *, now: datetime) -> int:
-    """Queue the note for every confirmed subscriber who wants it and does not have it yet.
+def is_out(note: Note, now: datetime) -> bool:
+    """Whether the note is one the world can see at ``now``, so one mail may carry it."""
+    return note.status_at(now) is NoteStatus.PUBLISHED and not note.is_internal
 
-    Runs in the caller's transaction (commit is the caller's), and only for a note the
-    world can see; returns how many messages were queued.
-    """
-    if note.status_at(now) is not NoteStatus.PUBLISHED or note.is_internal:
-        return 0
-    already = set(
-        session.scalars(select(OutboxMessage.subscriber_id).where(OutboxMessage.note_id == note.id))
-    )
-    candidates = session.scalars(
+
+def confirmed_subscribers(session: Session, product_id: int) -> Sequence[Subscriber]:
+    """The product's subscribers who get mail."""
+    return session.scalars(
         select(Subscriber).where(
-            Subscriber.product_id == note.product_id,
+            Subscriber.product_id == product_id,
             Subscriber.status == SubscriberStatus.CONFIRMED,
+        )
+    ).all()
+
+
+def wants_news(note: Note, subscriber: Subscriber, *, now: datetime) -> bool:
+    """Whether the note, sent on its own as news, is for the subscriber at ``now``: they
+    asked for it, its audience rule lets them have it, and its hold-back does not keep it
+    from them."""
+    return (
+        Preferences.of(subscriber).wants(note)
+        and _audience_allows(note, subscriber.end_user)
+        and not _held_back(note, subscriber.end_user, now)
+    )
+
+
+def queue_for(
+    session: Session,
+    note: Note,
+    subscribers: Iterable[Subscriber],
+    kind: OutboxKind,
+    *,
+    now: datetime,
+    payload: dict[str, Any] | None = None,
+) -> int:
+    """Queue the note as ``kind`` for each of ``subscribers`` that has no message of that
+    kind for it yet; returns how many were queued. Runs in the caller's transaction."""
+    already = set(
+        session.scalars(
+            select(OutboxMessage.subscriber_id).where(
+                OutboxMessage.note_id == note.id, OutboxMessage.kind == kind
+            )
         )
     )
     rows = [
@@ -85,22 +113,41 @@ def queue_note(session: Session, note: Note, *, now: datetime) -> int:
             "product_id": note.product_id,
             "subscriber_id": subscriber.id,
             "note_id": note.id,
-            "kind": OutboxKind.NOTE,
+            "kind": kind,
             "status": OutboxStatus.QUEUED,
+            "payload": payload,
             "attempts": 0,
             "created_at": now,
             "next_attempt_at": now,
         }
-        for subscriber in candidates
+        for subscriber in subscribers
         if subscriber.id not in already
-        and Preferences.of(subscriber).wants(note)
-        and _audience_allows(note, subscriber.end_user)
-        and not _held_back(note, subscriber.end_user, now)
     ]
     if rows:
         session.execute(insert(OutboxMessage), rows)
-    note.emailed_at = now
     return len(rows)
+
+
+def queue_note(session: Session, note: Note, *, now: datetime) -> int:
+    """Queue the note for every confirmed subscriber who wants it and does not have it yet.
+
+    Runs in the caller's transaction (commit is the caller's), and only for a note the
+    world can see; returns how many messages were queued.
+    """
+    if not is_out(note, now):
+        return 0
+    # Nor to one who had it already some other way: from an agent, as an escalation.
+    had = set(
+        session.scalars(select(OutboxMessage.subscriber_id).where(OutboxMessage.note_id == note.id))
+    )
+    wanting = [
+        subscriber
+        for subscriber in confirmed_subscribers(session, note.product_id)
+        if subscriber.id not in had and wants_news(note, subscriber, now=now)
+    ]
+    queued = queue_for(session, note, wanting, OutboxKind.NOTE, now=now)
+    note.emailed_at = now
+    return queued
 
 
 def queue_one(
@@ -227,7 +274,8 @@ def digest_notes(
 
 
 def unread(session: Session, subscriber: Subscriber, notes: Sequence[Note]) -> list[Note]:
-    """The notes the subscriber has not read in-app (all of them when not linked)."""
+    """The notes the subscriber has not read in-app (all of them when not linked): opened
+    in the widget, or through the "Read on the web" link of a mail (``reads.record_read``)."""
     if subscriber.end_user_id is None or not notes:
         return list(notes)
     read = set(
@@ -239,3 +287,13 @@ def unread(session: Session, subscriber: Subscriber, notes: Sequence[Note]) -> l
         )
     )
     return [note for note in notes if note.id not in read]
+
+
+def unread_by(session: Session, note: Note, subscribers: Sequence[Subscriber]) -> list[Subscriber]:
+    """Those of ``subscribers`` who have not read the note in-app (every one not linked)."""
+    if all(subscriber.end_user_id is None for subscriber in subscribers):
+        return list(subscribers)
+    read = set(
+        session.scalars(select(ReadReceipt.end_user_id).where(ReadReceipt.note_id == note.id))
+    )
+    return [subscriber for subscriber in subscribers if subscriber.end_user_id not in read]

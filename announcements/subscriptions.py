@@ -2,11 +2,19 @@
 
 Which messages a subscriber is owed is ``mailing``; the console's view of the list is
 ``subscribers``.
+
+A subscriber reads in a language (``locale``, a tag as :func:`languages.normalise` writes
+it): chosen among the product's languages on the public page, the end user's own from the
+widget, which the product need not have; their mail follows the product's fallback chain
+from it.
+
+The messages of :class:`ValidationFailed` stay in English, as the widget's JSON gives them;
+they are marked with :func:`N_` for the catalogues, and the public pages translate them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,9 +23,9 @@ import email_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from announcements import languages
 from announcements.errors import NotFound, ValidationFailed
 from announcements.models import (
-    LOCALE_PATTERN,
     Category,
     Frequency,
     Note,
@@ -30,6 +38,11 @@ from announcements.models import (
 
 CONFIRM_DAYS = 7
 MAX_ADDRESS_LENGTH = 254
+
+
+def N_(message: str) -> str:  # noqa: N802 - the name the catalogue's extractor looks for
+    """``message`` as it is, marked for the catalogues: a page translates it when shown."""
+    return message
 
 
 @dataclass(frozen=True)
@@ -70,35 +83,45 @@ class Preferences:
             return False
         return not self.categories or note.category in self.categories
 
-    def describe(self) -> str:
-        what = ", ".join(category.label for category in self.categories) or "all categories"
-        return f"{self.frequency.label}, {what}"
-
 
 def parse_preferences(
-    frequency: str | None, categories: Iterable[str], locale: str | None
+    frequency: str | None,
+    categories: Iterable[str],
+    locale: str | None,
+    *,
+    offered: Sequence[str] | None = None,
 ) -> Preferences:
-    """Preferences from a form or a token's payload; ValidationFailed names what is wrong."""
+    """Preferences from a form or a token's payload; ValidationFailed names what is wrong.
+
+    The language is normalised (``fr_CA`` → ``fr-CA``); when ``offered`` is given (a form
+    that lists languages), it must be one of them.
+    """
     errors: dict[str, str] = {}
     chosen = Frequency.EVERY
     if frequency:
         try:
             chosen = Frequency(frequency)
         except ValueError:
-            errors["frequency"] = "Choose every release, important notes only, or a digest."
+            errors["frequency"] = N_("Choose every release, important notes only, or a digest.")
     picked: list[Category] = []
     for name in categories:
         try:
             picked.append(Category(name))
         except ValueError:
-            errors["categories"] = "Choose categories from the list."
-    locale = (locale or "").strip() or None
-    if locale is not None and not LOCALE_PATTERN.fullmatch(locale):
-        errors["locale"] = "Use a language tag such as en, de or pt-BR."
+            errors["categories"] = N_("Choose categories from the list.")
+    tag = None
+    if locale and locale.strip():
+        try:
+            tag = languages.normalise(locale)
+        except languages.BadTag:
+            errors["locale"] = N_("Use a language tag such as en, de or pt-BR.")
+        else:
+            if offered is not None and tag not in offered:
+                errors["locale"] = N_("Choose one of the languages in the list.")
     if errors:
         raise ValidationFailed(errors)
     ordered = tuple(category for category in Category if category in picked)
-    return Preferences(chosen, ordered, locale)
+    return Preferences(chosen, ordered, tag)
 
 
 def normalized_address(raw: str) -> str:
@@ -109,9 +132,9 @@ def normalized_address(raw: str) -> str:
     """
     text = (raw or "").strip()
     if not text:
-        raise ValidationFailed({"email": "Enter your email address."})
+        raise ValidationFailed({"email": N_("Enter your email address.")})
     if len(text) > MAX_ADDRESS_LENGTH:
-        raise ValidationFailed({"email": "That address is too long to be real."})
+        raise ValidationFailed({"email": N_("That address is too long to be real.")})
     try:
         valid = email_validator.validate_email(
             text, check_deliverability=False, allow_smtputf8=False
@@ -239,5 +262,5 @@ def update_preferences(session: Session, subscriber: Subscriber, preferences: Pr
 def get_subscriber(session: Session, subscriber_id: int) -> Subscriber:
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
-        raise NotFound("This subscription no longer exists.")
+        raise NotFound(N_("This subscription no longer exists."))
     return subscriber

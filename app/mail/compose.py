@@ -2,26 +2,36 @@
 
 Templates live in ``templates/email/``: a plain-text part and an HTML part (inline
 styles, table layout, 600 px wide, readable without images) for each kind of mail.
+
+A subscriber's mail speaks their language: each note in its best published translation by
+the product's fallback chain from ``Subscriber.locale`` (title and body from one text), and
+the mail's own wording, subject included, in the interface language nearest it, under
+``force_locale`` (the worker has no request to choose one). The HTML part carries the
+interface language's ``lang`` and ``dir``, each note its own text's.
 """
 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from babel.lists import format_list
 from flask import current_app
+from flask_babel import force_locale, get_locale, lazy_gettext, ngettext
+from flask_babel import gettext as _
 from werkzeug.routing import Map, MapAdapter
 
-from announcements import monitoring
+from announcements import languages, monitoring, translations
 from announcements.models import (
     Alert,
     Note,
@@ -33,6 +43,7 @@ from announcements.models import (
     utcnow,
 )
 from announcements.subscriptions import Preferences
+from app.i18n import current_locale
 from app.mail import tokens
 from app.mail.tokens import Purpose
 
@@ -42,10 +53,15 @@ class Localized:
     """A note's words in the language a subscriber reads."""
 
     note: Note
+    locale: str  # the language of the title and body
     title: str
     body_md: str
     body_html: str
     read_url: str
+
+    @property
+    def direction(self) -> str:
+        return languages.direction(self.locale)
 
 
 def external(endpoint: str, **values: Any) -> str:
@@ -90,21 +106,54 @@ def message_id_for(row_id: int) -> str:
 
 
 def localized(note: Note, subscriber: Subscriber) -> Localized:
-    title, body_md, body_html = note.title, note.body_md, note.body_html
-    for translation in note.translations:
-        if subscriber.locale and translation.locale == subscriber.locale:
-            title, body_md, body_html = (
-                translation.title,
-                translation.body_md,
-                translation.body_html,
-            )
+    """The note in the subscriber's best language: the first of their chain with a
+    published translation, else the default text; never a draft."""
+    product = note.product
+    order = languages.chain(
+        subscriber.locale, translations.product_languages(product), product.default_locale
+    )
+    picked = languages.pick(translations.published_texts(note), order)
     token = tokens.for_subscriber(Purpose.READ, subscriber, n=note.id)
-    return Localized(
-        note=note,
-        title=title,
-        body_md=body_md,
-        body_html=body_html,
-        read_url=external("subscriptions.read", token=token),
+    read_url = external("subscriptions.read", token=token)
+    if picked is None:
+        return Localized(
+            note, product.default_locale, note.title, note.body_md, note.body_html, read_url
+        )
+    locale, text = picked
+    return Localized(note, locale, text.title, text.body_md, text.body_html, read_url)
+
+
+def interface_of(locale: str | None, product: Product) -> str:
+    """The interface language a subscriber who reads ``locale`` is written to, in mail and
+    on the pages their links open: the one nearest it, else nearest the product's default."""
+    return languages.interface_locale([tag for tag in (locale, product.default_locale) if tag])
+
+
+@contextlib.contextmanager
+def speaking(locale: str | None, product: Product) -> Iterator[None]:
+    """Word what is composed inside for a reader of ``locale`` (:func:`interface_of`)."""
+    with force_locale(interface_of(locale, product)):
+        yield
+
+
+def _writing() -> dict[str, str]:
+    """The interface language's tag and direction for a template, and the side its text
+    starts from (inline styles carry the alignment: mail clients drop style sheets)."""
+    tag = current_locale()
+    direction = languages.direction(tag)
+    return {"lang": tag, "dir": direction, "align": "right" if direction == "rtl" else "left"}
+
+
+def describe(preferences: Preferences) -> str:
+    """What a subscriber gets, in the current interface language: "Every release, all
+    categories", "A weekly digest, Fixed and Security"."""
+    what = (
+        format_list([_(category.label) for category in preferences.categories], locale=get_locale())
+        if preferences.categories
+        else _("all categories")
+    )
+    return _(
+        "%(frequency)s, %(categories)s", frequency=_(preferences.frequency.label), categories=what
     )
 
 
@@ -187,6 +236,8 @@ def _envelope(
         product=product,
         subscriber=subscriber,
         preferences=Preferences.of(subscriber),
+        describe=describe,
+        **_writing(),
         changelog_url=external("public.changelog", slug=product.slug),
     )
     if listed:
@@ -195,7 +246,7 @@ def _envelope(
         context.update(unsubscribe_url=unsubscribe, preferences_url=unsubscribe + "#preferences")
         mailto = current_app.config["MAIL_UNSUBSCRIBE_TO"] or sender_address()
         list_host = urlsplit(current_app.config["BASE_URL"]).hostname or "localhost"
-        list_name = header_value(f"{product.name} release notes")
+        list_name = header_value(f"{product.name} release notes")  # a name, not wording
         headers += [
             ("List-Id", f"{list_name} <{product.slug}.{list_host}>"),
             (
@@ -216,30 +267,34 @@ def confirmation(row: OutboxMessage) -> Composed:
     subscriber, product = subscriber_of(row), row.product
     preferences = Preferences.from_payload(row.payload or {})
     token = tokens.for_subscriber(Purpose.CONFIRM, subscriber, p=row.payload or {})
-    return _envelope(
-        product,
-        subscriber,
-        f"Confirm your subscription to {product.name} release notes",
-        "confirm",
-        message_id_for(row.id),
-        listed=False,
-        confirm_url=external("subscriptions.confirm", token=token),
-        asked=preferences,
-    )
+    # In the language asked for with it: a known address keeps its own until confirmed.
+    with speaking(preferences.locale or subscriber.locale, product):
+        return _envelope(
+            product,
+            subscriber,
+            _("Confirm your subscription to %(product)s release notes", product=product.name),
+            "confirm",
+            message_id_for(row.id),
+            listed=False,
+            confirm_url=external("subscriptions.confirm", token=token),
+            asked=preferences,
+        )
 
 
 # Why one note comes by itself, by the outbox's kind: its subject, and a line above the
-# note saying why it came (None: it is simply news).
+# note saying why it came (None: it is simply news, as a translation published later is).
 ONE_NOTE = {
-    OutboxKind.NOTE: ("{product} {version}: {title}", None),
+    OutboxKind.NOTE: (lazy_gettext("%(product)s %(version)s: %(title)s"), None),
     OutboxKind.AGENT: (
-        "{product}: {title}",
-        "The {product} support team sent you this note, as it concerns you.",
+        lazy_gettext("%(product)s: %(title)s"),
+        lazy_gettext("The %(product)s support team sent you this note, as it concerns you."),
     ),
     OutboxKind.ESCALATION: (
-        "Action needed: {title}",
-        "Please confirm you have read this: open {product} and choose “I understand” on "
-        "this notice.",
+        lazy_gettext("Action needed: %(title)s"),
+        lazy_gettext(
+            "Please confirm you have read this: open %(product)s and choose “I understand” "
+            "on this notice."
+        ),
     ),
 }
 
@@ -250,24 +305,26 @@ def release_note(
     message_id: str,
     *,
     kind: OutboxKind = OutboxKind.NOTE,
-    subject_prefix: str = "",
+    test: bool = False,
 ) -> Composed:
     """One note: as it was published, sent by a support agent, or as a notice not yet
-    acknowledged (``kind``)."""
+    acknowledged (``kind``); marked as a test when it is one."""
     words = localized(note, subscriber)
     product = note.product
-    subject, why = ONE_NOTE[kind]
+    subject, why = ONE_NOTE.get(kind, ONE_NOTE[OutboxKind.NOTE])
     names = {"product": product.name, "version": note.version, "title": words.title}
-    return _envelope(
-        product,
-        subscriber,
-        subject_prefix + subject.format(**names),
-        "note",
-        message_id,
-        listed=True,
-        note=words,
-        why=why.format(**names) if why else None,
-    )
+    with speaking(subscriber.locale, product):
+        wording = str(subject) % names
+        return _envelope(
+            product,
+            subscriber,
+            _("[Test] %(subject)s", subject=wording) if test else wording,
+            "note",
+            message_id,
+            listed=True,
+            note=words,
+            why=str(why) % names if why else None,
+        )
 
 
 def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Composed:
@@ -275,17 +332,23 @@ def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Compo
     subscriber = subscriber_of(row)
     entries = [localized(note, subscriber) for note in notes]
     first, last = notes[0].version, notes[-1].version
-    span = first if first == last else f"{first} to {last}"
-    count = f"{len(notes)} update" + ("" if len(notes) == 1 else "s")
-    return _envelope(
-        product,
-        subscriber,
-        f"{product.name} {span}: {count} this week",
-        "digest",
-        message_id_for(row.id),
-        listed=True,
-        notes=entries,
-    )
+    with speaking(subscriber.locale, product):
+        span = first if first == last else _("%(first)s to %(last)s", first=first, last=last)
+        return _envelope(
+            product,
+            subscriber,
+            ngettext(
+                "%(product)s %(span)s: %(num)d update this week",
+                "%(product)s %(span)s: %(num)d updates this week",
+                len(notes),
+                product=product.name,
+                span=span,
+            ),
+            "digest",
+            message_id_for(row.id),
+            listed=True,
+            notes=entries,
+        )
 
 
 def to_team_member(
@@ -302,6 +365,7 @@ def to_team_member(
         ("Message-ID", message_id),
         ("Auto-Submitted", "auto-generated"),
     ]
+    context.update(_writing())
     text = render(f"email/{template}.txt", context)
     html = render(f"email/{template}.html", context)
     return Composed(message_id, assemble(headers, text, html))
@@ -314,15 +378,18 @@ def alert(row: OutboxMessage, member: TeamMember, episode: Alert) -> Composed:
     kind = monitoring.AlertKind(episode.kind)
     title = monitoring.TITLES[(kind, state)]
     ended = episode.recovered_at if state == "recovered" else None
-    return to_team_member(
-        member.email,
-        title,
-        "alert",
-        message_id_for(row.id),
-        title=title,
-        state=state,
-        alert=episode,
-        lasted=monitoring.describe_span(ended - episode.failing_since) if ended else None,
-        product=row.product,
-        action_url=external("console.status", slug=row.product.slug),
-    )
+    # What an alert says (monitoring's titles and details) is English, so the mail around
+    # it is too, whichever request or worker sends it: never a mail in two languages.
+    with force_locale(languages.INTERFACE_DEFAULT):
+        return to_team_member(
+            member.email,
+            title,
+            "alert",
+            message_id_for(row.id),
+            title=title,
+            state=state,
+            alert=episode,
+            lasted=monitoring.describe_span(ended - episode.failing_since) if ended else None,
+            product=row.product,
+            action_url=external("console.status", slug=row.product.slug),
+        )

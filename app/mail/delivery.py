@@ -29,7 +29,6 @@ from announcements.models import (
     Alert,
     Frequency,
     Note,
-    NoteStatus,
     OutboxKind,
     OutboxMessage,
     Subscriber,
@@ -60,8 +59,9 @@ class Report:
     paused: outbox.Pause | None = None
 
 
-# The kinds that carry one note (a digest lists several; a confirmation none).
-ONE_NOTE_KINDS = frozenset({OutboxKind.NOTE, OutboxKind.AGENT, OutboxKind.ESCALATION})
+# The kinds sent on purpose to one subscriber, read or not: by a support agent, or as a
+# notice not yet acknowledged. Every other message of one note is news.
+ON_PURPOSE = frozenset({OutboxKind.AGENT, OutboxKind.ESCALATION})
 
 
 def _alert_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | None, str]:
@@ -87,19 +87,25 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
     if subscriber.status is not SubscriberStatus.CONFIRMED:
         return None, f"the subscriber is {subscriber.status.value}"
     now = utcnow()
-    if row.kind in ONE_NOTE_KINDS:
+    if row.note_id is not None:  # one note (a digest lists several in its payload)
         note = row.note
-        if note is None or note.is_internal or note.status_at(now) is not NoteStatus.PUBLISHED:
+        if note is None or not mailing.is_out(note, now):
             return None, "the note is no longer published"
-        if row.kind is OutboxKind.NOTE:
+        if row.kind not in ON_PURPOSE:
             if not Preferences.of(subscriber).wants(note):
                 return None, "the subscriber's preferences changed"
             if not mailing.unread(session, subscriber, [note]):
                 return None, "already read in the app"
+        # A note announced again for a translation (its payload names the language) is
+        # owed while that translation is the one the subscriber reads: not once it was
+        # withdrawn, or their language changed.
+        translated = (row.payload or {}).get("locale")
+        if translated and compose.localized(note, subscriber).locale != translated:
+            return None, "the translation is no longer the subscriber's language"
         # An agent's note is owed, read or not, while it is out (the agent chose this
         # user); once it expired the widget no longer shows it, nor a notice.
         expired = note.expires_at is not None and note.expires_at <= now
-        if expired and row.kind in (OutboxKind.AGENT, OutboxKind.ESCALATION):
+        if expired and row.kind in ON_PURPOSE:
             return None, "the note has expired"
         if row.kind is OutboxKind.ESCALATION:
             if not note.requires_acknowledgement:
@@ -112,7 +118,7 @@ def _is_owed(session: Session, row: OutboxMessage) -> tuple[compose.Composed | N
     notes = session.scalars(
         select(Note).where(Note.id.in_(listed)).order_by(Note.published_at, Note.id)
     ).all()
-    live = [n for n in notes if not n.is_internal and n.status_at(now) is NoteStatus.PUBLISHED]
+    live = [n for n in notes if mailing.is_out(n, now)]
     unread = mailing.unread(session, subscriber, live)
     if not unread:
         return None, "every note in it was already read"
@@ -356,9 +362,7 @@ def send_test(note: Note, address: str, sender: Transport) -> None:
         categories=[],
     )
     domain = compose.sender_address().rpartition("@")[2] or "localhost"
-    message = compose.release_note(
-        stand_in, note, make_msgid("tidings-test", domain), subject_prefix="[Test] "
-    )
+    message = compose.release_note(stand_in, note, make_msgid("tidings-test", domain), test=True)
     try:
         sender.send(message, compose.sender_address(), address)
     except Failure as error:

@@ -20,7 +20,12 @@ from sqlalchemy.orm import Session
 from announcements import subscriptions
 from announcements.errors import DomainError, NotFound
 from announcements.models import Subscriber
-from announcements.subscriptions import CONFIRM_DAYS
+from announcements.subscriptions import CONFIRM_DAYS, N_
+
+# What is wrong with a link, in English; the page that says so translates it.
+EXPIRED = N_("This link has expired.")
+DAMAGED = N_("This link is not valid. It may have been copied incompletely.")
+NOT_VALID = N_("This link is not valid.")
 
 
 class Purpose(enum.StrEnum):
@@ -64,11 +69,11 @@ def _load(purpose: Purpose, token: str) -> tuple[dict[str, Any], datetime]:
             token, max_age=int(LIFETIME[purpose].total_seconds()), return_timestamp=True
         )
     except SignatureExpired:
-        raise BadToken("This link has expired.") from None
+        raise BadToken(EXPIRED) from None
     except BadSignature:
-        raise BadToken("This link is not valid. It may have been copied incompletely.") from None
+        raise BadToken(DAMAGED) from None
     if not isinstance(payload, dict):
-        raise BadToken("This link is not valid.")
+        raise BadToken(NOT_VALID)
     return payload, made_at
 
 
@@ -93,7 +98,7 @@ def read_for_subscriber(
     payload, made_at = _load(purpose, token)
     subscriber_id = payload.get("s")
     if not isinstance(subscriber_id, int):
-        raise BadToken("This link is not valid.")
+        raise BadToken(NOT_VALID)
     subscriber = subscriptions.get_subscriber(session, subscriber_id)
     if "k" in payload:
         bound = payload["k"] == subscriber.link_key

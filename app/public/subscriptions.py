@@ -1,7 +1,9 @@
 """Email subscriptions for anyone: subscribe, confirm, one-click unsubscribe, preferences.
 
-The links in mail carry signed tokens (``app.mail.tokens``) instead of a login. The
-forms here have no CSRF token: what a forged request could do is ask for a
+The links in mail carry signed tokens (``app.mail.tokens``) instead of a login. A
+subscriber chooses their language on the subscribe form, among the product's, and may
+change it with their preferences; the pages a subscriber's link opens speak it. The forms
+here have no CSRF token: what a forged request could do is ask for a
 confirmation mail (double opt-in and rate limits stop that from being useful) or act
 on a subscription whose secret link it already holds; RFC 8058's one-click POST comes
 from mail providers, which could never send a token anyway.
@@ -11,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from sqlalchemy import select
 
-from announcements import queries, reads, subscriptions
+from announcements import languages, reads, subscriptions, translations
 from announcements.errors import NotFound, ValidationFailed
 from announcements.models import (
     Category,
@@ -23,14 +26,17 @@ from announcements.models import (
     Note,
     NoteStatus,
     Product,
+    Subscriber,
     utcnow,
 )
 from announcements.serialisation import note_url
-from announcements.subscriptions import Preferences
+from announcements.subscriptions import N_, Preferences
+from app import i18n
 from app.database import widget_engine, writing
 from app.extensions import csrf, db, limiter
-from app.mail import jobs, tokens
+from app.mail import compose, jobs, tokens
 from app.mail.tokens import BadToken, Purpose
+from app.public.views import CATEGORY_LABELS, Reading
 
 bp = Blueprint("subscriptions", __name__)
 
@@ -60,22 +66,62 @@ def _product(slug: str) -> Product:
     return product
 
 
-def _page(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
-    context.setdefault("base_url", current_app.config["BASE_URL"])
-    context.setdefault("locales", queries.locales(db.session(), context["product"]))
+def _page(
+    template: str,
+    status: int = 200,
+    *,
+    product: Product,
+    subscriber: Subscriber | None = None,
+    **context: Any,
+) -> ResponseReturnValue:
+    """A page of the public site: the language switcher and alternates of the changelog
+    are left out (the page speaks the language chosen for it), the form offers the
+    product's languages and the one the subscriber reads, if the product lacks it."""
+    offered = _offered(product, subscriber)
+    tag = i18n.current_locale()
     return render_template(
         f"public/{template}.html",
+        product=product,
+        subscriber=subscriber,
+        reading=Reading([tag], tag, (tag,), None),
+        path=url_for("public.changelog", slug=product.slug),
+        subscribe_languages=offered,
+        own_name=languages.own_name,
+        direction=languages.direction,
+        labels=CATEGORY_LABELS,
+        describe=compose.describe,
         frequencies=list(Frequency),
         categories=list(Category),
+        base_url=current_app.config["BASE_URL"],
         **context,
     ), status
 
 
-def _posted_preferences() -> Preferences:
+def _offered(product: Product, subscriber: Subscriber | None = None) -> list[str]:
+    """The languages a form lets one choose: the product's, and the one the subscriber
+    reads now (from the widget, say), so that saving other preferences keeps it."""
+    offered = translations.product_languages(product)
+    if subscriber is not None and subscriber.locale and subscriber.locale not in offered:
+        offered.append(subscriber.locale)
+    return offered
+
+
+def _speak_to(subscriber: Subscriber, product: Product) -> None:
+    """Word the rest of this request as the subscriber's mail is."""
+    i18n.speak(compose.interface_of(subscriber.locale, product))
+
+
+def _shown(error: ValidationFailed) -> dict[str, str]:
+    """The fields' messages in the page's language."""
+    return {field: _(message) for field, message in error.errors.items()}
+
+
+def _posted_preferences(offered: list[str]) -> Preferences:
     return subscriptions.parse_preferences(
         request.form.get("frequency"),
         request.form.getlist("categories"),
         request.form.get("locale"),
+        offered=offered,
     )
 
 
@@ -86,29 +132,40 @@ def _posted_preferences() -> Preferences:
 def subscribe(slug: str) -> ResponseReturnValue:
     """Ask for release notes by email; a confirmation mail follows."""
     product = _product(slug)
+    _speak_as_page()
     address = request.form.get("email", "")
     try:
-        preferences = _posted_preferences()
+        preferences = _posted_preferences(_offered(product))
         subscriptions.request_subscription(
             db.session(), product, address, preferences, now=utcnow()
         )
     except ValidationFailed as error:
         db.session.rollback()
-        return _page("subscribe", 422, product=product, errors=error.errors, form=request.form)
+        return _page("subscribe", 422, product=product, errors=_shown(error), form=request.form)
     jobs.wake()
     return _page("subscribe", 202, product=product, sent_to=address.strip())
+
+
+def _speak_as_page() -> None:
+    """Speak the language of the page the form was on (its ``?locale=``), if it named one."""
+    asked = request.args.get("locale")
+    if asked:
+        i18n.speak(asked)
 
 
 @bp.errorhandler(429)
 def _too_many(_error: Exception) -> ResponseReturnValue:
     slug = (request.view_args or {}).get("slug", "")
+    _speak_as_page()
     return _page(
         "subscribe",
         429,
         product=_product(str(slug)),
         errors={
-            "email": "Too many subscription requests from here or for this address. "
-            "Check your inbox for the mail already sent, or try again in an hour."
+            "email": _(
+                "Too many subscription requests from here or for this address. "
+                "Check your inbox for the mail already sent, or try again in an hour."
+            )
         },
         form=request.form,
     )
@@ -116,7 +173,9 @@ def _too_many(_error: Exception) -> ResponseReturnValue:
 
 def _bad_link(error: BadToken | NotFound) -> ResponseReturnValue:
     status = 400 if isinstance(error, BadToken) else 404
-    return render_template("public/link_problem.html", problem=error), status
+    # The domain says what is wrong in English; the page says it in its language.
+    problem = type(error)(_(error.message))
+    return render_template("public/link_problem.html", problem=problem), status
 
 
 @bp.get("/subscriptions/confirm/<token>")
@@ -128,11 +187,13 @@ def confirm(token: str) -> ResponseReturnValue:
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     except ValidationFailed:
-        return _bad_link(BadToken("This link is not valid."))
+        return _bad_link(BadToken(tokens.NOT_VALID))
     subscriptions.confirm(db.session(), subscriber, preferences, now=utcnow())
+    product = db.session.get_one(Product, subscriber.product_id)
+    _speak_to(subscriber, product)
     return _page(
         "subscription_link",
-        product=db.session.get(Product, subscriber.product_id),
+        product=product,
         subscriber=subscriber,
         preferences=Preferences.of(subscriber),
         confirmed=True,
@@ -146,10 +207,11 @@ def unsubscribe(token: str) -> ResponseReturnValue:
     """GET: the subscription and its preferences, with an unsubscribe button. POST: RFC 8058
     one-click unsubscribe, no other step; repeating it changes nothing."""
     try:
-        subscriber, _ = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
+        subscriber, _payload = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
-    product = db.session.get(Product, subscriber.product_id)
+    product = db.session.get_one(Product, subscriber.product_id)
+    _speak_to(subscriber, product)
     done = False
     if request.method == "POST":
         subscriptions.unsubscribe(db.session(), subscriber, now=utcnow())
@@ -167,14 +229,16 @@ def unsubscribe(token: str) -> ResponseReturnValue:
 @bp.post("/subscriptions/preferences/<token>")
 @csrf.exempt
 def preferences(token: str) -> ResponseReturnValue:
-    """Change what a subscriber hears about, from the link in any of their mails."""
+    """Change what a subscriber hears about, and in which language, from the link in any
+    of their mails."""
     try:
-        subscriber, _ = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
+        subscriber, _payload = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
-    product = db.session.get(Product, subscriber.product_id)
+    product = db.session.get_one(Product, subscriber.product_id)
+    _speak_to(subscriber, product)
     try:
-        chosen = _posted_preferences()
+        chosen = _posted_preferences(_offered(product, subscriber))
     except ValidationFailed as error:
         return _page(
             "subscription_link",
@@ -183,9 +247,10 @@ def preferences(token: str) -> ResponseReturnValue:
             subscriber=subscriber,
             preferences=Preferences.of(subscriber),
             unsubscribe_token=token,
-            errors=error.errors,
+            errors=_shown(error),
         )
     subscriptions.update_preferences(db.session(), subscriber, chosen)
+    _speak_to(subscriber, product)  # the language may be the one just chosen
     return _page(
         "subscription_link",
         product=product,
@@ -206,7 +271,7 @@ def read(token: str) -> ResponseReturnValue:
         return _bad_link(error)
     note = db.session.get(Note, payload.get("n")) if isinstance(payload.get("n"), int) else None
     if note is None or note.product_id != subscriber.product_id:
-        return _bad_link(NotFound("That note no longer exists."))
+        return _bad_link(NotFound(N_("That note no longer exists.")))
     now = utcnow()
     public = note.status_at(now) is NoteStatus.PUBLISHED and not note.is_internal
     if subscriber.end_user_id is not None and public:
