@@ -2301,6 +2301,7 @@ def _describe(session: Session, product: Product, now: datetime) -> dict[str, An
         "name": product.name,
         "widget_key": product.widget_key,
         "identity_secret": product.identity_secret,
+        "languages": translations.product_languages(product),
         "support": _support_summary(session, product),
         "notes": [
             {

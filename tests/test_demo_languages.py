@@ -5,6 +5,7 @@ again changes none of it."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from sqlalchemy import func, select
@@ -44,7 +45,11 @@ def _stored(session: Session) -> list[tuple]:
 
 
 def test_lumen_speaks_three_languages_with_one_outdated_and_one_missing(runner, session):
-    assert runner.invoke(args=["demo"]).exit_code == 0
+    loaded = runner.invoke(args=["demo", "--json"])
+    assert loaded.exit_code == 0, loaded.output
+    described = {product["slug"]: product for product in json.loads(loaded.output)["products"]}
+    assert described["lumen"]["languages"] == ["en", "fr", "ar"]
+    assert described["ledger"]["languages"] == ["en"]
     lumen = session.scalars(select(Product).where(Product.slug == "lumen")).one()
     assert translations.product_languages(lumen) == ["en", "fr", "ar"]
     notes = session.scalars(select(Note).where(Note.product_id == lumen.id)).all()

@@ -171,9 +171,10 @@ def document() -> dict[str, Any]:
             "title": "Tidings management API",
             "version": "1",
             "description": (
-                "Write and publish release notes, import changelogs and read subscribers "
-                "from your pipelines. Create a key on a product's API keys page in the console "
-                "(or `flask api-keys create`) and send it as `Authorization: Bearer <key>`."
+                "Write, publish and translate release notes, import changelogs and read "
+                "subscribers from your pipelines. Create a key on a product's API keys page in "
+                "the console (or `flask api-keys create`) and send it as "
+                "`Authorization: Bearer <key>`."
             ),
         },
         "servers": [{"url": current_app.config["BASE_URL"]}],
