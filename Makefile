@@ -25,7 +25,7 @@ translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $
 
 # After changing the interface's wording: extract it again and merge it into every .po.
 catalogues: $(VENV)/.installed
-	$(VENV)/bin/pybabel extract --no-wrap --sort-by-file -F babel.cfg -k lazy_gettext \
+	$(VENV)/bin/pybabel extract --no-wrap --sort-by-file -F babel.cfg -k lazy_gettext -k N_ \
 	  -o translations/messages.pot app announcements templates
 	$(VENV)/bin/pybabel update --no-wrap -i translations/messages.pot -d translations
 

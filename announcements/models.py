@@ -676,6 +676,10 @@ class OutboxKind(enum.StrEnum):
     DIGEST = "digest"  # its payload lists the notes it covers
     AGENT = "agent"  # a note a support agent sent this subscriber's end user
     ESCALATION = "escalation"  # a notice its end user has not acknowledged in time
+    # A note sent again in the language of a translation published (and announced) after
+    # it, to the subscribers whose chain picks it and who have not read it; once per note
+    # and subscriber (the payload holds {"locale"}).
+    TRANSLATION = "translation"
     # To a team member (``member_id``), not a subscriber: an ``Alert`` began or ended; the
     # payload holds {"alert_id", "state": "down" | "recovered"}.
     ALERT = "alert"

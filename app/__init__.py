@@ -12,6 +12,7 @@ from app import (
     api,
     auth,
     cli,
+    cli_languages,
     config,
     converters,
     database,
@@ -65,6 +66,7 @@ def create_app(
     security.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
+    cli_languages.init_app(app)
     jobs.init_app(app)
     app.register_blueprint(console_bp)
     public.init_app(app)

@@ -95,6 +95,8 @@ NEEDS: dict[str, Role | str | None] = {
     "console.insights_comments_csv": Role.EDITOR,
     "console.insights_non_readers_csv": Role.EDITOR,
     "console.status": Role.OWNER,
+    "console.notes_translations": Role.EDITOR,
+    "console.notes_translations_export": Role.EDITOR,
 }
 
 
@@ -110,6 +112,7 @@ FORM_POSTS = {
     "console.invitation",
     "console.note_new",
     "console.note_save",
+    "console.notes_translations",
     "console.product_new",
     "console.reset_password",
     "console.settings",
@@ -124,10 +127,16 @@ FORM_POSTS = {
 def permitted_status(endpoint: str, method: str) -> int:
     """What a visitor allowed on ``endpoint`` gets for a bare request."""
     if method == "GET":
-        # The export refuses the note here, which is no notice, back to its page.
+        # The exports refuse here (the note is no notice; the product has no other
+        # language), back to their pages.
         return (
             302
-            if endpoint in ("console.product_home", "console.support_unacknowledged_csv")
+            if endpoint
+            in (
+                "console.product_home",
+                "console.support_unacknowledged_csv",
+                "console.notes_translations_export",
+            )
             else 200
         )
     # The preview answers with HTML, the two Insights exports (who has not read the

@@ -22,4 +22,5 @@ from app.console import (  # noqa: E402,F401
     support_import,
     support_sidebar,
     team,
+    translation_files,
 )
