@@ -172,8 +172,7 @@ def save(
     nothing. Raise ValidationFailed (``locale``, ``title``, ``body_md``, ``announce``)
     before changing anything, or InvalidTransition for an archived note."""
     tag = check_locale(note.product, locale)
-    if note.archived_at is not None:
-        raise InvalidTransition("Archived notes cannot be translated. Restore it first.")
+    _ensure_translatable(note)
     title = title.strip()
     checks = {
         "title": _nul_problem(title) or note_rules.title_problem(title),
@@ -207,11 +206,17 @@ def save(
     if translation.status is TranslationStatus.PUBLISHED:
         translation.status = TranslationStatus.DRAFT
         translation.published_at = None
+        translation.updated_at = now
         edited.append("moved back to draft")
     if edited:
         _flush(session, translation)
         _record(session, translation, by, "translation.saved", edited, now)
     return translation
+
+
+def _ensure_translatable(note: Note) -> None:
+    if note.archived_at is not None:
+        raise InvalidTransition("Archived notes cannot be translated. Restore it first.")
 
 
 def _nul_problem(text: str) -> str | None:
@@ -245,6 +250,7 @@ def publish(
     """Publish the translation as made from the note's current default text (which clears
     outdated); with ``announce`` e-mail it as :func:`save` does. Read receipts stay."""
     check_locale(translation.note.product, translation.locale)
+    _ensure_translatable(translation.note)
     return _publish(session, translation, [], announce=announce, by=by, now=now)
 
 

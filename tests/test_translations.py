@@ -135,11 +135,12 @@ def test_the_same_text_saved_again_changes_nothing(session, note):
     before = snapshot(session)
     save(session, note, now=LATER)
     assert snapshot(session) == before
-    translations.unpublish(session, translations.find(note, "fr"), by=None, now=LATER)
-    session.commit()
+    save(session, note, publish=False, now=LATER)
+    assert translations.find(note, "fr").updated_at == LATER
     changed = snapshot(session)
     translations.unpublish(session, translations.find(note, "fr"), by=None, now=LATER)
     session.commit()
+    save(session, note, publish=False, now=LATER + timedelta(hours=1))
     assert snapshot(session) == changed
 
 
@@ -257,10 +258,13 @@ def test_only_a_published_translation_is_announced(session, note):
 
 
 def test_an_archived_note_is_not_translated(session, note):
+    draft = save(session, note, publish=False)
     services.archive(session, note, by=None, now=NOW)
     before = snapshot(session)
     with pytest.raises(InvalidTransition, match="Restore it first"):
-        save(session, note)
+        save(session, note, "ar")
+    with pytest.raises(InvalidTransition, match="Restore it first"):
+        translations.publish(session, draft, by=None, now=LATER)
     assert snapshot(session) == before
 
 
