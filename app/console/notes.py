@@ -15,8 +15,11 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 
 from announcements import (
+    languages,
     mailing_list,
     note_rules,
     outbox,
@@ -25,6 +28,7 @@ from announcements import (
     rendering,
     services,
     targeting,
+    translations,
 )
 from announcements.errors import ValidationFailed
 from announcements.models import (
@@ -43,9 +47,12 @@ from app.console.forms import (
     CATEGORY_FILTERS,
     STATUS_FILTERS,
     NoteForm,
+    TranslationForm,
 )
+from app.console.products import language_labels
 from app.converters import page_arg
 from app.extensions import db
+from app.i18n import current_locale
 from app.mail import jobs
 
 # Notes ----------------------------------------------------------------------
@@ -85,7 +92,7 @@ def _note_input(form: NoteForm) -> tuple[NoteInput, Any, dict[str, str]]:
         try:
             times[name] = timezones.parse_local(getattr(form, name).data or "")
         except ValueError:
-            errors[name] = "Enter a date and time, e.g. 2026-12-01 09:00."
+            errors[name] = _("Enter a date and time, e.g. 2026-12-01 09:00.")
             times[name] = None
     numbers: dict[str, int | None] = {}
     for name, rule in (
@@ -145,9 +152,9 @@ def _posted_audience(form: NoteForm) -> dict[str, Any] | None:
     return {"match": form.audience.data, "conditions": conditions} if conditions else None
 
 
-def _audience_rows(note: Note | None) -> list[dict[str, str]]:
+def _audience_rows(note: Note | None, *, posted: bool) -> list[dict[str, str]]:
     """The condition rows to show: what was posted or saved, and two blank ones to add."""
-    if request.method == "POST":
+    if posted:
         shown = _posted_conditions()
     else:
         saved = (note.audience or {}).get("conditions", []) if note else []
@@ -168,24 +175,53 @@ def _intent(form: NoteForm) -> Intent:
 def _saved_message(note: Note) -> str:
     status = note.status_at(utcnow())
     if status is NoteStatus.PUBLISHED:
-        return f"“{note.title}” is live in {note.version}."
+        return _("“%(title)s” is live in %(version)s.", title=note.title, version=note.version)
     if status is NoteStatus.SCHEDULED and note.published_at is not None:
-        when = timezones.local(note.published_at)
-        return f"“{note.title}” will be published on {when} ({timezones.zone_name()})."
-    return f"Draft “{note.title}” saved."
+        return _(
+            "“%(title)s” will be published on %(when)s (%(zone)s).",
+            title=note.title,
+            when=timezones.local(note.published_at),
+            zone=timezones.zone_name(),
+        )
+    return _("Draft “%(title)s” saved.", title=note.title)
 
 
-def _render_editor(product: Product, form: NoteForm, note: Note | None) -> ResponseReturnValue:
+def _render_editor(
+    product: Product,
+    form: NoteForm,
+    note: Note | None,
+    *,
+    language: str | None = None,
+    translation_form: TranslationForm | None = None,
+) -> ResponseReturnValue:
+    """The editor: the note's own text and settings, and a tab per other language of the
+    product; ``language`` is the tab shown, ``translation_form`` that tab's form as
+    posted."""
     status = 422 if form.errors or request.method == "POST" else 200
+    shown = language if note and language in product.languages else product.default_locale
+    panels = (
+        []
+        if note is None
+        else [
+            _panel(note, tag, translation_form if tag == shown else None)
+            for tag in product.languages
+        ]
+    )
     return (
         render_template(
             "console/note_edit.html",
             product=product,
             form=form,
             note=note,
+            language=shown,
+            default_language=language_labels(product.default_locale),
+            panels=panels,
+            untranslated=[] if note else [language_labels(tag) for tag in product.languages],
             status=note.status_at(utcnow()) if note else NoteStatus.DRAFT,
             can_edit=g.role.allows(Role.EDITOR),
-            audience_rows=_audience_rows(note),
+            audience_rows=_audience_rows(
+                note, posted=request.method == "POST" and translation_form is None
+            ),
             operators=targeting.OPERATORS,
             readership=queries.readership(db.session(), note) if note else None,
             reactions=reads.REACTIONS,
@@ -194,6 +230,26 @@ def _render_editor(product: Product, form: NoteForm, note: Note | None) -> Respo
         ),
         status,
     )
+
+
+def _panel(note: Note, tag: str, posted: TranslationForm | None) -> dict[str, Any]:
+    """One language's tab: its translation's status and form (``posted``, when the tab's
+    form was posted), and, when it is outdated, what the default text changed since it
+    was published."""
+    translation = translations.find(note, tag)
+    form = posted or TranslationForm(prefix=tag, formdata=None, obj=translation)
+    product = note.product
+    chain = languages.chain(tag, translations.product_languages(product), product.default_locale)
+    # Where its readers go while it has no published text: the rest of their chain.
+    picked = languages.pick(translations.published_texts(note), chain[1:])
+    return {
+        **language_labels(tag),
+        "fallback": language_labels(picked[0] if picked else product.default_locale)["name"],
+        "status": translations.status(note, translation),
+        "translation": translation,
+        "form": form,
+        "changes": translations.changes_since(translation, note) if translation else [],
+    }
 
 
 def _save_from_editor(product: Product, form: NoteForm, note: Note | None) -> ResponseReturnValue:
@@ -234,17 +290,23 @@ def note_new(product: Product) -> ResponseReturnValue:
     return _save_from_editor(product, form, None)
 
 
+def _note_form(note: Note) -> NoteForm:
+    """The editor's form as the note is saved."""
+    form = NoteForm(obj=note, formdata=None)
+    form.publish_at.data = timezones.to_local_input(note.published_at)
+    form.expires_at.data = timezones.to_local_input(note.expires_at)
+    form.audience.data = (note.audience or {}).get("match", "all")
+    form.support_topics.data = ", ".join(note.support_topics)
+    return form
+
+
 @bp.get("/p/<slug>/notes/<id:note_id>")
 @role_required(Role.VIEWER)
 def note(product: Product, note_id: int) -> ResponseReturnValue:
-    """One note, in the editor (read-only for viewers)."""
+    """One note, in the editor (read-only for viewers), open at the tab of
+    ``?language=``."""
     found = services.get_note(db.session(), product, note_id)
-    form = NoteForm(obj=found)
-    form.publish_at.data = timezones.to_local_input(found.published_at)
-    form.expires_at.data = timezones.to_local_input(found.expires_at)
-    form.audience.data = (found.audience or {}).get("match", "all")
-    form.support_topics.data = ", ".join(found.support_topics)
-    return _render_editor(product, form, found)
+    return _render_editor(product, _note_form(found), found, language=request.args.get("language"))
 
 
 @bp.post("/p/<slug>/notes/<id:note_id>")
@@ -256,9 +318,12 @@ def note_save(product: Product, note_id: int) -> ResponseReturnValue:
 
 
 NOTE_ACTIONS = {
-    "publish": (services.publish, "Published “{title}”."),
-    "archive": (services.archive, "Archived “{title}”. It no longer shows anywhere public."),
-    "restore": (services.restore, "Restored “{title}”."),
+    "publish": (services.publish, lazy_gettext("Published “%(title)s”.")),
+    "archive": (
+        services.archive,
+        lazy_gettext("Archived “%(title)s”. It no longer shows anywhere public."),
+    ),
+    "restore": (services.restore, lazy_gettext("Restored “%(title)s”.")),
 }
 
 
@@ -271,7 +336,7 @@ def note_action(product: Product, note_id: int, action: str) -> ResponseReturnVa
     with refused():
         service(db.session(), found, by=current_member(), now=utcnow())
         jobs.wake()
-        flash(message.format(title=found.title), "success")
+        flash(message % {"title": found.title}, "success")
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
 
 
@@ -283,9 +348,98 @@ def note_delete(product: Product, note_id: int) -> ResponseReturnValue:
     title = found.title
     with refused():
         services.delete_draft(db.session(), found, by=current_member(), now=utcnow())
-        flash(f"Deleted the draft “{title}”.", "success")
+        flash(_("Deleted the draft “%(title)s”.", title=title), "success")
         return redirect(url_for("console.notes", slug=product.slug))
     return redirect(url_for("console.note", slug=product.slug, note_id=note_id))
+
+
+# Translations ---------------------------------------------------------------
+
+
+@bp.post("/p/<slug>/notes/<id:note_id>/translations/<locale>")
+@role_required(Role.EDITOR)
+def translation_save(product: Product, note_id: int, locale: str) -> ResponseReturnValue:
+    """Save a note's translation as a draft, or publish it (and announce it if asked)."""
+    found = services.get_note(db.session(), product, note_id)
+    form = TranslationForm(prefix=locale)
+    if locale not in product.languages:
+        flash(_not_a_language(product, locale), "error")
+    elif form.validate_on_submit():
+        was = translations.status(found, translations.find(found, locale))
+        publish = form.intent.data == "publish"
+        with refused(form):
+            translations.save(
+                db.session(),
+                found,
+                locale,
+                title=form.title.data or "",
+                body_md=(form.body_md.data or "").replace("\r\n", "\n"),
+                publish=publish,
+                announce=bool(form.announce.data),
+                by=current_member(),
+                now=utcnow(),
+            )
+            db.session.commit()
+            jobs.wake()  # the announcement's mail goes out now
+            flash(_translation_saved(locale, was, publish, bool(form.announce.data)), "success")
+            return redirect(_note_url(product, found, locale))
+    return _render_editor(product, _note_form(found), found, language=locale, translation_form=form)
+
+
+def _not_a_language(product: Product, locale: str) -> str:
+    return _(
+        "%(product)s has no %(tag)s: add the language in Settings, then translate into it.",
+        product=product.name,
+        tag=locale,
+    )
+
+
+def _translation_saved(locale: str, was: str, publish: bool, announce: bool) -> str:
+    language = languages.display_name(locale, current_locale())
+    if publish and announce:
+        return _(
+            "Translation into %(language)s published, and e-mailed to the subscribers who "
+            "read it and have not read the note.",
+            language=language,
+        )
+    if publish:
+        return _(
+            "Translation into %(language)s published. Readers of it see it from now on; "
+            "nobody was told.",
+            language=language,
+        )
+    if was in ("published", "outdated"):
+        return _(
+            "Translation into %(language)s moved back to draft: its readers see the next "
+            "language of their chain until it is published again.",
+            language=language,
+        )
+    return _(
+        "Translation into %(language)s saved as a draft. Readers see it once it is published.",
+        language=language,
+    )
+
+
+@bp.post("/p/<slug>/notes/<id:note_id>/translations/<locale>/delete")
+@role_required(Role.EDITOR)
+def translation_delete(product: Product, note_id: int, locale: str) -> ResponseReturnValue:
+    """Delete a note's translation; its readers see the next language of their chain."""
+    found = services.get_note(db.session(), product, note_id)
+    translation = translations.find(found, locale)
+    language = languages.display_name(locale, current_locale())
+    if translation is None:
+        flash(_("There is no translation into %(language)s to delete.", language=language), "error")
+    else:
+        translations.delete(db.session(), translation, by=current_member(), now=utcnow())
+        db.session.commit()
+        flash(_("Deleted the translation into %(language)s.", language=language), "success")
+    return redirect(_note_url(product, found, locale))
+
+
+def _note_url(product: Product, note: Note, language: str) -> str:
+    """The editor, open at ``language``'s tab (the default's when the product lacks it)."""
+    shown = language if language in product.languages else None
+    return url_for("console.note", slug=product.slug, note_id=note.id, language=shown)
 
 
 @bp.post("/p/<slug>/preview")

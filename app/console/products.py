@@ -1,6 +1,8 @@
-"""The list of products, a new product, and a product's settings."""
+"""The list of products, a new product, and a product's settings and languages."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from flask import (
     flash,
@@ -10,11 +12,14 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import login_required
 
 from announcements import (
+    languages,
     queries,
     services,
+    translations,
 )
 from announcements.models import (
     Product,
@@ -26,9 +31,14 @@ from app.auth import current_member, role_required
 from app.console import bp
 from app.console.common import refused
 from app.console.forms import (
+    DefaultLanguageForm,
+    LanguageForm,
     ProductForm,
+    SettingsForm,
+    own_language_name,
 )
 from app.extensions import db
+from app.i18n import current_locale
 
 # Products -------------------------------------------------------------------
 
@@ -40,7 +50,7 @@ def products() -> ResponseReturnValue:
     rows = queries.products_of(db.session(), current_member())
     now = utcnow()
     counts = {
-        product.id: queries.note_counts(db.session(), product, now=now) for product, _ in rows
+        product.id: queries.note_counts(db.session(), product, now=now) for product, _role in rows
     }
     return render_template("console/products.html", rows=rows, counts=counts)
 
@@ -55,7 +65,10 @@ def product_new() -> ResponseReturnValue:
             product = services.create_product(
                 db.session(), _settings_from(form), by=current_member(), now=utcnow()
             )
-            flash(f"{product.name} is ready. Write its first release note.", "success")
+            flash(
+                _("%(product)s is ready. Write its first release note.", product=product.name),
+                "success",
+            )
             return redirect(url_for("console.notes", slug=product.slug))
     return render_template("console/product_new.html", form=form), 422 if form.errors else 200
 
@@ -89,22 +102,166 @@ def product_home(product: Product) -> ResponseReturnValue:
     return redirect(url_for("console.notes", slug=product.slug))
 
 
+# Settings -------------------------------------------------------------------
+
+
+def _settings_page(
+    product: Product,
+    *,
+    form: SettingsForm | None = None,
+    language_form: LanguageForm | None = None,
+    default_form: DefaultLanguageForm | None = None,
+) -> ResponseReturnValue:
+    """The settings page; with the forms given as posted (errors and all), the others as
+    the product has them now."""
+    if form is None:
+        form = SettingsForm(obj=product, formdata=None)
+        form.allowed_origins.data = "\n".join(product.allowed_origins)
+    posted = [f for f in (form, language_form, default_form) if f is not None and f.errors]
+    return render_template(
+        "console/settings.html",
+        product=product,
+        form=form,
+        language_form=language_form or LanguageForm(formdata=None),
+        default_form=default_form or DefaultLanguageForm(obj=product, formdata=None),
+        language_rows=_language_rows(product),
+    ), 422 if posted or request.method == "POST" else 200
+
+
+def language_labels(tag: str) -> dict[str, str]:
+    """What the console shows of a language: its tag, its name in itself and in the
+    console's language, and its direction."""
+    return {
+        "tag": tag,
+        "own_name": own_language_name(tag),
+        "name": _name(tag),
+        "direction": languages.direction(tag),
+    }
+
+
+def _language_rows(product: Product) -> list[dict[str, object]]:
+    """Each of the product's languages, default first, with the chain a reader asking
+    for it gets."""
+    tags = translations.product_languages(product)
+    return [
+        {
+            **language_labels(tag),
+            "chain": languages.chain(tag, tags, product.default_locale),
+            "is_default": tag == product.default_locale,
+        }
+        for tag in tags
+    ]
+
+
 @bp.route("/p/<slug>/settings", methods=["GET", "POST"])
 @role_required(Role.OWNER)
 def settings(product: Product) -> ResponseReturnValue:
     """A product's settings, identity secret included."""
-    form = ProductForm(obj=product)
     if request.method == "GET":
-        form.allowed_origins.data = "\n".join(product.allowed_origins)
+        return _settings_page(product)
+    form = SettingsForm()
+    if form.validate_on_submit():
+        # The default language is changed with the languages, below the form.
+        kept = dataclasses.replace(_settings_from(form), default_locale=product.default_locale)
+        with refused(form):
+            services.update_product(db.session(), product, kept, by=current_member(), now=utcnow())
+            flash(_("Settings saved."), "success")
+            return redirect(url_for("console.settings", slug=product.slug))
+    return _settings_page(product, form=form)
+
+
+@bp.post("/p/<slug>/settings/languages")
+@role_required(Role.OWNER)
+def language_add(product: Product) -> ResponseReturnValue:
+    """Add a language to the product."""
+    form = LanguageForm()
+    if form.validate_on_submit():
+        before = translations.product_languages(product)
+        with refused(form):
+            _set_languages(
+                product, product.default_locale, [*product.languages, form.languages.data or ""]
+            )
+            added = [tag for tag in product.languages if tag not in before]
+            if added:
+                message = _(
+                    "Added %(language)s. Notes can now be translated into it; until one is, "
+                    "its readers see it in the nearest language they read.",
+                    language=_name(added[0]),
+                )
+            else:
+                message = _(
+                    "%(language)s is already one of %(product)s's languages.",
+                    language=_name(languages.normalise(form.languages.data or "")),
+                    product=product.name,
+                )
+            flash(message, "success" if added else "info")
+            return redirect(_languages_url(product))
+    return _settings_page(product, language_form=form)
+
+
+@bp.post("/p/<slug>/settings/languages/default")
+@role_required(Role.OWNER)
+def language_default(product: Product) -> ResponseReturnValue:
+    """Say which language the product's notes are written in."""
+    form = DefaultLanguageForm()
     if form.validate_on_submit():
         with refused(form):
-            services.update_product(
-                db.session(), product, _settings_from(form), by=current_member(), now=utcnow()
+            _set_languages(product, (form.default_locale.data or "").strip(), product.languages)
+            flash(
+                _(
+                    "Notes are now taken to be written in %(language)s.",
+                    language=_name(product.default_locale),
+                ),
+                "success",
             )
-            flash("Settings saved.", "success")
-            return redirect(url_for("console.settings", slug=product.slug))
-    status = 422 if form.errors else 200
-    return render_template("console/settings.html", product=product, form=form), status
+            return redirect(_languages_url(product))
+    return _settings_page(product, default_form=form)
+
+
+@bp.post("/p/<slug>/settings/languages/<tag>/remove")
+@role_required(Role.OWNER)
+def language_remove(product: Product, tag: str) -> ResponseReturnValue:
+    """Take a language off the product; its translations are kept, hidden."""
+    if tag == product.default_locale:
+        flash(
+            _(
+                "%(language)s cannot be removed: it is the default language, the one the "
+                "notes are written in.",
+                language=_name(tag),
+            ),
+            "error",
+        )
+    elif tag not in product.languages:
+        flash(_("%(product)s has no %(tag)s to remove.", product=product.name, tag=tag), "error")
+    else:
+        with refused():
+            others = [other for other in product.languages if other != tag]
+            _set_languages(product, product.default_locale, others)
+            flash(
+                _(
+                    "Removed %(language)s. Its translations are kept but no longer shown; "
+                    "they come back if you add the language again.",
+                    language=_name(tag),
+                ),
+                "success",
+            )
+    return redirect(_languages_url(product))
+
+
+def _languages_url(product: Product) -> str:
+    return url_for("console.settings", slug=product.slug, _anchor="product-languages")
+
+
+def _set_languages(product: Product, default: str, others: list[str]) -> None:
+    translations.set_languages(
+        db.session(), product, default, others, by=current_member(), now=utcnow()
+    )
+    db.session.commit()
+
+
+def _name(tag: str) -> str:
+    """The language's name in the console's language."""
+    return languages.display_name(tag, current_locale())
 
 
 @bp.post("/p/<slug>/settings/rotate-secret")
@@ -113,8 +270,10 @@ def rotate_secret(product: Product) -> ResponseReturnValue:
     """Replace the identity secret."""
     services.rotate_identity_secret(db.session(), product, by=current_member(), now=utcnow())
     flash(
-        "New identity secret created. Update it on your servers: hashes made with the old "
-        "one are now refused.",
+        _(
+            "New identity secret created. Update it on your servers: hashes made with the old "
+            "one are now refused."
+        ),
         "warning",
     )
     return redirect(url_for("console.settings", slug=product.slug))

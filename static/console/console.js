@@ -37,8 +37,9 @@
         var source = document.getElementById(button.getAttribute("data-copy"));
         if (!source || !navigator.clipboard) return;
         navigator.clipboard.writeText(source.textContent).then(function () {
-          button.textContent = "Copied";
-          setTimeout(function () { button.textContent = "Copy"; }, 1500);
+          var words = button.textContent;
+          button.textContent = button.getAttribute("data-copied") || "Copied";
+          setTimeout(function () { button.textContent = words; }, 1500);
         }).catch(function () { /* the text can still be selected by hand */ });
       });
     });
@@ -74,12 +75,49 @@
       });
     }
 
-    var editor = document.querySelector("form[data-preview-url]");
-    if (!editor) return;
-    var body = editor.querySelector("textarea[name=body_md]");
-    var title = editor.querySelector("input[name=title]");
-    var preview = document.getElementById("preview");
-    var previewTitle = document.getElementById("preview-title");
+    // Each editor form: the note's own text, and one per language tab.
+    document.querySelectorAll("form[data-preview-url]").forEach(bindEditor);
+    bindLanguageTabs(document.querySelector("[data-language-tabs]"));
+  });
+
+  // The editor's language tabs: switch without a reload (the links work without a
+  // script), keep the address on the tab shown, and move between tabs with the arrows.
+  function bindLanguageTabs(tablist) {
+    if (!tablist) return;
+    var tabs = Array.prototype.slice.call(tablist.querySelectorAll("[role=tab]"));
+    function select(tab, focus) {
+      tabs.forEach(function (other) {
+        var on = other === tab;
+        other.setAttribute("aria-selected", on ? "true" : "false");
+        other.tabIndex = on ? 0 : -1;
+        var panel = document.getElementById(other.getAttribute("aria-controls"));
+        if (panel) panel.hidden = !on;
+      });
+      if (focus) tab.focus();
+      if (window.history && history.replaceState) history.replaceState(null, "", tab.href);
+    }
+    tabs.forEach(function (tab, index) {
+      tab.addEventListener("click", function (event) {
+        if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+        event.preventDefault();
+        select(tab, false);
+      });
+      tab.addEventListener("keydown", function (event) {
+        var to = { ArrowRight: index + 1, ArrowLeft: index - 1, Home: 0, End: tabs.length - 1 }[event.key];
+        if (to === undefined) return;
+        event.preventDefault();
+        select(tabs[(to + tabs.length) % tabs.length], true);
+      });
+    });
+  }
+
+  // One editor form: its live preview, and, where it has one, its image upload.
+  function bindEditor(editor) {
+    var body = editor.querySelector("textarea[data-markdown]");
+    var title = editor.querySelector("input[data-title]");
+    var preview = editor.querySelector("[data-preview]");
+    var previewTitle = editor.querySelector("[data-preview-title]");
+    if (!body || !preview) return;
     var timer = null;
     var sent = null;
 
@@ -104,7 +142,9 @@
       clearTimeout(timer);
       timer = setTimeout(refresh, 250);
     });
-    title.addEventListener("input", function () { previewTitle.textContent = title.value; });
+    if (title && previewTitle) {
+      title.addEventListener("input", function () { previewTitle.textContent = title.value; });
+    }
     if (body.value && !preview.innerHTML.trim()) refresh();
 
     // Images: chosen with the button, pasted or dropped into the text; each is uploaded and
@@ -112,9 +152,9 @@
     var upload = editor.querySelector("[data-upload-url]");
     if (!upload) return;
     var picker = upload.querySelector("input[type=file]");
-    var hint = document.getElementById("image-hint");
+    var hint = upload.querySelector(".hint");
     var hintText = hint.textContent;
-    var uploadError = document.getElementById("image-error");
+    var uploadError = upload.querySelector(".field-error");
     var MAX_BYTES = 5 * 1024 * 1024;
     var pending = 0;
 
@@ -138,13 +178,13 @@
 
     function uploadImage(file) {
       if (file.size > MAX_BYTES) {
-        showUploadError("“" + file.name + "” is over 5 MB. Make it smaller and try again.");
+        showUploadError(upload.getAttribute("data-too-big").replace("{name}", file.name));
         return;
       }
       var data = new FormData();
       data.append("image", file, file.name || "image");
       pending += 1;
-      hint.textContent = "Uploading…";
+      hint.textContent = upload.getAttribute("data-uploading");
       fetch(upload.getAttribute("data-upload-url"), {
         method: "POST",
         headers: { "X-CSRFToken": csrf ? csrf.content : "" },
@@ -156,7 +196,7 @@
         if (answer.ok) insertMarkdown(answer.json.markdown);
         else showUploadError((answer.json.errors && answer.json.errors.image) || answer.json.error);
       }).catch(function () {
-        showUploadError("The image could not be uploaded. Check the connection and try again.");
+        showUploadError(upload.getAttribute("data-failed"));
       }).then(function () {
         pending -= 1;
         if (!pending) hint.textContent = hintText;
@@ -194,7 +234,7 @@
       body.parentNode.classList.remove("dropping");
       if (event.dataTransfer && uploadImages(event.dataTransfer.files)) event.preventDefault();
     });
-  });
+  }
 })();
 
 // Ticket import (support/import): the chosen file's header line is offered to the column
