@@ -236,7 +236,6 @@ def test_product_settings_validate_and_change_nothing_on_error(
         client,
         slug="Not A Slug!",
         allowed_origins="https://app.example.com/path",
-        default_locale="english",
         accent_color="red",
         logo_url="http://logo.example.com/a.png",
     )
@@ -247,7 +246,6 @@ def test_product_settings_validate_and_change_nothing_on_error(
     expected = {
         "slug": "lowercase letters",
         "allowed_origins": "is not an origin",
-        "default_locale": "language tag",
         "accent_color": "#4f46e5",
         "logo_url": "https://",
     }

@@ -43,6 +43,7 @@ NEEDS: dict[str, Role | str | None] = {
     "console.logout": LOGGED_IN,
     "console.account": LOGGED_IN,
     "console.end_other_sessions": LOGGED_IN,
+    "console.account_language": LOGGED_IN,
     "console.products": LOGGED_IN,
     "console.product_new": LOGGED_IN,
     "console.product_home": Role.VIEWER,
@@ -53,6 +54,8 @@ NEEDS: dict[str, Role | str | None] = {
     "console.note_action": Role.EDITOR,
     "console.note_delete": Role.EDITOR,
     "console.preview": Role.EDITOR,
+    "console.translation_save": Role.EDITOR,
+    "console.translation_delete": Role.EDITOR,
     "console.image_upload": Role.EDITOR,
     "console.note_delivery": Role.VIEWER,
     "console.note_email": Role.EDITOR,
@@ -62,6 +65,9 @@ NEEDS: dict[str, Role | str | None] = {
     "console.subscriber_remove": Role.EDITOR,
     "console.settings": Role.OWNER,
     "console.rotate_secret": Role.OWNER,
+    "console.language_add": Role.OWNER,
+    "console.language_default": Role.OWNER,
+    "console.language_remove": Role.OWNER,
     "console.team": Role.OWNER,
     "console.team_role": Role.OWNER,
     "console.team_remove": Role.OWNER,
@@ -110,6 +116,8 @@ FORM_POSTS = {
     "console.forgot_password",
     "console.image_upload",
     "console.invitation",
+    "console.language_add",
+    "console.language_default",
     "console.note_new",
     "console.note_save",
     "console.notes_translations",
@@ -120,6 +128,7 @@ FORM_POSTS = {
     "console.support_import",
     "console.support_secret",
     "console.team",
+    "console.translation_save",
     "console.webhooks_page",
 }
 
@@ -186,6 +195,8 @@ def console_requests(app: Flask, product, note, member) -> list[tuple[str, str, 
             select(SupportConnection.id).where(SupportConnection.product_id == product.id)
         ),
         "user_id": db.session.scalar(select(EndUser.id).where(EndUser.product_id == product.id)),
+        "tag": "fr",
+        "locale": "fr",
     }
     found = []
     for rule in app.url_map.iter_rules():

@@ -15,6 +15,7 @@ from app.console import (  # noqa: E402,F401
     integrations,
     lookup,
     notes,
+    preferences,
     products,
     signin,
     status,
