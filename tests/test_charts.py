@@ -6,6 +6,7 @@ import re
 from datetime import date
 
 import pytest
+from flask_babel import refresh
 
 from app.console.charts import (
     HBAR_GAP,
@@ -221,3 +222,17 @@ def test_labels_are_shortened_with_an_ellipsis_and_days_written_short() -> None:
     assert shorten("exactly10!", 10) == "exactly10!"
     assert shorten("a little too long", 10) == "a little…"
     assert day_label(date(2026, 11, 2)) == "2 Nov"
+
+
+def test_figures_and_days_are_written_in_the_language_the_console_speaks(app) -> None:
+    with app.test_request_context("/console/", headers={"Accept-Language": "fr"}):
+        refresh()  # the language a request before chose is kept in the tests' shared ``g``
+        # French groups thousands with a narrow no-break space and writes a decimal comma.
+        assert [number(v) for v in (150_000.0, 2.5, 3)] == ["150\u202f000", "2,5", "3"]
+        assert number(12.25, "+.1f") == "+12,2"
+        assert day_label(date(2026, 11, 2)) == "2 nov."
+        assert hbar_chart(["x"], [1234.0]).bars[0].text == "1\u202f234"
+        assert line_chart(["2 nov."], [("a", [1234.5])]).lines[0].points[0].text == "1\u202f234,5"
+    with app.test_request_context("/console/", headers={"Accept-Language": "en"}):
+        refresh()
+        assert [number(150_000.0), day_label(date(2026, 11, 2))] == ["150,000", "2 Nov"]

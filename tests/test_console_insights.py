@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import lxml.html
 import pytest
+from babel import dates
 from sqlalchemy import select
 
 from announcements import rollups, versions
@@ -36,6 +37,7 @@ from announcements.models import (
 from app.console import insights as insights_views
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
+from tests.i18n_helpers import needs_catalogue
 from tests.test_insights import Many, many_notes, many_segments
 
 # Insights ----------------------------------------------------------------------------------
@@ -500,6 +502,36 @@ def test_the_note_page_shows_its_reach_and_reading(client, built: Built) -> None
         words(e) for e in tree.xpath("//*[@id='comments-title']/..//p[@class='comment-text']")
     ]
     assert sorted(listed) == sorted(c for _, _, c in built.reactions if c)
+
+
+def test_the_french_console_writes_days_figures_and_rates_the_french_way(
+    client, built: Built
+) -> None:
+    """Dates and figures come from Babel: they need no catalogue."""
+    log_in(client, built, "viewer")
+    note = built.note
+    response = client.get(
+        f"/console/p/lumen/notes/{note.id}/insights", headers={"Accept-Language": "fr"}
+    )
+    tree = lxml.html.fromstring(response.get_data(as_text=True))
+    assert tree.get("lang") == "fr"
+    readers, reached = len(built.reads), len(exposed(built, note))
+    shown = words(tree.xpath("//dd[@data-figure='rate']")[0])
+    assert shown == rate(readers, reached).replace(".", ",")
+    months = dates.get_month_names("abbreviated", locale="fr")
+    published = note.published_at.astimezone(UTC).date()
+    first_row = table_rows(tree, "Exposed users and readers since publication")[0]
+    assert first_row[0] == f"{published.day} {months[published.month]}"
+    assert first_row[3] == "—" or first_row[3].endswith(" %") and "," in first_row[3]
+
+
+@needs_catalogue("fr", "Weekly active users")
+def test_the_french_console_names_the_insights_in_french(client, built: Built) -> None:
+    log_in(client, built, "viewer")
+    response = client.get("/console/p/lumen/insights", headers={"Accept-Language": "fr"})
+    text = words(lxml.html.fromstring(response.get_data(as_text=True)))
+    for english in ("Weekly active users", "Show the numbers", "Notes by read rate"):
+        assert english not in text
 
 
 def folded(counts: dict[str, list[int]]) -> list[tuple[str, list[int]]]:

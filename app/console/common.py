@@ -13,14 +13,42 @@ from flask import (
     stream_with_context,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
 
 from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import (
+    NoteStatus,
     Role,
 )
 from app.console import bp, timezones
 from app.extensions import db
+
+# How the console names a role in a sentence ("You are editor here") and a note's status
+# on its badge.
+ROLE_NAMES = {
+    Role.VIEWER: lazy_gettext("viewer"),
+    Role.EDITOR: lazy_gettext("editor"),
+    Role.OWNER: lazy_gettext("owner"),
+}
+STATUS_NAMES = {
+    NoteStatus.DRAFT: lazy_gettext("Draft"),
+    NoteStatus.SCHEDULED: lazy_gettext("Scheduled"),
+    NoteStatus.PUBLISHED: lazy_gettext("Published"),
+    NoteStatus.ARCHIVED: lazy_gettext("Archived"),
+}
+
+
+@bp.app_template_global()
+def role_name(role: Role) -> str:
+    """A role as a sentence names it, in the console's language."""
+    return str(ROLE_NAMES[role])
+
+
+@bp.app_template_global()
+def status_name(status: NoteStatus) -> str:
+    """A note's status as its badge names it, in the console's language."""
+    return str(STATUS_NAMES[status])
 
 
 def csv_download(lines: Iterator[str] | str, filename: str) -> ResponseReturnValue:

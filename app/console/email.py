@@ -13,6 +13,8 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from announcements import (
     mailing_list,
@@ -27,6 +29,7 @@ from announcements.models import (
 )
 from app.auth import current_member, role_required
 from app.console import bp
+from app.console.charts import number
 from app.console.common import csv_download, refused
 from app.converters import page_arg
 from app.extensions import db
@@ -59,10 +62,18 @@ def note_email(product: Product, note_id: int) -> ResponseReturnValue:
         queued = services.email_note(db.session(), found, by=current_member(), now=utcnow())
         jobs.wake()
         if queued:
-            people = "subscriber" if queued == 1 else "subscribers"
-            flash(f"Sending “{found.title}” to {queued:,} {people}.", "success")
+            flash(
+                ngettext(
+                    "Sending “%(title)s” to %(count)s subscriber.",
+                    "Sending “%(title)s” to %(count)s subscribers.",
+                    queued,
+                    title=found.title,
+                    count=number(queued),
+                ),
+                "success",
+            )
         else:
-            flash("Every subscriber who wants this note already has it.", "info")
+            flash(_("Every subscriber who wants this note already has it."), "info")
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
 
 
@@ -76,9 +87,15 @@ def note_test_email(product: Product, note_id: int) -> ResponseReturnValue:
     try:
         delivery.send_test(found, address, sender)
     except delivery.NotSent as error:
-        flash(f"The test could not be sent to {address}: {error}", "error")
+        flash(
+            _("The test could not be sent to %(address)s: %(error)s", address=address, error=error),
+            "error",
+        )
     else:
-        flash(f"Sent a test of “{found.title}” to {address}.", "success")
+        flash(
+            _("Sent a test of “%(title)s” to %(address)s.", title=found.title, address=address),
+            "success",
+        )
     return redirect(url_for("console.note", slug=product.slug, note_id=found.id))
 
 
@@ -123,5 +140,7 @@ def subscriber_remove(product: Product, subscriber_id: int) -> ResponseReturnVal
     removed = mailing_list.remove(
         db.session(), product, subscriber_id, by=current_member(), now=utcnow()
     )
-    flash(f"Removed {removed.email}. Nothing more will be sent to them.", "success")
+    flash(
+        _("Removed %(email)s. Nothing more will be sent to them.", email=removed.email), "success"
+    )
     return redirect(url_for("console.subscribers", slug=product.slug))

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 
 from announcements import audit, images
 from announcements.errors import ValidationFailed
@@ -46,7 +47,7 @@ def image_upload(product: Product) -> ResponseReturnValue:
     the Markdown that shows it."""
     upload = request.files.get("image")
     if upload is None or not upload.filename:
-        raise ValidationFailed({"image": f"Choose {images.KINDS} to upload."})
+        raise ValidationFailed({"image": _("Choose %(kinds)s to upload.", kinds=images.KINDS)})
     stored = images.store(
         media.folder(),
         product.id,

@@ -9,6 +9,7 @@ linked to, and a range or segment the domain refuses is said beside the picker (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -24,6 +25,8 @@ from flask import (
     request,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from wtforms.fields.choices import SelectChoice
 
 from announcements import insights, reads, rollups
@@ -32,7 +35,7 @@ from announcements.errors import ValidationFailed
 from announcements.models import Note, Product, Role, utcnow
 from app.auth import current_member, role_required
 from app.console import bp, charts
-from app.console.charts import Figure, day_label
+from app.console.charts import Figure, day_label, day_labels, number, speaking
 from app.console.common import csv_download, refused
 from app.console.forms import InsightsRangeForm, NonReadersForm
 from app.converters import page_arg
@@ -46,20 +49,22 @@ COMPARISONS = ("previous", "release")
 
 # How the pages name the built-in segments and the channels a read can come from; any
 # other name is shown as the product sends it.
-SEGMENT_LABELS = {"app_version": "App version", "locale": "Language"}
+SEGMENT_LABELS = {"app_version": lazy_gettext("App version"), "locale": lazy_gettext("Language")}
 CHANNEL_LABELS = {
-    "widget": "Widget panel",
-    "popup": "Popup",
-    "email": "E-mail, read on the web",
-    "help": "Before contacting support",
-    "agent": "Sent by an agent",
+    "widget": lazy_gettext("Widget panel"),
+    "popup": lazy_gettext("Popup"),
+    "email": lazy_gettext("E-mail, read on the web"),
+    "help": lazy_gettext("Before contacting support"),
+    "agent": lazy_gettext("Sent by an agent"),
 }
 
 
 @bp.app_template_filter("rate_percent")
 def rate_percent(value: float | None) -> str:
     """A fraction as the Insights pages write a rate: "42.5 %", a dash for none."""
-    return "—" if value is None else f"{value * 100:.1f} %"
+    if value is None:
+        return "—"
+    return _("%(percent)s %%", percent=number(value * 100, ".1f"))
 
 
 @bp.app_template_filter("time_to_read")
@@ -73,32 +78,39 @@ def time_to_read(value: timedelta | None) -> str:
         return "—"
     seconds = int(value.total_seconds())
     if seconds < 60:
-        return f"{seconds} s"
+        return _("%(seconds)s s", seconds=seconds)
     minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
     if hours == 0:
-        return f"{minutes} min"
+        return _("%(minutes)s min", minutes=minutes)
     if days == 0:
-        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
-    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"
+        if minutes % 60:
+            return _("%(hours)s h %(minutes)s min", hours=hours, minutes=minutes % 60)
+        return _("%(hours)s h", hours=hours)
+    if hours % 24:
+        return _("%(days)s d %(hours)s h", days=days, hours=hours % 24)
+    return _("%(days)s d", days=days)
 
 
 def segment_label(name: str) -> str:
     """A segment as the pages name it."""
-    return SEGMENT_LABELS.get(name, name)
+    return str(SEGMENT_LABELS.get(name, name))
 
 
 def channel_label(name: str) -> str:
     """A read's channel as the pages name it."""
-    return CHANNEL_LABELS.get(name, name)
+    return str(CHANNEL_LABELS.get(name, name))
 
 
 @bp.app_context_processor
 def _insights_helpers() -> dict[str, Any]:
-    """The names, day labels and rules the Insights templates write."""
+    """The names, day labels, figures and rules the Insights templates write; the days and
+    figures in the request's language, looked up once for the page's hundreds of them."""
+    locale = speaking()
     return {
         "segment_label": segment_label,
         "channel_label": channel_label,
-        "day_label": day_label,
+        "day_label": functools.partial(day_label, locale=locale),
+        "number": functools.partial(number, locale=locale),
         "fewest_users": insights.MIN_SEGMENT_USERS,
     }
 
@@ -111,7 +123,7 @@ def _range_form(product: Product) -> InsightsRangeForm:
     form = InsightsRangeForm(request.args)
     names = rollups.segments(db.session(), product)
     form.by.choices = [
-        SelectChoice("", "Nothing"),
+        SelectChoice("", _("Nothing")),
         *(SelectChoice(name, segment_label(name)) for name in names),
     ]
     return form
@@ -145,7 +157,7 @@ def _asked(form: InsightsRangeForm) -> Asked:
         try:
             days[name] = _day(form[name].data)
         except ValueError:
-            errors[name] = "Enter a day such as 2026-10-01."
+            errors[name] = _("Enter a day such as %(example)s.", example="2026-10-01")
     if errors:
         raise ValidationFailed(errors)
     insights.check_range(days["start"], days["end"])
@@ -188,7 +200,7 @@ def _stat(
     ``interval``'s ends are written under it."""
 
     def written(v: float | None) -> str:
-        return rate_percent(v) if fraction else "—" if v is None else f"{v:,.0f}"
+        return rate_percent(v) if fraction else "—" if v is None else number(v, ",.0f")
 
     if not other:
         return Stat(key, label, written(value), interval=interval)
@@ -198,13 +210,13 @@ def _stat(
     difference = value - previous
     direction = "up" if difference > 0 else "down" if difference < 0 else "same"
     if direction == "same":
-        change = "no change"
+        change = _("no change")
     elif fraction:
-        change = f"{difference * 100:+.1f} points"
+        change = _("%(change)s points", change=number(difference * 100, "+.1f"))
     elif previous:
-        change = f"{difference / previous * 100:+.0f} %"
+        change = _("%(percent)s %%", percent=number(difference / previous * 100, "+.0f"))
     else:
-        change = "up from none"
+        change = _("up from none")
     return Stat(key, label, written(value), written(previous), change, direction, interval)
 
 
@@ -245,45 +257,65 @@ def compared_line(
     if previous is not None:
         before = [n for _, n in series(previous.figures)]
         lines.append((previous.name, _aligned(before, len(shown))))
-    return charts.line_chart([day_label(day) for day, _ in shown], lines)
+    return charts.line_chart(day_labels(day for day, _ in shown), lines)
 
 
 def weekly_figure(current: Period, previous: Period | None) -> Figure:
     """Weekly active users, with the other range's beside them, day for day, when
     comparing."""
     points = current.figures.weekly_active
-    title = "Weekly active users"
+    title = _("Weekly active users")
     chart = compared_line(
         current, previous, lambda figures: [(p.week_end, p.users) for p in figures.weekly_active]
     )
     if not points:
-        return Figure(chart, title, f"{title}: no users seen in the range.")
+        return Figure(chart, title, _("%(title)s: no users seen in the range.", title=title))
     peak = max(points, key=lambda p: p.users)
-    summary = (
-        f"{title}, each point the users the widget saw in the 7 days to that day, "
-        f"{day_label(points[0].week_end)} to {day_label(points[-1].week_end)}: "
-        f"{points[-1].users:,} at the end, the most {peak.users:,} on {day_label(peak.week_end)}"
-    )
-    if previous is not None and previous.figures.weekly_active:
-        summary += f"; {previous.figures.weekly_active[-1].users:,} at the end of {previous.label}"
-    return Figure(chart, title, summary + ".")
+    facts = {
+        "title": title,
+        "first": day_label(points[0].week_end),
+        "last": day_label(points[-1].week_end),
+        "end": number(points[-1].users),
+        "most": number(peak.users),
+        "peak": day_label(peak.week_end),
+    }
+    if previous is None or not previous.figures.weekly_active:
+        summary = _(
+            "%(title)s, each point the users the widget saw in the 7 days to that day, "
+            "%(first)s to %(last)s: %(end)s at the end, the most %(most)s on %(peak)s.",
+            **facts,
+        )
+    else:
+        summary = _(
+            "%(title)s, each point the users the widget saw in the 7 days to that day, "
+            "%(first)s to %(last)s: %(end)s at the end, the most %(most)s on %(peak)s; "
+            "%(then)s at the end of %(period)s.",
+            **facts,
+            then=number(previous.figures.weekly_active[-1].users),
+            period=previous.label,
+        )
+    return Figure(chart, title, summary)
 
 
 def subscribers_figure(current: Period, previous: Period | None) -> Figure:
     """Confirmed subscribers over the range, with the other range's when comparing."""
     points = current.figures.subscribers
-    title = "Subscribers"
+    title = _("Subscribers")
     chart = compared_line(
         current, previous, lambda figures: [(p.day, p.total) for p in figures.subscribers]
     )
     if not points:
-        return Figure(chart, title, f"{title}: none in the range.")
-    joined = sum(p.confirmed for p in points)
-    left = sum(p.unsubscribed for p in points)
-    summary = (
-        f"{title} each day, {day_label(points[0].day)} to {day_label(points[-1].day)}: "
-        f"{points[0].total:,} to {points[-1].total:,}; {joined:,} confirmed and {left:,} "
-        "unsubscribed in the range."
+        return Figure(chart, title, _("%(title)s: none in the range.", title=title))
+    summary = _(
+        "%(title)s each day, %(first)s to %(last)s: %(start)s to %(end)s; %(joined)s confirmed "
+        "and %(left)s unsubscribed in the range.",
+        title=title,
+        first=day_label(points[0].day),
+        last=day_label(points[-1].day),
+        start=number(points[0].total),
+        end=number(points[-1].total),
+        joined=number(sum(p.confirmed for p in points)),
+        left=number(sum(p.unsubscribed for p in points)),
     )
     return Figure(chart, title, summary)
 
@@ -291,10 +323,10 @@ def subscribers_figure(current: Period, previous: Period | None) -> Figure:
 def share_figure(title: str, rows: Sequence[tuple[str, int, float | None]]) -> Figure:
     """Horizontal bars of (label, count, share of the whole) rows, largest first as given,
     each written as "1,234 · 45.0 %"."""
-    texts = [f"{count:,} · {rate_percent(share)}" for _, count, share in rows]
-    chart = charts.hbar_chart([label for label, _, _ in rows], [c for _, c, _ in rows], texts=texts)
-    said = "; ".join(f"{label}: {text}" for (label, _, _), text in zip(rows, texts, strict=True))
-    return Figure(chart, title, f"{title}. {said or 'None yet'}.")
+    texts = [f"{number(count)} · {rate_percent(share)}" for _label, count, share in rows]
+    chart = charts.hbar_chart([row[0] for row in rows], [row[1] for row in rows], texts=texts)
+    said = "; ".join(f"{row[0]}: {text}" for row, text in zip(rows, texts, strict=True))
+    return Figure(chart, title, f"{title}. {said or _('None yet')}.")
 
 
 @dataclass(frozen=True)
@@ -316,7 +348,7 @@ def _ranked(notes: Sequence[insights.NoteRank], measure: str) -> list[Ranked]:
         ]
     most = max((n.reactions for n in notes), default=0)
     return [
-        Ranked(n, round(n.reactions / most * 100, 2) if most else 0, f"{n.reactions:,}")
+        Ranked(n, round(n.reactions / most * 100, 2) if most else 0, number(n.reactions))
         for n in notes
     ]
 
@@ -367,12 +399,12 @@ def product_page(period: Period, other: Period | None) -> ProductPage:
         return _stat(key, label, now[key], *compared, fraction=fraction, interval=interval)
 
     stats = [
-        stat("Weekly active", "weekly"),
-        stat("Notes published", "notes"),
-        stat("Their readers", "readers"),
-        stat("Read rate", "rate", fraction=True, interval=shown.totals.rate),
-        stat("E-mails sent", "sent"),
-        stat("Subscribers", "subscribers"),
+        stat(_("Weekly active"), "weekly"),
+        stat(_("Notes published"), "notes"),
+        stat(_("Their readers"), "readers"),
+        stat(_("Read rate"), "rate", fraction=True, interval=shown.totals.rate),
+        stat(_("E-mails sent"), "sent"),
+        stat(_("Subscribers"), "subscribers"),
     ]
     last = shown.weekly_active[-1].week_end if shown.weekly_active else shown.range.end
     end = day_label(last)
@@ -385,12 +417,16 @@ def product_page(period: Period, other: Period | None) -> ProductPage:
         stats=stats,
         weekly=weekly_figure(period, other),
         versions=share_figure(
-            f"Versions in use, the 7 days to {end}",
+            _("Versions in use, the 7 days to %(day)s", day=end),
             [(v.version, v.users, v.share) for v in shown.versions],
         ),
         segment=(
             share_figure(
-                f"Active users by {segment_label(shown.segment)}, the 7 days to {end}",
+                _(
+                    "Active users by %(segment)s, the 7 days to %(day)s",
+                    segment=segment_label(shown.segment),
+                    day=end,
+                ),
                 [(row.value, row.users, row.share) for row in shown.active_by_segment],
             )
             if shown.segment
@@ -413,12 +449,12 @@ def _ranges(
     previous period is worked out from the range shown."""
     if compare not in ("", *COMPARISONS):
         raise ValidationFailed(
-            {"compare": "Compare with the previous period or with the previous release."}
+            {"compare": _("Compare with the previous period or with the previous release.")}
         )
     if compare == "release":
         windows = insights.releases(db.session(), product, now=now)
         if len(windows) < 2:
-            raise ValidationFailed({"compare": "There is no earlier release to compare with."})
+            raise ValidationFailed({"compare": _("There is no earlier release to compare with.")})
         return windows[0], windows[1]
     span, today = timedelta(days=DEFAULT_DAYS - 1), now.date()
     if asked.start is None:
@@ -471,35 +507,46 @@ def product_insights(product: Product) -> ResponseReturnValue:
 
 def cumulative_figure(daily: Sequence[insights.DayPoint]) -> Figure:
     """Users exposed to the note and its readers, counted up day by day since publication."""
-    title = "Exposed users and readers since publication"
+    title = _("Exposed users and readers since publication")
     chart = charts.line_chart(
-        [day_label(p.day) for p in daily],
-        [("Exposed", [p.exposed for p in daily]), ("Readers", [p.readers for p in daily])],
+        day_labels(p.day for p in daily),
+        [
+            (_("Exposed"), [p.exposed for p in daily]),
+            (_("Readers"), [p.readers for p in daily]),
+        ],
     )
     if not daily:
-        return Figure(chart, title, f"{title}: nobody yet.")
+        return Figure(chart, title, _("%(title)s: nobody yet.", title=title))
     last = daily[-1]
-    summary = (
-        f"{title}, {day_label(daily[0].day)} to {day_label(last.day)}: {last.exposed:,} "
-        f"exposed and {last.readers:,} readers by the end, a read rate of "
-        f"{rate_percent(last.rate.value)}."
+    summary = _(
+        "%(title)s, %(first)s to %(last)s: %(exposed)s exposed and %(readers)s readers by the "
+        "end, a read rate of %(rate)s.",
+        title=title,
+        first=day_label(daily[0].day),
+        last=day_label(last.day),
+        exposed=number(last.exposed),
+        readers=number(last.readers),
+        rate=rate_percent(last.rate.value),
     )
     return Figure(chart, title, summary)
 
 
 def rate_figure(daily: Sequence[insights.DayPoint]) -> Figure:
     """The read rate as it grew: readers so far among those exposed so far, in per cent."""
-    title = "Read rate since publication"
+    title = _("Read rate since publication")
     values = [None if p.rate.value is None else round(p.rate.value * 100, 2) for p in daily]
     # Half a card wide on a desktop: fewer dates fit under it.
     chart = charts.line_chart(
-        [day_label(p.day) for p in daily], [("Read rate", values)], unit="%", max_labels=5
+        day_labels(p.day for p in daily), [(_("Read rate"), values)], unit="%", max_labels=5
     )
     if not daily:
-        return Figure(chart, title, f"{title}: nobody exposed yet.")
-    summary = (
-        f"{title}, {day_label(daily[0].day)} to {day_label(daily[-1].day)}: "
-        f"{rate_percent(daily[-1].rate.value)} at the end."
+        return Figure(chart, title, _("%(title)s: nobody exposed yet.", title=title))
+    summary = _(
+        "%(title)s, %(first)s to %(last)s: %(rate)s at the end.",
+        title=title,
+        first=day_label(daily[0].day),
+        last=day_label(daily[-1].day),
+        rate=rate_percent(daily[-1].rate.value),
     )
     return Figure(chart, title, summary)
 
@@ -507,7 +554,7 @@ def rate_figure(daily: Sequence[insights.DayPoint]) -> Figure:
 def channel_figure(found: insights.NoteInsights) -> Figure:
     """Readers by the channel of their first read."""
     return share_figure(
-        "Reads by channel",
+        _("Reads by channel"),
         [
             (channel_label(channel), count, _share(count, found.readers))
             for channel, count in found.reads_by_channel.items()
@@ -526,31 +573,46 @@ class ReactionDay:
 
 def reactions_figure(daily: Sequence[tuple[date, dict[str, int]]]) -> Figure:
     """Reactions given each day, all kinds together as bars; the table splits them."""
-    title = "Reactions per day"
-    rows = [ReactionDay(day_label(day), counts, sum(counts.values())) for day, counts in daily]
+    title = _("Reactions per day")
+    labels = day_labels(day for day, _ in daily)
+    rows = [
+        ReactionDay(label, counts, sum(counts.values()))
+        for label, (_day, counts) in zip(labels, daily, strict=True)
+    ]
     chart = charts.bar_chart([r.label for r in rows], [r.total for r in rows], max_labels=5)
     if not rows:
-        return Figure(chart, title, f"{title}: none yet.", rows)
+        return Figure(chart, title, _("%(title)s: none yet.", title=title), rows)
     busiest = max(rows, key=lambda r: r.total)
-    summary = (
-        f"{title}, {rows[0].label} to {rows[-1].label}: {sum(r.total for r in rows):,} in all, "
-        f"the most, {busiest.total:,}, on {busiest.label}."
+    summary = _(
+        "%(title)s, %(first)s to %(last)s: %(total)s in all, the most, %(most)s, on %(busiest)s.",
+        title=title,
+        first=rows[0].label,
+        last=rows[-1].label,
+        total=number(sum(r.total for r in rows)),
+        most=number(busiest.total),
+        busiest=busiest.label,
     )
     return Figure(chart, title, summary, rows)
 
 
 def segment_figure(found: insights.NoteInsights) -> Figure:
     """The read rate per segment value, with its 95 % interval, in per cent."""
-    title = f"Read rate by {segment_label(found.segment or '')}"
+    title = _("Read rate by %(segment)s", segment=segment_label(found.segment or ""))
     intervals, said = [], []
     for row in found.segments:
         r = row.rate
         if r.value is None:
-            short = text = f"{row.value}: nobody exposed"
+            short = text = _("%(value)s: nobody exposed", value=row.value)
         else:
-            bounds = f"{rate_percent(r.low)}–{rate_percent(r.high)}"
             short = f"{row.value}: {rate_percent(r.value)}"
-            text = f"{short} (95 % CI {bounds}), {row.readers:,} of {row.exposed:,}"
+            text = _(
+                "%(value)s (95 %% CI %(low)s–%(high)s), %(readers)s of %(exposed)s",
+                value=short,
+                low=rate_percent(r.low),
+                high=rate_percent(r.high),
+                readers=number(row.readers),
+                exposed=number(row.exposed),
+            )
         said.append(text)
         percents = [None if v is None else v * 100 for v in (r.value, r.low, r.high)]
         intervals.append(charts.Interval(charts.shorten(short, 40), *percents))

@@ -10,6 +10,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 
 from announcements import (
     apikeys,
@@ -71,7 +72,12 @@ def api_key_revoke(product: Product, key_id: int) -> ResponseReturnValue:
     with refused():
         key = apikeys.revoke(db.session(), product, key_id, by=current_member(), now=utcnow())
         flash(
-            f"Revoked {key.prefix}… “{key.name}”. Calls with it are refused from now on.", "success"
+            _(
+                "Revoked %(prefix)s… “%(name)s”. Calls with it are refused from now on.",
+                prefix=key.prefix,
+                name=key.name,
+            ),
+            "success",
         )
     return redirect(url_for("console.api_keys", slug=product.slug))
 
@@ -93,7 +99,10 @@ def webhooks_page(product: Product) -> ResponseReturnValue:
                 now=utcnow(),
                 allow_private=current_app.config["WEBHOOK_ALLOW_PRIVATE"],
             )
-            flash("Webhook added. Verify its calls with the signing secret shown below.", "success")
+            flash(
+                _("Webhook added. Verify its calls with the signing secret shown below."),
+                "success",
+            )
             return redirect(url_for("console.webhooks_page", slug=product.slug))
     status = 422 if form.errors else 200
     return render_template(
@@ -112,7 +121,7 @@ def webhook_toggle(product: Product, webhook_id: int, change: str) -> ResponseRe
     webhooks.set_active(
         db.session(), webhook, change == "resume", by=current_member(), now=utcnow()
     )
-    flash(f"Webhook {'resumed' if change == 'resume' else 'paused'}.", "success")
+    flash(_("Webhook resumed.") if change == "resume" else _("Webhook paused."), "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
 
 
@@ -126,9 +135,12 @@ def webhook_test(product: Product, webhook_id: int) -> ResponseReturnValue:
     call = calls.Call(webhook, WebhookEvent.PUBLISHED.value, None, now, note)
     status, error, took = calls.timed(call)
     if calls.succeeded(status):
-        flash(f"Test call answered with HTTP {status} in {took} ms.", "success")
+        flash(
+            _("Test call answered with HTTP %(status)s in %(took)s ms.", status=status, took=took),
+            "success",
+        )
     else:
-        flash(f"The test call failed: {error}", "error")
+        flash(_("The test call failed: %(error)s", error=error), "error")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
 
 
@@ -139,7 +151,7 @@ def webhook_retry(product: Product, delivery_id: int) -> ResponseReturnValue:
     with refused():
         webhooks.retry(db.session(), product, delivery_id, by=current_member(), now=utcnow())
         jobs.wake()
-        flash("The call goes out again in a moment; its result shows below.", "success")
+        flash(_("The call goes out again in a moment; its result shows below."), "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))
 
 
@@ -148,5 +160,5 @@ def webhook_retry(product: Product, delivery_id: int) -> ResponseReturnValue:
 def webhook_delete(product: Product, webhook_id: int) -> ResponseReturnValue:
     webhook = owned(db.session(), Webhook, product, webhook_id)
     webhooks.delete(db.session(), webhook, by=current_member(), now=utcnow())
-    flash("Webhook removed, with its delivery log.", "success")
+    flash(_("Webhook removed, with its delivery log."), "success")
     return redirect(url_for("console.webhooks_page", slug=product.slug))

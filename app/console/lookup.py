@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 
 from announcements import agent_sends, lookup, reads
 from announcements.errors import NotFound, ValidationFailed
@@ -51,7 +52,7 @@ def _user(product: Product, user_id: int) -> EndUser:
     """The product's end user ``user_id``; another product's, or none, is NotFound."""
     user = db.session.get(EndUser, user_id)
     if user is None or user.product_id != product.id:
-        raise NotFound("There is no such user in this product.")
+        raise NotFound(_("There is no such user in this product."))
     return user
 
 
@@ -80,7 +81,7 @@ def support_send(product: Product, user_id: int) -> ResponseReturnValue:
     note_id = request.form.get("note_id", type=int)
     back = url_for("console.support_user", slug=product.slug, user_id=user.id)
     if note_id is None:
-        flash("Choose a note to send.", "error")
+        flash(_("Choose a note to send."), "error")
         return redirect(back)
     member = current_member()
     with refused():

@@ -13,6 +13,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, logout_user
 
 from announcements import (
@@ -24,9 +25,10 @@ from announcements.models import (
 )
 from app.auth import current_member, session_token, sign_in, sign_out
 from app.console import bp
-from app.console.common import refused
+from app.console.common import refused, role_name
 from app.console.forms import (
     ChangePasswordForm,
+    ConsoleLanguageForm,
     ForgotPasswordForm,
     LoginForm,
     NewPasswordForm,
@@ -76,7 +78,7 @@ def login() -> ResponseReturnValue:
         if member is not None:
             sign_in(member)
             return redirect(_safe_next(form.next.data))
-        form.password.errors = ["That email and password do not match an account."]
+        form.password.errors = [_("That email and password do not match an account.")]
     status = 200 if request.method == "GET" or not form.errors else 422
     return render_template("console/login.html", form=form), status
 
@@ -86,7 +88,7 @@ def login() -> ResponseReturnValue:
 def logout() -> ResponseReturnValue:
     """Log out: the session ends on the server, so a copy of the cookie is worthless."""
     sign_out()
-    flash("You are logged out.", "info")
+    flash(_("You are logged out."), "info")
     return redirect(url_for("console.login"))
 
 
@@ -106,14 +108,17 @@ def forgot_password() -> ResponseReturnValue:
             )
             account_mail.send_in_background(
                 member.email,
-                "Choose a new Tidings password",
+                _("Choose a new Tidings password"),
                 "password_reset",
                 email=member.email,
                 action_url=compose.external("console.reset_password", token=token),
             )
         flash(
-            f"If {email} has an account, a link to choose a new password is on its way. "
-            "It works once, for an hour.",
+            _(
+                "If %(email)s has an account, a link to choose a new password is on its way. "
+                "It works once, for an hour.",
+                email=email,
+            ),
             "info",
         )
         return redirect(url_for("console.login"))
@@ -128,7 +133,7 @@ def reset_password(token: str) -> ResponseReturnValue:
         payload = tokens.read(Purpose.PASSWORD_RESET, token)
         member = accounts.member_for_reset(db.session(), payload.get("m"), payload.get("h"))
     except (BadToken, NotFound) as error:
-        return _link_problem("This reset link does not work", error.message)
+        return _link_problem(_("This reset link does not work"), error.message)
     form = NewPasswordForm()
     if form.validate_on_submit():
         with refused(form):
@@ -137,7 +142,7 @@ def reset_password(token: str) -> ResponseReturnValue:
                 logout_user()
             sign_in(member)
             flash(
-                "Your password is changed, and every other session of your account ended.",
+                _("Your password is changed, and every other session of your account ended."),
                 "success",
             )
             return redirect(url_for("console.products"))
@@ -149,7 +154,8 @@ def reset_password(token: str) -> ResponseReturnValue:
 @bp.route("/account", methods=["GET", "POST"])
 @login_required
 def account() -> ResponseReturnValue:
-    """Change one's own password, and end one's sessions elsewhere."""
+    """Choose the console's language, change one's own password, and end one's sessions
+    elsewhere."""
     form = ChangePasswordForm()
     if form.validate_on_submit():
         with refused(form):
@@ -161,11 +167,15 @@ def account() -> ResponseReturnValue:
                 keep=session_token(),
             )
             db.session.commit()
-            flash("Your password is changed. Every other session of your account ended.", "success")
+            flash(
+                _("Your password is changed. Every other session of your account ended."),
+                "success",
+            )
             return redirect(url_for("console.account"))
     return render_template(
         "console/account.html",
         form=form,
+        language_form=ConsoleLanguageForm(formdata=None, locale=current_member().locale or ""),
         other_sessions=accounts.session_count(db.session(), current_member(), now=utcnow()) - 1,
     ), 422 if form.errors else 200
 
@@ -176,7 +186,7 @@ def end_other_sessions() -> ResponseReturnValue:
     """Sign out every other browser signed in to this account."""
     accounts.end_sessions(db.session(), current_member(), keep=session_token())
     db.session.commit()
-    flash("Every other session of your account ended.", "success")
+    flash(_("Every other session of your account ended."), "success")
     return redirect(url_for("console.account"))
 
 
@@ -188,18 +198,32 @@ def invitation(invitation_token: str) -> ResponseReturnValue:
     try:
         invited = accounts.invitation_for(db.session(), invitation_token, now=utcnow())
     except NotFound as error:
-        return _link_problem("This invitation does not work", error.message)
+        return _link_problem(_("This invitation does not work"), error.message)
     product = invited.product
     existing = accounts.find_by_email(db.session(), invited.email)
     if existing is not None:
         if not current_user.is_authenticated:
-            flash(f"Log in as {invited.email} to join {product.name}.", "info")
+            flash(
+                _(
+                    "Log in as %(email)s to join %(product)s.",
+                    email=invited.email,
+                    product=product.name,
+                ),
+                "info",
+            )
             return redirect(url_for("console.login", next=request.path))
         if request.method == "POST":
             with refused():
                 accounts.accept(db.session(), invited, member=current_member(), now=utcnow())
                 db.session.commit()
-                flash(f"You joined {product.name} as {invited.role.value}.", "success")
+                flash(
+                    _(
+                        "You joined %(product)s as %(role)s.",
+                        product=product.name,
+                        role=role_name(invited.role),
+                    ),
+                    "success",
+                )
                 return redirect(url_for("console.product_home", slug=product.slug))
         return render_template("console/invitation.html", invitation=invited)
     form = NewPasswordForm()
@@ -215,7 +239,7 @@ def invitation(invitation_token: str) -> ResponseReturnValue:
             if current_user.is_authenticated:
                 sign_out()
             sign_in(member)
-            flash(f"Welcome to {product.name}.", "success")
+            flash(_("Welcome to %(product)s.", product=product.name), "success")
             return redirect(url_for("console.product_home", slug=product.slug))
     return render_template(
         "console/password_new.html", form=form, email=invited.email, invitation=invited
