@@ -38,6 +38,12 @@ class BadTag(ValueError):
     """A language tag that is not a valid BCP 47 tag of a language Babel knows."""
 
 
+def N_(message: str) -> str:  # noqa: N802 - the name the catalogue's extractor looks for
+    """``message`` as it is, marked for the catalogues: wording made where no language is
+    known (the models, the domain) and translated where it is shown."""
+    return message
+
+
 def normalise(raw: str) -> str:
     """The tag as stored and compared: ``en_GB`` → ``en-GB``, ``zh_hant_hk`` →
     ``zh-Hant-HK``, ``FR`` → ``fr``, deprecated codes replaced (``iw`` → ``he``).

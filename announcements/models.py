@@ -51,6 +51,8 @@ from sqlalchemy.orm import (
     validates,
 )
 
+from announcements.languages import N_
+
 # A language tag: en, de, pt-BR.
 LOCALE_PATTERN = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 
@@ -128,12 +130,12 @@ class Category(enum.StrEnum):
 
 
 CATEGORY_LABELS = {
-    Category.ADDED: "New",
-    Category.CHANGED: "Improved",
-    Category.DEPRECATED: "Deprecated",
-    Category.REMOVED: "Removed",
-    Category.FIXED: "Fixed",
-    Category.SECURITY: "Security",
+    Category.ADDED: N_("New"),
+    Category.CHANGED: N_("Improved"),
+    Category.DEPRECATED: N_("Deprecated"),
+    Category.REMOVED: N_("Removed"),
+    Category.FIXED: N_("Fixed"),
+    Category.SECURITY: N_("Security"),
 }
 
 
@@ -626,9 +628,9 @@ class Frequency(enum.StrEnum):
     @property
     def label(self) -> str:
         return {
-            Frequency.EVERY: "Every release",
-            Frequency.IMPORTANT: "Important notes only",
-            Frequency.DIGEST: "A weekly digest",
+            Frequency.EVERY: N_("Every release"),
+            Frequency.IMPORTANT: N_("Important notes only"),
+            Frequency.DIGEST: N_("A weekly digest"),
         }[self]
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from announcements.catalogue import Catalogue
 from announcements.errors import ValidationFailed
+from announcements.languages import N_
 from announcements.models import (
     Acknowledgement,
     AgentSend,
@@ -36,7 +37,7 @@ from announcements.user_state import EndUserState
 
 MAX_READS_PER_CALL = 100
 MAX_COMMENT_LENGTH = 1000
-REACTIONS = {"👍": "Helpful", "👎": "Not helpful", "😕": "Confusing"}
+REACTIONS = {"👍": N_("Helpful"), "👎": N_("Not helpful"), "😕": N_("Confusing")}
 # How the widget says it showed a note it reports read: in its panel, or as a modal.
 WIDGET_CHANNELS = ("widget", "popup")
 # The channel of the first read of a note an agent sent, however the widget showed it.

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from announcements import languages
 from announcements.errors import NotFound, ValidationFailed
+from announcements.languages import N_
 from announcements.models import (
     Category,
     Frequency,
@@ -38,11 +39,6 @@ from announcements.models import (
 
 CONFIRM_DAYS = 7
 MAX_ADDRESS_LENGTH = 254
-
-
-def N_(message: str) -> str:  # noqa: N802 - the name the catalogue's extractor looks for
-    """``message`` as it is, marked for the catalogues: a page translates it when shown."""
-    return message
 
 
 @dataclass(frozen=True)

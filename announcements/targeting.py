@@ -19,6 +19,7 @@ from packaging.version import Version
 
 from announcements import versions
 from announcements.errors import ValidationFailed
+from announcements.languages import N_
 
 MAX_CONDITIONS = 20
 MAX_VALUES = 50
@@ -26,15 +27,15 @@ MAX_VALUE_LENGTH = 200
 ATTRIBUTE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 OPERATORS = {
-    "eq": "is",
-    "ne": "is not",
-    "in": "is one of",
-    "not_in": "is none of",
-    "lt": "is less than",
-    "lte": "is at most",
-    "gt": "is greater than",
-    "gte": "is at least",
-    "exists": "is set",
+    "eq": N_("is"),
+    "ne": N_("is not"),
+    "in": N_("is one of"),
+    "not_in": N_("is none of"),
+    "lt": N_("is less than"),
+    "lte": N_("is at most"),
+    "gt": N_("is greater than"),
+    "gte": N_("is at least"),
+    "exists": N_("is set"),
 }
 LIST_OPERATORS = {"in", "not_in"}
 ORDER_OPERATORS = {"lt", "lte", "gt", "gte"}

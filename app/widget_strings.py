@@ -20,6 +20,7 @@ from babel import Locale
 from flask_babel import force_locale, get_translations, lazy_gettext
 
 from announcements import languages
+from announcements.models import Category
 
 # Keys the script looks its wording up by, and the English it falls back on.
 STRINGS = {
@@ -56,12 +57,7 @@ STRINGS = {
     "email_me": lazy_gettext("Email me"),
     "subscribing": lazy_gettext("Subscribing…"),
     # The categories by their Keep a Changelog names, as end users read them.
-    "category.Added": lazy_gettext("New"),
-    "category.Changed": lazy_gettext("Improved"),
-    "category.Deprecated": lazy_gettext("Deprecated"),
-    "category.Removed": lazy_gettext("Removed"),
-    "category.Fixed": lazy_gettext("Fixed"),
-    "category.Security": lazy_gettext("Security"),
+    **{f"category.{category.value}": lazy_gettext(category.label) for category in Category},
 }
 # Numbers tried for an example of each plural category: every category of the six
 # interface languages has one below 200, and French's and Spanish's "many" is a million.

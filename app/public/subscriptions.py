@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from announcements import languages, reads, subscriptions, translations
 from announcements.errors import NotFound, ValidationFailed
+from announcements.languages import N_
 from announcements.models import (
     Category,
     Frequency,
@@ -30,7 +31,7 @@ from announcements.models import (
     utcnow,
 )
 from announcements.serialisation import note_url
-from announcements.subscriptions import N_, Preferences
+from announcements.subscriptions import Preferences
 from app import i18n
 from app.database import widget_engine, writing
 from app.extensions import csrf, db, limiter

@@ -40,14 +40,7 @@ MIMETYPES = {
     "json": "application/feed+json",
 }
 # The categories as readers see them (the model's labels, in the interface language).
-CATEGORY_LABELS = {
-    Category.ADDED: lazy_gettext("New"),
-    Category.CHANGED: lazy_gettext("Improved"),
-    Category.DEPRECATED: lazy_gettext("Deprecated"),
-    Category.REMOVED: lazy_gettext("Removed"),
-    Category.FIXED: lazy_gettext("Fixed"),
-    Category.SECURITY: lazy_gettext("Security"),
-}
+CATEGORY_LABELS = {category: lazy_gettext(category.label) for category in Category}
 
 
 @dataclass(frozen=True)
