@@ -14,6 +14,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from flask_login import current_user, login_required, logout_user
 
 from announcements import (
@@ -108,8 +109,9 @@ def forgot_password() -> ResponseReturnValue:
             )
             account_mail.send_in_background(
                 member.email,
-                _("Choose a new Tidings password"),
+                lazy_gettext("Choose a new Tidings password"),
                 "password_reset",
+                locale=member.locale,
                 email=member.email,
                 action_url=compose.external("console.reset_password", token=token),
             )
