@@ -25,7 +25,7 @@ from announcements.models import (
 )
 from app.auth import current_member, role_required
 from app.console import bp
-from app.console.common import refused
+from app.console.common import ROLE_NAMES, refused, role_name
 from app.console.forms import (
     MemberForm,
     RoleForm,
@@ -33,20 +33,6 @@ from app.console.forms import (
 from app.converters import page_arg
 from app.extensions import db
 from app.mail import account_mail, compose
-
-# A role as people read it, lower case as in a sentence ("you are editor").
-ROLE_NAMES = {
-    Role.OWNER: lazy_gettext("owner"),
-    Role.EDITOR: lazy_gettext("editor"),
-    Role.VIEWER: lazy_gettext("viewer"),
-}
-
-
-@bp.app_template_filter("role_name")
-def role_name(role: Role | str) -> str:
-    """A role (or its value) in the member's language."""
-    return str(ROLE_NAMES[Role(role)])
-
 
 # Team and audit -------------------------------------------------------------
 
@@ -86,7 +72,8 @@ def _invitation_sent(product: Product, email: str, role: Role, form: FlaskForm |
                 "invitation",
                 product_name=product.name,
                 inviter=current_member().display_name,
-                role=role.value,
+                # Named in the language the mail is written in.
+                role=ROLE_NAMES[role],
                 action_url=compose.external("console.invitation", invitation_token=invited.token),
             )
         except account_mail.NotSent as error:
@@ -163,7 +150,11 @@ def team_role(product: Product, member_id: int) -> ResponseReturnValue:
                 now=utcnow(),
             )
             flash(
-                _("%(email)s is now %(role)s.", email=member.email, role=role_name(form.role.data)),
+                _(
+                    "%(email)s is now %(role)s.",
+                    email=member.email,
+                    role=role_name(Role(form.role.data)),
+                ),
                 "success",
             )
     else:
