@@ -21,15 +21,15 @@ from datetime import datetime, timedelta
 
 from flask import render_template
 from flask.typing import ResponseReturnValue
-from flask_babel import format_decimal, lazy_gettext, ngettext
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext, ngettext
 
 from announcements import monitoring
 from announcements.models import Product, Role, utcnow
 from app import health
 from app.auth import role_required
 from app.console import bp, charts, timezones
-from app.console.charts import Figure
+from app.console.charts import Figure, number
 from app.extensions import db
 from app.mail import jobs
 
@@ -69,15 +69,10 @@ def latency(milliseconds: float | None) -> str:
     if milliseconds is None:
         return "—"
     if math.isinf(milliseconds):
-        return _("over %(seconds)s s", seconds=_number(monitoring.LATENCY_BUCKETS_MS[-1] / 1000))
+        return _("over %(seconds)s s", seconds=number(monitoring.LATENCY_BUCKETS_MS[-1] / 1000))
     if milliseconds >= 1000:
-        return f"≤ {_number(milliseconds / 1000)} s"
-    return f"≤ {_number(milliseconds)} ms"
-
-
-def _number(value: float) -> str:
-    """A bucket's bound as few digits as it needs (as ``:g``), in the member's language."""
-    return format_decimal(value, "#,##0.###")
+        return f"≤ {number(milliseconds / 1000)} s"
+    return f"≤ {number(milliseconds)} ms"
 
 
 @bp.app_template_filter("error_percent")
@@ -88,7 +83,7 @@ def error_percent(value: float | None, unit: bool = True) -> str:
     if value is None:
         return "—"
     percent = value * 100
-    written = format_decimal(percent, "@#" if percent < 1 else "0.0")
+    written = number(percent, ".2g" if percent < 1 else ".1f")
     return f"{written} %" if unit else written
 
 
@@ -196,9 +191,9 @@ def attention(status: monitoring.Status) -> list[Attention]:
                     "%(count)s calls of the last 24 hours are failing: %(retrying)s to be "
                     "tried again, %(failed)s given up on.",
                     webhooks.failing,
-                    count=format_decimal(webhooks.failing),
-                    retrying=format_decimal(webhooks.retrying),
-                    failed=format_decimal(webhooks.failed),
+                    count=number(webhooks.failing),
+                    retrying=number(webhooks.retrying),
+                    failed=number(webhooks.failed),
                 ),
             )
         )
@@ -284,9 +279,9 @@ def traffic_figure(traffic: monitoring.Traffic) -> Figure:
         first=rows[0].label,
         last=rows[-1].label,
         zone=timezones.zone_name(),
-        requests=format_decimal(traffic.requests),
-        errors=format_decimal(traffic.errors),
-        most=format_decimal(busiest.requests),
+        requests=number(traffic.requests),
+        errors=number(traffic.errors),
+        most=number(busiest.requests),
         busiest=busiest.label,
     )
     return Figure(chart, title, summary, rows)

@@ -24,7 +24,6 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_babel import format_decimal
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -42,7 +41,7 @@ from announcements.models import (
 )
 from app.auth import current_member, role_required
 from app.console import bp, charts, timezones
-from app.console.charts import Figure, day_label
+from app.console.charts import Figure, day_label, number
 from app.console.common import csv_download, refused
 from app.console.forms import ConnectForm, SecretForm
 from app.extensions import db, limiter
@@ -207,7 +206,7 @@ class DayRow:
 @bp.app_template_filter("per_1000")
 def per_1000(value: float | None) -> str:
     """A rate per 1,000 as the pages write it: two decimals, a dash for none."""
-    return "—" if value is None else format_decimal(value, "#,##0.00")
+    return "—" if value is None else number(value, ",.2f")
 
 
 def daily_figure(f: dict[str, Any]) -> Figure:
@@ -254,10 +253,10 @@ def daily_figure(f: dict[str, Any]) -> Figure:
         title=title,
         first=rows[0].label,
         last=rows[-1].label,
-        before=format_decimal(before),
+        before=number(before),
         published=day_label(published.date()),
-        after=format_decimal(after),
-        most=format_decimal(busiest.tickets),
+        after=number(after),
+        most=number(busiest.tickets),
         busiest=busiest.label,
     )
     return Figure(chart, title, summary, rows)
