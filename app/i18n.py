@@ -4,9 +4,10 @@ speaks.
 The catalogues are ``translations/<locale>/LC_MESSAGES/messages.po``, compiled to ``.mo``
 by ``make`` (the ``translations`` target, which ``make run`` and ``make test`` depend
 on). A request speaks what a view chose with :func:`speak` (the public page's
-``?locale=``, a subscriber's language); otherwise the console speaks its member's
-chosen language or the best of :data:`~announcements.languages.CONSOLE_LOCALES` for the
-browser, and every other page the best of
+``?locale=``, a subscriber's language); otherwise the console, and the agent sidebar
+that agents read beside it, speak the member's chosen language or the best of
+:data:`~announcements.languages.CONSOLE_LOCALES` for the browser, and every other page
+the best of
 :data:`~announcements.languages.INTERFACE_LOCALES`.
 """
 
@@ -35,7 +36,7 @@ def _selected() -> str:
         return str(chosen)
     if not has_request_context():
         return languages.INTERFACE_DEFAULT
-    if request.blueprint == "console":
+    if request.blueprint in ("console", "sidebar"):
         member = getattr(current_user, "member", None)
         if member is not None and member.locale in languages.CONSOLE_LOCALES:
             return str(member.locale)

@@ -122,11 +122,6 @@ def test_the_sidebar_speaks_french_to_a_french_agent(client: FlaskClient, sessio
     assert lxml.html.fromstring(page.get_data(as_text=True)).get("lang") == "fr"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/i18n.py picks the sidebar's language among INTERFACE_LOCALES until the "
-    "sidebar blueprint joins the console's (CONSOLE_LOCALES)",
-)
 def test_the_sidebar_speaks_english_where_the_console_has_no_catalogue(
     client: FlaskClient,
     session,
