@@ -19,7 +19,7 @@ from typing import Any
 from babel import Locale
 from flask_babel import force_locale, get_translations, lazy_gettext
 
-from announcements import languages
+from announcements import languages, reads
 from announcements.models import Category
 
 # Keys the script looks its wording up by, and the English it falls back on.
@@ -31,9 +31,6 @@ STRINGS = {
     "older": lazy_gettext("Show older updates"),
     "version": lazy_gettext("v%(version)s"),
     "permalink": lazy_gettext("Permalink"),
-    "helpful": lazy_gettext("Helpful"),
-    "not_helpful": lazy_gettext("Not helpful"),
-    "confusing": lazy_gettext("Confusing"),
     "tell_more": lazy_gettext("Tell us more (optional)"),
     "send": lazy_gettext("Send"),
     "from_support": lazy_gettext("From support"),
@@ -58,6 +55,8 @@ STRINGS = {
     "subscribing": lazy_gettext("Subscribing…"),
     # The categories by their Keep a Changelog names, as end users read them.
     **{f"category.{category.value}": lazy_gettext(category.label) for category in Category},
+    # The reactions' names, by their emoji.
+    **{f"reaction.{emoji}": lazy_gettext(name) for emoji, name in reads.REACTIONS.items()},
 }
 # Numbers tried for an example of each plural category: every category of the six
 # interface languages has one below 200, and French's and Spanish's "many" is a million.

@@ -348,8 +348,8 @@ def built_in_english() -> dict[str, str]:
         script.index("var ENGLISH = {") : script.index("plurals: {", script.index("var ENGLISH"))
     ]
     block = block[block.index("strings: {") :]
-    pairs = re.findall(r'"?([\w.]+)"?: "((?:[^"\\]|\\.)*)"', block)
-    return dict(pairs)
+    pairs = re.findall(r'(?:"([^"]+)"|([\w.]+)): "((?:[^"\\]|\\.)*)"', block)
+    return {quoted or bare: text for quoted, bare, text in pairs}
 
 
 def test_the_widgets_built_in_english_is_the_catalogues_english(client: FlaskClient) -> None:

@@ -24,7 +24,7 @@
   var DEFAULT_BASE = SCRIPT && SCRIPT.src ? new URL(SCRIPT.src, location.href).origin : "";
   var REFRESH_MS = 5 * 60 * 1000;
   var PAGE = 20;
-  var REACTIONS = [["👍", "helpful"], ["👎", "not_helpful"], ["😕", "confusing"]];
+  var REACTIONS = ["👍", "👎", "😕"];
   /* The wording in English, by the keys of app/widget_strings.py; another language comes
      from the server (loadWording) and falls back on these key by key. */
   var ENGLISH = {
@@ -34,7 +34,7 @@
       whats_new: "What's new", unread: "Unread", close: "Close",
       empty: "Nothing new yet. Updates will show up here.", older: "Show older updates",
       version: "v%(version)s", permalink: "Permalink",
-      helpful: "Helpful", not_helpful: "Not helpful", confusing: "Confusing",
+      "reaction.👍": "Helpful", "reaction.👎": "Not helpful", "reaction.😕": "Confusing",
       tell_more: "Tell us more (optional)", send: "Send",
       from_support: "From support", needs_confirmation: "Needs your confirmation",
       understand: "I understand", confirmed: "Confirmed", read_and_confirm: "Please read and confirm",
@@ -606,11 +606,11 @@
   function awaitsAcknowledgement(note) { return Boolean(note.requires_acknowledgement && !note.acknowledged); }
 
   function noteItem(note) {
-    var reactions = REACTIONS.map(function (pair) {
+    var reactions = REACTIONS.map(function (emoji) {
       return el("button", {
-        class: "react", type: "button", "aria-pressed": String(note.reaction === pair[0]),
-        "aria-label": t(pair[1]), title: t(pair[1]), text: pair[0],
-        onclick: function () { react(note, pair[0]); note.commenting = note.reaction !== null; render(); },
+        class: "react", type: "button", "aria-pressed": String(note.reaction === emoji),
+        "aria-label": t("reaction." + emoji), title: t("reaction." + emoji), text: emoji,
+        onclick: function () { react(note, emoji); note.commenting = note.reaction !== null; render(); },
       });
     });
     var confirm = null;
