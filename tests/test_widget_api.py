@@ -281,6 +281,7 @@ def test_the_response_has_the_documented_shape(
         "important": True,
         "reaction": None,
         "requires_acknowledgement": False,
+        "locale": "en",
         "acknowledged": False,
         "pinned": False,
     }

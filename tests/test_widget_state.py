@@ -199,6 +199,7 @@ def expected_body(
                 ),
                 "important": note.is_important,
                 "requires_acknowledgement": note.requires_acknowledgement,
+                "locale": product.default_locale,
                 "read": read,
                 "reaction": reaction,
                 "acknowledged": entry.id in page.acknowledged,
