@@ -58,6 +58,14 @@ def said(locale: str, msgid: str, **names: object) -> str:
     return text % names if names else text
 
 
+def subject(locale: str, title: str) -> str:
+    """A note mail's subject for Lumen 1.0.0, worded as ``locale``'s catalogue words it
+    (French puts a non-breaking space before the colon)."""
+    return said(
+        locale, "%(product)s %(version)s: %(title)s", product="Lumen", version="1.0.0", title=title
+    )
+
+
 @pytest.fixture
 def lumen(session: Session) -> Product:
     """Lumen speaks English (its default), French, Arabic and German; it has no Japanese."""
@@ -139,7 +147,7 @@ def test_each_subscriber_reads_the_note_in_the_best_language_of_their_chain(
 
     for email in ("fr@example.com", "ca@example.com"):  # fr-CA → fr
         [mail] = smtp_server.recorder.to(email)
-        assert mail["Subject"] == "Lumen 1.0.0: Entonnoirs"
+        assert mail["Subject"] == subject("fr", "Entonnoirs")
         assert "Des entonnoirs **partout**." in text_of(mail)
         html = html_of(mail)
         assert "Des entonnoirs <strong>partout</strong>." in html
@@ -150,14 +158,14 @@ def test_each_subscriber_reads_the_note_in_the_best_language_of_their_chain(
 
     # German has only a draft: the default text, never the draft; the wording is German.
     [german] = smtp_server.recorder.to("de@example.com")
-    assert german["Subject"] == "Lumen 1.0.0: Funnels"
+    assert german["Subject"] == subject("de", "Funnels")
     assert "Trichter" not in html_of(german) and "Überall" not in text_of(german)
     assert '<html lang="de" dir="ltr">' in html_of(german)
     assert '<table role="presentation" lang="en" dir="ltr"' in html_of(german)
 
     # Japanese is no language of Lumen's: the default text, Japanese wording.
     [japanese] = smtp_server.recorder.to("ja@example.com")
-    assert japanese["Subject"] == "Lumen 1.0.0: Funnels"
+    assert japanese["Subject"] == subject("ja", "Funnels")
     assert "Funnels <strong>everywhere</strong>." in html_of(japanese)
     assert '<html lang="ja" dir="ltr">' in html_of(japanese)
 
@@ -174,7 +182,7 @@ def test_arabic_mail_reads_right_to_left(
     published_note(session, lumen)
     send_all(smtp_server)
     [mail] = smtp_server.recorder.to("ar@example.com")
-    assert mail["Subject"] == "Lumen 1.0.0: القمع"
+    assert mail["Subject"] == subject("ar", "القمع")
     html = html_of(mail)
     assert '<html lang="ar" dir="rtl">' in html
     assert '<body dir="rtl"' in html
@@ -301,7 +309,7 @@ def test_the_language_chosen_at_sign_up_is_the_mails(
     assert (anne.status, anne.locale) == (SubscriberStatus.CONFIRMED, "fr")
     published_note(session, lumen)
     send_all(smtp_server)
-    assert smtp_server.recorder.to("anne@example.com")[-1]["Subject"] == "Lumen 1.0.0: Entonnoirs"
+    assert smtp_server.recorder.to("anne@example.com")[-1]["Subject"] == subject("fr", "Entonnoirs")
 
 
 @pytest.mark.parametrize("locale", ["ja", "fr-CA", "not a tag", "x" * 40])
@@ -440,9 +448,10 @@ def test_announcing_a_translation_mails_its_readers_who_have_not_read_the_note_o
     send_all(smtp_server)
     for email in ("fr@example.com", "ca@example.com", "unread@example.com"):
         english, again = smtp_server.recorder.to(email)
-        assert english["Subject"] == "Lumen 1.0.0: Funnels"
-        assert again["Subject"] == "Lumen 1.0.0: Entonnoirs"
-    assert smtp_server.recorder.to("ar@example.com")[-1]["Subject"] == "Lumen 1.0.0: القمع"
+        # The first mail: the English text, in French wording; the second: French.
+        assert english["Subject"] == subject("fr", "Funnels")
+        assert again["Subject"] == subject("fr", "Entonnoirs")
+    assert smtp_server.recorder.to("ar@example.com")[-1]["Subject"] == subject("ar", "القمع")
     for email in ("en@example.com", "read@example.com"):
         assert len(smtp_server.recorder.to(email)) == 1
     assert smtp_server.recorder.to("weekly@example.com") == []

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -171,9 +172,14 @@ class Composed:
     data: bytes
 
 
+_BREAKABLE_SPACE = re.compile(r"[^\S\u00a0\u202f]+")
+
+
 def header_value(value: str) -> str:
-    """One line, whatever was typed, and RFC 2047 words where it is not plain ASCII."""
-    value = " ".join(value.split())
+    """One line, whatever was typed, and RFC 2047 words where it is not plain ASCII. Runs
+    of white space become one space, but a non-breaking space stays: French writes one
+    before a colon."""
+    value = _BREAKABLE_SPACE.sub(" ", value).strip()
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 
