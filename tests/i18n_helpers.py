@@ -29,6 +29,17 @@ def is_translated(locale: str, msgid: str) -> bool:
     return _catalogue(locale).gettext(msgid) != msgid
 
 
+def said(locale: str, msgid: str, **names: object) -> str:
+    """``msgid`` as the compiled ``locale`` catalogue words it, its placeholders filled."""
+    text = _catalogue(locale).gettext(msgid)
+    return text % names if names else text
+
+
+def said_plural(locale: str, singular: str, plural: str, num: int, **names: object) -> str:
+    """The plural message for ``num`` as the ``locale`` catalogue words it."""
+    return _catalogue(locale).ngettext(singular, plural, num) % {"num": num, **names}
+
+
 def needs_catalogue(locale: str, msgid: str) -> pytest.MarkDecorator:
     """A mark that skips a test until the ``locale`` catalogue translates ``msgid``."""
     return pytest.mark.skipif(

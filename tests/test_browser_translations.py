@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from babel.support import Translations
 from playwright.sync_api import expect
 from sqlalchemy import select
 
@@ -21,7 +20,7 @@ from app.extensions import db
 from tests.browser import DESKTOP, PHONE, assert_fits
 from tests.conftest import PASSWORD
 from tests.factories import make_note, make_product
-from tests.i18n_helpers import TRANSLATIONS, needs_catalogue
+from tests.i18n_helpers import needs_catalogue, said
 
 pytestmark = pytest.mark.browser
 
@@ -231,10 +230,6 @@ def test_the_console_speaks_french_once_chosen_on_the_account_page(
     assert page.locator("html").get_attribute("lang") == "en"
 
 
-def french(msgid: str) -> str:
-    return Translations.load(str(TRANSLATIONS), ["fr"]).gettext(msgid)
-
-
 @needs_catalogue("fr", "Outdated")
 @needs_catalogue("fr", "Languages")
 def test_the_french_console_says_its_words_in_french(page, live_app, live_server, globex) -> None:
@@ -246,9 +241,9 @@ def test_the_french_console_says_its_words_in_french(page, live_app, live_server
         log_in(page, live_server)
         page.goto(note_url(live_server, globex["exports"]))
         badge = page.get_by_role("tab", name="Français").locator(".badge")
-        expect(badge).to_have_text(french("Outdated"))
+        expect(badge).to_have_text(said("fr", "Outdated"))
         page.goto(f"{live_server}/console/p/globex/settings")
-        expect(page.locator("#product-languages-title")).to_have_text(french("Languages"))
+        expect(page.locator("#languages-title")).to_have_text(said("fr", "Languages"))
     finally:
         with live_app.app_context():
             pm = db.session.scalar(select(TeamMember).where(TeamMember.email == "pm@example.com"))

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from babel.support import Translations
 from flask import Flask
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
@@ -22,7 +21,7 @@ from announcements import translations
 from announcements.models import Note, Product, TranslationStatus, utcnow
 from app.extensions import db
 from tests.browser import DESKTOP, PHONE
-from tests.i18n_helpers import TRANSLATIONS, needs_catalogue
+from tests.i18n_helpers import needs_catalogue, said
 
 pytestmark = pytest.mark.browser
 
@@ -257,10 +256,6 @@ def test_the_browsers_language_speaks_when_the_host_passes_none(
         context.close()
 
 
-def french(msgid: str) -> str:
-    return Translations.load(str(TRANSLATIONS), ["fr"]).gettext(msgid)
-
-
 @needs_catalogue("fr", "What's new")
 @needs_catalogue("fr", "Close")
 @needs_catalogue("fr", "Permalink")
@@ -269,8 +264,8 @@ def test_the_french_widget_speaks_french(page: Page, live_server: str, published
     page.keyboard.press("Escape")
     page.click("#whats-new")
     panel = page.locator("tidings-widget .panel")
-    expect(panel.locator(".head h2")).to_contain_text(french("What's new"))
-    assert french("What's new") != "What's new"
-    expect(panel.get_by_role("button", name=french("Close"))).to_be_visible()
-    expect(panel.locator(".more").first).to_have_text(french("Permalink"))
+    expect(panel.locator(".head h2")).to_contain_text(said("fr", "What's new"))
+    assert said("fr", "What's new") != "What's new"
+    expect(panel.get_by_role("button", name=said("fr", "Close"))).to_be_visible()
+    expect(panel.locator(".more").first).to_have_text(said("fr", "Permalink"))
     page.screenshot(path=SHOTS / "widget-fr-wording-desktop.png")

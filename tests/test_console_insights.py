@@ -37,7 +37,7 @@ from announcements.models import (
 from app.console import insights as insights_views
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
-from tests.i18n_helpers import needs_catalogue
+from tests.i18n_helpers import needs_catalogue, said
 from tests.test_insights import Many, many_notes, many_segments
 
 # Insights ----------------------------------------------------------------------------------
@@ -507,7 +507,8 @@ def test_the_note_page_shows_its_reach_and_reading(client, built: Built) -> None
 def test_the_french_console_writes_days_figures_and_rates_the_french_way(
     client, built: Built
 ) -> None:
-    """Dates and figures come from Babel: they need no catalogue."""
+    """Dates and figures come from Babel: they need no catalogue (the caption they are
+    found by is the catalogue's, or the English without one)."""
     log_in(client, built, "viewer")
     note = built.note
     response = client.get(
@@ -520,7 +521,8 @@ def test_the_french_console_writes_days_figures_and_rates_the_french_way(
     assert shown == rate(readers, reached).replace(".", ",")
     months = dates.get_month_names("abbreviated", locale="fr")
     published = note.published_at.astimezone(UTC).date()
-    first_row = table_rows(tree, "Exposed users and readers since publication")[0]
+    caption = said("fr", "Exposed users and readers since publication")
+    first_row = table_rows(tree, caption)[0]
     assert first_row[0] == f"{published.day} {months[published.month]}"
     assert first_row[3] == "—" or first_row[3].endswith(" %") and "," in first_row[3]
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from functools import cache
 
 import pytest
 from babel.dates import format_date
-from babel.support import NullTranslations, Translations
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,7 +31,7 @@ from announcements.models import (
 from announcements.subscriptions import Preferences
 from app.mail import account_mail, tokens
 from tests.factories import make_end_user, make_note, make_product
-from tests.i18n_helpers import TRANSLATIONS, needs_catalogue
+from tests.i18n_helpers import needs_catalogue, said, said_plural
 from tests.mailserver import SmtpServer
 from tests.test_email import BASE, confirmed, link, outbox, send_all, subscribe
 from tests.test_widget_api import Widget
@@ -45,17 +43,6 @@ ARABIC = {"title": "القمع", "body_md": "قمع في كل مكان."}
 @pytest.fixture(autouse=True)
 def _https_base(app) -> None:  # type: ignore[no-untyped-def]
     app.config["BASE_URL"] = BASE
-
-
-@cache
-def _catalogue(locale: str) -> NullTranslations:
-    return Translations.load(str(TRANSLATIONS), [locale])
-
-
-def said(locale: str, msgid: str, **names: object) -> str:
-    """``msgid`` as the compiled ``locale`` catalogue words it."""
-    text = _catalogue(locale).gettext(msgid)
-    return text % names if names else text
 
 
 def subject(locale: str, title: str) -> str:
@@ -261,12 +248,14 @@ def test_a_digest_lists_each_note_in_the_subscribers_language(
 
 def digest_subject(locale: str, product: str, first: str, last: str, count: int) -> str:
     span = said(locale, "%(first)s to %(last)s", first=first, last=last)
-    wording = _catalogue(locale).ngettext(
+    return said_plural(
+        locale,
         "%(product)s %(span)s: %(num)d update this week",
         "%(product)s %(span)s: %(num)d updates this week",
         count,
+        product=product,
+        span=span,
     )
-    return wording % {"product": product, "span": span, "num": count}
 
 
 @needs_catalogue("fr", "%(product)s %(span)s: %(num)d update this week")

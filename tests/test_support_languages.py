@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import lxml.html
 import pytest
-from babel.support import Translations
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -19,7 +18,7 @@ from app.console import timezones
 from tests import test_support_console
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import make_end_user
-from tests.i18n_helpers import TRANSLATIONS, needs_catalogue
+from tests.i18n_helpers import needs_catalogue, said
 
 # Acme with a member of each role and its Support impact figures.
 world = test_support_console.world
@@ -34,10 +33,6 @@ FORMATS = (
     "%H:%M:%S",
     "%Y-%m-%d",
 )
-
-
-def french(msgid: str) -> str:
-    return Translations.load(str(TRANSLATIONS), ["fr"]).gettext(msgid)
 
 
 @pytest.mark.parametrize("month", range(1, 13))
@@ -146,7 +141,7 @@ def test_the_impact_page_says_its_words_in_french(
     _, _notes, people = world
     auth.login(people[Role.VIEWER].email)
     page = client.get("/console/p/acme/support/impact", headers=FRENCH).get_data(as_text=True)
-    assert french("Support impact") in page and french("Tickets per 1,000 readers") in page
+    assert said("fr", "Support impact") in page and said("fr", "Tickets per 1,000 readers") in page
     assert "Tickets per 1,000 readers" not in page
 
 
@@ -165,7 +160,7 @@ def test_a_refusal_is_flashed_in_french(
         headers=FRENCH,
         follow_redirects=True,
     )
-    assert french("Choose a role from the list.") in answer.get_data(as_text=True)
+    assert said("fr", "Choose a role from the list.") in answer.get_data(as_text=True)
 
 
 @needs_catalogue("fr", "Notes for their version")
@@ -174,4 +169,4 @@ def test_the_sidebar_says_its_words_in_french(client: FlaskClient, session, worl
     make_end_user(session, product, "kim-42", app_version="2.4.0")
     link = sidebar_links.sign(product, "kim-42", now=utcnow())
     page = client.get("/support/sidebar", query_string=link, headers=FRENCH)
-    assert french("Notes for their version") in page.get_data(as_text=True)
+    assert said("fr", "Notes for their version") in page.get_data(as_text=True)
