@@ -24,7 +24,13 @@ from announcements.models import Base
 from app import create_app, database
 from app.extensions import db
 
-pytest_plugins = ["tests.browser", "tests.mailserver", "tests.receiver", "tests.worker"]
+pytest_plugins = [
+    "tests.browser",
+    "tests.i18n_helpers",
+    "tests.mailserver",
+    "tests.receiver",
+    "tests.worker",
+]
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 # The web's own threads (app/health.py): the alert mail it sends and the minute's chores.
@@ -32,6 +38,7 @@ WEB_THREADS = ("tidings-alerts", "tidings-minute")
 WEB_THREADS_WAIT = 30.0  # seconds; the slowest thread writes one minute and watches
 SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 PASSWORD = "correct horse battery"
+HTTPS_BASE_URL = "https://changes.example.com"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -143,6 +150,14 @@ def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
         db.session.remove()
         _empty_all_tables()
         database.dispose(application)
+
+
+@pytest.fixture
+def https_base_url(app: Flask) -> str:
+    """The app's public address is ``HTTPS_BASE_URL``, as in production: the links a mail
+    carries are absolute and on https. For the modules that request it."""
+    app.config["BASE_URL"] = HTTPS_BASE_URL
+    return HTTPS_BASE_URL
 
 
 @pytest.fixture

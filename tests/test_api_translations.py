@@ -8,11 +8,12 @@ import sys
 import types
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from announcements import apikeys, translations
-from announcements.models import AuditEvent, NoteTranslation, utcnow
+from announcements.models import AuditEvent, utcnow
 from tests.factories import make_note, make_product
+from tests.i18n_helpers import stored_translations
 
 BASE = "/api/v1/products/acme/notes"
 FRENCH = {"title": "Export en PDF", "body_md": "Les rapports s'exportent **en PDF**."}
@@ -34,21 +35,6 @@ def note(session, product):
 def key_for(session, product, scopes=("notes:read", "notes:write")) -> dict[str, str]:
     _, raw = apikeys.create(session, product, "translator", list(scopes), by=None, now=utcnow())
     return {"Authorization": f"Bearer {raw}"}
-
-
-def stored(session) -> list[tuple[str, str, str, str]]:
-    """Every translation as stored, and how many audit events there are."""
-    session.expire_all()
-    rows = session.execute(
-        select(
-            NoteTranslation.locale,
-            NoteTranslation.title,
-            NoteTranslation.body_md,
-            NoteTranslation.status,
-        ).order_by(NoteTranslation.id)
-    )
-    events = session.scalar(select(func.count()).select_from(AuditEvent))
-    return [*map(tuple, rows), ("audit", str(events), "", "")]
 
 
 def test_a_translation_is_drafted_published_read_listed_and_deleted(client, session, note):
@@ -121,9 +107,9 @@ def test_saving_the_same_translation_again_changes_nothing(client, session, note
     headers = key_for(session, note.product)
     url = f"{BASE}/{note.id}/translations/fr"
     first = client.put(url, headers=headers, json={**FRENCH, "status": "published"}).json
-    before = stored(session)
+    before = stored_translations(session)
     second = client.put(url, headers=headers, json={**FRENCH, "status": "published"}).json
-    assert second == first and stored(session) == before
+    assert second == first and stored_translations(session) == before
 
 
 def test_a_tag_is_normalised_before_it_is_matched(client, session, note):
@@ -170,11 +156,11 @@ def test_bad_requests_are_refused_and_change_nothing(
 ):
     headers = key_for(session, note.product)
     client.put(f"{BASE}/{note.id}/translations/ar", headers=headers, json=FRENCH)
-    before = stored(session)
+    before = stored_translations(session)
     response = client.put(f"{BASE}/{note.id}/translations/{locale}", headers=headers, json=body)
     assert response.status_code == status, response.json
     assert message in response.json["errors"][field], response.json
-    assert stored(session) == before
+    assert stored_translations(session) == before
 
 
 def test_unknown_notes_other_products_notes_and_bodies_that_are_not_json(client, session, note):
@@ -186,7 +172,7 @@ def test_unknown_notes_other_products_notes_and_bodies_that_are_not_json(client,
         assert client.get(f"{url}/fr", headers=headers).status_code == 404
         assert client.put(f"{url}/fr", headers=headers, json=FRENCH).status_code == 404
         assert client.delete(f"{url}/fr", headers=headers).status_code == 404
-    before = stored(session)
+    before = stored_translations(session)
     broken = client.put(
         f"{BASE}/{note.id}/translations/fr",
         headers={**headers, "Content-Type": "application/json"},
@@ -195,16 +181,16 @@ def test_unknown_notes_other_products_notes_and_bodies_that_are_not_json(client,
     assert broken.status_code == 400
     missing_language = client.get(f"{BASE}/{note.id}/translations/de", headers=headers)
     assert missing_language.status_code == 422
-    assert stored(session) == before
+    assert stored_translations(session) == before
 
 
 def test_an_archived_note_is_not_translated(client, session, note):
     headers = key_for(session, note.product)
     client.post(f"{BASE}/{note.id}/archive", headers=headers)
-    before = stored(session)
+    before = stored_translations(session)
     response = client.put(f"{BASE}/{note.id}/translations/fr", headers=headers, json=FRENCH)
     assert response.status_code == 409 and "Restore it first" in response.json["error"]
-    assert stored(session) == before
+    assert stored_translations(session) == before
 
 
 def test_announcing_hands_the_published_translation_to_the_mail(client, session, note, monkeypatch):

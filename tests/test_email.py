@@ -39,19 +39,17 @@ from announcements.services import Intent, NoteInput
 from announcements.subscriptions import Preferences
 from app.mail import delivery, tokens, transport
 from app.mail.tokens import Purpose
+from tests.conftest import HTTPS_BASE_URL as BASE
 from tests.conftest import SHARED_TESTDATA
 from tests.factories import make_note, make_product
 from tests.mailserver import SmtpServer
 
-BASE = "https://changes.example.com"
 RFC8058_SAMPLE = (
     SHARED_TESTDATA / "email" / "groupsio_cip-testing-results_list-unsubscribe-post.eml"
 )
 
-
-@pytest.fixture(autouse=True)
-def _https_base(app: Flask) -> None:
-    app.config["BASE_URL"] = BASE
+# Every mail's links are absolute: on the app's https address.
+pytestmark = pytest.mark.usefixtures("https_base_url")
 
 
 def send_all(server: SmtpServer) -> delivery.Report:

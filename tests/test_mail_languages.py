@@ -39,10 +39,7 @@ from tests.test_widget_api import Widget
 FRENCH = {"title": "Entonnoirs", "body_md": "Des entonnoirs **partout**."}
 ARABIC = {"title": "القمع", "body_md": "قمع في كل مكان."}
 
-
-@pytest.fixture(autouse=True)
-def _https_base(app) -> None:  # type: ignore[no-untyped-def]
-    app.config["BASE_URL"] = BASE
+pytestmark = pytest.mark.usefixtures("https_base_url")
 
 
 def subject(locale: str, title: str) -> str:
