@@ -198,7 +198,7 @@ automatically; if something looks off, *Reset layout* in the card menu restores 
                 "fr",
                 "L'ancien tableau de bord disparaît",
                 """\
-L'ancien tableau de bord de la version 1.x a été retiré. Vos dispositions enregistrées ont
+L'ancien tableau de bord de la version `1.x` a été retiré. Vos dispositions enregistrées ont
 été reprises automatiquement ; si quelque chose vous semble décalé, *Réinitialiser la
 disposition* dans le menu de la carte rétablit la disposition par défaut.
 """,
@@ -207,7 +207,7 @@ disposition* dans le menu de la carte rétablit la disposition par défaut.
                 "ar",
                 "وداعًا للوحة المعلومات الكلاسيكية",
                 """\
-أُوقفت لوحة المعلومات الكلاسيكية من الإصدار 1.x. نُقلت تخطيطاتك المحفوظة تلقائيًا، وإن بدا
+أُوقفت لوحة المعلومات الكلاسيكية من الإصدار `1.x`. نُقلت تخطيطاتك المحفوظة تلقائيًا، وإن بدا
 لك شيء في غير مكانه فاختر *إعادة ضبط التخطيط* من قائمة البطاقة لاستعادة التخطيط الافتراضي.
 """,
             ),

@@ -87,7 +87,10 @@
     ".body img{max-width:100%;height:auto;border-radius:6px}",
     ".body code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;background:#f3f4f6;padding:1px 4px;border-radius:4px}",
     ".body pre{background:#f3f4f6;padding:8px;border-radius:6px;overflow-x:auto}.body pre code{padding:0}",
-    ".body table{border-collapse:collapse;display:block;overflow-x:auto}.body th,.body td{border:1px solid #e5e7eb;padding:4px 8px}",
+    /* Code reads left to right even in an Arabic note, and keeps its own order within a line. */
+    ".body pre,.body code{direction:ltr;text-align:left;unicode-bidi:isolate}",
+    /* A wide table scrolls sideways; its cells break between words, never inside one. */
+    ".body table{border-collapse:collapse;display:block;overflow-x:auto}.body th,.body td{border:1px solid #e5e7eb;padding:4px 8px;overflow-wrap:normal}",
     ".body blockquote{border-inline-start:3px solid #e5e7eb;padding-inline-start:10px;color:#6b7280}",
     ".foot{display:flex;flex-wrap:wrap;align-items:center;gap:6px;margin-top:8px}",
     ".react{padding:3px 9px!important;border:1px solid #e5e7eb!important;border-radius:999px;font-size:14px}",
@@ -99,7 +102,9 @@
     ".load{display:block;margin:14px auto 0;padding:8px 14px!important;border:1px solid #d1d5db!important;border-radius:8px}",
     ".empty{padding:40px 10px;text-align:center;color:#6b7280}",
     ".mail{display:flex;align-items:center;justify-content:space-between;gap:10px;padding:10px 16px;border-top:1px solid #e5e7eb;font-size:13px;color:#6b7280}",
-    ".mail span{overflow-wrap:anywhere}.mail[hidden]{display:none}",
+    ".mail span{min-width:0;overflow-wrap:anywhere}.mail[hidden]{display:none}",
+    /* A button's words stay on one line; the text beside it wraps instead. */
+    ".mail .btn,.tw .mfoot .primary{flex:none;white-space:nowrap}",
     ".tag{font-size:11px;font-weight:600;padding:2px 8px;border-radius:999px;background:#f3f4f6;color:#374151}",
     ".tag.warn{background:#fef3c7;color:#92400e}",
     ".tw .ack{margin-inline-start:0;padding:5px 12px;border-radius:8px;background:#fef3c7;color:#92400e;font-size:13px;font-weight:600}",
@@ -128,6 +133,8 @@
     ".tw .secondary:hover{background:#f9fafb;border-color:#9ca3af}",
     ".hnote{padding:14px 16px;margin:0 0 12px;border:1px solid #e5e7eb;border-radius:12px;background:#fcfcfd}",
     ".hnote h3{margin:6px 0 4px;font-size:15px;font-weight:700;line-height:1.35}",
+    /* Arabic script stacks marks above and below its letters: a tight heading's lines touch. */
+    ".tw h2:lang(ar),.tw h3:lang(ar),.tw h2:lang(fa),.tw h3:lang(fa),.tw h2:lang(ur),.tw h3:lang(ur){line-height:1.6}",
     ".tw .answer{display:inline-flex;align-items:center;gap:6px;margin-top:4px;padding:7px 14px;border-radius:9px;background:color-mix(in srgb,var(--accent) 10%,#fff);color:var(--accent);font-weight:600;font-size:13.5px}",
     ".tw .answer:hover{background:color-mix(in srgb,var(--accent) 18%,#fff)}",
     ".answer svg{width:16px;height:16px;fill:none;stroke:currentColor;stroke-width:2.4;stroke-linecap:round;stroke-linejoin:round}",
