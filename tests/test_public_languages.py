@@ -311,7 +311,7 @@ def test_dates_are_written_the_interface_language_s_way(client, planted) -> None
     for locale in ("fr", "ar", "ja"):
         _, document = page(client, f"/changelog/acme?locale={locale}")
         dates = [time.text for time in document.xpath("//time")]
-        assert format_date(published, "medium", locale=locale) in dates
+        assert format_date(published, "long", locale=locale) in dates
 
 
 @needs_catalogue("fr", "Search releases")
