@@ -35,6 +35,12 @@ title and body made the same way, published, through the translations service. A
 whose code has no default-language text (so no note) is reported. An outdated
 translation whose file is unchanged stays as it is, outdated: its translator has not
 caught up with the default text yet.
+
+**Only the folder's own files.** The folder is often a checkout of someone else's
+repository, so the import reads only plain folders and plain files inside it: a locale
+folder, ``changelogs`` folder or text that is a symbolic link (``fr/changelogs/1.txt ->
+/srv/app/.env``), and a text that is not a plain file (a pipe, a device), is reported and
+never opened, as is a text over 2 MB, before it is read.
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
+import stat
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -162,25 +170,50 @@ def read_codes(text: str) -> dict[str, str]:
     return codes
 
 
-def read_folders(root: Path) -> tuple[Path, list[LocaleFolder]]:
-    """The locale folders under ``root`` (or its fastlane or F-Droid metadata folder) and
-    their texts; ValidationFailed on ``folder`` when there are none."""
+def read_folders(root: Path) -> tuple[Path, list[LocaleFolder], list[Unused]]:
+    """The locale folders under ``root`` (or its fastlane or F-Droid metadata folder), their
+    texts, and what was refused as a link or not a plain file; ValidationFailed on
+    ``folder`` when there are none."""
+    root = root.resolve()  # once: the operator's path; below it, no link is followed
+    refused: list[Unused] = []
     for layout in LAYOUTS:
         base = root / layout if layout else root
-        if not base.is_dir():
+        # A layout folder reached through a link (fastlane -> /elsewhere) is not the
+        # repository's own.
+        if not base.is_dir() or os.path.realpath(base) != str(base):
             continue
-        found = sorted(path for path in base.iterdir() if (path / "changelogs").is_dir())
+        found, links = _locale_folders(base)
+        refused += links
         if found:
-            return base, [_read_folder(path) for path in found]
+            return base, found, refused
+    not_followed = "".join(f" Not followed: {item}." for item in refused)
     raise ValidationFailed(
         {
             "folder": f"{root} holds no <locale>/changelogs/ folders, nor does its "
-            "fastlane/metadata/android/ or metadata/ folder."
+            f"fastlane/metadata/android/ or metadata/ folder.{not_followed}"
         }
     )
 
 
-def _read_folder(path: Path) -> LocaleFolder:
+def _locale_folders(base: Path) -> tuple[list[LocaleFolder], list[Unused]]:
+    """The plain ``<locale>/changelogs/`` folders in ``base``, read, and the links refused."""
+    folders: list[LocaleFolder] = []
+    refused: list[Unused] = []
+    for path in sorted(base.iterdir()):
+        changelogs = path / "changelogs"
+        if path.is_symlink():
+            if changelogs.is_dir():  # a look at where it leads, reading nothing there
+                refused.append(Unused(path.name + "/", _LINK))
+        elif not path.is_dir():
+            continue
+        elif changelogs.is_symlink():
+            refused.append(Unused(f"{path.name}/changelogs/", _LINK))
+        elif changelogs.is_dir():
+            folders.append(_read_folder(path, refused))
+    return folders, refused
+
+
+def _read_folder(path: Path, refused: list[Unused]) -> LocaleFolder:
     try:
         tag: str | None = languages.normalise(path.name)
     except languages.BadTag:
@@ -192,10 +225,42 @@ def _read_folder(path: Path) -> LocaleFolder:
             folder.problems.append(Unused(where, "its name is not a version code"))
             continue
         try:
-            folder.texts[text_file.stem] = importing.read_text(text_file.read_bytes())
+            folder.texts[text_file.stem] = importing.read_text(_plain_file(text_file))
+        except _Refused as error:
+            refused.append(Unused(where, str(error)))
         except ValidationFailed as error:
             folder.problems.append(Unused(where, error.errors["file"]))
     return folder
+
+
+_LINK = "a symbolic link, which the import does not follow"
+# Never blocks on a pipe that appeared since the lstat; never follows a link that did.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class _Refused(Exception):
+    """A text the import will not read: a link, or not a plain file."""
+
+
+def _plain_file(path: Path) -> bytes:
+    """The bytes of ``path``, a plain file of the checkout, up to one past the import's
+    limit; _Refused for a link or anything else, ValidationFailed for one too big."""
+    try:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            raise _Refused(_LINK)
+        if not stat.S_ISREG(mode):
+            raise _Refused("not a plain file")  # a pipe would block, a device do anything
+        with os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise _Refused("not a plain file")
+            if info.st_size > importing.MAX_FILE_BYTES:
+                # importing.read_text's words, without reading what it would refuse.
+                raise ValidationFailed({"file": "The file is over 2 MB; import it in parts."})
+            return file.read(importing.MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise _Refused(f"could not be read ({error.strerror})") from None
 
 
 def plan(folders: list[LocaleFolder], product: Product, *, add_languages: bool) -> Plan:
@@ -376,7 +441,7 @@ def import_folder(
     Everything is decided and every note body rendered first, writing nothing; only when
     something changes is the product's row locked and it all written, the decisions made
     again, as the changelog importer does."""
-    base, folders = read_folders(root)
+    base, folders, refused = read_folders(root)
     chosen = plan(folders, product, add_languages=add_languages)
     default = chosen.fills.get(product.default_locale)
     if default is None:
@@ -387,7 +452,7 @@ def import_folder(
             }
         )
     entries, unused = _entries(default, codes or {})
-    unused = [*chosen.unused, *unused]
+    unused = [*chosen.unused, *refused, *unused]
     notes = {entry.release.key.removeprefix("fastlane:") for entry in entries}
     for folder in chosen.fills.values():
         unused.extend(folder.problems)

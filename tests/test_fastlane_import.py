@@ -8,8 +8,12 @@ changing nothing; a dry run writing nothing."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -346,3 +350,105 @@ def test_command_refuses_what_it_cannot_use(app, session, cli, tmp_path) -> None
     )
     assert refused.exit_code == 1 and "Line 1: “one” is not a version." in refused.output
     assert counts(session)[:2] == (0, 0)
+
+
+# A hostile checkout --------------------------------------------------------------------
+
+SECRET = "SECRET_KEY = 'hunter2-prod-key'\n"
+LINK = "a symbolic link, which the import does not follow"
+
+
+def store_with_links(tmp_path: Path) -> Path:
+    """A checkout whose French text, German folder and Spanish changelogs folder are links
+    to the server's own files, beside a plain English text."""
+    outside = tmp_path / "server"
+    (outside / "changelogs").mkdir(parents=True)
+    (outside / "changelogs" / "100.txt").write_text(SECRET)
+    (outside / ".env").write_text(SECRET)
+    root = tmp_path / "repo" / "fastlane" / "metadata" / "android"
+    for locale in ("en-US", "fr", "es"):
+        (root / locale).mkdir(parents=True)
+    (root / "en-US" / "changelogs").mkdir()
+    (root / "en-US" / "changelogs" / "100.txt").write_text("Faster sync.\n")
+    (root / "fr" / "changelogs").mkdir()
+    os.symlink(outside / ".env", root / "fr" / "changelogs" / "100.txt")
+    os.symlink(outside, root / "de")
+    os.symlink(outside / "changelogs", root / "es" / "changelogs")
+    return tmp_path / "repo"
+
+
+def test_links_in_a_checkout_are_reported_and_never_read(app, session, tmp_path) -> None:
+    product = product_in(session, "acme", ["fr", "de", "es"])
+    report = run(session, product, store_with_links(tmp_path))
+    assert report.fills == {"en": "en-US", "fr": "fr"}
+    assert {item.path: item.reason for item in report.unused} == {
+        "de/": LINK,
+        "es/changelogs/": LINK,
+        "fr/changelogs/100.txt": LINK,
+    }
+    assert counts(session)[:2] == (1, 0)
+    assert session.scalar(select(Note.body_md)) == "Faster sync."
+
+
+def test_a_link_to_the_layout_folder_is_not_followed(app, session, tmp_path) -> None:
+    store = tmp_path / "elsewhere"
+    (store / "en-US" / "changelogs").mkdir(parents=True)
+    (store / "en-US" / "changelogs" / "100.txt").write_text(SECRET)
+    (tmp_path / "repo" / "fastlane" / "metadata").mkdir(parents=True)
+    os.symlink(store, tmp_path / "repo" / "fastlane" / "metadata" / "android")
+    product = product_in(session, "acme", [])
+    with pytest.raises(ValidationFailed, match="holds no <locale>/changelogs/ folders"):
+        run(session, product, tmp_path / "repo")
+    os.symlink(store / "en-US", tmp_path / "repo" / "en-US")
+    with pytest.raises(ValidationFailed, match=f"Not followed: en-US/: {LINK}"):
+        run(session, product, tmp_path / "repo")
+    assert counts(session)[0] == 0
+
+
+def test_a_pipe_is_reported_and_never_opened(app, session, tmp_path) -> None:
+    """A text that is a named pipe: opened, it would wait for a writer, and read what the
+    writer sends. Here a writer waits with a secret, for as long as the import runs."""
+    root = tmp_path / "repo"
+    (root / "en-US" / "changelogs").mkdir(parents=True)
+    (root / "en-US" / "changelogs" / "100.txt").write_text("Faster sync.\n")
+    (root / "fr" / "changelogs").mkdir(parents=True)
+    pipe = root / "fr" / "changelogs" / "100.txt"
+    os.mkfifo(pipe)
+    done = threading.Event()
+
+    def writer() -> None:
+        deadline = time.monotonic() + 10
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                descriptor = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:  # no reader yet
+                assert error.errno == errno.ENXIO
+                time.sleep(0.01)
+                continue
+            with os.fdopen(descriptor, "w") as end:
+                end.write(SECRET)
+            return
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    product = product_in(session, "acme", ["fr"])
+    try:
+        report = run(session, product, root)
+    finally:
+        done.set()
+        thread.join()
+    assert [str(item) for item in report.unused] == ["fr/changelogs/100.txt: not a plain file"]
+    assert counts(session)[:2] == (1, 0)
+
+
+def test_a_text_over_the_limit_is_reported_unread(app, session, tmp_path) -> None:
+    root = tmp_path / "repo"
+    (root / "en-US" / "changelogs").mkdir(parents=True)
+    (root / "en-US" / "changelogs" / "100.txt").write_text("Faster sync.\n")
+    (root / "en-US" / "changelogs" / "101.txt").write_bytes(b"a" * (2 * 1024 * 1024 + 1))
+    product = product_in(session, "acme", [])
+    report = run(session, product, root)
+    assert [str(item) for item in report.unused] == [
+        "en-US/changelogs/101.txt: The file is over 2 MB; import it in parts."
+    ]
+    assert counts(session)[0] == 1
