@@ -5,7 +5,9 @@ The services check each write with :func:`problems` (and, needing the database, 
 other live note of the version has the title); the importer skips a release that breaks a
 rule, giving the rule's own words; the changelog reader cuts titles to
 :data:`MAX_TITLE_LENGTH`; the management API's schemas and the console's note form take
-their limits and categories from here rather than restating them.
+their limits and categories from here rather than restating them. A title or body holds
+text: a control character (:data:`CONTROL_CHARACTERS`), which no feed can carry, is
+refused; tabs and line breaks are text.
 
 A note's support topics are ticket tags, folded as the tickets' own tags are
 (:func:`announcements.tickets.fold_tag`), so a topic written "Export" matches a ticket
@@ -46,6 +48,11 @@ HOLDBACK_RULE = f"Hold back a whole number from 0 to {MAX_HOLDBACK_PERCENT} per 
 # rule its editor has forgotten.
 MAX_ESCALATE_AFTER_DAYS = 90
 ESCALATION_RULE = f"E-mail it after a whole number of days from 1 to {MAX_ESCALATE_AFTER_DAYS}."
+# What no person writes and XML cannot carry: the C0 controls but tab, line feed and
+# carriage return, DEL, the noncharacters U+FFFE and U+FFFF, and lone surrogates (which
+# Python's json module reads from \u escapes). A title or body holding one would make
+# every RSS and Atom feed of its product fail (lxml refuses the document).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -99,16 +106,30 @@ def title_problem(title: str) -> str | None:
         return "Give the note a title."
     if len(title) > MAX_TITLE_LENGTH:
         return f"Keep the title under {MAX_TITLE_LENGTH} characters."
-    return None
+    return control_problem(title)
 
 
 def body_problem(body_md: str) -> str | None:
-    """What is wrong with a Markdown body's size, if anything."""
+    """What is wrong with a Markdown body's size or characters, if anything."""
+    if problem := control_problem(body_md):
+        return problem
     if len(body_md.encode("utf-8")) > MAX_BODY_BYTES:
         return (
             f"The body is over {MAX_BODY_BYTES // 1024} KB. Split it into several notes or trim it."
         )
     return None
+
+
+def control_problem(text: str) -> str | None:
+    """What to say of a text holding a :data:`CONTROL_CHARACTERS` character, naming the
+    first; tabs and line breaks are text."""
+    found = CONTROL_CHARACTERS.search(text)
+    if found is None:
+        return None
+    return (
+        f"Remove the character U+{ord(found.group()):04X} at position {found.start() + 1}: "
+        "it is a control character, not text, and feeds cannot carry it."
+    )
 
 
 def category_problem(category: str) -> str | None:

@@ -22,7 +22,7 @@ from announcements.models import (
     TranslationStatus,
     utcnow,
 )
-from announcements.note_rules import NoteInput
+from announcements.note_rules import CONTROL_CHARACTERS, NoteInput
 from tests.factories import make_note, make_product
 from tests.test_render_limits import fill
 from tests.test_rendering import CORPUS, policy_violations
@@ -269,12 +269,13 @@ def test_an_archived_note_is_not_translated(session, note):
 
 
 def _chunks(payloads: list[str], size: int = 40) -> list[str]:
-    """The corpus as a few bodies (a save each), each under the body limit; without NUL,
-    which every way in refuses before the renderer sees it."""
+    """The corpus as a few bodies (a save each), each under the body limit; without NUL
+    or another control character, which every way in refuses before the renderer sees
+    it."""
     bodies = [
         "\n\n".join(payloads[start : start + size]) for start in range(0, len(payloads), size)
     ]
-    return [body.replace("\x00", "") for body in bodies]
+    return [CONTROL_CHARACTERS.sub("", body) for body in bodies]
 
 
 @pytest.mark.skipif(not CORPUS, reason="the shared XSS corpus ../shared/testdata/xss is absent")
