@@ -13,6 +13,8 @@ the best of
 
 from __future__ import annotations
 
+from itertools import islice
+
 from flask import Flask, g, has_request_context, request
 from flask_babel import Babel, get_locale, refresh
 from flask_login import current_user
@@ -20,6 +22,10 @@ from flask_login import current_user
 from announcements import languages
 
 babel = Babel()
+# How many of a browser's languages are looked at, best first. Browsers send a handful;
+# each tag looked at is parsed, and parsed tags are cached for good, so a header of
+# hundreds of made-up tags must cost no more than an ordinary one.
+MAX_BROWSER_LANGUAGES = 8
 
 
 def init_app(app: Flask, translations: str) -> None:
@@ -40,10 +46,14 @@ def _selected() -> str:
         member = getattr(current_user, "member", None)
         if member is not None and member.locale in languages.CONSOLE_LOCALES:
             return str(member.locale)
-        return languages.interface_locale(
-            request.accept_languages.values(), languages.CONSOLE_LOCALES
-        )
-    return languages.interface_locale(request.accept_languages.values())
+        return languages.interface_locale(browser_languages(), languages.CONSOLE_LOCALES)
+    return languages.interface_locale(browser_languages())
+
+
+def browser_languages() -> list[str]:
+    """The request's Accept-Language tags by quality, best first (a tie in the header's
+    order), at most :data:`MAX_BROWSER_LANGUAGES` of them."""
+    return list(islice(request.accept_languages.values(), MAX_BROWSER_LANGUAGES))
 
 
 def speak(tag: str | None, available: tuple[str, ...] = languages.INTERFACE_LOCALES) -> str:

@@ -515,7 +515,11 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
     with _widget_connection() as connection:
         catalogue, state, user_id = _identified(connection, widget_key, body)
         address, signed = _address(catalogue, user_id, body)
-        locale = state.locale if state else None
+        # The language the widget last asked for, checked only against LOCALE_PATTERN when
+        # stored: one that is no language (zz, tlh) leaves the subscriber's to the page,
+        # rather than refusing a request that named none.
+        stored = state.locale if state else None
+        locale = stored if stored and languages.is_valid(stored) else None
         preferences = subscriptions.parse_preferences(body.get("frequency"), (), locale)
         end_user_id = None
         if signed:

@@ -99,7 +99,7 @@ def _reading(product: Product) -> Reading:
     available = translations.product_languages(product)
     asked = _asked_locale()
     if asked is None:
-        requested = list(request.accept_languages.values())
+        requested = i18n.browser_languages()
     else:
         i18n.speak(asked)
         requested = [asked]
