@@ -30,6 +30,9 @@ INTERFACE_LOCALES = ("en", "fr", "de", "es", "ja", "ar")
 INTERFACE_DEFAULT = "en"
 # The longest tag a column holds.
 MAX_TAG_LENGTH = 35
+# ISO 639's codes for no particular language: undetermined, uncoded, several, and no
+# linguistic content. Valid tags, but not a language anyone can be given text in.
+SPECIAL_PURPOSE = frozenset({"und", "mis", "mul", "zxx"})
 
 _Text = TypeVar("_Text")
 
@@ -48,8 +51,9 @@ def normalise(raw: str) -> str:
     """The tag as stored and compared: ``en_GB`` → ``en-GB``, ``zh_hant_hk`` →
     ``zh-Hant-HK``, ``FR`` → ``fr``, deprecated codes replaced (``iw`` → ``he``).
 
-    Raises :class:`BadTag` for anything that is not a valid tag, or whose language Babel
-    cannot format dates and text direction for.
+    Raises :class:`BadTag` for anything that is not a valid tag, that names no particular
+    language (``und``, ``mul``...), or whose language Babel cannot format dates and text
+    direction for.
     """
     text = str(raw).strip().replace("_", "-")
     if not text or len(text) > MAX_TAG_LENGTH or not text.isascii():
@@ -59,7 +63,7 @@ def normalise(raw: str) -> str:
         tag = langcodes.standardize_tag(text) if valid else ""
     except (ValueError, LookupError):
         valid = False
-    if not valid or not _known(tag):
+    if not valid or tag.split("-")[0] in SPECIAL_PURPOSE or not _known(tag):
         raise BadTag(f"{raw!r} is not a language tag; use one such as en, fr-CA or pt-BR.")
     return tag
 

@@ -54,6 +54,14 @@ def test_a_tag_is_normalised(raw, tag) -> None:
         "en\x00",
         "fr CA",
         "a" * 40,
+        # Valid tags that name no particular language: undetermined, uncoded, several,
+        # no linguistic content.
+        "und",
+        "UND",
+        "und-Latn",
+        "mis",
+        "mul",
+        "zxx",
     ],
 )
 def test_an_invalid_tag_is_refused_with_a_message_a_person_can_act_on(raw) -> None:
