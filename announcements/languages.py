@@ -165,5 +165,14 @@ def display_name(tag: str, in_locale: str = INTERFACE_DEFAULT) -> str:
 
 
 def own_name(tag: str) -> str:
-    """The language's name in itself, as a language switcher lists it."""
-    return display_name(tag, tag)
+    """The language's name in itself, as a list of languages (a switcher, a menu) shows
+    it: ``Français``, ``العربية``, ``ქართული``.
+
+    CLDR writes a name as it reads inside a sentence (``français``); a list starts it
+    with a capital. Only the first character changes, to its title case:
+    ``str.capitalize`` would lower the rest (``English (united kingdom)``), and upper
+    case would turn Georgian into its capitals (Mtavruli), which Georgian does not start
+    a word with.
+    """
+    name = display_name(tag, tag)
+    return name[:1].title() + name[1:]

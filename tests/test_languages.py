@@ -168,6 +168,20 @@ def test_pick_takes_the_first_language_of_the_order_with_a_text() -> None:
 
 def test_truncations_and_names() -> None:
     assert languages.truncations("zh-Hant-HK") == ["zh-Hant-HK", "zh-Hant", "zh"]
-    assert languages.own_name("fr") == "français"
+    assert languages.display_name("fr", "fr") == "français"  # as a sentence writes it
     assert languages.display_name("fr-CA", "en") == "French (Canada)"
-    assert languages.own_name("ar") == "العربية"
+
+
+@pytest.mark.parametrize(
+    ("tag", "name"),
+    [
+        ("fr", "Français"),  # a list of languages starts each with a capital
+        ("es-ES", "Español (España)"),  # only the first letter changes
+        ("en-GB", "English (United Kingdom)"),
+        ("de", "Deutsch"),
+        ("ar", "العربية"),  # no case
+        ("ka", "ქართული"),  # Georgian starts no word with its capitals
+    ],
+)
+def test_a_language_is_listed_by_its_own_name(tag, name) -> None:
+    assert languages.own_name(tag) == name

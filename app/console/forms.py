@@ -34,6 +34,9 @@ from announcements.models import (
 )
 from announcements.ticket_import import FIELDS as TICKET_FIELDS
 
+# app/console/products.py's name for languages.own_name, until it imports that itself.
+own_language_name = own_name
+
 # The Keep a Changelog kind stays in English beside the name users see: it is the
 # CHANGELOG.md heading an import reads.
 CATEGORY_CHOICES = [
@@ -315,20 +318,13 @@ class TranslationForm(FlaskForm):
     intent = HiddenField(default="draft")
 
 
-def own_language_name(tag: str) -> str:
-    """The language's name in itself as a list of languages writes it: ``Français``,
-    where Babel writes ``français``."""
-    name = own_name(tag)
-    return name[:1].upper() + name[1:]
-
-
 class ConsoleLanguageForm(FlaskForm):
     """The language the console speaks to its member; blank follows the browser."""
 
     locale = SelectField(
         lazy_gettext("Console language"),
         choices=[SelectChoice("", lazy_gettext("As my browser asks"))]
-        + [SelectChoice(tag, own_language_name(tag)) for tag in CONSOLE_LOCALES],
+        + [SelectChoice(tag, own_name(tag)) for tag in CONSOLE_LOCALES],
         validators=[_sent],
     )
 
