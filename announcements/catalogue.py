@@ -74,11 +74,8 @@ class CatalogueNote:
     def shown_in(self, chain: Sequence[str]) -> dict[str, Any]:
         """The fields in the first language of ``chain`` the note has a published
         translation in, else in the product's default language (``fields``)."""
-        for tag in chain:
-            found = self.translated.get(tag)
-            if found is not None:
-                return found
-        return self.fields
+        found = languages.pick(self.translated, chain)
+        return found[1] if found else self.fields
 
 
 MAX_REMEMBERED = 4096

@@ -6,8 +6,8 @@ category, the sanitised HTML and the author's name.
 
 A feed is in one of the product's languages (the one nearest ``?locale=``, else the
 default): its language element says which, and each item is the text of the note a
-reader of that language sees (:func:`note_text`, the public page's choice too), marked
-with its own language where it falls back to another (Atom ``xml:lang``, RSS
+reader of that language sees (:func:`translations.shown_text`, as on the public page),
+marked with its own language where it falls back to another (Atom ``xml:lang``, RSS
 ``dc:language``, JSON Feed ``language``).
 """
 
@@ -36,30 +36,16 @@ from announcements.models import (
     outward_clause,
 )
 from announcements.serialisation import iso, note_url
+from announcements.translations import NoteText
 
 FEED_SIZE = 50
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
-@dataclass(frozen=True)
-class NoteText:
-    """The text of a note that one reader sees: title and body from one row, and their
-    language."""
-
-    locale: str
-    title: str
-    body_html: str
-
-
 def note_text(note: Note, order: Sequence[str]) -> NoteText:
-    """The note in the first language of ``order`` (a chain, ending with the product's
-    default) with a published translation, else its default text. Loads the note's
-    translations unless the query that found it did."""
-    found = languages.pick(translations.published_texts(note), order)
-    if found is None:
-        return NoteText(note.product.default_locale, note.title, note.body_html)
-    locale, translation = found
-    return NoteText(locale, translation.title, translation.body_html)
+    """The note as readers of ``order[0]`` see it (``order`` is their chain): the public
+    page's name for :func:`translations.shown_text` until it asks that itself."""
+    return translations.shown_text(note, order[0])
 
 
 @dataclass(frozen=True)
@@ -131,7 +117,6 @@ class Validators:
     last_modified: datetime
     note_ids: tuple[int, ...]  # the feed's items, newest first
     language: str  # the feed's language, one of the product's
-    order: tuple[str, ...]  # the languages an item's text is looked for in, best first
     is_localised: bool  # asked for with ?locale=
 
 
@@ -184,7 +169,6 @@ class FeedIndex:
             last_modified=max(moments, default=self.created_at),
             note_ids=tuple(note_id for note_id, _, _ in shown),
             language=language,
-            order=order,
             is_localised=locale is not None,
         )
 
@@ -266,7 +250,7 @@ def latest(
     )
     by_id = {note.id: note for note in found}
     notes = [
-        (by_id[note_id], note_text(by_id[note_id], state.order))
+        (by_id[note_id], translations.shown_text(by_id[note_id], state.language))
         for note_id in state.note_ids
         if note_id in by_id
     ]

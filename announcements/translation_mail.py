@@ -24,7 +24,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session
 
-from announcements import languages, mailing, translations
+from announcements import mailing, translations
 from announcements.models import (
     NoteTranslation,
     OutboxKind,
@@ -40,23 +40,18 @@ def announce(session: Session, translation: NoteTranslation, *, now: datetime) -
     transaction."""
     note, tag = translation.note, translation.locale
     product = note.product
-    tongues = translations.product_languages(product)
     if (
         translation.status is not TranslationStatus.PUBLISHED
-        or tag not in tongues
+        or tag not in translations.product_languages(product)
         or not mailing.is_out(note, now)
     ):
         return 0
-    texts = translations.published_texts(note)
     told = _told(session, translation)
     readers = [
         subscriber
         for subscriber in mailing.confirmed_subscribers(session, product.id)
         if subscriber.id not in told
-        and _picked_language(
-            texts, languages.chain(subscriber.locale, tongues, product.default_locale)
-        )
-        == tag
+        and translations.shown_text(note, subscriber.locale).locale == tag
         and mailing.wants_news(note, subscriber, now=now)
     ]
     return mailing.queue_for(
@@ -67,12 +62,6 @@ def announce(session: Session, translation: NoteTranslation, *, now: datetime) -
         now=now,
         payload={"locale": tag},
     )
-
-
-def _picked_language(texts: dict[str, NoteTranslation], chain: tuple[str, ...]) -> str | None:
-    """The language of the text a reader with this chain is shown; None: the default."""
-    picked = languages.pick(texts, chain)
-    return picked[0] if picked else None
 
 
 def _told(session: Session, translation: NoteTranslation) -> set[int | None]:

@@ -10,7 +10,9 @@ flag it and show what changed (:func:`changes_since`). Publishing again clears i
 
 A reader sees the first language of their chain (:func:`announcements.languages.chain`)
 that has a published translation, title and body from the same row, else the default
-text; channels pick with ``languages.pick(published_texts(note), chain)``.
+text: :func:`shown_text`, which every channel that reads notes from the ORM asks (the
+widget's catalogue and the feeds' index, which read rows of their own, pick by the same
+``languages.pick`` from the same chain).
 
 Removing a language from a product deletes nothing: its translations are hidden (not
 listed, not shown) and come back if the language is added again. The default language
@@ -99,6 +101,43 @@ def published_texts(note: Note) -> dict[str, NoteTranslation]:
         for row in note.translations
         if row.status is TranslationStatus.PUBLISHED and row.locale in shown
     }
+
+
+@dataclass(frozen=True)
+class NoteText:
+    """The text of a note that one reader sees: title and body from one row (the note's
+    own or one translation's), and their language."""
+
+    locale: str
+    title: str
+    body_md: str
+    body_html: str
+
+
+def shown_text(note: Note, requested: str | None) -> NoteText:
+    """The note as a reader who asked for ``requested`` (a tag, normalised or not; None or
+    not a tag: nothing asked) sees it: in the first language of their chain with a
+    published translation, else its default text; never a draft. Loads the note's
+    translations unless the query that found it did."""
+    return _shown(note, published_texts(note), requested)
+
+
+def fallback(note: Note, tag: str) -> str:
+    """The language readers of ``tag`` see the note in while it has no published
+    translation into ``tag`` itself: the rest of their chain."""
+    texts = published_texts(note)
+    texts.pop(tag, None)
+    return _shown(note, texts, tag).locale
+
+
+def _shown(note: Note, texts: dict[str, NoteTranslation], requested: str | None) -> NoteText:
+    product = note.product
+    order = languages.chain(requested, product_languages(product), product.default_locale)
+    found = languages.pick(texts, order)
+    if found is None:
+        return NoteText(product.default_locale, note.title, note.body_md, note.body_html)
+    locale, row = found
+    return NoteText(locale, row.title, row.body_md, row.body_html)
 
 
 @dataclass(frozen=True)

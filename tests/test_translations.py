@@ -154,6 +154,22 @@ def test_drafts_are_never_among_the_texts_readers_see(session, note):
     assert translations.statuses(note) == {"en": "published", "fr": "draft", "ar": "draft"}
 
 
+def test_a_reader_sees_the_first_published_text_of_their_chain(session, product, note):
+    translations.set_languages(session, product, "en", ["fr", "fr-CA", "ar"], by=None, now=NOW)
+    save(session, note, "fr")
+    save(session, note, "fr-CA", title="Mode foncé", body_md="Suit votre système.", publish=False)
+    shown = translations.shown_text(note, "fr_ca")  # as a reader may write it
+    assert shown == translations.NoteText(
+        "fr", "Mode sombre", "Suit *votre système*.", "<p>Suit <em>votre système</em>.</p>"
+    )
+    for requested in ("ar", "de", "und", None):  # no text, no such language, no language
+        assert translations.shown_text(note, requested).locale == "en"
+    assert translations.shown_text(note, "en").title == "Dark mode"
+    # Where a language's readers go without its own text: the rest of their chain.
+    assert translations.fallback(note, "fr-CA") == "fr"
+    assert translations.fallback(note, "fr") == "en"
+
+
 def test_a_removed_language_hides_its_translations_and_adding_it_back_shows_them(
     session, product, note
 ):

@@ -238,13 +238,9 @@ def _panel(note: Note, tag: str, posted: TranslationForm | None) -> dict[str, An
     was published."""
     translation = translations.find(note, tag)
     form = posted or TranslationForm(prefix=tag, formdata=None, obj=translation)
-    product = note.product
-    chain = languages.chain(tag, translations.product_languages(product), product.default_locale)
-    # Where its readers go while it has no published text: the rest of their chain.
-    picked = languages.pick(translations.published_texts(note), chain[1:])
     return {
         **language_labels(tag),
-        "fallback": language_labels(picked[0] if picked else product.default_locale)["name"],
+        "fallback": language_labels(translations.fallback(note, tag))["name"],
         "status": translations.status(note, translation),
         "translation": translation,
         "form": form,

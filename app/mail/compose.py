@@ -107,21 +107,11 @@ def message_id_for(row_id: int) -> str:
 
 
 def localized(note: Note, subscriber: Subscriber) -> Localized:
-    """The note in the subscriber's best language: the first of their chain with a
-    published translation, else the default text; never a draft."""
-    product = note.product
-    order = languages.chain(
-        subscriber.locale, translations.product_languages(product), product.default_locale
-    )
-    picked = languages.pick(translations.published_texts(note), order)
+    """The note as the subscriber reads it (:func:`translations.shown_text`)."""
+    text = translations.shown_text(note, subscriber.locale)
     token = tokens.for_subscriber(Purpose.READ, subscriber, n=note.id)
     read_url = external("subscriptions.read", token=token)
-    if picked is None:
-        return Localized(
-            note, product.default_locale, note.title, note.body_md, note.body_html, read_url
-        )
-    locale, text = picked
-    return Localized(note, locale, text.title, text.body_md, text.body_html, read_url)
+    return Localized(note, text.locale, text.title, text.body_md, text.body_html, read_url)
 
 
 def interface_of(locale: str | None, product: Product) -> str:
