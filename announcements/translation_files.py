@@ -41,9 +41,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from translate.storage import pypo, xliff2
 
-from announcements import importing, languages, note_rules, translations, versions
+from announcements import importing, languages, translations, versions
 from announcements.audit import record
-from announcements.errors import ValidationFailed
+from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import Note, Product, TeamMember, move_catalogue_stamps
 
 Format = Literal["xliff", "po"]
@@ -153,24 +153,26 @@ def decide(
     refresh_outdated: bool,
 ) -> tuple[Outcome, str]:
     """What saving this text as the note's ``locale`` translation (a draft, or published
-    with ``publish``) would do, and why; ``note`` None is one an import is yet to write.
-    The same text is unchanged, except a draft to be published, or, with
-    ``refresh_outdated``, an outdated translation to publish again for the new default
-    text (a translator who sent it unchanged stands by it)."""
-    problem = note_rules.title_problem(title) or note_rules.body_problem(body_md)
-    if problem:
-        return Outcome.SKIPPED, problem
-    stored = translations.find(note, locale) if note is not None else None
-    if note is None or stored is None:
+    with ``publish``) would do, and why, by :func:`translations.plan_save`, the rules the
+    save itself follows; ``note`` None is one an import is yet to write. An import leaves
+    a translation whose text it repeats as it is: it never takes a published one back to
+    draft, nor publishes an outdated one again unless ``refresh_outdated`` (a translator
+    who sent it unchanged stands by it)."""
+    try:
+        plan = translations.plan_save(note, locale, title=title, body_md=body_md, publish=publish)
+    except ValidationFailed as error:
+        return Outcome.SKIPPED, " ".join(error.errors.values())
+    except InvalidTransition as error:
+        return Outcome.SKIPPED, error.message
+    if plan.stored is None:
         return Outcome.ADDED, "" if publish else "as a draft"
-    state = translations.status(note, stored)
-    if (stored.title, stored.body_md) == (title.strip(), body_md):
-        if not publish or state == "published" or (state == "outdated" and not refresh_outdated):
-            return Outcome.UNCHANGED, ""
-        return Outcome.UPDATED, "published" if state == "draft" else "published for the new text"
-    if not publish and state != "draft":
-        return Outcome.UPDATED, "new text, moved back to draft"
-    return Outcome.UPDATED, "new text"
+    if plan.edited:
+        moved_back = plan.becomes == "draft" and plan.moves is not None
+        return Outcome.UPDATED, "new text, moved back to draft" if moved_back else "new text"
+    kept = plan.becomes == "draft" or (plan.was == "outdated" and not refresh_outdated)
+    if kept or not plan.moves:
+        return Outcome.UNCHANGED, ""
+    return Outcome.UPDATED, "published" if plan.was == "draft" else "published for the new text"
 
 
 def save(

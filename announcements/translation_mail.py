@@ -2,7 +2,7 @@
 subscribers who read it and have not read the note.
 
 Publishing a translation changes no one's read state; only when the editor asks
-(``translations.publish(..., announce=True)``) does this queue mail. It goes to each
+(``translations.save(..., publish=True, announce=True)``) does this queue mail. It goes to each
 confirmed subscriber whose fallback chain now picks this translation (a ``fr-CA``
 reader gets a new ``fr`` text while the product has no published ``fr-CA`` one), who
 wants the note on its own and may see it (preferences, audience and hold-back as when

@@ -193,6 +193,83 @@ def check_locale(product: Product, raw: str) -> str:
     return tag
 
 
+# What a save changes, as the audit log says it: a status before and after it.
+_MOVES: dict[tuple[Status, Status], str] = {
+    ("missing", "published"): "published",
+    ("draft", "published"): "published",
+    ("outdated", "published"): "published again for the new default text",
+    ("published", "draft"): "moved back to draft",
+    ("outdated", "draft"): "moved back to draft",
+}
+
+
+@dataclass(frozen=True)
+class SavePlan:
+    """What saving a text as a note's translation would change, worked out before
+    anything does: :func:`save` carries it out, an import's dry run reports it."""
+
+    title: str  # as it would be stored
+    body_md: str
+    stored: NoteTranslation | None  # the translation as it is; None: the save creates it
+    was: Status
+    becomes: Literal["draft", "published"]
+    edited: tuple[str, ...]  # "edited title", "edited body"
+
+    @property
+    def moves(self) -> str | None:
+        """How the save moves the translation's status, if it does: "published", "moved
+        back to draft"..."""
+        return _MOVES.get((self.was, self.becomes))
+
+    @property
+    def changes(self) -> list[str]:
+        """What the save changes, as the audit log says it; empty: nothing."""
+        created = ["created"] if self.stored is None else []
+        return [*created, *self.edited, *([self.moves] if self.moves else [])]
+
+
+def plan_save(
+    note: Note | None,
+    tag: str,
+    *,
+    title: str,
+    body_md: str,
+    publish: bool,
+    announce: bool = False,
+) -> SavePlan:
+    """What saving ``title`` and ``body_md`` as the note's translation into ``tag`` (a
+    language :func:`check_locale` accepted) would change: a draft, or published with
+    ``publish`` (made from the note's default text as it is now, which clears
+    outdated). ``note`` None is a note yet to be written, which has no translations.
+    Raise what the save would: InvalidTransition for an archived note, ValidationFailed
+    on ``title``, ``body_md`` or ``announce``. Rendering the body is the save's: a body
+    too intricate to render is refused only then."""
+    if note is not None:
+        _ensure_translatable(note)
+    title = title.strip()
+    checks = {
+        "title": _nul_problem(title) or note_rules.title_problem(title),
+        "body_md": _nul_problem(body_md) or note_rules.body_problem(body_md),
+        "announce": "Only a published translation is announced."
+        if announce and not publish
+        else None,
+    }
+    errors = {field: problem for field, problem in checks.items() if problem}
+    if errors:
+        raise ValidationFailed(errors)
+    stored = find(note, tag) if note is not None else None
+    edited: list[str] = []
+    was: Status = "missing"
+    if note is not None and stored is not None:
+        was = status(note, stored)
+        if stored.title != title:
+            edited.append("edited title")
+        if stored.body_md != body_md:
+            edited.append("edited body")
+    becomes: Literal["draft", "published"] = "published" if publish else "draft"
+    return SavePlan(title, body_md, stored, was, becomes, tuple(edited))
+
+
 def save(
     session: Session,
     note: Note,
@@ -208,48 +285,42 @@ def save(
     """Write the note's translation into ``locale`` (new or changed) as a draft, or
     published when ``publish``; with ``announce`` also e-mail it to the subscribers of
     that language who have not read the note. Saving what is stored already changes
-    nothing. Raise ValidationFailed (``locale``, ``title``, ``body_md``, ``announce``)
-    before changing anything, or InvalidTransition for an archived note."""
+    nothing; publishing again what the default text outdated clears outdated; saving a
+    published one as a draft takes it back to one (its readers see the rest of their
+    chain). Read receipts stay as they are. Raise ValidationFailed (``locale``,
+    ``title``, ``body_md``, ``announce``) before changing anything, or
+    InvalidTransition for an archived note."""
     tag = check_locale(note.product, locale)
-    _ensure_translatable(note)
-    title = title.strip()
-    checks = {
-        "title": _nul_problem(title) or note_rules.title_problem(title),
-        "body_md": _nul_problem(body_md) or note_rules.body_problem(body_md),
-        "announce": "Only a published translation is announced."
-        if announce and not publish
-        else None,
-    }
-    errors = {field: problem for field, problem in checks.items() if problem}
-    if errors:
-        raise ValidationFailed(errors)
-    translation = find(note, tag)
+    plan = plan_save(note, tag, title=title, body_md=body_md, publish=publish, announce=announce)
+    changes = plan.changes
+    translation = plan.stored
     if translation is None:
         translation = NoteTranslation(
             note=note,
             locale=tag,
-            title=title,
-            body_md=body_md,
-            body_html=rendering.render(body_md),
+            title=plan.title,
+            body_md=plan.body_md,
+            body_html=rendering.render(plan.body_md),
             status=TranslationStatus.DRAFT,
             updated_at=now,
         )
         session.add(translation)
-        edited = ["created"]
-    else:
-        edited = _edit(translation, title, body_md)
-        if edited:
-            translation.updated_at = now
-    if publish:
-        return _publish(session, translation, edited, announce=announce, by=by, now=now)
-    if translation.status is TranslationStatus.PUBLISHED:
-        translation.status = TranslationStatus.DRAFT
-        translation.published_at = None
+    elif plan.edited:
+        _write_text(translation, plan.title, plan.body_md)
+    if plan.moves:
+        _set_status(note, translation, publish=publish, now=now)
+    if changes:
         translation.updated_at = now
-        edited.append("moved back to draft")
-    if edited:
         _flush(session, translation)
-        _record(session, translation, by, "translation.saved", edited, now)
+    if announce:
+        # The mail is e-mail's to write (announcements.translation_mail imports this module).
+        import announcements.translation_mail as translation_mail
+
+        sent = translation_mail.announce(session, translation, now=now)
+        changes.append(f"announced to {sent} subscriber(s)")
+    if changes:
+        action = "translation.published" if publish else "translation.saved"
+        _record(session, translation, by, action, changes, now)
     return translation
 
 
@@ -264,78 +335,25 @@ def _nul_problem(text: str) -> str | None:
     return "Holds a character that is not text." if "\x00" in text else None
 
 
-def _edit(translation: NoteTranslation, title: str, body_md: str) -> list[str]:
-    """Write the text onto ``translation``; what changed, as the audit log says it."""
-    edited = []
+def _write_text(translation: NoteTranslation, title: str, body_md: str) -> None:
     if translation.body_md != body_md:
         # Rendered first: a body too intricate to render leaves the row as it was.
         translation.body_html = rendering.render(body_md)
         translation.body_md = body_md
-        edited.append("edited body")
-    if translation.title != title:
-        translation.title = title
-        edited.insert(0, "edited title")
-    return edited
+    translation.title = title
 
 
-def publish(
-    session: Session,
-    translation: NoteTranslation,
-    *,
-    announce: bool = False,
-    by: TeamMember | None,
-    now: datetime,
-) -> NoteTranslation:
-    """Publish the translation as made from the note's current default text (which clears
-    outdated); with ``announce`` e-mail it as :func:`save` does. Read receipts stay."""
-    check_locale(translation.note.product, translation.locale)
-    _ensure_translatable(translation.note)
-    return _publish(session, translation, [], announce=announce, by=by, now=now)
-
-
-def _publish(
-    session: Session,
-    translation: NoteTranslation,
-    edited: list[str],
-    *,
-    announce: bool,
-    by: TeamMember | None,
-    now: datetime,
-) -> NoteTranslation:
-    note = translation.note
-    if status(note, translation) != "published":
-        was_draft = translation.status is TranslationStatus.DRAFT
-        edited.append("published" if was_draft else "published again for the new default text")
+def _set_status(note: Note, translation: NoteTranslation, *, publish: bool, now: datetime) -> None:
+    """Publish the translation as made from the note's default text as it is now, or take
+    it back to a draft, which readers never see."""
+    if publish:
         translation.status = TranslationStatus.PUBLISHED
         translation.source_title = note.title
         translation.source_body_md = note.body_md
         translation.published_at = now
-    if edited:
-        translation.updated_at = now
-        _flush(session, translation)
-    if announce:
-        # The mail is e-mail's to write (announcements.translation_mail imports this module).
-        import announcements.translation_mail as translation_mail
-
-        sent = translation_mail.announce(session, translation, now=now)
-        edited.append(f"announced to {sent} subscriber(s)")
-    if edited:
-        _record(session, translation, by, "translation.published", edited, now)
-    return translation
-
-
-def unpublish(
-    session: Session, translation: NoteTranslation, *, by: TeamMember | None, now: datetime
-) -> NoteTranslation:
-    """Take the translation back to a draft: readers of its language see the next text of
-    their chain. A draft stays as it is."""
-    if translation.status is TranslationStatus.DRAFT:
-        return translation
-    translation.status = TranslationStatus.DRAFT
-    translation.published_at = None
-    translation.updated_at = now
-    _record(session, translation, by, "translation.unpublished", ["moved back to draft"], now)
-    return translation
+    else:
+        translation.status = TranslationStatus.DRAFT
+        translation.published_at = None
 
 
 def delete(

@@ -488,11 +488,11 @@ def test_an_announcement_withdrawn_before_it_goes_is_skipped(
     reader(session, lumen, "fr@example.com", "fr")
     note = make_note(session, lumen, title="Funnels", is_important=True)
     send_all(smtp_server)
-    french = translations.save(
+    translations.save(
         session, note, "fr", **FRENCH, publish=True, announce=True, by=None, now=utcnow()
     )
     session.commit()
-    translations.unpublish(session, french, by=None, now=utcnow())
+    translations.save(session, note, "fr", **FRENCH, publish=False, by=None, now=utcnow())
     session.commit()
     report = send_all(smtp_server)
     assert (report.sent, report.skipped) == (0, 1)

@@ -398,6 +398,29 @@ def test_dry_run_reports_and_writes_nothing(app, session, world) -> None:
     assert after == before
 
 
+@pytest.mark.parametrize(
+    ("title", "outcome", "reason"),
+    [
+        ("  Mode sombre  ", Outcome.UNCHANGED, ""),  # stored without the blanks, as saved
+        ("Mode\x00sombre", Outcome.SKIPPED, "not text"),  # which the save refuses too
+        ("Mode nuit", Outcome.UPDATED, "new text"),
+    ],
+)
+def test_a_dry_run_decides_by_the_rules_the_save_follows(
+    app, session, world, title, outcome, reason
+) -> None:
+    product, notes, owner = world
+    dark = notes[0]
+    text = {"title": title, "body_md": "Passez au **sombre**.", "publish": True}
+    decided = translation_files.decide(dark, "fr", **text, refresh_outdated=True)
+    assert decided[0] is outcome and reason in decided[1]
+    before = stored(session, dark, "fr").updated_at
+    refused = translation_files.save(session, dark, "fr", **text, by=owner, now=utcnow())
+    session.commit()
+    assert (refused is not None) == (outcome is Outcome.SKIPPED)
+    assert (stored(session, dark, "fr").updated_at != before) == (outcome is Outcome.UPDATED)
+
+
 # Files that cannot be used --------------------------------------------------------------
 
 

@@ -123,8 +123,8 @@ def test_a_change_to_the_default_text_outdates_it_until_it_is_published_again(
         assert (change.before, change.after) == (before, getattr(note, change.field))
         assert f"-{change.before}" in change.diff and f"+{change.after}" in change.diff
 
-    translations.publish(session, translation, by=None, now=LATER)
-    session.commit()
+    # The same text published again: made from the new default text.
+    save(session, note, now=LATER)
     assert translations.status(note, translation) == "published"
     assert translations.changes_since(translation, note) == []
     assert translation.published_at == LATER
@@ -135,21 +135,22 @@ def test_the_same_text_saved_again_changes_nothing(session, note):
     before = snapshot(session)
     save(session, note, now=LATER)
     assert snapshot(session) == before
-    save(session, note, publish=False, now=LATER)
-    assert translations.find(note, "fr").updated_at == LATER
+    # The same text as a draft takes it back to one, dated; once is enough.
+    moved = save(session, note, publish=False, now=LATER)
+    assert moved.status is TranslationStatus.DRAFT and moved.published_at is None
+    assert moved.updated_at == LATER
     changed = snapshot(session)
-    translations.unpublish(session, translations.find(note, "fr"), by=None, now=LATER)
-    session.commit()
     save(session, note, publish=False, now=LATER + timedelta(hours=1))
     assert snapshot(session) == changed
+    summaries = session.scalars(select(AuditEvent.summary).order_by(AuditEvent.id)).all()
+    assert summaries[-1].endswith("fr translation: moved back to draft")
 
 
 def test_drafts_are_never_among_the_texts_readers_see(session, note):
     save(session, note, "fr", publish=False)
     save(session, note, "ar", title="الوضع الداكن", body_md="يتبع نظامك.")
     assert set(translations.published_texts(note)) == {"ar"}
-    translations.unpublish(session, translations.find(note, "ar"), by=None, now=LATER)
-    session.commit()
+    save(session, note, "ar", title="الوضع الداكن", body_md="يتبع نظامك.", publish=False)
     assert translations.published_texts(note) == {}
     assert translations.statuses(note) == {"en": "published", "fr": "draft", "ar": "draft"}
 
@@ -194,8 +195,7 @@ def test_publishing_a_translation_leaves_who_read_the_note_as_it_was(session, pr
     session.commit()
     save(session, note)
     edit_note(session, note, body_md="New.")
-    translations.publish(session, translations.find(note, "fr"), by=None, now=LATER)
-    session.commit()
+    save(session, note, now=LATER)
     receipts = session.execute(select(ReadReceipt.end_user_id, ReadReceipt.note_id)).all()
     assert receipts == [(user.id, note.id)]
 
@@ -221,8 +221,7 @@ def test_each_change_moves_the_catalogue_stamp_that_caches_follow(session, produ
     stamps = [stamp()]
     save(session, note, publish=False)
     stamps.append(stamp())
-    translations.publish(session, translations.find(note, "fr"), by=None, now=LATER)
-    session.commit()
+    save(session, note, now=LATER)
     stamps.append(stamp())
     translations.delete(session, translations.find(note, "fr"), by=None, now=LATER)
     session.commit()
@@ -274,13 +273,13 @@ def test_only_a_published_translation_is_announced(session, note):
 
 
 def test_an_archived_note_is_not_translated(session, note):
-    draft = save(session, note, publish=False)
+    save(session, note, publish=False)
     services.archive(session, note, by=None, now=NOW)
     before = snapshot(session)
     with pytest.raises(InvalidTransition, match="Restore it first"):
         save(session, note, "ar")
     with pytest.raises(InvalidTransition, match="Restore it first"):
-        translations.publish(session, draft, by=None, now=LATER)
+        save(session, note, "fr", now=LATER)  # its draft published
     assert snapshot(session) == before
 
 
