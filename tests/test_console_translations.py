@@ -360,20 +360,42 @@ def test_bad_translation_input_is_shown_beside_its_field_and_stores_nothing(
     assert audit_events(session) == before
 
 
-@pytest.mark.parametrize("tag", ["de", "en", "FR", "xx"])
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("de", "Acme has no de; add the language in Settings first."),
+        ("en", "en is the product's default language: edit the note itself."),
+        ("xx", "'xx' is not a language tag"),
+    ],
+)
 def test_a_translation_into_a_language_the_product_lacks_is_refused(
-    client, session, note, logged_in, tag
+    client, session, note, logged_in, tag, message
 ) -> None:
     before = audit_events(session)
     response = translate(client, note, tag, intent="publish")
     assert response.status_code == 422
     assert any(
-        kind == "error" and "add the language in Settings" in text
+        kind == "error" and message in text
         for kind, text in flashes(response.get_data(as_text=True))
     )
     session.expire_all()
     assert note.translations == []
     assert audit_events(session) == before
+
+
+def test_a_tag_written_otherwise_is_the_language_it_names(client, session, note, logged_in):
+    """``/translations/FR`` is French, as it is to the API: the service normalises it, and
+    the form is French's tab's."""
+    fields = {"title": "Mode sombre", "body_md": "Le mode sombre est là.", "intent": "draft"}
+    data = {f"fr-{name}": value for name, value in fields.items()}
+    data["fr-csrf_token"] = csrf_token(client)
+    response = client.post(f"/console/p/acme/notes/{note.id}/translations/FR", data=data)
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("?language=fr")
+    assert stored(session, note, "fr").title == "Mode sombre"
+    response = post(client, f"/console/p/acme/notes/{note.id}/translations/FR/delete")
+    assert response.status_code == 302
+    assert stored(session, note, "fr") is None
 
 
 def test_an_archived_note_is_not_translated(client, session, owner, note, logged_in) -> None:

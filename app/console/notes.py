@@ -357,17 +357,19 @@ def note_delete(product: Product, note_id: int) -> ResponseReturnValue:
 def translation_save(product: Product, note_id: int, locale: str) -> ResponseReturnValue:
     """Save a note's translation as a draft, or publish it (and announce it if asked)."""
     found = services.get_note(db.session(), product, note_id)
-    form = TranslationForm(prefix=locale)
-    if locale not in product.languages:
-        flash(_not_a_language(product, locale), "error")
-    elif form.validate_on_submit():
-        was = translations.status(found, translations.find(found, locale))
+    tag = _translatable(product, locale)
+    if tag is None:
+        return _render_editor(product, _note_form(found), found)
+    # The tab's form: its fields carry the language as their prefix.
+    form = TranslationForm(prefix=tag)
+    if form.validate_on_submit():
+        was = translations.status(found, translations.find(found, tag))
         publish = form.intent.data == "publish"
         with refused(form):
             translations.save(
                 db.session(),
                 found,
-                locale,
+                tag,
                 title=form.title.data or "",
                 body_md=(form.body_md.data or "").replace("\r\n", "\n"),
                 publish=publish,
@@ -377,17 +379,17 @@ def translation_save(product: Product, note_id: int, locale: str) -> ResponseRet
             )
             db.session.commit()
             jobs.wake()  # the announcement's mail goes out now
-            flash(_translation_saved(locale, was, publish, bool(form.announce.data)), "success")
-            return redirect(_note_url(product, found, locale))
-    return _render_editor(product, _note_form(found), found, language=locale, translation_form=form)
+            flash(_translation_saved(tag, was, publish, bool(form.announce.data)), "success")
+            return redirect(_note_url(product, found, tag))
+    return _render_editor(product, _note_form(found), found, language=tag, translation_form=form)
 
 
-def _not_a_language(product: Product, locale: str) -> str:
-    return _(
-        "%(product)s has no %(tag)s: add the language in Settings, then translate into it.",
-        product=product.name,
-        tag=locale,
-    )
+def _translatable(product: Product, locale: str) -> str | None:
+    """``locale`` as the translations service writes it (``FR`` is ``fr``), if a note of
+    the product can be translated into it; else None, having said why."""
+    with refused():
+        return translations.check_locale(product, locale)
+    return None
 
 
 def _translation_saved(locale: str, was: str, publish: bool, announce: bool) -> str:
@@ -421,15 +423,18 @@ def _translation_saved(locale: str, was: str, publish: bool, announce: bool) -> 
 def translation_delete(product: Product, note_id: int, locale: str) -> ResponseReturnValue:
     """Delete a note's translation; its readers see the next language of their chain."""
     found = services.get_note(db.session(), product, note_id)
-    translation = translations.find(found, locale)
-    language = languages.display_name(locale, current_locale())
+    tag = _translatable(product, locale)
+    if tag is None:
+        return redirect(_note_url(product, found, locale))
+    translation = translations.find(found, tag)
+    language = languages.display_name(tag, current_locale())
     if translation is None:
         flash(_("There is no translation into %(language)s to delete.", language=language), "error")
     else:
         translations.delete(db.session(), translation, by=current_member(), now=utcnow())
         db.session.commit()
         flash(_("Deleted the translation into %(language)s.", language=language), "success")
-    return redirect(_note_url(product, found, locale))
+    return redirect(_note_url(product, found, tag))
 
 
 def _note_url(product: Product, note: Note, language: str) -> str:
