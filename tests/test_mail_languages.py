@@ -159,6 +159,34 @@ def test_each_subscriber_reads_the_note_in_the_best_language_of_their_chain(
     assert "Read on the web" in html_of(plain)
 
 
+def test_the_mails_links_open_the_page_in_the_subscribers_language(
+    session: Session, lumen: Product, smtp_server: SmtpServer, client: FlaskClient
+) -> None:
+    """The links "Read on the web" and "All releases" open the public page in the mail's
+    language; the default language's page needs no ``?locale=``."""
+    reader(session, lumen, "fr@example.com", "fr")
+    reader(session, lumen, "ca@example.com", "fr-CA")
+    reader(session, lumen, "en@example.com", "en")
+    reader(session, lumen, "none@example.com", None)
+    note = published_note(session, lumen)
+    send_all(smtp_server)
+    permalink = "/changelog/lumen/1.0.0"
+    for email, query in [
+        ("fr@example.com", "?locale=fr"),
+        ("ca@example.com", "?locale=fr-CA"),  # the page falls back as the mail did
+        ("en@example.com", ""),
+        ("none@example.com", ""),
+    ]:
+        [mail] = smtp_server.recorder.to(email)
+        response = client.get(link(mail, "read"))
+        assert response.status_code == 302
+        assert response.headers["Location"] == f"{permalink}{query}#note-{note.id}"
+        assert f'href="{BASE}/changelog/lumen{query}"' in html_of(mail)
+        assert f"{BASE}/changelog/lumen{query}" in text_of(mail).split()
+    page = client.get(f"{permalink}?locale=fr-CA").get_data(as_text=True)
+    assert "Entonnoirs" in page
+
+
 def test_arabic_mail_reads_right_to_left(
     session: Session, lumen: Product, smtp_server: SmtpServer
 ) -> None:

@@ -120,6 +120,12 @@ def interface_of(locale: str | None, product: Product) -> str:
     return languages.interface_locale([tag for tag in (locale, product.default_locale) if tag])
 
 
+def page_locale(locale: str | None, product: Product) -> str | None:
+    """The ``?locale=`` of a public page a mail's link opens for a reader of ``locale``, so
+    that it shows the notes as the mail does; none for the product's default language."""
+    return locale if locale and locale != product.default_locale else None
+
+
 @contextlib.contextmanager
 def speaking(locale: str | None, product: Product) -> Iterator[None]:
     """Word what is composed inside for a reader of ``locale`` (:func:`interface_of`)."""
@@ -213,10 +219,12 @@ def _envelope(
     message_id: str,
     *,
     listed: bool,
+    locale: str | None,
     **context: Any,
 ) -> Composed:
-    """A message from the product to the subscriber, with both parts rendered from
-    ``template`` and, when ``listed``, the list and one-click unsubscribe headers."""
+    """A message from the product to the subscriber, who reads ``locale``, with both parts
+    rendered from ``template`` and, when ``listed``, the list and one-click unsubscribe
+    headers."""
     # formataddr quotes or encodes the display name as it needs.
     name = " ".join((product.email_from_name or product.name).split())
     headers = [
@@ -234,7 +242,9 @@ def _envelope(
         preferences=Preferences.of(subscriber),
         describe=describe,
         **_writing(),
-        changelog_url=external("public.changelog", slug=product.slug),
+        changelog_url=external(
+            "public.changelog", slug=product.slug, locale=page_locale(locale, product)
+        ),
     )
     if listed:
         token = tokens.for_subscriber(Purpose.UNSUBSCRIBE, subscriber)
@@ -264,7 +274,8 @@ def confirmation(row: OutboxMessage) -> Composed:
     preferences = Preferences.from_payload(row.payload or {})
     token = tokens.for_subscriber(Purpose.CONFIRM, subscriber, p=row.payload or {})
     # In the language asked for with it: a known address keeps its own until confirmed.
-    with speaking(preferences.locale or subscriber.locale, product):
+    locale = preferences.locale or subscriber.locale
+    with speaking(locale, product):
         return _envelope(
             product,
             subscriber,
@@ -272,6 +283,7 @@ def confirmation(row: OutboxMessage) -> Composed:
             "confirm",
             message_id_for(row.id),
             listed=False,
+            locale=locale,
             confirm_url=external("subscriptions.confirm", token=token),
             asked=preferences,
         )
@@ -318,6 +330,7 @@ def release_note(
             "note",
             message_id,
             listed=True,
+            locale=subscriber.locale,
             note=words,
             why=str(why) % names if why else None,
         )
@@ -343,6 +356,7 @@ def digest(row: OutboxMessage, product: Product, notes: Sequence[Note]) -> Compo
             "digest",
             message_id_for(row.id),
             listed=True,
+            locale=subscriber.locale,
             notes=entries,
         )
 

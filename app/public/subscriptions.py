@@ -30,7 +30,6 @@ from announcements.models import (
     Subscriber,
     utcnow,
 )
-from announcements.serialisation import note_url
 from announcements.subscriptions import Preferences
 from app import i18n
 from app.database import widget_engine, writing
@@ -278,4 +277,14 @@ def read(token: str) -> ResponseReturnValue:
     if subscriber.end_user_id is not None and public:
         with widget_engine().connect() as connection, writing(connection):
             reads.record_read(connection, subscriber.end_user_id, note.id, channel="email", now=now)
-    return redirect(note_url("", note.product.slug, note.version, note.id))
+    # The note's page in the language the mail was in.
+    locale = compose.page_locale(subscriber.locale, note.product)
+    return redirect(
+        url_for(
+            "public.version",
+            slug=note.product.slug,
+            version=note.version,
+            locale=locale,
+            _anchor=f"note-{note.id}",
+        )
+    )
