@@ -226,14 +226,3 @@ def readership(session: Session, note: Note, *, comments: int = 5) -> Readership
         reactions=counts,
         comments=[(reaction, comment, when) for reaction, comment, when in latest],
     )
-
-
-def locales(session: Session, product: Product) -> list[str]:
-    """The languages the product's notes are written in: its default first."""
-    translated = session.scalars(
-        select(NoteTranslation.locale)
-        .join(Note, Note.id == NoteTranslation.note_id)
-        .where(Note.product_id == product.id)
-        .distinct()
-    )
-    return [product.default_locale, *sorted(set(translated) - {product.default_locale})]
