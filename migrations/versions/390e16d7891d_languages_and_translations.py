@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import announcements.models
+from announcements import languages
 
 # revision identifiers, used by Alembic.
 revision = "390e16d7891d"
@@ -50,29 +51,54 @@ def upgrade():
     with op.batch_alter_table("product", schema=None) as batch_op:
         batch_op.add_column(sa.Column("languages", sa.JSON(), nullable=True))
     # Every language a product's translations are already written in becomes one of its
-    # languages, so nothing shown before disappears.
+    # languages, so nothing shown before disappears: normalised, as every tag is from now
+    # on (``pt-br`` is ``pt-BR``), and the translations with it, unless their note has one
+    # in that tag already. A tag that is not one (nothing checked them before) stays out,
+    # and its translations hidden.
     bind = op.get_bind()
     rows = bind.execute(
         sa.text(
-            "SELECT DISTINCT note.product_id, note_translation.locale FROM note_translation "
+            "SELECT DISTINCT note.product_id, product.default_locale, note_translation.locale "
+            "FROM note_translation "
             "JOIN note ON note.id = note_translation.note_id "
             "JOIN product ON product.id = note.product_id "
-            "WHERE note_translation.locale <> product.default_locale "
             "ORDER BY note.product_id, note_translation.locale"
         )
     ).all()
     product = sa.table("product", sa.column("id", sa.Integer), sa.column("languages", sa.JSON))
-    found: dict[int, list[str]] = {}
-    for product_id, locale in rows:
-        found.setdefault(product_id, []).append(locale)
+    found: dict[int, set[str]] = {}
+    for product_id, default, locale in rows:
+        tag = _normalised(locale)
+        if tag is None or tag == (_normalised(default) or default):
+            continue
+        found.setdefault(product_id, set()).add(tag)
+        if tag != locale:
+            bind.execute(
+                sa.text(
+                    "UPDATE note_translation SET locale = :tag WHERE locale = :locale "
+                    "AND note_id IN (SELECT id FROM note WHERE product_id = :product_id) "
+                    "AND NOT EXISTS (SELECT 1 FROM note_translation AS other "
+                    "WHERE other.note_id = note_translation.note_id AND other.locale = :tag)"
+                ),
+                {"tag": tag, "locale": locale, "product_id": product_id},
+            )
     bind.execute(product.update().values(languages=[]))
-    for product_id, locales in found.items():
-        bind.execute(product.update().where(product.c.id == product_id).values(languages=locales))
+    for product_id, tags in found.items():
+        bind.execute(
+            product.update().where(product.c.id == product_id).values(languages=sorted(tags))
+        )
     with op.batch_alter_table("product", schema=None) as batch_op:
         batch_op.alter_column("languages", existing_type=sa.JSON(), nullable=False)
 
     with op.batch_alter_table("team_member", schema=None) as batch_op:
         batch_op.add_column(sa.Column("locale", sa.String(length=35), nullable=True))
+
+
+def _normalised(locale):
+    try:
+        return languages.normalise(locale)
+    except languages.BadTag:
+        return None
 
 
 def downgrade():
