@@ -14,7 +14,7 @@ marked with its own language where it falls back to another (Atom ``xml:lang``, 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,12 +40,6 @@ from announcements.translations import NoteText
 
 FEED_SIZE = 50
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-
-
-def note_text(note: Note, order: Sequence[str]) -> NoteText:
-    """The note as readers of ``order[0]`` see it (``order`` is their chain): the public
-    page's name for :func:`translations.shown_text` until it asks that itself."""
-    return translations.shown_text(note, order[0])
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ The interface (buttons, labels, e-mail wording) has its own languages, the catal
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, TypeVar
 
@@ -55,17 +56,41 @@ def normalise(raw: str) -> str:
     language (``und``, ``mul``...), or whose language Babel cannot format dates and text
     direction for.
     """
-    text = str(raw).strip().replace("_", "-")
-    if not text or len(text) > MAX_TAG_LENGTH or not text.isascii():
+    tag = _normalised(str(raw).strip().replace("_", "-"))
+    if tag is None:
         raise BadTag(f"{raw!r} is not a language tag; use one such as en, fr-CA or pt-BR.")
+    return tag
+
+
+# A tag's shape, loosely BCP 47's: what does not have it never reaches langcodes.
+_TAG_SHAPE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,6}")
+# langcodes keeps every tag it has parsed, for good, and clients choose the tags
+# (Accept-Language, ?locale=): past this many it starts again.
+LANGCODES_CACHE_LIMIT = 4096
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(text: str) -> str | None:
+    if len(text) > MAX_TAG_LENGTH or not _TAG_SHAPE.fullmatch(text):
+        return None
     try:
         valid = langcodes.tag_is_valid(text)
         tag = langcodes.standardize_tag(text) if valid else ""
     except (ValueError, LookupError):
         valid = False
+    finally:
+        _bound_langcodes()
     if not valid or tag.split("-")[0] in SPECIAL_PURPOSE or not _known(tag):
-        raise BadTag(f"{raw!r} is not a language tag; use one such as en, fr-CA or pt-BR.")
+        return None
     return tag
+
+
+def _bound_langcodes() -> None:
+    """Empty langcodes' two tag caches once either outgrows the limit: they only save it
+    parsing a tag again."""
+    for cache in (langcodes.Language._PARSE_CACHE, langcodes.Language._INSTANCES):
+        if len(cache) > LANGCODES_CACHE_LIMIT:
+            cache.clear()
 
 
 def is_valid(raw: str) -> bool:

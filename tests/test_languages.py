@@ -4,6 +4,7 @@ product's languages a browser's list lands on, and which way each is written."""
 
 from __future__ import annotations
 
+import langcodes
 import pytest
 
 from announcements import languages
@@ -185,3 +186,20 @@ def test_truncations_and_names() -> None:
 )
 def test_a_language_is_listed_by_its_own_name(tag, name) -> None:
     assert languages.own_name(tag) == name
+
+
+def test_tags_a_client_makes_up_never_fill_memory() -> None:
+    """Accept-Language and ?locale= are the client's to fill: ten thousand made-up tags
+    leave langcodes' caches, and ours, no bigger than their limits."""
+    for number in range(10_000):
+        languages.is_valid(f"en-{number:08x}")
+        languages.is_valid(f"zz{number}")
+    assert len(langcodes.Language._PARSE_CACHE) <= languages.LANGCODES_CACHE_LIMIT + 1
+    assert len(langcodes.Language._INSTANCES) <= languages.LANGCODES_CACHE_LIMIT + 1
+    assert languages.normalise("en_gb") == "en-GB"
+
+
+@pytest.mark.parametrize("raw", ["x-abc", "en--GB", "é", "en-" + "a" * 9, "٣٣", "en gb"])
+def test_what_has_no_tags_shape_is_refused_before_any_lookup(raw: str) -> None:
+    with pytest.raises(languages.BadTag):
+        languages.normalise(raw)

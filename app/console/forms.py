@@ -34,9 +34,6 @@ from announcements.models import (
 )
 from announcements.ticket_import import FIELDS as TICKET_FIELDS
 
-# app/console/products.py's name for languages.own_name, until it imports that itself.
-own_language_name = own_name
-
 # The Keep a Changelog kind stays in English beside the name users see: it is the
 # CHANGELOG.md heading an import reads.
 CATEGORY_CHOICES = [

@@ -35,7 +35,6 @@ from app.console.forms import (
     LanguageForm,
     ProductForm,
     SettingsForm,
-    own_language_name,
 )
 from app.extensions import db
 from app.i18n import current_locale
@@ -133,7 +132,7 @@ def language_labels(tag: str) -> dict[str, str]:
     console's language, and its direction."""
     return {
         "tag": tag,
-        "own_name": own_language_name(tag),
+        "own_name": languages.own_name(tag),
         "name": _name(tag),
         "direction": languages.direction(tag),
     }

@@ -116,7 +116,7 @@ def _page(template: str, product: Product, reading: Reading, **context: Any) -> 
             f"public/{template}.html",
             product=product,
             reading=reading,
-            texts={note.id: feeds.note_text(note, reading.order) for note in notes},
+            texts={note.id: translations.shown_text(note, reading.notes) for note in notes},
             labels=CATEGORY_LABELS,
             own_name=languages.own_name,
             direction=languages.direction,
