@@ -24,6 +24,7 @@ from announcements.models import (
 )
 from announcements.note_rules import CONTROL_CHARACTERS, NoteInput
 from tests.factories import make_note, make_product
+from tests.i18n_helpers import stored_translations as snapshot
 from tests.test_render_limits import fill
 from tests.test_rendering import CORPUS, policy_violations
 
@@ -65,24 +66,6 @@ def save(session, note, locale="fr", *, publish=True, now=NOW, **text):
 
 def edit_note(session, note, **fields):
     services.update_note(session, note, replace(NoteInput.of(note), **fields), by=None, now=LATER)
-
-
-def snapshot(session) -> list[tuple]:
-    """Every translation as stored, the audit log's length and the languages: what a
-    refused change must leave as it was."""
-    session.expire_all()
-    rows = session.execute(
-        select(
-            NoteTranslation.locale,
-            NoteTranslation.title,
-            NoteTranslation.body_md,
-            NoteTranslation.status,
-            NoteTranslation.updated_at,
-        ).order_by(NoteTranslation.id)
-    ).all()
-    events = session.scalar(select(func.count()).select_from(AuditEvent))
-    products = session.execute(select(Product.default_locale, Product.languages)).all()
-    return [*rows, events, *products]
 
 
 def test_a_note_is_missing_then_draft_then_published_in_a_language(session, note):
