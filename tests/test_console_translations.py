@@ -21,6 +21,7 @@ from announcements.models import (
 from tests.conftest import csrf_token
 from tests.factories import add_member, make_member, make_note, make_product
 from tests.i18n_helpers import needs_catalogue
+from tests.test_console import _settings_form as settings_form
 
 FIELD_ERROR = re.compile(r'<p class="field-error" id="([\w-]+)-error">([^<]*)</p>')
 FLASH = re.compile(r'<p class="flash flash-(\w+)">([^<]*)</p>')
@@ -210,20 +211,7 @@ def test_the_settings_form_leaves_the_default_language_to_the_languages(
 ) -> None:
     page = client.get("/console/p/acme/settings").get_data(as_text=True)
     assert re.search(r'<input[^>]*id="default_locale"[^>]*readonly', page)
-    form = {
-        "name": "Acme",
-        "slug": "acme",
-        "allowed_origins": "",
-        "default_locale": "de",
-        "logo_url": "",
-        "accent_color": "#4f46e5",
-        "grace_releases": "1",
-        "support_window_days": "14",
-        "email_from_name": "",
-        "email_reply_to": "",
-        "digest_weekday": "0",
-        "digest_hour": "9",
-    }
+    form = settings_form(client, default_locale="de")
     assert post(client, "/console/p/acme/settings", **form).status_code == 302
     session.expire_all()
     assert acme.default_locale == "en"
