@@ -426,16 +426,16 @@ def test_a_long_header_is_read_in_time_that_grows_with_its_length(session) -> No
     "[" started a match that ran to the end. A header that long is now refused (it is not
     a header), and the search takes time in proportion to a header's length anyway."""
     headers = ["Id", "Requester id", "Created at", "[" * 200_000, "App version [Text]"]
-    started = time.process_time()
+    started = time.thread_time()
     assert ticket_import.columns(headers).index["app_version"] == 4
-    assert time.process_time() - started < 1
+    assert time.thread_time() - started < 1
 
     product = make_product(session)
     data = (",".join(headers[:3]) + "," + "[" * 120_000 + "\n1,2,2026-03-01,\n").encode()
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(ValidationFailed, match="a header of 120,000 characters in column 4"):
         run(session, product, data)
-    assert time.process_time() - started < 1
+    assert time.thread_time() - started < 1
     assert count(session) == 0
 
 
