@@ -73,22 +73,31 @@ def live_server(live_app: Flask, live_listener: BaseWSGIServer) -> Iterator[str]
 
 def assert_fits(page, name: str, *, boxes: bool = True) -> None:
     """Nothing on ``page`` wider than its screen; with ``boxes``, nothing in ``main``
-    scrolling sideways inside its box or cut off by it either (a box of 1 px is text kept
-    for screen readers only). ``name`` says which page failed."""
+    scrolling sideways inside its box or cut off by it either. ``name`` says which page
+    failed. It measures once the page has loaded: before its stylesheet applies, a
+    page laid out bare is wider than any phone."""
+    page.wait_for_load_state()
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     width = page.viewport_size["width"]
     assert overflow <= 0, f"{name} is {overflow}px wider than a {width}px screen"
-    if not boxes:
-        return
+    if boxes:
+        assert_fits_inside(page, "main", name)
+
+
+def assert_fits_inside(page, selector: str, name: str | None = None) -> None:
+    """Nothing in ``selector`` scrolls sideways inside its box or is cut off by it (a box
+    of 1 px is text kept for screen readers only); ``name``, the selector unless given,
+    says which page failed."""
+    page.wait_for_load_state()
     scrolled = page.evaluate(
-        "[...document.querySelectorAll('main *')].filter(e => e.clientWidth > 1"
+        f"[...document.querySelectorAll('{selector} *')].filter(e => e.clientWidth > 1"
         " && e.scrollWidth > e.clientWidth + 1"
         " && getComputedStyle(e).overflowX != 'visible')"
-        ".map(e => `${e.className} ${e.firstElementChild?.className ?? ''}"
+        ".map(e => `${e.tagName}.${e.className} ${e.firstElementChild?.className ?? ''}"
         " in ${e.closest('section')?.getAttribute('aria-labelledby')}"
         " ${e.scrollWidth}px in ${e.clientWidth}px`)"
     )
-    assert scrolled == [], f"{name} scrolls sideways inside {scrolled}"
+    assert scrolled == [], f"{name or selector} scrolls sideways inside {scrolled}"
 
 
 def serve(app: Flask) -> Iterator[str]:

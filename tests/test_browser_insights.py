@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, text
 from announcements import rollups, versions
 from announcements.models import Product
 from app.extensions import db
-from tests.browser import DESKTOP, PHONE, SCREENSHOTS
+from tests.browser import DESKTOP, PHONE, SCREENSHOTS, assert_fits
 from tests.test_browser_console import log_in
 from tests.test_browser_support import shoot, stored, words
 
@@ -125,16 +125,7 @@ def counted(live_app) -> Counted:
 def fits(page, name: str, viewport: dict[str, int]) -> None:
     """Nothing wider than the screen, nothing scrolling sideways inside its box (a box of
     1 px is text kept for screen readers); then the whole page as a picture."""
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{name} is {overflow}px wider than a {viewport['width']}px screen"
-    scrolled = page.evaluate(
-        "[...document.querySelectorAll('main *')].filter(e => e.clientWidth > 1"
-        " && e.scrollWidth > e.clientWidth + 1"
-        " && getComputedStyle(e).overflowX != 'visible')"
-        ".map(e => `${e.className} in ${e.closest('section')?.getAttribute('aria-labelledby')}"
-        " ${e.scrollWidth}px in ${e.clientWidth}px`)"
-    )
-    assert scrolled == [], f"{name} scrolls sideways inside {scrolled}"
+    assert_fits(page, name)
     label = "phone" if viewport is PHONE else "desktop"
     shoot(page, f"insights-{name}-{label}.png")
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from announcements.models import AgentSend, EndUser, Product, Ticket
 from app.extensions import db
-from tests.browser import PHONE, SCREENSHOTS
+from tests.browser import PHONE, SCREENSHOTS, assert_fits
 from tests.test_browser_console import log_in
 
 pytestmark = pytest.mark.browser
@@ -45,11 +45,9 @@ def customer(live_app: Flask) -> tuple[int, str]:
 
 def fits(page, name: str) -> None:
     """Nothing is wider than the screen; then a screenshot of the whole page."""
-    width = page.viewport_size["width"]
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{name} is {overflow}px wider than a {width}px screen"
+    assert_fits(page, name, boxes=False)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}-{width}.png", full_page=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}-{page.viewport_size['width']}.png", full_page=True)
 
 
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["1280", "390"])

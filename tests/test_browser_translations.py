@@ -17,7 +17,7 @@ from sqlalchemy import select
 from announcements import rendering, translations
 from announcements.models import Note, TeamMember, TranslationStatus, utcnow
 from app.extensions import db
-from tests.browser import DESKTOP, PHONE, assert_fits
+from tests.browser import DESKTOP, PHONE, assert_fits, assert_fits_inside
 from tests.conftest import PASSWORD
 from tests.factories import make_note, make_product
 from tests.i18n_helpers import needs_catalogue, said
@@ -64,16 +64,6 @@ def globex(live_app) -> dict[str, int]:
         )
         session.commit()
         return {"exports": exports.id, "fresh": fresh.id}
-
-
-def assert_fits_inside(page, selector: str) -> None:
-    """Nothing in ``selector`` scrolls sideways inside its box or is cut off by it."""
-    scrolled = page.evaluate(
-        f"[...document.querySelectorAll('{selector} *')].filter(e => e.clientWidth > 1"
-        " && e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX != 'visible')"
-        ".map(e => `${e.tagName}.${e.className} ${e.scrollWidth}px in ${e.clientWidth}px`)"
-    )
-    assert scrolled == [], f"{selector} scrolls sideways inside {scrolled}"
 
 
 def log_in(page, live_server: str) -> None:
