@@ -65,6 +65,12 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         "MAIL_FROM": _env("MAIL_FROM", "Tidings <tidings@localhost>"),
         "SMTP_URL": _env("SMTP_URL", "") or None,
         "REDIS_URL": _env("REDIS_URL", "") or None,
+        # Where widgets open their live event stream (the live process, `flask live` or
+        # gunicorn's gevent worker on app.live); unset, the public address, where a proxy
+        # sends /api/v1/widget/<key>/events to the live process.
+        "LIVE_URL": _env("LIVE_URL", "") or None,
+        # "json": one JSON object a line with the request's id; "text" for a terminal.
+        "LOG_FORMAT": _env("LOG_FORMAT", "text" if development else "json"),
         # Messages a second each worker sends at most (0: no limit), in claimed batches.
         "MAIL_RATE": _number("MAIL_RATE", 10.0),
         "MAIL_BATCH": max(1, _number("MAIL_BATCH", 50, integer=True)),
@@ -105,6 +111,7 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
     }
     if overrides:
         config.update(overrides)
+    config["LIVE_URL"] = (config["LIVE_URL"] or config["BASE_URL"]).rstrip("/")
     if config["TIDINGS_ENV"] == "production" and config["SECRET_KEY"] == DEFAULT_SECRET_KEY:
         raise ConfigError(
             "SECRET_KEY is the development default. Set SECRET_KEY to a long random value "
