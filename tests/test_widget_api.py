@@ -232,6 +232,8 @@ def test_pages_are_newest_first_and_unread_count_covers_every_page(
     third = widget.notes(limit=3, cursor=second["next_cursor"]).get_json()
     assert [n["id"] for n in second["notes"] + third["notes"]] == [n.id for n in notes[3:]]
     assert third["next_cursor"] is None
+    # Where the widget opens the product's live stream: the live process's address.
+    assert first["events"] == f"http://127.0.0.1:5000/api/v1/widget/{product.widget_key}/events"
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,8 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
     if etag in request.if_none_match:
         response = Response(status=304)
     else:
-        response = Response(serialisation.inbox_body(shown), mimetype="application/json")
+        events = f"{current_app.config['LIVE_URL']}/api/v1/widget/{widget_key}/events"
+        response = Response(serialisation.inbox_body(shown, events), mimetype="application/json")
     response.set_etag(etag)
     return response
 
