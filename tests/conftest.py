@@ -152,6 +152,34 @@ def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
         database.dispose(application)
 
 
+@pytest.fixture(scope="module")
+def demo_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """An app on a database of its own with the demo loaded once for the module, for the
+    tests that read what the demo made: a load takes seconds, on PostgreSQL tens."""
+    postgres = make_url(database_url).get_backend_name() == "postgresql"
+    if postgres:
+        url = create_postgres_database("tidings_demo")
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'tidings.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    application = make_app(url, tmp_path_factory.mktemp("demo-instance"))
+    loaded = application.test_cli_runner().invoke(args=["demo"])
+    assert loaded.exit_code == 0, loaded.output
+    yield application
+    database.dispose(application)
+    if postgres:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def demo_session(demo_app: Flask) -> Iterator[Session]:
+    with demo_app.app_context():
+        yield db.session
+        db.session.remove()
+
+
 @pytest.fixture
 def https_base_url(app: Flask) -> str:
     """The app's public address is ``HTTPS_BASE_URL``, as in production: the links a mail

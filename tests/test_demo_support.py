@@ -166,15 +166,13 @@ def test_a_customer_first_seen_after_a_notes_window_was_not_exposed_to_it() -> N
 
 
 @pytest.fixture
-def demo(runner, session) -> Product:
+def demo(demo_session) -> Product:
     """Lumen, with the demo loaded."""
-    result = runner.invoke(args=["demo"])
-    assert result.exit_code == 0, result.output
-    return session.scalar(select(Product).where(Product.slug == "lumen"))
+    return demo_session.scalar(select(Product).where(Product.slug == "lumen"))
 
 
-def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(session, demo) -> None:
-    notice = session.scalars(
+def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(demo_session, demo) -> None:
+    notice = demo_session.scalars(
         select(Note).where(Note.product_id == demo.id, Note.requires_acknowledgement.is_(True))
     ).one()
     assert notice.category is Category.SECURITY and notice.escalate_after_days == 7
@@ -183,18 +181,18 @@ def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(session, 
 
     # Everyone it was shown to has read it as a popup (the modal marks it read).
     shown = dict(
-        session.execute(
+        demo_session.execute(
             select(ReadReceipt.end_user_id, ReadReceipt.read_at).where(
                 ReadReceipt.note_id == notice.id
             )
         ).all()
     )
-    channels = session.scalars(
+    channels = demo_session.scalars(
         select(ReadReceipt.channel).where(ReadReceipt.note_id == notice.id)
     ).all()
     assert set(channels) == {"popup"} and len(shown) > 1_000
     acknowledged = dict(
-        session.execute(
+        demo_session.execute(
             select(Acknowledgement.end_user_id, Acknowledgement.acknowledged_at).where(
                 Acknowledgement.note_id == notice.id
             )
@@ -209,7 +207,7 @@ def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(session, 
     now = utcnow()
     days = timedelta(days=notice.escalate_after_days)
     linked = dict(
-        session.execute(
+        demo_session.execute(
             select(Subscriber.end_user_id, Subscriber.id).where(
                 Subscriber.product_id == demo.id,
                 Subscriber.status == SubscriberStatus.CONFIRMED,
@@ -217,7 +215,9 @@ def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(session, 
             )
         ).all()
     )
-    escalations = session.scalars(select(Escalation).where(Escalation.note_id == notice.id)).all()
+    escalations = demo_session.scalars(
+        select(Escalation).where(Escalation.note_id == notice.id)
+    ).all()
     owed = {
         user
         for user, at in shown.items()
@@ -235,7 +235,7 @@ def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(session, 
     assert len({e.escalated_at for e in escalations}) > 1
     acknowledged_after = [e for e in escalations if e.end_user_id in acknowledged]
     assert 0 < len(acknowledged_after) < len(escalations)
-    mails = session.execute(
+    mails = demo_session.execute(
         select(OutboxMessage.subscriber_id, OutboxMessage.status).where(
             OutboxMessage.note_id == notice.id, OutboxMessage.kind == OutboxKind.ESCALATION
         )
@@ -243,17 +243,21 @@ def test_the_demo_has_a_notice_most_acknowledged_and_some_were_emailed(session, 
     assert sorted(mails) == sorted((e.subscriber_id, OutboxStatus.SENT) for e in escalations)
 
     # The demo host's user has not been shown it yet: the page shows it to them first.
-    host = session.scalar(select(EndUser).where(EndUser.external_id == demo_data.DEMO_HOST_USER))
+    host = demo_session.scalar(
+        select(EndUser).where(EndUser.external_id == demo_data.DEMO_HOST_USER)
+    )
     assert host.id not in shown and host.id not in acknowledged
 
 
-def test_the_demo_has_help_before_tickets_and_its_deflections(session, demo) -> None:
+def test_the_demo_has_help_before_tickets_and_its_deflections(demo_session, demo) -> None:
     now = utcnow()
-    requests = session.scalars(select(HelpRequest).where(HelpRequest.product_id == demo.id)).all()
+    requests = demo_session.scalars(
+        select(HelpRequest).where(HelpRequest.product_id == demo.id)
+    ).all()
     assert 300 <= len(requests) <= 500
     assert all(now - timedelta(days=29) < r.created_at <= now for r in requests)
     shown: dict[int, list[int]] = {}
-    for request_id, note_id, position in session.execute(
+    for request_id, note_id, position in demo_session.execute(
         select(HelpShown.help_request_id, HelpShown.note_id, HelpShown.position).order_by(
             HelpShown.help_request_id, HelpShown.position
         )
@@ -271,7 +275,7 @@ def test_the_demo_has_help_before_tickets_and_its_deflections(session, demo) -> 
     assert all(r.answered_note_id in shown[r.id] for r in answered)
     help_reads = {
         (user, note): at
-        for user, note, at in session.execute(
+        for user, note, at in demo_session.execute(
             select(ReadReceipt.end_user_id, ReadReceipt.note_id, ReadReceipt.read_at).where(
                 ReadReceipt.channel == "help"
             )
@@ -280,7 +284,7 @@ def test_the_demo_has_help_before_tickets_and_its_deflections(session, demo) -> 
     assert help_reads == {(r.end_user_id, r.answered_note_id): r.decided_at for r in answered}
 
     # The roll-up holds the deflections as counted here over the rows.
-    notes = set(session.scalars(select(Note.id).where(Note.product_id == demo.id)))
+    notes = set(demo_session.scalars(select(Note.id).where(Note.product_id == demo.id)))
     per_note: dict[int, Counter[str]] = {}
     for request in requests:
         for note_id in shown[request.id]:
@@ -290,14 +294,18 @@ def test_the_demo_has_help_before_tickets_and_its_deflections(session, demo) -> 
             counts["needs_help"] += request.outcome == "needs_help"
     figures = {
         row.scope: row.figures
-        for row in session.scalars(select(SupportImpact).where(SupportImpact.product_id == demo.id))
+        for row in demo_session.scalars(
+            select(SupportImpact).where(SupportImpact.product_id == demo.id)
+        )
     }
     for f in figures.values():
         wanted: Counter[str] = Counter()
         for note_id in f["note_ids"]:
             wanted.update(per_note.get(note_id, Counter()))
         assert f["help"] == {name: wanted[name] for name in ("shown", "answered", "needs_help")}
-    export = session.scalar(select(Note.id).where(Note.title == "Export any chart as PNG or CSV"))
+    export = demo_session.scalar(
+        select(Note.id).where(Note.title == "Export any chart as PNG or CSV")
+    )
     assert figures[f"note:{export}"]["help"]["answered"] >= 20
     assert (
         sum(f["help"]["answered"] for s, f in figures.items() if s.startswith("note:"))
@@ -306,47 +314,53 @@ def test_the_demo_has_help_before_tickets_and_its_deflections(session, demo) -> 
     assert set(per_note) <= set(notes)  # the product's own notes only
 
 
-def test_the_demo_has_notes_sent_by_agents(session, demo) -> None:
-    sends = session.scalars(select(AgentSend).where(AgentSend.product_id == demo.id)).all()
+def test_the_demo_has_notes_sent_by_agents(demo_session, demo) -> None:
+    sends = demo_session.scalars(select(AgentSend).where(AgentSend.product_id == demo.id)).all()
     assert 3 <= len(sends) <= 10
     assert {s.via for s in sends} == {"console", "sidebar"}
     assert any(s.read_at is None for s in sends)  # one still pinned in the user's widget
     for send in sends:
         if send.read_at is not None:
-            receipt = session.get(ReadReceipt, (send.end_user_id, send.note_id))
+            receipt = demo_session.get(ReadReceipt, (send.end_user_id, send.note_id))
             assert receipt is not None and receipt.read_at <= send.read_at
-    events = session.scalar(
+    events = demo_session.scalar(
         select(func.count()).where(
             AuditEvent.product_id == demo.id, AuditEvent.action == "note.sent_to_user"
         )
     )
     assert events == len(sends)
-    mails = session.scalars(
+    mails = demo_session.scalars(
         select(OutboxMessage.status).where(OutboxMessage.kind == OutboxKind.AGENT)
     ).all()
     assert len(mails) == sum(s.emailed for s in sends) and set(mails) <= {OutboxStatus.SENT}
 
 
 def test_the_demo_hosts_user_is_found_shown_the_notice_and_helped(
-    app, client, session, demo
+    demo_app, demo_session, demo
 ) -> None:
     user_id = demo_data.DEMO_HOST_USER
     address = f"{user_id}@example.com"  # as app/demo_host.py signs it
-    host = lookup.find(session, demo, address.upper(), secret_key=app.config["SECRET_KEY"])
+    host = lookup.find(
+        demo_session, demo, address.upper(), secret_key=demo_app.config["SECRET_KEY"]
+    )
     assert host is not None and host.external_id == user_id
-    assert host.email_key == tickets.email_key(app.config["SECRET_KEY"], address)
-    assert session.scalar(select(func.count()).where(Ticket.end_user_id == host.id)) == 1
+    assert host.email_key == tickets.email_key(demo_app.config["SECRET_KEY"], address)
+    assert demo_session.scalar(select(func.count()).where(Ticket.end_user_id == host.id)) == 1
 
     identity = {"user_id": user_id, "user_hash": expected_hash(demo.identity_secret, user_id)}
     identity["version"] = "2.10.0"
-    notes = client.get(f"/api/v1/widget/{demo.widget_key}/notes", query_string=identity).json
+    notes = (
+        demo_app.test_client()
+        .get(f"/api/v1/widget/{demo.widget_key}/notes", query_string=identity)
+        .json
+    )
     by_title = {note["title"]: note for note in notes["notes"]}
     notice = by_title["Replace API tokens created before 2.10"]
     assert notice["requires_acknowledgement"] is True and notice["acknowledged"] is False
     assert by_title["Funnels: see where people drop off"]["read"] is False
     assert by_title["Single sign-on with SAML and OIDC"]["read"] is True
 
-    helped = client.get(
+    helped = demo_app.test_client().get(
         f"/api/v1/widget/{demo.widget_key}/help",
         query_string={**identity, "q": "export is empty"},
     )
