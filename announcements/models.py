@@ -1109,6 +1109,9 @@ _ids_never_reused()
 # and calls ``move_catalogue_stamps`` itself, as ``notes rerender`` does.
 
 _STAMPED = "tidings.stamped_products"
+# Every product whose stamp the outermost transaction moved, kept until it ends, so that
+# whoever announces changes (``announcements.live``) learns them once it commits.
+CHANGED_PRODUCTS = "tidings.changed_products"
 
 
 def move_catalogue_stamps(session: Session, product_ids: Collection[int]) -> None:
@@ -1121,6 +1124,7 @@ def move_catalogue_stamps(session: Session, product_ids: Collection[int]) -> Non
     if not due:
         return
     stamped.update(due)  # first: the UPDATE autoflushes, and a flush comes back here
+    session.info.setdefault(CHANGED_PRODUCTS, set()).update(due)
     session.execute(
         update(Product)
         .where(Product.id.in_(due))
@@ -1171,3 +1175,5 @@ def _forget_stamped(session: Session, transaction: SessionTransaction) -> None:
     again; not after the inner transaction that each flush opens and closes."""
     if transaction.parent is None or transaction.nested:
         session.info.pop(_STAMPED, None)
+    if transaction.parent is None:
+        session.info.pop(CHANGED_PRODUCTS, None)

@@ -20,6 +20,7 @@ from app import (
     errors,
     health,
     i18n,
+    live,
     public,
     security,
     sidebar,
@@ -58,6 +59,7 @@ def create_app(
 
     db.init_app(app)
     database.init_app(app)
+    live.init_app(app)
     health.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     csrf.init_app(app)
