@@ -10,11 +10,20 @@ on start.
 
 Storage: SQLite (``instance/huey.db``) by default, Redis when ``REDIS_URL`` is set,
 so that several workers on several machines share one queue.
+
+Redis away: a wake-up the web cannot queue is logged and dropped (the rows wait). The
+worker lives through it: Huey's consumer tries each read again (at most every 2 s), and
+its scheduler, which queues the minute's tick through Redis too, loses those ticks; so
+while the queue cannot be reached the worker's own clock, the heartbeat's thread, runs
+the tick from a thread of its own, and mail and webhook calls go out each minute as
+ever. The roll-ups wait for Redis; their next run catches up. Once Redis answers, the
+consumer reads again with no restart.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +33,9 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from huey import Huey, RedisHuey, SqliteHuey, crontab
+from redis import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from announcements import monitoring, outbox, rollups, support_impact
 from announcements.models import Product, utcnow
@@ -52,6 +64,9 @@ class Jobs:
         # and not yet recorded, so a killed worker can send at most one message twice.
         self._sending = threading.Lock()
         self._due = threading.Event()
+        # Held while a tick the worker's clock started runs (the queue away), so that
+        # minutes of a long send do not pile threads up.
+        self._ticking = threading.Lock()
         self.deliver = self.huey.task(name="tidings.deliver")(self._deliver)
         self.tick = self.huey.periodic_task(crontab(minute="*"), name="tidings.tick")(self._tick)
         # Support impact: every product's roll-up hourly (off the top of the hour, when
@@ -69,7 +84,15 @@ class Jobs:
     @staticmethod
     def _queue(app: Flask) -> Huey:
         if app.config["REDIS_URL"]:
-            return RedisHuey("tidings", url=app.config["REDIS_URL"], results=False)
+            # Bounded waits: a request that queues a wake-up, with Redis hung, waits at
+            # most a second to connect and 3 s for an answer (the consumer's BRPOP itself
+            # waits 1 s for a task), not redis-py's 5 s of each. A Redis that restarted
+            # needs nothing: redis-py replaces a pooled connection the server closed
+            # before using it.
+            pool = ConnectionPool.from_url(
+                app.config["REDIS_URL"], socket_connect_timeout=1.0, socket_timeout=3.0
+            )
+            return RedisHuey("tidings", connection_pool=pool, results=False)
         path = Path(app.instance_path) / "huey.db"
         return SqliteHuey("tidings", filename=str(path), results=False)
 
@@ -121,7 +144,8 @@ class Jobs:
         set. Not a periodic task: the queue hands those to the worker's threads only when
         one is free, and two busy with a long roll-up and a big newsletter would leave
         the heartbeat waiting behind them, and owners told that a working worker is
-        silent."""
+        silent. After each beat, if the queue cannot be reached, the thread starts the
+        tick that the queue cannot bring."""
         stop = threading.Event()
         threading.Thread(
             target=self._beat_until, args=(stop, every), name="tidings-heartbeat", daemon=True
@@ -134,6 +158,39 @@ class Jobs:
                 self.beat()
             except Exception:  # the database away for a moment: the next beat may do
                 log.exception("could not write the heartbeat")
+            try:
+                self.huey.pending_count()
+            except Exception:
+                log.warning("the job queue cannot be reached; this worker ticks by itself")
+                self.tick_aside()
+
+    def tick_now(self) -> None:
+        """Queue the tick for a worker now; run it from a thread of this process when the
+        queue cannot be reached. For the worker only: the web never sends mail."""
+        try:
+            self.tick()
+        except Exception:
+            log.warning("could not reach the job queue; this worker ticks by itself")
+            self.tick_aside()
+
+    def tick_aside(self) -> None:
+        """Run the tick from a thread of its own, unless the last one this started still
+        runs; the heartbeat's thread goes on beating meanwhile."""
+        if not self._ticking.acquire(blocking=False):
+            return
+        try:
+            threading.Thread(target=self._tick_aside, name="tidings-tick", daemon=True).start()
+        except BaseException:
+            self._ticking.release()
+            raise
+
+    def _tick_aside(self) -> None:
+        try:
+            self._tick()
+        except Exception:
+            log.exception("the worker's own tick failed")
+        finally:
+            self._ticking.release()
 
     def _tick(self) -> None:
         with self.app.app_context():
@@ -206,6 +263,29 @@ class Jobs:
             log.warning("could not reach the job queue; mail goes out on the next sweep")
 
 
+class _QueueAway(logging.Filter):
+    """Huey's consumer logs a traceback for every read and every scheduling of a queue
+    that cannot be reached: several a second while Redis is down. Let one a minute
+    through for each of its loggers, as one line naming the error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+            return True
+        now = time.monotonic()
+        if now - self._last.get(record.name, -math.inf) < 60:
+            return False
+        self._last[record.name] = now
+        said = record.getMessage().rstrip(".")
+        record.msg, record.args = f"{said}: {error} (said once a minute)", None
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def wake() -> None:
     jobs: Jobs = current_app.extensions[JOBS_KEY]
     jobs.wake()
@@ -236,12 +316,15 @@ def worker_command(threads: int, heartbeat_every: float) -> None:
     """Run the background worker: sends mail and webhooks, queues scheduled notes and
     digests, keeps the roll-ups, and tells owners when the worker or the mail fails."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    away = _QueueAway()
+    for consumer_part in ("huey.consumer.Worker", "huey.consumer.Scheduler"):
+        logging.getLogger(consumer_part).addFilter(away)
     jobs: Jobs = current_app.extensions[JOBS_KEY]
     # Alive from the start, and every minute after whatever the jobs are doing.
     jobs.beat()
     beating = jobs.keep_beating(heartbeat_every)
     # Whatever a previous worker left behind goes out now, not at the next minute.
-    jobs.tick()
+    jobs.tick_now()
     consumer = jobs.huey.create_consumer(
         workers=threads, worker_type="thread", periodic=True, max_delay=2.0
     )
