@@ -1,11 +1,15 @@
 """Health for machines, and the web's part in Tidings watching itself.
 
 - ``GET /healthz``: the process answers; nothing else is checked.
-- ``GET /readyz``: the database answers and a worker is alive (its heartbeat at most five
-  minutes old); 503 naming the part that fails. It only reads: anyone may call it, as
-  often as they like, so it never takes the write turn that the widget's writes wait for.
-  It is for monitoring, not a load balancer's probe: it is 503 while the worker is down,
-  which the web being up does not mend.
+- ``GET /readyz``: the database answers, a worker is alive (its heartbeat at most five
+  minutes old) and, when ``REDIS_URL`` is set, Redis answers; 503 naming the part that
+  fails. It only reads: anyone may call it, as often as they like, so it never takes the
+  write turn that the widget's writes wait for. It is for monitoring, not a load
+  balancer's probe: it is 503 while the worker or Redis is down, which the web being up
+  does not mend. Without Redis every web process goes on serving, degraded (its own rate
+  limits, widgets polling rather than told, mail by the worker's own minute), so a
+  monitor should hear of it, and a balancer that took every process out would make it
+  an outage; balancers ask ``/healthz``.
 - ``GET /metrics``: Prometheus text, read from the database at scrape time, so every
   process answers alike; only with ``Authorization: Bearer $METRICS_TOKEN``, and not at
   all (404) when no token is configured.
@@ -50,6 +54,11 @@ log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 RECORDER_KEY = "tidings.traffic"
+REDIS_AWAY = (
+    "Redis (REDIS_URL) does not answer. The web goes on serving: rate limits count in each "
+    "process's memory, open widgets poll for news, and mail and webhook calls wait in the "
+    "database for the worker's own minute."
+)
 # Where the widget request's start time waits for its end: the WSGI environ, which no
 # hook clears.
 _STARTED = "tidings.started"
@@ -80,22 +89,34 @@ def readyz() -> ResponseReturnValue:
             {"status": "unavailable", "database": "unreachable", "failing": ["database"]}, 503
         )
     age = None if worker.age is None else round(worker.age.total_seconds())
+    failing = [] if worker.alive else ["worker"]
     body: dict[str, object] = {
-        "status": "ready" if worker.alive else "unavailable",
+        "status": "ready",
         "database": "ok",
         "worker": {"alive": worker.alive, "heartbeat_age_seconds": age},
     }
-    if worker.alive:
+    if not worker.alive:
+        if worker.age is None:
+            reason = "No worker has ever sent a heartbeat: start one with `flask worker`."
+        else:
+            silent = monitoring.describe_span(monitoring.WORKER_SILENT_AFTER)
+            reason = (
+                f"The newest worker heartbeat is {monitoring.describe_span(worker.age)} old "
+                f"(alive means at most {silent})."
+            )
+        body["worker"] = {"alive": False, "heartbeat_age_seconds": age, "reason": reason}
+    if current_app.config["REDIS_URL"]:
+        # The job queue's Redis: the one REDIS_URL names for every use.
+        if jobs.waiting() is None:
+            body["redis"] = "unreachable"
+            body["redis_reason"] = REDIS_AWAY
+            failing.append("redis")
+        else:
+            body["redis"] = "ok"
+    if not failing:
         return _no_store(body)
-    if worker.age is None:
-        reason = "No worker has ever sent a heartbeat: start one with `flask worker`."
-    else:
-        reason = (
-            f"The newest worker heartbeat is {monitoring.describe_span(worker.age)} old "
-            f"(alive means at most {monitoring.describe_span(monitoring.WORKER_SILENT_AFTER)})."
-        )
-    body["worker"] = {"alive": False, "heartbeat_age_seconds": age, "reason": reason}
-    body["failing"] = ["worker"]
+    body["status"] = "unavailable"
+    body["failing"] = failing
     return _no_store(body, 503)
 
 
