@@ -21,6 +21,8 @@ from app import (
     health,
     i18n,
     live,
+    logs,
+    ops,
     public,
     security,
     sidebar,
@@ -49,6 +51,7 @@ def create_app(
     )
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(config.load(app.instance_path, test_config))
+    logs.init_app(app)
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -69,6 +72,7 @@ def create_app(
     errors.init_app(app)
     cli.init_app(app)
     cli_languages.init_app(app)
+    ops.init_app(app)
     jobs.init_app(app)
     app.register_blueprint(console_bp)
     public.init_app(app)

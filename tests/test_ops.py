@@ -1,0 +1,494 @@
+"""The production set-up: `flask check` names what is wrong in plain words, `flask backup`
+copies a live SQLite database that restores whole, and gunicorn with gunicorn.conf.py
+logs JSON lines with the request id and finishes its requests on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import flask_migrate
+import pytest
+import redis
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, insert, select, text
+
+from announcements.models import Base, EndUser, utcnow
+from app import database
+from app.config import DEFAULT_SECRET_KEY, ConfigError
+from app.extensions import db
+from tests.conftest import (
+    POSTGRES_URL,
+    create_postgres_database,
+    drop_postgres_database,
+    make_app,
+)
+from tests.factories import make_end_user, make_member, make_note, make_product
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL")
+needs_redis = pytest.mark.skipif(
+    not REDIS_URL, reason="Redis is not configured: run the suite with `make test`"
+)
+# Settings that pass every check but the database's and Redis's.
+SOUND = {
+    "TIDINGS_ENV": "production",
+    "SECRET_KEY": secrets.token_hex(32),
+    "BASE_URL": "https://changes.example.com",
+    "SMTP_URL": "smtp://mailer:pw@relay.example.com:587",
+    "MAIL_FROM": "Example changes <changes@example.com>",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own with the models' tables and no migration recorded."""
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("PostgreSQL is not configured: run the suite with `make test`")
+        url = create_postgres_database("tidings_ops")
+    else:
+        url = f"sqlite:///{tmp_path / 'ops.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    yield url
+    if request.param == "postgresql":
+        drop_postgres_database(url)
+
+
+def _check(url: str, folder: Path, revision: str | None = "head", **settings: object):
+    """Run `flask check` on an app with ``settings`` on the database at ``url``, recorded
+    as at ``revision`` of the migrations (None: none recorded)."""
+    app = make_app(url, folder, **{**SOUND, **settings})
+    try:
+        if revision is not None:
+            with app.app_context():
+                flask_migrate.stamp(revision=revision)
+        return app.test_cli_runner().invoke(args=["check"])
+    finally:
+        database.dispose(app)
+
+
+def test_a_sound_production_set_up_is_ready_to_serve(empty_url: str, tmp_path: Path) -> None:
+    result = _check(empty_url, tmp_path / "instance")
+    assert result.exit_code == 0, result.output
+    assert "Checking the production configuration." in result.output
+    assert "schema up to date" in result.output
+    assert "ok    BASE_URL: https://changes.example.com" in result.output
+    assert "relay.example.com:587 (STARTTLS; not contacted)" in result.output
+    assert "FAIL" not in result.output
+    assert result.output.rstrip().endswith("Ready to serve.")
+
+
+def test_each_problem_is_said_in_plain_words(tmp_path: Path) -> None:
+    result = _check(
+        f"sqlite:///{tmp_path / 'missing.db'}",
+        tmp_path / "instance",
+        revision=None,
+        SECRET_KEY="too-short",
+        BASE_URL="http://changes.example.com",
+        LIVE_URL="http://live.example.com",
+        SMTP_URL=None,
+        MAIL_FROM="Tidings <tidings@localhost>",
+    )
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    expected = [
+        "FAIL  SECRET_KEY: is 9 characters long: use at least 32 random ones",
+        f"FAIL  database: no SQLite {tmp_path / 'missing.db'}: create it with `flask db upgrade`",
+        "FAIL  BASE_URL: http://changes.example.com is not https",
+        "FAIL  LIVE_URL: http://live.example.com is not https: widgets on https pages",
+        "FAIL  SMTP_URL: is unset: mail is written as .eml files under instance/mail/",
+        "FAIL  MAIL_FROM: Tidings <tidings@localhost> is the default",
+    ]
+    for start in expected:
+        assert any(line.strip().startswith(start) for line in lines), (start, result.output)
+    assert lines[-1] == "6 problems to fix before serving."
+    # Nothing was made where the database should be.
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_in_development_the_defaults_are_only_warned_about(tmp_path: Path, empty_url) -> None:
+    result = _check(
+        empty_url,
+        tmp_path / "instance",
+        TIDINGS_ENV="development",
+        SECRET_KEY=DEFAULT_SECRET_KEY,
+        SMTP_URL=None,
+    )
+    assert result.exit_code == 0, result.output
+    assert "warn  SECRET_KEY: is unset (the development default)" in result.output
+    assert "warn  SMTP_URL: is unset" in result.output
+
+
+def test_a_database_behind_the_code_is_told_to_upgrade(empty_url: str, tmp_path: Path) -> None:
+    unrecorded = _check(empty_url, tmp_path / "a", revision=None)
+    assert unrecorded.exit_code == 1
+    assert "has no schema yet: run `flask db upgrade`" in unrecorded.output
+    scripts = ScriptDirectory(str(PROJECT_ROOT / "migrations"))
+    head = scripts.get_current_head()
+    previous = scripts.get_revision(head).down_revision
+    older = _check(empty_url, tmp_path / "b", revision=previous)
+    assert older.exit_code == 1
+    assert f"is at revision {previous}, this code needs {head}: run `flask db upgrade`" in (
+        older.output
+    )
+
+
+def test_an_unreachable_postgresql_is_named_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://tidings:s3cret@127.0.0.1:{_free_port()}/tidings"
+    result = _check(url, tmp_path / "instance", revision=None)
+    assert result.exit_code == 1
+    assert f"FAIL  database: PostgreSQL 127.0.0.1:{url.split(':')[-1]} is unreachable" in (
+        result.output
+    )
+    assert "s3cret" not in result.output
+
+
+@needs_redis
+def test_a_reachable_redis_is_named_with_its_version(empty_url: str, tmp_path: Path) -> None:
+    result = _check(empty_url, tmp_path / "instance", REDIS_URL=REDIS_URL)
+    assert result.exit_code == 0, result.output
+    assert "ok    REDIS_URL: Redis " in result.output
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A redis-server of this test's own, which the test may stop."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed: run the suite with `make test`")
+    port = _free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp_path],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield url, process
+    process.kill()
+    process.wait(timeout=10)
+
+
+def test_redis_going_down_fails_the_check(own_redis, empty_url: str, tmp_path: Path) -> None:
+    url, process = own_redis
+    up = _check(empty_url, tmp_path / "a", REDIS_URL=url)
+    assert up.exit_code == 0, up.output
+    process.terminate()
+    process.wait(timeout=10)
+    down = _check(empty_url, tmp_path / "b", REDIS_URL=url)
+    assert down.exit_code == 1
+    port = url.split(":")[-1].split("/")[0]
+    assert f"FAIL  REDIS_URL: Redis at 127.0.0.1:{port} is unreachable" in down.output
+
+
+# Backups -----------------------------------------------------------------------------------
+
+BATCH = 50  # end users the writer adds in each transaction
+
+
+def _rows(url: str) -> dict[str, set[str]]:
+    """Every row of every table of the models, each as JSON (its JSON columns are lists
+    and dicts, which a set cannot hold)."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = {
+            table.name: {
+                json.dumps(list(row), default=str, sort_keys=True)
+                for row in connection.execute(select(table))
+            }
+            for table in Base.metadata.sorted_tables
+        }
+    engine.dispose()
+    return found
+
+
+def test_a_backup_taken_while_writes_go_on_restores_every_row(tmp_path: Path) -> None:
+    source = tmp_path / "live" / "tidings.db"
+    source.parent.mkdir()
+    url = f"sqlite:///{source}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    app = make_app(url, tmp_path / "live")
+    with app.app_context():
+        owner = make_member(db.session)
+        product = make_product(db.session, owner=owner, slug="lumen", name="Lumen")
+        make_note(db.session, product, version="1.0.0", title="First light", status="published")
+        make_note(db.session, product, version="1.1.0", title="Scheduled", status="draft")
+        make_end_user(db.session, product, "ann")
+        product_id = product.id
+        # Enough rows that the copy takes a while, as a real one does.
+        now = utcnow()
+        db.session.execute(
+            insert(EndUser),
+            [
+                {
+                    "product_id": product_id,
+                    "external_id": f"bulk-{n}",
+                    "first_seen_at": now - timedelta(days=1),
+                    "last_seen_at": now,
+                    "attributes": {"plan": "pro", "seats": n},
+                }
+                for n in range(60_000)
+            ],
+        )
+        db.session.commit()
+    before = _rows(url)
+
+    # Another process's writer, as the web's would be: batches of end users, each batch
+    # one transaction, from before the backup starts until after it ends.
+    stop = threading.Event()
+    committed: list[int] = []
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        writer = sqlite3.connect(source, timeout=30)
+        try:
+            batch = 0
+            while not stop.is_set():
+                # As SQLAlchemy writes a UTC time into SQLite.
+                stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")
+                with writer:
+                    writer.executemany(
+                        "INSERT INTO end_user (product_id, external_id, attributes, "
+                        "first_seen_at, last_seen_at) VALUES (?, ?, '{}', ?, ?)",
+                        [(product_id, f"w{batch}-{n}", stamp, stamp) for n in range(BATCH)],
+                    )
+                committed.append(batch)
+                batch += 1
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            writer.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while len(committed) < 3:
+            time.sleep(0.01)
+        done_before = len(committed)
+        result = app.test_cli_runner().invoke(args=["backup", str(tmp_path / "copy.db")])
+        done_during = len(committed)
+        while len(committed) < done_during + 3:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+        database.dispose(app)
+    assert not failures
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Backed up {source} to {tmp_path / 'copy.db'} (")
+
+    # Restoring is putting the file in place; the app then finds every row it had.
+    restored_folder = tmp_path / "restored"
+    restored_folder.mkdir()
+    shutil.copy(tmp_path / "copy.db", restored_folder / "tidings.db")
+    assert not (tmp_path / "copy.db.partial").exists()
+    restored_url = f"sqlite:///{restored_folder / 'tidings.db'}"
+    after = _rows(restored_url)
+    for table, rows in before.items():
+        assert rows <= after[table], table
+    # The copy is one moment: each of the writer's transactions is in it whole or not at
+    # all, and every one committed before the backup began is in it.
+    with sqlite3.connect(restored_folder / "tidings.db") as copy:
+        batches = dict(
+            copy.execute(
+                "SELECT substr(external_id, 1, instr(external_id, '-') - 1), count(*) "
+                "FROM end_user WHERE external_id LIKE 'w%' GROUP BY 1"
+            ).fetchall()
+        )
+    assert set(batches.values()) == {BATCH}
+    assert {f"w{n}" for n in range(done_before)} <= set(batches)
+    with sqlite3.connect(restored_folder / "tidings.db") as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+    restored = make_app(restored_url, restored_folder)
+    try:
+        page = restored.test_client().get("/changelog/lumen")
+        assert page.status_code == 200
+        assert "First light" in page.get_data(as_text=True)
+    finally:
+        database.dispose(restored)
+
+
+def test_a_backup_never_overwrites_a_file(tmp_path: Path, app, runner) -> None:
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        result = runner.invoke(args=["backup", str(tmp_path / "copy.dump")])
+        assert result.exit_code == 1
+        assert "back it up with pg_dump, pg_dump --format=custom" in result.output
+        assert f"--file={tmp_path / 'copy.dump'}" in result.output
+        return
+    existing = tmp_path / "yesterday.db"
+    existing.write_bytes(b"keep me")
+    result = runner.invoke(args=["backup", str(existing)])
+    assert result.exit_code == 1
+    assert f"{existing} exists already: name a new file." in result.output
+    assert existing.read_bytes() == b"keep me"
+    nowhere = runner.invoke(args=["backup", str(tmp_path / "no" / "such" / "folder.db")])
+    assert nowhere.exit_code == 1
+    assert "There is no folder" in nowhere.output
+
+
+def test_postgresql_is_backed_up_with_pg_dump(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://tidings:s3cret@db.internal:5433/tidings"
+    app = make_app(url, tmp_path / "instance")
+    result = app.test_cli_runner().invoke(args=["backup", "/backups/tidings.dump"])
+    assert result.exit_code == 1
+    assert (
+        "pg_dump --format=custom --file=/backups/tidings.dump --host=db.internal --port=5433 "
+        "--username=tidings tidings" in result.output
+    )
+    assert "s3cret" not in result.output
+
+
+# gunicorn ----------------------------------------------------------------------------------
+
+
+def test_the_live_section_serves_streams_with_gevent(monkeypatch) -> None:
+    monkeypatch.setenv("SECRET_KEY", secrets.token_hex(32))
+    monkeypatch.setenv("TIDINGS_PROCESS", "live")
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    live = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+    assert live["wsgi_app"] == "app.live:create_live_app()"
+    assert (live["worker_class"], live["workers"], live["bind"]) == (
+        "gevent",
+        3,
+        ["127.0.0.1:8001"],
+    )
+    assert live["worker_connections"] == 10_000
+    monkeypatch.setenv("TIDINGS_PROCESS", "web")
+    web = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+    assert (web["wsgi_app"], web["worker_class"], web["bind"]) == (
+        "wsgi:app",
+        "gthread",
+        ["127.0.0.1:8000"],
+    )
+    monkeypatch.setenv("TIDINGS_PROCESS", "both")
+    with pytest.raises(ConfigError, match="TIDINGS_PROCESS must be web or live"):
+        runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+
+
+# The app gunicorn serves in the test below: Tidings, plus a view that takes its time.
+SLOW_APP = """
+import logging, time
+from wsgi import app
+
+@app.get("/slow")
+def slow():
+    logging.getLogger("tests.slow").info("started")
+    time.sleep(2)
+    logging.getLogger("tests.slow").info("finished")
+    return "done"
+"""
+
+
+def test_gunicorn_logs_json_lines_and_finishes_requests_on_sigterm(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'tidings.db'}")
+    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(text("SELECT 1"))
+    engine.dispose()
+    (tmp_path / "slow_app.py").write_text(SLOW_APP)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "TIDINGS_ENV": "production",
+        "SECRET_KEY": secrets.token_hex(32),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'tidings.db'}",
+        "BASE_URL": f"http://127.0.0.1:{port}",
+        "TIDINGS_PROCESS": "web",
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{PROJECT_ROOT}",
+    }
+    env.pop("LOG_FORMAT", None)
+    log = (tmp_path / "gunicorn.log").open("wb")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--config",
+            str(PROJECT_ROOT / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "slow_app:app",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=2)  # noqa: S310
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.2)
+        answers: list[tuple[int, str, str]] = []
+
+        def ask_slowly() -> None:
+            with urllib.request.urlopen(f"{base}/slow", timeout=30) as answer:  # noqa: S310
+                answers.append(
+                    (answer.status, answer.read().decode(), answer.headers["X-Request-Id"])
+                )
+
+        asking = threading.Thread(target=ask_slowly)
+        asking.start()
+        deadline = time.monotonic() + 10
+        while b'"started"' not in (tmp_path / "gunicorn.log").read_bytes():
+            assert time.monotonic() < deadline, "the slow view never started"
+            time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        asking.join(timeout=30)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log.close()
+    # The request in flight when SIGTERM came was answered in full.
+    [(status, body, request_id)] = answers
+    assert (status, body) == (200, "done")
+    lines = [json.loads(line) for line in (tmp_path / "gunicorn.log").read_text().splitlines()]
+    mine = [line for line in lines if line["logger"] == "tests.slow"]
+    assert [line["message"] for line in mine] == ["started", "finished"]
+    assert {line["request_id"] for line in mine} == {request_id}
+    [access] = [line for line in lines if line.get("path") == "/slow"]
+    assert access["logger"] == "gunicorn.access"
+    assert (access["request_id"], access["status"], access["method"]) == (request_id, 200, "GET")
+    assert access["duration_ms"] >= 2000
+    assert any(line["message"] == "Handling signal: term" for line in lines)
