@@ -18,11 +18,12 @@ csrf = CSRFProtect()
 # With Redis as the storage (REDIS_URL), a Redis that stops answering must not fail the
 # requests it limits: Flask-Limiter then counts the same limits in this process's memory,
 # logs "Rate limit storage unreachable - falling back to in-memory storage" (a warning of
-# the "flask-limiter" logger) and, while it does, pings Redis again after 1, 2, 4 … 32 s,
-# logging "Rate limit storage recovered" when it answers. No in_memory_fallback list, so
-# each route keeps its own limits rather than one list for all. A Redis host that takes
-# connections but never answers holds a request at most a second: Redis answers a
-# counter in well under a millisecond, where redis-py would wait 5 s.
+# the "flask-limiter" logger) and, while it does, pings Redis on a limited request 1, 2,
+# 4 … 32 s after its last look, logging "Rate limit storage recovered" when it answers.
+# No in_memory_fallback list, so each route keeps its own limits rather than one list for
+# all. A Redis that takes connections but never answers (hung) costs a second a look, not
+# redis-py's 5 s: the request that finds it so waits two (the fall, then the first look),
+# one request at each later look one. Redis answers a counter in well under a millisecond.
 limiter = Limiter(
     key_func=get_remote_address,
     default_limits=[],

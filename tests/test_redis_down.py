@@ -219,7 +219,8 @@ def test_a_redis_that_hangs_holds_a_request_for_seconds_not_forever(
         ready = time.monotonic() - started
     finally:
         redis_server.process.send_signal(signal.SIGCONT)
-    assert limited < 2.5, f"a rate-limited request waited {limited:.1f} s"
+    # Two waits of a second: the fall to memory, then Flask-Limiter's first look back.
+    assert limited < 3.5, f"a rate-limited request waited {limited:.1f} s"
     assert ready < 4.5, f"/readyz waited {ready:.1f} s"
 
 
