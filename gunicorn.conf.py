@@ -20,12 +20,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Module-level names are read as settings, and "config" is one: none of these may be.
-from app import logs
-from app.config import ConfigError
-from app.config import load as load_settings
-
 PROCESS = os.environ.get("TIDINGS_PROCESS") or "web"
+if PROCESS == "live":
+    # gevent patches the standard library before the app, imported below, imports ssl,
+    # threading and psycopg; patched only later in the worker, as gunicorn would, psycopg
+    # would wait for PostgreSQL in C and stop every stream, and gevent warns of ssl.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+# Module-level names are read as settings, and "config" is one: none of these may be.
+from app import logs  # noqa: E402 - after gevent's patching
+from app.config import ConfigError  # noqa: E402
+from app.config import load as load_settings  # noqa: E402
+
 if PROCESS not in ("web", "live"):
     raise ConfigError(f"TIDINGS_PROCESS must be web or live, not {PROCESS!r}")
 # The app's own reading of the environment, so a bad setting stops gunicorn here, with

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import secrets
 import shutil
 import signal
@@ -29,7 +28,7 @@ from sqlalchemy import create_engine, insert, select, text
 
 from announcements.models import Base, EndUser, utcnow
 from app import database
-from app.config import DEFAULT_SECRET_KEY, ConfigError
+from app.config import DEFAULT_SECRET_KEY
 from app.extensions import db
 from tests.conftest import (
     POSTGRES_URL,
@@ -374,28 +373,50 @@ def test_postgresql_is_backed_up_with_pg_dump(tmp_path: Path) -> None:
 # gunicorn ----------------------------------------------------------------------------------
 
 
-def test_the_live_section_serves_streams_with_gevent(monkeypatch) -> None:
-    monkeypatch.setenv("SECRET_KEY", secrets.token_hex(32))
-    monkeypatch.setenv("TIDINGS_PROCESS", "live")
-    monkeypatch.setenv("WEB_CONCURRENCY", "3")
-    live = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
-    assert live["wsgi_app"] == "app.live:create_live_app()"
-    assert (live["worker_class"], live["workers"], live["bind"]) == (
-        "gevent",
-        3,
-        ["127.0.0.1:8001"],
+# Prints the settings gunicorn.conf.py makes, read in a process of its own: the live
+# section patches the standard library for gevent, which this process must not be.
+READ_SETTINGS = """
+import json, runpy
+from gevent import monkey
+settings = runpy.run_path("gunicorn.conf.py")
+names = ["wsgi_app", "worker_class", "workers", "bind", "worker_connections", "threads"]
+found = {name: settings.get(name) for name in names}
+print(json.dumps({**found, "patched": monkey.is_module_patched("socket")}))
+"""
+
+
+def _gunicorn_settings(**environment: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", READ_SETTINGS],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "SECRET_KEY": secrets.token_hex(32), **environment},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert live["worker_connections"] == 10_000
-    monkeypatch.setenv("TIDINGS_PROCESS", "web")
-    web = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
-    assert (web["wsgi_app"], web["worker_class"], web["bind"]) == (
+
+
+def test_the_live_section_serves_streams_with_gevent() -> None:
+    live = json.loads(_gunicorn_settings(TIDINGS_PROCESS="live", WEB_CONCURRENCY="3").stdout)
+    assert live == {
+        "wsgi_app": "app.live:create_live_app()",
+        "worker_class": "gevent",
+        "workers": 3,
+        "bind": ["127.0.0.1:8001"],
+        "worker_connections": 10_000,
+        "threads": None,
+        "patched": True,
+    }
+    web = json.loads(_gunicorn_settings(TIDINGS_PROCESS="web").stdout)
+    assert (web["wsgi_app"], web["worker_class"], web["bind"], web["patched"]) == (
         "wsgi:app",
         "gthread",
         ["127.0.0.1:8000"],
+        False,
     )
-    monkeypatch.setenv("TIDINGS_PROCESS", "both")
-    with pytest.raises(ConfigError, match="TIDINGS_PROCESS must be web or live"):
-        runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+    wrong = _gunicorn_settings(TIDINGS_PROCESS="both")
+    assert wrong.returncode == 1
+    assert "TIDINGS_PROCESS must be web or live, not 'both'" in wrong.stderr
 
 
 # The app gunicorn serves in the test below: Tidings, plus a view that takes its time.
