@@ -10,7 +10,6 @@ import logging
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,10 +51,10 @@ class RedisServer:
     with nothing kept on disk: a restart comes back empty, as a Redis without
     persistence does."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.folder = Path(tempfile.mkdtemp(prefix="tidings-redis-"))
+        self.folder = folder
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -87,15 +86,15 @@ class RedisServer:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
     server.start()
     yield server
     if server.process is not None:
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGCONT)  # a test that failed while it hung
+        server.process.send_signal(signal.SIGCONT)  # a test that failed while it hung
         server.stop()
-    shutil.rmtree(server.folder, ignore_errors=True)
 
 
 def _on_redis(app_factory: Callable[..., Flask], server: RedisServer, **overrides: object) -> Flask:
