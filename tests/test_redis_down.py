@@ -33,8 +33,8 @@ from announcements.models import (
 )
 from app.extensions import db
 from app.mail.jobs import JOBS_KEY, Jobs
-from tests.conftest import csrf_token
-from tests.factories import make_note, make_product
+from tests.conftest import AuthActions, csrf_token
+from tests.factories import make_member, make_note, make_product
 from tests.mailserver import SmtpServer, free_port
 from tests.test_widget_api import Widget
 from tests.worker import launch, wait_for
@@ -152,7 +152,8 @@ def test_without_redis_the_web_serves_keeps_receipts_and_readyz_says_so(
 ) -> None:
     app = _on_redis(app_factory, redis_server, RATELIMIT_ENABLED=True)
     client = app.test_client()
-    product = make_product(session, grace_releases=20)
+    owner = make_member(session)
+    product = make_product(session, owner=owner, grace_releases=20)
     note = make_note(session, product)
     at = utcnow()
     session.add(WorkerHeartbeat(name="host:1:1", started_at=at, beat_at=at))
@@ -176,7 +177,8 @@ def test_without_redis_the_web_serves_keeps_receipts_and_readyz_says_so(
     session.rollback()
     assert session.scalar(select(func.count()).select_from(ReadReceipt)) == 1
     assert widget.unread() == 0
-    # The wake-up a publish asks for cannot be queued: the messages wait in the outbox.
+    # An editor signs in (rate limited) and publishes; the wake-up the publish asks for
+    # cannot be queued, and the message waits in the outbox for the worker's minute.
     session.add(
         Subscriber(
             product_id=product.id,
@@ -187,9 +189,20 @@ def test_without_redis_the_web_serves_keeps_receipts_and_readyz_says_so(
         )
     )
     session.commit()
-    make_note(session, product, is_important=True, version="1.1.0")
-    app.extensions[JOBS_KEY].wake()
+    assert AuthActions(client).login(owner.email).status_code == 302
+    form = {
+        "csrf_token": csrf_token(client),
+        "version": "1.1.0",
+        "title": "Dark mode",
+        "category": "Added",
+        "body_md": "Now **everywhere**.",
+        "email_subscribers": "y",
+        "intent": "publish",
+    }
+    assert client.post(f"/console/p/{product.slug}/notes/new", data=form).status_code == 302
+    assert "could not reach the job queue; mail goes out on the next sweep" in _messages(caplog)
     assert time.monotonic() - started < 5, "Redis away slowed the answers down"
+    session.rollback()
     waiting = select(func.count()).where(OutboxMessage.status == OutboxStatus.QUEUED)
     assert session.scalar(waiting) == 1
 
