@@ -3,15 +3,18 @@
 It exists only while the demo data is loaded. Like a real host, it computes the
 user's hash, and the hash that vouches for their address, on the server and hands them
 to the widget; its own Content-Security-Policy allows no inline script, which the widget
-does not need. ``?locale=fr`` (or ar, or any tag) is the user's language as the host
-passes it; without it the widget reads the browser's.
+does not need, and its connect-src names the live process (LIVE_URL), where the widget
+opens its event stream, as a real host with a strict policy must. ``?locale=fr`` (or ar, or
+any tag) is the user's language as the host passes it; without it the widget reads the
+browser's.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, render_template, request
+from flask import Blueprint, Flask, abort, current_app, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -20,6 +23,7 @@ from announcements.models import Product
 from app.api.widget import expected_email_hash, expected_hash
 from app.demo_data import DEMO_HOST_PRODUCT, DEMO_HOST_USER
 from app.extensions import db
+from app.security import CONSOLE_CSP
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
 USER_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
@@ -53,9 +57,16 @@ def host() -> ResponseReturnValue:
             "attributes": {"plan": "pro", "role": "admin"},
         },
     }
-    return render_template(
-        "demo/host.html", product=product, config=config, user_id=user_id, locale=locale
+    response = make_response(
+        render_template(
+            "demo/host.html", product=product, config=config, user_id=user_id, locale=locale
+        )
     )
+    live = urlsplit(current_app.config["LIVE_URL"])
+    response.headers["Content-Security-Policy"] = CONSOLE_CSP.replace(
+        "connect-src 'self'", f"connect-src 'self' {live.scheme}://{live.netloc}"
+    )
+    return response
 
 
 def init_app(app: Flask) -> None:

@@ -15,6 +15,10 @@
  * translation (the server picks it), and the widget's own wording, fetched once per
  * language from /api/v1/widget/strings/<locale>.json (English is built in), lays the
  * panel out right to left for Arabic, Hebrew, Persian...; dates are the browser's Intl.
+ *
+ * It hears of a change as it happens: the notes answer names the product's event stream
+ * (events), and each "catalogue" event there refreshes the notes, so the badge moves and
+ * an important note pops up without a reload. Where the stream cannot be opened it polls.
  */
 (function () {
   "use strict";
@@ -23,6 +27,12 @@
   var SCRIPT = document.currentScript;
   var DEFAULT_BASE = SCRIPT && SCRIPT.src ? new URL(SCRIPT.src, location.href).origin : "";
   var REFRESH_MS = 5 * 60 * 1000;
+  /* With the event stream open the catalogue's changes arrive as they happen; the slower
+     poll is for what the stream does not carry (a note an agent sends one user). */
+  var LIVE_REFRESH_MS = 30 * 60 * 1000;
+  /* Errors in a row without the stream opening, after which it is closed: the widget polls,
+     and tries the stream again at its next successful refresh. */
+  var LIVE_TRIES = 3;
   var PAGE = 20;
   var REACTIONS = ["👍", "👎", "😕"];
   /* The wording in English, by the keys of app/widget_strings.py; another language comes
@@ -162,6 +172,9 @@
   /* declined: a notice was closed without "I understand" in this page view; it returns
      on the next page view, not at the next refresh, and nothing else pops up until then. */
   var state = { notes: [], unread: 0, cursor: null, product: null, open: false, lastFocus: null, mail: null, addressSent: false, declined: false };
+  /* The event stream (one per widget), its errors since it last opened, whether a change
+     waits for the page to be seen or the panel to close, and when the notes were loaded. */
+  var live = { source: null, errors: 0, stale: false, loadedAt: 0 };
   /* The reader's language tag, the widget's wording (ENGLISH until another language's
      arrives) and the promise of it, and the date formats for the language. */
   var speech = { tag: null, wording: ENGLISH, loading: null, dates: null, relative: null, plural: null };
@@ -215,14 +228,20 @@
 
   function api(path) { return (config.apiBase || DEFAULT_BASE) + "/api/v1/widget/" + encodeURIComponent(config.product) + path; }
 
+  /* Sets who is asking and in what language on query: the event stream reads these. */
+  function readerQuery(query) {
+    var user = config.user || {};
+    if (user.id) { query.set("user_id", String(user.id)); query.set("user_hash", user.hash || ""); }
+    if (speech.tag) query.set("locale", speech.tag);
+    return query;
+  }
+
   /* The query string that says who is asking: the notes and the help endpoints read the
      same identity, version, locale and attributes. */
   function userQuery(fields) {
     var user = config.user || {};
-    var query = new URLSearchParams(fields);
-    if (user.id) { query.set("user_id", String(user.id)); query.set("user_hash", user.hash || ""); }
+    var query = readerQuery(new URLSearchParams(fields));
     if (user.version) query.set("version", user.version);
-    if (speech.tag) query.set("locale", speech.tag);
     Object.keys(user.attributes || {}).forEach(function (name) {
       var value = user.attributes[name];
       if (value !== null && value !== undefined) query.set("attr." + name, String(value));
@@ -262,9 +281,55 @@
       state.cursor = data.next_cursor;
       setUnread(data.unread_count);
       render();
-      if (!cursor) popNext();
+      if (!cursor) {
+        live.loadedAt = Date.now();
+        popNext();
+        listen(data.events);
+      }
       sendAddress();
     }));
+  }
+
+  /* Live updates --------------------------------------------------------- */
+
+  /* Opens the product's event stream, unless one is open or opening; a "catalogue" event
+     says what end users see changed, and nothing about the user. */
+  function listen(events) {
+    if (live.source || !events || !window.EventSource) return;
+    var url = new URL(events, config.apiBase || DEFAULT_BASE);
+    readerQuery(url.searchParams);
+    var source = new EventSource(url.toString());
+    live.source = source;
+    live.errors = 0;
+    source.addEventListener("open", function () { live.errors = 0; });
+    source.addEventListener("catalogue", guard(function () {
+      live.stale = true;
+      catchUp();
+    }));
+    /* The browser reconnects by itself, sending the last event's id, after a dropped
+       connection; it gives up (CLOSED) on an answer that is not a stream (401, 404). */
+    source.addEventListener("error", guard(function () {
+      live.errors += 1;
+      if (source.readyState !== EventSource.CLOSED && live.errors < LIVE_TRIES) return;
+      source.close();
+      live.source = null;
+    }));
+  }
+
+  /* Refreshes after a change, once the page is seen and the panel closed: a refresh
+     replaces the list the user may be reading, and a hidden page need not ask. */
+  function catchUp() {
+    if (!live.stale || document.hidden || state.open) return;
+    live.stale = false;
+    refresh();
+  }
+
+  function streaming() { return Boolean(live.source && live.source.readyState === EventSource.OPEN); }
+
+  function poll() {
+    if (document.hidden || state.open) return;
+    if (streaming() && Date.now() - live.loadedAt < LIVE_REFRESH_MS) return;
+    refresh();
   }
 
   /* A signed address lets the user's help-desk tickets find them; Tidings keeps a keyed
@@ -691,6 +756,7 @@
     if (ui.opener) ui.opener.setAttribute("aria-expanded", "false");
     restoreFocus();
     if (config.onClose) guard(config.onClose)();
+    catchUp();
   }
 
   function restoreFocus() {
@@ -910,7 +976,8 @@
     var start = guard(function () {
       mount();
       refresh();
-      setInterval(guard(function () { if (!document.hidden && !state.open) refresh(); }), REFRESH_MS);
+      setInterval(guard(poll), REFRESH_MS);
+      document.addEventListener("visibilitychange", guard(catchUp));
     });
     if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
   }
