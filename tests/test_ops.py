@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from tests.conftest import (
     make_app,
 )
 from tests.factories import make_end_user, make_member, make_note, make_product
+from tests.mailserver import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL")
@@ -51,12 +51,6 @@ SOUND = {
     "SMTP_URL": "smtp://mailer:pw@relay.example.com:587",
     "MAIL_FROM": "Example changes <changes@example.com>",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -156,7 +150,7 @@ def test_a_database_behind_the_code_is_told_to_upgrade(empty_url: str, tmp_path:
 
 
 def test_an_unreachable_postgresql_is_named_without_its_password(tmp_path: Path) -> None:
-    url = f"postgresql+psycopg://tidings:s3cret@127.0.0.1:{_free_port()}/tidings"
+    url = f"postgresql+psycopg://tidings:s3cret@127.0.0.1:{free_port()}/tidings"
     result = _check(url, tmp_path / "instance", revision=None)
     assert result.exit_code == 1
     assert f"FAIL  database: PostgreSQL 127.0.0.1:{url.split(':')[-1]} is unreachable" in (
@@ -178,7 +172,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     server = shutil.which("redis-server")
     if server is None:
         pytest.skip("redis-server is not installed: run the suite with `make test`")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp_path],
         stdout=subprocess.DEVNULL,
@@ -440,7 +434,7 @@ def test_gunicorn_logs_json_lines_and_finishes_requests_on_sigterm(tmp_path: Pat
         connection.execute(text("SELECT 1"))
     engine.dispose()
     (tmp_path / "slow_app.py").write_text(SLOW_APP)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TIDINGS_ENV": "production",
