@@ -25,20 +25,29 @@ import redis
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, insert, select, text
 
-from announcements.models import Base, EndUser, utcnow
+from announcements.models import Base, EndUser, OutboxMessage, OutboxStatus, utcnow
 from app import database
 from app.config import DEFAULT_SECRET_KEY
 from app.extensions import db
+from app.mail.jobs import JOBS_KEY
 from tests.conftest import (
     POSTGRES_URL,
     create_postgres_database,
     drop_postgres_database,
     make_app,
 )
-from tests.factories import make_end_user, make_member, make_note, make_product
+from tests.factories import (
+    make_end_user,
+    make_member,
+    make_note,
+    make_outbox_message,
+    make_product,
+)
 from tests.mailserver import free_port
+from tests.worker import launch, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = PROJECT_ROOT / "deploy"
 REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL")
 needs_redis = pytest.mark.skipif(
     not REDIS_URL, reason="Redis is not configured: run the suite with `make test`"
@@ -507,3 +516,44 @@ def test_gunicorn_logs_json_lines_and_finishes_requests_on_sigterm(tmp_path: Pat
     assert (access["request_id"], access["status"], access["method"]) == (request_id, 200, "GET")
     assert access["duration_ms"] >= 2000
     assert any(line["message"] == "Handling signal: term" for line in lines)
+
+
+# The worker's stop ------------------------------------------------------------------------
+
+STOPPING_MAIL = 6  # confirmations queued while the worker sends two a second
+
+
+def test_the_worker_units_stop_signal_lets_the_running_send_finish(
+    app, session, smtp_server, tmp_path: Path
+) -> None:
+    """deploy/systemd/tidings-worker.service stops the worker with SIGINT: Huey's consumer
+    takes no new task and lets the running one, a sending run, end; every message goes
+    out once and the worker exits cleanly."""
+    unit = (DEPLOY / "systemd" / "tidings-worker.service").read_text()
+    assert "\nKillSignal=SIGINT\n" in unit
+    log = tmp_path / "worker.log"
+    worker = launch(
+        smtp_server.url,
+        log,
+        database_url=app.config["SQLALCHEMY_DATABASE_URI"],
+        instance=Path(app.instance_path),
+        MAIL_RATE="2",
+    )
+    try:
+        wait_for(lambda: b"consumer started" in log.read_bytes(), 60, "the worker")
+        product = make_product(session)
+        for n in range(STOPPING_MAIL):
+            make_outbox_message(session, product, email=f"reader{n}@example.com")
+        app.extensions[JOBS_KEY].wake()
+        wait_for(lambda: len(smtp_server.recorder.received) >= 1, 60, "the first message")
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    received = [r.recipients[0] for r in smtp_server.recorder.received]
+    assert sorted(received) == sorted(f"reader{n}@example.com" for n in range(STOPPING_MAIL))
+    session.rollback()
+    statuses = session.scalars(select(OutboxMessage.status)).all()
+    assert statuses == [OutboxStatus.SENT] * STOPPING_MAIL
