@@ -68,6 +68,9 @@ from app.extensions import db  # noqa: E402
 # How long after a publish the bench waits for the last stream, at most.
 NOTIFY_WINDOW = 10.0
 TARGET_SECONDS = 2.0
+TARGET_SHARE = 0.99
+# How long after a publish that missed its target the bench tries again.
+RECOVERY_SECONDS = 30.0
 LIVE_APP = "app.live:create_live_app()"
 # The main app is probed this often during the burst, each endpoint in turn.
 PROBE_PAUSE = 0.05
@@ -377,10 +380,15 @@ class Delivery:
         return ordered[rank - 1] if rank <= len(ordered) else float("inf")
 
     def line(self, bare: Delivery | None = None) -> str:
+        if not self.delays:
+            return (
+                f"none of {self.open:,} open streams notified within {NOTIFY_WINDOW:.0f} s "
+                f"(worker CPU meanwhile {self.server_cpu:.1f} s)"
+            )
         p50, p99 = self.percentile(0.5), self.percentile(0.99)
         text = (
             f"{len(self.delays):,} of {self.open:,} open streams notified, "
-            f"{self.within_target:.2%} within {TARGET_SECONDS:.0f} s (target 99 %); "
+            f"{self.within_target:.2%} within {TARGET_SECONDS:.0f} s (target {TARGET_SHARE:.0%}); "
             f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
             f"last {max(self.delays, default=0) * 1000:.0f} ms; CPU per event: worker "
             f"{self.server_cpu / max(len(self.delays), 1) * 1e6:.0f} µs, clients "
@@ -449,7 +457,8 @@ def traced(
     and print the lines of code that allocated the most per stream meanwhile."""
     answer = folder / "trace.txt"
     port = common.free_port()
-    options = ("--config", str(ROOT / "bench/live_trace.py"))
+    # A snapshot stops the worker for a while: its heartbeat must not time out meanwhile.
+    options = ("--config", str(ROOT / "bench/live_trace.py"), "--timeout", "600")
     environment = {**environment, "TIDINGS_TRACE_FILE": str(answer)}
     with (
         running(
@@ -667,6 +676,12 @@ def measure(
         )
         after = deliver(clients, live, publish)
         print(f"    publish after the burst, once idle: {after.line(bare[1])}")
+        if after.within_target < TARGET_SHARE:
+            # Attempts still queued in the worker (for a database connection) time out
+            # within 30 s; does the signal come back then?
+            time.sleep(RECOVERY_SECONDS)
+            again = deliver(clients, live, publish)
+            print(f"    publish {RECOVERY_SECONDS:.0f} s later: {again.line(bare[1])}")
         clients.ask("close")
     print(f"    the live process's log: {logged(log)}")
     os.environ.pop("REDIS_URL")
