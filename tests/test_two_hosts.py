@@ -13,8 +13,8 @@ and hands the server the next only once the last is recorded, so a killed worker
 at most the one message in flight unrecorded. The mail server may already have that
 one, so it is sent again: at most that message twice, every other exactly once. The
 killed worker's other claims go back to the queue when a worker on the same host finds
-its process gone: the restarted worker at its start (``flask worker`` runs its sweep
-first), or any worker's minute; on another host, when the claim's lease ends. The test
+its process gone: in the sweep a restarted worker asks for as it starts, or in any
+worker's minute; on another host, when the claim's lease ends. The test
 kills a worker while the server holds its answer to a message it has already taken:
 the case where the promise allows the double, and the test requires that message,
 exactly that one, twice.
@@ -22,6 +22,7 @@ exactly that one, twice.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -342,32 +343,37 @@ def _seed(session: Session, hooks: list[Receiver]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoHosts]:
     folder = tmp_path_factory.mktemp("two-hosts")
-    database_url = create_postgres_database("tidings_two_hosts")
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    redis_url = _redis_url()
-    queue = redis.Redis.from_url(redis_url)
-    queue.flushdb()
-    seeder: Flask = make_app(database_url, folder / "seed", REDIS_URL=redis_url)
-    context = seeder.app_context()
-    context.push()
-    hooks = [Receiver(), Receiver()]
-    smtp = HoldingSmtpServer(delay=SMTP_DELAY)
-    smtp.__enter__()
-    cluster = Cluster(
-        folder,
-        database_url=database_url,
-        REDIS_URL=redis_url,
-        SMTP_URL=smtp.url,
-        MAIL_RATE="0",
-        MAIL_BATCH=str(MAIL_BATCH),
-        WEBHOOK_ALLOW_PRIVATE="1",
-        RATELIMIT_API=f"{API_LIMIT} per minute",
-        # One job at a time in each worker, so that two wake-ups go to two workers.
-        FLASK_WORKER_THREADS="1",
-    )
-    try:
+    with contextlib.ExitStack() as cleanup:
+        database_url = create_postgres_database("tidings_two_hosts")
+        cleanup.callback(drop_postgres_database, database_url)
+        engine = create_engine(database_url)
+        Base.metadata.create_all(engine)
+        engine.dispose()
+        redis_url = _redis_url()
+        shared = cleanup.enter_context(redis.Redis.from_url(redis_url))
+        shared.flushdb()
+        cleanup.callback(shared.flushdb)
+        seeder: Flask = make_app(database_url, folder / "seed", REDIS_URL=redis_url)
+        cleanup.callback(database.dispose, seeder)
+        cleanup.enter_context(seeder.app_context())
+        cleanup.callback(db.session.remove)
+        smtp = cleanup.enter_context(HoldingSmtpServer(delay=SMTP_DELAY))
+        hooks = [Receiver(), Receiver()]
+        for receiver in hooks:
+            cleanup.callback(receiver.close)
+        cluster = Cluster(
+            folder,
+            database_url=database_url,
+            REDIS_URL=redis_url,
+            SMTP_URL=smtp.url,
+            MAIL_RATE="0",
+            MAIL_BATCH=str(MAIL_BATCH),
+            WEBHOOK_ALLOW_PRIVATE="1",
+            RATELIMIT_API=f"{API_LIMIT} per minute",
+            # One job at a time in each worker, so that two wake-ups go to two workers.
+            FLASK_WORKER_THREADS="1",
+        )
+        cleanup.callback(cluster.stop)
         live = cluster.live("live-b")
         # Widgets open their stream at LIVE_URL, wherever they got their notes.
         a = cluster.web("web-a", LIVE_URL=live.url)
@@ -377,17 +383,6 @@ def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoHosts]:
         seeded = _seed(db.session(), hooks)
         cluster.wait_ready(live, a, b, *workers)
         yield TwoHosts(cluster, a, b, live, workers, smtp, hooks, db.session(), **seeded)
-    finally:
-        cluster.stop()
-        smtp.__exit__()
-        for receiver in hooks:
-            receiver.close()
-        db.session.remove()
-        database.dispose(seeder)
-        context.pop()
-        drop_postgres_database(database_url)
-        queue.flushdb()
-        queue.close()
 
 
 def test_a_note_published_through_a_is_served_by_b_at_once(two_hosts: TwoHosts) -> None:
