@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from typing import cast as typing_cast
 
@@ -134,6 +134,13 @@ def _changes(sighting: Sighting, state: EndUserState, now: datetime) -> dict[str
 def needs_writing(sighting: Sighting, state: EndUserState | None, now: datetime) -> bool:
     """Whether :func:`see` would write: a new user, or a known one who changed."""
     return state is None or bool(_changes(sighting, state, now))
+
+
+def unchanged_until(state: EndUserState) -> datetime:
+    """Until when :func:`see` writes nothing for a sighting that changes nothing: the end
+    of the hour after the last sighting, or of its UTC day if that comes first."""
+    midnight = datetime.combine(state.last_seen_at.date() + timedelta(days=1), time(), UTC)
+    return min(state.last_seen_at + SEEN_GRANULARITY, midnight)
 
 
 def see(
