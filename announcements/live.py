@@ -147,6 +147,8 @@ def _read_stamps(session: Session) -> None:
     what moves a stamp. A savepoint's commit comes here too; the outermost one reads again.
     """
     session.info.pop(_ANNOUNCE, None)
+    if not _publishers:
+        return  # nothing announces in this process (SQLite alone)
     session.flush()
     changed: set[int] | None = session.info.get(CHANGED_PRODUCTS)
     if not changed:
@@ -224,7 +226,6 @@ class Listener:
         # a product's first stream (a change may have come while it loaded), and every
         # product after the listener (re)connects.
         self._unchecked: set[int] = set()
-        self._threads: list[threading.Thread] = []
 
     @property
     def mode(self) -> str:
@@ -246,9 +247,7 @@ class Listener:
             targets.append(self._listen_postgres)
         for target in targets:
             name = f"tidings-live-{target.__name__.strip('_')}"
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def stop(self) -> None:
         """End every stream and stop listening."""
@@ -405,10 +404,8 @@ class Listener:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._changed_payload(message["data"])
-            except redis.RedisError as error:
+            except Exception as error:  # Redis, or the database while repairing stamps
                 self._lost("Redis", error)
-            except Exception:
-                log.exception("The live process's Redis listener failed")
             finally:
                 pubsub.close()
             self._stopping.wait(RELISTEN_SECONDS)
@@ -442,10 +439,8 @@ class Listener:
                     while not self.stopping:
                         for notify in connection.notifies(timeout=1.0):
                             self._changed_payload(notify.payload)
-            except psycopg.Error as error:
+            except Exception as error:  # the server, the network, or a bad payload's reload
                 self._lost("PostgreSQL", error)
-            except Exception:
-                log.exception("The live process's PostgreSQL listener failed")
             self._stopping.wait(RELISTEN_SECONDS)
 
     def _changed_payload(self, payload: bytes | str) -> None:
