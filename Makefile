@@ -2,6 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 PORT ?= 5000
+LIVE_PORT ?= 5001
 BASE_URL ?= http://127.0.0.1:$(PORT)
 FLASK = TIDINGS_ENV=development BASE_URL=$(BASE_URL) $(VENV)/bin/flask --app wsgi
 
@@ -37,9 +38,11 @@ run: install
 	$(FLASK) demo
 	@echo "  Serving on http://127.0.0.1:$(PORT)/console/ (Ctrl-C stops)"
 	@echo "  The worker sends mail$$( [ -n "$$SMTP_URL" ] || echo ' as .eml files into instance/mail/')"
+	@echo "  Open widgets hear of changes from the live process on port $(LIVE_PORT)"
 	$(FLASK) worker --threads 1 & worker=$$!; \
-	  trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	  $(FLASK) run --host 127.0.0.1 --port $(PORT)
+	  $(FLASK) live --port $(LIVE_PORT) & live=$$!; \
+	  trap 'kill $$worker $$live 2>/dev/null' EXIT INT TERM; \
+	  LIVE_URL=http://127.0.0.1:$(LIVE_PORT) $(FLASK) run --host 127.0.0.1 --port $(PORT)
 
 test: install-dev
 	scripts/test.sh
