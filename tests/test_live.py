@@ -515,6 +515,25 @@ def test_the_listener_learns_of_a_commit_on_either_database(
         listening.stop()
 
 
+def test_a_stream_that_wakes_late_gets_the_latest_state_once(
+    app: Flask, session: Session, product: Product
+) -> None:
+    """Nothing queues for a stream: two changes while it was busy are one wake-up, to the
+    state after both."""
+    listening = Listening(app, product)
+    try:
+        if db.engine.dialect.name == "postgresql":
+            listening.wait_listening()
+        _publish(session, product, "One")
+        _publish(session, product, "Two")
+        time.sleep(DELIVERY)
+        assert listening.watch.wait(0)
+        assert listening.watch.event_id() == _state(session, product)
+        assert not listening.watch.wait(1.2)
+    finally:
+        listening.stop()
+
+
 @needs_redis
 def test_the_listener_learns_of_a_commit_through_redis(app_factory: Any, product: Product) -> None:
     redis_app = app_factory(REDIS_URL=REDIS_URL)
