@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import (
     api,
     auth,
     cli,
     cli_languages,
-    config,
     converters,
     database,
     demo_host,
@@ -21,18 +19,16 @@ from app import (
     health,
     i18n,
     live,
-    logs,
     ops,
     public,
     security,
     sidebar,
 )
 from app.api import inbound as support_inbound
+from app.base import PROJECT_ROOT, make_flask
 from app.console import bp as console_bp
 from app.extensions import csrf, db, limiter, migrate
 from app.mail import jobs
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(
@@ -43,20 +39,13 @@ def create_app(
     ``instance_path`` (default: ``instance/`` in the project) holds the SQLite database
     the job queue and outgoing .eml files; tests give each app a folder of its own.
     """
-    app = Flask(
+    app = make_flask(
         __name__,
-        instance_path=str(instance_path or PROJECT_ROOT / "instance"),
+        test_config,
+        instance_path,
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    app.config.from_mapping(config.load(app.instance_path, test_config))
-    logs.init_app(app)
-    if app.config["TRUSTED_PROXIES"]:
-        hops = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
-        )
     converters.init_app(app)
     i18n.init_app(app, str(PROJECT_ROOT / "translations"))
 

@@ -69,6 +69,15 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         # gunicorn's gevent worker on app.live); unset, the public address, where a proxy
         # sends /api/v1/widget/<key>/events to the live process.
         "LIVE_URL": _env("LIVE_URL", "") or None,
+        # The live process: a comment line this often keeps proxies and browsers from
+        # closing an idle stream; how long a browser waits before it reconnects one that
+        # ended; a client whose socket takes nothing for this long is dropped; and the
+        # kernel's send buffer of a stream, a few events' worth, so a client that never
+        # reads holds this much of the server's memory, not the megabytes TCP grows to.
+        "LIVE_HEARTBEAT_SECONDS": _number("LIVE_HEARTBEAT_SECONDS", 25.0),
+        "LIVE_RETRY_MS": _number("LIVE_RETRY_MS", 3000, integer=True),
+        "LIVE_WRITE_TIMEOUT_SECONDS": _number("LIVE_WRITE_TIMEOUT_SECONDS", 30.0),
+        "LIVE_SEND_BUFFER_BYTES": _number("LIVE_SEND_BUFFER_BYTES", 16384, integer=True),
         # "json": one JSON object a line with the request's id; "text" for a terminal.
         "LOG_FORMAT": _env("LOG_FORMAT", "text" if development else "json"),
         # Messages a second each worker sends at most (0: no limit), in claimed batches.

@@ -38,29 +38,16 @@ import click
 from flask import Blueprint, Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from announcements import live
 from announcements.catalogue import CatalogueCache
-from app import config, database, errors
+from app import database, errors
 from app.api import widget
+from app.base import make_flask
 from app.database import widget_engine
 from app.extensions import db
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LISTENER_KEY = "tidings.live_listener"
-# The live process's settings, read from the environment like the others.
-SETTINGS: dict[str, tuple[float, bool]] = {
-    # A comment line this often keeps proxies and browsers from closing an idle stream.
-    "LIVE_HEARTBEAT_SECONDS": (25.0, False),
-    # How long a browser waits before it reconnects a stream that ended.
-    "LIVE_RETRY_MS": (3000, True),
-    # A client whose socket takes nothing for this long is dropped.
-    "LIVE_WRITE_TIMEOUT_SECONDS": (30.0, False),
-    # The kernel's send buffer of a stream: a few events' worth, so a client that never
-    # reads holds this much of the server's memory, not the megabytes TCP would grow to.
-    "LIVE_SEND_BUFFER_BYTES": (16384, True),
-}
 # Streams one process holds at most (gunicorn's worker_connections under `flask live`).
 DEVELOPMENT_CONNECTIONS = 10_000
 
@@ -153,14 +140,6 @@ def _http_error(error: HTTPException) -> ResponseReturnValue:
     return {"error": error.description or error.name}, error.code or 500
 
 
-def _settings() -> dict[str, Any]:
-    """The live settings from the environment, parsed as strictly as app.config does."""
-    return {
-        name: config._number(name, default, integer=integer)
-        for name, (default, integer) in SETTINGS.items()
-    }
-
-
 def _wait_through_gevent() -> None:
     """Make psycopg wait for PostgreSQL through gevent when gevent patched the process.
 
@@ -199,17 +178,7 @@ def create_live_app(
 ) -> Flask:
     """The live process's app: the event streams and /healthz, the listener started."""
     _wait_through_gevent()
-    app = Flask(
-        __name__,
-        instance_path=str(instance_path or PROJECT_ROOT / "instance"),
-    )
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    app.config.from_mapping({**_settings(), **config.load(app.instance_path, test_config)})
-    if app.config["TRUSTED_PROXIES"]:
-        hops = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
-        )
+    app = make_flask(__name__, test_config, instance_path)
     db.init_app(app)
     database.init_app(app)
     errors.init_app(app)
