@@ -20,6 +20,16 @@ if ! fc-list 2>/dev/null | grep -qi "emoji"; then
   apt_install fonts-noto-color-emoji
 fi
 
+# The nginx site in deploy/ is tested in front of gunicorn: nginx unpacked into the
+# virtualenv, never installed as the machine's web server.
+if ! command -v nginx >/dev/null; then
+  if [ ! -x .venv/nginx/usr/sbin/nginx ]; then
+    echo "Unpacking nginx from Debian's packages…"
+    apt_unpack .venv/nginx nginx
+  fi
+  export PATH="$PATH:$PWD/.venv/nginx/usr/sbin"
+fi
+
 # One pytest worker per core (pytest-xdist), each with its own databases, servers and
 # browser; a test file stays on one worker, so its SQLite and PostgreSQL runs, and the
 # Redis tests that empty Redis, never run beside each other. Serially the suite took 20
