@@ -4,7 +4,7 @@ and `flask worker`s, each a real process of its own, all on one PostgreSQL and o
 ``Cluster`` starts them with the settings every host shares and stops them all after.
 ``HoldingSmtpServer`` is a mail server that can hold its answer to the messages it has
 taken, so that a test can kill a worker while a message is with the server; and
-``client_ports`` tells whose connection a message came on.
+``client_ports`` tells which process a connection to it is from.
 """
 
 from __future__ import annotations
@@ -211,8 +211,9 @@ class HoldingSmtpServer(SmtpServer):
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
 
 
-def client_ports(pid: int) -> set[int]:
-    """The local ports of the TCP connections process ``pid`` holds (IPv4, from /proc)."""
+def client_ports(pid: int, server_port: int) -> set[int]:
+    """The local ports of the TCP connections process ``pid`` holds to ``server_port`` on
+    loopback (IPv4, read from /proc)."""
     sockets = set()
     for descriptor in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -224,6 +225,7 @@ def client_ports(pid: int) -> set[int]:
     ports = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if fields[9] in sockets:
-            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if inode in sockets and int(remote.rsplit(":", 1)[1], 16) == server_port:
+            ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
