@@ -24,11 +24,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from flask import Response, current_app, g, has_app_context, request, send_from_directory
+from flask import Response, current_app, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from packaging.version import Version
-from sqlalchemy import Connection, event
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from announcements import (
     help,
@@ -45,18 +44,8 @@ from announcements import (
 )
 from announcements.catalogue import Catalogue, CatalogueCache
 from announcements.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
-from announcements.models import (
-    LOCALE_PATTERN,
-    Acknowledgement,
-    AgentSend,
-    EndUser,
-    Product,
-    Reaction,
-    ReadReceipt,
-    SubscriberStatus,
-    utcnow,
-)
-from app import widget_strings
+from announcements.models import LOCALE_PATTERN, Product, SubscriberStatus, utcnow
+from app import widget_cache, widget_strings
 from app.api import bp
 from app.database import widget_engine, writing
 from app.extensions import db, limiter
@@ -70,8 +59,6 @@ WORDING_KEY = "tidings.widget_wording"
 WORDING_MAX_AGE = 86_400
 # Where an app may put another user_state.StateReader: the benchmark serves the reference too.
 STATE_READER_KEY = "tidings.state_reader"
-# The answers end users hold, kept in Redis (None without REDIS_URL).
-STATE_CACHE_KEY = "tidings.state_cache"
 MAX_USER_ID_LENGTH = 255
 MAX_ATTRIBUTES = 50
 ATTRIBUTE_PREFIX = "attr."
@@ -97,56 +84,6 @@ def _state_reader() -> user_state.StateReader:
         STATE_READER_KEY, user_state.STATE_READER
     )
     return reader
-
-
-def _state_cache() -> state_cache.StateCache | None:
-    """The app's kept answers in Redis, made on first use; None without ``REDIS_URL``."""
-    if STATE_CACHE_KEY not in current_app.extensions:
-        url = current_app.config["REDIS_URL"]
-        kept = state_cache.StateCache.from_url(url) if url else None
-        current_app.extensions.setdefault(STATE_CACHE_KEY, kept)
-    cache: state_cache.StateCache | None = current_app.extensions[STATE_CACHE_KEY]
-    return cache
-
-
-# Rows of an end user's state that the ORM writes (an agent's send, a console's change,
-# an erasure): whose they are is remembered at the flush, and their kept answers are
-# deleted once the transaction commits.
-_TOUCHED = "tidings.touched_end_users"
-_STATE_ROWS = (EndUser, ReadReceipt, Reaction, Acknowledgement, AgentSend)
-
-
-@event.listens_for(Session, "before_flush")
-def _note_touched(session: Session, _context: object, _instances: object) -> None:
-    """Remember the end users whose state this flush writes."""
-    rows = [
-        row
-        for row in (*session.new, *session.dirty, *session.deleted)
-        if isinstance(row, _STATE_ROWS)
-    ]
-    if not rows:
-        return
-    touched: set[tuple[int, str]] = session.info.setdefault(_TOUCHED, set())
-    with session.no_autoflush:
-        for row in rows:
-            user = row if isinstance(row, EndUser) else session.get(EndUser, row.end_user_id)
-            if user is not None:
-                touched.add((user.product_id, user.external_id))
-
-
-@event.listens_for(Session, "after_commit")
-def _forget_touched(session: Session) -> None:
-    """Delete the kept answers of the end users the committed transaction wrote for."""
-    touched: set[tuple[int, str]] = session.info.pop(_TOUCHED, set())
-    cache = _state_cache() if touched and has_app_context() else None
-    if cache is not None:
-        for product_id, external_id in touched:
-            cache.forget(product_id, [external_id])
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_touched(session: Session) -> None:
-    session.info.pop(_TOUCHED, None)
 
 
 def expected_hash(secret: str, user_id: str) -> str:
@@ -355,7 +292,10 @@ class _Kept:
     ) -> None:
         """Keep the answer computed from the database, until the first moment it may change
         without a write: the catalogue's next boundary, the next write of a sighting, or
-        ENTRY_SECONDS."""
+        ENTRY_SECONDS. A page view that asked without its ETag finds it kept already:
+        what is kept stands until its end, and costs no second round trip."""
+        if self.found.entry is not None and self.found.entry.answers(catalogue.stamp, [etag]):
+            return
         ends = [
             now + timedelta(seconds=state_cache.ENTRY_SECONDS),
             state_cache.catalogue_until(catalogue, now),
@@ -372,7 +312,7 @@ def _kept(widget_key: str, user_id: str | None) -> _Kept | None:
 
     Read before the database: a write that commits after it deletes the token it holds,
     so the answer computed from the state before that write is not kept."""
-    cache = _state_cache()
+    cache = widget_cache.cache()
     catalogue = _held(widget_key) if cache is not None else None
     if cache is None or catalogue is None:
         return None
@@ -399,9 +339,8 @@ def _writing(connection: Connection, catalogue: Catalogue, user_id: str | None) 
         with writing(connection):
             yield
     finally:
-        cache = _state_cache()
-        if cache is not None and user_id is not None:
-            cache.forget(catalogue.product_id, [user_id])
+        if user_id is not None:
+            widget_cache.forget(catalogue.product_id, [user_id])
 
 
 def _widget_connection() -> Connection:
