@@ -55,14 +55,21 @@ def free_port() -> int:
 
 
 def serve(
-    url: str, port: int, workers: int, threads: int, reader: str | None = None
+    url: str,
+    port: int,
+    workers: int,
+    threads: int,
+    reader: str | None = None,
+    redis_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Serve bench_app.py with gunicorn on loopback, configured for production, and wait
-    until it answers; ``reader`` names another state reader for the widget (bench_app.py).
+    until it answers; ``reader`` names another state reader for the widget (bench_app.py),
+    ``redis_url`` the Redis it keeps its answers in (none unless given).
     """
     environment = {
         **os.environ,
         "TIDINGS_BENCH_STATE_READER": reader or "",
+        "REDIS_URL": redis_url or "",
         "DATABASE_URL": url,
         "TIDINGS_ENV": "production",
         "SECRET_KEY": secrets.token_hex(16),
@@ -71,6 +78,8 @@ def serve(
     server = subprocess.Popen(
         [
             str(ROOT / ".venv/bin/gunicorn"),
+            "--config",
+            str(ROOT / "bench/gunicorn_bench.conf.py"),
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

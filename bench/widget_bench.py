@@ -6,11 +6,15 @@ French) and 10,000,000 read receipts, serves the app with gunicorn, and drives i
 wrk on loopback: GET notes for random users with valid hashes, in the default language
 and in French (``locale=fr``, the same page in its translations), GET help (their unread
 notes that match what they are about to ask support, ranked), POST reads of random notes,
-the product's Atom feed (fresh, and revalidated to a 304), and a bare endpoint
-returning constant JSON under the same server settings (measured
-in rounds with the others). Prints the median req/s, p50 and p99 and the ratio to the bare
-endpoint, and French GET notes against default-language ones (by wrk, and by the CPU time
-each takes in process, batches of the two taking turns), for SQLite and for PostgreSQL.
+the product's Atom feed (fresh, and revalidated to a 304), a poll whose answer the user
+already holds (``If-None-Match`` → 304), and a bare endpoint returning constant JSON under
+the same server settings (measured in rounds with the others). With Redis
+(``TIDINGS_TEST_REDIS_URL``, as ``scripts/with-redis.sh`` sets it) a second server keeps
+the widget's answers there, and GET notes, the 304 poll and POST reads are measured on it
+too: the 304 is then answered without a query (``announcements.state_cache``). Prints the
+median req/s, p50 and p99 and the ratio to the bare endpoint, and French GET notes against
+default-language ones (by wrk, and by the CPU time each takes in process, batches of the
+two taking turns), for SQLite and for PostgreSQL.
 
     make bench                      # both databases, the full sizes
     .venv/bin/python bench/widget_bench.py --db sqlite --users 100000 --receipts 1000000
@@ -41,6 +45,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import redis
 from sqlalchemy import make_url
 from sqlalchemy.orm import Session
 
@@ -85,6 +90,9 @@ Voir le [guide](https://docs.example.com/reports) pour les détails.
 # The language of even-numbered users; the others read the default, English.
 OTHER_LANGUAGE = "fr"
 SAMPLE_USERS = 20_000
+# Users whose polls are revalidated (304), apart from those whose reads are posted, whose
+# answers change as the benchmark goes.
+REVALIDATED_USERS = 2_000
 
 
 @dataclass(frozen=True)
@@ -200,16 +208,24 @@ def seed(url: str, users: int, receipts: int, notes: int, versions: int) -> Seed
     return seeded
 
 
+def _identity(seeded: Seeded, number: int) -> str:
+    """The query that names user ``number`` with a valid hash."""
+    user_id = f"user-{number}"
+    user_hash = hmac.new(seeded.secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+    return f"user_id={user_id}&user_hash={user_hash}"
+
+
 def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path, Path, Path]:
     """GET paths of notes (English and French readers apart) and of help, and POST
     bodies, for a sample of users, each with a valid hash."""
     rng = random.Random(11)
+    skipped = revalidated(users)
     paths, other_paths, help_paths, bodies = [], [], [], []
     for number in rng.sample(range(1, users + 1), min(SAMPLE_USERS, users)):
-        user_id = f"user-{number}"
-        user_hash = hmac.new(seeded.secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+        if number in skipped:
+            continue
         plan = PLANS[number % len(PLANS)]
-        query = f"user_id={user_id}&user_hash={user_hash}"
+        query = _identity(seeded, number)
         query += f"&version={seeded.latest_version}&attr.plan={plan}"
         if number % 2 == 0:
             # As the widget asks: the reader's language, the one stored for them.
@@ -221,6 +237,8 @@ def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path,
             asked = urllib.parse.quote(rng.choice(QUERIES))
             help_paths.append(f"/api/v1/widget/{seeded.widget_key}/help?q={asked}&{query}")
         note_ids = rng.sample(seeded.note_ids, 2)
+        user_id = f"user-{number}"
+        user_hash = hmac.new(seeded.secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
         bodies.append(
             json.dumps({"user_id": user_id, "user_hash": user_hash, "note_ids": note_ids})
         )
@@ -231,6 +249,26 @@ def request_files(folder: Path, seeded: Seeded, users: int) -> tuple[Path, Path,
     help_file.write_text("\n".join(help_paths) + "\n")
     post_file.write_text("\n".join(bodies) + "\n")
     return get_file, other_file, help_file, post_file
+
+
+def revalidated(users: int) -> frozenset[int]:
+    """The users whose polls are revalidated: none of the others' requests write for them,
+    so their answers stay the same."""
+    return frozenset(range(1, users + 1, max(1, users // REVALIDATED_USERS)))
+
+
+def poll_file(folder: Path, seeded: Seeded, users: int, base: str) -> Path:
+    """Paths of GET notes of the :func:`revalidated` users, each with the ETag of its
+    answer, asked of the server at ``base`` once (which keeps it, when it has Redis)."""
+    lines = []
+    for number in sorted(revalidated(users)):
+        query = f"{_identity(seeded, number)}&version={seeded.latest_version}"
+        path = f"/api/v1/widget/{seeded.widget_key}/notes?{query}"
+        with urllib.request.urlopen(base + path, timeout=10) as answer:  # noqa: S310 - loopback
+            lines.append(f"{path} {answer.headers['ETag']}")
+    file = folder / "poll_paths.txt"
+    file.write_text("\n".join(lines) + "\n")
+    return file
 
 
 @dataclass(frozen=True)
@@ -369,6 +407,27 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
                 [str(ROOT / "bench/post_reads.lua"), str(post_file), reads_path],
             ),
         }
+        polls = poll_file(folder, seeded, users, base)
+        scenarios["GET notes 304"] = (server, base, [str(ROOT / "bench/get_304.lua"), str(polls)])
+        if redis_url := bench_redis():
+            other = common.free_port()
+            servers.append(
+                common.serve(url, other, args.workers, args.threads, redis_url=redis_url)
+            )
+            kept = f"http://127.0.0.1:{other}"
+            # Asked once, so each answer is kept: the polls below are answered from Redis.
+            kept_polls = poll_file(folder, seeded, users, kept)
+            scenarios["GET notes, Redis"] = (servers[-1], kept, get_notes)
+            scenarios["GET notes 304, Redis"] = (
+                servers[-1],
+                kept,
+                [str(ROOT / "bench/get_304.lua"), str(kept_polls)],
+            )
+            scenarios["POST reads, Redis"] = (
+                servers[-1],
+                kept,
+                [str(ROOT / "bench/post_reads.lua"), str(post_file), reads_path],
+            )
         # The same GET notes served with another state reader, by a server of its own.
         for reader in args.readers:
             other = common.free_port()
@@ -391,13 +450,13 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
     results = {name: _median(found) for name, found in runs.items()}
     baseline = results["bare"].rps
     print(
-        f"  {'endpoint':<13} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>7} "
+        f"  {'endpoint':<21} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>7} "
         f"{'CPU µs/req':>10} {'errors':>6}   req/s of each round"
     )
     for name, result in results.items():
         rounds = " ".join(f"{run.rps:.0f}" for run in runs[name])
         print(
-            f"  {name:<13} {result.rps:>7.0f} {result.p50_ms:>7.2f} {result.p99_ms:>7.2f} "
+            f"  {name:<21} {result.rps:>7.0f} {result.p50_ms:>7.2f} {result.p99_ms:>7.2f} "
             f"{result.rps / baseline:>7.0%} {result.cpu_us:>10.0f} {result.errors:>6}   {rounds}"
         )
     # The two GET notes side by side: the ratio of their medians, and the median of their
@@ -411,6 +470,19 @@ def measure(url: str, seeded: Seeded, users: int, args: argparse.Namespace, fold
         f"CPU per request {second.cpu_us / first.cpu_us:.1%}, "
         f"p50 {second.p50_ms / first.p50_ms:.1%}"
     )
+
+
+def bench_redis() -> str | None:
+    """A Redis database of the benchmark's own, emptied, on the server scripts/with-redis.sh
+    started; None without one. Emptied for each database: both seed product 1, and the
+    stamps kept of the first would outrank the second's."""
+    url = os.environ.get("TIDINGS_TEST_REDIS_URL")
+    if not url:
+        print("  Redis: skipped, TIDINGS_TEST_REDIS_URL is not set (scripts/with-redis.sh)")
+        return None
+    url = url.rsplit("/", 1)[0] + "/1"
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 def _median(results: list[Result]) -> Result:
