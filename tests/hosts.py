@@ -1,5 +1,6 @@
-"""Tidings on several machines, in one: app instances under gunicorn, the live process
-and `flask worker`s, each a real process of its own, all on one PostgreSQL and one Redis.
+"""Tidings on several machines, in one: app instances and the live process under gunicorn
+with the project's gunicorn.conf.py, and `flask worker`s, each a real process of its own,
+all on one PostgreSQL and one Redis.
 
 ``Cluster`` starts them with the settings every host shares and stops them all after.
 ``HoldingSmtpServer`` is a mail server that can hold its answer to the messages it has
@@ -62,30 +63,23 @@ class Cluster:
             **settings,
         }
         self.started: list[Process] = []
-        # gunicorn reads ./gunicorn.conf.py unless told of another: these processes take
-        # their settings from the command line alone.
-        self.config = folder / "gunicorn-none.conf.py"
-        self.config.write_text("# Every setting is on the command line.\n")
 
-    def _gunicorn(self, name: str, arguments: list[str], settings: dict[str, str]) -> Process:
+    def _gunicorn(self, name: str, process: str, app: str, settings: dict[str, str]) -> Process:
+        """gunicorn with the project's gunicorn.conf.py, as in production, as the kind of
+        ``process`` it names (web or live); one worker, on a port of its own."""
         port = free_port()
         log = self.folder / f"{name}.log"
         with log.open("wb") as output:
             popen = subprocess.Popen(
-                [
-                    GUNICORN,
-                    "--config",
-                    str(self.config),
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "1",
-                    "--graceful-timeout",
-                    "5",
-                    *arguments,
-                ],
+                [GUNICORN, "--bind", f"127.0.0.1:{port}", app],
                 cwd=PROJECT_ROOT,
-                env={**os.environ, **self.settings, **settings},
+                env={
+                    **os.environ,
+                    **self.settings,
+                    "TIDINGS_PROCESS": process,
+                    "WEB_CONCURRENCY": "1",
+                    **settings,
+                },
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a group of its own, its workers in it: see stop()
@@ -95,25 +89,15 @@ class Cluster:
         return process
 
     def web(self, name: str, **settings: str) -> Process:
-        """An app instance: gunicorn's threaded worker on ``create_app``, as in production."""
+        """An app instance, with an instance folder of its own."""
         instance = self.folder / name
         return self._gunicorn(
-            name,
-            [
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-                f"app:create_app(instance_path={str(instance)!r})",
-            ],
-            settings,
+            name, "web", f"app:create_app(instance_path={str(instance)!r})", settings
         )
 
     def live(self, name: str, **settings: str) -> Process:
-        """The live process: gunicorn's gevent worker on ``app.live``."""
-        return self._gunicorn(
-            name, ["--worker-class", "gevent", "app.live:create_live_app()"], settings
-        )
+        """The live process."""
+        return self._gunicorn(name, "live", "app.live:create_live_app()", settings)
 
     def worker(self, name: str, smtp_url: str, **settings: str) -> Process:
         """A `flask worker` sending to ``smtp_url``."""
