@@ -3,8 +3,11 @@ notices they acknowledged, and the notes that may answer them before they ask su
 
 Each call reads the product's catalogue stamp, the end user and their reads in one
 query and serves the notes from the catalogue cached in this process; a page view
-of a known user writes nothing (see ``reads.see``). The views parse, call the
-domain, and answer; CORS is limited to the product's allowed origins.
+of a known user writes nothing (see ``reads.see``). With Redis, a poll whose answer the
+user already holds is answered 304 from what is kept there, with no query
+(:mod:`announcements.state_cache`); every write to a user's state forgets theirs once it
+commits (:func:`_writing`, :mod:`app.widget_cache`). The views parse, call the domain,
+and answer; CORS is limited to the product's allowed origins.
 
 Notes come in the reader's language: the ``locale`` the host passes (the widget sends
 the browser's when the host passes none), else the one stored for the user, picks each
