@@ -481,8 +481,9 @@ def test_a_worker_killed_mid_send_loses_nothing(two_hosts: TwoHosts) -> None:
         recorder.holding = False
     # The other worker goes on: all it leaves is what the killed one held.
     wait_for(lambda: hosts.waiting(notes) <= held, SEND_WITHIN, "the survivor to send the rest")
-    # Restarted (as its service manager does), the worker puts back what its dead
-    # process held, and the messages go out.
+    # Restarted, as systemd does (deploy/systemd/tidings-worker.service), the worker asks
+    # for a sweep as it starts; whichever worker runs it puts back what the dead process
+    # held, and those messages go out.
     restarted = hosts.cluster.worker(f"{doomed.name}-restarted", hosts.smtp.url)
     hosts.workers[0] = restarted
     wait_for(lambda: not hosts.waiting(notes), SEND_WITHIN, "the killed worker's claims sent")
