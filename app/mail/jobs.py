@@ -5,8 +5,8 @@ thread of its own writes it, whatever the jobs are doing.
 
 Huey only carries wake-up calls; the outbox and webhook_delivery tables are what
 must be sent. A lost task (a killed worker, Redis restarted) therefore loses nothing:
-the periodic task finds whatever is due within a minute, and ``flask worker`` runs it
-on start.
+the periodic task finds whatever is due within a minute, and ``flask worker`` queues it
+as it starts (or runs it itself while the queue cannot be reached).
 
 Storage: SQLite (``instance/huey.db``) by default, Redis when ``REDIS_URL`` is set,
 so that several workers on several machines share one queue.
