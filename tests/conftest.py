@@ -41,6 +41,35 @@ PASSWORD = "correct horse battery"
 HTTPS_BASE_URL = "https://changes.example.com"
 
 
+# The files that take longest, slowest first (`scripts/test.sh --durations=0`): xdist
+# hands whole files to its workers in the order collected, so these go out first and no
+# worker is left with one of them after the others have finished.
+SLOW_FILES = (
+    "test_live.py",
+    "test_browser_",
+    "test_two_hosts.py",
+    "test_redis_down.py",
+    "test_demo_",
+    "test_ops.py",
+    "test_api_fuzz.py",
+    "test_cli.py",
+    "test_traffic.py",
+    "test_mail_worker.py",
+    "test_deploy.py",
+    "test_rate_limits.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return next(
+            (at for at, slow in enumerate(SLOW_FILES) if name.startswith(slow)), len(SLOW_FILES)
+        )
+
+    items.sort(key=rank)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     """Before any fixture of a test is torn down, wait for the threads the web started in
