@@ -206,8 +206,9 @@ class _Watched:
 class Listener:
     """Learns which catalogues changed and wakes their streams: one per live process.
 
-    ``engine`` is the one the process reads with, ``cache`` its catalogues; with
-    ``redis_url`` it subscribes to Redis, else on PostgreSQL it listens with its own
+    ``engine`` is the one it reads stamps and catalogues with, which the live process
+    gives it for itself alone (see :mod:`app.live`), ``cache`` the process's catalogues;
+    with ``redis_url`` it subscribes to Redis, else on PostgreSQL it listens with its own
     connection, else it checks stamps.
     """
 
@@ -216,6 +217,7 @@ class Listener:
         self._cache = cache
         self._redis_url = redis_url
         self._watched: dict[int, _Watched] = {}
+        self._product_ids: dict[str, int] = {}  # the watched products, by widget key
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         # Whether changes reach the process now; when not, the clock checks stamps.
@@ -267,6 +269,13 @@ class Listener:
 
     # Streams ------------------------------------------------------------------------
 
+    def catalogue(self, widget_key: str) -> Catalogue | None:
+        """The catalogue of a product with open streams, which the listener keeps current;
+        None for any other key."""
+        with self._lock:
+            product_id = self._product_ids.get(widget_key)
+            return None if product_id is None else self._watched[product_id].catalogue
+
     def watch(self, widget_key: str, catalogue: Catalogue) -> Watch:
         """Register a stream on ``catalogue``'s product; close the Watch when it ends."""
         product_id = catalogue.product_id
@@ -275,6 +284,7 @@ class Listener:
             if watched is None:
                 epoch = bisect.bisect_right(catalogue.boundaries, utcnow())
                 watched = self._watched[product_id] = _Watched(widget_key, catalogue, epoch)
+                self._product_ids[widget_key] = product_id
                 self._unchecked.add(product_id)
             elif catalogue.stamp > watched.catalogue.stamp:
                 self._wake(watched, catalogue)
@@ -287,6 +297,7 @@ class Listener:
             watched.streams -= 1
             if watched.streams == 0:
                 del self._watched[product_id]
+                del self._product_ids[watched.widget_key]
 
     def _wait(self, product_id: int, generation: int, timeout: float) -> int:
         watched = self._watched[product_id]

@@ -8,6 +8,8 @@ gunicorn of its own on the test database, and is read over a socket.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import http.client
 import json
 import logging
@@ -381,6 +383,161 @@ def test_on_sigterm_open_streams_end_and_the_process_exits_at_once(
     process.popen.wait(timeout=15)
     # Well within the graceful timeout of 30 s, which open streams would wait out.
     assert time.monotonic() - stopped < 10, process.tail()
+
+
+def test_a_stream_ends_as_soon_as_its_client_leaves(
+    database_url: str, tmp_path: Path, product: Product
+) -> None:
+    """A worker holding as many streams as it may: once their clients leave, it answers
+    again at once, not at the streams' next heartbeat (a minute here)."""
+    process = LiveProcess(
+        tmp_path / "left",
+        database_url,
+        LIVE_HEARTBEAT_SECONDS="60",
+        GUNICORN_CMD_ARGS="--worker-connections 3",
+    )
+    try:
+        streams = [Stream(process.url, _events_path(product, f"u{n}")) for n in range(3)]
+        for stream in streams:
+            stream.block()
+            stream.close()
+        left = time.monotonic()
+        process.wait_for("streams", 0, timeout=2)
+        assert time.monotonic() - left < 2
+        again = Stream(process.url, _events_path(product))
+        assert again.response.status == 200
+        again.close()
+    finally:
+        process.stop()
+
+
+def test_a_stream_that_finds_no_database_is_answered_503(tmp_path: Path) -> None:
+    """A product's first stream reads the database: unreachable, the widget is told to try
+    later, in JSON, never a 500."""
+    for url in (
+        f"postgresql+psycopg://tidings@127.0.0.1:{free_port()}/tidings",
+        f"sqlite:///{tmp_path / 'no-such-folder' / 'tidings.db'}",
+    ):
+        process = LiveProcess(tmp_path / url.split(":")[0], url)
+        try:
+            stream = Stream(process.url, "/api/v1/widget/some-key/events")
+            assert stream.response.status == 503
+            assert stream.response.getheader("Retry-After") == "2"
+            assert json.load(stream.response)["error"]
+            stream.close()
+        finally:
+            process.stop()
+        assert "Traceback" not in process.tail()
+
+
+# Openings waiting for the database: on PostgreSQL an opening's query waits while a lock
+# on end users is held, and holds its connection meanwhile.
+OPENINGS = 20
+POOL = 15  # the live process's pool: 5 connections, and 10 more while busy
+
+
+def _needs_postgres(database_url: str) -> None:
+    if make_url(database_url).get_backend_name() != "postgresql":
+        pytest.skip("SQLite has no lock that stops a reader, so no opening can be held")
+
+
+@contextlib.contextmanager
+def _openings_held(
+    process: LiveProcess, database_url: str, product: Product, count: int = OPENINGS
+) -> Iterator[list[concurrent.futures.Future[Stream]]]:
+    """``count`` streams of ``product`` opening at once while PostgreSQL holds their
+    queries, until every one of them waits (for the lock, or for a connection)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    path = _events_path(product, "waiting")
+    with (
+        psycopg.connect(url.render_as_string(hide_password=False)) as locker,
+        concurrent.futures.ThreadPoolExecutor(count) as pool,
+    ):
+        locker.execute("LOCK TABLE end_user IN ACCESS EXCLUSIVE MODE")
+        openings = [pool.submit(Stream, process.url, path) for _ in range(count)]
+        try:
+            with psycopg.connect(url.render_as_string(hide_password=False)) as watcher:
+                deadline = time.monotonic() + 10
+                # The pool's connections all wait for the lock.
+                while watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                    "AND relation = 'end_user'::regclass"
+                ).fetchone() != (min(count, POOL),):
+                    assert time.monotonic() < deadline, "the openings never reached the lock"
+                    time.sleep(0.05)
+            yield openings
+        finally:
+            locker.rollback()
+            for opening in openings:
+                with contextlib.suppress(Exception):
+                    opening.result(timeout=15).close()
+
+
+def test_an_opening_that_finds_no_free_connection_is_answered_503_at_once(
+    database_url: str, tmp_path: Path, session: Session
+) -> None:
+    """A burst of openings takes every connection: the rest are told to try again within
+    seconds, rather than queued until they fail with a 500."""
+    _needs_postgres(database_url)
+    other = make_product(session)
+    process = LiveProcess(tmp_path / "busy", database_url)
+    try:
+        with _openings_held(process, database_url, other) as openings:
+            done, _ = concurrent.futures.wait(openings, timeout=5)
+            assert len(done) == OPENINGS - POOL
+            for opening in done:
+                refused = opening.result()
+                assert refused.response.status == 503
+                assert refused.response.getheader("Retry-After") == "2"
+                assert json.load(refused.response)["error"]
+    finally:
+        process.stop()
+    assert "Traceback" not in process.tail()
+
+
+def test_changes_reach_the_streams_while_openings_hold_every_connection(
+    database_url: str, tmp_path: Path, session: Session, product: Product
+) -> None:
+    """The listener reads with a connection of its own."""
+    _needs_postgres(database_url)
+    other = make_product(session)
+    process = LiveProcess(tmp_path / "busy", database_url)
+    try:
+        stream = Stream(process.url, _events_path(product))
+        stream.block()
+        with _openings_held(process, database_url, other):
+            published = _publish(session, product)
+            assert stream.event(timeout=DELIVERY * 3)["id"] == _state(session, product)
+            assert time.monotonic() - published < DELIVERY
+        stream.close()
+    finally:
+        process.stop()
+
+
+def test_a_product_with_streams_opens_more_without_the_database(
+    live_process: LiveProcess, database_url: str, session: Session, product: Product
+) -> None:
+    """Its catalogue is the one the listener keeps: a stream opens at once while the
+    database would keep any query waiting, with the same identity and origin checks."""
+    _needs_postgres(database_url)
+    other = make_product(session)
+    first = Stream(live_process.url, _events_path(product))
+    state = first.block()[1]
+    with _openings_held(live_process, database_url, other, count=1):
+        opened = time.monotonic()
+        second = Stream(live_process.url, _events_path(product, "u2"))
+        assert second.response.status == 200
+        assert second.block()[1] == state
+        assert time.monotonic() - opened < 1
+        wrong = Stream(live_process.url, _events_path(product, user_hash="wrong"))
+        assert wrong.response.status == 401
+        foreign = Stream(
+            live_process.url, _events_path(product), {"Origin": "https://evil.example"}
+        )
+        assert foreign.response.status == 403
+        for stream in (second, wrong, foreign):
+            stream.close()
+    first.close()
 
 
 @pytest.fixture
