@@ -7,7 +7,10 @@ and PostgreSQL. Each test has a Redis database of its own, emptied first.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -291,3 +294,38 @@ def test_with_redis_unreachable_the_database_answers(
         assert polled(widget, first.headers["ETag"].strip('"')).status_code == 200
         db.session.remove()
     assert "answered from the database" in caplog.text
+
+
+def test_a_delete_redis_missed_is_made_when_it_answers_again(tmp_path) -> None:
+    """Redis unreachable when a write commits: the delete waits in the process and is
+    made at its next contact, before anything is read."""
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    cache = state_cache.StateCache.from_url(url)
+    cache.forget(1, ["ana"])  # nothing listens yet: kept to be made later
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(50):
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                break
+            time.sleep(0.1)
+        # An answer kept for Ana by another process before the write, which missed it.
+        client.hset(state_cache.user_key(1, "ana"), mapping={"v": "t", "q": "1 9e12 e"})
+        time.sleep(state_cache.RETRY_SECONDS)
+        assert cache.lookup(1, "ana", "q").entry is None
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
