@@ -325,6 +325,10 @@ class CatalogueCache:
         self._catalogues: dict[str, Catalogue] = {}
         self._lock = threading.Lock()
 
+    def held(self, widget_key: str) -> Catalogue | None:
+        """The catalogue this process holds for the key, whatever its stamp; reads nothing."""
+        return self._catalogues.get(widget_key)
+
     def get(self, connection: Connection, widget_key: str, stamp: int) -> Catalogue | None:
         """The catalogue at ``stamp`` (or newer), loading it when this process has an older one."""
         cached = self._catalogues.get(widget_key)

@@ -232,8 +232,10 @@ def test_pages_are_newest_first_and_unread_count_covers_every_page(
     third = widget.notes(limit=3, cursor=second["next_cursor"]).get_json()
     assert [n["id"] for n in second["notes"] + third["notes"]] == [n.id for n in notes[3:]]
     assert third["next_cursor"] is None
-    # Where the widget opens the product's live stream: the live process's address.
-    assert first["events"] == f"http://127.0.0.1:5000/api/v1/widget/{product.widget_key}/events"
+    # Where the widget opens the product's live stream.
+    # The live process's address, and the state this answer shows.
+    stream = f"http://127.0.0.1:5000/api/v1/widget/{product.widget_key}/events?last_event_id="
+    assert first["events"].startswith(f"{stream}{product.catalogue_stamp}.")
 
 
 @pytest.mark.parametrize(
@@ -777,6 +779,29 @@ def test_cors_is_limited_to_allowed_origins(product: Product, widget: Widget) ->
     server_side = widget.notes()  # no Origin: a server may call too
     assert server_side.status_code == 200
     assert "Access-Control-Allow-Origin" not in server_side.headers
+
+
+def test_pages_from_the_public_address_are_allowed_from_another_address(
+    app, product: Product, widget: Widget
+) -> None:
+    """The demo host page, served at BASE_URL, opens its stream on the live process's own
+    address: that process takes the public address's origin as its own."""
+    app.config["BASE_URL"] = "http://tidings.example:8000/changes"
+    answer = widget.notes(headers={"Origin": "http://tidings.example:8000"})
+    assert answer.status_code == 200
+    assert answer.headers["Access-Control-Allow-Origin"] == "http://tidings.example:8000"
+    assert widget.notes(headers={"Origin": "http://tidings.example:8001"}).status_code == 403
+
+
+def test_a_stream_asked_of_the_app_says_where_streams_are(client, product: Product) -> None:
+    """The live process serves the streams; the app answers in JSON, with CORS, so the
+    widget polls quietly."""
+    events = f"/api/v1/widget/{product.widget_key}/events"
+    answer = client.get(events, headers={"Origin": ORIGIN})
+    assert answer.status_code == 503 and "live process" in answer.json["error"]
+    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert client.get("/api/v1/widget/wk_nothing/events").status_code == 404
+    assert client.get(events, headers={"Origin": "https://evil.example"}).status_code == 403
 
 
 def test_preflight_is_answered_for_allowed_origins_only(widget: Widget) -> None:

@@ -23,10 +23,12 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from announcements import agent_sends, services, state_cache
-from announcements.models import EndUser, utcnow
+from announcements.models import EndUser, Subscriber, SubscriberStatus, utcnow
 from announcements.services import Intent, NoteInput
 from app.database import widget_engine
 from app.extensions import db
+from app.mail import tokens
+from app.mail.tokens import Purpose
 from tests.factories import make_end_user, make_note, make_product
 from tests.test_widget_api import Widget
 
@@ -194,6 +196,32 @@ def test_an_agents_send_shows_in_the_next_poll(session, client) -> None:
     answer = polled(widget, etag)
     assert answer.status_code == 200
     assert answer.get_json()["notes"][0]["read"] is False
+
+
+def test_a_read_from_a_mails_link_shows_in_the_next_poll(session, client) -> None:
+    product = make_product(session)
+    note = make_note(session, product)
+    user = make_end_user(session, product, "user-1", first_seen_at=utcnow() - timedelta(days=2))
+    subscriber = Subscriber(
+        product_id=product.id,
+        email="user-1@example.com",
+        status=SubscriberStatus.CONFIRMED,
+        categories=[],
+        end_user_id=user.id,
+    )
+    session.add(subscriber)
+    session.commit()
+    widget = Widget(client, product)
+    etag = primed(widget)
+
+    # The link writes its read in Core, past the session's hooks.
+    link = client.get(
+        f"/subscriptions/read/{tokens.for_subscriber(Purpose.READ, subscriber, n=note.id)}"
+    )
+    assert link.status_code == 302
+    answer = polled(widget, etag)
+    assert answer.status_code == 200
+    assert answer.get_json()["notes"][0]["read"] is True
 
 
 def test_a_publish_shows_in_the_next_poll(session, client) -> None:

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
 
-from announcements import catalogue, inbox, reads, serialisation, user_state, versions
+from announcements import catalogue, inbox, live, reads, serialisation, user_state, versions
 from announcements.models import (
     Acknowledgement,
     AgentSend,
@@ -171,12 +171,13 @@ def expected_body(
         )
         shown = catalogue.load(connection, world.product.widget_key, app.config["BASE_URL"])
     assert state is not None and shown is not None and stamp == shown.stamp
+    now = utcnow()
     page = inbox.inbox(
         shown,
         state,
         attributes=state.attributes,
         app_version=None if version is None else versions.parse(version),
-        now=utcnow(),
+        now=now,
         limit=limit,
         after=None,
     )
@@ -211,6 +212,8 @@ def expected_body(
         "unread_count": page.unread_count,
         "notes": notes,
         "next_cursor": page.next_cursor,
+        "events": f"{app.config['LIVE_URL']}/api/v1/widget/{product.widget_key}/events"
+        f"?last_event_id={live.event_id(shown, now)}",
     }
 
 

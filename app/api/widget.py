@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from flask import Response, current_app, g, request, send_from_directory
@@ -36,6 +37,7 @@ from announcements import (
     help,
     inbox,
     languages,
+    live,
     reads,
     serialisation,
     state_cache,
@@ -136,14 +138,21 @@ def _admit(catalogue: Catalogue) -> None:
     """Note the request's product, and refuse a foreign origin."""
     g.widget_product_id = catalogue.product_id  # app.health counts the request for it
     origin = request.headers.get("Origin")
-    # Pages Tidings serves itself (the demo host) are always allowed.
+    # Pages Tidings serves itself (the demo host) are always allowed: from this address,
+    # or from the public one when this is the live process on an address of its own.
     if origin is not None and origin != request.host_url.rstrip("/"):
-        if origin not in catalogue.allowed_origins:
+        if origin not in catalogue.allowed_origins and origin != _public_origin():
             raise Forbidden(
                 f"{origin} may not load this product's widget. "
                 "An owner can add it under Settings → Allowed origins."
             )
         g.widget_origin = origin
+
+
+def _public_origin() -> str:
+    """The origin of the public address (``BASE_URL``), where Tidings serves its pages."""
+    address = urlsplit(current_app.config["BASE_URL"])
+    return f"{address.scheme}://{address.netloc}"
 
 
 def _check_identity(catalogue: Catalogue, user_id: str | None, user_hash: Any) -> None:
@@ -253,7 +262,12 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
         kept.keep(catalogue, state, etag, now)
     if etag in request.if_none_match:
         return _not_modified(etag)
-    events = f"{current_app.config['LIVE_URL']}/api/v1/widget/{widget_key}/events"
+    # The stream is told the state this answer shows, so a change between the two is sent
+    # as the stream opens rather than missed.
+    events = (
+        f"{current_app.config['LIVE_URL']}/api/v1/widget/{widget_key}/events"
+        f"?last_event_id={live.event_id(catalogue, now)}"
+    )
     response = Response(serialisation.inbox_body(shown, events), mimetype="application/json")
     response.set_etag(etag)
     return response
@@ -316,21 +330,12 @@ def _kept(widget_key: str, user_id: str | None) -> _Kept | None:
     Read before the database: a write that commits after it deletes the token it holds,
     so the answer computed from the state before that write is not kept."""
     cache = widget_cache.cache()
-    catalogue = _held(widget_key) if cache is not None else None
+    catalogue = _cache().held(widget_key) if cache is not None else None
     if cache is None or catalogue is None:
         return None
     digest = state_cache.query_digest(request.args.items(multi=True))
     found = cache.lookup(catalogue.product_id, user_id, digest)
     return None if found is None else _Kept(cache, catalogue, user_id, digest, found)
-
-
-def _held(widget_key: str) -> Catalogue | None:
-    """The catalogue this process holds for the key, whatever its stamp, without a query.
-
-    Read from the cache's own dict until CatalogueCache has a method that says this
-    (``held``, asked of the lead): its ``get`` takes a connection, and checking one out of
-    the pool costs 38 µs, a tenth of a 304."""
-    return _cache()._catalogues.get(widget_key)
 
 
 @contextlib.contextmanager
@@ -657,6 +662,17 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
     if signed and subscriber.status is SubscriberStatus.CONFIRMED:
         return {"email": subscriber.email, "status": "confirmed"}
     return {"email": subscriber.email, "status": "pending"}, 202
+
+
+@bp.get("/widget/<widget_key>/events", provide_automatic_options=False)
+def widget_events(widget_key: str) -> ResponseReturnValue:
+    """Event streams are the live process's (:mod:`app.live`): a widget whose stream
+    reaches this app (no live process, or no proxy route to it) is told so, with its
+    origin's CORS headers, and polls, with no error in its host page's console."""
+    with _widget_connection() as connection:
+        _load(connection, widget_key, None)
+    error = "Live updates are served by the live process (flask live, LIVE_URL); poll meanwhile."
+    return {"error": error}, 503
 
 
 @bp.get("/widget/strings/<locale>.json", provide_automatic_options=False)

@@ -31,7 +31,7 @@ from announcements.models import (
     utcnow,
 )
 from announcements.subscriptions import Preferences
-from app import i18n
+from app import i18n, widget_cache
 from app.database import widget_engine, writing
 from app.extensions import csrf, db, limiter
 from app.mail import compose, jobs, tokens
@@ -274,9 +274,11 @@ def read(token: str) -> ResponseReturnValue:
         return _bad_link(NotFound(N_("That note no longer exists.")))
     now = utcnow()
     public = note.status_at(now) is NoteStatus.PUBLISHED and not note.is_internal
-    if subscriber.end_user_id is not None and public:
+    reader = subscriber.end_user
+    if reader is not None and public:
         with widget_engine().connect() as connection, writing(connection):
-            reads.record_read(connection, subscriber.end_user_id, note.id, channel="email", now=now)
+            reads.record_read(connection, reader.id, note.id, channel="email", now=now)
+        widget_cache.forget(subscriber.product_id, [reader.external_id])
     # The note's page in the language the mail was in.
     locale = compose.page_locale(subscriber.locale, note.product)
     return redirect(
