@@ -634,7 +634,9 @@ def measure(
         "GET notes": f"/api/v1/widget/{seeded.widget_key}/notes?{identity(seeded, 0)}",
     }
     with (
-        running(common.serve(url, main_port, args.main_workers, args.main_threads)),
+        running(
+            common.serve(url, main_port, args.main_workers, args.main_threads, redis_url=redis)
+        ),
         running(gunicorn(LIVE_APP, port, live_environment(url), args.cap, log)) as live,
         clients_of(args.clients, port) as clients,
     ):
