@@ -11,10 +11,11 @@ of a few kilobytes rather than one of the app's threads; the stream is served by
 Flask code, the same identity and origin checks and the same database layer as the widget
 API (psycopg 3 waits through gevent's patched ``select`` when it is imported after the
 patching, which gunicorn's gevent worker does before it loads the app), and by gunicorn's
-own worker class, so there is no second server to run. Memory: about 22 KiB per open
-stream (10,000 streams: worker RSS 147 → 364 MiB), 1.5× a bare gevent SSE stream
+own worker class, so there is no second server to run. Memory: about 23 KiB per open
+stream (10,000 streams: worker RSS 147 → 372 MiB), 1.6× a bare gevent SSE stream
 (14.8 KiB), measured by ``scripts/bench.sh live``; the largest part is the greenlet's
-saved stack while it waits (5.2 KB against 4.0 KB bare).
+saved stack while it waits (5.2 KB against 4.0 KB bare). Watching the client's socket
+while waiting (below) added about 1 KiB to the 22 KiB measured before it.
 
 Opening a stream needs the product's catalogue: for a product with streams open already
 it is the one the listener keeps current, with no query, so a burst of reconnecting
