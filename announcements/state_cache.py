@@ -6,7 +6,7 @@ stored state, and the query (version, locale, attributes, page). For each end us
 Redis hash holds, per digest of a query, the ETag served, the stamp it was computed at
 and until when it holds. A poll may be answered 304 from it when
 
-- the stamp L1's publisher keeps in ``tidings:stamps`` (``announcements.live``) is the
+- the stamp ``announcements.live.Publisher`` keeps in ``tidings:stamps`` (``announcements.live``) is the
   entry's, and this process holds the catalogue at that stamp (to check the hash and
   the origin);
 - the clock is before the entry's end: the catalogue's next boundary (a note going live

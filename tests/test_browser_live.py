@@ -15,11 +15,8 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from playwright.sync_api import expect
-from sqlalchemy import select
 
-from announcements.models import Product
 from app.demo_data import DEMO_HOST_PRODUCT
-from app.extensions import db
 from tests.browser import SCREENSHOTS
 from tests.conftest import PASSWORD
 from tests.mailserver import free_port
@@ -33,19 +30,15 @@ LIVE_WITHIN_S = 2.0
 
 @pytest.fixture(scope="module")
 def live_process(tmp_path_factory, live_app: Flask, live_server: str) -> Iterator[str]:
-    """The live process on the app's database (SQLite alone: its one-second stamp check);
-    widgets are sent to it (LIVE_URL), and the demo host's origin may open its stream
-    there as any host's would."""
+    """The live process on the app's database (SQLite alone: its one-second stamp check),
+    on an address of its own; widgets are sent to it (LIVE_URL), and the demo host page,
+    served at the public address (BASE_URL), may open its stream there."""
     process = LiveProcess(
         tmp_path_factory.mktemp("live-process"),
         live_app.config["SQLALCHEMY_DATABASE_URI"],
         BASE_URL=live_server,
     )
     try:
-        with live_app.app_context():
-            product = db.session.scalar(select(Product).where(Product.slug == DEMO_HOST_PRODUCT))
-            product.allowed_origins = [*product.allowed_origins, live_server]
-            db.session.commit()
         live_app.config["LIVE_URL"] = process.url
         yield process.url
     finally:

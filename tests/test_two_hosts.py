@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -77,7 +77,8 @@ pytestmark = pytest.mark.skipif(
     "scripts/with-redis.sh scripts/with-postgres.sh",
 )
 
-# A Redis database of its own: other test files empty theirs and use the same queue name.
+# A Redis database of its own on the worker's server: the files before it there empty theirs
+# and use the same queue name.
 REDIS_DATABASE = 11
 SUBSCRIBERS = 24
 # Small batches, so the two workers claim from one outbox side by side.
@@ -399,10 +400,12 @@ def test_a_note_published_through_a_is_served_by_b_at_once(two_hosts: TwoHosts) 
     feed_before = call("GET", feed)
     assert feed_before.status == 200
     assert call("GET", page).status == 200
-    # The stream, opened where B's widget answer says, as the widget opens it.
-    events = before.json()["events"]
-    assert events.startswith(f"{hosts.live.url}/")
-    stream = EventStream(f"{events}?{urlsplit(widget).query}")
+    # The stream, opened where B's widget answer says with the widget's identity added to
+    # its query, as the widget opens it.
+    events = urlsplit(before.json()["events"])
+    assert f"{events.scheme}://{events.netloc}" == hosts.live.url
+    query = urlencode([*parse_qsl(events.query), *parse_qsl(urlsplit(widget).query)])
+    stream = EventStream(urlunsplit(events._replace(query=query)))
     try:
         assert stream.response.status == 200
         assert stream.response.getheader("Content-Type", "").startswith("text/event-stream")

@@ -524,7 +524,7 @@ def widget_help_outcome(widget_key: str, token: str) -> ResponseReturnValue:
     now = utcnow()
     with _widget_connection() as connection:
         catalogue, state = _asker(connection, widget_key, body, now)
-        # Help read through is a read, which the user's kept answers do not know of.
+        # An answer through help changes the user's reads: their kept answers are forgotten.
         with _writing(connection, catalogue, state.external_id if state else None):
             answered = help.decide(
                 connection,
@@ -667,8 +667,8 @@ def widget_subscribe(widget_key: str) -> ResponseReturnValue:
 @bp.get("/widget/<widget_key>/events", provide_automatic_options=False)
 def widget_events(widget_key: str) -> ResponseReturnValue:
     """Event streams are the live process's (:mod:`app.live`): a widget whose stream
-    reaches this app (no live process, or no proxy route to it) is told so, with its
-    origin's CORS headers, and polls, with no error in its host page's console."""
+    reaches this app (no live process, or no proxy route to it) is told so in JSON, with
+    its origin's CORS headers, and polls."""
     with _widget_connection() as connection:
         _load(connection, widget_key, None)
     error = "Live updates are served by the live process (flask live, LIVE_URL); poll meanwhile."
