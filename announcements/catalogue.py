@@ -114,6 +114,11 @@ class Catalogue:
     )
     _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def epoch(self, now: datetime) -> int:
+        """How many of the catalogue's boundaries have passed by ``now``: between two, what
+        it shows anyone stays the same."""
+        return bisect.bisect_right(self.boundaries, now)
+
     def visible(
         self, app_version: Version | None, attributes: Mapping[str, str], now: datetime
     ) -> tuple[CatalogueNote, ...]:
@@ -123,7 +128,7 @@ class Catalogue:
         see the same notes, so the answer is remembered until the next note goes live
         or expires.
         """
-        epoch = bisect.bisect_right(self.boundaries, now)
+        epoch = self.epoch(now)
         key = (app_version, tuple(attributes.get(name) for name in self.rule_attributes))
         remembered = self._visible.get(key)
         if remembered is not None and remembered[0] == epoch:

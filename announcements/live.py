@@ -33,7 +33,6 @@ events, elsewhere (tests, the web) real threads.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import weakref
@@ -186,7 +185,7 @@ def event_id(catalogue: Catalogue, now: datetime) -> str:
     """What a stream calls the state of a catalogue at ``now``: its stamp and the epoch
     seconds of the latest boundary passed (0 before the first), so time moving a note in
     or out of view changes it as an edit does."""
-    passed = bisect.bisect_right(catalogue.boundaries, now)
+    passed = catalogue.epoch(now)
     latest = int(catalogue.boundaries[passed - 1].timestamp()) if passed else 0
     return f"{catalogue.stamp}.{latest}"
 
@@ -282,7 +281,7 @@ class Listener:
         with self._lock:
             watched = self._watched.get(product_id)
             if watched is None:
-                epoch = bisect.bisect_right(catalogue.boundaries, utcnow())
+                epoch = catalogue.epoch(utcnow())
                 watched = self._watched[product_id] = _Watched(widget_key, catalogue, epoch)
                 self._product_ids[widget_key] = product_id
                 self._unchecked.add(product_id)
@@ -313,7 +312,7 @@ class Listener:
         """Move the product to ``catalogue`` and wake its streams (the lock held): a new
         event replaces the one they wait on, so none misses a wake-up and none queues."""
         watched.catalogue = catalogue
-        watched.epoch = bisect.bisect_right(catalogue.boundaries, utcnow())
+        watched.epoch = catalogue.epoch(utcnow())
         watched.generation += 1
         woken, watched.woken = watched.woken, threading.Event()
         woken.set()
@@ -369,7 +368,7 @@ class Listener:
         with self._lock:
             for watched in self._watched.values():
                 boundaries = watched.catalogue.boundaries
-                epoch = bisect.bisect_right(boundaries, now)
+                epoch = watched.catalogue.epoch(now)
                 if epoch != watched.epoch:
                     self._wake(watched, watched.catalogue)
                 if epoch < len(boundaries):

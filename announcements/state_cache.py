@@ -6,9 +6,8 @@ stored state, and the query (version, locale, attributes, page). For each end us
 Redis hash holds, per digest of a query, the ETag served, the stamp it was computed at
 and until when it holds. A poll may be answered 304 from it when
 
-- the stamp ``announcements.live.Publisher`` keeps in ``tidings:stamps`` (``announcements.live``) is the
-  entry's, and this process holds the catalogue at that stamp (to check the hash and
-  the origin);
+- the stamp ``announcements.live.Publisher`` keeps in ``tidings:stamps`` is the entry's,
+  and this process holds the catalogue at that stamp (to check the hash and the origin);
 - the clock is before the entry's end: the catalogue's next boundary (a note going live
   or expiring, a hold-back window closing), and the moment :func:`reads.see` would write
   again (the hour of ``last_seen_at`` and the UTC day), so a first sighting of the day is
@@ -36,7 +35,6 @@ one hash slot; Tidings speaks to one Redis (or a replicated pair).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import logging
 import secrets
@@ -113,7 +111,7 @@ def query_digest(args: Iterable[tuple[str, str]]) -> str:
 def catalogue_until(catalogue: Catalogue, now: datetime) -> datetime | None:
     """The first moment after ``now`` that may change what the catalogue shows someone: a
     note going live or expiring, or a hold-back window closing; None when none is ahead."""
-    ahead = catalogue.boundaries[bisect.bisect_right(catalogue.boundaries, now) :]
+    ahead = catalogue.boundaries[catalogue.epoch(now) :]
     ends = (
         holdback.window_end(note.published_at, catalogue.support_window_days)
         for note in catalogue.with_holdback
