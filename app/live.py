@@ -78,9 +78,9 @@ DEVELOPMENT_CONNECTIONS = 10_000
 # Named "api" so that the widget API's own checks recognise the route as a widget's
 # (api.widget_events): the key that can name nothing, and CORS for allowed origins.
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-bp.url_value_preprocessor(widget._nameable)
-bp.before_request(widget._no_origin_yet)
-bp.after_request(widget._cors)
+bp.url_value_preprocessor(widget.refuse_unnameable)
+bp.before_request(widget.no_origin_yet)
+bp.after_request(widget.cors)
 
 
 def _listener() -> live.Listener:
@@ -92,9 +92,9 @@ def _listener() -> live.Listener:
 def widget_events(widget_key: str) -> ResponseReturnValue:
     """The product's catalogue changes, as server-sent events, for one end user's widget:
     the same identity and origin rules as the notes, and nothing about the user."""
-    user_id = widget._user_id(request.args.get("user_id"))
+    user_id = widget.parse_user_id(request.args.get("user_id"))
     catalogue = _catalogue(widget_key)
-    widget._check_identity(catalogue, user_id, request.args.get("user_hash"))
+    widget.check_identity(catalogue, user_id, request.args.get("user_hash"))
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     settings = current_app.config
     client = request.environ.get("gunicorn.socket")
@@ -117,11 +117,11 @@ def _catalogue(widget_key: str) -> Catalogue:
     product has streams open here, else from the database (NotFound for no product)."""
     catalogue = _listener().catalogue(widget_key)
     if catalogue is not None:
-        widget._admit(catalogue)
+        widget.admit(catalogue)
         return catalogue
     engine: Engine = current_app.extensions[ENGINE_KEY]
     with engine.connect() as connection:
-        catalogue, _ = widget._load(connection, widget_key, None)
+        catalogue, _ = widget.load_catalogue(connection, widget_key, None)
     return catalogue
 
 

@@ -109,7 +109,7 @@ def _matches(given: Any, wanted: str) -> bool:
     return hmac.compare_digest(text.encode(), wanted.encode())
 
 
-def _user_id(raw: Any) -> str | None:
+def parse_user_id(raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str | int) or isinstance(raw, bool):
@@ -122,7 +122,7 @@ def _user_id(raw: Any) -> str | None:
     return user_id
 
 
-def _load(
+def load_catalogue(
     connection: Connection, widget_key: str, user_id: str | None
 ) -> tuple[Catalogue, user_state.EndUserState | None]:
     """The product's catalogue and the end user, from one query; refuse a foreign origin."""
@@ -130,11 +130,11 @@ def _load(
     catalogue = None if stamp is None else _cache().get(connection, widget_key, stamp)
     if catalogue is None:
         raise NotFound(UNKNOWN_KEY)
-    _admit(catalogue)
+    admit(catalogue)
     return catalogue, state
 
 
-def _admit(catalogue: Catalogue) -> None:
+def admit(catalogue: Catalogue) -> None:
     """Note the request's product, and refuse a foreign origin."""
     g.widget_product_id = catalogue.product_id  # app.health counts the request for it
     origin = request.headers.get("Origin")
@@ -155,7 +155,7 @@ def _public_origin() -> str:
     return f"{address.scheme}://{address.netloc}"
 
 
-def _check_identity(catalogue: Catalogue, user_id: str | None, user_hash: Any) -> None:
+def check_identity(catalogue: Catalogue, user_id: str | None, user_hash: Any) -> None:
     if user_id is None:
         if catalogue.require_identity:
             raise Unauthenticated(
@@ -229,19 +229,19 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
 
     With Redis, a poll whose answer the user already holds is answered 304 from what is
     kept there, with no query (:mod:`announcements.state_cache`)."""
-    user_id = _user_id(request.args.get("user_id"))
+    user_id = parse_user_id(request.args.get("user_id"))
     sighting, app_version = _sighting(user_id or "")
     limit, after = _limit(), inbox.parse_cursor(request.args.get("cursor"))
     kept = _kept(widget_key, user_id)
     if kept is not None and kept.holds(request.if_none_match):
-        _admit(kept.catalogue)
-        _check_identity(kept.catalogue, user_id, request.args.get("user_hash"))
+        admit(kept.catalogue)
+        check_identity(kept.catalogue, user_id, request.args.get("user_hash"))
         return _not_modified(kept.entry_etag)
     now = utcnow()
     wrote = False
     with _widget_connection() as connection:
-        catalogue, state = _load(connection, widget_key, user_id)
-        _check_identity(catalogue, user_id, request.args.get("user_hash"))
+        catalogue, state = load_catalogue(connection, widget_key, user_id)
+        check_identity(catalogue, user_id, request.args.get("user_hash"))
         if user_id is not None and reads.needs_writing(sighting, state, now):
             with _writing(connection, catalogue, user_id):
                 state = reads.see(connection, catalogue.product_id, sighting, state, now)
@@ -376,13 +376,13 @@ def _identified(
     connection: Connection, widget_key: str, body: Mapping[str, Any]
 ) -> tuple[Catalogue, user_state.EndUserState | None, str]:
     """The catalogue and the end user a write is about; writes need a user id."""
-    user_id = _user_id(body.get("user_id"))
-    catalogue, state = _load(connection, widget_key, user_id)
+    user_id = parse_user_id(body.get("user_id"))
+    catalogue, state = load_catalogue(connection, widget_key, user_id)
     if user_id is None:
         raise ValidationFailed(
             {"user_id": "Reads and reactions of anonymous users stay in their browser."}
         )
-    _check_identity(catalogue, user_id, body.get("user_hash"))
+    check_identity(catalogue, user_id, body.get("user_hash"))
     return catalogue, state, user_id
 
 
@@ -452,13 +452,13 @@ def widget_help(widget_key: str) -> ResponseReturnValue:
     """The user's unread notes that match what they are about to ask support, best match
     first; writes nothing."""
     query = help.check_query(request.args.get("q"), "q")
-    user_id = _user_id(request.args.get("user_id"))
+    user_id = parse_user_id(request.args.get("user_id"))
     sighting, app_version = _sighting(user_id or "")
     limit = _limit(HELP_LIMIT, help.MAX_SHOWN, "notes of help")
     now = utcnow()
     with _widget_connection() as connection:
-        catalogue, state = _load(connection, widget_key, user_id)
-        _check_identity(catalogue, user_id, request.args.get("user_hash"))
+        catalogue, state = load_catalogue(connection, widget_key, user_id)
+        check_identity(catalogue, user_id, request.args.get("user_hash"))
     if user_id is not None and state is None:
         # Never seen: as the notes endpoint will store them, first seen now, so the grace
         # releases and hold-backs apply here as they will there.
@@ -483,9 +483,9 @@ def _asker(
 ) -> tuple[Catalogue, user_state.EndUserState | None]:
     """The catalogue and the end user a help call is about, created if new; None when
     anonymous (where the product allows it)."""
-    user_id = _user_id(body.get("user_id"))
-    catalogue, state = _load(connection, widget_key, user_id)
-    _check_identity(catalogue, user_id, body.get("user_hash"))
+    user_id = parse_user_id(body.get("user_id"))
+    catalogue, state = load_catalogue(connection, widget_key, user_id)
+    check_identity(catalogue, user_id, body.get("user_hash"))
     if user_id is not None and state is None:
         with _writing(connection, catalogue, user_id):
             state = reads.see(connection, catalogue.product_id, reads.Sighting(user_id), state, now)
@@ -670,7 +670,7 @@ def widget_events(widget_key: str) -> ResponseReturnValue:
     reaches this app (no live process, or no proxy route to it) is told so in JSON, with
     its origin's CORS headers, and polls."""
     with _widget_connection() as connection:
-        _load(connection, widget_key, None)
+        load_catalogue(connection, widget_key, None)
     error = "Live updates are served by the live process (flask live, LIVE_URL); poll meanwhile."
     return {"error": error}, 503
 
@@ -705,12 +705,12 @@ def widget_strings_json(locale: str) -> ResponseReturnValue:
 def widget_preflight(widget_key: str, **_resource: str) -> ResponseReturnValue:
     """Answer a browser's CORS preflight for an allowed origin."""
     with _widget_connection() as connection:
-        _load(connection, widget_key, None)
+        load_catalogue(connection, widget_key, None)
     return Response(status=204)
 
 
 @bp.url_value_preprocessor
-def _nameable(endpoint: str | None, values: dict[str, Any] | None) -> None:
+def refuse_unnameable(endpoint: str | None, values: dict[str, Any] | None) -> None:
     """NotFound for a widget URL whose key or help token can name nothing: a key that is
     not storable text (a NUL, which PostgreSQL refuses in a query) or a token not of the
     form help hands out. Checked here once for every widget route, so none passes such a
@@ -726,13 +726,13 @@ def _nameable(endpoint: str | None, values: dict[str, Any] | None) -> None:
 
 
 @bp.before_request
-def _no_origin_yet() -> None:
-    # Set by _load once the product's allowed origins are known.
+def no_origin_yet() -> None:
+    # Set by load_catalogue once the product's allowed origins are known.
     g.widget_origin = None
 
 
 @bp.after_request
-def _cors(response: Response) -> Response:
+def cors(response: Response) -> Response:
     origin = g.get("widget_origin")
     response.vary.add("Origin")
     if request.endpoint and request.endpoint.startswith("api.widget"):
