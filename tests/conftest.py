@@ -11,16 +11,13 @@ import atexit
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, text
@@ -29,7 +26,6 @@ from sqlalchemy.orm import Session
 from announcements.models import Base
 from app import create_app, database
 from app.extensions import db
-from tests.mailserver import free_port
 
 pytest_plugins = [
     "tests.browser",
@@ -37,46 +33,32 @@ pytest_plugins = [
     "tests.mailserver",
     "tests.receiver",
     "tests.worker",
+    "tests.redis_server",  # after the two it imports, so that pytest rewrites theirs too
 ]
 
 
-def _redis_of_this_worker() -> None:
+def pytest_configure(config: pytest.Config) -> None:
     """Give each xdist worker a redis-server of its own rather than the one `make test`
     starts for all: the Redis tests empty their databases and count what a channel
     carries, and a pub/sub channel is the whole server's, whatever the database. Started
-    as the worker imports this file, before any test module reads the URL; stopped as
-    the worker exits."""
+    before any test module reads the URL; stopped as the worker exits."""
     if not os.environ.get("TIDINGS_TEST_REDIS_URL") or not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="tidings-redis-")
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # Imported here, once pytest has loaded it as a plugin (with its asserts rewritten).
+    from tests.redis_server import RedisServer
+
+    folder = Path(tempfile.mkdtemp(prefix="tidings-redis-"))
+    server = RedisServer(folder)
+    server.start()
 
     def stop() -> None:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
     atexit.register(stop)
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "the worker's redis-server did not start"
-            time.sleep(0.05)
-    client.close()
-    os.environ["TIDINGS_TEST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    os.environ["TIDINGS_TEST_REDIS_URL"] = server.url
 
 
-_redis_of_this_worker()
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 # The web's own threads (app/health.py): the alert mail it sends and the minute's chores.
 WEB_THREADS = ("tidings-alerts", "tidings-minute")

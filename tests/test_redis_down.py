@@ -7,12 +7,10 @@ sending by its own minute meanwhile. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,66 +33,15 @@ from app.extensions import db
 from app.mail.jobs import JOBS_KEY, Jobs
 from tests.conftest import AuthActions, csrf_token
 from tests.factories import make_member, make_note, make_product
-from tests.mailserver import SmtpServer, free_port
+from tests.mailserver import SmtpServer
+from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.test_widget_api import Widget
 from tests.worker import launch, wait_for
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None,
     reason="redis-server is not installed: `apt-get install redis-server` (make test does)",
 )
-
-
-class RedisServer:
-    """A throw-away redis-server on a loopback port that stays its own across restarts,
-    with nothing kept on disk: a restart comes back empty, as a Redis without
-    persistence does."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.folder = folder
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert REDIS_SERVER and self.process is None
-        with (self.folder / "server.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-                + ["--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self.answers, 10, "redis-server to answer")
-
-    def stop(self) -> None:
-        """Kill it (no goodbye to its clients, as a crash) and wait until it is gone."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def answers(self) -> bool:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(folder)
-    server.start()
-    yield server
-    if server.process is not None:
-        server.process.send_signal(signal.SIGCONT)  # a test that failed while it hung
-        server.stop()
 
 
 def _on_redis(app_factory: Callable[..., Flask], server: RedisServer, **overrides: object) -> Flask:
