@@ -432,18 +432,21 @@ class Listener:
             pipe.execute()
 
     def _listen_postgres(self) -> None:
-        url = self._engine.url.set(drivername="postgresql")
+        # The engine's own connection arguments, each apart: a password rendered into a
+        # URL could be misread by libpq, and quoted back in its error, into the log.
+        _, arguments = self._engine.dialect.create_connect_args(self._engine.url)
+        arguments.pop("context", None)
+        arguments.update(
+            autocommit=True,
+            connect_timeout=int(RELISTEN_SECONDS * 5),
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
         while not self.stopping:
             try:
-                with psycopg.connect(
-                    url.render_as_string(hide_password=False),
-                    autocommit=True,
-                    connect_timeout=int(RELISTEN_SECONDS * 5),
-                    keepalives=1,
-                    keepalives_idle=30,
-                    keepalives_interval=10,
-                    keepalives_count=3,
-                ) as connection:
+                with psycopg.connect(**arguments) as connection:
                     connection.execute(f"LISTEN {PG_CHANNEL}")
                     self._listening_again("PostgreSQL")
                     while not self.stopping:

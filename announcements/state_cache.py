@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 import redis
 
 from announcements import holdback
@@ -104,8 +105,8 @@ def query_digest(args: Iterable[tuple[str, str]]) -> str:
     """A digest of the query's parameters in any order, less the ``user_hash`` (checked
     against the catalogue on each request, not part of the answer)."""
     said = sorted((name, value) for name, value in args if name != "user_hash")
-    text = "\n".join(f"{name}={value}" for name, value in said)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    # Encoded as JSON, so no value can pass for several parameters.
+    return hashlib.blake2b(orjson.dumps(said), digest_size=12).hexdigest()
 
 
 def catalogue_until(catalogue: Catalogue, now: datetime) -> datetime | None:

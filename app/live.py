@@ -95,6 +95,9 @@ def widget_events(widget_key: str) -> ResponseReturnValue:
     user_id = widget.parse_user_id(request.args.get("user_id"))
     catalogue = _catalogue(widget_key)
     widget.check_identity(catalogue, user_id, request.args.get("user_hash"))
+    if request.method == "HEAD":
+        # No body will be read, so no stream is watched: its end would never come.
+        return Response(mimetype="text/event-stream")
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     settings = current_app.config
     client = request.environ.get("gunicorn.socket")
@@ -131,7 +134,7 @@ def _database_unavailable(error: Exception) -> ResponseReturnValue:
 
     EventSource does not retry an answer that is not a stream; the widget polls and opens
     the stream again after its next notes call."""
-    log.warning("No stream opened for %s: %s", request.path, error)
+    log.warning("No stream opened for %r: %s", request.path, error)
     return (
         {"error": "The live updates are busy. Try again in a moment."},
         503,

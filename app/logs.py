@@ -106,6 +106,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+# The widget sends these in its query string; each is a lasting credential for its user.
+_SECRET_PARAMETERS = re.compile(r"(?:^|(?<=&))((?:user|email)_hash)=[^&]*")
+
+
+def redacted(query: str) -> str:
+    """``query`` with the values of the widget's identity hashes left out."""
+    return _SECRET_PARAMETERS.sub(r"\1=[redacted]", query)
+
+
 def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of gunicorn's access atoms worth searching on."""
 
@@ -118,7 +127,7 @@ def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
         "remote_addr": given("h"),
         "method": given("m"),
         "path": given("U"),
-        "query": given("q") or None,
+        "query": redacted(given("q") or "") or None,
         "status": int(status) if status and str(status).isdigit() else status,
         "bytes": atoms.get("B"),
         "duration_ms": round(int(atoms.get("D", 0)) / 1000, 3),

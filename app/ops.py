@@ -269,6 +269,9 @@ def backup_sqlite(database: Path, target: Path) -> int:
     """
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
+    # Readable by its owner alone, whatever the umask: it holds every product's identity
+    # secret and the team's password hashes. SQLite keeps an existing file's mode.
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     source = sqlite3.connect(database)
     try:
         copy = sqlite3.connect(partial)

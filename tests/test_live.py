@@ -14,7 +14,6 @@ import http.client
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +42,7 @@ from app.database import widget_engine
 from app.extensions import db
 from tests.factories import make_note, make_product
 from tests.mailserver import free_port
+from tests.redis_server import RedisServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -242,6 +242,16 @@ def test_a_stream_opens_with_the_retry_delay_and_the_catalogues_state(
     assert stream.block(HEARTBEAT * 4) == [": ping"]
     assert live_process.health()["streams"] == 1
     stream.close()
+
+
+def test_a_head_request_watches_nothing(live_process: LiveProcess, product: Product) -> None:
+    """No body is read for a HEAD, so a stream watched for it would never end."""
+    for _ in range(3):
+        address = live_process.url + _events_path(product)
+        request = urllib.request.Request(address, method="HEAD")  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - loopback
+            assert answer.status == 200
+    assert live_process.health()["streams"] == 0
 
 
 def test_an_allowed_origin_gets_cors_and_a_foreign_one_403(
@@ -538,58 +548,6 @@ def test_a_product_with_streams_opens_more_without_the_database(
         for stream in (second, wrong, foreign):
             stream.close()
     first.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own, to stop and start again."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed: run the suite with `make test`")
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
-class RedisServer:
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir()
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.popen = subprocess.Popen(  # noqa: S603 - Debian's redis-server, our arguments
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.popen is not None:
-            self.popen.terminate()
-            self.popen.wait(timeout=10)
-            self.popen = None
 
 
 def test_redis_stopped_at_runtime_the_live_process_checks_stamps_until_it_is_back(

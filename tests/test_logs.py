@@ -127,6 +127,17 @@ def test_gunicorns_access_line_comes_as_fields(captured) -> None:
     assert line["referer"] is None
 
 
+def test_the_widgets_identity_hashes_stay_out_of_the_access_line(captured) -> None:
+    atoms = {"m": "GET", "U": "/api/v1/widget/k/notes", "s": "200", "D": 1}
+    atoms["q"] = "user_id=1&user_hash=c0ffee&email=a%40b.c&email_hash=beef&version=2"
+    logging.getLogger("gunicorn.access").info('"%(m)s %(U)s" %(s)s', atoms)
+    (line,) = _lines(captured)
+    assert line["query"] == (
+        "user_id=1&user_hash=[redacted]&email=a%40b.c&email_hash=[redacted]&version=2"
+    )
+    assert "c0ffee" not in json.dumps(line) and "beef" not in json.dumps(line)
+
+
 def test_text_lines_name_the_request_or_a_dash() -> None:
     record = logging.LogRecord("tests.x", logging.INFO, __file__, 1, "hello", None, None)
     logs.RequestIdFilter().filter(record)

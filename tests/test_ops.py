@@ -21,7 +21,6 @@ from pathlib import Path
 
 import flask_migrate
 import pytest
-import redis
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, insert, select, text
 
@@ -44,6 +43,7 @@ from tests.factories import (
     make_product,
 )
 from tests.mailserver import free_port
+from tests.redis_server import RedisServer
 from tests.worker import launch, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -175,37 +175,13 @@ def test_a_reachable_redis_is_named_with_its_version(empty_url: str, tmp_path: P
     assert "ok    REDIS_URL: Redis " in result.output
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A redis-server of this test's own, which the test may stop."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed: run the suite with `make test`")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp_path],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield url, process
-    process.kill()
-    process.wait(timeout=10)
-
-
-def test_redis_going_down_fails_the_check(own_redis, empty_url: str, tmp_path: Path) -> None:
-    url, process = own_redis
+def test_redis_going_down_fails_the_check(
+    redis_server: RedisServer, empty_url: str, tmp_path: Path
+) -> None:
+    url = redis_server.url
     up = _check(empty_url, tmp_path / "a", REDIS_URL=url)
     assert up.exit_code == 0, up.output
-    process.terminate()
-    process.wait(timeout=10)
+    redis_server.stop()
     down = _check(empty_url, tmp_path / "b", REDIS_URL=url)
     assert down.exit_code == 1
     port = url.split(":")[-1].split("/")[0]
@@ -359,6 +335,14 @@ def test_a_backup_never_overwrites_a_file(tmp_path: Path, app, runner) -> None:
     nowhere = runner.invoke(args=["backup", str(tmp_path / "no" / "such" / "folder.db")])
     assert nowhere.exit_code == 1
     assert "There is no folder" in nowhere.output
+    # A copy holds the identity secrets: its owner's alone, whatever the umask.
+    previous = os.umask(0o022)
+    try:
+        made = runner.invoke(args=["backup", str(tmp_path / "today.db")])
+    finally:
+        os.umask(previous)
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "today.db").stat().st_mode & 0o777 == 0o600
 
 
 def test_postgresql_is_backed_up_with_pg_dump(tmp_path: Path) -> None:

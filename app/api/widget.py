@@ -234,8 +234,6 @@ def widget_notes(widget_key: str) -> ResponseReturnValue:
     limit, after = _limit(), inbox.parse_cursor(request.args.get("cursor"))
     kept = _kept(widget_key, user_id)
     if kept is not None and kept.holds(request.if_none_match):
-        admit(kept.catalogue)
-        check_identity(kept.catalogue, user_id, request.args.get("user_hash"))
         return _not_modified(kept.entry_etag)
     now = utcnow()
     wrote = False
@@ -332,6 +330,13 @@ def _kept(widget_key: str, user_id: str | None) -> _Kept | None:
     cache = widget_cache.cache()
     catalogue = _cache().held(widget_key) if cache is not None else None
     if cache is None or catalogue is None:
+        return None
+    # Nothing reaches Redis (whose lookup writes) for a request the held catalogue
+    # refuses; it goes on to the database, which answers it against the current one.
+    try:
+        admit(catalogue)
+        check_identity(catalogue, user_id, request.args.get("user_hash"))
+    except (Forbidden, Unauthenticated):
         return None
     digest = state_cache.query_digest(request.args.items(multi=True))
     found = cache.lookup(catalogue.product_id, user_id, digest)
