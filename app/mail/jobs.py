@@ -158,10 +158,8 @@ class Jobs:
                 self.beat()
             except Exception:  # the database away for a moment: the next beat may do
                 log.exception("could not write the heartbeat")
-            try:
-                self.huey.pending_count()
-            except Exception:
-                log.warning("the job queue cannot be reached; this worker ticks by itself")
+            if self.waiting() is None:
+                log.warning("this worker ticks by itself while the queue cannot be reached")
                 self.tick_aside()
 
     def tick_now(self) -> None:
@@ -315,7 +313,6 @@ def request_refresh(product_id: int) -> bool:
 def worker_command(threads: int, heartbeat_every: float) -> None:
     """Run the background worker: sends mail and webhooks, queues scheduled notes and
     digests, keeps the roll-ups, and tells owners when the worker or the mail fails."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     away = _QueueAway()
     for consumer_part in ("huey.consumer.Worker", "huey.consumer.Scheduler"):
         logging.getLogger(consumer_part).addFilter(away)
