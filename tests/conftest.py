@@ -8,6 +8,7 @@ server; without it the PostgreSQL runs are skipped with that reason.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -133,23 +134,33 @@ def drop_postgres_database(url: str) -> None:
     admin.dispose()
 
 
+@contextlib.contextmanager
+def schema_database(kind: str, prefix: str, folder: Path) -> Iterator[str]:
+    """A database of its own with the models' tables (on PostgreSQL, dropped after; on
+    SQLite, a file in ``folder``), and no migration recorded."""
+    if kind == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("PostgreSQL is not configured: run the suite with `make test`")
+        url = create_postgres_database(prefix)
+    else:
+        url = f"sqlite:///{folder / f'{prefix}.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        if kind == "postgresql":
+            drop_postgres_database(url)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """An empty schema on one database, shared by the session and emptied after each test."""
-    if request.param == "postgresql":
-        if not POSTGRES_URL:
-            pytest.skip("PostgreSQL is not configured: run the suite with `make test`")
-        url = create_postgres_database("tidings_test")
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tidings.db'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    yield url
-    if request.param == "postgresql":
-        drop_postgres_database(url)
+    with schema_database(request.param, "tidings_test", tmp_path_factory.mktemp("sqlite")) as url:
+        yield url
 
 
 def _empty_all_tables() -> None:
@@ -212,21 +223,13 @@ def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
 def demo_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """An app on a database of its own with the demo loaded once for the module, for the
     tests that read what the demo made: a load takes seconds, on PostgreSQL tens."""
-    postgres = make_url(database_url).get_backend_name() == "postgresql"
-    if postgres:
-        url = create_postgres_database("tidings_demo")
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'tidings.db'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    application = make_app(url, tmp_path_factory.mktemp("demo-instance"))
-    loaded = application.test_cli_runner().invoke(args=["demo"])
-    assert loaded.exit_code == 0, loaded.output
-    yield application
-    database.dispose(application)
-    if postgres:
-        drop_postgres_database(url)
+    kind = make_url(database_url).get_backend_name()
+    with schema_database(kind, "tidings_demo", tmp_path_factory.mktemp("demo")) as url:
+        application = make_app(url, tmp_path_factory.mktemp("demo-instance"))
+        loaded = application.test_cli_runner().invoke(args=["demo"])
+        assert loaded.exit_code == 0, loaded.output
+        yield application
+        database.dispose(application)
 
 
 @pytest.fixture

@@ -30,10 +30,8 @@ from app.config import DEFAULT_SECRET_KEY
 from app.extensions import db
 from app.mail.jobs import JOBS_KEY
 from tests.conftest import (
-    POSTGRES_URL,
-    create_postgres_database,
-    drop_postgres_database,
     make_app,
+    schema_database,
 )
 from tests.factories import (
     make_end_user,
@@ -65,18 +63,8 @@ SOUND = {
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of its own with the models' tables and no migration recorded."""
-    if request.param == "postgresql":
-        if not POSTGRES_URL:
-            pytest.skip("PostgreSQL is not configured: run the suite with `make test`")
-        url = create_postgres_database("tidings_ops")
-    else:
-        url = f"sqlite:///{tmp_path / 'ops.db'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    yield url
-    if request.param == "postgresql":
-        drop_postgres_database(url)
+    with schema_database(request.param, "tidings_ops", tmp_path) as url:
+        yield url
 
 
 def _check(url: str, folder: Path, revision: str | None = "head", **settings: object):
