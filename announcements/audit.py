@@ -62,6 +62,33 @@ def record(
     )
 
 
+def record_account(
+    session: Session,
+    member: TeamMember | None,
+    actor: TeamMember | None,
+    action: str,
+    summary: str,
+    *,
+    now: datetime,
+) -> None:
+    """Add an audit event about a member's account (two-factor enrolled or removed, a
+    single sign-on refused) to the log of every product they belong to, where its owners
+    see it; with no member, or one in no product, to the instance's log (no product)."""
+    products = [membership.product for membership in member.memberships] if member else []
+    for product in products:
+        record(session, product, actor, action, summary, now=now)
+    if not products:
+        session.add(
+            AuditEvent(
+                product_id=None,
+                actor=actor,
+                action=action,
+                summary=summary[:SUMMARY_LENGTH],
+                created_at=now,
+            )
+        )
+
+
 def owned(session: Session, model: type[Owned], product: Product, row_id: int) -> Owned:
     """Row ``row_id`` of ``model`` if it belongs to ``product``; anything else, another
     product's included, is NotFound, so ids reveal nothing across products."""

@@ -171,6 +171,12 @@ class TeamMember(Base):
     # The console's language (one of ``languages.CONSOLE_LOCALES``); None follows the
     # browser's Accept-Language.
     locale: Mapped[str | None] = mapped_column(String(35))
+    # Two-factor sign-in (``announcements.two_factor``): the TOTP secret (base32), set on
+    # enrolment and confirmed by a first code (``totp_enabled_at``); the last time step a
+    # code was accepted for, so a code is never taken twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="member", cascade="all, delete-orphan"
@@ -179,6 +185,38 @@ class TeamMember(Base):
     @property
     def display_name(self) -> str:
         return self.name or self.email.split("@", 1)[0]
+
+
+class RecoveryCode(Base):
+    """One of a member's single-use two-factor recovery codes, stored hashed."""
+
+    __tablename__ = "recovery_code"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("team_member.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
+
+
+class SsoIdentity(Base):
+    """A member's account at the single sign-on provider: the ID token's issuer and
+    subject, linked on the first sign-in matched by verified e-mail, so that a later
+    change of address at the provider still finds the same member."""
+
+    __tablename__ = "sso_identity"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("team_member.id", ondelete="CASCADE"), index=True
+    )
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
 
 
 class ConsoleSession(Base):
@@ -262,6 +300,22 @@ class Product(Base):
     # Signs the agent sidebar's links (``/support/sidebar``) that help desks open; rotated
     # by owners under Support → Agent sidebar.
     sidebar_secret: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_hex(32))
+    # Access: members must sign in through single sign-on (password refused), must have
+    # two-factor sign-in; the role a member created by single sign-on gets here (None:
+    # not added), when the operator turned provisioning on.
+    require_sso: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    require_two_factor: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    sso_provision_role: Mapped[Role | None] = mapped_column(_stored_as_value(Role))
+    # Retention (``announcements.retention``), applied daily by the worker: end users not
+    # seen for this many months are erased, unsubscribed and bounced subscribers after
+    # this many days, mail and webhook delivery bodies dropped after this many days, and
+    # comment authors pseudonymised after this many months.
+    retain_end_users_months: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
+    retain_subscribers_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    retain_deliveries_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    retain_comment_authors_months: Mapped[int] = mapped_column(
+        Integer, default=12, server_default="12"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(
@@ -466,6 +520,9 @@ class EndUser(Base):
     # A keyed hash of the e-mail address the host signed for this user (never the
     # address), so help-desk tickets that know only an address find their user.
     email_key: Mapped[str | None] = mapped_column(String(64))
+    # Set when the user's data was erased (``announcements.privacy``): the row stays,
+    # naming no one, so that what they read still counts in the figures.
+    erased_at: Mapped[datetime | None]
 
 
 class ReadReceipt(Base):
@@ -668,6 +725,9 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     last_digest_at: Mapped[datetime | None]
+    # Set when the subscriber's data was erased: the address is gone, the row stays
+    # (unsubscribed) so the list's past figures stay true.
+    erased_at: Mapped[datetime | None]
 
     end_user: Mapped[EndUser | None] = relationship()
 
@@ -765,6 +825,7 @@ class ApiScope(enum.StrEnum):
     TICKETS_WRITE = "tickets:write"
     INSIGHTS_READ = "insights:read"
     SUPPORT_READ = "support:read"
+    PRIVACY = "privacy"
 
 
 class WebhookEvent(enum.StrEnum):
@@ -835,13 +896,14 @@ class WebhookDelivery(Base):
 
 
 class AuditEvent(Base):
-    """Who changed what, on which note, and when."""
+    """Who changed what, on which note, and when. ``product_id`` None is an event of the
+    whole instance that no product owns (a refused single sign-on with no member)."""
 
     __tablename__ = "audit_event"
     __table_args__ = (Index(None, "product_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("team_member.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(64))
     note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="SET NULL"))
@@ -1026,6 +1088,20 @@ class RollupState(Base):
     # seen, at most ``rollups.MAX_SEGMENTS``.
     segments: Mapped[list[str]] = mapped_column(default=list)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RetentionRun(Base):
+    """One daily retention run of one product: when it ran and how many rows of each kind
+    it erased, pseudonymised or emptied (``announcements.retention``)."""
+
+    __tablename__ = "retention_run"
+    __table_args__ = (Index(None, "product_id", "finished_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    removed: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class WorkerHeartbeat(Base):

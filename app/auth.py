@@ -6,9 +6,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Flask, abort, g
+from flask import Flask, abort, g, redirect
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from sqlalchemy import select
+from werkzeug.wrappers import Response
 
 from announcements import accounts
 from announcements.models import Membership, Product, Role, TeamMember, utcnow
@@ -49,6 +50,13 @@ def sign_in(member: TeamMember) -> None:
     token = accounts.start_session(db.session(), member, now=utcnow())
     db.session.commit()
     login_user(LoggedInMember(member, token))
+
+
+def finish_sign_in(member: TeamMember, *, method: str, next_url: str) -> Response:
+    """Where every way of proving who one is ends (``method``: "password", "sso",
+    "reset", "invitation"): the member is signed in and sent on to ``next_url``."""
+    sign_in(member)
+    return redirect(next_url)
 
 
 def sign_out() -> None:

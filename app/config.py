@@ -117,10 +117,25 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         # The bearer token a Prometheus scraper sends for GET /metrics; unset, /metrics is
         # not served (404).
         "METRICS_TOKEN": _env("METRICS_TOKEN", "") or None,
+        # Single sign-on for the console through an OpenID Connect provider: its issuer
+        # (discovery at <issuer>/.well-known/openid-configuration), this client's id and
+        # secret there, and the name on the sign-in button. Unset issuer: no SSO.
+        "OIDC_ISSUER": _env("OIDC_ISSUER", "").rstrip("/") or None,
+        "OIDC_CLIENT_ID": _env("OIDC_CLIENT_ID", "") or None,
+        "OIDC_CLIENT_SECRET": _env("OIDC_CLIENT_SECRET", "") or None,
+        "OIDC_PROVIDER_NAME": _env("OIDC_PROVIDER_NAME", "your identity provider"),
+        # Create a console account on the first SSO sign-in of an address no member has
+        # (just-in-time provisioning), with each product's ``sso_provision_role``. Off:
+        # only members already invited can sign in with SSO.
+        "OIDC_PROVISIONING": _flag("OIDC_PROVISIONING", False),
+        # Two-factor codes tried a minute, per signing-in member and per address.
+        "RATELIMIT_TWO_FACTOR": _env("RATELIMIT_TWO_FACTOR", "5 per minute;30 per hour"),
     }
     if overrides:
         config.update(overrides)
     config["LIVE_URL"] = (config["LIVE_URL"] or config["BASE_URL"]).rstrip("/")
+    if config["OIDC_ISSUER"] and not (config["OIDC_CLIENT_ID"] and config["OIDC_CLIENT_SECRET"]):
+        raise ConfigError("OIDC_ISSUER is set: set OIDC_CLIENT_ID and OIDC_CLIENT_SECRET too.")
     if config["TIDINGS_ENV"] == "production" and config["SECRET_KEY"] == DEFAULT_SECRET_KEY:
         raise ConfigError(
             "SECRET_KEY is the development default. Set SECRET_KEY to a long random value "

@@ -10,7 +10,7 @@ from app.extensions import csrf
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from app.api import insights, manage, openapi, support, widget  # noqa: E402, F401 - register the routes on bp
+from app.api import insights, manage, openapi, privacy, support, widget  # noqa: E402, F401 - register the routes on bp
 
 
 def init_app(app: Flask) -> None:

@@ -24,7 +24,7 @@ from announcements.errors import NotFound
 from announcements.models import (
     utcnow,
 )
-from app.auth import current_member, session_token, sign_in, sign_out
+from app.auth import current_member, finish_sign_in, session_token, sign_out
 from app.console import bp
 from app.console.common import refused, role_name
 from app.console.forms import (
@@ -77,8 +77,7 @@ def login() -> ResponseReturnValue:
             db.session(), form.email.data or "", form.password.data or ""
         )
         if member is not None:
-            sign_in(member)
-            return redirect(_safe_next(form.next.data))
+            return finish_sign_in(member, method="password", next_url=_safe_next(form.next.data))
         form.password.errors = [_("That email and password do not match an account.")]
     status = 200 if request.method == "GET" or not form.errors else 422
     return render_template("console/login.html", form=form), status
@@ -142,12 +141,11 @@ def reset_password(token: str) -> ResponseReturnValue:
             accounts.set_password(db.session(), member, form.password.data or "")
             if current_user.is_authenticated:
                 logout_user()
-            sign_in(member)
             flash(
                 _("Your password is changed, and every other session of your account ended."),
                 "success",
             )
-            return redirect(url_for("console.products"))
+            return finish_sign_in(member, method="reset", next_url=url_for("console.products"))
     return render_template(
         "console/password_new.html", form=form, email=member.email, invitation=None
     ), 422 if form.errors else 200
@@ -240,9 +238,12 @@ def invitation(invitation_token: str) -> ResponseReturnValue:
             )
             if current_user.is_authenticated:
                 sign_out()
-            sign_in(member)
             flash(_("Welcome to %(product)s.", product=product.name), "success")
-            return redirect(url_for("console.product_home", slug=product.slug))
+            return finish_sign_in(
+                member,
+                method="invitation",
+                next_url=url_for("console.product_home", slug=product.slug),
+            )
     return render_template(
         "console/password_new.html", form=form, email=invited.email, invitation=invited
     ), 422 if form.errors else 200
