@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -58,6 +58,8 @@ ERASED_DOMAIN = "erased.invalid"
 _SENT_TO_USER = "note.sent_to_user"
 _SENT_TO_USER_MARK = " it to user "
 ERASED_NAME = "(erased)"
+# When an anonymous user made to hold a forgotten author's rows was seen: never.
+NEVER_SEEN = datetime(1970, 1, 1, tzinfo=UTC)
 
 NO_SUCH_USER = "There is no end user with this id in this product."
 NO_SUCH_SUBSCRIBER = "There is no subscriber with this address in this product."
@@ -487,12 +489,13 @@ def _summary(whom: str, counts: dict[str, int]) -> str:
 def anonymous_user(session: Session, product: Product, *, now: datetime) -> EndUser:
     """A fresh tombstone of ``product`` that names no one, to hold rows whose person is
     forgotten (a comment whose author retention pseudonymises)."""
+    # Seen never (at the epoch), so no figure of users seen since a date counts it.
     user = EndUser(
         product_id=product.id,
         external_id=_tombstone_id(),
         attributes={},
-        first_seen_at=now,
-        last_seen_at=now,
+        first_seen_at=NEVER_SEEN,
+        last_seen_at=NEVER_SEEN,
         erased_at=now,
     )
     session.add(user)
