@@ -280,6 +280,21 @@ def export_end_user(session: Session, product: Product, external_id: str) -> dic
     }
 
 
+def record_export(
+    session: Session,
+    product: Product,
+    actor: TeamMember | None,
+    *,
+    whom: str = "an end user",
+    now: datetime,
+) -> None:
+    """Audit that someone's data was exported, naming no one: the caller commits before
+    the data goes out, as for every export that names people."""
+    audit.record(
+        session, product, actor, "privacy.exported", f"Exported the data of {whom}", now=now
+    )
+
+
 def export_subscriber(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     """Everything held about one subscriber: the subscription and every message queued
     for it, with the note it carried."""
