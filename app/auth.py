@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from flask import Flask, abort, g, redirect
+from flask import Flask, abort, g, redirect, session, url_for
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from announcements import accounts
+from announcements import accounts, two_factor
 from announcements.models import Membership, Product, Role, TeamMember, utcnow
 from app.extensions import db, login_manager
 
@@ -54,9 +56,58 @@ def sign_in(member: TeamMember) -> None:
 
 def finish_sign_in(member: TeamMember, *, method: str, next_url: str) -> Response:
     """Where every way of proving who one is ends (``method``: "password", "sso",
-    "reset", "invitation"): the member is signed in and sent on to ``next_url``."""
+    "reset", "invitation"): the member is signed in and sent on to ``next_url``, or, when
+    they have two-factor sign-in, asked for their code first (see ``pending_sign_in``)."""
+    if two_factor.is_enrolled(member):
+        session[PENDING_SIGN_IN] = {
+            "member": member.id,
+            "method": method,
+            "next": next_url,
+            "at": utcnow().timestamp(),
+        }
+        return redirect(url_for("console.two_factor_verify"))
     sign_in(member)
     return redirect(next_url)
+
+
+# A first factor proven, the second not yet: kept in the signed session cookie, which
+# says nothing secret (a member's id, where they were going), for long enough to open
+# an app and type a code, so a password typed on a shared computer and left there does
+# not wait for whoever comes next.
+PENDING_SIGN_IN = "two_factor_pending"
+PENDING_LIFETIME = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    member: TeamMember
+    method: str
+    next_url: str
+
+
+def pending_sign_in(now: datetime) -> PendingSignIn | None:
+    """The sign-in this browser started that waits for a second factor, while it lasts
+    and its member may still sign in with one; None (and forgotten) otherwise."""
+    kept: Any = session.get(PENDING_SIGN_IN)
+    try:
+        started = datetime.fromtimestamp(float(kept["at"]), UTC)
+        member = db.session.get(TeamMember, int(kept["member"]))
+        method, next_url = str(kept["method"]), str(kept["next"])
+    except (TypeError, KeyError, ValueError):
+        member = None
+    if (
+        member is None
+        or not member.is_active
+        or not two_factor.is_enrolled(member)
+        or now - started > PENDING_LIFETIME
+    ):
+        session.pop(PENDING_SIGN_IN, None)
+        return None
+    return PendingSignIn(member, method, next_url)
+
+
+def forget_pending_sign_in() -> None:
+    session.pop(PENDING_SIGN_IN, None)
 
 
 def sign_out() -> None:

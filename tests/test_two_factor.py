@@ -1,0 +1,356 @@
+"""Two-factor sign-in: enrolment with a first code, the second step of signing in, codes
+taken once, recovery codes single-use and kept only as hashes, the pending sign-in's five
+minutes, the rate limit on codes, the rules for turning it off, and the audit log."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pyotp
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, text
+
+from announcements import accounts, two_factor
+from announcements.errors import InvalidTransition, ValidationFailed
+from announcements.models import AuditEvent, RecoveryCode, TeamMember, utcnow
+from app.auth import PENDING_SIGN_IN
+from app.mail import tokens
+from tests.conftest import AuthActions, csrf_token
+from tests.factories import make_member, make_product
+
+CODE = re.compile(r"<li><code>([a-z2-7]{4}(?:-[a-z2-7]{4}){3})</code></li>")
+VERIFY = "/console/login/two-factor"
+SETUP = "/console/account/two-factor"
+
+
+def _post(client: FlaskClient, path: str, **form: str):
+    token = csrf_token(client)
+    return client.post(path, data={"csrf_token": token, **form})
+
+
+def _give_up(client: FlaskClient, which: str, code: str):
+    """Post the form to turn two-factor off (``which`` "off") or to start again with a new
+    device ("new-device"): the two share a page, so their fields carry a prefix."""
+    token = csrf_token(client)
+    form = {f"{which}-code": code, f"{which}-csrf_token": token}
+    return client.post(f"/console/account/two-factor/{which}", data=form)
+
+
+def _code(member: TeamMember) -> str:
+    """The app's code for ``member`` now."""
+    assert member.totp_secret
+    return pyotp.TOTP(member.totp_secret).at(utcnow())
+
+
+def _code_after_last(member: TeamMember, steps: int = 0) -> str:
+    """The code of the step ``steps`` after the last one taken: the last one itself with 0
+    (still in the window, whatever the clock did since), the next one with 1."""
+    assert member.totp_secret and member.totp_last_step is not None
+    return pyotp.TOTP(member.totp_secret).at((member.totp_last_step + steps) * 30)
+
+
+def _enrol(client: FlaskClient, session, member: TeamMember) -> list[str]:
+    """Turn two-factor on through the console, as the signed-in ``member``; the codes."""
+    assert client.get(SETUP).status_code == 200
+    session.refresh(member)
+    answer = _post(client, SETUP, code=_code(member))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    codes = CODE.findall(answer.get_data(as_text=True))
+    assert len(codes) == 10
+    return codes
+
+
+def _actions(session, member: TeamMember | None = None) -> list[str]:
+    session.expire_all()
+    query = select(AuditEvent.action).order_by(AuditEvent.id)
+    return list(session.scalars(query))
+
+
+@pytest.fixture
+def member(session, client, auth: AuthActions) -> TeamMember:
+    """Signed in, on the product "acme", two-factor not on yet."""
+    person = make_member(session, "ana@example.com")
+    make_product(session, owner=person, slug="acme", name="Acme")
+    auth.login(person.email)
+    return person
+
+
+@pytest.fixture
+def enrolled(session, client, auth: AuthActions, member: TeamMember) -> list[str]:
+    """``member`` enrolled and signed out again; their recovery codes."""
+    codes = _enrol(client, session, member)
+    auth.logout()
+    return codes
+
+
+# The service ---------------------------------------------------------------------------
+
+
+def test_a_secret_is_kept_across_reloads_and_confirmed_by_a_first_code(session) -> None:
+    member = make_member(session)
+    now = utcnow()
+    secret = two_factor.start_enrolment(member)
+    assert two_factor.start_enrolment(member) == secret
+    assert not two_factor.is_enrolled(member)
+    uri = two_factor.provisioning_uri(member, secret)
+    assert uri.startswith("otpauth://totp/Tidings:") and f"secret={secret}" in uri
+    with pytest.raises(ValidationFailed, match="not right"):
+        two_factor.confirm_enrolment(session, member, "000000", now=now)
+    with pytest.raises(ValidationFailed, match="6-digit"):
+        two_factor.confirm_enrolment(session, member, "12345", now=now)
+    codes = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    assert two_factor.is_enrolled(member) and len(set(codes)) == 10
+    with pytest.raises(InvalidTransition):
+        two_factor.start_enrolment(member)
+
+
+def test_a_code_is_taken_once_and_its_neighbours_in_time_too(session) -> None:
+    member = make_member(session)
+    now = utcnow()
+    secret = two_factor.start_enrolment(member)
+    totp = pyotp.TOTP(secret)
+    two_factor.confirm_enrolment(session, member, totp.at(now), now=now)
+    with pytest.raises(ValidationFailed, match="used already"):
+        two_factor.verify(session, member, totp.at(now), now=now + timedelta(seconds=5))
+    # The code of the step before, typed late, is older than the one taken: refused too.
+    with pytest.raises(ValidationFailed, match="used already"):
+        two_factor.verify(session, member, totp.at(now - timedelta(seconds=30)), now=now)
+    later = now + timedelta(seconds=30)
+    assert two_factor.verify(session, member, totp.at(later), now=later) is two_factor.Proof.APP
+    much_later = now + timedelta(minutes=5)
+    with pytest.raises(ValidationFailed, match="not right"):  # two minutes out of step
+        two_factor.verify(
+            session, member, totp.at(much_later - timedelta(minutes=2)), now=much_later
+        )
+
+
+def test_recovery_codes_work_once_in_any_case_and_are_kept_only_as_hashes(session) -> None:
+    member = make_member(session)
+    now = utcnow()
+    secret = two_factor.start_enrolment(member)
+    codes = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    session.commit()
+    proof = two_factor.verify(session, member, codes[0].upper().replace("-", " "), now=now)
+    assert proof is two_factor.Proof.RECOVERY_CODE
+    with pytest.raises(ValidationFailed, match="used already"):
+        two_factor.verify(session, member, codes[0], now=now)
+    with pytest.raises(ValidationFailed, match="not one of your recovery codes"):
+        two_factor.verify(session, member, "aaaa-bbbb-cccc-dddd", now=now)
+    assert two_factor.recovery_codes_left(session, member) == 9
+    session.commit()
+    # No column of any table holds a code as it was shown.
+    stored = " ".join(
+        str(value)
+        for table in ("recovery_code", "team_member", "audit_event")
+        for row in session.execute(text(f"SELECT * FROM {table}"))  # noqa: S608
+        for value in row
+    )
+    assert not [code for code in codes if code in stored or code.replace("-", "") in stored]
+    hashes = session.scalars(select(RecoveryCode.code_hash)).all()
+    assert len(hashes) == 10 and all(len(h) == 64 for h in hashes)
+
+
+def test_new_recovery_codes_replace_the_old_ones(session) -> None:
+    member = make_member(session)
+    now = utcnow()
+    secret = two_factor.start_enrolment(member)
+    old = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    new = two_factor.renew_recovery_codes(session, member, now=now)
+    assert not set(old) & set(new)
+    with pytest.raises(ValidationFailed):
+        two_factor.verify(session, member, old[1], now=now)
+    assert two_factor.verify(session, member, new[1], now=now) is two_factor.Proof.RECOVERY_CODE
+
+
+def test_turning_off_needs_a_code_and_no_product_requiring_it(session) -> None:
+    member = make_member(session)
+    product = make_product(session, owner=member, name="Acme")
+    now = utcnow()
+    secret = two_factor.start_enrolment(member)
+    codes = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    product.require_two_factor = True
+    with pytest.raises(ValidationFailed, match="Acme requires two-factor sign-in"):
+        two_factor.remove(session, member, codes[0], now=now)
+    assert two_factor.recovery_codes_left(session, member) == 10  # nothing used
+    # A new device is allowed: a new secret to confirm, the old codes gone.
+    two_factor.remove(session, member, codes[0], now=now, new_device=True)
+    assert member.totp_secret not in (None, secret) and not two_factor.is_enrolled(member)
+    assert two_factor.must_enrol(session, member)
+    assert two_factor.recovery_codes_left(session, member) == 0
+    product.require_two_factor = False
+    two_factor.confirm_enrolment(session, member, pyotp.TOTP(member.totp_secret).at(now), now=now)
+    with pytest.raises(ValidationFailed, match="not right"):
+        two_factor.remove(session, member, "000000", now=now + timedelta(seconds=30))
+    later = now + timedelta(seconds=30)
+    two_factor.remove(session, member, pyotp.TOTP(member.totp_secret).at(later), now=later)
+    assert member.totp_secret is None and not two_factor.must_enrol(session, member)
+
+
+# The console ---------------------------------------------------------------------------
+
+
+def test_enrolment_shows_a_qr_code_and_the_key_then_the_codes_once(client, session, member) -> None:
+    page = client.get(SETUP).get_data(as_text=True)
+    session.refresh(member)
+    secret = member.totp_secret
+    assert secret and "<svg" in page and "QR code to scan" in page
+    assert " ".join(secret[at : at + 4] for at in range(0, len(secret), 4)) in page
+    # A reload shows the same secret, so a code scanned from the first view confirms.
+    client.get(SETUP)
+    session.refresh(member)
+    assert member.totp_secret == secret
+    wrong = _post(client, SETUP, code="000000")
+    assert wrong.status_code == 422 and "That code is not right" in wrong.get_data(as_text=True)
+    codes = _enrol(client, session, member)
+    assert len(codes) == 10
+    again = client.get(SETUP).get_data(as_text=True)
+    assert "10 of your ten recovery codes are left" in again
+    assert not [code for code in codes if code in again]
+    assert "account.two_factor_enabled" in _actions(session)
+
+
+def test_signing_in_asks_for_a_code_then_goes_where_it_was_going(
+    client, session, auth, member, enrolled
+) -> None:
+    answer = auth.login(member.email, next="/console/p/acme/notes")
+    assert answer.headers["Location"] == VERIFY
+    assert client.get("/console/").status_code == 302  # not signed in yet
+    page = client.get(VERIFY)
+    assert page.status_code == 200 and member.email in page.get_data(as_text=True)
+    session.refresh(member)
+    # The code confirming enrolment was this step's: it is not taken again.
+    used = _post(client, VERIFY, code=_code_after_last(member))
+    assert used.status_code == 422 and "used already" in used.get_data(as_text=True)
+    wrong = _post(client, VERIFY, code="123 456")
+    assert wrong.status_code == 422
+    assert client.get("/console/").status_code == 302
+    answer = _post(client, VERIFY, code=_code_after_last(member, 1))
+    assert answer.status_code == 302 and answer.headers["Location"] == "/console/p/acme/notes"
+    assert client.get("/console/").status_code == 200
+    assert client.get(VERIFY).headers["Location"] == "/console/"
+
+
+def test_a_recovery_code_signs_in_once_says_how_many_are_left_and_offers_new_ones(
+    client, session, auth, member, enrolled
+) -> None:
+    auth.login(member.email)
+    answer = _post(client, VERIFY, code=enrolled[3].upper())
+    assert answer.headers["Location"] == SETUP
+    page = client.get(SETUP).get_data(as_text=True)
+    assert "You signed in with a recovery code, and have 9 left" in page
+    assert "Make new recovery codes" in page and "Set up a new device" in page
+    assert "account.two_factor_recovered" in _actions(session)
+    auth.logout()
+    auth.login(member.email)
+    again = _post(client, VERIFY, code=enrolled[3])
+    assert again.status_code == 422 and "used already" in again.get_data(as_text=True)
+    # New codes, shown once; the rest of the old ones stop working.
+    _post(client, VERIFY, code=enrolled[4])
+    renewed = _post(client, "/console/account/two-factor/recovery-codes")
+    new = CODE.findall(renewed.get_data(as_text=True))
+    assert renewed.status_code == 200 and len(new) == 10
+    auth.logout()
+    auth.login(member.email)
+    assert _post(client, VERIFY, code=enrolled[5]).status_code == 422
+    assert _post(client, VERIFY, code=new[0]).status_code == 302
+    assert "account.recovery_codes_renewed" in _actions(session)
+
+
+def test_a_pending_sign_in_expires_after_five_minutes(client, session, auth, member, enrolled):
+    auth.login(member.email)
+    with client.session_transaction() as cookie:
+        cookie[PENDING_SIGN_IN] = {
+            **cookie[PENDING_SIGN_IN],
+            "at": cookie[PENDING_SIGN_IN]["at"] - 301,
+        }
+    session.refresh(member)
+    answer = _post(client, VERIFY, code=_code_after_last(member, 1))
+    assert answer.headers["Location"] == "/console/login"
+    assert client.get("/console/").status_code == 302
+    # And with no sign-in started at all.
+    assert client.get(VERIFY).headers["Location"] == "/console/login"
+
+
+def test_every_way_of_signing_in_stops_at_the_second_factor(
+    client, session, auth, member, enrolled
+) -> None:
+    """A password reset signs in too: it stops at the code like a password login."""
+    token = tokens.make(
+        tokens.Purpose.PASSWORD_RESET,
+        {"m": member.id, "h": accounts.password_fingerprint(member)},
+    )
+    answer = _post(client, f"/console/reset-password/{token}", password="a brand new password")
+    assert answer.headers["Location"] == VERIFY
+    assert client.get("/console/").status_code == 302
+
+
+def test_codes_are_rate_limited_per_member_and_per_address(app_factory, session) -> None:
+    app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_TWO_FACTOR="3 per minute")
+    member = make_member(session, "rate@example.com")
+    make_product(session, owner=member)
+    secret = two_factor.start_enrolment(member)
+    two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(utcnow()), now=utcnow())
+    session.commit()
+    client = app.test_client()
+    AuthActions(client).login(member.email)
+    answers = [_post(client, VERIFY, code="000000").status_code for _ in range(4)]
+    assert answers == [422, 422, 422, 429]
+    # From another address, the same member's allowance is spent too.
+    other = app.test_client()
+    AuthActions(other).login(member.email)
+    form = {"code": "000000", "csrf_token": csrf_token(other)}
+    elsewhere = other.post(VERIFY, data=form, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert elsewhere.status_code == 429
+
+
+def test_turning_off_in_the_console(client, session, auth, member) -> None:
+    codes = _enrol(client, session, member)
+    wrong = _give_up(client, "off", "000000")
+    assert wrong.status_code == 422 and "not right" in wrong.get_data(as_text=True)
+    answer = _give_up(client, "off", codes[0])
+    assert answer.headers["Location"] == SETUP
+    session.refresh(member)
+    assert member.totp_secret is None and member.totp_enabled_at is None
+    assert session.scalar(select(func.count()).select_from(RecoveryCode)) == 0
+    assert "account.two_factor_removed" in _actions(session)
+    auth.logout()
+    assert auth.login(member.email).headers["Location"] == "/console/"
+
+
+def test_turning_off_is_refused_while_a_product_requires_it(client, session, auth, member) -> None:
+    codes = _enrol(client, session, member)
+    member.memberships[0].product.require_two_factor = True
+    session.commit()
+    page = client.get(SETUP).get_data(as_text=True)
+    assert "Acme requires two-factor sign-in, so it cannot be turned off" in page
+    answer = _give_up(client, "off", codes[0])
+    assert answer.status_code == 422 and "Acme requires two-factor sign-in" in answer.get_data(
+        as_text=True
+    )
+    session.refresh(member)
+    assert two_factor.is_enrolled(member)
+    # Moving to a new device is allowed, and sends the member to confirm it at once.
+    moved = _give_up(client, "new-device", codes[1])
+    assert moved.headers["Location"] == SETUP
+    assert client.get("/console/p/acme/notes").headers["Location"] == SETUP
+    assert "account.two_factor_reset" in _actions(session)
+
+
+def test_the_audit_log_shows_enrolment_recovery_and_removal_to_owners(
+    client, session, auth, member
+) -> None:
+    codes = _enrol(client, session, member)
+    auth.logout()
+    auth.login(member.email)
+    _post(client, VERIFY, code=codes[0])
+    _give_up(client, "off", codes[1])
+    page = client.get("/console/p/acme/audit").get_data(as_text=True)
+    for action in (
+        "account.two_factor_enabled",
+        "account.two_factor_recovered",
+        "account.two_factor_removed",
+    ):
+        assert action in page
+    assert "9 left" in page
