@@ -158,15 +158,15 @@ def team(session: Session, product: Product) -> list[Membership]:
 def audit_trail(
     session: Session, product: Product, *, page: int = 1, per_page: int = 50
 ) -> tuple[list[AuditEvent], int, bool]:
-    """The product's audit events, newest first, on ``page`` or the last page when it is
+    """The product's audit events and the instance's (no product: a single sign-on refused
+    to someone with no account), newest first, on ``page`` or the last page when it is
     past the end; that page's number; and whether there is a next page."""
-    total = session.scalar(
-        select(func.count()).select_from(AuditEvent).where(AuditEvent.product_id == product.id)
-    )
+    shown = or_(AuditEvent.product_id == product.id, AuditEvent.product_id.is_(None))
+    total = session.scalar(select(func.count()).select_from(AuditEvent).where(shown))
     page = min(max(page, 1), max(1, -(-(total or 0) // per_page)))
     events = session.scalars(
         select(AuditEvent)
-        .where(AuditEvent.product_id == product.id)
+        .where(shown)
         .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
         .options(selectinload(AuditEvent.actor))
         .offset((page - 1) * per_page)

@@ -12,7 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
-from announcements import accounts, two_factor
+from announcements import accounts, audit, two_factor
 from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import AuditEvent, RecoveryCode, TeamMember, utcnow
 from app.auth import PENDING_SIGN_IN
@@ -354,3 +354,17 @@ def test_the_audit_log_shows_enrolment_recovery_and_removal_to_owners(
     ):
         assert action in page
     assert "9 left" in page
+
+
+def test_owners_see_the_instance_events_among_their_products_by_time(
+    client, session, auth, member
+) -> None:
+    earlier = utcnow() - timedelta(hours=1)
+    audit.record_account(
+        session, None, None, "sso.refused", "A single sign-on for nobody@example.com", now=earlier
+    )
+    session.commit()
+    page = client.get("/console/p/acme/audit").get_data(as_text=True)
+    assert "Instance-wide" in page and "sso.refused" in page
+    # Newest first: the product's creation (now) before the instance event (an hour ago).
+    assert page.index("product.created") < page.index("sso.refused")

@@ -1,8 +1,10 @@
-"""Who works on a product: invitations, roles, deactivation, and the audit log."""
+"""Who works on a product: invitations, roles, deactivation, how they must sign in, and the
+audit log."""
 
 from __future__ import annotations
 
 from flask import (
+    current_app,
     flash,
     redirect,
     render_template,
@@ -12,11 +14,14 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
+from wtforms import BooleanField, SelectField
+from wtforms.fields.choices import SelectChoice
 
 from announcements import (
     accounts,
     queries,
     services,
+    two_factor,
 )
 from announcements.models import (
     Product,
@@ -27,6 +32,7 @@ from app.auth import current_member, role_required
 from app.console import bp
 from app.console.common import ROLE_NAMES, refused, role_name
 from app.console.forms import (
+    ROLE_CHOICES,
     MemberForm,
     RoleForm,
 )
@@ -35,6 +41,39 @@ from app.extensions import db
 from app.mail import account_mail, compose
 
 # Team and audit -------------------------------------------------------------
+
+
+class AccessRulesForm(FlaskForm):
+    require_two_factor = BooleanField(
+        lazy_gettext("Require two-factor sign-in"),
+        description=lazy_gettext(
+            "Everyone on the team enters a code from an authenticator app after their "
+            "password. Whoever has not turned it on is asked to before anything else."
+        ),
+    )
+    require_sso = BooleanField(
+        lazy_gettext("Require single sign-on"),
+        description=lazy_gettext(
+            "Everyone on the team signs in through the identity provider; passwords, "
+            "password resets and invitations with a password are refused."
+        ),
+    )
+    sso_provision_role = SelectField(
+        lazy_gettext("People new to Tidings who sign in with single sign-on"),
+        choices=[SelectChoice("", lazy_gettext("Are not added to this product")), *ROLE_CHOICES],
+    )
+
+    @classmethod
+    def of(cls, product: Product) -> AccessRulesForm:
+        """The form showing the product's rules as they are."""
+        return cls(
+            formdata=None,
+            require_two_factor=product.require_two_factor,
+            require_sso=product.require_sso,
+            sso_provision_role=product.sso_provision_role.value
+            if product.sso_provision_role
+            else "",
+        )
 
 
 @bp.route("/p/<slug>/team", methods=["GET", "POST"])
@@ -47,15 +86,65 @@ def team(product: Product) -> ResponseReturnValue:
         if _invitation_sent(product, form.email.data or "", Role(form.role.data), form):
             return redirect(url_for("console.team", slug=product.slug))
         not_sent = True
+    return _team_page(product, form=form), 422 if form.errors or not_sent else 200
+
+
+@bp.post("/p/<slug>/team/access")
+@role_required(Role.OWNER)
+def team_access(product: Product) -> ResponseReturnValue:
+    """Set how the team must sign in: two-factor, single sign-on (when the instance has
+    an identity provider), and the role single sign-on gives people it creates."""
+    form = AccessRulesForm()
+    sso = _sso_configured()
+    if not sso:  # neither shown nor accepted: the rules stay as they are
+        del form.require_sso, form.sso_provision_role
+    if form.validate_on_submit():
+        require_sso, role = product.require_sso, product.sso_provision_role
+        if sso:
+            require_sso = form.require_sso.data
+            role = Role(form.sso_provision_role.data) if form.sso_provision_role.data else None
+        with refused(form):
+            changes = two_factor.set_access_rules(
+                db.session(),
+                product,
+                require_two_factor=form.require_two_factor.data,
+                require_sso=require_sso,
+                sso_provision_role=role,
+                by=current_member(),
+                now=utcnow(),
+            )
+            db.session.commit()
+            flash(
+                _("The sign-in rules are saved.") if changes else _("Nothing changed."),
+                "success" if changes else "info",
+            )
+            return redirect(url_for("console.team", slug=product.slug, _anchor="sign-in-rules"))
+    return _team_page(product, access_form=form), 422
+
+
+def _sso_configured() -> bool:
+    return bool(current_app.config["OIDC_ISSUER"])
+
+
+def _team_page(
+    product: Product,
+    *,
+    form: MemberForm | None = None,
+    access_form: AccessRulesForm | None = None,
+) -> str:
     return render_template(
         "console/team.html",
         product=product,
-        form=form,
+        form=form or MemberForm(formdata=None),
         memberships=queries.team(db.session(), product),
         invitations=accounts.pending_invitations(db.session(), product),
         now=utcnow(),
         role_form=RoleForm(),
-    ), 422 if form.errors or not_sent else 200
+        access_form=access_form or AccessRulesForm.of(product),
+        sso_configured=_sso_configured(),
+        provisioning=current_app.config["OIDC_PROVISIONING"],
+        provider=current_app.config["OIDC_PROVIDER_NAME"],
+    )
 
 
 def _invitation_sent(product: Product, email: str, role: Role, form: FlaskForm | None) -> bool:
