@@ -118,7 +118,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from announcements import support_impact, targeting
+from announcements import personal_data, support_impact, targeting
 from announcements.models import (
     EndUser,
     EndUserDay,
@@ -209,36 +209,38 @@ def _user_value(segment: str) -> ColumnElement[str]:
     return _value(EndUser.attributes[segment].as_string())
 
 
-def _attribute_keys(
+def attribute_keys(
     session: Session,
     product_id: int,
-    since: datetime | None,
+    *,
+    since: datetime | None = None,
     among: Sequence[str] | None = None,
+    recent: int | None = None,
 ) -> Counter[str]:
     """The attribute names of the product's users seen after ``since`` (all with None),
-    with how many users have each; only the names ``among`` when given. Attributes change
-    only when a user is seen, which moves ``last_seen_at``."""
+    or of its ``recent`` most recently seen ones, with how many of those users have each;
+    only the names ``among`` when given. Attributes change only when a user is seen, which
+    moves ``last_seen_at``; an erased user has none."""
     postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        keys = func.json_object_keys(EndUser.attributes).table_valued("key").render_derived()
-    else:
-        keys = func.json_each(EndUser.attributes).table_valued("key")
-    query = (
-        select(keys.c.key, func.count())
-        .select_from(EndUser)
-        .join(keys, true())
-        .where(EndUser.product_id == product_id)
-        .group_by(keys.c.key)
-    )
+    users = select(EndUser.attributes).where(EndUser.product_id == product_id)
     if postgres:
         # Its keys function fails on anything but an object; SQLite's gives no key.
-        query = query.where(func.json_typeof(EndUser.attributes) == "object")
+        users = users.where(func.json_typeof(EndUser.attributes) == "object")
     if since is not None:
-        query = query.where(EndUser.last_seen_at > since)
+        users = users.where(EndUser.last_seen_at > since)
+    if recent is not None:
+        # Read from the (product_id, last_seen_at) index, however many users there are.
+        users = users.order_by(EndUser.last_seen_at.desc()).limit(recent)
+    rows = users.subquery()
+    if postgres:
+        keys = func.json_object_keys(rows.c.attributes).table_valued("key").render_derived()
+    else:
+        keys = func.json_each(rows.c.attributes).table_valued("key")
+    query = select(keys.c.key, func.count()).select_from(rows).join(keys, true())
     if among is not None:
         query = query.where(keys.c.key.in_(among))
-    rows: Iterable[Any] = session.execute(query)
-    return Counter({key: users for key, users in rows if key is not None})
+    found: Iterable[Any] = session.execute(query.group_by(keys.c.key))
+    return Counter({key: count for key, count in found if key is not None})
 
 
 def _segments(
@@ -247,13 +249,20 @@ def _segments(
     """The segments to count by: the built-ins, the known ones, then the attribute names
     of users seen after ``since`` (everyone's with None) that at least SEGMENT_MIN_USERS
     of the product's users have, commonest first, up to MAX_SEGMENTS. A name must be one
-    the widget accepts (a built-in's name is the built-in)."""
-    names = list(dict.fromkeys([*BUILT_IN_SEGMENTS, *known]))
+    the widget accepts (a built-in's name is the built-in) and must not look like personal
+    data: a segment's values are stored in aggregate rows, which would then hold every
+    user's address or name (one known from before this rule is dropped too)."""
+    kept = [name for name in known if not personal_data.looks_personal(name)]
+    names = list(dict.fromkeys([*BUILT_IN_SEGMENTS, *kept]))
     if len(names) >= MAX_SEGMENTS:
         return names[:MAX_SEGMENTS]
-    found = _attribute_keys(session, product_id, since)
+    found = attribute_keys(session, product_id, since=since)
     new = [
-        name for name in found if name not in names and targeting.ATTRIBUTE_PATTERN.fullmatch(name)
+        name
+        for name in found
+        if name not in names
+        and targeting.ATTRIBUTE_PATTERN.fullmatch(name)
+        and not personal_data.looks_personal(name)
     ]
     if not new:
         return names
@@ -261,7 +270,7 @@ def _segments(
     # of its own. So a name counts once enough users have it, counted over the product's
     # users (those seen now and those known before), which an increment reads only while
     # such a name is about.
-    users = found if since is None else _attribute_keys(session, product_id, None, new)
+    users = found if since is None else attribute_keys(session, product_id, among=new)
     adopted = [name for name in new if users[name] >= SEGMENT_MIN_USERS]
     adopted.sort(key=lambda name: (-users[name], name))
     return (names + adopted)[:MAX_SEGMENTS]
