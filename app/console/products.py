@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from flask import (
     flash,
@@ -14,14 +15,18 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import login_required
+from sqlalchemy import func, select
 
 from announcements import (
     languages,
+    personal_data,
     queries,
+    rollups,
     services,
     translations,
 )
 from announcements.models import (
+    EndUser,
     Product,
     Role,
     utcnow,
@@ -38,6 +43,10 @@ from app.console.forms import (
 )
 from app.extensions import db
 from app.i18n import current_locale
+
+# The settings page lists the attributes of this many users, the most recently seen: a
+# bounded read from the (product, last seen) index, however many users a product has.
+ATTRIBUTE_SAMPLE = 1000
 
 # Products -------------------------------------------------------------------
 
@@ -124,7 +133,28 @@ def _settings_page(
         language_form=language_form or LanguageForm(formdata=None),
         default_form=default_form or DefaultLanguageForm(obj=product, formdata=None),
         language_rows=_language_rows(product),
+        attributes=_carried_attributes(product),
     ), 422 if posted or request.method == "POST" else 200
+
+
+def _carried_attributes(product: Product) -> dict[str, Any]:
+    """The attribute names the product's most recently seen users carry, commonest first,
+    each with how many of them carry it and whether it looks like personal data; and how
+    many users were looked at."""
+    counts = rollups.attribute_keys(db.session(), product.id, recent=ATTRIBUTE_SAMPLE)
+    sampled = db.session.scalar(
+        select(func.count()).select_from(
+            select(EndUser.id)
+            .where(EndUser.product_id == product.id)
+            .limit(ATTRIBUTE_SAMPLE)
+            .subquery()
+        )
+    )
+    rows = [
+        {"name": name, "users": users, "personal": personal_data.looks_personal(name)}
+        for name, users in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return {"rows": rows, "sampled": sampled or 0, "sample": ATTRIBUTE_SAMPLE}
 
 
 def language_labels(tag: str) -> dict[str, str]:

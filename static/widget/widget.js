@@ -7,6 +7,12 @@
  * or call Tidings.init({...}) yourself. It draws inside a Shadow DOM, talks only to
  * the Tidings server it was loaded from, and never throws into the host page.
  *
+ * Send as attributes only what the notes' audience rules use (plan, role, team...):
+ * Tidings keeps them as sent until the user is erased or not seen for the product's
+ * retention period. Leave out e-mails and names unless a note's audience needs them; an
+ * address for release notes by e-mail goes in user.email, signed by user.email_hash,
+ * and is kept on the user only as a keyed hash.
+ *
  * Before opening its support form a host may call Tidings.beforeSupport({query}): the
  * user's unread notes that match are shown first, and the promise resolves to
  * {shown, answered} (it never rejects), so the host knows whether to open its form.
