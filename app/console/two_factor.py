@@ -70,7 +70,10 @@ def _member_key() -> str:
 def _qr_code(uri: str) -> Markup:
     """The otpauth address as an inline SVG QR code an authenticator app scans."""
     svg = segno.make(uri, error="m").svg_inline(
-        scale=5, title=_("QR code to scan with your authenticator app"), svgclass="qr-code"
+        scale=5,
+        border=2,  # the frame around it adds to the quiet zone
+        title=_("QR code to scan with your authenticator app"),
+        svgclass="qr-code",
     )
     return Markup(svg)  # noqa: S704 - segno's own SVG; the title is ours, escaped by it
 
