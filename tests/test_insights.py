@@ -1470,7 +1470,7 @@ def seen_and_read(
 
 
 def test_no_breakdown_shows_a_value_fewer_than_5_users_have(app, session: Session) -> None:
-    """Broken down by an attribute each user has alone (an e-mail address), a row would
+    """Broken down by an attribute each user has alone (a seat number), a row would
     be one user and whether they read: a value fewer than 5 users were exposed under (a
     note's breakdown) or active under (the product's) is summed into Other, beside the
     values past the top 20; values of 5 users or more are shown."""
@@ -1483,7 +1483,7 @@ def test_no_breakdown_shows_a_value_fewer_than_5_users_have(app, session: Sessio
         for _ in range(size):
             seen_at = at(2026, 10, 8 + number % 7, 8)  # in the week to TODAY
             read_at = seen_at + timedelta(hours=1) if number % 3 == 0 else None
-            attributes = {"email": f"user-{number}@corp.example", "team": f"team-{team:02d}"}
+            attributes = {"seat": f"seat-{number}", "team": f"team-{team:02d}"}
             people.append((f"user-{number}", attributes, seen_at, read_at))
             number += 1
     seen_and_read(session, product, note, people)
@@ -1491,8 +1491,8 @@ def test_no_breakdown_shows_a_value_fewer_than_5_users_have(app, session: Sessio
     session.commit()
     everyone, readers = len(people), sum(read_at is not None for *_, read_at in people)
 
-    by_email = insights.note_insights(session, note, by="email", now=NOW)
-    assert [(r.value, r.exposed, r.readers) for r in by_email.segments] == [
+    by_seat = insights.note_insights(session, note, by="seat", now=NOW)
+    assert [(r.value, r.exposed, r.readers) for r in by_seat.segments] == [
         ("Other", everyone, readers)
     ]
     teams: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -1513,11 +1513,14 @@ def test_no_breakdown_shows_a_value_fewer_than_5_users_have(app, session: Sessio
     ]
 
     found = insights.product_insights(
-        session, product, start=date(2026, 10, 8), end=TODAY, by="email", now=NOW
+        session, product, start=date(2026, 10, 8), end=TODAY, by="seat", now=NOW
     )
     assert [(r.value, r.users, r.share) for r in found.active_by_segment] == [
         ("Other", everyone, 1.0)
     ]
+    # An attribute that looks like personal data is never a segment.
+    with pytest.raises(ValidationFailed):
+        insights.note_insights(session, note, by="email", now=NOW)
     # Versions in use name versions, never users: every one is shown.
     assert [(v.version, v.users) for v in found.versions] == [("1.0.0", everyone)]
 
