@@ -17,13 +17,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from flask_login import current_user, login_required, logout_user
 
-from announcements import (
-    accounts,
-)
+from announcements import accounts, sso
 from announcements.errors import NotFound
-from announcements.models import (
-    utcnow,
-)
+from announcements.models import Invitation, TeamMember, utcnow
 from app.auth import current_member, finish_sign_in, session_token, sign_out
 from app.console import bp
 from app.console.common import refused, role_name
@@ -39,7 +35,8 @@ from app.mail import account_mail, compose, tokens
 from app.mail.tokens import BadToken, Purpose
 
 
-def _login_limit() -> str:
+def login_limit() -> str:
+    """The rate limit on every way of signing in (``RATELIMIT_LOGIN``)."""
     return str(current_app.config["RATELIMIT_LOGIN"])
 
 
@@ -47,7 +44,35 @@ def _login_email_key() -> str:
     return "login:" + request.form.get("email", "").strip().lower()
 
 
-def _safe_next(target: str | None) -> str:
+def sso_provider() -> str | None:
+    """The name of the single sign-on provider the sign-in page offers, or None when no
+    provider is configured."""
+    if not current_app.config["OIDC_ISSUER"]:
+        return None
+    return str(current_app.config["OIDC_PROVIDER_NAME"])
+
+
+def _sso_only(member: TeamMember | None, invitation: Invitation | None = None) -> str | None:
+    """Why a password may not be used, or None if it may: a product of ``member``'s, or
+    the one ``invitation`` joins, requires single sign-on. Without a configured provider
+    nobody could sign in at all, so the rule waits until an operator configures one."""
+    provider = sso_provider()
+    if provider is None:
+        return None
+    products = sso.products_requiring_sso(db.session(), member) if member else []
+    if invitation is not None and invitation.product.require_sso:
+        products.append(invitation.product.name)
+    if not products:
+        return None
+    return _(
+        "%(products)s require signing in with %(provider)s: use “Continue with "
+        "%(provider)s” on the log-in page instead of a password.",
+        products=", ".join(products),
+        provider=provider,
+    )
+
+
+def safe_next(target: str | None) -> str:
     """Only follow a ``next`` that stays on this site, inside the console, and is one line
     of plain characters (a CR or LF would split the Location header)."""
     if (
@@ -65,8 +90,8 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_login_email_key)
+@limiter.limit(login_limit, methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"], key_func=_login_email_key)
 def login() -> ResponseReturnValue:
     """Log a team member in."""
     if current_user.is_authenticated:
@@ -76,11 +101,14 @@ def login() -> ResponseReturnValue:
         member = accounts.authenticate(
             db.session(), form.email.data or "", form.password.data or ""
         )
-        if member is not None:
-            return finish_sign_in(member, method="password", next_url=_safe_next(form.next.data))
-        form.password.errors = [_("That email and password do not match an account.")]
+        if member is None:
+            form.password.errors = [_("That email and password do not match an account.")]
+        elif refusal := _sso_only(member):
+            form.password.errors = [refusal]
+        else:
+            return finish_sign_in(member, method="password", next_url=safe_next(form.next.data))
     status = 200 if request.method == "GET" or not form.errors else 422
-    return render_template("console/login.html", form=form), status
+    return render_template("console/login.html", form=form, sso_provider=sso_provider()), status
 
 
 @bp.post("/logout")
@@ -93,8 +121,8 @@ def logout() -> ResponseReturnValue:
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_login_email_key)
+@limiter.limit(login_limit, methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"], key_func=_login_email_key)
 def forgot_password() -> ResponseReturnValue:
     """Send a link to choose a new password; the answer is the same for any address."""
     form = ForgotPasswordForm()
@@ -127,7 +155,7 @@ def forgot_password() -> ResponseReturnValue:
 
 
 @bp.route("/reset-password/<token>", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"])
 def reset_password(token: str) -> ResponseReturnValue:
     """Choose a new password from an e-mailed link; every session of the account ends."""
     try:
@@ -136,7 +164,13 @@ def reset_password(token: str) -> ResponseReturnValue:
     except (BadToken, NotFound) as error:
         return _link_problem(_("This reset link does not work"), error.message)
     form = NewPasswordForm()
-    if form.validate_on_submit():
+    if refusal := _sso_only(member):
+        # A password would sign no one in: say so before one is typed, and refuse it.
+        if request.method == "POST":
+            form.password.errors = [refusal]
+        else:
+            flash(refusal, "warning")
+    elif form.validate_on_submit():
         with refused(form):
             accounts.set_password(db.session(), member, form.password.data or "")
             if current_user.is_authenticated:
@@ -191,7 +225,7 @@ def end_other_sessions() -> ResponseReturnValue:
 
 
 @bp.route("/invitations/<invitation_token>", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"])
 def invitation(invitation_token: str) -> ResponseReturnValue:
     """Accept an invitation: a new account chooses its password; an existing one must be
     signed in as itself."""
@@ -227,7 +261,14 @@ def invitation(invitation_token: str) -> ResponseReturnValue:
                 return redirect(url_for("console.product_home", slug=product.slug))
         return render_template("console/invitation.html", invitation=invited)
     form = NewPasswordForm()
-    if form.validate_on_submit():
+    if refusal := _sso_only(None, invited):
+        # The account is made by signing in through the provider with the invited
+        # address (``announcements.sso`` accepts the invitation then).
+        if request.method == "POST":
+            form.password.errors = [refusal]
+        else:
+            flash(refusal, "warning")
+    elif form.validate_on_submit():
         with refused(form):
             member = accounts.accept(
                 db.session(),
