@@ -62,7 +62,7 @@ def _enrol(client: FlaskClient, session, member: TeamMember) -> list[str]:
     return codes
 
 
-def _actions(session, member: TeamMember | None = None) -> list[str]:
+def _actions(session) -> list[str]:
     session.expire_all()
     query = select(AuditEvent.action).order_by(AuditEvent.id)
     return list(session.scalars(query))
@@ -368,3 +368,16 @@ def test_owners_see_the_instance_events_among_their_products_by_time(
     assert "Instance-wide" in page and "sso.refused" in page
     # Newest first: the product's creation (now) before the instance event (an hour ago).
     assert page.index("product.created") < page.index("sso.refused")
+
+
+def test_an_operator_turns_it_off_for_someone_who_lost_everything(session) -> None:
+    member = make_member(session)
+    make_product(session, owner=member)
+    now = utcnow()
+    secret = two_factor.start_enrolment(member)
+    two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    two_factor.turn_off_for(session, member, now=now)
+    session.commit()
+    assert not two_factor.is_enrolled(member) and member.totp_secret is None
+    assert two_factor.recovery_codes_left(session, member) == 0
+    assert _actions(session)[-1] == "account.two_factor_removed"
