@@ -1,7 +1,7 @@
 """Background jobs on Huey: sending the outbox and the webhook deliveries, the
 worker's minute (housekeeping and the watch for trouble), the Insights roll-up every ten
-minutes, and the hourly support-impact roll-up. The worker's heartbeat is not a job: a
-thread of its own writes it, whatever the jobs are doing.
+minutes, the hourly support-impact roll-up, and the nightly retention run. The worker's
+heartbeat is not a job: a thread of its own writes it, whatever the jobs are doing.
 
 Huey only carries wake-up calls; the outbox and webhook_delivery tables are what
 must be sent. A lost task (a killed worker, Redis restarted) therefore loses nothing:
@@ -22,6 +22,7 @@ consumer reads again with no restart.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -36,8 +37,9 @@ from huey import Huey, RedisHuey, SqliteHuey, crontab
 from redis import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import select
 
-from announcements import monitoring, outbox, rollups, support_impact
+from announcements import monitoring, outbox, retention, rollups, support_impact
 from announcements.models import Product, utcnow
 from app import webhooks
 from app.database import write_turn
@@ -80,6 +82,12 @@ class Jobs:
         self.rollup = self.huey.periodic_task(crontab(minute="3-59/10"), name="tidings.rollup")(
             self._rollup
         )
+        # Retention: every product's periods applied once a day, at night in Europe and
+        # off the roll-ups' minutes; a product run in the last 12 hours is left alone, as
+        # every worker's scheduler queues the task.
+        self.retention = self.huey.periodic_task(
+            crontab(minute="27", hour="3"), name="tidings.retention"
+        )(self._retention)
 
     @staticmethod
     def _queue(app: Flask) -> Huey:
@@ -211,6 +219,10 @@ class Jobs:
     def _support_rollup(self) -> None:
         self._roll_up("support impact", support_impact.rebuild)
 
+    def _retention(self) -> None:
+        daily = functools.partial(retention.run_all, unless_ran_within=retention.RERUN_AFTER)
+        self._roll_up("retention", daily)
+
     def _roll_up(self, what: str, every_product: RollUp) -> None:
         """Run a roll-up of every product and log what it wrote (a product that failed
         is logged by the roll-up and missing from the count)."""
@@ -329,6 +341,32 @@ def worker_command(threads: int, heartbeat_every: float) -> None:
         consumer.run()
     finally:
         beating.set()
+
+
+@click.group("retention")
+def retention_group() -> None:
+    """Apply the products' retention periods."""
+
+
+@retention_group.command("run")
+@click.option("--product", "slug", default=None, help="Only this product (its slug).")
+@with_appcontext
+def retention_run_command(slug: str | None) -> None:
+    """Apply retention now, as the worker does every night (even if it ran today)."""
+    session = db.session()
+    if slug is None:
+        done = retention.run_all(session, now=utcnow(), write_turn=write_turn)
+        for name, removed in done.items():
+            click.echo(f"{name}: {removed} removed")
+        return
+    product = session.scalar(select(Product).where(Product.slug == slug))
+    if product is None:
+        raise click.ClickException(f"There is no product {slug}.")
+    run = retention.run(session, product, now=utcnow(), write_turn=write_turn)
+    assert run is not None  # noqa: S101 - only a run asked to skip answers None
+    click.echo(
+        retention.summary(run.removed) if any(run.removed.values()) else "Nothing to remove."
+    )
 
 
 def init_app(app: Flask) -> None:
