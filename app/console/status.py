@@ -1,6 +1,7 @@
 """Console → Status (owners): is Tidings doing its work for this product? The worker, the
-job queue, the mail, the webhooks, the last scheduled note, the widget's traffic of the
-last hour, and the alerts the owners were sent; what needs attention first.
+job queue, the mail, the webhooks, the last scheduled note, the last retention run, the
+widget's traffic of the last hour, and the alerts the owners were sent; what needs
+attention first.
 
 Opening the page runs the web's watch once (``health.watch_logged``): an owner who comes
 to look because something seems wrong sees the alert, and sets off its mail, even when the
@@ -24,8 +25,8 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext, ngettext
 
-from announcements import monitoring
-from announcements.models import Product, Role, utcnow
+from announcements import monitoring, retention
+from announcements.models import Product, RetentionRun, Role, utcnow
 from app import health
 from app.auth import role_required
 from app.console import bp, charts, timezones
@@ -204,6 +205,32 @@ def attention(status: monitoring.Status) -> list[Attention]:
     return items
 
 
+def retention_attention(status: monitoring.Status, last: RetentionRun | None) -> list[Attention]:
+    """The warning that the nightly retention run is late (``retention.overdue``)."""
+    if not retention.overdue(last, status.worker, now=status.now):
+        return []
+    if last is None:
+        said = _("It has never run, though a worker has been up for over a day.")
+    else:
+        said = _(
+            "Its last run began %(ago)s, at %(time)s.",
+            ago=ago(status, last.started_at),
+            time=when(status, last.started_at),
+        )
+    return [
+        Attention(
+            "warning",
+            _("Retention has not run"),
+            said
+            + " "
+            + _(
+                "Until it does, end users, subscribers and delivery details past their "
+                "periods are kept. The worker's log says why; flask retention run runs it now."
+            ),
+        )
+    ]
+
+
 def data_warning(status: monitoring.Status, warning: monitoring.DataWarning) -> str:
     """What a warning that data stopped arriving says, its times in the member's zone."""
     if isinstance(warning, monitoring.WidgetSilent):
@@ -293,11 +320,14 @@ def status(product: Product) -> ResponseReturnValue:
     """Is Tidings working for the product: what needs attention, then each part's figures."""
     health.watch_logged()
     figures = monitoring.status(db.session(), product, now=utcnow(), pending=jobs.waiting())
+    newest = retention.last_runs(db.session(), product, limit=1)
+    last_retention = newest[0] if newest else None
     return render_template(
         "console/status.html",
         product=product,
         s=figures,
-        attention=attention(figures),
+        attention=attention(figures) + retention_attention(figures, last_retention),
+        last_retention=last_retention,
         tiles=tiles(figures),
         traffic=traffic_figure(figures.traffic),
         ago=lambda moment: ago(figures, moment),
