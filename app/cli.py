@@ -27,6 +27,7 @@ from announcements import (
     support_desks,
     support_impact,
     ticket_import,
+    two_factor,
 )
 from announcements.errors import DomainError, ValidationFailed
 from announcements.models import Product, Role, SupportConnection, SupportDesk, utcnow
@@ -90,6 +91,18 @@ def create_user(
     db.session.commit()
     where = ", ".join(p.slug for p in products) or "no products yet"
     click.echo(f"Created {member.email} ({role} on {where}).")
+
+
+@users.command("reset-two-factor")
+@click.argument("email")
+def reset_two_factor(email: str) -> None:
+    """Turn off two-factor sign-in for someone who lost their phone and their recovery codes."""
+    member = accounts.find_by_email(db.session(), email)
+    if member is None:
+        raise click.ClickException(f"No account with the address {email}.")
+    two_factor.turn_off_for(db.session(), member, now=utcnow())
+    db.session.commit()
+    click.echo(f"Two-factor sign-in is off for {member.email}.")
 
 
 @click.command("demo")

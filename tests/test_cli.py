@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pyotp
 import pytest
 from sqlalchemy import func, select
 
-from announcements import accounts
+from announcements import accounts, two_factor
 from announcements.models import (
     AuditEvent,
     EndUser,
@@ -17,6 +18,7 @@ from announcements.models import (
     ReadReceipt,
     Role,
     TeamMember,
+    utcnow,
 )
 from tests.factories import make_member, make_product
 
@@ -143,3 +145,28 @@ def test_users_create_gives_the_role_on_the_named_products_only(runner, session)
     assert "viewer on lumen" in result.output
     member = accounts.authenticate(session, "support@example.com", "a long enough password")
     assert [(m.product.slug, m.role) for m in member.memberships] == [("lumen", Role.VIEWER)]
+
+
+def test_users_reset_two_factor_turns_it_off_and_audits_it(runner, session) -> None:
+    """An operator's way back in for someone who lost their phone and their codes."""
+    member = make_member(session, email="lost@example.com")
+    make_product(session, member, slug="lumen")
+    secret = two_factor.start_enrolment(member)
+    two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).now(), now=utcnow())
+    session.commit()
+
+    result = runner.invoke(args=["users", "reset-two-factor", "lost@example.com"])
+    assert result.exit_code == 0, result.output
+    session.expire_all()
+    assert not two_factor.is_enrolled(session.get(TeamMember, member.id))
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "account.two_factor_removed")
+        )
+        == 1
+    )
+
+    missing = runner.invoke(args=["users", "reset-two-factor", "nobody@example.com"])
+    assert missing.exit_code != 0 and "No account with the address" in missing.output
