@@ -444,7 +444,7 @@ def test_a_product_requiring_sso_refuses_its_members_passwords(session, client, 
     answer = AuthActions(visitor).login(ALICE)
     page = answer.get_data(as_text=True)
     assert answer.status_code == 422
-    assert "Acme require signing in with Example ID" in page
+    assert "Members of Acme sign in with Example ID" in page
     assert "Continue with Example ID" in page
     assert signed_in_as(visitor) is None
     # A wrong password is still just a wrong password.
@@ -472,13 +472,13 @@ def test_a_password_reset_does_not_sign_in_a_member_who_must_use_sso(
             Purpose.PASSWORD_RESET, {"m": alice.id, "h": accounts.password_fingerprint(alice)}
         )
     shown = visitor.get(f"/console/reset-password/{token}")
-    assert "require signing in with Example ID" in shown.get_data(as_text=True)
+    assert "sign in with Example ID, not a password" in shown.get_data(as_text=True)
     answer = visitor.post(
         f"/console/reset-password/{token}",
         data={"password": "a brand new password", "csrf_token": csrf_token(visitor)},
     )
     assert answer.status_code == 422
-    assert "require signing in with Example ID" in answer.get_data(as_text=True)
+    assert "sign in with Example ID, not a password" in answer.get_data(as_text=True)
     assert signed_in_as(visitor) is None
     assert accounts.authenticate(session, ALICE, PASSWORD) is not None  # unchanged
 
@@ -498,7 +498,7 @@ def test_an_invitation_to_a_product_requiring_sso_takes_no_password(
         data={"name": "Carol", "password": "a long password", "csrf_token": csrf_token(visitor)},
     )
     assert answer.status_code == 422
-    assert "Acme require signing in with Example ID" in answer.get_data(as_text=True)
+    assert "Members of Acme sign in with Example ID" in answer.get_data(as_text=True)
     assert accounts.find_by_email(session, "carol@example.com") is None
     # Signing on with the invited address makes the account.
     assert sign_on(visitor, oidc_provider, "carol").status_code == 302

@@ -52,10 +52,13 @@ def sso_provider() -> str | None:
     return str(current_app.config["OIDC_PROVIDER_NAME"])
 
 
-def _sso_only(member: TeamMember | None, invitation: Invitation | None = None) -> str | None:
+def _sso_only(
+    member: TeamMember | None, invitation: Invitation | None = None, *, here: bool = False
+) -> str | None:
     """Why a password may not be used, or None if it may: a product of ``member``'s, or
-    the one ``invitation`` joins, requires single sign-on. Without a configured provider
-    nobody could sign in at all, so the rule waits until an operator configures one."""
+    the one ``invitation`` joins, requires single sign-on; ``here``: the page shows the
+    provider's button. Without a configured provider nobody could sign in at all, so the
+    rule waits until an operator configures one."""
     provider = sso_provider()
     if provider is None:
         return None
@@ -64,9 +67,16 @@ def _sso_only(member: TeamMember | None, invitation: Invitation | None = None) -
         products.append(invitation.product.name)
     if not products:
         return None
+    if here:
+        return _(
+            "Members of %(products)s sign in with %(provider)s, not a password: use "
+            "“Continue with %(provider)s” above.",
+            products=", ".join(products),
+            provider=provider,
+        )
     return _(
-        "%(products)s require signing in with %(provider)s: use “Continue with "
-        "%(provider)s” on the log-in page instead of a password.",
+        "Members of %(products)s sign in with %(provider)s, not a password: use "
+        "“Continue with %(provider)s” on the log-in page.",
         products=", ".join(products),
         provider=provider,
     )
@@ -103,7 +113,7 @@ def login() -> ResponseReturnValue:
         )
         if member is None:
             form.password.errors = [_("That email and password do not match an account.")]
-        elif refusal := _sso_only(member):
+        elif refusal := _sso_only(member, here=True):
             form.password.errors = [refusal]
         else:
             return finish_sign_in(member, method="password", next_url=safe_next(form.next.data))
