@@ -121,6 +121,8 @@ def subscribers(product: Product) -> ResponseReturnValue:
         filters={"status": status_arg, "q": text},
         statuses=list(SubscriberStatus),
         can_edit=g.role.allows(Role.EDITOR),
+        # An export holds everything about a person and an erasure is for good: owners'.
+        can_erase=g.role.allows(Role.OWNER),
     )
 
 
