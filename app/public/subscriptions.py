@@ -1,4 +1,5 @@
-"""Email subscriptions for anyone: subscribe, confirm, one-click unsubscribe, preferences.
+"""Email subscriptions for anyone: subscribe, confirm, one-click unsubscribe, preferences,
+and "delete my data", which erases the subscriber (``announcements.privacy``).
 
 The links in mail carry signed tokens (``app.mail.tokens``) instead of a login. A
 subscriber chooses their language on the subscribe form, among the product's, and may
@@ -18,7 +19,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from announcements import languages, reads, subscriptions, translations
+from announcements import languages, privacy, reads, subscriptions, translations
 from announcements.errors import NotFound, ValidationFailed
 from announcements.languages import N_
 from announcements.models import (
@@ -32,7 +33,7 @@ from announcements.models import (
 )
 from announcements.subscriptions import Preferences
 from app import i18n, widget_cache
-from app.database import widget_engine, writing
+from app.database import widget_engine, write_turn, writing
 from app.extensions import csrf, db, limiter
 from app.mail import compose, jobs, tokens
 from app.mail.tokens import BadToken, Purpose
@@ -171,6 +172,27 @@ def _too_many(_error: Exception) -> ResponseReturnValue:
     )
 
 
+# A link whose subscriber's data was erased: its key was changed, so it reaches no one.
+ERASED = N_("The data this link was for has been erased.")
+
+
+def _subscriber_of(purpose: Purpose, token: str) -> tuple[Subscriber, dict[str, Any]]:
+    """The subscriber a link was made for, and its payload; BadToken or NotFound as
+    :func:`tokens.read_for_subscriber` says, and NotFound for one whose data was erased
+    (which an old link without a key would still name)."""
+    try:
+        subscriber, payload = tokens.read_for_subscriber(db.session(), purpose, token)
+    except NotFound:
+        named = tokens.read(purpose, token).get("s")
+        gone = db.session.get(Subscriber, named) if isinstance(named, int) else None
+        if gone is not None and gone.erased_at is not None:
+            raise NotFound(ERASED) from None
+        raise
+    if subscriber.erased_at is not None:
+        raise NotFound(ERASED)
+    return subscriber, payload
+
+
 def _bad_link(error: BadToken | NotFound) -> ResponseReturnValue:
     status = 400 if isinstance(error, BadToken) else 404
     # The domain says what is wrong in English; the page says it in its language.
@@ -182,7 +204,7 @@ def _bad_link(error: BadToken | NotFound) -> ResponseReturnValue:
 def confirm(token: str) -> ResponseReturnValue:
     """Follow the link in the confirmation mail."""
     try:
-        subscriber, payload = tokens.read_for_subscriber(db.session(), Purpose.CONFIRM, token)
+        subscriber, payload = _subscriber_of(Purpose.CONFIRM, token)
         preferences = Preferences.from_payload(payload.get("p") or {})
     except (BadToken, NotFound) as error:
         return _bad_link(error)
@@ -207,7 +229,7 @@ def unsubscribe(token: str) -> ResponseReturnValue:
     """GET: the subscription and its preferences, with an unsubscribe button. POST: RFC 8058
     one-click unsubscribe, no other step; repeating it changes nothing."""
     try:
-        subscriber, _payload = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
+        subscriber, _payload = _subscriber_of(Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     product = db.session.get_one(Product, subscriber.product_id)
@@ -232,7 +254,7 @@ def preferences(token: str) -> ResponseReturnValue:
     """Change what a subscriber hears about, and in which language, from the link in any
     of their mails."""
     try:
-        subscriber, _payload = tokens.read_for_subscriber(db.session(), Purpose.UNSUBSCRIBE, token)
+        subscriber, _payload = _subscriber_of(Purpose.UNSUBSCRIBE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     product = db.session.get_one(Product, subscriber.product_id)
@@ -266,7 +288,7 @@ def read(token: str) -> ResponseReturnValue:
     """The "Read on the web" link of a mail: records the read for a linked subscriber, then
     goes to the note's permalink."""
     try:
-        subscriber, payload = tokens.read_for_subscriber(db.session(), Purpose.READ, token)
+        subscriber, payload = _subscriber_of(Purpose.READ, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     note = db.session.get(Note, payload.get("n")) if isinstance(payload.get("n"), int) else None
@@ -290,3 +312,24 @@ def read(token: str) -> ResponseReturnValue:
             _anchor=f"note-{note.id}",
         )
     )
+
+
+@bp.route("/subscriptions/erase/<token>", methods=["GET", "POST"])
+@csrf.exempt
+def erase(token: str) -> ResponseReturnValue:
+    """The "Delete my data" link of every mail. GET: what will be erased, and a button;
+    POST: erase the subscriber's data, then say so. The link is the authority, as for
+    unsubscribing: no form of this site could add to it."""
+    try:
+        subscriber, _payload = _subscriber_of(Purpose.UNSUBSCRIBE, token)
+    except (BadToken, NotFound) as error:
+        return _bad_link(error)
+    product = db.session.get_one(Product, subscriber.product_id)
+    _speak_to(subscriber, product)
+    if request.method == "GET":
+        return _page("erase", product=product, subscriber=subscriber, token=token)
+    address = subscriber.email
+    with write_turn():
+        privacy.erase_subscriber_of(db.session(), product, subscriber, actor=None, now=utcnow())
+        db.session.commit()
+    return _page("erase", product=product, erased=address)
