@@ -30,6 +30,16 @@ if ! command -v nginx >/dev/null; then
   export PATH="$PATH:$PWD/.venv/nginx/usr/sbin"
 fi
 
+# The single sign-on tests sign in at a real OpenID Connect provider: the certified
+# oidc-provider package from the npm registry, run under Node.js on loopback.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "Installing Node.js from Debian's packages…"
+  apt_install nodejs npm
+fi
+if [ ! -d tests/oidc/node_modules ] || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules ]; then
+  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+fi
+
 # One pytest worker per core (pytest-xdist), each with its own databases, servers and
 # browser; a test file stays on one worker, so its SQLite and PostgreSQL runs, and the
 # Redis tests that empty Redis, never run beside each other. Serially the suite took 20
