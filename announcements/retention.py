@@ -13,7 +13,9 @@ Four periods, set per product on Console → Retention:
   (:func:`announcements.privacy.erase_subscriber`) ``retain_subscribers_days`` days after
   they left: the row stays, unsubscribed under a made-up address, so the list's past
   figures stay true. A bounce is recorded on no column of its own; it is dated as the
-  Insights roll-up dates it, by the subscriber's last failed message.
+  Insights roll-up dates it, by the subscriber's last failed message. An address that
+  never confirmed goes the same number of days after its last confirmation e-mail, and
+  never before that e-mail's link has expired.
 - **Deliveries**: ``retain_deliveries_days`` days after an e-mail or a webhook call was
   queued, once it is finished (sent, failed or skipped), what it held is emptied: an
   e-mail's ``payload`` (the preferences a confirmation asked for, the notes of a digest)
@@ -44,13 +46,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timedelta
 
-from sqlalchemy import Text, cast, func, null, or_, select, update
+from sqlalchemy import Text, and_, cast, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from announcements import audit, privacy
 from announcements.errors import ValidationFailed
 from announcements.models import (
     EndUser,
+    OutboxKind,
     OutboxMessage,
     OutboxStatus,
     Product,
@@ -63,6 +66,7 @@ from announcements.models import (
     WebhookDelivery,
 )
 from announcements.monitoring import WORKER_SILENT_AFTER, WorkerHealth
+from announcements.subscriptions import CONFIRM_DAYS
 from announcements.support_impact import WriteTurn, for_each_product
 
 # Rows a batch handles: an end user's erasure touches a dozen tables, so 200 of them is a
@@ -217,15 +221,30 @@ def _subscribers(
     left_at = func.coalesce(
         Subscriber.unsubscribed_at, last_failure, Subscriber.confirmed_at, Subscriber.created_at
     )
+    last_asked = (
+        select(func.max(OutboxMessage.created_at))
+        .where(
+            OutboxMessage.subscriber_id == Subscriber.id,
+            OutboxMessage.kind == OutboxKind.CONFIRM,
+        )
+        .scalar_subquery()
+    )
+    # Never confirmed: gone too once its last confirmation link has expired as well.
+    unanswered = func.coalesce(last_asked, Subscriber.created_at) < min(
+        before, now - timedelta(days=CONFIRM_DAYS)
+    )
+    due = or_(
+        and_(Subscriber.status.in_(LEFT), left_at < before),
+        and_(Subscriber.status == SubscriberStatus.PENDING, unanswered),
+    )
 
     def batch(after: int) -> tuple[int, int | None]:
         subscribers = session.scalars(
             select(Subscriber)
             .where(
                 Subscriber.product_id == product.id,
-                Subscriber.status.in_(LEFT),
                 Subscriber.erased_at.is_(None),
-                left_at < before,
+                due,
                 Subscriber.id > after,
             )
             .order_by(Subscriber.id)

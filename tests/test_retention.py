@@ -244,7 +244,6 @@ def test_subscribers_who_left_are_erased_after_the_period(session, world: World)
             )
         )
     confirmed = subscriber(session, product, SubscriberStatus.CONFIRMED, confirmed_at=days(3000))
-    pending = subscriber(session, product, SubscriberStatus.PENDING, created_at=days(3000))
     session.commit()
 
     done = run(session, product)
@@ -256,10 +255,45 @@ def test_subscribers_who_left_are_erased_after_the_period(session, world: World)
         assert row.email.endswith("@erased.invalid")
         assert row.categories == []
     assert fresh(session, bounced_31).status is SubscriberStatus.BOUNCED  # figures stay true
-    for stays in (unsubscribed_29, bounced_29, confirmed, pending):
+    for stays in (unsubscribed_29, bounced_29, confirmed):
         row = fresh(session, stays)
         assert row.erased_at is None and row.email == stays.email
         assert row.status is stays.status
+
+
+def test_addresses_never_confirmed_go_once_their_link_expired(session, world: World) -> None:
+    product = world.product
+
+    def pending(asked: datetime) -> Subscriber:
+        """Asked for years ago, its newest confirmation e-mail queued at ``asked``."""
+        row = subscriber(session, product, SubscriberStatus.PENDING, created_at=days(3000))
+        session.add(
+            OutboxMessage(
+                product_id=product.id,
+                subscriber_id=row.id,
+                kind=OutboxKind.CONFIRM,
+                status=OutboxStatus.SENT,
+                created_at=asked,
+                next_attempt_at=asked,
+            )
+        )
+        session.commit()
+        return row
+
+    asked_31, asked_29 = pending(days(31)), pending(days(29))
+    never_asked = subscriber(session, product, SubscriberStatus.PENDING, created_at=days(40))
+
+    assert run(session, product).removed["subscribers"] == 2
+    assert fresh(session, asked_31).erased_at == NOW
+    assert fresh(session, never_asked).erased_at == NOW
+    assert fresh(session, asked_29).erased_at is None
+    # A one-day period leaves a link that still works alone: it is valid for 7 days.
+    product.retain_subscribers_days = 1
+    session.commit()
+    asked_5 = pending(days(5))
+    later = run(session, product, now=NOW + timedelta(hours=1))
+    assert later.removed["subscribers"] == 1  # the one asked 29 days ago
+    assert fresh(session, asked_5).erased_at is None
 
 
 # Deliveries -------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ class RetentionForm(FlaskForm):
         lazy_gettext("Subscribers who left, after (days)"),
         validators=[InputRequired()],
         description=lazy_gettext(
-            "Unsubscribed or bounced addresses are then erased; the list's past figures stay."
+            "Unsubscribed or bounced addresses are then erased, and those never confirmed, "
+            "counted from their last confirmation e-mail. The list's past figures stay."
         ),
     )
     deliveries_days = IntegerField(
