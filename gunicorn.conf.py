@@ -73,7 +73,7 @@ keepalive = 65
 # With logconfig_dict set gunicorn writes its access line too, to the logger
 # gunicorn.access, which sends it (and gunicorn.error) to the root logger's one handler,
 # app.logs's; each worker's app sets it up again when it starts, in the same format.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
+access_log_format = '"%(m)s %(U)s" %(s)s %(B)s %(M)sms %({x-request-id}o)s'
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

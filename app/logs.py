@@ -106,13 +106,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-# The widget sends these in its query string; each is a lasting credential for its user.
-_SECRET_PARAMETERS = re.compile(r"(?:^|(?<=&))((?:user|email)_hash)=[^&]*")
+# The widget sends these in its query string: who the user is (their id, e-mail and
+# attributes, personal data the logs have no need of) and the identity hashes, each a
+# lasting credential for its user.
+_PERSONAL_PARAMETERS = re.compile(
+    r"(?:^|(?<=&))(user_id|user_hash|email|email_hash|attr\.[^=&]*)=[^&]*"
+)
 
 
 def redacted(query: str) -> str:
-    """``query`` with the values of the widget's identity hashes left out."""
-    return _SECRET_PARAMETERS.sub(r"\1=[redacted]", query)
+    """``query`` with the values that name or vouch for an end user left out."""
+    return _PERSONAL_PARAMETERS.sub(r"\1=[redacted]", query)
 
 
 def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,7 +128,6 @@ def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
 
     status = given("s")
     return {
-        "remote_addr": given("h"),
         "method": given("m"),
         "path": given("U"),
         "query": redacted(given("q") or "") or None,
