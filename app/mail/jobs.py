@@ -372,3 +372,4 @@ def retention_run_command(slug: str | None) -> None:
 def init_app(app: Flask) -> None:
     app.extensions[JOBS_KEY] = Jobs(app)
     app.cli.add_command(worker_command)
+    app.cli.add_command(retention_group)
