@@ -372,6 +372,9 @@ SCOPE_CHOICES = [
     SelectChoice(
         ApiScope.SUBSCRIBERS_READ.value, lazy_gettext("subscribers:read — list email subscribers")
     ),
+    SelectChoice(
+        ApiScope.PRIVACY.value, lazy_gettext("privacy — export and erase an end user's data")
+    ),
 ]
 
 

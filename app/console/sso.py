@@ -148,9 +148,9 @@ def _refused(refusal: sso.SignInRefused) -> ResponseReturnValue:
 @bp.get("/login/sso")
 def sso_start() -> ResponseReturnValue:
     """Send the browser to the identity provider to sign in."""
+    client = _client()
     if current_user.is_authenticated:
         return redirect(url_for("console.products"))
-    client = _client()
     session[NEXT_KEY] = safe_next(request.args.get("next"))
     try:
         return client.authorize_redirect(
