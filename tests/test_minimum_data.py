@@ -6,8 +6,8 @@ desk, agent sidebar, public pages), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
-import html
 import hmac
+import html
 import json
 import re
 from collections.abc import Iterator
