@@ -143,6 +143,26 @@ def test_who_the_widgets_user_is_stays_out_of_the_access_line(captured) -> None:
         assert secret not in json.dumps(line)
 
 
+def test_a_refused_request_is_logged_without_the_key_that_names_the_client() -> None:
+    made = logs.handler("json")
+    stream = io.StringIO()
+    made.setStream(stream)
+    record = logging.LogRecord(
+        "flask-limiter",
+        logging.INFO,
+        __file__,
+        1,
+        "ratelimit %s (%s) exceeded at endpoint: %s",
+        ("10 per 1 minute", "LIMITER/203.0.113.9/console.login", "console.login"),
+        None,
+    )
+    made.handle(record)
+    (line,) = _lines(stream)
+    assert line["message"] == (
+        "ratelimit 10 per 1 minute ([redacted]) exceeded at endpoint: console.login"
+    )
+
+
 def test_text_lines_name_the_request_or_a_dash() -> None:
     record = logging.LogRecord("tests.x", logging.INFO, __file__, 1, "hello", None, None)
     logs.RequestIdFilter().filter(record)
