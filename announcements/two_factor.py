@@ -21,8 +21,9 @@ import secrets
 from datetime import datetime
 
 import pyotp
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from announcements import audit
 from announcements.errors import InvalidTransition, ValidationFailed
@@ -57,14 +58,14 @@ def is_enrolled(member: TeamMember) -> bool:
     return member.totp_enabled_at is not None and member.totp_secret is not None
 
 
-def start_enrolment(member: TeamMember) -> str:
-    """The secret the member is to scan: a new one on the first visit, the same one on a
-    reload, so a code scanned from an earlier view of the page still confirms."""
+def start_enrolment(member: TeamMember, pending: str | None) -> str:
+    """The secret the member is to scan: ``pending``, the one this browser was shown
+    already (so a code scanned from an earlier view of the page still confirms), or a new
+    one. It is stored only once a code confirms it: a secret copied by someone who once
+    had the member's session is never the one the member goes on to use."""
     if is_enrolled(member):
         raise InvalidTransition("Two-factor sign-in is already on for this account.")
-    if member.totp_secret is None:
-        member.totp_secret = pyotp.random_base32()
-    return member.totp_secret
+    return pending or pyotp.random_base32()
 
 
 def provisioning_uri(member: TeamMember, secret: str) -> str:
@@ -73,13 +74,14 @@ def provisioning_uri(member: TeamMember, secret: str) -> str:
 
 
 def confirm_enrolment(
-    session: Session, member: TeamMember, code: str, *, now: datetime
+    session: Session, member: TeamMember, secret: str, code: str, *, now: datetime
 ) -> list[str]:
-    """Turn two-factor sign-in on with a first code from the app; return the recovery
-    codes, which are never shown again. Raise ValidationFailed for a wrong code."""
+    """Turn two-factor sign-in on with ``secret`` and a first code from the app; return the
+    recovery codes, which are never shown again. Raise ValidationFailed for a wrong code."""
     if is_enrolled(member):
         raise InvalidTransition("Two-factor sign-in is already on for this account.")
-    _take_app_code(member, code, now=now)
+    _take_app_code(session, member, secret, code, now=now)
+    member.totp_secret = secret
     member.totp_enabled_at = now
     codes = new_recovery_codes(session, member, now=now)
     audit.record_account(
@@ -104,10 +106,15 @@ def new_recovery_codes(session: Session, member: TeamMember, *, now: datetime) -
     return codes
 
 
-def renew_recovery_codes(session: Session, member: TeamMember, *, now: datetime) -> list[str]:
-    """New recovery codes asked for by an enrolled member, audited."""
+def renew_recovery_codes(
+    session: Session, member: TeamMember, code: str, *, now: datetime
+) -> list[str]:
+    """New recovery codes asked for by an enrolled member, proven by a current code or a
+    recovery code (a session alone, perhaps someone else's, cannot mint a second factor),
+    audited."""
     if not is_enrolled(member):
         raise InvalidTransition("Turn on two-factor sign-in first.")
+    verify(session, member, code, now=now)
     codes = new_recovery_codes(session, member, now=now)
     audit.record_account(
         session,
@@ -132,11 +139,12 @@ def recovery_codes_left(session: Session, member: TeamMember) -> int:
 def verify(session: Session, member: TeamMember, code: str, *, now: datetime) -> Proof:
     """Check a second factor: six digits from the app, or one unused recovery code, which
     is then used up. Raise ValidationFailed, naming the field ``code``."""
-    if not is_enrolled(member):
+    secret = member.totp_secret
+    if secret is None or not is_enrolled(member):
         raise InvalidTransition("Two-factor sign-in is not on for this account.")
     typed = "".join(code.split())
-    if typed.isdigit():
-        _take_app_code(member, typed, now=now)
+    if _digits(typed):
+        _take_app_code(session, member, secret, typed, now=now)
         return Proof.APP
     _use_recovery_code(session, member, typed, now=now)
     return Proof.RECOVERY_CODE
@@ -192,8 +200,8 @@ def remove(
 ) -> None:
     """Turn two-factor sign-in off, proven by a current code or a recovery code; refused
     while a product of the member's requires it. With ``new_device`` it is allowed even
-    then, because a new secret is started at once: the member, still required to enrol,
-    is sent to confirm it before anything else (and before signing in next time)."""
+    then: the member, still required to enrol, is sent to set up the new device before
+    anything else (and before signing in next time)."""
     required = requiring_products(session, member)
     if required and not new_device:
         raise ValidationFailed(
@@ -206,7 +214,7 @@ def remove(
             }
         )
     proof = verify(session, member, code, now=now)
-    _forget(session, member, new_secret=pyotp.random_base32() if new_device else None)
+    _forget(session, member)
     proven = "a recovery code" if proof is Proof.RECOVERY_CODE else "a code from the app"
     if new_device:
         action, summary = "account.two_factor_reset", "is moving two-factor sign-in to a new device"
@@ -221,7 +229,7 @@ def turn_off_for(session: Session, member: TeamMember, *, now: datetime) -> None
     """Turn a member's two-factor sign-in off without a code: for an operator, when the
     member lost both their device and their recovery codes. A product that requires it
     sends them to enrol again as they next sign in."""
-    _forget(session, member, new_secret=None)
+    _forget(session, member)
     audit.record_account(
         session,
         member,
@@ -294,22 +302,39 @@ def set_access_rules(
 # Inside --------------------------------------------------------------------------------
 
 
-def _take_app_code(member: TeamMember, code: str, *, now: datetime) -> None:
-    """Accept a code of the current step or one beside it, never of a step already used."""
-    if member.totp_secret is None:
-        raise InvalidTransition("Start setting up two-factor sign-in first.")
+def _digits(typed: str) -> bool:
+    """Whether ``typed`` is made of the ASCII digits an app shows: ``isdigit`` alone also
+    takes Arabic-Indic, superscript and full-width digits, which no code is made of."""
+    return typed.isascii() and typed.isdigit()
+
+
+def _take_app_code(
+    session: Session, member: TeamMember, secret: str, code: str, *, now: datetime
+) -> None:
+    """Accept a code of ``secret`` of the current step or one beside it, never of a step
+    already used: the step is kept by one conditional UPDATE, so two requests racing
+    with the same code cannot both have it."""
     typed = "".join(code.split())
-    if not (typed.isdigit() and len(typed) == 6):
+    if not (_digits(typed) and len(typed) == 6):
         raise ValidationFailed({"code": "Enter the 6-digit code your authenticator app shows."})
-    totp = pyotp.TOTP(member.totp_secret)
+    totp = pyotp.TOTP(secret)
     current = int(now.timestamp()) // STEP_SECONDS
     for step in range(current - STEPS_AROUND, current + STEPS_AROUND + 1):
         if hmac.compare_digest(totp.at(step * STEP_SECONDS), typed):
-            if member.totp_last_step is not None and step <= member.totp_last_step:
+            taken = session.execute(
+                update(TeamMember)
+                .where(
+                    TeamMember.id == member.id,
+                    or_(TeamMember.totp_last_step.is_(None), TeamMember.totp_last_step < step),
+                )
+                .values(totp_last_step=step)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
                 raise ValidationFailed(
                     {"code": "That code was used already. Wait for the next one and enter it."}
                 )
-            member.totp_last_step = step
+            set_committed_value(member, "totp_last_step", step)
             return
     raise ValidationFailed(
         {"code": "That code is not right. Check that your phone's clock is set automatically."}
@@ -335,9 +360,9 @@ def _use_recovery_code(session: Session, member: TeamMember, typed: str, *, now:
         )
 
 
-def _forget(session: Session, member: TeamMember, *, new_secret: str | None) -> None:
-    """Two-factor sign-in off: its secret (or a new one to confirm), step and codes gone."""
-    member.totp_secret = new_secret
+def _forget(session: Session, member: TeamMember) -> None:
+    """Two-factor sign-in off: its secret, step and codes gone."""
+    member.totp_secret = None
     member.totp_enabled_at = None
     member.totp_last_step = None
     session.execute(delete(RecoveryCode).where(RecoveryCode.member_id == member.id))

@@ -57,7 +57,10 @@ def sign_in(member: TeamMember) -> None:
 def finish_sign_in(member: TeamMember, *, method: str, next_url: str) -> Response:
     """Where every way of proving who one is ends (``method``: "password", "sso",
     "reset", "invitation"): the member is signed in and sent on to ``next_url``, or, when
-    they have two-factor sign-in, asked for their code first (see ``pending_sign_in``)."""
+    they have two-factor sign-in, asked for their code first (see ``pending_sign_in``).
+    What the first step changed (a new password, an identity linked) is committed here
+    either way: it stands whether or not the second step follows."""
+    db.session.commit()
     if two_factor.is_enrolled(member):
         session[PENDING_SIGN_IN] = {
             "member": member.id,

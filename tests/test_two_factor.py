@@ -11,6 +11,7 @@ import pyotp
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from announcements import accounts, audit, two_factor
 from announcements.errors import InvalidTransition, ValidationFailed
@@ -21,6 +22,7 @@ from tests.conftest import AuthActions, csrf_token
 from tests.factories import make_member, make_product
 
 CODE = re.compile(r"<li><code>([a-z2-7]{4}(?:-[a-z2-7]{4}){3})</code></li>")
+SHOWN_SECRET = re.compile(r'<code id="totp-secret" class="totp-secret">([A-Z2-7 ]+)</code>')
 VERIFY = "/console/login/two-factor"
 SETUP = "/console/account/two-factor"
 
@@ -30,12 +32,24 @@ def _post(client: FlaskClient, path: str, **form: str):
     return client.post(path, data={"csrf_token": token, **form})
 
 
-def _give_up(client: FlaskClient, which: str, code: str):
-    """Post the form to turn two-factor off (``which`` "off") or to start again with a new
-    device ("new-device"): the two share a page, so their fields carry a prefix."""
+def _give_up(client: FlaskClient, which: str, code: str, prefix: str | None = None):
+    """Post one of an enrolled member's forms, proven by ``code``: to turn two-factor off
+    (``which`` "off"), to start again with a new device ("new-device") or to make new
+    recovery codes ("recovery-codes", prefix "codes"): they share a page, so their fields
+    carry a prefix."""
     token = csrf_token(client)
-    form = {f"{which}-code": code, f"{which}-csrf_token": token}
+    prefix = prefix or which
+    form = {f"{prefix}-code": code, f"{prefix}-csrf_token": token}
     return client.post(f"/console/account/two-factor/{which}", data=form)
+
+
+def _shown_secret(client: FlaskClient) -> str:
+    """The secret the setup page shows this browser, as an app reads it."""
+    page = client.get(SETUP)
+    assert page.status_code == 200
+    found = SHOWN_SECRET.search(page.get_data(as_text=True))
+    assert found, "no key on the setup page"
+    return found.group(1).replace(" ", "")
 
 
 def _code(member: TeamMember) -> str:
@@ -53,9 +67,8 @@ def _code_after_last(member: TeamMember, steps: int = 0) -> str:
 
 def _enrol(client: FlaskClient, session, member: TeamMember) -> list[str]:
     """Turn two-factor on through the console, as the signed-in ``member``; the codes."""
-    assert client.get(SETUP).status_code == 200
-    session.refresh(member)
-    answer = _post(client, SETUP, code=_code(member))
+    secret = _shown_secret(client)
+    answer = _post(client, SETUP, code=pyotp.TOTP(secret).at(utcnow()))
     assert answer.status_code == 200, answer.get_data(as_text=True)
     codes = CODE.findall(answer.get_data(as_text=True))
     assert len(codes) == 10
@@ -88,30 +101,58 @@ def enrolled(session, client, auth: AuthActions, member: TeamMember) -> list[str
 # The service ---------------------------------------------------------------------------
 
 
-def test_a_secret_is_kept_across_reloads_and_confirmed_by_a_first_code(session) -> None:
+def test_a_secret_is_stored_only_once_a_first_code_confirms_it(session) -> None:
     member = make_member(session)
     now = utcnow()
-    secret = two_factor.start_enrolment(member)
-    assert two_factor.start_enrolment(member) == secret
-    assert not two_factor.is_enrolled(member)
+    secret = two_factor.start_enrolment(member, None)
+    assert two_factor.start_enrolment(member, secret) == secret
+    assert two_factor.start_enrolment(member, None) != secret
+    assert not two_factor.is_enrolled(member) and member.totp_secret is None
     uri = two_factor.provisioning_uri(member, secret)
     assert uri.startswith("otpauth://totp/Tidings:") and f"secret={secret}" in uri
     with pytest.raises(ValidationFailed, match="not right"):
-        two_factor.confirm_enrolment(session, member, "000000", now=now)
-    with pytest.raises(ValidationFailed, match="6-digit"):
-        two_factor.confirm_enrolment(session, member, "12345", now=now)
-    codes = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
-    assert two_factor.is_enrolled(member) and len(set(codes)) == 10
+        two_factor.confirm_enrolment(session, member, secret, "000000", now=now)
+    # Six digits of another script than the app's are refused, not compared.
+    for typed in ("12345", "١٢٣٤٥٦", "１２３４５６", "¹²³⁴⁵⁶"):
+        with pytest.raises(ValidationFailed, match="6-digit"):
+            two_factor.confirm_enrolment(session, member, secret, typed, now=now)
+    assert member.totp_secret is None
+    code = pyotp.TOTP(secret).at(now)
+    codes = two_factor.confirm_enrolment(session, member, secret, code, now=now)
+    assert two_factor.is_enrolled(member) and member.totp_secret == secret
+    assert len(set(codes)) == 10
     with pytest.raises(InvalidTransition):
-        two_factor.start_enrolment(member)
+        two_factor.start_enrolment(member, None)
+
+
+def test_two_requests_with_one_code_cannot_both_have_it(app_factory, session) -> None:
+    """The step is taken by a conditional UPDATE: a second session that loaded the member
+    before the first took the code finds it taken."""
+    member = make_member(session)
+    now = utcnow() - timedelta(minutes=1)
+    secret = two_factor.start_enrolment(member, None)
+    two_factor.confirm_enrolment(session, member, secret, pyotp.TOTP(secret).at(now), now=now)
+    session.commit()
+    later = utcnow()
+    code = pyotp.TOTP(secret).at(later)
+    first, second = Session(session.get_bind()), Session(session.get_bind())
+    try:
+        racers = [racer.get(TeamMember, member.id) for racer in (first, second)]
+        assert two_factor.verify(first, racers[0], code, now=later) is two_factor.Proof.APP
+        first.commit()
+        with pytest.raises(ValidationFailed, match="used already"):
+            two_factor.verify(second, racers[1], code, now=later)
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_code_is_taken_once_and_its_neighbours_in_time_too(session) -> None:
     member = make_member(session)
     now = utcnow()
-    secret = two_factor.start_enrolment(member)
+    secret = two_factor.start_enrolment(member, None)
     totp = pyotp.TOTP(secret)
-    two_factor.confirm_enrolment(session, member, totp.at(now), now=now)
+    two_factor.confirm_enrolment(session, member, secret, totp.at(now), now=now)
     with pytest.raises(ValidationFailed, match="used already"):
         two_factor.verify(session, member, totp.at(now), now=now + timedelta(seconds=5))
     # The code of the step before, typed late, is older than the one taken: refused too.
@@ -129,8 +170,10 @@ def test_a_code_is_taken_once_and_its_neighbours_in_time_too(session) -> None:
 def test_recovery_codes_work_once_in_any_case_and_are_kept_only_as_hashes(session) -> None:
     member = make_member(session)
     now = utcnow()
-    secret = two_factor.start_enrolment(member)
-    codes = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    secret = two_factor.start_enrolment(member, None)
+    codes = two_factor.confirm_enrolment(
+        session, member, secret, pyotp.TOTP(secret).at(now), now=now
+    )
     session.commit()
     proof = two_factor.verify(session, member, codes[0].upper().replace("-", " "), now=now)
     assert proof is two_factor.Proof.RECOVERY_CODE
@@ -155,9 +198,11 @@ def test_recovery_codes_work_once_in_any_case_and_are_kept_only_as_hashes(sessio
 def test_new_recovery_codes_replace_the_old_ones(session) -> None:
     member = make_member(session)
     now = utcnow()
-    secret = two_factor.start_enrolment(member)
-    old = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
-    new = two_factor.renew_recovery_codes(session, member, now=now)
+    secret = two_factor.start_enrolment(member, None)
+    old = two_factor.confirm_enrolment(session, member, secret, pyotp.TOTP(secret).at(now), now=now)
+    with pytest.raises(ValidationFailed):  # a session alone does not make new ones
+        two_factor.renew_recovery_codes(session, member, "000000", now=now)
+    new = two_factor.renew_recovery_codes(session, member, old[0], now=now)
     assert not set(old) & set(new)
     with pytest.raises(ValidationFailed):
         two_factor.verify(session, member, old[1], now=now)
@@ -168,19 +213,22 @@ def test_turning_off_needs_a_code_and_no_product_requiring_it(session) -> None:
     member = make_member(session)
     product = make_product(session, owner=member, name="Acme")
     now = utcnow()
-    secret = two_factor.start_enrolment(member)
-    codes = two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    secret = two_factor.start_enrolment(member, None)
+    codes = two_factor.confirm_enrolment(
+        session, member, secret, pyotp.TOTP(secret).at(now), now=now
+    )
     product.require_two_factor = True
     with pytest.raises(ValidationFailed, match="Acme requires two-factor sign-in"):
         two_factor.remove(session, member, codes[0], now=now)
     assert two_factor.recovery_codes_left(session, member) == 10  # nothing used
-    # A new device is allowed: a new secret to confirm, the old codes gone.
+    # A new device is allowed: the old secret and codes gone, a new one to set up.
     two_factor.remove(session, member, codes[0], now=now, new_device=True)
-    assert member.totp_secret not in (None, secret) and not two_factor.is_enrolled(member)
+    assert member.totp_secret is None and not two_factor.is_enrolled(member)
     assert two_factor.must_enrol(session, member)
     assert two_factor.recovery_codes_left(session, member) == 0
     product.require_two_factor = False
-    two_factor.confirm_enrolment(session, member, pyotp.TOTP(member.totp_secret).at(now), now=now)
+    secret = two_factor.start_enrolment(member, None)
+    two_factor.confirm_enrolment(session, member, secret, pyotp.TOTP(secret).at(now), now=now)
     with pytest.raises(ValidationFailed, match="not right"):
         two_factor.remove(session, member, "000000", now=now + timedelta(seconds=30))
     later = now + timedelta(seconds=30)
@@ -193,14 +241,19 @@ def test_turning_off_needs_a_code_and_no_product_requiring_it(session) -> None:
 
 def test_enrolment_shows_a_qr_code_and_the_key_then_the_codes_once(client, session, member) -> None:
     page = client.get(SETUP).get_data(as_text=True)
-    session.refresh(member)
-    secret = member.totp_secret
-    assert secret and "<svg" in page and "QR code to scan" in page
+    secret = _shown_secret(client)
+    assert "<svg" in page and "QR code to scan" in page
     assert " ".join(secret[at : at + 4] for at in range(0, len(secret), 4)) in page
-    # A reload shows the same secret, so a code scanned from the first view confirms.
-    client.get(SETUP)
+    # A reload shows the same secret, so a code scanned from the first view confirms;
+    # the database holds none until a code confirms it, and another browser of the same
+    # member is shown another.
+    assert _shown_secret(client) == secret
     session.refresh(member)
-    assert member.totp_secret == secret
+    assert member.totp_secret is None
+    other = client.application.test_client()
+    with client.session_transaction() as kept, other.session_transaction() as copied:
+        copied.update({k: v for k, v in kept.items() if k != "two_factor_setting_up"})
+    assert _shown_secret(other) != secret
     wrong = _post(client, SETUP, code="000000")
     assert wrong.status_code == 422 and "That code is not right" in wrong.get_data(as_text=True)
     codes = _enrol(client, session, member)
@@ -248,7 +301,9 @@ def test_a_recovery_code_signs_in_once_says_how_many_are_left_and_offers_new_one
     assert again.status_code == 422 and "used already" in again.get_data(as_text=True)
     # New codes, shown once; the rest of the old ones stop working.
     _post(client, VERIFY, code=enrolled[4])
-    renewed = _post(client, "/console/account/two-factor/recovery-codes")
+    unproven = _give_up(client, "recovery-codes", "000000", prefix="codes")
+    assert unproven.status_code == 422 and "not right" in unproven.get_data(as_text=True)
+    renewed = _give_up(client, "recovery-codes", enrolled[6], prefix="codes")
     new = CODE.findall(renewed.get_data(as_text=True))
     assert renewed.status_code == 200 and len(new) == 10
     auth.logout()
@@ -286,12 +341,38 @@ def test_every_way_of_signing_in_stops_at_the_second_factor(
     assert client.get("/console/").status_code == 302
 
 
+def test_a_new_password_stands_while_the_code_is_asked(app_factory, session) -> None:
+    """What the first step changed is committed before the second is asked, by an app
+    whose every request has its own database session: the new password works, and the
+    reset link is spent."""
+    app = app_factory()
+    member = make_member(session, "reset@example.com")
+    make_product(session, owner=member)
+    secret = two_factor.start_enrolment(member, None)
+    now = utcnow() - timedelta(minutes=1)
+    two_factor.confirm_enrolment(session, member, secret, pyotp.TOTP(secret).at(now), now=now)
+    session.commit()
+    with app.app_context():
+        token = tokens.make(
+            tokens.Purpose.PASSWORD_RESET,
+            {"m": member.id, "h": accounts.password_fingerprint(member)},
+        )
+    client = app.test_client()
+    link = f"/console/reset-password/{token}"
+    answer = _post(client, link, password="a brand new password")
+    assert answer.headers["Location"] == VERIFY
+    session.expire_all()
+    assert accounts.authenticate(session, member.email, "a brand new password") is not None
+    assert client.get(link).status_code == 404
+
+
 def test_codes_are_rate_limited_per_member_and_per_address(app_factory, session) -> None:
     app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_TWO_FACTOR="3 per minute")
     member = make_member(session, "rate@example.com")
     make_product(session, owner=member)
-    secret = two_factor.start_enrolment(member)
-    two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(utcnow()), now=utcnow())
+    secret = two_factor.start_enrolment(member, None)
+    now = utcnow()
+    two_factor.confirm_enrolment(session, member, secret, pyotp.TOTP(secret).at(now), now=now)
     session.commit()
     client = app.test_client()
     AuthActions(client).login(member.email)
@@ -374,8 +455,8 @@ def test_an_operator_turns_it_off_for_someone_who_lost_everything(session) -> No
     member = make_member(session)
     make_product(session, owner=member)
     now = utcnow()
-    secret = two_factor.start_enrolment(member)
-    two_factor.confirm_enrolment(session, member, pyotp.TOTP(secret).at(now), now=now)
+    secret = two_factor.start_enrolment(member, None)
+    two_factor.confirm_enrolment(session, member, secret, pyotp.TOTP(secret).at(now), now=now)
     two_factor.turn_off_for(session, member, now=now)
     session.commit()
     assert not two_factor.is_enrolled(member) and member.totp_secret is None

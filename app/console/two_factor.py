@@ -14,18 +14,25 @@ from markupsafe import Markup
 from wtforms import StringField
 from wtforms.validators import InputRequired
 
-from announcements import two_factor
+from announcements import accounts, two_factor
 from announcements.models import TeamMember, utcnow
 from app.auth import (
     PENDING_SIGN_IN,
     current_member,
     forget_pending_sign_in,
     pending_sign_in,
+    session_token,
     sign_in,
 )
 from app.console import bp
 from app.console.common import refused
 from app.extensions import db, limiter
+
+# Where the secret being set up waits for the code that confirms it: this browser's
+# session, so one copied from another session is never the one the member confirms.
+SETTING_UP = "two_factor_setting_up"
+# The enrolled member's forms, told apart by their fields' prefixes.
+RENEW, NEW_DEVICE, OFF = "codes", "new-device", "off"
 
 # The pages a member who must enrol may still open: enrolment itself, and the way out.
 # (Static files are served outside the console blueprint, so its hook never sees them.)
@@ -90,7 +97,8 @@ def _grouped(secret: str) -> str:
 @login_required
 def two_factor_page() -> ResponseReturnValue:
     """Turn two-factor sign-in on (scan, confirm with a first code, keep the recovery
-    codes), or, once on, manage it."""
+    codes), or, once on, manage it. The secret being set up is kept in this browser's
+    session until a code confirms it, never in the database before."""
     member = current_member()
     if two_factor.is_enrolled(member):
         if request.method == "POST":
@@ -98,14 +106,24 @@ def two_factor_page() -> ResponseReturnValue:
             return redirect(url_for("console.two_factor"))
         return _manage_page(member)
     form = CodeForm()
-    secret = two_factor.start_enrolment(member)
-    db.session.commit()
+    kept = session.get(SETTING_UP)
+    pending = kept["secret"] if isinstance(kept, dict) and kept.get("member") == member.id else None
+    secret = two_factor.start_enrolment(member, pending)
+    session[SETTING_UP] = {"member": member.id, "secret": secret}
     if form.validate_on_submit():
         with refused(form):
             codes = two_factor.confirm_enrolment(
-                db.session(), member, form.code.data or "", now=utcnow()
+                db.session(), member, secret, form.code.data or "", now=utcnow()
             )
+            # A browser signed in before, perhaps with a leaked password, would otherwise
+            # go on without ever giving a code.
+            accounts.end_sessions(db.session(), member, keep=session_token())
             db.session.commit()
+            session.pop(SETTING_UP, None)
+            flash(
+                _("Every other session of your account ended."),
+                "success",
+            )
             return _recovery_codes_page(codes, first=True)
     return render_template(
         "console/two_factor_setup.html",
@@ -118,13 +136,24 @@ def two_factor_page() -> ResponseReturnValue:
 
 @bp.post("/account/two-factor/recovery-codes")
 @login_required
+@limiter.limit(_limit)
+@limiter.limit(_limit, key_func=_member_key)
 def two_factor_recovery_codes() -> ResponseReturnValue:
-    """Replace one's recovery codes with ten new ones, shown once."""
-    with refused():
-        codes = two_factor.renew_recovery_codes(db.session(), current_member(), now=utcnow())
-        db.session.commit()
-        return _recovery_codes_page(codes, first=False)
-    return redirect(url_for("console.two_factor"))
+    """Replace one's recovery codes with ten new ones, shown once, proven by a code from
+    the app or a recovery code."""
+    member = current_member()
+    if not two_factor.is_enrolled(member):
+        flash(_("Two-factor sign-in is not on."), "info")
+        return redirect(url_for("console.two_factor"))
+    form = CodeForm(prefix=RENEW)
+    if form.validate_on_submit():
+        with refused(form):
+            codes = two_factor.renew_recovery_codes(
+                db.session(), member, form.code.data or "", now=utcnow()
+            )
+            db.session.commit()
+            return _recovery_codes_page(codes, first=False)
+    return _manage_page(member, {RENEW: form}), 422
 
 
 @bp.post("/account/two-factor/off")
@@ -133,7 +162,7 @@ def two_factor_recovery_codes() -> ResponseReturnValue:
 @limiter.limit(_limit, key_func=_member_key)
 def two_factor_off() -> ResponseReturnValue:
     """Turn two-factor sign-in off, proven by a code from the app or a recovery code."""
-    return _given_up(new_device=False)
+    return _given_up(prefix=OFF)
 
 
 @bp.post("/account/two-factor/new-device")
@@ -143,15 +172,16 @@ def two_factor_off() -> ResponseReturnValue:
 def two_factor_new_device() -> ResponseReturnValue:
     """Start again with a new device (the old one lost or replaced), proven by a code from
     the app or a recovery code."""
-    return _given_up(new_device=True)
+    return _given_up(prefix=NEW_DEVICE)
 
 
-def _given_up(*, new_device: bool) -> ResponseReturnValue:
+def _given_up(*, prefix: str) -> ResponseReturnValue:
     member = current_member()
     if not two_factor.is_enrolled(member):
         flash(_("Two-factor sign-in is not on."), "info")
         return redirect(url_for("console.two_factor"))
-    form = CodeForm(prefix="new-device" if new_device else "off")
+    form = CodeForm(prefix=prefix)
+    new_device = prefix == NEW_DEVICE
     if form.validate_on_submit():
         with refused(form):
             two_factor.remove(
@@ -166,18 +196,19 @@ def _given_up(*, new_device: bool) -> ResponseReturnValue:
             else:
                 flash(_("Two-factor sign-in is off."), "success")
             return redirect(url_for("console.two_factor"))
-    if new_device:
-        return _manage_page(member, new_device_form=form), 422
-    return _manage_page(member, off_form=form), 422
+    return _manage_page(member, {prefix: form}), 422
 
 
-def _manage_page(
-    member: TeamMember, off_form: CodeForm | None = None, new_device_form: CodeForm | None = None
-) -> str:
+def _manage_page(member: TeamMember, refused_form: dict[str, CodeForm] | None = None) -> str:
+    """The page of an enrolled member: its three forms, each by its prefix, the one just
+    refused (``{prefix: form}``) with what was typed and why."""
+    forms = {prefix: CodeForm(prefix=prefix, formdata=None) for prefix in (RENEW, NEW_DEVICE, OFF)}
+    forms.update(refused_form or {})
     return render_template(
         "console/two_factor_manage.html",
-        off_form=off_form or CodeForm(prefix="off", formdata=None),
-        new_device_form=new_device_form or CodeForm(prefix="new-device", formdata=None),
+        renew_form=forms[RENEW],
+        new_device_form=forms[NEW_DEVICE],
+        off_form=forms[OFF],
         codes_left=two_factor.recovery_codes_left(db.session(), member),
         requiring=two_factor.requiring_products(db.session(), member),
     )
