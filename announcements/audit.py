@@ -10,12 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from announcements.errors import NotFound
 from announcements.models import (
     ApiKey,
     AuditEvent,
+    Membership,
     Note,
     Product,
     SupportConnection,
@@ -72,12 +74,11 @@ def record_account(
     now: datetime,
 ) -> None:
     """Add an audit event about a member's account (two-factor enrolled or removed, a
-    single sign-on refused) to the log of every product they belong to, where its owners
-    see it; with no member, or one in no product, to the instance's log (no product)."""
-    products = [membership.product for membership in member.memberships] if member else []
-    for product in products:
-        record(session, product, actor, action, summary, now=now)
-    if not products:
+    single sign-on linked or refused) to the log of every product they belong to, where
+    its owners see it. With no member (a refused sign-on that found no account), one
+    event of the instance, which every owner sees: its summary must name no one. A member
+    in no product has no owners to tell."""
+    if member is None:
         session.add(
             AuditEvent(
                 product_id=None,
@@ -87,6 +88,15 @@ def record_account(
                 created_at=now,
             )
         )
+        return
+    products = session.scalars(
+        select(Product)
+        .join(Membership, Membership.product_id == Product.id)
+        .where(Membership.member_id == member.id)
+        .order_by(Product.id)
+    )
+    for product in products:
+        record(session, product, actor, action, summary, now=now)
 
 
 def owned(session: Session, model: type[Owned], product: Product, row_id: int) -> Owned:

@@ -333,12 +333,16 @@ def export_subscriber(session: Session, subscriber: Subscriber) -> dict[str, Any
 
 
 def _tickets_of(user: EndUser) -> Any:
-    """The tickets that name the user: matched to them, or not yet matched but sent with
-    their id or the keyed hash of their address."""
-    named = [Ticket.end_user_id == user.id, Ticket.requester_external_id == user.external_id]
+    """The tickets that name the user: matched to them, or matched to no one yet but sent
+    with their id or the keyed hash of their address. A ticket matched to another user
+    is that user's, even when it carries the same address hash (two users can share
+    one), and stays out of this one's export and erasure."""
+    unmatched = [Ticket.requester_external_id == user.external_id]
     if user.email_key is not None:
-        named.append(Ticket.requester_key == user.email_key)
-    return (Ticket.product_id == user.product_id) & or_(*named)
+        unmatched.append(Ticket.requester_key == user.email_key)
+    return (Ticket.product_id == user.product_id) & or_(
+        Ticket.end_user_id == user.id, Ticket.end_user_id.is_(None) & or_(*unmatched)
+    )
 
 
 def _count(session: Session, model: Any, *where: Any) -> int:

@@ -65,6 +65,10 @@ def test_the_team_page_shows_the_rules_without_sso_when_none_is_configured(
     page = client.get("/console/p/acme/team").get_data(as_text=True)
     assert "Sign-in rules" in page and 'name="require_two_factor"' in page
     assert 'name="require_sso"' not in page and 'name="sso_provision_role"' not in page
+    # The form once sat in the page's title: once, in the page, and the title plain text.
+    assert page.count('id="sign-in-rules"') == 1
+    title = page[page.index("<title>") : page.index("</title>")]
+    assert "<form" not in title and "&lt;form" not in title
 
 
 def test_requiring_two_factor_is_refused_until_the_owner_has_it(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -196,9 +196,9 @@ def traces_in_database(session: Session) -> list[tuple[str, str, str]]:
     return found
 
 
-def figures(session: Session, person: Person) -> list[Any]:
-    """The figures the note and Insights pages show, read as they read them."""
-    now = utcnow()
+def figures(session: Session, person: Person, now: datetime) -> list[Any]:
+    """The figures the note and Insights pages show at ``now``, read as they read them;
+    one ``now`` for the readings a test compares, so midnight between them moves nothing."""
     product = person.product
     shown: list[Any] = [queries.note_counts(session, product, now=now)]
     for note in person.notes:
@@ -245,7 +245,9 @@ def test_the_export_holds_everything_kept_about_the_user(session: Session, perso
     assert data["end_user"]["attributes"] == ATTRIBUTES
     assert data["end_user"]["has_signed_email"] is True
     assert data["versions_seen"] == ["1.1.0"]
-    assert [day["day"] for day in data["days_seen"]] == [utcnow().date().isoformat()]
+    assert [day["day"] for day in data["days_seen"]] == [
+        person.user.last_seen_at.date().isoformat()
+    ]
     reads = {(entry["note"]["id"], entry["channel"]) for entry in data["reads"]}
     assert reads == {(notice.id, "widget"), (other.id, "widget")}
     assert all(entry["read_at"] for entry in data["reads"])
@@ -292,8 +294,9 @@ def test_no_export_for_a_user_not_seen_or_of_another_product(
 def test_erasure_leaves_no_trace_and_every_figure_as_it_was(
     app: Flask, session: Session, person: Person
 ) -> None:
-    rollups.refresh(session, person.product, now=utcnow() + timedelta(hours=1))
-    before = figures(session, person)
+    now = utcnow()
+    rollups.refresh(session, person.product, now=now + timedelta(minutes=1))
+    before = figures(session, person, now)
     assert traces_in_database(session)  # the walk sees them while they are there
 
     counts = privacy.erase_end_user(session, person.product, EXTERNAL_ID, actor=None, now=utcnow())
@@ -314,7 +317,7 @@ def test_erasure_leaves_no_trace_and_every_figure_as_it_was(
     }
     session.expire_all()
     assert traces_in_database(session) == []
-    assert figures(session, person) == before
+    assert figures(session, person, now) == before
 
     # The rows the figures count are still there, now the tombstone's.
     tombstone = session.get_one(EndUser, person.user.id)
@@ -364,12 +367,13 @@ def test_erasure_leaves_no_trace_and_every_figure_as_it_was(
 def test_a_later_roll_up_keeps_the_past_and_counts_the_subscriber_as_leaving_today(
     session: Session, person: Person
 ) -> None:
-    rollups.refresh(session, person.product, now=utcnow() + timedelta(hours=1))
-    before = figures(session, person)
-    privacy.erase_end_user(session, person.product, EXTERNAL_ID, actor=None, now=utcnow())
+    now = utcnow()
+    rollups.refresh(session, person.product, now=now + timedelta(minutes=1))
+    before = figures(session, person, now)
+    privacy.erase_end_user(session, person.product, EXTERNAL_ID, actor=None, now=now)
     session.commit()
-    rollups.refresh(session, person.product, now=utcnow() + timedelta(hours=2))
-    after = figures(session, person)
+    rollups.refresh(session, person.product, now=now + timedelta(minutes=2))
+    after = figures(session, person, now)
     # Everything but how far the roll-up counted and the list's own figures is as it was.
     assert _without(after, "counted_until", "subscribers") == _without(
         before, "counted_until", "subscribers"
@@ -436,6 +440,42 @@ def test_a_subscriber_alone_is_erased_and_its_links_die(session: Session) -> Non
         select(AuditEvent).where(AuditEvent.action == "privacy.subscriber_erased")
     ).one()
     assert "zed" not in event.summary
+
+
+def test_a_ticket_matched_to_another_user_with_the_same_address_is_theirs(
+    session: Session,
+) -> None:
+    """Two users can carry one address hash; a ticket matched to one is not the other's
+    to export or erase. One matched to no one yet, with the hash, is either's."""
+    product = make_product(session)
+    ann, twin = (
+        EndUser(product_id=product.id, external_id=name, email_key="k" * 64)
+        for name in ("ann", "twin")
+    )
+    session.add_all([ann, twin])
+    session.flush()
+    made = utcnow()
+    theirs, unmatched = (
+        Ticket(
+            product_id=product.id,
+            source="zendesk",
+            external_id=number,
+            created_at=made,
+            end_user_id=user_id,
+            requester_key="k" * 64,
+            subject=subject,
+        )
+        for number, user_id, subject in (("1", twin.id, "Twin's"), ("2", None, "Someone's"))
+    )
+    session.add_all([theirs, unmatched])
+    session.commit()
+    exported = privacy.export_end_user(session, product, "ann")
+    assert [ticket["subject"] for ticket in exported["tickets"]] == ["Someone's"]
+    privacy.erase_end_user(session, product, "ann", actor=None, now=utcnow())
+    session.commit()
+    session.refresh(theirs)
+    session.refresh(unmatched)
+    assert (theirs.subject, unmatched.subject) == ("Twin's", None)
 
 
 def test_an_anonymous_user_names_no_one(session: Session) -> None:

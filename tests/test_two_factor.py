@@ -451,6 +451,20 @@ def test_owners_see_the_instance_events_among_their_products_by_time(
     assert page.index("product.created") < page.index("sso.refused")
 
 
+def test_a_member_in_no_product_is_not_named_to_every_owner(session) -> None:
+    """Instance events are shown to every owner: one about a member of no product would
+    name them to people who have nothing to do with them."""
+    owner = make_member(session, "owner@example.com")
+    make_product(session, owner=owner)
+    lonely = make_member(session, "lonely@other.example")
+    secret = two_factor.start_enrolment(lonely, None)
+    now = utcnow()
+    two_factor.confirm_enrolment(session, lonely, secret, pyotp.TOTP(secret).at(now), now=now)
+    session.commit()
+    summaries = session.scalars(select(AuditEvent.summary)).all()
+    assert not [summary for summary in summaries if "lonely@other.example" in summary]
+
+
 def test_an_operator_turns_it_off_for_someone_who_lost_everything(session) -> None:
     member = make_member(session)
     make_product(session, owner=member)
