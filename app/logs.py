@@ -106,17 +106,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-# The widget sends these in its query string: who the user is (their id, e-mail and
-# attributes, personal data the logs have no need of) and the identity hashes, each a
-# lasting credential for its user.
+# Query parameters that name or vouch for a person, personal data the logs have no need
+# of: the widget's user id, e-mail and attributes and its identity hashes (each a lasting
+# credential for its user), the agent sidebar's user, agent and signature, and what the
+# console's lookup searched for (an id or an address).
 _PERSONAL_PARAMETERS = re.compile(
-    r"(?:^|(?<=&))(user_id|user_hash|email|email_hash|attr\.[^=&]*)=[^&]*"
+    r"(?:^|(?<=&))(user_id|user_hash|email|email_hash|attr\.[^=&]*|user|agent|sig|q)=[^&]*"
 )
+# The management API names an end user in its path (their export, their erasure, their
+# support profile): everything after ``/end-users/``, which may hold slashes itself.
+_PERSONAL_PATH = re.compile(r"(/end-users/).+?(/export)?$")
 
 
 def redacted(query: str) -> str:
-    """``query`` with the values that name or vouch for an end user left out."""
+    """``query`` with the values that name or vouch for a person left out."""
     return _PERSONAL_PARAMETERS.sub(r"\1=[redacted]", query)
+
+
+def redacted_path(path: str) -> str:
+    """``path`` with the end user it names left out."""
+    return _PERSONAL_PATH.sub(r"\1[redacted]\2", path)
+
+
+def _redacted_request_line(line: str) -> str:
+    """An HTTP request line ("GET /path?query HTTP/1.1") with its path and query redacted."""
+    method, _, rest = line.partition(" ")
+    target, _, protocol = rest.rpartition(" ")
+    path, asked, query = target.partition("?")
+    return f"{method} {redacted_path(path)}{asked}{redacted(query)} {protocol}"
 
 
 def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,7 +147,7 @@ def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "method": given("m"),
         "path": given("U"),
-        "query": redacted(given("q") or "") or None,
+        "query": given("q"),
         "status": int(status) if status and str(status).isdigit() else status,
         "bytes": atoms.get("B"),
         "duration_ms": round(int(atoms.get("D", 0)) / 1000, 3),
@@ -139,13 +156,25 @@ def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class LimitKeyFilter(logging.Filter):
-    """Flask-Limiter logs each refused request with the key it counted under, which is
-    the client's address for most limits: the line keeps the limit and the endpoint, and
-    leaves the key out, as Tidings stores no IP address."""
+class PersonalDataFilter(logging.Filter):
+    """Leaves out of a record what names a person, before any formatter sees it: in
+    gunicorn's access line, the end user in the path and the query's personal parameters
+    (its request line too, which holds both); in Flask-Limiter's line for a refused
+    request, the key it counted under, the client's address for most limits. Tidings
+    stores no IP address and no one's identity, its logs included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == "flask-limiter" and isinstance(record.args, tuple):
+        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+            atoms: dict[str, Any] = dict(record.args)
+            path, query, line = atoms.get("U"), atoms.get("q"), atoms.get("r")
+            if isinstance(path, str):
+                atoms["U"] = redacted_path(path)
+            if isinstance(query, str):
+                atoms["q"] = redacted(query)
+            if isinstance(line, str):
+                atoms["r"] = _redacted_request_line(line)
+            record.args = atoms
+        elif record.name == "flask-limiter" and isinstance(record.args, tuple):
             if str(record.msg).startswith("ratelimit ") and len(record.args) == 3:
                 record.args = (record.args[0], "[redacted]", record.args[2])
         return True
@@ -163,7 +192,7 @@ def handler(log_format: str) -> logging.Handler:
     record with its request's id; gunicorn.conf.py names it for gunicorn's master."""
     made = logging.StreamHandler()
     made.addFilter(RequestIdFilter())
-    made.addFilter(LimitKeyFilter())
+    made.addFilter(PersonalDataFilter())
     made.setFormatter(JsonFormatter() if checked_format(log_format) == "json" else TextFormatter())
     setattr(made, _OURS, True)
     return made

@@ -227,6 +227,12 @@ def test_nginx_sends_each_request_where_it_belongs(served: dict[str, object]) ->
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
     access = Path(str(served["folder"])) / "tidings.access.log"
     wait_for(lambda: request_id in access.read_text(), 5, "nginx's access line")
+    # Its access line names no client address, nor the end user an API path names.
+    erased = _get(port, "/api/v1/products/lumen/end-users/ann%40example.org/export")
+    wait_for(lambda: erased[1]["x-request-id"] in access.read_text(), 5, "the API's line")
+    logged = access.read_text()
+    assert "127.0.0.1" not in logged and "ann" not in logged
+    assert "/api/v1/products/lumen/end-users/[redacted]" in logged
 
     # Feeds are kept for a minute: the second reader gets nginx's copy.
     first = _get(port, "/changelog/lumen/feed.atom")

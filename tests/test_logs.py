@@ -22,9 +22,8 @@ MADE_ID = re.compile(r"[0-9a-f]{32}")
 def captured() -> io.StringIO:
     """The root logger's lines as the app writes them in production (JSON), in a string."""
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(logs.RequestIdFilter())
-    handler.setFormatter(logs.JsonFormatter())
+    handler = logs.handler("json")
+    handler.setStream(stream)
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
@@ -141,6 +140,35 @@ def test_who_the_widgets_user_is_stays_out_of_the_access_line(captured) -> None:
     )
     for secret in ("c0ffee", "beef", "a%40b.c"):
         assert secret not in json.dumps(line)
+
+
+def test_no_one_is_named_by_an_access_line_of_the_api_the_sidebar_or_the_lookup(
+    captured,
+) -> None:
+    for path, query in (
+        ("/api/v1/products/acme/end-users/team/42/export", ""),
+        ("/api/v1/products/acme/end-users/ann%40example.org", ""),
+        ("/support/sidebar", "product=acme&user=ann%40example.org&agent=bo%40acme.io&sig=abc"),
+        ("/console/p/acme/support/lookup", "q=ann%40example.org"),
+    ):
+        atoms = {"m": "GET", "U": path, "q": query, "s": "200", "D": 1}
+        atoms["r"] = f"GET {path}{'?' + query if query else ''} HTTP/1.1"
+        logging.getLogger("gunicorn.access").info('"%(r)s" %(s)s', atoms)
+    lines = _lines(captured)
+    assert [line["path"] for line in lines] == [
+        "/api/v1/products/acme/end-users/[redacted]/export",
+        "/api/v1/products/acme/end-users/[redacted]",
+        "/support/sidebar",
+        "/console/p/acme/support/lookup",
+    ]
+    assert lines[2]["query"] == "product=acme&user=[redacted]&agent=[redacted]&sig=[redacted]"
+    assert lines[2]["message"] == (
+        '"GET /support/sidebar?product=acme&user=[redacted]&agent=[redacted]&sig=[redacted]'
+        ' HTTP/1.1" 200'
+    )
+    written = json.dumps(lines)
+    for trace in ("team/42", "ann%40example.org", "bo%40acme.io", "abc"):
+        assert trace not in written
 
 
 def test_a_refused_request_is_logged_without_the_key_that_names_the_client() -> None:
