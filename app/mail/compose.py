@@ -246,9 +246,10 @@ def _envelope(
             "public.changelog", slug=product.slug, locale=page_locale(locale, product)
         ),
     )
-    token = tokens.for_subscriber(Purpose.UNSUBSCRIBE, subscriber)
     # Every message to a subscriber, the confirmation included, lets them delete their data.
-    context.update(erase_url=external("subscriptions.erase", token=token))
+    erase = tokens.for_subscriber(Purpose.ERASE, subscriber)
+    context.update(erase_url=external("subscriptions.erase", token=erase))
+    token = tokens.for_subscriber(Purpose.UNSUBSCRIBE, subscriber)
     if listed:
         unsubscribe = external("subscriptions.unsubscribe", token=token)
         context.update(unsubscribe_url=unsubscribe, preferences_url=unsubscribe + "#preferences")

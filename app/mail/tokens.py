@@ -33,12 +33,16 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     READ = "read"
     PASSWORD_RESET = "password-reset"  # noqa: S105 - a link's purpose, not a password
+    # "Delete my data": a purpose of its own, so the unsubscribe link that mail providers
+    # read and follow (List-Unsubscribe) cannot erase anyone.
+    ERASE = "erase"
 
 
 LIFETIME = {
     Purpose.CONFIRM: timedelta(days=CONFIRM_DAYS),
     Purpose.UNSUBSCRIBE: timedelta(days=365),
     Purpose.READ: timedelta(days=365),
+    Purpose.ERASE: timedelta(days=365),
     # A reset link also dies when the password changes: it is bound to the hash it replaces.
     Purpose.PASSWORD_RESET: timedelta(hours=1),
 }

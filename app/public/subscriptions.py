@@ -321,7 +321,7 @@ def erase(token: str) -> ResponseReturnValue:
     POST: erase the subscriber's data, then say so. The link is the authority, as for
     unsubscribing: no form of this site could add to it."""
     try:
-        subscriber, _payload = _subscriber_of(Purpose.UNSUBSCRIBE, token)
+        subscriber, _payload = _subscriber_of(Purpose.ERASE, token)
     except (BadToken, NotFound) as error:
         return _bad_link(error)
     product = db.session.get_one(Product, subscriber.product_id)
