@@ -30,6 +30,7 @@ from announcements.models import (
     TeamMember,
     utcnow,
 )
+from app.mail import tokens
 from tests.conftest import PASSWORD, AuthActions, csrf_token
 from tests.factories import add_member, make_member, make_product
 from tests.oidc_provider import (  # noqa: F401 (the fixture)
@@ -463,14 +464,12 @@ def test_a_product_requiring_sso_lets_its_members_sign_on(session, visitor, oidc
 def test_a_password_reset_does_not_sign_in_a_member_who_must_use_sso(
     session, sso_app, visitor
 ) -> None:
-    from app.mail import tokens
-    from app.mail.tokens import Purpose
-
     alice = _require_sso(session)
+    # Read before the other app's context: the test's session, asked inside it, would
+    # take a connection of that app's pool and keep it past the pool's end.
+    fingerprint = {"m": alice.id, "h": accounts.password_fingerprint(alice)}
     with sso_app.test_request_context():
-        token = tokens.make(
-            Purpose.PASSWORD_RESET, {"m": alice.id, "h": accounts.password_fingerprint(alice)}
-        )
+        token = tokens.make(tokens.Purpose.PASSWORD_RESET, fingerprint)
     shown = visitor.get(f"/console/reset-password/{token}")
     assert "sign in with Example ID, not a password" in shown.get_data(as_text=True)
     answer = visitor.post(
