@@ -71,6 +71,14 @@ def live_server(live_app: Flask, live_listener: BaseWSGIServer) -> Iterator[str]
     live_listener.shutdown()
 
 
+def shoot(page, name: str) -> None:
+    """A whole-page screenshot of ``page`` into ``SCREENSHOTS``, from its top, for a person
+    to look at."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
 def assert_fits(page, name: str, *, boxes: bool = True) -> None:
     """Nothing on ``page`` wider than its screen; with ``boxes``, nothing in ``main``
     scrolling sideways inside its box or cut off by it either. ``name`` says which page

@@ -3,10 +3,8 @@ provider's own sign-in form, and back in the console, signed in."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -16,13 +14,10 @@ from werkzeug.serving import BaseWSGIServer
 from announcements.models import Base, Role
 from app import database
 from app.extensions import db
-from tests.browser import PHONE, assert_fits
+from tests.browser import PHONE, assert_fits, shoot
 from tests.conftest import PASSWORD, make_app
 from tests.factories import add_member, make_member, make_product
 from tests.oidc_provider import OidcProvider, running_provider
-
-# Where the screenshots of the sign-in page go for a person to look at.
-SHOTS = Path(os.environ.get("TIDINGS_SHOTS", "/work/shots"))
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +76,19 @@ def test_a_member_continues_with_the_provider_and_lands_in_the_console(page, sso
 
 
 def test_the_sign_in_page_with_single_sign_on_fits_desktop_and_phone(browser, sso_server) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     for label, viewport in (("desktop", {"width": 1280, "height": 800}), ("phone", PHONE)):
         context = browser.new_context(viewport=viewport)
         page = context.new_page()
         page.goto(f"{sso_server}/console/login")
         assert_fits(page, f"the sign-in page ({label})")
-        page.screenshot(path=SHOTS / f"h1-login-{label}.png", full_page=True)
+        shoot(page, f"login-sso-{label}")
         # A member of a product that requires single sign-on, trying a password.
         page.fill("input[name=email]", "alice@example.com")
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         assert "Members of Acme sign in with Example ID" in page.content()
-        page.screenshot(path=SHOTS / f"h1-login-refused-{label}.png", full_page=True)
+        shoot(page, f"login-sso-refused-{label}")
         page.goto(f"{sso_server}/console/login/sso/callback?state=forged&code=x")
         assert_fits(page, f"the single sign-on problem page ({label})")
-        page.screenshot(path=SHOTS / f"h1-sso-problem-{label}.png", full_page=True)
+        shoot(page, f"sso-problem-{label}")
         context.close()

@@ -2,13 +2,12 @@
 key off the enrolment page (as an authenticator app reads the QR code), confirm with the
 app's code, keep the recovery codes, sign out, and sign in with the password and a code.
 On a desktop and a phone, nothing wider than the screen; screenshots of the enrolment
-page, the recovery codes and the second step go to /work/shots/ to be looked at.
+page, the recovery codes and the second step go to instance/screenshots/ to be looked at.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from urllib.parse import unquote
 
 import pyotp
@@ -18,21 +17,14 @@ from sqlalchemy import select
 from announcements import services
 from announcements.models import Product, Role, utcnow
 from app.extensions import db
-from tests.browser import PHONE, assert_fits
+from tests.browser import PHONE, SCREENSHOTS, assert_fits, shoot
 from tests.conftest import PASSWORD
 from tests.factories import make_member
 from tests.test_browser_console import log_in
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path("/work/shots")
 DESKTOP = {"width": 1280, "height": 900}
-
-
-def shoot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=SHOTS / f"h2-{name}.png", full_page=True)
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
@@ -54,7 +46,7 @@ def test_enrol_by_reading_the_qr_secret_then_sign_in_with_a_code(
     page.get_by_role("link", name="Turn on two-factor sign-in").click()
     page.get_by_role("heading", name="Turn on two-factor sign-in").wait_for()
     assert_fits(page, f"enrolment on a {label}")
-    shoot(page, f"enrol-{label}")
+    shoot(page, f"two-factor-enrol-{label}")
 
     # The QR code is an inline SVG named for screen readers; the key beside it is what it
     # holds, as an app reads it.
@@ -73,7 +65,7 @@ def test_enrol_by_reading_the_qr_secret_then_sign_in_with_a_code(
     page.get_by_role("button", name="Turn on two-factor sign-in").click()
     page.get_by_role("heading", name="Save your recovery codes").wait_for()
     assert_fits(page, f"recovery codes on a {label}")
-    shoot(page, f"recovery-codes-{label}")
+    shoot(page, f"two-factor-recovery-codes-{label}")
     codes = page.locator("#recovery-codes code").all_inner_texts()
     assert len(codes) == 10 and len(set(codes)) == 10
     download = page.get_by_role("link", name="Download")
@@ -88,7 +80,7 @@ def test_enrol_by_reading_the_qr_secret_then_sign_in_with_a_code(
     page.wait_for_url(f"{live_server}/console/login/two-factor")
     page.get_by_role("heading", name="Enter your code").wait_for()
     assert_fits(page, f"the second step on a {label}")
-    shoot(page, f"verify-{label}")
+    shoot(page, f"two-factor-verify-{label}")
     # The code that turned it on is not taken again; the next one (in its window) is.
     page.fill("input[name=code]", first)
     page.click("button[type=submit]")
@@ -101,11 +93,11 @@ def test_enrol_by_reading_the_qr_secret_then_sign_in_with_a_code(
     page.goto(f"{live_server}/console/account/two-factor")
     page.get_by_text("10 of your ten recovery codes are left.").wait_for()
     assert_fits(page, f"two-factor settings on a {label}")
-    shoot(page, f"manage-{label}")
+    shoot(page, f"two-factor-manage-{label}")
     with live_app.app_context():
         slug = db.session.scalar(select(Product.slug).where(Product.name == product_name))
         db.session.remove()
     page.goto(f"{live_server}/console/p/{slug}/team#sign-in-rules")
     page.get_by_role("heading", name="Sign-in rules").wait_for()
     assert_fits(page, f"the team page on a {label}", boxes=False)  # its table scrolls
-    page.locator("#sign-in-rules").screenshot(path=SHOTS / f"h2-team-rules-{label}.png")
+    page.locator("#sign-in-rules").screenshot(path=SCREENSHOTS / f"team-rules-{label}.png")
