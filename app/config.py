@@ -117,10 +117,11 @@ def load(instance_path: str, overrides: dict[str, Any] | None) -> dict[str, Any]
         # The bearer token a Prometheus scraper sends for GET /metrics; unset, /metrics is
         # not served (404).
         "METRICS_TOKEN": _env("METRICS_TOKEN", "") or None,
-        # Single sign-on for the console through an OpenID Connect provider: its issuer
-        # (discovery at <issuer>/.well-known/openid-configuration), this client's id and
+        # Single sign-on for the console through an OpenID Connect provider: its issuer,
+        # exactly as its ID tokens name it, a trailing "/" included where the provider has
+        # one (discovery at <issuer>/.well-known/openid-configuration), this client's id and
         # secret there, and the name on the sign-in button. Unset issuer: no SSO.
-        "OIDC_ISSUER": _env("OIDC_ISSUER", "").rstrip("/") or None,
+        "OIDC_ISSUER": _env("OIDC_ISSUER", "") or None,
         "OIDC_CLIENT_ID": _env("OIDC_CLIENT_ID", "") or None,
         "OIDC_CLIENT_SECRET": _env("OIDC_CLIENT_SECRET", "") or None,
         "OIDC_PROVIDER_NAME": _env("OIDC_PROVIDER_NAME", "your identity provider"),

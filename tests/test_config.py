@@ -45,3 +45,16 @@ def test_unreadable_values_name_the_variable(monkeypatch, tmp_path, name, value)
     monkeypatch.setenv(name, value)
     with pytest.raises(config.ConfigError, match=name):
         config.load(str(tmp_path), None)
+
+
+def test_single_sign_on_needs_the_clients_credentials_and_keeps_the_issuer_as_given(
+    monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("TIDINGS_ENV", "development")
+    monkeypatch.setenv("OIDC_ISSUER", "https://tenant.example.auth0.com/")
+    with pytest.raises(config.ConfigError, match="OIDC_CLIENT_ID and OIDC_CLIENT_SECRET"):
+        config.load(str(tmp_path), None)
+    monkeypatch.setenv("OIDC_CLIENT_ID", "tidings")
+    monkeypatch.setenv("OIDC_CLIENT_SECRET", "s3cret")
+    # Some providers' issuer ends in "/": ID tokens name it so, and so must the setting.
+    assert config.load(str(tmp_path), None)["OIDC_ISSUER"] == "https://tenant.example.auth0.com/"

@@ -76,7 +76,7 @@ def _register(state: BlueprintSetupState) -> None:
         "oidc",
         client_id=app.config["OIDC_CLIENT_ID"],
         client_secret=app.config["OIDC_CLIENT_SECRET"],
-        server_metadata_url=f"{issuer}/.well-known/openid-configuration",
+        server_metadata_url=f"{issuer.rstrip('/')}/.well-known/openid-configuration",
         client_kwargs={
             "scope": "openid email profile",
             "code_challenge_method": "S256",
