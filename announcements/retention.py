@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timedelta
+from typing import overload
 
 from sqlalchemy import Text, and_, cast, func, null, or_, select, update
 from sqlalchemy.orm import Session
@@ -257,9 +258,7 @@ def _subscribers(
     return batch
 
 
-def _emails(
-    session: Session, product: Product, before: datetime, _now: datetime, limit: int
-) -> Batch:
+def _emails(session: Session, product: Product, before: datetime, limit: int) -> Batch:
     # The payload holds something: neither SQL NULL nor JSON null (which a write of None
     # stores). Compared as text, as PostgreSQL's json type has no equality.
     payload = func.coalesce(cast(OutboxMessage.payload, Text), "null") != "null"
@@ -288,9 +287,7 @@ def _emails(
     return batch
 
 
-def _webhook_calls(
-    session: Session, product: Product, before: datetime, _now: datetime, limit: int
-) -> Batch:
+def _webhook_calls(session: Session, product: Product, before: datetime, limit: int) -> Batch:
     def batch(after: int) -> tuple[int, int | None]:
         ids = session.scalars(
             select(WebhookDelivery.id)
@@ -357,6 +354,30 @@ def _comment_authors(
 # A run ------------------------------------------------------------------------------------
 
 
+@overload
+def run(
+    session: Session,
+    product: Product,
+    *,
+    now: datetime,
+    write_turn: WriteTurn = ...,
+    batch: int = ...,
+    unless_ran_within: None = None,
+) -> RetentionRun: ...
+
+
+@overload
+def run(
+    session: Session,
+    product: Product,
+    *,
+    now: datetime,
+    write_turn: WriteTurn = ...,
+    batch: int = ...,
+    unless_ran_within: timedelta,
+) -> RetentionRun | None: ...
+
+
 def run(
     session: Session,
     product: Product,
@@ -395,13 +416,11 @@ def run(
         ),
         (
             "emails",
-            _emails(session, product, now - timedelta(days=periods.deliveries_days), now, batch),
+            _emails(session, product, now - timedelta(days=periods.deliveries_days), batch),
         ),
         (
             "webhook_calls",
-            _webhook_calls(
-                session, product, now - timedelta(days=periods.deliveries_days), now, batch
-            ),
+            _webhook_calls(session, product, now - timedelta(days=periods.deliveries_days), batch),
         ),
         (
             "comment_authors",
@@ -447,8 +466,8 @@ def summary(removed: Counter[str] | dict[str, int]) -> str:
         "webhook_calls": "webhook answers emptied",
         "comment_authors": "comments made anonymous",
     }
-    return "Retention: " + ", ".join(
-        f"{removed[kind]} {words[kind]}" for kind in KINDS if removed.get(kind)
+    return "Retention — " + ", ".join(
+        f"{words[kind]}: {removed[kind]}" for kind in KINDS if removed.get(kind)
     )
 
 

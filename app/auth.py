@@ -54,25 +54,6 @@ def sign_in(member: TeamMember) -> None:
     login_user(LoggedInMember(member, token))
 
 
-def finish_sign_in(member: TeamMember, *, method: str, next_url: str) -> Response:
-    """Where every way of proving who one is ends (``method``: "password", "sso",
-    "reset", "invitation"): the member is signed in and sent on to ``next_url``, or, when
-    they have two-factor sign-in, asked for their code first (see ``pending_sign_in``).
-    What the first step changed (a new password, an identity linked) is committed here
-    either way: it stands whether or not the second step follows."""
-    db.session.commit()
-    if two_factor.is_enrolled(member):
-        session[PENDING_SIGN_IN] = {
-            "member": member.id,
-            "method": method,
-            "next": next_url,
-            "at": utcnow().timestamp(),
-        }
-        return redirect(url_for("console.two_factor_verify"))
-    sign_in(member)
-    return redirect(next_url)
-
-
 # A first factor proven, the second not yet: kept in the signed session cookie, which
 # says nothing secret (a member's id, where they were going), for long enough to open
 # an app and type a code, so a password typed on a shared computer and left there does
@@ -81,11 +62,38 @@ PENDING_SIGN_IN = "two_factor_pending"
 PENDING_LIFETIME = timedelta(minutes=5)
 
 
+def finish_sign_in(member: TeamMember, *, next_url: str) -> Response:
+    """Where every way of proving who one is ends (a password, a reset link, an
+    invitation, single sign-on): the member is signed in and sent on to ``next_url``, or,
+    when they have two-factor sign-in, asked for their code first (see
+    ``pending_sign_in``). What the first step changed (a new password, an identity
+    linked) is committed here either way: it stands whether or not the second follows."""
+    db.session.commit()
+    if two_factor.is_enrolled(member):
+        session[PENDING_SIGN_IN] = {
+            "member": member.id,
+            "next": next_url,
+            "at": utcnow().timestamp(),
+        }
+        return redirect(url_for("console.two_factor_verify"))
+    sign_in(member)
+    return redirect(next_url)
+
+
 @dataclass(frozen=True)
 class PendingSignIn:
+    """A sign-in waiting for its second factor: whose, and where it was going."""
+
     member: TeamMember
-    method: str
     next_url: str
+
+
+def pending_member_id() -> int | None:
+    """The id of the member whose sign-in waits in this browser for a second factor, as
+    the cookie says, whether or not it is still good."""
+    kept: Any = session.get(PENDING_SIGN_IN)
+    member = kept.get("member") if isinstance(kept, dict) else None
+    return member if isinstance(member, int) else None
 
 
 def pending_sign_in(now: datetime) -> PendingSignIn | None:
@@ -95,7 +103,7 @@ def pending_sign_in(now: datetime) -> PendingSignIn | None:
     try:
         started = datetime.fromtimestamp(float(kept["at"]), UTC)
         member = db.session.get(TeamMember, int(kept["member"]))
-        method, next_url = str(kept["method"]), str(kept["next"])
+        next_url = str(kept["next"])
     except (TypeError, KeyError, ValueError):
         member = None
     if (
@@ -106,10 +114,11 @@ def pending_sign_in(now: datetime) -> PendingSignIn | None:
     ):
         session.pop(PENDING_SIGN_IN, None)
         return None
-    return PendingSignIn(member, method, next_url)
+    return PendingSignIn(member, next_url)
 
 
 def forget_pending_sign_in() -> None:
+    """The sign-in is done, or given up: the cookie waits for no code any more."""
     session.pop(PENDING_SIGN_IN, None)
 
 

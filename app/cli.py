@@ -22,6 +22,7 @@ from announcements import (
     apikeys,
     importing,
     rerender,
+    retention,
     rollups,
     services,
     support_desks,
@@ -436,6 +437,24 @@ def set_desk_secret(product_slug: str, source: str, secret: str) -> None:
     click.echo(f"{connection.desk.label} ({source}) now proves its deliveries with that secret.")
 
 
+retention_group = AppGroup("retention", help="Apply the products' retention periods.")
+
+
+@retention_group.command("run")
+@click.option("--product", "product_slug", metavar="SLUG", help="Only this product.")
+def run_retention(product_slug: str | None) -> None:
+    """Apply retention now, as the worker does every night (even if it ran today)."""
+    products = (
+        [_product(product_slug)]
+        if product_slug
+        else list(db.session.scalars(select(Product).order_by(Product.slug)))
+    )
+    for product in products:
+        done = retention.run(db.session(), product, now=utcnow(), write_turn=write_turn)
+        said = retention.summary(done.removed) if any(done.removed.values()) else "nothing removed"
+        click.echo(f"{product.slug}: {said}")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(load_demo)
@@ -443,5 +462,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(import_changelog)
     app.cli.add_command(notes)
     app.cli.add_command(rollups_group)
+    app.cli.add_command(retention_group)
     app.cli.add_command(import_tickets)
     app.cli.add_command(support)

@@ -519,7 +519,7 @@ def test_the_run_is_recorded_and_audited_with_counts_only(session, world: World)
     ).all()
     assert len(events) == 1  # none for the run that removed nothing
     assert events[0].product_id == product.id and events[0].actor_id is None
-    assert events[0].summary == "Retention: 1 end users erased, 1 subscribers erased"
+    assert events[0].summary == "Retention — end users erased: 1, subscribers erased: 1"
     assert "alice" not in events[0].summary
 
 
@@ -558,14 +558,14 @@ def test_the_command_runs_one_product_now(app, session, world: World) -> None:
     make_end_user(session, world.other, "ancient", last_seen_at=datetime(2000, 1, 1, tzinfo=UTC))
     runner = app.test_cli_runner()
 
-    result = runner.invoke(jobs.retention_run_command, ["--product", "acme"])
+    result = runner.invoke(args=["retention", "run", "--product", "acme"])
 
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "Retention: 1 end users erased"
+    assert result.output.strip() == "acme: Retention — end users erased: 1"
     erased = session.scalars(select(EndUser.product_id).where(EndUser.erased_at.is_not(None)))
     assert erased.all() == [world.product.id]
-    missing = runner.invoke(jobs.retention_run_command, ["--product", "nope"])
-    assert missing.exit_code != 0 and "There is no product nope." in missing.output
+    missing = runner.invoke(args=["retention", "run", "--product", "nope"])
+    assert missing.exit_code != 0 and "No product with the slug nope." in missing.output
 
 
 # The console's Retention page --------------------------------------------------------------

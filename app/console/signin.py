@@ -116,7 +116,7 @@ def login() -> ResponseReturnValue:
         elif refusal := _sso_only(member, here=True):
             form.password.errors = [refusal]
         else:
-            return finish_sign_in(member, method="password", next_url=safe_next(form.next.data))
+            return finish_sign_in(member, next_url=safe_next(form.next.data))
     status = 200 if request.method == "GET" or not form.errors else 422
     return render_template("console/login.html", form=form, sso_provider=sso_provider()), status
 
@@ -189,7 +189,7 @@ def reset_password(token: str) -> ResponseReturnValue:
                 _("Your password is changed, and every other session of your account ended."),
                 "success",
             )
-            return finish_sign_in(member, method="reset", next_url=url_for("console.products"))
+            return finish_sign_in(member, next_url=url_for("console.products"))
     return render_template(
         "console/password_new.html", form=form, email=member.email, invitation=None
     ), 422 if form.errors else 200
@@ -292,7 +292,6 @@ def invitation(invitation_token: str) -> ResponseReturnValue:
             flash(_("Welcome to %(product)s.", product=product.name), "success")
             return finish_sign_in(
                 member,
-                method="invitation",
                 next_url=url_for("console.product_home", slug=product.slug),
             )
     return render_template(

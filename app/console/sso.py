@@ -173,7 +173,7 @@ def sso_callback() -> ResponseReturnValue:
         now=utcnow(),
     )
     next_url = session.pop(NEXT_KEY, None) or url_for("console.products")
-    return finish_sign_in(member, method="sso", next_url=safe_next(next_url))
+    return finish_sign_in(member, next_url=safe_next(next_url))
 
 
 def _identity(client: FlaskOAuth2App) -> sso.Identity:

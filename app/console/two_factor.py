@@ -17,9 +17,9 @@ from wtforms.validators import InputRequired
 from announcements import accounts, two_factor
 from announcements.models import TeamMember, utcnow
 from app.auth import (
-    PENDING_SIGN_IN,
     current_member,
     forget_pending_sign_in,
+    pending_member_id,
     pending_sign_in,
     session_token,
     sign_in,
@@ -66,9 +66,9 @@ def _limit() -> str:
 def _member_key() -> str:
     """Counts the codes tried for one member, wherever they come from: the member waiting
     at the second step of signing in, or the one signed in who turns it off."""
-    kept = session.get(PENDING_SIGN_IN)
-    if isinstance(kept, dict) and "member" in kept:
-        return f"two-factor:{kept['member']}"
+    pending = pending_member_id()
+    if pending is not None:
+        return f"two-factor:{pending}"
     if current_user.is_authenticated:
         return f"two-factor:{current_user.id}"
     return f"two-factor:{request.remote_addr}"

@@ -37,7 +37,6 @@ from huey import Huey, RedisHuey, SqliteHuey, crontab
 from redis import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import select
 
 from announcements import monitoring, outbox, retention, rollups, support_impact
 from announcements.models import Product, utcnow
@@ -343,33 +342,6 @@ def worker_command(threads: int, heartbeat_every: float) -> None:
         beating.set()
 
 
-@click.group("retention")
-def retention_group() -> None:
-    """Apply the products' retention periods."""
-
-
-@retention_group.command("run")
-@click.option("--product", "slug", default=None, help="Only this product (its slug).")
-@with_appcontext
-def retention_run_command(slug: str | None) -> None:
-    """Apply retention now, as the worker does every night (even if it ran today)."""
-    session = db.session()
-    if slug is None:
-        done = retention.run_all(session, now=utcnow(), write_turn=write_turn)
-        for name, removed in done.items():
-            click.echo(f"{name}: {removed} removed")
-        return
-    product = session.scalar(select(Product).where(Product.slug == slug))
-    if product is None:
-        raise click.ClickException(f"There is no product {slug}.")
-    run = retention.run(session, product, now=utcnow(), write_turn=write_turn)
-    assert run is not None  # noqa: S101 - only a run asked to skip answers None
-    click.echo(
-        retention.summary(run.removed) if any(run.removed.values()) else "Nothing to remove."
-    )
-
-
 def init_app(app: Flask) -> None:
     app.extensions[JOBS_KEY] = Jobs(app)
     app.cli.add_command(worker_command)
-    app.cli.add_command(retention_group)
