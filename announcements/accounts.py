@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from announcements import audit, services
@@ -93,6 +93,21 @@ def authenticate(session: Session, email: str, password: str) -> TeamMember | No
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def products_requiring(
+    session: Session, member: TeamMember, rule: InstrumentedAttribute[bool]
+) -> list[Product]:
+    """The member's products whose owners set ``rule`` (``Product.require_two_factor``,
+    ``Product.require_sso``), by name."""
+    return list(
+        session.scalars(
+            select(Product)
+            .join(Membership, Membership.product_id == Product.id)
+            .where(Membership.member_id == member.id, rule.is_(True))
+            .order_by(Product.name)
+        )
+    )
 
 
 def start_session(session: Session, member: TeamMember, *, now: datetime) -> str:

@@ -31,6 +31,10 @@ from announcements.models import (
 )
 
 VIAS = ("console", "sidebar")
+# The audit event of a send, whose summary names the user last, after this mark: erasure
+# (``announcements.privacy``) replaces what follows it.
+SENT_TO_USER = "note.sent_to_user"
+SENT_TO_USER_MARK = " it to user "
 MAX_AGENT_LENGTH = 254
 
 
@@ -92,8 +96,8 @@ def send(
         session,
         product,
         sent_by,
-        "note.sent_to_user",
-        f"{agent} ({via}) sent{mailed} it to user {end_user.external_id}",
+        SENT_TO_USER,
+        f"{agent} ({via}) sent{mailed}{SENT_TO_USER_MARK}{end_user.external_id}",
         note=note,
         now=now,
     )

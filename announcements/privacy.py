@@ -25,7 +25,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from announcements import audit, reads, tickets
+from announcements import agent_sends, audit, reads, subscriptions, tickets
 from announcements.errors import NotFound
 from announcements.models import (
     Acknowledgement,
@@ -54,9 +54,6 @@ TOMBSTONE_PREFIX = "erased:"
 # An erased subscriber's address: unique per row (the list is unique by address) and in
 # a domain that can never receive mail (RFC 2606).
 ERASED_DOMAIN = "erased.invalid"
-# The audit summary of an agent's send names the user last (``agent_sends.send``).
-_SENT_TO_USER = "note.sent_to_user"
-_SENT_TO_USER_MARK = " it to user "
 ERASED_NAME = "(erased)"
 # When an anonymous user made to hold a forgotten author's rows was seen: never.
 NEVER_SEEN = datetime(1970, 1, 1, tzinfo=UTC)
@@ -83,7 +80,7 @@ def find_end_user(session: Session, product: Product, external_id: str) -> EndUs
 def find_subscriber(session: Session, product: Product, email: str) -> Subscriber:
     """The product's subscriber with this address (case aside), not erased; NotFound else."""
     text = email.strip().lower()
-    if not text or len(text) > tickets.MAX_USER_ID_LENGTH or not reads.is_storable(text):
+    if not text or len(text) > subscriptions.MAX_ADDRESS_LENGTH or not reads.is_storable(text):
         raise NotFound(NO_SUCH_SUBSCRIBER)
     subscriber = session.scalar(
         select(Subscriber).where(Subscriber.product_id == product.id, Subscriber.email == text)
@@ -434,16 +431,16 @@ def _scrub_audit(session: Session, product_id: int, external_id: str) -> int:
     events = session.scalars(
         select(AuditEvent).where(
             AuditEvent.product_id == product_id,
-            AuditEvent.action == _SENT_TO_USER,
-            AuditEvent.summary.contains(_SENT_TO_USER_MARK),
+            AuditEvent.action == agent_sends.SENT_TO_USER,
+            AuditEvent.summary.contains(agent_sends.SENT_TO_USER_MARK),
         )
     ).all()
     changed = 0
     for event in events:
-        head, _mark, tail = event.summary.rpartition(_SENT_TO_USER_MARK)
+        head, _mark, tail = event.summary.rpartition(agent_sends.SENT_TO_USER_MARK)
         cut = len(event.summary) >= audit.SUMMARY_LENGTH and bool(tail)
         if tail == external_id or (cut and external_id.startswith(tail)):
-            event.summary = f"{head}{_SENT_TO_USER_MARK}{ERASED_NAME}"
+            event.summary = f"{head}{agent_sends.SENT_TO_USER_MARK}{ERASED_NAME}"
             changed += 1
     return changed
 

@@ -23,7 +23,6 @@ from announcements import accounts, audit, services
 from announcements.errors import ValidationFailed
 from announcements.models import (
     Invitation,
-    Membership,
     Product,
     SsoIdentity,
     TeamMember,
@@ -214,14 +213,10 @@ def _provision(
 def products_requiring_sso(session: Session, member: TeamMember) -> list[str]:
     """The names of the member's products whose owners require single sign-on: while
     there is one, the member cannot sign in with a password."""
-    return list(
-        session.scalars(
-            select(Product.name)
-            .join(Membership, Membership.product_id == Product.id)
-            .where(Membership.member_id == member.id, Product.require_sso.is_(True))
-            .order_by(Product.name)
-        )
-    )
+    return [
+        product.name
+        for product in accounts.products_requiring(session, member, Product.require_sso)
+    ]
 
 
 def record_refusal(session: Session, refusal: SignInRefused, *, now: datetime) -> None:

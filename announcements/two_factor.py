@@ -25,10 +25,9 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from announcements import audit
+from announcements import accounts, audit
 from announcements.errors import InvalidTransition, ValidationFailed
 from announcements.models import (
-    Membership,
     Product,
     RecoveryCode,
     Role,
@@ -169,30 +168,12 @@ def verify_sign_in(session: Session, member: TeamMember, code: str, *, now: date
 
 def requiring_products(session: Session, member: TeamMember) -> list[Product]:
     """The products the member belongs to whose owners require two-factor sign-in."""
-    return list(
-        session.scalars(
-            select(Product)
-            .join(Membership, Membership.product_id == Product.id)
-            .where(Membership.member_id == member.id, Product.require_two_factor.is_(True))
-            .order_by(Product.name)
-        )
-    )
+    return accounts.products_requiring(session, member, Product.require_two_factor)
 
 
 def must_enrol(session: Session, member: TeamMember) -> bool:
     """Whether the member has to turn two-factor sign-in on before doing anything else."""
-    if is_enrolled(member):
-        return False
-    return bool(
-        session.scalar(
-            select(
-                select(Membership.id)
-                .join(Product, Product.id == Membership.product_id)
-                .where(Membership.member_id == member.id, Product.require_two_factor.is_(True))
-                .exists()
-            )
-        )
-    )
+    return not is_enrolled(member) and bool(requiring_products(session, member))
 
 
 def remove(

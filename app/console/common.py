@@ -51,15 +51,20 @@ def status_name(status: NoteStatus) -> str:
     return str(STATUS_NAMES[status])
 
 
+def attachment(body: Iterator[str] | str, filename: str, mimetype: str) -> ResponseReturnValue:
+    """A file the browser saves as ``filename`` rather than shows."""
+    return current_app.response_class(
+        body,
+        mimetype=mimetype,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 def csv_download(lines: Iterator[str] | str, filename: str) -> ResponseReturnValue:
     """A CSV file to save as ``filename``: streamed a line at a time when given lines
     (the request's context kept for them), or whole."""
     body = lines if isinstance(lines, str) else stream_with_context(lines)
-    return current_app.response_class(
-        body,
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return attachment(body, filename, "text/csv")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext, ngettext
@@ -27,6 +27,7 @@ from announcements.models import Product, Role, Subscriber, utcnow
 from announcements.subscriptions import get_subscriber
 from app.auth import current_member, role_required
 from app.console import bp
+from app.console.common import attachment
 from app.database import write_turn
 from app.extensions import db
 
@@ -81,11 +82,7 @@ def _find(product: Product, form: PrivacyForm) -> tuple[dict[str, Any], Subscrib
 
 
 def _json_download(data: dict[str, Any], filename: str) -> ResponseReturnValue:
-    return current_app.response_class(
-        json.dumps(data, ensure_ascii=False, indent=2),
-        mimetype="application/json",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return attachment(json.dumps(data, ensure_ascii=False, indent=2), filename, "application/json")
 
 
 def _filename(product: Product, now: datetime) -> str:

@@ -36,6 +36,7 @@ from app.console.forms import (
     MemberForm,
     RoleForm,
 )
+from app.console.signin import sso_provider
 from app.converters import page_arg
 from app.extensions import db
 from app.mail import account_mail, compose
@@ -95,7 +96,7 @@ def team_access(product: Product) -> ResponseReturnValue:
     """Set how the team must sign in: two-factor, single sign-on (when the instance has
     an identity provider), and the role single sign-on gives people it creates."""
     form = AccessRulesForm()
-    sso = _sso_configured()
+    sso = sso_provider() is not None
     if not sso:  # neither shown nor accepted: the rules stay as they are
         del form.require_sso, form.sso_provision_role
     if form.validate_on_submit():
@@ -122,10 +123,6 @@ def team_access(product: Product) -> ResponseReturnValue:
     return _team_page(product, access_form=form), 422
 
 
-def _sso_configured() -> bool:
-    return bool(current_app.config["OIDC_ISSUER"])
-
-
 def _team_page(
     product: Product,
     *,
@@ -141,9 +138,9 @@ def _team_page(
         now=utcnow(),
         role_form=RoleForm(),
         access_form=access_form or AccessRulesForm.of(product),
-        sso_configured=_sso_configured(),
+        sso_configured=sso_provider() is not None,
         provisioning=current_app.config["OIDC_PROVISIONING"],
-        provider=current_app.config["OIDC_PROVIDER_NAME"],
+        provider=sso_provider(),
     )
 
 
