@@ -50,7 +50,7 @@ from typing import overload
 from sqlalchemy import Text, and_, cast, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
-from announcements import audit, privacy
+from announcements import audit, privacy, subscriptions
 from announcements.errors import ValidationFailed
 from announcements.models import (
     EndUser,
@@ -211,17 +211,7 @@ def _end_users(
 def _subscribers(
     session: Session, product: Product, before: datetime, now: datetime, limit: int
 ) -> Batch:
-    last_failure = (
-        select(func.max(OutboxMessage.created_at))
-        .where(
-            OutboxMessage.subscriber_id == Subscriber.id,
-            OutboxMessage.status == OutboxStatus.FAILED,
-        )
-        .scalar_subquery()
-    )
-    left_at = func.coalesce(
-        Subscriber.unsubscribed_at, last_failure, Subscriber.confirmed_at, Subscriber.created_at
-    )
+    left_at = func.coalesce(subscriptions.bounced_at(), Subscriber.created_at)
     last_asked = (
         select(func.max(OutboxMessage.created_at))
         .where(

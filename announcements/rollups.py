@@ -118,7 +118,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from announcements import personal_data, support_impact, targeting
+from announcements import personal_data, subscriptions, support_impact, targeting
 from announcements.models import (
     EndUser,
     EndUserDay,
@@ -558,14 +558,6 @@ def _count_subscribers(session: Session, product_id: int) -> Tally:
     below zero and ends at the subscribers confirmed now."""
     tally = _tally()
     joined = (Subscriber.product_id == product_id) & Subscriber.confirmed_at.is_not(None)
-    last_failure = (
-        select(func.max(OutboxMessage.created_at))
-        .where(
-            OutboxMessage.subscriber_id == Subscriber.id,
-            OutboxMessage.status == OutboxStatus.FAILED,
-        )
-        .scalar_subquery()
-    )
     events = [
         ("confirmed", Subscriber.confirmed_at, None),
         (
@@ -573,13 +565,7 @@ def _count_subscribers(session: Session, product_id: int) -> Tally:
             func.coalesce(Subscriber.unsubscribed_at, Subscriber.confirmed_at),
             SubscriberStatus.UNSUBSCRIBED,
         ),
-        # A bounce is recorded on no column of its own: the last message that failed
-        # tells when.
-        (
-            "bounced",
-            func.coalesce(Subscriber.unsubscribed_at, last_failure, Subscriber.confirmed_at),
-            SubscriberStatus.BOUNCED,
-        ),
+        ("bounced", subscriptions.bounced_at(), SubscriberStatus.BOUNCED),
     ]
     for event, moment, status in events:
         day = UtcDay(moment)

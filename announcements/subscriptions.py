@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import email_validator
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from announcements import languages
@@ -32,6 +32,7 @@ from announcements.models import (
     Note,
     OutboxKind,
     OutboxMessage,
+    OutboxStatus,
     Product,
     Subscriber,
     SubscriberStatus,
@@ -39,6 +40,21 @@ from announcements.models import (
 
 CONFIRM_DAYS = 7
 MAX_ADDRESS_LENGTH = 254
+
+
+def bounced_at() -> ColumnElement[datetime]:
+    """When a subscriber of the row in hand left the list by bouncing, in SQL: a bounce is
+    recorded on no column of its own, so the last message to them that failed tells
+    (else when they unsubscribed or confirmed). Insights and retention date it alike."""
+    last_failure = (
+        select(func.max(OutboxMessage.created_at))
+        .where(
+            OutboxMessage.subscriber_id == Subscriber.id,
+            OutboxMessage.status == OutboxStatus.FAILED,
+        )
+        .scalar_subquery()
+    )
+    return func.coalesce(Subscriber.unsubscribed_at, last_failure, Subscriber.confirmed_at)
 
 
 @dataclass(frozen=True)
