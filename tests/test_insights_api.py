@@ -47,7 +47,7 @@ def acme(app, session: Session):
                 app_version=version,
                 attributes={
                     "plan": "pro" if number % 2 else "free",
-                    "email": f"user-{number}@acme.example",
+                    "seat": f"seat-{number}",
                 },
                 first_seen_at=seen_at,
                 last_seen_at=seen_at,
@@ -175,12 +175,15 @@ def test_a_value_fewer_than_5_users_have_is_never_shown(client: FlaskClient, acm
     """By an attribute each user has alone, a value would be one user and whether they
     read the note: every value fewer than 5 users were exposed under is in Other."""
     note, _, key = acme
-    body = client.get(URL.format(note.id) + "?by=email", headers=key).json
+    body = client.get(URL.format(note.id) + "?by=seat", headers=key).json
     wanted = expected()
     exposed, readers = len(wanted["exposed"]), len(wanted["readers"])
     assert body["segments"] == [
         {"value": "Other", "exposed": exposed, "readers": readers, "read_rate": readers / exposed}
     ]
+    # An attribute that looks like personal data is never a segment: a clear 422.
+    refused = client.get(URL.format(note.id) + "?by=email", headers=key)
+    assert refused.status_code == 422 and "by" in refused.json["errors"]
 
 
 def test_a_note_dated_year_1_answers_its_last_366_days(
