@@ -8,9 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,12 @@ from typing import Any
 import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
-from sqlalchemy import JSON, LargeBinary, String, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from announcements import apikeys, rollups, sidebar_links, support_desks
 from announcements.models import (
     AuditEvent,
-    Base,
     ConsoleSession,
     EndUser,
     EndUserDay,
@@ -42,6 +39,7 @@ from app.database import write_turn
 from app.mail.tokens import Purpose, for_subscriber
 from tests.conftest import SHARED_TESTDATA, csrf_token
 from tests.factories import make_end_user, make_member, make_product
+from tests.stored import stored_texts, text_columns
 
 # Names --------------------------------------------------------------------------------
 
@@ -289,33 +287,13 @@ def _hash(secret: str, text: str) -> str:
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def _texts(value: Any) -> Iterator[str]:
-    if value is None:
-        return
-    if isinstance(value, bytes):
-        yield value.decode("latin-1")
-    elif isinstance(value, dict | list):
-        yield json.dumps(value, default=str)
-    else:
-        yield str(value)
-
-
-def stored_traces(session: Session) -> tuple[list[str], set[str]]:
-    """Where a trace of the addresses is in the database, and every text or JSON column
-    looked at (``table.column``): each of the models' tables, none named here."""
-    found: list[str] = []
-    looked: set[str] = set()
-    session.expire_all()
-    for table in Base.metadata.sorted_tables:
-        columns = [c for c in table.columns if isinstance(c.type, String | JSON | LargeBinary)]
-        if not columns:
-            continue
-        looked.update(f"{table.name}.{column.name}" for column in columns)
-        for row in session.execute(select(*columns)):
-            for column, value in zip(columns, row, strict=True):
-                if any(TRACES.search(text) for text in _texts(value)):
-                    found.append(f"{table.name}.{column.name}: {value!r}")
-    return found, looked
+def stored_traces(session: Session) -> list[str]:
+    """Where the database holds a trace of the addresses, as ``table.column: value``."""
+    return [
+        f"{table}.{column}: {text}"
+        for table, column, text in stored_texts(session)
+        if TRACES.search(text)
+    ]
 
 
 def file_traces(folder: Path) -> list[str]:
@@ -445,8 +423,7 @@ def test_no_client_address_is_stored_by_any_path(
     for model in (EndUser, Reaction, HelpRequest, Ticket, Subscriber, ConsoleSession, AuditEvent):
         assert session.scalars(select(model)).first() is not None, model.__name__
 
-    found, looked = stored_traces(session)
-    assert found == []
+    assert stored_traces(session) == []
     # The walk reached the tables written to, found by the metadata, not by a list.
     assert {
         "end_user.attributes",
@@ -456,7 +433,7 @@ def test_no_client_address_is_stored_by_any_path(
         "subscriber.email",
         "audit_event.summary",
         "outbox_message.payload",
-    } <= looked
+    } <= text_columns()
     assert file_traces(Path(web.instance_path)) == []
     # The app's own log lines name no address either (the server's access line does).
     assert [r.getMessage() for r in caplog.records if TRACES.search(r.getMessage())] == []
@@ -466,5 +443,4 @@ def test_the_walk_finds_an_address_where_one_is_stored(session: Session, app: Fl
     """The check above can fail: an address in an attribute, or a comment, is found."""
     product = make_product(session)
     make_end_user(session, product, "x", attributes={"ip": IPV6})
-    found, _ = stored_traces(session)
-    assert found == [f"end_user.attributes: {{'ip': '{IPV6}'}}"]
+    assert stored_traces(session) == [f'end_user.attributes: {{"ip": "{IPV6}"}}']

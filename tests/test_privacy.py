@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from flask import Flask, current_app
 from flask.testing import FlaskClient
-from sqlalchemy import JSON, String, Text, func, inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from announcements import agent_sends, insights, privacy, queries, rollups, tickets
@@ -43,6 +43,7 @@ from announcements.models import (
     utcnow,
 )
 from tests.factories import make_note, make_product
+from tests.stored import stored_texts
 from tests.test_widget_api import Widget, email_hash
 
 ORIGIN = "https://app.example.com"
@@ -175,25 +176,14 @@ def make_person(client: FlaskClient, session: Session, product: Product | None =
 
 
 def traces_in_database(session: Session) -> list[tuple[str, str, str]]:
-    """(table, column, trace) for every text or JSON column of every table holding any of
-    the person's :data:`TRACES`, read from the models' metadata rather than a list."""
-    found = []
-    for table in Base.metadata.sorted_tables:
-        columns = [
-            column
-            for column in inspect(table).columns
-            if isinstance(column.type, String | Text | JSON)
-            or isinstance(getattr(column.type, "impl", None), String | Text)
-        ]
-        if not columns:
-            continue
-        for row in session.execute(select(*columns)):
-            for column, value in zip(columns, row, strict=True):
-                text = (
-                    value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-                ).lower()
-                found += [(table.name, column.name, t) for t in TRACES if t.lower() in text]
-    return found
+    """(table, column, trace) wherever the database holds any of the person's
+    :data:`TRACES`, in any case."""
+    return [
+        (table, column, trace)
+        for table, column, text in stored_texts(session)
+        for trace in TRACES
+        if trace.lower() in text.lower()
+    ]
 
 
 def figures(session: Session, person: Person, now: datetime) -> list[Any]:
