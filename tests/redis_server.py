@@ -4,15 +4,18 @@ xdist worker (tests/conftest.py), since a pub/sub channel is the whole server's.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask
 
+from app.extensions import db
 from tests.mailserver import free_port
 from tests.worker import wait_for
 
@@ -71,3 +74,24 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if server.process is not None:
         server.process.send_signal(signal.SIGCONT)  # a test that failed while it hung
         server.stop()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A database of the suite's Redis for this test alone (each xdist worker has a server
+    of its own), emptied; the test skips without one, as outside ``make test``."""
+    started = os.environ.get("TIDINGS_TEST_REDIS_URL")
+    if not started:
+        pytest.skip("Redis is not configured: run the suite with `make test`")
+    url = started.rsplit("/", 1)[0] + "/1"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def cached(app: Flask, app_factory: Callable[..., Flask], redis_url: str) -> Iterator[Flask]:
+    """The app with Redis configured, its context pushed (``app`` empties the tables)."""
+    application = app_factory(REDIS_URL=redis_url)
+    with application.app_context():
+        yield application
+        db.session.remove()

@@ -4,8 +4,6 @@ everything else, never a 500. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -135,25 +133,6 @@ def test_the_openapi_document_describes_both_operations(client: FlaskClient) -> 
 
 
 # The widget's kept answers ------------------------------------------------------------
-
-REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL")
-
-
-@pytest.fixture
-def cached(app: Flask, app_factory, redis_url: str) -> Iterator[Flask]:
-    application = app_factory(REDIS_URL=redis_url)
-    with application.app_context():
-        yield application
-        db.session.remove()
-
-
-@pytest.fixture
-def redis_url() -> str:
-    if not REDIS_URL:
-        pytest.skip("Redis is not configured: run the suite with `make test`")
-    url = REDIS_URL.rsplit("/", 1)[0] + "/2"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 def test_no_kept_widget_answer_survives_the_erasure(cached: Flask, redis_url: str) -> None:

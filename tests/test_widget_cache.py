@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -34,25 +34,6 @@ REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(
     not REDIS_URL, reason="Redis is not configured: run the suite with `make test`"
 )
-
-
-@pytest.fixture
-def redis_url() -> str:
-    """A Redis database for this test alone (each xdist worker has a server of its own),
-    emptied."""
-    assert REDIS_URL
-    url = REDIS_URL.rsplit("/", 1)[0] + "/1"
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-@pytest.fixture
-def cached(app: Flask, app_factory: Callable[..., Flask], redis_url: str) -> Iterator[Flask]:
-    """The app with Redis configured, its context pushed (``app`` empties the tables)."""
-    application = app_factory(REDIS_URL=redis_url)
-    with application.app_context():
-        yield application
-        db.session.remove()
 
 
 @pytest.fixture
