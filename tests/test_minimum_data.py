@@ -5,8 +5,6 @@ desk, agent sidebar, public pages), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 import re
 from datetime import timedelta
@@ -40,6 +38,7 @@ from app.mail.tokens import Purpose, for_subscriber
 from tests.conftest import SHARED_TESTDATA, csrf_token
 from tests.factories import make_end_user, make_member, make_product
 from tests.stored import stored_texts, text_columns
+from tests.test_widget_api import email_hash, user_hash
 
 # Names --------------------------------------------------------------------------------
 
@@ -283,10 +282,6 @@ USER = "kim-7"
 EMAIL = "kim@example.com"
 
 
-def _hash(secret: str, text: str) -> str:
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
 def stored_traces(session: Session) -> list[str]:
     """Where the database holds a trace of the addresses, as ``table.column: value``."""
     return [
@@ -330,7 +325,6 @@ def test_no_client_address_is_stored_by_any_path(
 
     owner = make_member(session, "owner@example.com")
     product = make_product(session, owner=owner, slug="acme", allowed_origins=(ORIGIN,))
-    secret = product.identity_secret
     _, api_key = apikeys.create(
         session,
         product,
@@ -365,11 +359,11 @@ def test_no_client_address_is_stored_by_any_path(
     # The widget: notes, the signed address, a read, a reaction with a comment, an
     # acknowledgement, help asked, shown and answered, the subscription.
     widget = f"/api/v1/widget/{product.widget_key}"
-    identity = {"user_id": USER, "user_hash": _hash(secret, USER)}
+    identity = {"user_id": USER, "user_hash": user_hash(product, USER)}
     cors = {"Origin": ORIGIN}
     query = {**identity, "version": "1.0.0", "locale": "fr", "attr.plan": "pro"}
     ok(client.get(f"{widget}/notes", query_string=query, headers=cors))
-    mail = {**identity, "email": EMAIL, "email_hash": _hash(secret, f"email:{USER}\n{EMAIL}")}
+    mail = {**identity, "email": EMAIL, "email_hash": email_hash(product, USER, EMAIL)}
     ok(client.post(f"{widget}/identity", json=mail, headers=cors), 204)
     ok(client.post(f"{widget}/reads", json={**identity, "note_ids": [first_id]}), 204)
     reaction = {**identity, "note_id": first_id, "reaction": "👍", "comment": "Works well"}
